@@ -1,0 +1,144 @@
+import { CursorExpiredError } from "../errors.js";
+import type { Keys } from "../store/keys.js";
+import type { RocksStore } from "../store/rocks-store.js";
+import { CelFilter, type CelVariables } from "../query/cel-filter.js";
+import { decodePageToken, encodePageToken } from "../query/page-token.js";
+import type { Alert } from "./alert.js";
+import { AlertFeed } from "./alert-feed.js";
+
+/** The variables an alert filter may use. */
+export const ALERT_FILTER_VARIABLES: CelVariables = Object.freeze({
+  id: "string",
+  kind: "string",
+  twin_id: "string",
+  code: "string",
+  severity: "string",
+  message: "string",
+  state: "string",
+  count: "double",
+  raised_at: "timestamp",
+  updated_at: "timestamp",
+});
+
+/** A ListAlerts request. */
+export interface AlertListing {
+  readonly filter?: string;
+  /** 0 or absent: 100. */
+  readonly pageSize?: number;
+  readonly pageToken?: string;
+}
+
+/** A page of alerts and the cursor to watch from. */
+export interface AlertPage {
+  readonly alerts: Alert[];
+  readonly nextPageToken: string;
+  /** WatchAlerts from here sees exactly the changes after this listing. */
+  readonly cursor: string;
+}
+
+/** A change as a watcher sees it. */
+export interface AlertEvent {
+  readonly alert: Alert;
+  readonly cursor: string;
+}
+
+const DEFAULT_PAGE = 100;
+const MAX_PAGE = 1_000;
+
+/** Stored alerts carry the log seq of their last logged change, which listings use for cursors. */
+type StoredAlert = Alert & { readonly seq?: number };
+
+function activation(alert: Alert): Record<string, unknown> {
+  return {
+    id: alert.id,
+    kind: alert.kind,
+    twin_id: alert.twinId,
+    code: alert.code,
+    severity: alert.severity,
+    message: alert.message,
+    state: alert.state,
+    count: alert.count,
+    raised_at: alert.raisedAt,
+    updated_at: alert.updatedAt,
+  };
+}
+
+function strip(alert: StoredAlert): Alert {
+  const { seq: _seq, ...rest } = alert;
+  return rest;
+}
+
+/**
+ * ListAlerts and WatchAlerts over the alert records and the alert change log in RocksDB.
+ * A watcher reads the log itself, so it sees committed changes, in commit order, each once.
+ */
+export class AlertQueries {
+  constructor(
+    private readonly store: RocksStore,
+    private readonly keys: Keys,
+    private readonly feed: AlertFeed,
+  ) {}
+
+  /**
+   * Lists alerts matching `filter`, ordered by id. The cursor covers every change visible in
+   * the listing's snapshot, so watching from it repeats none of them and misses none after.
+   * @throws InvalidArgumentError (BAD_FILTER, BAD_PAGE_TOKEN, BAD_PAGE_SIZE)
+   */
+  async list(req: AlertListing): Promise<AlertPage> {
+    const filter = CelFilter.compile(req.filter ?? "", ALERT_FILTER_VARIABLES, "filter");
+    const pageSize = req.pageSize === undefined || req.pageSize === 0 ? DEFAULT_PAGE : Math.min(req.pageSize, MAX_PAGE);
+    const identity = JSON.stringify(["alerts", req.filter ?? ""]);
+    const afterId = req.pageToken ? String(decodePageToken(req.pageToken, identity)) : undefined;
+    let cursorSeq = this.feed.lastSeq;
+    const alerts: Alert[] = [];
+    let more = false;
+    // The whole keyspace is read (alerts are bounded by retention) so that the cursor accounts
+    // for every change in this snapshot, even one whose commit callback has not run yet.
+    for await (const chunk of this.store.scan(this.keys.alerts())) {
+      for (const [key, raw] of chunk) {
+        const alert = JSON.parse(raw) as StoredAlert;
+        if (alert.seq !== undefined && alert.seq > cursorSeq) cursorSeq = alert.seq;
+        if (afterId !== undefined && this.keys.alertIdOf(key) <= afterId) continue;
+        if (alerts.length >= pageSize) {
+          more ||= filter.matchesAll || matches(filter, alert);
+          continue;
+        }
+        if (filter.matchesAll || matches(filter, alert)) alerts.push(strip(alert));
+      }
+    }
+    const last = alerts[alerts.length - 1];
+    return { alerts, nextPageToken: more && last !== undefined ? encodePageToken(identity, last.id) : "", cursor: AlertFeed.cursor(cursorSeq) };
+  }
+
+  /**
+   * Streams alert changes after `cursor` (or after now), each with its resume cursor, until
+   * `signal` aborts. Back-pressure: the next chunk is read only when the consumer asks.
+   * @throws InvalidArgumentError (BAD_CURSOR, BAD_FILTER), CursorExpiredError
+   */
+  async *watch(cursor: string | undefined, filterText: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
+    const filter = CelFilter.compile(filterText ?? "", ALERT_FILTER_VARIABLES, "filter");
+    let seq = cursor ? this.feed.parseCursor(cursor) : this.feed.lastSeq;
+    while (!signal.aborted) {
+      let progressed = false;
+      for await (const chunk of this.store.scan({ ...this.keys.alertLogRange(seq), limit: 1_000 })) {
+        for (const [key, raw] of chunk) {
+          const next = this.keys.alertLogSeqOf(key);
+          if (next !== seq + 1 && seq + 1 < this.feed.firstSeq) {
+            throw new CursorExpiredError(`the watch fell behind the retained alert log (changes before ${this.feed.firstSeq} were trimmed); list alerts again and watch from the new cursor`);
+          }
+          seq = next;
+          progressed = true;
+          const alert = strip(JSON.parse(raw) as StoredAlert);
+          if (filter.matchesAll || matches(filter, alert)) yield { alert, cursor: AlertFeed.cursor(seq) };
+          if (signal.aborted) return;
+        }
+      }
+      if (!progressed) await this.feed.waitBeyond(seq, signal);
+    }
+  }
+}
+
+function matches(filter: CelFilter, alert: Alert): boolean {
+  const result = filter.evaluate(activation(alert));
+  return "matched" in result && result.matched;
+}

@@ -1,0 +1,180 @@
+/**
+ * twinmesh's errors. Every error the runtime raises on purpose is a {@link TwinmeshError}: it
+ * carries a gRPC status `code` (numeric, so `runtime/` does not import grpc-js), a stable
+ * `reason`, whether a retry can succeed, and a message that says what failed, for which input,
+ * why, and what to do next. `server/` maps them to gRPC statuses in one place.
+ */
+
+/** gRPC status codes used by twinmesh errors (the numeric values of the gRPC spec). */
+export const StatusCode = {
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  OUT_OF_RANGE: 11,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DEADLINE_EXCEEDED: 4,
+} as const;
+/** One of the {@link StatusCode} values. */
+export type StatusCode = (typeof StatusCode)[keyof typeof StatusCode];
+
+const BRAND = Symbol.for("twinmesh.error");
+
+/** A field of a request that failed validation, reported as a `google.rpc.BadRequest` violation. */
+export interface FieldViolation {
+  /** The field path in the request, e.g. `events[3].channels.bpm`. */
+  readonly field: string;
+  /** What is wrong with it and what a valid value looks like. */
+  readonly description: string;
+}
+
+/**
+ * The base of every error twinmesh raises on purpose. Check with {@link isTwinmeshError}, not
+ * `instanceof`, because two copies of the library may be loaded.
+ */
+export abstract class TwinmeshError extends Error {
+  /** The gRPC status this error maps to at the boundary. */
+  abstract readonly code: StatusCode;
+  /** A stable UPPER_SNAKE code, e.g. `UNKNOWN_KIND`. */
+  abstract readonly reason: string;
+  /** True when the same request may succeed later. */
+  readonly retryable: boolean = false;
+  /** Field violations for `INVALID_ARGUMENT` errors. */
+  readonly violations: readonly FieldViolation[] = [];
+  readonly [BRAND] = true;
+}
+
+/** True for any {@link TwinmeshError}, from whichever copy of the library raised it. */
+export function isTwinmeshError(err: unknown): err is TwinmeshError {
+  return typeof err === "object" && err !== null && (err as { [BRAND]?: boolean })[BRAND] === true;
+}
+
+/** Bad input: a retry with the same input cannot succeed. */
+export class InvalidArgumentError extends TwinmeshError {
+  override readonly name = "InvalidArgumentError";
+  readonly code = StatusCode.INVALID_ARGUMENT;
+  override readonly violations: readonly FieldViolation[];
+  constructor(
+    readonly reason: string,
+    message: string,
+    violations: readonly FieldViolation[] = [],
+  ) {
+    super(message);
+    this.violations = violations;
+  }
+}
+
+/** A single-twin request named a twin kind no loaded module defines. */
+export class UnknownKindError extends TwinmeshError {
+  override readonly name = "UnknownKindError";
+  readonly code = StatusCode.FAILED_PRECONDITION;
+  readonly reason = "UNKNOWN_KIND";
+  constructor(
+    readonly kind: string,
+    readonly knownKinds: readonly string[],
+  ) {
+    super(
+      `unknown twin kind "${kind}"; this node knows ${knownKinds.length === 0 ? "no kinds" : knownKinds.map((k) => `"${k}"`).join(", ")}; start it with --twins <module> exporting that kind`,
+    );
+  }
+}
+
+/** The twin never received anything, or was deleted. */
+export class TwinNotFoundError extends TwinmeshError {
+  override readonly name = "TwinNotFoundError";
+  readonly code = StatusCode.NOT_FOUND;
+  readonly reason = "TWIN_NOT_FOUND";
+  constructor(
+    readonly kind: string,
+    readonly id: string,
+  ) {
+    super(`twin ${kind}/${id} has no state: it never received an event, or it was deleted`);
+  }
+}
+
+/** An alert id that does not exist. */
+export class AlertNotFoundError extends TwinmeshError {
+  override readonly name = "AlertNotFoundError";
+  readonly code = StatusCode.NOT_FOUND;
+  readonly reason = "ALERT_NOT_FOUND";
+  constructor(readonly alertId: string) {
+    super(`alert "${alertId}" does not exist; list alerts to find its id`);
+  }
+}
+
+/** The node sheds load: a bounded queue is full. Retry with backoff. */
+export class OverloadedError extends TwinmeshError {
+  override readonly name = "OverloadedError";
+  readonly code = StatusCode.RESOURCE_EXHAUSTED;
+  override readonly retryable = true;
+  constructor(
+    readonly reason: "MAILBOX_FULL" | "INGEST_QUEUE_FULL" | "RATE_LIMITED",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The node cannot take writes right now (disk full, shutting down). Retry, with the same seq. */
+export class UnavailableError extends TwinmeshError {
+  override readonly name = "UnavailableError";
+  readonly code = StatusCode.UNAVAILABLE;
+  override readonly retryable = true;
+  constructor(
+    readonly reason: "NOT_SERVING" | "COMMIT_FAILED" | "SHUTTING_DOWN" | "NOT_OWNER" | "STALE_EPOCH",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** User twin code threw (or produced state that cannot be stored). */
+export class HandlerFailedError extends TwinmeshError {
+  override readonly name = "HandlerFailedError";
+  readonly code = StatusCode.UNKNOWN;
+  constructor(
+    readonly reason: "HANDLER_FAILED" | "TURN_TIMEOUT" | "BAD_STATE" | "STATE_TOO_LARGE" | "MIGRATION_FAILED",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** A cursor older than the retained change log. */
+export class CursorExpiredError extends TwinmeshError {
+  override readonly name = "CursorExpiredError";
+  readonly code = StatusCode.OUT_OF_RANGE;
+  readonly reason = "CURSOR_EXPIRED";
+  constructor(message: string) {
+    super(message);
+  }
+}
+
+/** The data directory cannot be used (foreign, corrupt, locked, newer format). */
+export class DataDirectoryError extends TwinmeshError {
+  override readonly name = "DataDirectoryError";
+  readonly code = StatusCode.FAILED_PRECONDITION;
+  constructor(
+    readonly reason: "DATA_DIR_FOREIGN" | "DATA_DIR_CORRUPT" | "DATA_DIR_LOCKED" | "DATA_DIR_FORMAT" | "DATA_DIR_UNREADABLE",
+    readonly path: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** A twin class or node option that cannot be used. */
+export class ConfigError extends TwinmeshError {
+  override readonly name = "ConfigError";
+  readonly code = StatusCode.FAILED_PRECONDITION;
+  constructor(
+    readonly reason: "BAD_TWIN_CLASS" | "BAD_OPTION" | "DUPLICATE_KIND" | "BAD_TWIN_MODULE",
+    message: string,
+  ) {
+    super(message);
+  }
+}

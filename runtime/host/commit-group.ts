@@ -1,0 +1,29 @@
+import type { AlertChange } from "../alerts/alert.js";
+import type { BatchOp } from "../store/rocks-store.js";
+import type { Activation } from "./activation.js";
+import type { TurnOutcome, TwinMessage } from "./twin-message.js";
+import type { OutboxEntry } from "./outbox-entry.js";
+
+/**
+ * The effects of a group of turns, across many twins, written as one RocksDB batch. Each
+ * touched twin's latest record is added when the group closes, so a twin that ran many turns
+ * in the group is written once.
+ */
+export class CommitGroup {
+  readonly twins = new Set<Activation>();
+  readonly ops: BatchOp[] = [];
+  readonly acks: { msg: TwinMessage; outcome: TurnOutcome }[] = [];
+  readonly alertChanges: AlertChange[] = [];
+  readonly outbox: OutboxEntry[] = [];
+  /** Timer index keys whose turn is in this group (released from in-flight after the write). */
+  readonly timersDone: string[] = [];
+  /** Outbox seqs delivered in this group. */
+  readonly outboxDone: number[] = [];
+  /** Earliest timer due time set in this group. */
+  earliestTimerMs = Number.POSITIVE_INFINITY;
+  events = 0;
+
+  get empty(): boolean {
+    return this.acks.length === 0 && this.ops.length === 0 && this.twins.size === 0;
+  }
+}

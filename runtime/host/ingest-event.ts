@@ -1,0 +1,107 @@
+import type { Telemetry } from "../twin/telemetry.js";
+import type { JsonObject } from "../util/json.js";
+import type { TurnOutcome } from "./twin-message.js";
+import type { ResolvedHostOptions } from "./host-options.js";
+import type { TwinRegistry } from "./twin-registry.js";
+
+/** One telemetry event as the runtime takes it (the gRPC layer converts from protobuf). */
+export interface IngestEvent {
+  readonly kind: string;
+  readonly sourceId: string;
+  /** 0 for unsequenced; at most 2^53-1. */
+  readonly seq: number | bigint;
+  /** Epoch ms; absent means "received now". */
+  readonly timeMs?: number;
+  readonly channels?: Readonly<Record<string, number>>;
+  readonly attributes?: JsonObject;
+}
+
+const EMPTY: Readonly<Record<string, number>> = Object.freeze({});
+const EMPTY_ATTRIBUTES: JsonObject = Object.freeze({}) as JsonObject;
+const MAX_SOURCE_ID_BYTES = 256;
+// Control characters would break key encoding and logs.
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** The Telemetry a handler sees. `time` is made on first read. */
+export class TelemetryEvent implements Telemetry {
+  private date: Date | undefined;
+  constructor(
+    readonly sourceId: string,
+    readonly seq: number,
+    readonly timeMs: number,
+    readonly channels: Readonly<Record<string, number>>,
+    readonly attributes: Readonly<JsonObject>,
+  ) {}
+  get time(): Date {
+    return (this.date ??= new Date(this.timeMs));
+  }
+}
+
+function reject(reason: string, message: string): TurnOutcome {
+  return { status: "rejected", reason, message, retryable: false };
+}
+
+/**
+ * Checks one event; returns the rejection, or the Telemetry to deliver.
+ * Messages name the field, the value and what a valid one looks like.
+ */
+export function validateEvent(
+  e: IngestEvent,
+  registry: TwinRegistry,
+  limits: ResolvedHostOptions,
+  nowMs: number,
+): TurnOutcome | TelemetryEvent {
+  if (typeof e.kind !== "string" || e.kind.length === 0) return reject("BAD_FIELD", `event has no kind; set kind to one of: ${registry.kindNames().join(", ")}`);
+  if (registry.find(e.kind) === undefined) {
+    const known = registry.kindNames();
+    return reject(
+      "UNKNOWN_KIND",
+      `unknown twin kind "${e.kind.length > 64 ? `${e.kind.slice(0, 64)}…` : e.kind}"; this node knows ${known.length === 0 ? "no kinds" : known.map((k) => `"${k}"`).join(", ")}`,
+    );
+  }
+  const id = e.sourceId;
+  if (typeof id !== "string" || id.length === 0) return reject("BAD_FIELD", "event has an empty source_id; set it to the data source's id (it is the twin's id)");
+  if (id.length > MAX_SOURCE_ID_BYTES || Buffer.byteLength(id) > MAX_SOURCE_ID_BYTES) {
+    return reject("BAD_FIELD", `source_id is ${Buffer.byteLength(id)} bytes; the limit is ${MAX_SOURCE_ID_BYTES}`);
+  }
+  if (CONTROL.test(id)) return reject("BAD_FIELD", `source_id ${JSON.stringify(id)} contains control characters; use printable characters`);
+  let seq: number;
+  if (typeof e.seq === "bigint") {
+    if (e.seq > BigInt(Number.MAX_SAFE_INTEGER) || e.seq < 0n) return reject("BAD_SEQ", `seq ${e.seq} is above 2^53-1; sequence numbers must fit a double exactly`);
+    seq = Number(e.seq);
+  } else {
+    seq = e.seq;
+    if (!Number.isSafeInteger(seq) || seq < 0) return reject("BAD_SEQ", `seq ${seq} is not a whole number from 0 to 2^53-1`);
+  }
+  let timeMs = e.timeMs;
+  if (timeMs === undefined) timeMs = nowMs;
+  else if (!Number.isFinite(timeMs)) return reject("BAD_TIME", "event time is not a valid timestamp");
+  else if (timeMs > nowMs + limits.maxClockSkewMs) {
+    return reject(
+      "TIME_IN_FUTURE",
+      `event time ${new Date(timeMs).toISOString()} is ${Math.round((timeMs - nowMs) / 1000)} s ahead of the node's clock (limit ${limits.maxClockSkewMs / 1000} s); fix the source's clock or leave time unset`,
+    );
+  }
+  const channels = e.channels ?? EMPTY;
+  let count = 0;
+  for (const name in channels) {
+    const value = channels[name];
+    if (typeof value !== "number" || !Number.isFinite(value)) {
+      return reject("BAD_CHANNEL", `channel "${name}" is ${String(value)}; channel values must be finite numbers`);
+    }
+    if (name.length === 0 || name.length > 128) return reject("BAD_CHANNEL", `channel name "${name.slice(0, 32)}" must be 1-128 characters`);
+    if (++count > limits.maxChannels) return reject("TOO_MANY_CHANNELS", `event has more than ${limits.maxChannels} channels; split it or raise maxChannels`);
+  }
+  const attributes = e.attributes ?? EMPTY_ATTRIBUTES;
+  if (attributes !== EMPTY_ATTRIBUTES) {
+    let size = 0;
+    for (const _ in attributes) {
+      size = JSON.stringify(attributes).length;
+      break;
+    }
+    if (size > limits.maxAttributesBytes) {
+      return reject("ATTRIBUTES_TOO_LARGE", `attributes are ${size} bytes; the limit is ${limits.maxAttributesBytes}`);
+    }
+  }
+  return new TelemetryEvent(id, seq, timeMs, channels, attributes);
+}

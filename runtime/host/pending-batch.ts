@@ -1,0 +1,24 @@
+import type { OutcomeSink, TurnOutcome } from "./twin-message.js";
+
+/** Collects the outcomes of one request's events and resolves when all are known. */
+export class PendingBatch implements OutcomeSink {
+  readonly results: TurnOutcome[];
+  readonly done: Promise<TurnOutcome[]>;
+  private remaining: number;
+  private resolveDone!: (results: TurnOutcome[]) => void;
+
+  constructor(size: number) {
+    this.results = new Array<TurnOutcome>(size);
+    this.remaining = size;
+    this.done = new Promise((resolve) => {
+      this.resolveDone = resolve;
+    });
+    if (size === 0) this.resolveDone(this.results);
+  }
+
+  complete(index: number, outcome: TurnOutcome): void {
+    if (this.results[index] !== undefined) return;
+    this.results[index] = outcome;
+    if (--this.remaining === 0) this.resolveDone(this.results);
+  }
+}

@@ -1,0 +1,1014 @@
+import type { Logger } from "pino";
+import { type Alert, AlertState, alertId } from "../alerts/alert.js";
+import { AlertFeed } from "../alerts/alert-feed.js";
+import type { Clock } from "../clock.js";
+import { AlertNotFoundError, HandlerFailedError, isTwinmeshError, OverloadedError, TwinNotFoundError, UnavailableError } from "../errors.js";
+import { Keys } from "../store/keys.js";
+import type { BatchOp, RocksStore } from "../store/rocks-store.js";
+import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
+import { Activation } from "./activation.js";
+import type { CommitGroup } from "./commit-group.js";
+import { CommitPipeline } from "./commit-pipeline.js";
+import { type HostOptions, type ResolvedHostOptions, resolveHostOptions } from "./host-options.js";
+import { type IngestEvent, validateEvent } from "./ingest-event.js";
+import { HostMetrics } from "./host-metrics.js";
+import type { OutboxEntry } from "./outbox-entry.js";
+import { OutboxDispatcher } from "./outbox-dispatcher.js";
+import { PendingBatch } from "./pending-batch.js";
+import { TimerService } from "./timer-service.js";
+import { TurnContext, type TurnServices } from "./turn-context.js";
+import type { ControlMessage, OutcomeSink, TimerMessage, TurnOutcome, TwinMessage, UserMessage } from "./twin-message.js";
+import { checkSeq, markSeq, parseRecord, rememberDelivery, SeqCheck, type TwinRecordData } from "./twin-record.js";
+import type { KindEntry, TwinRegistry } from "./twin-registry.js";
+
+/** What {@link TwinHost} needs. */
+export interface TwinHostConfig {
+  readonly store: RocksStore;
+  readonly registry: TwinRegistry;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** This node's id, reported as a twin's owner. */
+  readonly nodeId: string;
+  readonly options?: HostOptions;
+  /** Told of every committed alert change and sent message (the test kit mirrors them). */
+  readonly observer?: HostObserver;
+}
+
+/** Hooks called after a commit, in commit order. They must not throw or block. */
+export interface HostObserver {
+  alertChanged?(alert: Alert): void;
+  messageSent?(entry: OutboxEntry): void;
+}
+
+/** A twin's committed state, as `GetTwin` and queries return it. */
+export interface TwinView {
+  readonly kind: string;
+  readonly id: string;
+  readonly state: JsonObject;
+  readonly version: number;
+  readonly lastSeq: number;
+  /** Epoch ms, absent when the twin never received telemetry. */
+  readonly lastEventTime?: number;
+  readonly ownerNodeId: string;
+}
+
+const INBOX_REMEMBER = 128;
+/** Turns run back to back on one twin before yielding the event loop to others. */
+const TURNS_PER_SLICE = 64;
+const PRECEDING_REJECTED: TurnOutcome = {
+  status: "rejected",
+  reason: "PRECEDING_EVENT_REJECTED",
+  message: "an earlier event of this source in the same batch was rejected with a retryable error; retry this one after it, with the same seq",
+  retryable: true,
+};
+
+/**
+ * One node's twins: activation and passivation, mailboxes, atomic turns, group commit, alerts,
+ * timers and the outbox. Knows nothing of the network: the gRPC services, the test kit and the
+ * embedded mode all drive it through these methods.
+ *
+ * Guarantees: one turn at a time per twin, in arrival order per source; a turn's effects commit
+ * together in one RocksDB batch or not at all; an outcome is reported only after the batch that
+ * holds it is durable.
+ */
+export class TwinHost {
+  readonly options: ResolvedHostOptions;
+  readonly keys = new Keys();
+  readonly alerts = new AlertFeed();
+  readonly metrics = new HostMetrics();
+  private readonly store: RocksStore;
+  private readonly registry: TwinRegistry;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  /** This node's id, reported as twins' owner. */
+  readonly nodeId: string;
+  private readonly activations = new Map<string, Activation>();
+  private readonly pipeline: CommitPipeline;
+  private readonly services: TurnServices;
+  private readonly timers: TimerService;
+  private readonly outbox: OutboxDispatcher;
+  private toLoad: Activation[] = [];
+  private inflight = 0;
+  private nextLogSeq = 0;
+  private nextOutboxSeq = 0;
+  private nextDeadSeq = 0;
+  private readOnly: Error | undefined;
+  private closing = false;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private idleWaiters: (() => void)[] = [];
+  private readonly observer: HostObserver | undefined;
+
+  constructor(config: TwinHostConfig) {
+    this.observer = config.observer;
+    this.options = resolveHostOptions(config.options);
+    this.store = config.store;
+    this.registry = config.registry;
+    this.clock = config.clock;
+    this.log = config.log;
+    this.nodeId = config.nodeId;
+    this.services = { clock: this.clock, log: this.log, checkKind: (kind) => void this.registry.get(kind) };
+    this.pipeline = new CommitPipeline(
+      this.store,
+      this.options.maxGroupEvents,
+      { committed: (g) => this.onCommitted(g), failed: (groups, err) => this.onCommitFailed(groups, err) },
+      this.log,
+    );
+    this.timers = new TimerService(this.store, this.keys, this.clock, this.log, this.options, (kind, id, name, dueMs, indexKey) =>
+      this.postTimer(kind, id, name, dueMs, indexKey),
+    );
+    this.outbox = new OutboxDispatcher(this.store, this.keys, this.log, (entry) => this.deliver(entry));
+  }
+
+  /** Reads the log positions, redelivers the outbox, and starts the timer and idle loops. */
+  async start(): Promise<void> {
+    const lastLog = await this.lastKey(this.keys.alertLogRange(0));
+    const firstLog = await this.firstKey(this.keys.alertLogRange(0));
+    this.nextLogSeq = lastLog === undefined ? 0 : this.keys.alertLogSeqOf(lastLog);
+    this.alerts.lastSeq = this.nextLogSeq;
+    this.alerts.firstSeq = firstLog === undefined ? this.nextLogSeq + 1 : this.keys.alertLogSeqOf(firstLog);
+    const lastOutbox = await this.lastKey(this.keys.outboxRange());
+    this.nextOutboxSeq = lastOutbox === undefined ? 0 : this.keys.outboxSeqOf(lastOutbox);
+    const lastDead = await this.lastKey(this.keys.deadLetterRange());
+    this.nextDeadSeq = lastDead === undefined ? 0 : Number.parseInt(lastDead.slice(-16), 16);
+    this.outbox.start();
+    this.timers.start();
+    this.sweepTimer = setInterval(() => this.sweepIdle(), Math.min(this.options.idleTimeoutMs, 10_000));
+    this.sweepTimer.unref();
+  }
+
+  private async lastKey(range: { gte: string; lt: string }): Promise<string | undefined> {
+    for await (const chunk of this.store.scan({ ...range, limit: 1, reverse: true }, { values: false })) return chunk[0]?.[0];
+    return undefined;
+  }
+  private async firstKey(range: { gte: string; lt: string }): Promise<string | undefined> {
+    for await (const chunk of this.store.scan({ ...range, limit: 1 }, { values: false })) return chunk[0]?.[0];
+    return undefined;
+  }
+
+  /** The registered kinds. */
+  get kinds(): TwinRegistry {
+    return this.registry;
+  }
+
+  /** Twins in memory. */
+  get activeCount(): number {
+    return this.activations.size;
+  }
+
+  /** False while the disk refuses writes; the node then answers NOT_SERVING. */
+  get serving(): boolean {
+    return this.readOnly === undefined && !this.closing;
+  }
+
+  // ---------------------------------------------------------------- ingest
+
+  /**
+   * Applies a batch of telemetry. `results[i]` answers `events[i]`; a bad event is rejected on
+   * its own, and a retryable rejection also rejects the same source's later events in the batch
+   * so per-source order holds when the client retries.
+   */
+  publish(events: readonly IngestEvent[]): Promise<TurnOutcome[]> {
+    const batch = new PendingBatch(events.length);
+    const nowMs = this.clock.nowMs();
+    let blocked: Set<string> | undefined;
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i] as IngestEvent;
+      const checked = validateEvent(e, this.registry, this.options, nowMs);
+      if (!("sourceId" in checked)) {
+        this.metrics.rejected++;
+        batch.complete(i, checked);
+        continue;
+      }
+      const key = this.keys.twin(e.kind, checked.sourceId);
+      if (blocked?.has(key)) {
+        batch.complete(i, PRECEDING_REJECTED);
+        continue;
+      }
+      const refusal = this.admit(key, 1);
+      if (refusal !== undefined) {
+        (blocked ??= new Set()).add(key);
+        this.metrics.rejected++;
+        batch.complete(i, refusal);
+        continue;
+      }
+      const act = this.activate(this.registry.get(e.kind), checked.sourceId, key);
+      this.inflight++;
+      this.metrics.received++;
+      act.post({ type: "telemetry", telemetry: checked, sink: batch, index: i });
+      this.schedule(act);
+    }
+    return batch.done;
+  }
+
+  /** Returns why a new message for `key` cannot be taken now, or undefined. */
+  private admit(key: string, count: number): TurnOutcome | undefined {
+    if (this.closing) return { status: "rejected", reason: "SHUTTING_DOWN", message: "the node is shutting down; retry on another node or after it restarts", retryable: true };
+    if (this.readOnly !== undefined) {
+      return { status: "rejected", reason: "NOT_SERVING", message: `the node cannot write to its disk (${this.readOnly.message}); retry with backoff`, retryable: true };
+    }
+    if (this.inflight + count > this.options.maxInflightEvents) {
+      return {
+        status: "rejected",
+        reason: "INGEST_QUEUE_FULL",
+        message: `the node has ${this.inflight} events in flight (limit ${this.options.maxInflightEvents}); retry with backoff`,
+        retryable: true,
+      };
+    }
+    const act = this.activations.get(key);
+    if (act !== undefined && act.queued >= this.options.mailboxDepth) {
+      return {
+        status: "rejected",
+        reason: "MAILBOX_FULL",
+        message: `twin ${act.entry.kind}/${act.id} has ${act.queued} messages queued (limit ${this.options.mailboxDepth}); retry with backoff`,
+        retryable: true,
+      };
+    }
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- single-twin operations
+
+  /**
+   * Delivers `message` to the twin's `onMessage` as one turn; resolves after it commits.
+   * With an `idempotencyKey` seen before (among the twin's recent deliveries), the message is
+   * not delivered again and `duplicate` is true.
+   * @throws UnknownKindError, OverloadedError, UnavailableError, HandlerFailedError
+   */
+  async sendToTwin(kind: string, id: string, message: JsonObject, idempotencyKey?: string): Promise<{ duplicate: boolean; version: number }> {
+    const entry = this.registry.get(kind);
+    const size = stringifyJson(message, "message").length;
+    if (size > this.options.maxMessageBytes) {
+      throw new OverloadedError("RATE_LIMITED", `message is ${size} bytes; the limit is ${this.options.maxMessageBytes}`);
+    }
+    const outcome = await this.postOne(entry, id, (sink) => ({
+      type: "message",
+      message,
+      messageId: idempotencyKey ? `k:${idempotencyKey}` : undefined,
+      sink,
+      index: 0,
+    }));
+    return { duplicate: outcome.status === "duplicate", version: outcome.version ?? 0 };
+  }
+
+  /**
+   * Deletes a twin: its state, timers and open alerts (resolved, so watchers see it). A tombstone
+   * keeps its dedupe marks so retried events cannot resurrect it. Resolves to whether it existed.
+   */
+  async deleteTwin(kind: string, id: string): Promise<boolean> {
+    const entry = this.registry.get(kind);
+    const outcome = await this.postOne(entry, id, (sink) => ({ type: "control", op: "delete", sink, index: 0 }), true);
+    return outcome.version !== undefined && outcome.version > 0 && outcome.reason !== "NOTHING_TO_DELETE";
+  }
+
+  /** Acknowledges an open alert; a no-op for an acknowledged or resolved one. */
+  acknowledgeAlert(id: string): Promise<Alert> {
+    return this.alertOp(id, "ack-alert");
+  }
+
+  /** Resolves an alert; a no-op for a resolved one. */
+  resolveAlert(id: string): Promise<Alert> {
+    return this.alertOp(id, "resolve-alert");
+  }
+
+  private async alertOp(id: string, op: "ack-alert" | "resolve-alert"): Promise<Alert> {
+    const stored = await this.getAlert(id);
+    if (stored.state === AlertState.RESOLVED) return stored;
+    const entry = this.registry.get(stored.kind);
+    await this.postOne(entry, stored.twinId, (sink) => ({ type: "control", op, alertId: id, sink, index: 0 }), true);
+    return this.getAlert(id);
+  }
+
+  /** One stored alert. @throws AlertNotFoundError */
+  async getAlert(id: string): Promise<Alert> {
+    const raw = await this.store.get(this.keys.alert(id));
+    if (raw === undefined) throw new AlertNotFoundError(id);
+    const { seq: _seq, ...alert } = JSON.parse(raw) as Alert & { seq?: number };
+    return alert;
+  }
+
+  private async postOne(entry: KindEntry, id: string, make: (sink: OutcomeSink) => TwinMessage, control = false): Promise<TurnOutcome> {
+    const key = this.keys.twin(entry.kind, id);
+    const refusal = this.admit(key, 0);
+    if (refusal !== undefined) throw outcomeError(refusal);
+    const batch = new PendingBatch(1);
+    const act = this.activate(entry, id, key);
+    const msg = make(batch);
+    if (control) act.postControl(msg as ControlMessage);
+    else act.post(msg);
+    this.schedule(act);
+    const [outcome] = await batch.done;
+    if (outcome === undefined) throw new Error("no outcome");
+    if (outcome.status === "rejected") throw outcomeError(outcome);
+    return outcome;
+  }
+
+  /** A twin's committed state, read from the store. @throws TwinNotFoundError */
+  async getTwin(kind: string, id: string): Promise<TwinView> {
+    this.registry.get(kind);
+    const raw = await this.store.get(this.keys.twin(kind, id));
+    const view = raw === undefined ? undefined : this.view(kind, id, raw);
+    if (view === undefined) throw new TwinNotFoundError(kind, id);
+    return view;
+  }
+
+  /** Turns a stored record into a view; undefined for tombstones. */
+  view(kind: string, id: string, raw: string): TwinView | undefined {
+    const rec = parseRecord(raw);
+    if (rec.del === 1 || rec.state === undefined) return undefined;
+    return { kind, id, state: rec.state, version: rec.ver, lastSeq: rec.hw, lastEventTime: rec.let, ownerNodeId: this.nodeId };
+  }
+
+  // ---------------------------------------------------------------- activation
+
+  private activate(entry: KindEntry, id: string, key: string): Activation {
+    let act = this.activations.get(key);
+    if (act === undefined) {
+      act = new Activation(entry, id, key);
+      this.activations.set(key, act);
+      this.metrics.activations++;
+      this.toLoad.push(act);
+      if (this.toLoad.length === 1) setImmediate(() => this.loadPending());
+      if (this.activations.size > this.options.maxActive) this.passivate(this.activations.size - this.options.maxActive);
+    }
+    act.referenced = true;
+    return act;
+  }
+
+  /** Reads the records of every twin activated in this tick with one multi-get. */
+  private loadPending(): void {
+    const acts = this.toLoad;
+    this.toLoad = [];
+    this.store.getMany(acts.map((a) => a.key)).then(
+      (raws) => {
+        for (let i = 0; i < acts.length; i++) this.loaded(acts[i] as Activation, raws[i]);
+      },
+      (err: Error) => {
+        for (const act of acts) this.failActivation(act, { status: "rejected", reason: "LOAD_FAILED", message: `could not read twin state: ${err.message}`, retryable: true });
+      },
+    );
+  }
+
+  private loaded(act: Activation, raw: string | undefined): void {
+    if (act.evicted) return;
+    const { entry } = act;
+    try {
+      if (raw === undefined) {
+        act.record = { sv: entry.stateVersion, ver: 0, hw: 0 };
+        this.resetState(act);
+      } else {
+        const rec = parseRecord(raw);
+        act.record = rec;
+        if (rec.del === 1 || rec.state === undefined) {
+          this.resetState(act);
+        } else if (rec.sv === entry.stateVersion) {
+          act.state = rec.state;
+          act.stateJson = undefined; // made lazily: most loads are followed by a successful turn
+        } else {
+          this.migrate(act, rec);
+        }
+        rec.state = undefined;
+      }
+    } catch (err) {
+      const reason = isTwinmeshError(err) ? err.reason : "TWIN_CORRUPT";
+      this.log.error({ err, kind: entry.kind, twin: act.id }, "twin could not be loaded");
+      this.failActivation(act, { status: "rejected", reason, message: `twin ${entry.kind}/${act.id} could not be loaded: ${(err as Error).message}`, retryable: false });
+      return;
+    }
+    act.loading = false;
+    this.schedule(act);
+  }
+
+  private resetState(act: Activation): void {
+    const state = act.entry.instance.initial() as JsonObject;
+    act.stateJson = stringifyJson(state, "initial()");
+    act.state = JSON.parse(act.stateJson) as JsonObject;
+  }
+
+  private migrate(act: Activation, rec: TwinRecordData): void {
+    const { entry } = act;
+    if (rec.sv > entry.stateVersion) {
+      throw new HandlerFailedError(
+        "MIGRATION_FAILED",
+        `stored state has stateVersion ${rec.sv}, newer than the loaded class (${entry.stateVersion}); run the newer twin module`,
+      );
+    }
+    let state: unknown;
+    try {
+      state = entry.instance.migrate?.(rec.state as JsonObject, rec.sv);
+      if (!isPlainObject(state)) throw new TypeError("migrate() must return a plain JSON object");
+      act.stateJson = stringifyJson(state, "migrated state");
+    } catch (err) {
+      throw new HandlerFailedError("MIGRATION_FAILED", `migrate(state, ${rec.sv}) failed: ${(err as Error).message}`, { cause: err });
+    }
+    act.state = state;
+    rec.sv = entry.stateVersion;
+    this.metrics.migrations++;
+  }
+
+  private failActivation(act: Activation, outcome: TurnOutcome): void {
+    this.evict(act);
+    for (const msg of act.takeAll()) this.finish(msg, outcome);
+  }
+
+  private evict(act: Activation): void {
+    act.evicted = true;
+    if (this.activations.get(act.key) === act) this.activations.delete(act.key);
+  }
+
+  private evictable(act: Activation): boolean {
+    return !act.running && !act.loading && act.uncommitted === 0 && act.queued === 0;
+  }
+
+  /** Passivates up to `count` idle twins, least recently used first (second-chance). */
+  private passivate(count: number): void {
+    let examined = 0;
+    const limit = count * 4 + 16;
+    for (const act of this.activations.values()) {
+      if (count <= 0 || examined++ >= limit) break;
+      if (!this.evictable(act)) continue;
+      if (act.referenced) {
+        act.referenced = false;
+        // Move to the back of the queue: it gets a second chance.
+        this.activations.delete(act.key);
+        this.activations.set(act.key, act);
+        continue;
+      }
+      this.evict(act);
+      this.metrics.passivations++;
+      count--;
+    }
+  }
+
+  private sweepIdle(): void {
+    const cutoff = performance.now() - this.options.idleTimeoutMs;
+    for (const act of this.activations.values()) {
+      if (act.lastUsedMs < cutoff && this.evictable(act)) {
+        this.evict(act);
+        this.metrics.passivations++;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- turns
+
+  private schedule(act: Activation): void {
+    if (act.running || act.loading || act.evicted) return;
+    act.running = true;
+    this.drain(act);
+  }
+
+  /** Runs queued turns back to back; an async handler continues the loop when it settles. */
+  private drain(act: Activation): void {
+    for (let n = 0; n < TURNS_PER_SLICE; n++) {
+      const msg = act.next();
+      if (msg === undefined) {
+        act.running = false;
+        act.lastUsedMs = performance.now();
+        this.pipeline.schedule();
+        this.checkIdle();
+        return;
+      }
+      const pending = this.turn(act, msg);
+      if (pending !== undefined) {
+        pending.then(
+          () => this.drain(act),
+          (err: unknown) => {
+            this.log.error({ err }, "turn bookkeeping failed");
+            this.drain(act);
+          },
+        );
+        return;
+      }
+    }
+    this.pipeline.schedule();
+    setImmediate(() => this.drain(act));
+  }
+
+  /** Runs one message; returns a promise only when the handler is async. */
+  private turn(act: Activation, msg: TwinMessage): Promise<void> | undefined {
+    const rec = act.record as TwinRecordData;
+    const { instance } = act.entry;
+    switch (msg.type) {
+      case "telemetry": {
+        const seq = msg.telemetry.seq;
+        const check = checkSeq(rec, seq, this.options.dedupeWindow);
+        if (check === SeqCheck.DUPLICATE) {
+          this.metrics.duplicates++;
+          this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
+          return undefined;
+        }
+        if (check === SeqCheck.TOO_OLD) {
+          this.metrics.rejected++;
+          this.finish(msg, {
+            status: "rejected",
+            reason: "SEQ_TOO_OLD",
+            message: `seq ${seq} is more than ${this.options.dedupeWindow} below the source's highest seq ${rec.hw}; it cannot be checked for duplicates, so it is not applied`,
+            retryable: false,
+          });
+          return undefined;
+        }
+        const handler = instance.onTelemetry;
+        if (handler === undefined) return this.reject(msg, "NO_TELEMETRY_HANDLER", `twin kind "${act.entry.kind}" has no onTelemetry handler`);
+        this.revive(act);
+        return this.invoke(act, msg, (ctx) => handler.call(instance, msg.telemetry, ctx), () => {
+          markSeq(rec, seq, this.options.dedupeWindow);
+          if (rec.let === undefined || msg.telemetry.timeMs > rec.let) rec.let = msg.telemetry.timeMs;
+        });
+      }
+      case "message":
+        return this.messageTurn(act, msg, rec);
+      case "timer":
+        return this.timerTurn(act, msg, rec);
+      case "control":
+        this.controlTurn(act, msg, rec);
+        return undefined;
+    }
+  }
+
+  private messageTurn(act: Activation, msg: UserMessage, rec: TwinRecordData): Promise<void> | undefined {
+    const group = this.pipeline.current;
+    if (msg.messageId !== undefined && rec.inbox?.includes(msg.messageId)) {
+      if (msg.outboxKey !== undefined) group.ops.push({ type: "del", key: msg.outboxKey });
+      this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
+      return undefined;
+    }
+    const { instance } = act.entry;
+    const handler = instance.onMessage;
+    if (handler === undefined) {
+      this.deadLetter(msg, "NO_MESSAGE_HANDLER", `twin kind "${act.entry.kind}" has no onMessage handler`);
+      return this.reject(msg, "NO_MESSAGE_HANDLER", `twin kind "${act.entry.kind}" has no onMessage handler`);
+    }
+    this.revive(act);
+    return this.invoke(act, msg, (ctx) => handler.call(instance, msg.message, ctx), (g) => {
+      if (msg.messageId !== undefined) rememberDelivery(rec, msg.messageId, INBOX_REMEMBER);
+      if (msg.outboxKey !== undefined) {
+        g.ops.push({ type: "del", key: msg.outboxKey });
+        g.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
+      }
+    });
+  }
+
+  private timerTurn(act: Activation, msg: TimerMessage, rec: TwinRecordData): Promise<void> | undefined {
+    const group = this.pipeline.current;
+    if (rec.timers?.[msg.name] !== msg.dueMs || rec.del === 1) {
+      // Moved or cancelled after the index was read: drop the stale index entry.
+      group.ops.push({ type: "del", key: msg.indexKey });
+      group.timersDone.push(msg.indexKey);
+      this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
+      return undefined;
+    }
+    const { instance } = act.entry;
+    const handler = instance.onTimer;
+    const consume = (g: CommitGroup): void => {
+      // The timer is spent before the handler's own timer effects apply, so re-arming works.
+      if (rec.timers !== undefined) {
+        delete rec.timers[msg.name];
+        if (Object.keys(rec.timers).length === 0) rec.timers = undefined;
+      }
+      g.ops.push({ type: "del", key: msg.indexKey });
+      g.timersDone.push(msg.indexKey);
+    };
+    if (handler === undefined) {
+      consume(group);
+      this.pipeline.touch(act);
+      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
+      return undefined;
+    }
+    this.metrics.timersFired++;
+    return this.invoke(act, msg, (ctx) => handler.call(instance, msg.name, ctx), undefined, consume);
+  }
+
+  private controlTurn(act: Activation, msg: ControlMessage, rec: TwinRecordData): void {
+    const group = this.pipeline.current;
+    const nowMs = this.clock.nowMs();
+    if (msg.op === "delete") {
+      const existed = rec.del !== 1 && rec.ver > 0;
+      if (!existed) {
+        this.finish(msg, { status: "accepted", version: rec.ver, reason: "NOTHING_TO_DELETE" });
+        return;
+      }
+      for (const [name, due] of Object.entries(rec.timers ?? {})) group.ops.push({ type: "del", key: this.keys.timer(due, act.entry.kind, act.id, name) });
+      for (const alert of Object.values(rec.alerts ?? {})) this.logAlert(group, { ...alert, state: AlertState.RESOLVED, updatedAt: nowMs });
+      rec.timers = undefined;
+      rec.alerts = undefined;
+      rec.del = 1;
+      rec.ver++;
+      act.state = undefined;
+      act.stateJson = undefined;
+      this.pipeline.touch(act);
+      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
+      return;
+    }
+    const alert = Object.values(rec.alerts ?? {}).find((a) => a.id === msg.alertId);
+    if (alert !== undefined && (msg.op === "resolve-alert" || alert.state === AlertState.OPEN)) {
+      const state = msg.op === "resolve-alert" ? AlertState.RESOLVED : AlertState.ACKNOWLEDGED;
+      const changed: Alert = { ...alert, state, updatedAt: nowMs };
+      const stored = this.logAlert(group, changed);
+      if (state === AlertState.RESOLVED) this.dropAlert(rec, alert.code);
+      else (rec.alerts as Record<string, Alert>)[alert.code] = stored;
+      this.pipeline.touch(act);
+    }
+    this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
+  }
+
+  /** A deleted twin that receives a new message starts again from `initial()`. */
+  private revive(act: Activation): void {
+    const rec = act.record as TwinRecordData;
+    if (rec.del === 1) {
+      rec.del = undefined;
+      this.resetState(act);
+    }
+  }
+
+  /**
+   * Runs a handler on a fresh TurnContext. `meta` updates the record's bookkeeping and `before`
+   * consumes the trigger (a timer); both run only if the handler succeeds.
+   */
+  private invoke(
+    act: Activation,
+    msg: TwinMessage,
+    call: (ctx: TurnContext) => void | Promise<void>,
+    meta?: (group: CommitGroup) => void,
+    before?: (group: CommitGroup) => void,
+  ): Promise<void> | undefined {
+    const state = act.state as JsonObject;
+    if (act.stateJson === undefined) act.stateJson = JSON.stringify(state); // rollback point, made lazily after a load
+    const ctx = new TurnContext(act, this.services, state);
+    let result: void | Promise<void>;
+    try {
+      result = call(ctx);
+    } catch (err) {
+      this.failTurn(act, msg, ctx, "HANDLER_FAILED", err, before);
+      return undefined;
+    }
+    if (result === undefined || typeof (result as { then?: unknown }).then !== "function") {
+      this.finishTurn(act, msg, ctx, meta, before);
+      return undefined;
+    }
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        settled = true;
+        this.metrics.timeouts++;
+        this.failTurn(act, msg, ctx, "TURN_TIMEOUT", new Error(`handler did not finish within ${this.options.turnTimeoutMs} ms`), before);
+        resolve();
+      }, this.options.turnTimeoutMs);
+      let settled = false;
+      (result as Promise<void>).then(
+        () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          this.finishTurn(act, msg, ctx, meta, before);
+          resolve();
+        },
+        (err: unknown) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          this.failTurn(act, msg, ctx, "HANDLER_FAILED", err, before);
+          resolve();
+        },
+      );
+    });
+  }
+
+  private finishTurn(act: Activation, msg: TwinMessage, ctx: TurnContext, meta?: (g: CommitGroup) => void, before?: (g: CommitGroup) => void): void {
+    ctx.end();
+    const rec = act.record as TwinRecordData;
+    let json: string;
+    try {
+      if (!isPlainObject(ctx.state)) throw new TypeError("state must be a plain JSON object");
+      json = stringifyJson(ctx.state, "state");
+      if (json.length > this.options.maxStateBytes) {
+        this.failTurn(act, msg, ctx, "STATE_TOO_LARGE", new Error(`state is ${json.length} bytes; the limit is ${this.options.maxStateBytes}`), before);
+        return;
+      }
+      for (const send of ctx.sends ?? []) {
+        const size = stringifyJson(send.message, `message to ${send.kind}/${send.id}`).length;
+        if (size > this.options.maxMessageBytes) throw new TypeError(`message to ${send.kind}/${send.id} is ${size} bytes; the limit is ${this.options.maxMessageBytes}`);
+      }
+    } catch (err) {
+      this.failTurn(act, msg, ctx, "BAD_STATE", err, before);
+      return;
+    }
+    const group = this.pipeline.current;
+    before?.(group);
+    rec.ver++;
+    meta?.(group);
+    act.state = ctx.state;
+    act.stateJson = json;
+    if (ctx.alerts !== undefined) this.applyAlerts(act, rec, ctx, group);
+    if (ctx.timers !== undefined) this.applyTimers(act, rec, ctx.timers, group);
+    if (ctx.sends !== undefined) {
+      for (const send of ctx.sends) {
+        const entry: OutboxEntry = { seq: ++this.nextOutboxSeq, fromKind: act.entry.kind, fromId: act.id, toKind: send.kind, toId: send.id, message: send.message };
+        group.ops.push({ type: "put", key: this.keys.outbox(entry.seq), value: JSON.stringify(entry) });
+        group.outbox.push(entry);
+      }
+    }
+    this.pipeline.touch(act);
+    if (msg.type === "telemetry") {
+      group.events++;
+      this.metrics.applied++;
+    }
+    this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
+  }
+
+  private failTurn(act: Activation, msg: TwinMessage, ctx: TurnContext, reason: "HANDLER_FAILED" | "TURN_TIMEOUT" | "BAD_STATE" | "STATE_TOO_LARGE", err: unknown, before?: (g: CommitGroup) => void): void {
+    ctx.end();
+    // Roll back: the handler may have mutated the state object in place, and a timed-out
+    // handler may still hold it, so the twin continues on a fresh copy of the last good state.
+    act.state = JSON.parse(act.stateJson as string) as JsonObject;
+    this.metrics.handlerErrors++;
+    const text = err instanceof Error ? err.message : String(err);
+    act.log(this.log).warn({ err, reason, trigger: msg.type }, "turn failed; state left as before the turn");
+    const what = msg.type === "telemetry" ? "onTelemetry" : msg.type === "timer" ? `onTimer("${msg.name}")` : "onMessage";
+    const message = `${act.entry.kind}/${act.id} ${what} ${reason === "TURN_TIMEOUT" ? "timed out" : "failed"}: ${text}`;
+    if (msg.type === "timer" && before !== undefined) {
+      // A timer fires at least once, not forever: a failing onTimer spends it.
+      const group = this.pipeline.current;
+      before(group);
+      this.pipeline.touch(act);
+      this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
+      return;
+    }
+    if (msg.type === "message" && msg.outboxKey !== undefined) this.deadLetter(msg, reason, message);
+    this.metrics.rejected++;
+    this.finish(msg, { status: "rejected", reason, message, retryable: false });
+  }
+
+  private reject(msg: TwinMessage, reason: string, message: string): undefined {
+    this.metrics.rejected++;
+    this.finish(msg, { status: "rejected", reason, message, retryable: false });
+    return undefined;
+  }
+
+  /** Moves an undeliverable outbox message aside so it is kept but not retried forever. */
+  private deadLetter(msg: UserMessage, reason: string, message: string): void {
+    if (msg.outboxKey === undefined) return;
+    const group = this.pipeline.current;
+    group.ops.push({ type: "del", key: msg.outboxKey });
+    group.ops.push({ type: "put", key: this.keys.deadLetter(++this.nextDeadSeq), value: JSON.stringify({ outboxKey: msg.outboxKey, reason, message, payload: msg.message }) });
+    group.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
+    this.metrics.deadLetters++;
+  }
+
+  private applyAlerts(act: Activation, rec: TwinRecordData, ctx: TurnContext, group: CommitGroup): void {
+    const nowMs = this.clock.nowMs();
+    for (const effect of ctx.alerts ?? []) {
+      const open = rec.alerts?.[effect.code];
+      if (effect.op === "resolve") {
+        if (open === undefined) continue;
+        this.dropAlert(rec, effect.code);
+        this.logAlert(group, { ...open, state: AlertState.RESOLVED, updatedAt: nowMs });
+        continue;
+      }
+      const { severity, message } = effect.options;
+      if (open === undefined) {
+        const alert: Alert = {
+          id: alertId(act.entry.kind, act.id, effect.code, rec.ver),
+          kind: act.entry.kind,
+          twinId: act.id,
+          code: effect.code,
+          severity,
+          message,
+          state: AlertState.OPEN,
+          raisedAt: nowMs,
+          updatedAt: nowMs,
+          count: 1,
+        };
+        (rec.alerts ??= {})[effect.code] = this.logAlert(group, alert);
+        continue;
+      }
+      const bumped: Alert = { ...open, severity, message, count: open.count + 1, updatedAt: nowMs };
+      if (severity !== open.severity || message !== open.message) (rec.alerts as Record<string, Alert>)[effect.code] = this.logAlert(group, bumped);
+      else {
+        // A bump alone is stored but not streamed.
+        (rec.alerts as Record<string, Alert>)[effect.code] = bumped;
+        group.ops.push({ type: "put", key: this.keys.alert(bumped.id), value: JSON.stringify(bumped) });
+      }
+    }
+  }
+
+  private dropAlert(rec: TwinRecordData, code: string): void {
+    if (rec.alerts === undefined) return;
+    delete rec.alerts[code];
+    if (Object.keys(rec.alerts).length === 0) rec.alerts = undefined;
+  }
+
+  /** Stores an alert and appends the change to the log that watchers read. */
+  private logAlert(group: CommitGroup, alert: Alert): Alert {
+    const seq = ++this.nextLogSeq;
+    this.alerts.allocated = seq;
+    // Stored alerts carry the seq of their last logged change: listings derive cursors from it.
+    const stored = { ...alert, seq };
+    const json = JSON.stringify(stored);
+    group.ops.push({ type: "put", key: this.keys.alert(alert.id), value: json }, { type: "put", key: this.keys.alertLog(seq), value: json });
+    group.alertChanges.push({ seq, alert });
+    this.metrics.alertChanges++;
+    return stored;
+  }
+
+  private applyTimers(act: Activation, rec: TwinRecordData, timers: Map<string, number | null>, group: CommitGroup): void {
+    const { kind } = act.entry;
+    for (const [name, due] of timers) {
+      const old = rec.timers?.[name];
+      if (old !== undefined) group.ops.push({ type: "del", key: this.keys.timer(old, kind, act.id, name) });
+      if (due === null) {
+        if (rec.timers !== undefined) {
+          delete rec.timers[name];
+          if (Object.keys(rec.timers).length === 0) rec.timers = undefined;
+        }
+        continue;
+      }
+      (rec.timers ??= {})[name] = due;
+      group.ops.push({ type: "put", key: this.keys.timer(due, kind, act.id, name), value: "" });
+      if (due < group.earliestTimerMs) group.earliestTimerMs = due;
+    }
+  }
+
+  // ---------------------------------------------------------------- completion
+
+  private ackAfterCommit(msg: TwinMessage, outcome: TurnOutcome): void {
+    this.pipeline.current.acks.push({ msg, outcome });
+  }
+
+  private finish(msg: TwinMessage, outcome: TurnOutcome): void {
+    if (msg.type === "telemetry") this.inflight--;
+    msg.sink.complete(msg.index, outcome);
+  }
+
+  private onCommitted(group: CommitGroup): void {
+    for (const { msg, outcome } of group.acks) this.finish(msg, outcome);
+    const changes = group.alertChanges;
+    if (this.observer !== undefined) {
+      for (const change of changes) this.observer.alertChanged?.(change.alert);
+      for (const entry of group.outbox) this.observer.messageSent?.(entry);
+    }
+    if (changes.length > 0) {
+      this.alerts.committed((changes[changes.length - 1] as { seq: number }).seq);
+      this.trimAlertLog();
+    }
+    for (const key of group.timersDone) this.timers.released(key);
+    if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) this.timers.armedAt(group.earliestTimerMs);
+    for (const seq of group.outboxDone) this.outbox.released(seq);
+    for (const entry of group.outbox) this.outbox.enqueue(entry);
+    if (this.activations.size > this.options.maxActive) this.passivate(this.activations.size - this.options.maxActive);
+    this.checkIdle();
+  }
+
+  private onCommitFailed(groups: CommitGroup[], err: Error): void {
+    const outcome: TurnOutcome = {
+      status: "rejected",
+      reason: "COMMIT_FAILED",
+      message: `the node could not write to its disk (${err.message}); nothing of this event was applied; retry with the same seq`,
+      retryable: true,
+    };
+    if (/no space|ENOSPC|IO error/i.test(err.message)) this.enterReadOnly(err);
+    for (const group of groups) {
+      for (const act of group.twins) {
+        // Its in-memory state ran ahead of the disk: forget it, reload on next use.
+        this.evict(act);
+        for (const msg of act.takeAll()) this.finish(msg, outcome);
+      }
+      for (const { msg } of group.acks) this.finish(msg, outcome);
+      for (const key of group.timersDone) this.timers.released(key);
+      for (const seq of group.outboxDone) this.outbox.released(seq);
+    }
+    this.metrics.commitFailures++;
+    this.checkIdle();
+  }
+
+  private enterReadOnly(err: Error): void {
+    if (this.readOnly !== undefined) return;
+    this.readOnly = err;
+    this.log.error({ err }, "disk refuses writes; node is read-only and NOT_SERVING until space returns");
+    const probe = (): void => {
+      this.store.write([{ type: "put", key: "\u0000meta\u0000probe", value: String(Date.now()) }]).then(
+        () => {
+          this.readOnly = undefined;
+          this.probeTimer = undefined;
+          this.log.info("disk accepts writes again; serving");
+        },
+        () => {
+          this.probeTimer = setTimeout(probe, 1_000);
+          this.probeTimer.unref();
+        },
+      );
+    };
+    this.probeTimer = setTimeout(probe, 1_000);
+    this.probeTimer.unref();
+  }
+
+  private trimAlertLog(): void {
+    const excess = this.alerts.lastSeq - this.alerts.firstSeq + 1 - this.options.alertLogRetention;
+    // Trim in chunks of at least 1,000 so the cost is amortised.
+    if (excess < Math.min(1_000, this.options.alertLogRetention)) return;
+    const from = this.alerts.firstSeq;
+    const upto = from + excess - 1;
+    this.alerts.firstSeq = upto + 1;
+    const ops: BatchOp[] = [];
+    for (let s = from; s <= upto; s++) ops.push({ type: "del", key: this.keys.alertLog(s) });
+    this.store.write(ops).catch((err: unknown) => this.log.warn({ err }, "alert log trim failed; it will be retried"));
+  }
+
+  // ---------------------------------------------------------------- timers and outbox
+
+  private postTimer(kind: string, id: string, name: string, dueMs: number, indexKey: string): boolean {
+    const entry = this.registry.find(kind);
+    if (entry === undefined) return false;
+    const act = this.activate(entry, id, this.keys.twin(kind, id));
+    const sink: OutcomeSink = { complete: () => undefined };
+    act.post({ type: "timer", name, dueMs, indexKey, sink, index: 0 });
+    this.schedule(act);
+    return true;
+  }
+
+  private deliver(entry: OutboxEntry): boolean {
+    const target = this.registry.find(entry.toKind);
+    const key = this.keys.twin(entry.toKind, entry.toId);
+    if (target === undefined) return false;
+    const existing = this.activations.get(key);
+    if (existing !== undefined && existing.queued >= this.options.mailboxDepth) return false;
+    const act = this.activate(target, entry.toId, key);
+    const sink: OutcomeSink = { complete: () => undefined };
+    act.post({ type: "message", message: entry.message, messageId: `o:${entry.seq}`, outboxKey: this.keys.outbox(entry.seq), sink, index: 0 });
+    this.schedule(act);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** True when no turn is queued or running and every commit is done. */
+  get idle(): boolean {
+    if (!this.pipeline.idle || this.toLoad.length > 0) return false;
+    for (const act of this.activations.values()) if (act.running || act.queued > 0 || act.loading) return false;
+    return this.outbox.idle;
+  }
+
+  /** Resolves when the host is idle (see {@link idle}). */
+  async whenIdle(): Promise<void> {
+    while (!this.idle) {
+      await new Promise<void>((resolve) => {
+        this.idleWaiters.push(resolve);
+        // Idle is re-checked at every commit and every drained mailbox; this is a safety net.
+        setTimeout(resolve, 50).unref();
+      });
+    }
+  }
+
+  private checkIdle(): void {
+    if (this.idleWaiters.length === 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Fires due timers now (the test kit calls this after moving virtual time). */
+  fireDueTimers(): Promise<number> {
+    return this.timers.fireDue();
+  }
+
+  /** The earliest pending timer's due time, if any. */
+  nextTimerDue(): Promise<number | undefined> {
+    return this.timers.nextDue();
+  }
+
+  /**
+   * Stops taking new work, lets queued turns finish and commit (up to `timeoutMs`), then stops
+   * the timer and outbox loops. Idempotent. The caller closes the store afterwards.
+   */
+  async close(timeoutMs = 10_000): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.alerts.close();
+    await this.timers.close();
+    await this.outbox.close();
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
+    await Promise.race([this.whenIdle(), deadline]);
+    await this.pipeline.whenIdle();
+    clearInterval(this.sweepTimer);
+    clearTimeout(this.probeTimer);
+  }
+}
+
+function outcomeError(outcome: TurnOutcome): Error {
+  const message = outcome.message ?? outcome.reason ?? "rejected";
+  switch (outcome.reason) {
+    case "MAILBOX_FULL":
+    case "INGEST_QUEUE_FULL":
+      return new OverloadedError(outcome.reason, message);
+    case "NOT_SERVING":
+    case "COMMIT_FAILED":
+    case "SHUTTING_DOWN":
+      return new UnavailableError(outcome.reason, message);
+    case "TURN_TIMEOUT":
+    case "BAD_STATE":
+    case "STATE_TOO_LARGE":
+    case "MIGRATION_FAILED":
+      return new HandlerFailedError(outcome.reason, message);
+    default:
+      return new HandlerFailedError("HANDLER_FAILED", message);
+  }
+}

@@ -1,0 +1,57 @@
+import type { JsonObject } from "../util/json.js";
+import type { TelemetryEvent } from "./ingest-event.js";
+
+/** The outcome of one event or message, as it is acknowledged. */
+export interface TurnOutcome {
+  readonly status: "accepted" | "duplicate" | "rejected";
+  /** UPPER_SNAKE reason for rejections. */
+  readonly reason?: string;
+  readonly message?: string;
+  readonly retryable?: boolean;
+  /** The twin's version after the turn (accepted and duplicate outcomes). */
+  readonly version?: number;
+}
+
+/**
+ * Where an outcome goes. One object per request (a whole batch), indexed per event, so the
+ * hot path allocates no closure per event.
+ */
+export interface OutcomeSink {
+  complete(index: number, outcome: TurnOutcome): void;
+}
+
+interface Base {
+  readonly sink: OutcomeSink;
+  readonly index: number;
+}
+
+/** A telemetry event for one twin. */
+export interface TelemetryMessage extends Base {
+  readonly type: "telemetry";
+  readonly telemetry: TelemetryEvent;
+}
+/** A message to `onMessage`, from another twin's outbox or from `SendToTwin`. */
+export interface UserMessage extends Base {
+  readonly type: "message";
+  readonly message: JsonObject;
+  /** Dedupe id: `o:<outbox seq>` or `k:<idempotency key>`. */
+  readonly messageId?: string;
+  /** The outbox entry to delete when this delivery commits. */
+  readonly outboxKey?: string;
+}
+/** A due timer. */
+export interface TimerMessage extends Base {
+  readonly type: "timer";
+  readonly name: string;
+  readonly dueMs: number;
+  readonly indexKey: string;
+}
+/** Operator actions, handled ahead of telemetry. */
+export interface ControlMessage extends Base {
+  readonly type: "control";
+  readonly op: "ack-alert" | "resolve-alert" | "delete";
+  readonly alertId?: string;
+}
+
+/** Anything a twin's mailbox holds. */
+export type TwinMessage = TelemetryMessage | UserMessage | TimerMessage | ControlMessage;

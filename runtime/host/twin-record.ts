@@ -1,0 +1,86 @@
+import type { Alert } from "../alerts/alert.js";
+import type { JsonObject } from "../util/json.js";
+
+/**
+ * A twin's durable record: state, metadata and the marks that make delivery idempotent, kept
+ * together under one key so that one write commits all of it. In memory it is the twin's
+ * *working* record, which may run ahead of the disk by the turns of an uncommitted group.
+ */
+export interface TwinRecordData {
+  /** State version (`stateVersion` of the class that wrote it). */
+  sv: number;
+  /** Turns applied. */
+  ver: number;
+  /** Highest source seq applied. */
+  hw: number;
+  /** Seqs inside the dedupe window below `hw` that were never applied (late arrivals welcome). */
+  gaps?: number[];
+  /** Last event time, epoch ms. */
+  let?: number;
+  /** Armed timers: name → due epoch ms. */
+  timers?: Record<string, number>;
+  /** Open or acknowledged alerts by code. */
+  alerts?: Record<string, Alert>;
+  /** Recently delivered message ids (outbox or idempotency keys), oldest first, bounded. */
+  inbox?: string[];
+  /** 1 when deleted: a tombstone that keeps the dedupe marks. */
+  del?: 1;
+  /** The twin's state; absent in a tombstone. */
+  state?: JsonObject;
+}
+
+/** The outcome of checking a seq against a twin's dedupe marks. */
+export const SeqCheck = { APPLY: 0, DUPLICATE: 1, TOO_OLD: 2 } as const;
+export type SeqCheck = (typeof SeqCheck)[keyof typeof SeqCheck];
+
+/**
+ * Checks `seq` against the high-water mark and the window of gaps below it.
+ * seq 0 is unsequenced and always applied.
+ */
+export function checkSeq(rec: TwinRecordData, seq: number, window: number): SeqCheck {
+  if (seq === 0 || seq > rec.hw) return SeqCheck.APPLY;
+  if (seq <= rec.hw - window) return SeqCheck.TOO_OLD;
+  return rec.gaps?.includes(seq) ? SeqCheck.APPLY : SeqCheck.DUPLICATE;
+}
+
+/** Records that `seq` was applied. Keeps only gaps inside the window, so the record stays bounded. */
+export function markSeq(rec: TwinRecordData, seq: number, window: number): void {
+  if (seq === 0) return;
+  if (seq > rec.hw) {
+    const floor = seq - window;
+    let gaps = rec.gaps?.filter((g) => g > floor);
+    // The seqs skipped between the old mark and this one may still arrive.
+    for (let g = Math.max(rec.hw + 1, floor + 1); g < seq; g++) (gaps ??= []).push(g);
+    rec.hw = seq;
+    rec.gaps = gaps !== undefined && gaps.length > 0 ? gaps : undefined;
+    return;
+  }
+  const gaps = rec.gaps;
+  if (gaps === undefined) return;
+  const at = gaps.indexOf(seq);
+  if (at >= 0) gaps.splice(at, 1);
+  if (gaps.length === 0) rec.gaps = undefined;
+}
+
+/** Remembers a delivered message id, keeping the newest `limit`. */
+export function rememberDelivery(rec: TwinRecordData, messageId: string, limit: number): void {
+  const inbox = (rec.inbox ??= []);
+  inbox.push(messageId);
+  if (inbox.length > limit) inbox.splice(0, inbox.length - limit);
+}
+
+/**
+ * Serialises a record whose state is already serialised (the turn produced `stateJson` while
+ * checking it), so state is stringified once per turn, not twice.
+ */
+export function serializeRecord(rec: TwinRecordData, stateJson: string | undefined): string {
+  const { state: _state, ...meta } = rec;
+  const head = JSON.stringify(meta);
+  if (stateJson === undefined) return head;
+  return head.length === 2 ? `{"state":${stateJson}}` : `${head.slice(0, -1)},"state":${stateJson}}`;
+}
+
+/** Parses a stored record. @throws SyntaxError on a corrupt record. */
+export function parseRecord(raw: string): TwinRecordData {
+  return JSON.parse(raw) as TwinRecordData;
+}

@@ -1,0 +1,247 @@
+import { InvalidArgumentError } from "../errors.js";
+import type { TwinRegistry } from "../host/twin-registry.js";
+import type { TwinHost, TwinView } from "../host/twin-host.js";
+import { parseRecord } from "../host/twin-record.js";
+import type { Keys } from "../store/keys.js";
+import type { RocksStore } from "../store/rocks-store.js";
+import { CelFilter, TWIN_FILTER_VARIABLES } from "./cel-filter.js";
+import { compareTwins, type OrderBy, parseFieldPath, parseOrderBy, type TwinFields } from "./field-path.js";
+import { decodePageToken, encodePageToken } from "./page-token.js";
+
+/** A QueryTwins request. */
+export interface TwinQuery {
+  readonly kind: string;
+  /** CEL over `id`, `kind`, `state`; empty matches all. */
+  readonly filter?: string;
+  /** `state.x` or `state.x desc`; empty orders by id. */
+  readonly orderBy?: string;
+  /** 0 or absent: {@link DEFAULT_QUERY_LIMIT}. */
+  readonly limit?: number;
+  readonly pageToken?: string;
+}
+
+/** What a query saw. */
+export interface QuerySummary {
+  /** Twins that matched, over the scanned range. */
+  matched: number;
+  scanned: number;
+  evaluationErrors: number;
+  firstEvaluationError?: string;
+  /** Empty when there is nothing more. */
+  nextPageToken: string;
+}
+
+/** An AggregateTwins request. */
+export interface TwinAggregation {
+  readonly kind: string;
+  readonly filter?: string;
+  /** Numeric field path, e.g. `state.ewma`. */
+  readonly field: string;
+  /** Field path to group by; empty for one group. */
+  readonly groupBy?: string;
+}
+
+/** One group of an aggregation. */
+export interface AggregateGroup {
+  /** The group_by value (`null` for the single group or a missing field). */
+  readonly key: unknown;
+  readonly count: number;
+  readonly sum: number;
+  readonly avg: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+/** The result of an aggregation. */
+export interface AggregateResult {
+  readonly groups: AggregateGroup[];
+  readonly scanned: number;
+  readonly matched: number;
+  readonly evaluationErrors: number;
+}
+
+/** Page size when a query gives none. */
+export const DEFAULT_QUERY_LIMIT = 1_000;
+/** The largest page a query may ask for. */
+export const MAX_QUERY_LIMIT = 10_000;
+/** Most groups an aggregation returns. */
+export const MAX_GROUPS = 10_000;
+
+interface Candidate extends TwinFields {
+  readonly view: TwinView;
+}
+
+/**
+ * Queries and aggregations over the twins a node owns, read from RocksDB in chunks (one
+ * consistent snapshot per query; acknowledged events are always visible because an event is
+ * acknowledged only after its commit). Memory is bounded by the page size, not the number of
+ * twins: ordered queries keep only the best `limit` candidates.
+ */
+export class TwinQueries {
+  constructor(
+    private readonly store: RocksStore,
+    private readonly keys: Keys,
+    private readonly registry: TwinRegistry,
+    private readonly host: TwinHost,
+  ) {}
+
+  /**
+   * Streams matching twins, then returns the summary.
+   * @throws UnknownKindError, InvalidArgumentError (BAD_FILTER, BAD_FIELD, BAD_PAGE_TOKEN, BAD_LIMIT)
+   */
+  async *query(q: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
+    this.registry.get(q.kind);
+    const filter = CelFilter.compile(q.filter ?? "", TWIN_FILTER_VARIABLES, "filter");
+    const order = q.orderBy !== undefined && q.orderBy.trim() !== "" ? parseOrderBy(q.orderBy, "order_by") : undefined;
+    const limit = resolveLimit(q.limit);
+    const identity = JSON.stringify([q.kind, q.filter ?? "", q.orderBy ?? ""]);
+    const position = q.pageToken ? decodePageToken(q.pageToken, identity) : undefined;
+    const summary: QuerySummary = { matched: 0, scanned: 0, evaluationErrors: 0, nextPageToken: "" };
+    const noteError = (error: string): void => {
+      summary.evaluationErrors++;
+      summary.firstEvaluationError ??= error;
+    };
+    if (order === undefined) {
+      // Id order is the key order: stream while scanning and stop one past the page.
+      const afterId = position === undefined ? undefined : String(position);
+      let emitted = 0;
+      let lastId: string | undefined;
+      for await (const candidate of this.scan(q.kind, afterId, filter, summary, noteError, signal)) {
+        if (emitted === limit) {
+          summary.matched--; // the look-ahead twin belongs to the next page
+          summary.nextPageToken = encodePageToken(identity, lastId);
+          break;
+        }
+        emitted++;
+        lastId = candidate.id;
+        yield candidate.view;
+      }
+      return summary;
+    }
+    const compare = compareTwins(order);
+    const after = position as { v: unknown; i: string } | undefined;
+    const afterTwin: TwinFields | undefined = after === undefined ? undefined : { id: after.i, kind: q.kind, state: undefined };
+    const best: Candidate[] = [];
+    let more = false;
+    for await (const candidate of this.scan(q.kind, undefined, filter, summary, noteError, signal)) {
+      if (afterTwin !== undefined && compareAfter(order, candidate, after as { v: unknown; i: string }, compare) <= 0) continue;
+      if (best.length === limit) {
+        more = true;
+        if (compare(candidate, best[best.length - 1] as Candidate) >= 0) continue;
+        best.pop();
+      }
+      insertSorted(best, candidate, compare);
+    }
+    for (const candidate of best) yield candidate.view;
+    const last = best[best.length - 1];
+    if (more && last !== undefined) summary.nextPageToken = encodePageToken(identity, { v: order.path.get(last) ?? null, i: last.id });
+    return summary;
+  }
+
+  /** Groups the matching twins by `groupBy` and summarises the numeric `field`. */
+  async aggregate(a: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult> {
+    this.registry.get(a.kind);
+    const filter = CelFilter.compile(a.filter ?? "", TWIN_FILTER_VARIABLES, "filter");
+    if (a.field.trim() === "") throw new InvalidArgumentError("BAD_FIELD", "field is empty; name a numeric state field such as state.ewma", [{ field: "field", description: "required" }]);
+    const field = parseFieldPath(a.field, "field");
+    const groupBy = a.groupBy !== undefined && a.groupBy.trim() !== "" ? parseFieldPath(a.groupBy, "group_by") : undefined;
+    const groups = new Map<string, { key: unknown; count: number; sum: number; min: number; max: number }>();
+    const summary: QuerySummary = { matched: 0, scanned: 0, evaluationErrors: 0, nextPageToken: "" };
+    for await (const candidate of this.scan(a.kind, undefined, filter, summary, () => summary.evaluationErrors++, signal)) {
+      const value = field.get(candidate);
+      if (typeof value !== "number") {
+        summary.evaluationErrors++;
+        continue;
+      }
+      const key = groupBy === undefined ? null : (groupBy.get(candidate) ?? null);
+      const id = typeof key === "string" ? `s${key}` : JSON.stringify(key);
+      let group = groups.get(id);
+      if (group === undefined) {
+        if (groups.size >= MAX_GROUPS) {
+          throw new InvalidArgumentError("TOO_MANY_GROUPS", `group_by ${a.groupBy} has more than ${MAX_GROUPS} distinct values; group by a coarser field or add a filter`, [
+            { field: "group_by", description: `at most ${MAX_GROUPS} distinct values` },
+          ]);
+        }
+        group = { key, count: 0, sum: 0, min: value, max: value };
+        groups.set(id, group);
+      }
+      group.count++;
+      group.sum += value;
+      if (value < group.min) group.min = value;
+      if (value > group.max) group.max = value;
+    }
+    return {
+      groups: [...groups.values()].map((g) => ({ key: g.key, count: g.count, sum: g.sum, avg: g.sum / g.count, min: g.min, max: g.max })),
+      scanned: summary.scanned,
+      matched: summary.matched,
+      evaluationErrors: summary.evaluationErrors,
+    };
+  }
+
+  /** Scans one kind's records (after `afterId`), yielding those the filter matches. */
+  private async *scan(
+    kind: string,
+    afterId: string | undefined,
+    filter: CelFilter,
+    summary: QuerySummary,
+    noteError: (error: string) => void,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Candidate> {
+    const range = this.keys.twinsOfKind(kind, afterId);
+    for await (const chunk of this.store.scan(range)) {
+      if (signal?.aborted) return;
+      for (const [key, raw] of chunk) {
+        const id = this.keys.twinIdOf(key, kind);
+        const rec = parseRecord(raw);
+        if (rec.del === 1 || rec.state === undefined) continue;
+        summary.scanned++;
+        const fields = { id, kind, state: rec.state };
+        if (!filter.matchesAll) {
+          const result = filter.evaluate(fields);
+          if ("error" in result) {
+            noteError(result.error);
+            continue;
+          }
+          if (!result.matched) continue;
+        }
+        summary.matched++;
+        const view: TwinView = { kind, id, state: rec.state, version: rec.ver, lastSeq: rec.hw, lastEventTime: rec.let, ownerNodeId: this.host.nodeId };
+        yield { id, kind, state: rec.state, view };
+      }
+    }
+  }
+}
+
+function resolveLimit(limit: number | undefined): number {
+  if (limit === undefined || limit === 0) return DEFAULT_QUERY_LIMIT;
+  if (!Number.isSafeInteger(limit) || limit < 0 || limit > MAX_QUERY_LIMIT) {
+    throw new InvalidArgumentError("BAD_LIMIT", `limit ${limit} is out of range; use 1 to ${MAX_QUERY_LIMIT}, or 0 for ${DEFAULT_QUERY_LIMIT}`, [
+      { field: "limit", description: `1 to ${MAX_QUERY_LIMIT}` },
+    ]);
+  }
+  return limit;
+}
+
+/** Orders a candidate against the page token's last (value, id): > 0 when it comes after. */
+function compareAfter(order: OrderBy, candidate: Candidate, after: { v: unknown; i: string }, compare: (a: TwinFields, b: TwinFields) => number): number {
+  const pseudo: TwinFields = { id: after.i, kind: candidate.kind, state: undefined };
+  // Build a twin whose ordered field holds the token's value, so the same comparator applies.
+  const segments = order.path.segments;
+  if (segments[0] === "state") {
+    let state: unknown = after.v;
+    for (let s = segments.length - 1; s >= 1; s--) state = { [segments[s] as string]: state };
+    return compare(candidate, { ...pseudo, state });
+  }
+  return compare(candidate, pseudo);
+}
+
+function insertSorted(list: Candidate[], item: Candidate, compare: (a: TwinFields, b: TwinFields) => number): void {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compare(list[mid] as Candidate, item) <= 0) lo = mid + 1;
+    else hi = mid;
+  }
+  list.splice(lo, 0, item);
+}

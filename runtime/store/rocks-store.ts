@@ -1,0 +1,305 @@
+import { mkdirSync, readdirSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
+import { DataDirectoryError } from "../errors.js";
+
+/**
+ * The one module that knows which RocksDB binding twinmesh uses (the `rocksdb` package).
+ * Everything else sees this small promise-based API: string keys and values, one write batch
+ * per call, chunked range scans.
+ */
+
+const require = createRequire(import.meta.url);
+
+type Callback<T = void> = (err: Error | null | undefined, value?: T) => void;
+interface IteratorOptions {
+  gte?: string;
+  gt?: string;
+  lt?: string;
+  lte?: string;
+  limit?: number;
+  reverse?: boolean;
+  keys?: boolean;
+  values?: boolean;
+  keyAsBuffer: false;
+  valueAsBuffer: false;
+  fillCache?: boolean;
+  highWaterMark?: number;
+}
+interface LevelDown {
+  readonly context: unknown;
+  open(options: object, cb: Callback): void;
+  close(cb: Callback): void;
+  get(key: string, options: { asBuffer: false; fillCache?: boolean }, cb: Callback<string>): void;
+  getMany(keys: string[], options: { asBuffer: false }, cb: Callback<(string | undefined)[]>): void;
+  batch(ops: readonly BatchOp[], options: { sync: boolean }, cb: Callback): void;
+  getProperty(name: string): string;
+  compactRange(start: string, end: string, cb: Callback): void;
+}
+interface Binding {
+  iterator_init(db: unknown, options: IteratorOptions): unknown;
+  iterator_next(it: unknown, cb: (err: Error | null, entries: string[], finished: boolean) => void): void;
+  iterator_end(it: unknown, cb: Callback): void;
+}
+const leveldown = require("rocksdb") as (location: string) => LevelDown;
+const binding = require("rocksdb/binding") as Binding;
+
+/** One operation of a write batch. */
+export type BatchOp = { readonly type: "put"; readonly key: string; readonly value: string } | { readonly type: "del"; readonly key: string };
+
+/** How a write batch reaches the disk. */
+export const Durability = {
+  /** Written to the WAL before the ack: survives the process being killed. */
+  WAL: "wal",
+  /** The WAL is synced before the ack: survives power loss. */
+  FSYNC: "fsync",
+} as const;
+/** `"wal"` or `"fsync"`. */
+export type Durability = (typeof Durability)[keyof typeof Durability];
+
+/** A key range: `[gte, lt)`. */
+export interface KeyRange {
+  readonly gte: string;
+  readonly lt: string;
+  /** Scan at most this many entries. */
+  readonly limit?: number;
+  readonly reverse?: boolean;
+}
+
+/** Options for {@link RocksStore.open}. */
+export interface RocksStoreOptions {
+  /** @defaultValue `"wal"` */
+  readonly durability?: Durability;
+  /** Block cache size. @defaultValue 64 MiB */
+  readonly cacheBytes?: number;
+  /** Memtable size. @defaultValue 32 MiB */
+  readonly writeBufferBytes?: number;
+}
+
+const FORMAT_KEY = "\u0000meta\u0000format";
+const FORMAT_NAME = "twinmesh-data";
+/** The data format this build writes and reads. */
+export const DATA_FORMAT_VERSION = 1;
+
+function promisify<T>(fn: (cb: Callback<T>) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    fn((err, value) => (err ? reject(err) : resolve(value as T)));
+  });
+}
+
+/**
+ * A RocksDB database in one data directory, carrying a format marker.
+ *
+ * Guarantees: a {@link write} is one atomic RocksDB write batch, in the WAL when it resolves
+ * (synced first in `fsync` mode). Opening refuses, without writing anything, a directory that
+ * is not a twinmesh data directory, one of a newer format, a corrupt one, or one locked by
+ * another process.
+ */
+export class RocksStore {
+  private closed = false;
+
+  private constructor(
+    private readonly db: LevelDown,
+    /** The data directory. */
+    readonly path: string,
+    /** The durability mode of every write. */
+    readonly durability: Durability,
+  ) {}
+
+  /**
+   * Opens (creating when absent or empty) the data directory `path`.
+   * @throws DataDirectoryError with reason DATA_DIR_FOREIGN, DATA_DIR_FORMAT, DATA_DIR_CORRUPT,
+   * DATA_DIR_LOCKED or DATA_DIR_UNREADABLE, and a message that says what to do.
+   */
+  static async open(path: string, options: RocksStoreOptions = {}): Promise<RocksStore> {
+    const fresh = RocksStore.checkDirectory(path);
+    const db = leveldown(path);
+    try {
+      await promisify<void>((cb) =>
+        db.open(
+          {
+            createIfMissing: fresh,
+            errorIfExists: false,
+            compression: true,
+            cacheSize: options.cacheBytes ?? 64 * 1024 * 1024,
+            writeBufferSize: options.writeBufferBytes ?? 32 * 1024 * 1024,
+            maxOpenFiles: 1000,
+            infoLogLevel: "error",
+          },
+          cb,
+        ),
+      );
+    } catch (err) {
+      throw RocksStore.openError(path, err);
+    }
+    const store = new RocksStore(db, path, options.durability ?? Durability.WAL);
+    try {
+      await store.checkFormat(fresh);
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    return store;
+  }
+
+  /** Returns true when the directory is absent or empty (a new data directory). */
+  private static checkDirectory(path: string): boolean {
+    let entries: string[];
+    try {
+      if (!statSync(path).isDirectory()) {
+        throw new DataDirectoryError("DATA_DIR_FOREIGN", path, `data directory ${path} is a file, not a directory; pass --data a directory path`);
+      }
+      entries = readdirSync(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        mkdirSync(path, { recursive: true });
+        return true;
+      }
+      if (err instanceof DataDirectoryError) throw err;
+      throw new DataDirectoryError("DATA_DIR_UNREADABLE", path, `cannot read data directory ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    if (entries.length === 0) return true;
+    if (!entries.includes("CURRENT")) {
+      throw new DataDirectoryError(
+        "DATA_DIR_FOREIGN",
+        path,
+        `${path} is not empty and holds no twinmesh data (no RocksDB CURRENT file); refusing to touch it. Pass --data an empty or twinmesh data directory`,
+      );
+    }
+    return false;
+  }
+
+  private static openError(path: string, err: unknown): DataDirectoryError {
+    const text = (err as Error).message ?? String(err);
+    if (/lock/i.test(text)) {
+      return new DataDirectoryError(
+        "DATA_DIR_LOCKED",
+        path,
+        `data directory ${path} is in use by another process (${text}); stop that node or pass a different --data`,
+        { cause: err },
+      );
+    }
+    if (/corrupt/i.test(text)) {
+      return new DataDirectoryError(
+        "DATA_DIR_CORRUPT",
+        path,
+        `data directory ${path} is corrupt (${text}); restore it from a replica or backup, or move it aside and start empty`,
+        { cause: err },
+      );
+    }
+    return new DataDirectoryError("DATA_DIR_UNREADABLE", path, `cannot open data directory ${path}: ${text}`, { cause: err });
+  }
+
+  private async checkFormat(fresh: boolean): Promise<void> {
+    const raw = await this.get(FORMAT_KEY);
+    if (raw === undefined) {
+      const first = await this.firstKey();
+      if (!fresh && first !== undefined) {
+        throw new DataDirectoryError(
+          "DATA_DIR_FOREIGN",
+          this.path,
+          `${this.path} is a RocksDB database but not a twinmesh one (no format marker); refusing to use it. Pass --data an empty or twinmesh data directory`,
+        );
+      }
+      await this.write([{ type: "put", key: FORMAT_KEY, value: JSON.stringify({ format: FORMAT_NAME, version: DATA_FORMAT_VERSION }) }]);
+      return;
+    }
+    let marker: { format?: unknown; version?: unknown };
+    try {
+      marker = JSON.parse(raw) as typeof marker;
+    } catch {
+      marker = {};
+    }
+    if (marker.format !== FORMAT_NAME || typeof marker.version !== "number") {
+      throw new DataDirectoryError("DATA_DIR_CORRUPT", this.path, `${this.path} has an unreadable format marker; restore it from a backup or start with an empty directory`);
+    }
+    if (marker.version > DATA_FORMAT_VERSION) {
+      throw new DataDirectoryError(
+        "DATA_DIR_FORMAT",
+        this.path,
+        `${this.path} holds data format ${marker.version}, newer than this twinmesh reads (${DATA_FORMAT_VERSION}); run a newer twinmesh`,
+      );
+    }
+  }
+
+  private async firstKey(): Promise<string | undefined> {
+    for await (const chunk of this.scan({ gte: "", lt: "\uffff", limit: 1 })) {
+      return chunk[0]?.[0];
+    }
+    return undefined;
+  }
+
+  /** Reads one key; `undefined` when absent. */
+  get(key: string): Promise<string | undefined> {
+    return new Promise((resolve, reject) => {
+      this.db.get(key, { asBuffer: false }, (err, value) => {
+        if (err) {
+          if ((err as { notFound?: boolean }).notFound || /NotFound/.test(err.message)) resolve(undefined);
+          else reject(err);
+        } else resolve(value);
+      });
+    });
+  }
+
+  /** Reads many keys in one call; `undefined` for the absent ones. */
+  getMany(keys: string[]): Promise<(string | undefined)[]> {
+    return promisify<(string | undefined)[]>((cb) => this.db.getMany(keys, { asBuffer: false }, cb));
+  }
+
+  /** Applies `ops` as one atomic write batch (synced in `fsync` mode). */
+  write(ops: readonly BatchOp[]): Promise<void> {
+    return promisify<void>((cb) => this.db.batch(ops, { sync: this.durability === Durability.FSYNC }, cb));
+  }
+
+  /**
+   * Scans `range` in chunks of up to 1,000 entries read by one native call each, so a long
+   * scan yields the event loop between chunks. The scan sees a consistent snapshot taken when
+   * it starts. Breaking out of the loop releases the iterator.
+   */
+  async *scan(range: KeyRange, options: { keys?: boolean; values?: boolean } = {}): AsyncGenerator<[string, string][]> {
+    const it = binding.iterator_init(this.db.context, {
+      gte: range.gte,
+      lt: range.lt,
+      limit: range.limit ?? -1,
+      reverse: range.reverse ?? false,
+      keys: options.keys ?? true,
+      values: options.values ?? true,
+      keyAsBuffer: false,
+      valueAsBuffer: false,
+      fillCache: false,
+      highWaterMark: 256 * 1024,
+    });
+    try {
+      for (;;) {
+        const { entries, finished } = await new Promise<{ entries: string[]; finished: boolean }>((resolve, reject) => {
+          binding.iterator_next(it, (err, entries, finished) => (err ? reject(err) : resolve({ entries, finished })));
+        });
+        if (entries.length > 0) {
+          // The binding returns [vN, kN, ..., v1, k1] so that JS can pop(); undo that.
+          const chunk: [string, string][] = new Array(entries.length / 2);
+          for (let i = entries.length - 1, j = 0; i > 0; i -= 2, j++) chunk[j] = [entries[i] as string, entries[i - 1] as string];
+          yield chunk;
+        }
+        if (finished || entries.length === 0) return;
+      }
+    } finally {
+      await promisify<void>((cb) => binding.iterator_end(it, cb));
+    }
+  }
+
+  /** A RocksDB property such as `rocksdb.estimate-num-keys`. */
+  property(name: string): string {
+    return this.db.getProperty(name);
+  }
+
+  /** Compacts a key range, to reclaim the space of deleted keys. */
+  compactRange(gte: string, lt: string): Promise<void> {
+    return promisify<void>((cb) => this.db.compactRange(gte, lt, cb));
+  }
+
+  /** Closes the database; idempotent. Callers end their scans first. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await promisify<void>((cb) => this.db.close(cb));
+  }
+}
