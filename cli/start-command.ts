@@ -1,0 +1,108 @@
+import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
+import { fileURLToPath } from "node:url";
+import { createLogger, type Durability } from "../runtime/index.js";
+import { TwinmeshNode } from "../server/index.js";
+import { loadTwinModules } from "./twin-modules.js";
+
+const DEMO_TWINS = fileURLToPath(new URL("../twins/index.js", import.meta.url));
+
+function wholeNumber(name: string, min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < min) throw new CommanderArgError(`${name} must be a whole number >= ${min}, got "${value}"`);
+    return n;
+  };
+}
+
+interface StartOptions {
+  twins: string[];
+  data: string;
+  host: string;
+  port: number;
+  durability: Durability;
+  maxActive?: number;
+  nodeId: string;
+  logLevel: string;
+  demo: boolean;
+  simulate?: number;
+  rate: number;
+}
+
+/** `twinmesh start`: runs one node until SIGINT/SIGTERM, then drains and exits. */
+export function startCommand(): Command {
+  return new Command("start")
+    .description("start a node: load twin classes, open the data directory, serve gRPC")
+    .addOption(new Option("--twins <module...>", "twin module(s) to load (.ts or .js); repeatable").env("TWINMESH_TWINS").default([]))
+    .addOption(new Option("--data <dir>", "data directory (RocksDB)").env("TWINMESH_DATA").default("./data"))
+    .addOption(new Option("--host <address>", "address to listen on").env("TWINMESH_HOST").default("127.0.0.1"))
+    .addOption(new Option("--port <port>", "gRPC port (0 = any free port)").env("TWINMESH_PORT").default(7420).argParser(wholeNumber("--port", 0)))
+    .addOption(new Option("--durability <mode>", "wal: survives kill -9; fsync: survives power loss").choices(["wal", "fsync"]).env("TWINMESH_DURABILITY").default("wal"))
+    .addOption(new Option("--max-active <n>", "most twins kept in memory (default 100000)").env("TWINMESH_MAX_ACTIVE").argParser(wholeNumber("--max-active", 1)))
+    .addOption(new Option("--node-id <id>", "this node's id").env("TWINMESH_NODE_ID").default("local"))
+    .addOption(new Option("--log-level <level>", "pino log level").choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).env("TWINMESH_LOG_LEVEL").default("info"))
+    .option("--demo", "load the example twins and run the device simulator against this node", false)
+    .addOption(new Option("--simulate <sources>", "also run the device simulator with this many sources").argParser(wholeNumber("--simulate", 1)))
+    .addOption(new Option("--rate <events/s>", "simulator events per second in total").default(200).argParser(wholeNumber("--rate", 1)))
+    .action(async (opts: StartOptions) => {
+      await start(opts);
+    });
+}
+
+async function start(opts: StartOptions): Promise<void> {
+  const modules = typeof opts.twins === "string" ? [opts.twins] : [...opts.twins];
+  if (opts.demo) modules.push(DEMO_TWINS);
+  if (modules.length === 0) {
+    throw new CommanderArgError("no twin classes to run: pass --twins <module> (or --demo for the example twins)");
+  }
+  const log = createLogger({ level: opts.logLevel });
+  const twins = await loadTwinModules(modules);
+  const node = await TwinmeshNode.start({
+    twins,
+    dataDir: opts.data,
+    host: opts.host,
+    port: opts.port,
+    durability: opts.durability,
+    nodeId: opts.nodeId,
+    hostOptions: opts.maxActive === undefined ? undefined : { maxActive: opts.maxActive },
+    log,
+  });
+  const kinds = twins.map((t) => t.kind).sort();
+  log.info({ address: node.address, data: opts.data, durability: opts.durability, kinds }, "node serving");
+  // The one line a supervisor (or a test harness) waits for.
+  process.stdout.write(`twinmesh node ${opts.nodeId} serving on ${node.address} (data ${opts.data}, ${opts.durability}, kinds ${kinds.join(", ")})\n`);
+
+  const stopSimulator = new AbortController();
+  const sources = opts.simulate ?? (opts.demo ? 50 : undefined);
+  let simulation: Promise<unknown> | undefined;
+  if (sources !== undefined) {
+    const { runSimulator } = await import("./simulator/simulator.js");
+    simulation = runSimulator({ address: node.address, sources, ratePerSecond: opts.rate, signal: stopSimulator.signal, log: log.child({ component: "simulator" }) }).catch(
+      (err: unknown) => log.warn({ err }, "simulator stopped"),
+    );
+    process.stdout.write(
+      [
+        `simulating ${sources} devices at ${opts.rate} events/s. Try, in another terminal:`,
+        `  npx twinmesh get patient patient-1`,
+        `  npx twinmesh query patient --filter 'state.ewma > 100.0' --order-by 'state.ewma desc'`,
+        `  npx twinmesh alerts list --filter 'state == "OPEN"'`,
+        `  npx twinmesh alerts watch`,
+        "",
+      ].join("\n"),
+    );
+  }
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, "stopping");
+      resolve();
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    // A harness that started us as a child with an IPC channel: exit when it goes away.
+    process.once("disconnect", () => stop("parent exited"));
+  });
+  stopSimulator.abort();
+  await simulation;
+  await node.close();
+  log.flush();
+}

@@ -1,0 +1,67 @@
+import type { TwinRuntime } from "../runtime/index.js";
+import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
+import type { ServiceImpl } from "./grpc/grpc-adapter.js";
+import { requireField, toPbGroup, toSnapshot } from "./proto-convert.js";
+
+/** `twinmesh.v1.TwinService` over a {@link TwinRuntime}. */
+export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinService> {
+  const { host, queries } = runtime;
+  return {
+    async getTwin(req) {
+      const view = await host.getTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'));
+      return { $typeName: "twinmesh.v1.GetTwinResponse", twin: toSnapshot(view) };
+    },
+
+    async queryTwins(req, out, call) {
+      const results = queries.query(
+        { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, orderBy: req.orderBy, limit: req.limit, pageToken: req.pageToken },
+        call.signal,
+      );
+      for (;;) {
+        const next = await results.next();
+        if (next.done) {
+          const s = next.value;
+          await out.write({
+            $typeName: "twinmesh.v1.QueryTwinsResponse",
+            summary: {
+              $typeName: "twinmesh.v1.QuerySummary",
+              matched: BigInt(s.matched),
+              scanned: BigInt(s.scanned),
+              evaluationErrors: BigInt(s.evaluationErrors),
+              nextPageToken: s.nextPageToken,
+              firstEvaluationError: s.firstEvaluationError ?? "",
+            },
+          });
+          return;
+        }
+        await out.write({ $typeName: "twinmesh.v1.QueryTwinsResponse", twin: toSnapshot(next.value) });
+      }
+    },
+
+    async aggregateTwins(req, call) {
+      const result = await queries.aggregate(
+        { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, field: req.field, groupBy: req.groupBy },
+        call.signal,
+      );
+      return {
+        $typeName: "twinmesh.v1.AggregateTwinsResponse",
+        groups: result.groups.map(toPbGroup),
+        scanned: BigInt(result.scanned),
+        matched: BigInt(result.matched),
+        evaluationErrors: BigInt(result.evaluationErrors),
+      };
+    },
+
+    async sendToTwin(req) {
+      const kind = requireField(req.kind, "kind", '"ward"');
+      const id = requireField(req.id, "id", '"ward-a"');
+      const result = await host.sendToTwin(kind, id, req.message ?? {}, req.idempotencyKey || undefined);
+      return { $typeName: "twinmesh.v1.SendToTwinResponse", duplicate: result.duplicate, version: BigInt(result.version) };
+    },
+
+    async deleteTwin(req) {
+      const existed = await host.deleteTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'));
+      return { $typeName: "twinmesh.v1.DeleteTwinResponse", existed };
+    },
+  };
+}
