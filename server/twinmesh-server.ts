@@ -116,14 +116,10 @@ export class TwinmeshNode {
 
   /** Mirrors the runtime's serving state (read-only on a full disk) into gRPC health. */
   private watchServing(): void {
-    const timer = setInterval(() => {
-      const status = this.runtime.host.serving ? Serving.SERVING : Serving.NOT_SERVING;
-      if (this.health.get("") !== status) {
-        for (const service of this.health.list().keys()) this.health.set(service, status);
-      }
-    }, 500);
-    timer.unref();
-    this.stopWatch = () => clearInterval(timer);
+    this.stopWatch = this.runtime.host.onServingChange((serving) => {
+      const status = serving ? Serving.SERVING : Serving.NOT_SERVING;
+      for (const service of this.health.list().keys()) this.health.set(service, status);
+    });
   }
   private stopWatch: () => void = () => undefined;
 

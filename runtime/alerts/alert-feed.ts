@@ -11,6 +11,8 @@ export class AlertFeed {
   allocated = 0;
   /** Lowest change seq still retained; changes below it were trimmed. */
   firstSeq = 1;
+  /** True once the host closed: watchers end. */
+  closed = false;
   private waiters = new Set<() => void>();
 
   /** Called after a commit that logged changes up to `seq`. */
@@ -24,7 +26,7 @@ export class AlertFeed {
 
   /** Resolves once a change after `seq` is committed, or when `signal` aborts. */
   waitBeyond(seq: number, signal: AbortSignal): Promise<void> {
-    if (this.lastSeq > seq || signal.aborted) return Promise.resolve();
+    if (this.lastSeq > seq || signal.aborted || this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       const wake = (): void => {
         signal.removeEventListener("abort", wake);
@@ -38,7 +40,10 @@ export class AlertFeed {
 
   /** Wakes every waiter (on shutdown). */
   close(): void {
-    this.committed(Number.MAX_SAFE_INTEGER);
+    this.closed = true;
+    const waiters = this.waiters;
+    this.waiters = new Set();
+    for (const wake of waiters) wake();
   }
 
   /** The opaque cursor for "after change `seq`". */

@@ -1,4 +1,4 @@
-import { CursorExpiredError } from "../errors.js";
+import { CursorExpiredError, UnavailableError } from "../errors.js";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
 import { CelFilter, type CelVariables } from "../query/cel-filter.js";
@@ -133,7 +133,9 @@ export class AlertQueries {
           if (signal.aborted) return;
         }
       }
-      if (!progressed) await this.feed.waitBeyond(seq, signal);
+      if (progressed) continue;
+      if (this.feed.closed) throw new UnavailableError("SHUTTING_DOWN", `the node is shutting down; reconnect with cursor ${AlertFeed.cursor(seq)} to continue where this watch stopped`);
+      await this.feed.waitBeyond(seq, signal);
     }
   }
 }

@@ -98,6 +98,7 @@ export class TwinHost {
   private probeTimer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
   private readonly observer: HostObserver | undefined;
+  private readonly servingListeners = new Set<(serving: boolean) => void>();
 
   constructor(config: TwinHostConfig) {
     this.observer = config.observer;
@@ -159,6 +160,16 @@ export class TwinHost {
   /** False while the disk refuses writes; the node then answers NOT_SERVING. */
   get serving(): boolean {
     return this.readOnly === undefined && !this.closing;
+  }
+
+  /** Calls `listener` whenever {@link serving} changes; returns the unsubscribe function. */
+  onServingChange(listener: (serving: boolean) => void): () => void {
+    this.servingListeners.add(listener);
+    return () => this.servingListeners.delete(listener);
+  }
+
+  private servingChanged(): void {
+    for (const listener of this.servingListeners) listener(this.serving);
   }
 
   // ---------------------------------------------------------------- ingest
@@ -862,7 +873,7 @@ export class TwinHost {
     const outcome: TurnOutcome = {
       status: "rejected",
       reason: "COMMIT_FAILED",
-      message: `the node could not write to its disk (${err.message}); nothing of this event was applied; retry with the same seq`,
+      message: `the node could not write to its disk (${err.message}); retry with the same seq (a DUPLICATE answer then means this write reached the disk after all)`,
       retryable: true,
     };
     if (/no space|ENOSPC|IO error/i.test(err.message)) this.enterReadOnly(err);
@@ -884,20 +895,24 @@ export class TwinHost {
     if (this.readOnly !== undefined) return;
     this.readOnly = err;
     this.log.error({ err }, "disk refuses writes; node is read-only and NOT_SERVING until space returns");
-    const probe = (): void => {
-      this.store.write([{ type: "put", key: "\u0000meta\u0000probe", value: String(Date.now()) }]).then(
-        () => {
-          this.readOnly = undefined;
-          this.probeTimer = undefined;
-          this.log.info("disk accepts writes again; serving");
-        },
-        () => {
-          this.probeTimer = setTimeout(probe, 1_000);
-          this.probeTimer.unref();
-        },
-      );
+    this.servingChanged();
+    const probe = async (): Promise<void> => {
+      if (this.closing) return;
+      try {
+        // RocksDB refuses every write after a failed WAL append until it is reopened.
+        if (this.pipeline.idle) await this.store.reopen();
+        await this.store.write([{ type: "put", key: "\u0000meta\u0000probe", value: String(Date.now()) }]);
+        this.readOnly = undefined;
+        this.probeTimer = undefined;
+        this.log.info("disk accepts writes again; serving");
+        this.servingChanged();
+      } catch (probeErr) {
+        this.log.debug({ err: probeErr }, "disk still refuses writes");
+        this.probeTimer = setTimeout(() => void probe(), 1_000);
+        this.probeTimer.unref();
+      }
     };
-    this.probeTimer = setTimeout(probe, 1_000);
+    this.probeTimer = setTimeout(() => void probe(), 1_000);
     this.probeTimer.unref();
   }
 
@@ -982,6 +997,7 @@ export class TwinHost {
   async close(timeoutMs = 10_000): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    this.servingChanged();
     this.alerts.close();
     await this.timers.close();
     await this.outbox.close();

@@ -80,6 +80,23 @@ const FORMAT_NAME = "twinmesh-data";
 /** The data format this build writes and reads. */
 export const DATA_FORMAT_VERSION = 1;
 
+function openDb(db: LevelDown, createIfMissing: boolean, options: RocksStoreOptions): Promise<void> {
+  return promisify<void>((cb) =>
+    db.open(
+      {
+        createIfMissing,
+        errorIfExists: false,
+        compression: true,
+        cacheSize: options.cacheBytes ?? 64 * 1024 * 1024,
+        writeBufferSize: options.writeBufferBytes ?? 32 * 1024 * 1024,
+        maxOpenFiles: 1000,
+        infoLogLevel: "error",
+      },
+      cb,
+    ),
+  );
+}
+
 function promisify<T>(fn: (cb: Callback<T>) => void): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     fn((err, value) => (err ? reject(err) : resolve(value as T)));
@@ -98,11 +115,12 @@ export class RocksStore {
   private closed = false;
 
   private constructor(
-    private readonly db: LevelDown,
+    private db: LevelDown,
     /** The data directory. */
     readonly path: string,
     /** The durability mode of every write. */
     readonly durability: Durability,
+    private readonly options: RocksStoreOptions,
   ) {}
 
   /**
@@ -114,24 +132,11 @@ export class RocksStore {
     const fresh = RocksStore.checkDirectory(path);
     const db = leveldown(path);
     try {
-      await promisify<void>((cb) =>
-        db.open(
-          {
-            createIfMissing: fresh,
-            errorIfExists: false,
-            compression: true,
-            cacheSize: options.cacheBytes ?? 64 * 1024 * 1024,
-            writeBufferSize: options.writeBufferBytes ?? 32 * 1024 * 1024,
-            maxOpenFiles: 1000,
-            infoLogLevel: "error",
-          },
-          cb,
-        ),
-      );
+      await openDb(db, fresh, options);
     } catch (err) {
       throw RocksStore.openError(path, err);
     }
-    const store = new RocksStore(db, path, options.durability ?? Durability.WAL);
+    const store = new RocksStore(db, path, options.durability ?? Durability.WAL, options);
     try {
       await store.checkFormat(fresh);
     } catch (err) {
@@ -226,6 +231,19 @@ export class RocksStore {
       return chunk[0]?.[0];
     }
     return undefined;
+  }
+
+  /**
+   * Closes and reopens the database. RocksDB stops taking writes after a failed WAL write (a
+   * full disk, say) until it is reopened; reopening replays the WAL, so every write that
+   * succeeded is kept. Reads fail while this runs.
+   */
+  async reopen(): Promise<void> {
+    if (this.closed) throw new Error("store is closed");
+    await promisify<void>((cb) => this.db.close(cb));
+    const db = leveldown(this.path);
+    await openDb(db, false, this.options);
+    this.db = db;
   }
 
   /** Reads one key; `undefined` when absent. */

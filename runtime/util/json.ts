@@ -1,7 +1,7 @@
 /** A JSON primitive. */
 export type JsonPrimitive = string | number | boolean | null;
 /** Any JSON value. */
-export type JsonValue = JsonPrimitive | readonly JsonValue[] | { readonly [key: string]: JsonValue };
+export type JsonValue = JsonPrimitive | JsonValue[] | { [key: string]: JsonValue };
 /** A JSON object, as stored for twin state and sent as messages. */
 export type JsonObject = { [key: string]: JsonValue };
 

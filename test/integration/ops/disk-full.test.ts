@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Twin, type Telemetry, type TwinContext } from "twinmesh";
+import { TwinmeshClient } from "twinmesh/client";
+import { HealthCheckResponse_ServingStatus as Serving } from "../../../proto/gen/grpc/health/v1/health_pb.js";
+import { EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { TwinmeshNode } from "../../../server/index.js";
+import { waitFor } from "../../harness/wait-for.js";
+
+interface BlobState {
+  blob: string;
+  n: number;
+}
+/** Each event rewrites ~20 KB of state, so a small disk fills fast. */
+class BlobTwin extends Twin<BlobState> {
+  static readonly kind = "blob";
+  initial(): BlobState {
+    return { blob: "", n: 0 };
+  }
+  override onTelemetry(t: Telemetry, ctx: TwinContext<BlobState>): void {
+    ctx.state.blob = `${"x".repeat(20_000)}${t.seq}`;
+    ctx.state.n += 1;
+  }
+}
+
+function canMountTmpfs(): boolean {
+  return process.getuid?.() === 0 && process.platform === "linux";
+}
+
+describe("a node on a full disk", function () {
+  let mountPoint: string | undefined;
+  let node: TwinmeshNode | undefined;
+  let client: TwinmeshClient | undefined;
+
+  before(function () {
+    // A real full disk needs a small filesystem of our own: a tmpfs, which needs root (CI runs as root).
+    if (!canMountTmpfs()) this.skip();
+  });
+
+  afterEach(async () => {
+    client?.close();
+    await node?.close(1_000);
+    node = undefined;
+    if (mountPoint !== undefined) {
+      execFileSync("umount", [mountPoint]);
+      rmSync(mountPoint, { recursive: true, force: true });
+      mountPoint = undefined;
+    }
+  });
+
+  it("goes read-only and NOT_SERVING without half-writing, then serves again with every acknowledged event when space returns", async () => {
+    mountPoint = mkdtempSync(join(tmpdir(), "twinmesh-fulldisk-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mountPoint]);
+    const dataDir = join(mountPoint, "data");
+    mkdirSync(dataDir);
+    node = await TwinmeshNode.start({ twins: [BlobTwin], dataDir, port: 0 });
+    client = new TwinmeshClient(node.address);
+    // Leave ~6 MiB: enough to start, soon too little for the WAL.
+    const fs = statfsSync(mountPoint);
+    const filler = join(mountPoint, "filler");
+    writeFileSync(filler, Buffer.alloc(Number(fs.bavail * fs.bsize) - 6 * 1024 * 1024));
+
+    const acknowledged = new Map<string, number>();
+    const reasons = new Map<string, number>();
+    let seq = 0;
+    for (let round = 0; round < 500; round++) {
+      const events = Array.from({ length: 10 }, (_, i) => ({ kind: "blob", sourceId: `b${i}`, seq: BigInt(++seq) }));
+      const { results } = await client.publish(events);
+      results.forEach((r, i) => {
+        const id = events[i]?.sourceId as string;
+        if (r.status === EventStatus.ACCEPTED) acknowledged.set(id, (acknowledged.get(id) ?? 0) + 1);
+        else reasons.set(r.reason, (reasons.get(r.reason) ?? 0) + 1);
+        if (r.status === EventStatus.REJECTED) assert.equal(r.retryable, true, `rejection ${r.reason} must be retryable`);
+      });
+      if (reasons.size > 0) break;
+    }
+    assert.ok(reasons.has("COMMIT_FAILED") || reasons.has("NOT_SERVING"), `expected the disk to fill, got ${JSON.stringify([...reasons])}`);
+    const health = await client.health();
+    assert.equal(health.status, Serving.NOT_SERVING);
+    const rejected = await client.publish([{ kind: "blob", sourceId: "b0", seq: BigInt(++seq) }]);
+    assert.equal(rejected.results[0]?.reason, "NOT_SERVING");
+
+    rmSync(filler);
+    await waitFor(async () => (await client?.health())?.status === Serving.SERVING, { timeoutMs: 10_000, what: "the node to serve again after space returned" });
+    for (const [id, count] of acknowledged) {
+      const { twin } = await client.getTwin({ kind: "blob", id });
+      const n = (twin?.state as { n?: number } | undefined)?.n ?? 0;
+      // Every acknowledged event is there; an event answered COMMIT_FAILED may have reached the
+      // WAL (a retry then says DUPLICATE), so n may exceed the acknowledged count by that one group.
+      assert.ok(n >= count && n <= count + 1, `${id}: state counts ${n} events, ${count} were acknowledged`);
+    }
+    const after = await client.publish([{ kind: "blob", sourceId: "b0", seq: BigInt(++seq) }]);
+    assert.equal(after.results[0]?.status, EventStatus.ACCEPTED);
+  });
+});
