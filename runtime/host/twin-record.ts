@@ -13,7 +13,12 @@ export interface TwinRecordData {
   ver: number;
   /** Highest source seq applied. */
   hw: number;
-  /** Seqs inside the dedupe window below `hw` that were never applied (late arrivals welcome). */
+  /**
+   * Seqs inside the dedupe window below `hw` that were never applied (late arrivals are still
+   * welcome), as inclusive ranges flattened into pairs `[from1, to1, from2, to2, …]`, ascending.
+   * Ranges keep the record small: a source that starts at seq 10^12 leaves one range, not 1,023
+   * numbers.
+   */
   gaps?: number[];
   /** Last event time, epoch ms. */
   let?: number;
@@ -40,26 +45,43 @@ export type SeqCheck = (typeof SeqCheck)[keyof typeof SeqCheck];
 export function checkSeq(rec: TwinRecordData, seq: number, window: number): SeqCheck {
   if (seq === 0 || seq > rec.hw) return SeqCheck.APPLY;
   if (seq <= rec.hw - window) return SeqCheck.TOO_OLD;
-  return rec.gaps?.includes(seq) ? SeqCheck.APPLY : SeqCheck.DUPLICATE;
+  const gaps = rec.gaps;
+  if (gaps !== undefined) {
+    for (let i = 0; i < gaps.length; i += 2) {
+      if (seq >= (gaps[i] as number) && seq <= (gaps[i + 1] as number)) return SeqCheck.APPLY;
+    }
+  }
+  return SeqCheck.DUPLICATE;
 }
 
 /** Records that `seq` was applied. Keeps only gaps inside the window, so the record stays bounded. */
 export function markSeq(rec: TwinRecordData, seq: number, window: number): void {
   if (seq === 0) return;
+  const old = rec.gaps ?? [];
+  const next: number[] = [];
   if (seq > rec.hw) {
-    const floor = seq - window;
-    let gaps = rec.gaps?.filter((g) => g > floor);
+    const floor = seq - window; // seqs at or below it are out of the window
+    for (let i = 0; i < old.length; i += 2) {
+      const from = Math.max(old[i] as number, floor + 1);
+      const to = old[i + 1] as number;
+      if (from <= to) next.push(from, to);
+    }
     // The seqs skipped between the old mark and this one may still arrive.
-    for (let g = Math.max(rec.hw + 1, floor + 1); g < seq; g++) (gaps ??= []).push(g);
+    const from = Math.max(rec.hw + 1, floor + 1);
+    if (from <= seq - 1) next.push(from, seq - 1);
     rec.hw = seq;
-    rec.gaps = gaps !== undefined && gaps.length > 0 ? gaps : undefined;
-    return;
+  } else {
+    for (let i = 0; i < old.length; i += 2) {
+      const from = old[i] as number;
+      const to = old[i + 1] as number;
+      if (seq < from || seq > to) next.push(from, to);
+      else {
+        if (from <= seq - 1) next.push(from, seq - 1);
+        if (seq + 1 <= to) next.push(seq + 1, to);
+      }
+    }
   }
-  const gaps = rec.gaps;
-  if (gaps === undefined) return;
-  const at = gaps.indexOf(seq);
-  if (at >= 0) gaps.splice(at, 1);
-  if (gaps.length === 0) rec.gaps = undefined;
+  rec.gaps = next.length > 0 ? next : undefined;
 }
 
 /** Remembers a delivered message id, keeping the newest `limit`. */
