@@ -19,6 +19,8 @@ export interface IngestEvent {
 const EMPTY: Readonly<Record<string, number>> = Object.freeze({});
 const EMPTY_ATTRIBUTES: JsonObject = Object.freeze({}) as JsonObject;
 const MAX_SOURCE_ID_BYTES = 256;
+/** The longest kind name a class can declare (see KIND_PATTERN). */
+const MAX_KIND_LENGTH = 63;
 // Control characters would break key encoding and logs.
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
@@ -52,6 +54,8 @@ export function validateEvent(
   nowMs: number,
 ): TurnOutcome | TelemetryEvent {
   if (typeof e.kind !== "string" || e.kind.length === 0) return reject("BAD_FIELD", `event has no kind; set kind to one of: ${registry.kindNames().join(", ")}`);
+  // No kind can be this long: the field is malformed, not merely unknown.
+  if (e.kind.length > MAX_KIND_LENGTH) return reject("BAD_FIELD", `kind is ${e.kind.length} characters; the limit is ${MAX_KIND_LENGTH}`);
   if (registry.find(e.kind) === undefined) {
     const known = registry.kindNames();
     return reject(

@@ -28,6 +28,8 @@ export class OutboxDispatcher {
     private readonly keys: Keys,
     private readonly log: Logger,
     private readonly deliver: Deliverer,
+    /** Called when the dispatcher may have become idle. */
+    private readonly settled: () => void,
   ) {}
 
   /** Redelivers what the outbox held at start-up. */
@@ -101,6 +103,7 @@ export class OutboxDispatcher {
       this.rescanNeeded = true;
     }
     this.pump();
+    this.settled();
   }
 
   /** Stops delivering. Idempotent. */
@@ -108,6 +111,10 @@ export class OutboxDispatcher {
     this.closed = true;
     clearTimeout(this.timer);
     this.timer = undefined;
+    // What is still queued is durable and redelivered at the next start.
+    this.rescanNeeded = false;
+    this.queue = [];
     await this.rescanning;
+    this.settled();
   }
 }

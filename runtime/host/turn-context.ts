@@ -87,6 +87,18 @@ export class TurnContext implements TwinContext<JsonObject> {
     (this.alerts ??= []).push({ op: "resolve", code });
   }
 
+  isAlertOpen(code: string): boolean {
+    this.live("isAlertOpen");
+    const effects = this.alerts;
+    if (effects !== undefined) {
+      for (let i = effects.length - 1; i >= 0; i--) {
+        const effect = effects[i] as AlertEffect;
+        if (effect.code === code) return effect.op === "raise";
+      }
+    }
+    return this.activation.record?.alerts?.[code] !== undefined;
+  }
+
   send<T extends AnyTwin>(target: TwinClass<T>, id: string, message: MessageOf<T>): void;
   send(kind: string, id: string, message: JsonObject): void;
   send(target: string | TwinClass, id: string, message: unknown): void {

@@ -118,7 +118,13 @@ export class TwinHost {
     this.timers = new TimerService(this.store, this.keys, this.clock, this.log, this.options, (kind, id, name, dueMs, indexKey) =>
       this.postTimer(kind, id, name, dueMs, indexKey),
     );
-    this.outbox = new OutboxDispatcher(this.store, this.keys, this.log, (entry) => this.deliver(entry));
+    this.outbox = new OutboxDispatcher(
+      this.store,
+      this.keys,
+      this.log,
+      (entry) => this.deliver(entry),
+      () => this.checkIdle(),
+    );
   }
 
   /** Reads the log positions, redelivers the outbox, and starts the timer and idle loops. */
@@ -323,11 +329,18 @@ export class TwinHost {
     return view;
   }
 
-  /** Turns a stored record into a view; undefined for tombstones. */
+  /**
+   * Turns a stored record into a view; undefined for tombstones. State written by an older
+   * `stateVersion` is migrated on the fly (not written back: the twin's next turn does that), so
+   * readers always see the current shape.
+   * @throws HandlerFailedError (MIGRATION_FAILED) when the class cannot migrate it.
+   */
   view(kind: string, id: string, raw: string): TwinView | undefined {
     const rec = parseRecord(raw);
     if (rec.del === 1 || rec.state === undefined) return undefined;
-    return { kind, id, state: rec.state, version: rec.ver, lastSeq: rec.hw, lastEventTime: rec.let, ownerNodeId: this.nodeId };
+    const entry = this.registry.find(kind);
+    const state = entry === undefined || rec.sv === entry.stateVersion ? rec.state : this.migrated(entry, rec).state;
+    return { kind, id, state, version: rec.ver, lastSeq: rec.hw, lastEventTime: rec.let, ownerNodeId: this.nodeId };
   }
 
   // ---------------------------------------------------------------- activation
@@ -397,24 +410,28 @@ export class TwinHost {
   }
 
   private migrate(act: Activation, rec: TwinRecordData): void {
-    const { entry } = act;
+    const { state, json } = this.migrated(act.entry, rec);
+    act.state = state;
+    act.stateJson = json;
+    rec.sv = act.entry.stateVersion;
+    this.metrics.migrations++;
+  }
+
+  /** Runs the class's `migrate` on a stored state of an older version. */
+  private migrated(entry: KindEntry, rec: TwinRecordData): { state: JsonObject; json: string } {
     if (rec.sv > entry.stateVersion) {
       throw new HandlerFailedError(
         "MIGRATION_FAILED",
         `stored state has stateVersion ${rec.sv}, newer than the loaded class (${entry.stateVersion}); run the newer twin module`,
       );
     }
-    let state: unknown;
     try {
-      state = entry.instance.migrate?.(rec.state as JsonObject, rec.sv);
+      const state: unknown = entry.instance.migrate?.(structuredClone(rec.state) as JsonObject, rec.sv);
       if (!isPlainObject(state)) throw new TypeError("migrate() must return a plain JSON object");
-      act.stateJson = stringifyJson(state, "migrated state");
+      return { state, json: stringifyJson(state, "migrated state") };
     } catch (err) {
       throw new HandlerFailedError("MIGRATION_FAILED", `migrate(state, ${rec.sv}) failed: ${(err as Error).message}`, { cause: err });
     }
-    act.state = state;
-    rec.sv = entry.stateVersion;
-    this.metrics.migrations++;
   }
 
   private failActivation(act: Activation, outcome: TurnOutcome): void {

@@ -1,7 +1,6 @@
 import { InvalidArgumentError } from "../errors.js";
 import type { TwinRegistry } from "../host/twin-registry.js";
 import type { TwinHost, TwinView } from "../host/twin-host.js";
-import { parseRecord } from "../host/twin-record.js";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
 import { CelFilter, TWIN_FILTER_VARIABLES } from "./cel-filter.js";
@@ -192,10 +191,17 @@ export class TwinQueries {
       if (signal?.aborted) return;
       for (const [key, raw] of chunk) {
         const id = this.keys.twinIdOf(key, kind);
-        const rec = parseRecord(raw);
-        if (rec.del === 1 || rec.state === undefined) continue;
+        let view: TwinView | undefined;
+        try {
+          view = this.host.view(kind, id, raw);
+        } catch (err) {
+          summary.scanned++;
+          noteError(`${id}: ${(err as Error).message}`);
+          continue;
+        }
+        if (view === undefined) continue;
         summary.scanned++;
-        const fields = { id, kind, state: rec.state };
+        const fields = { id, kind, state: view.state };
         if (!filter.matchesAll) {
           const result = filter.evaluate(fields);
           if ("error" in result) {
@@ -205,8 +211,7 @@ export class TwinQueries {
           if (!result.matched) continue;
         }
         summary.matched++;
-        const view: TwinView = { kind, id, state: rec.state, version: rec.ver, lastSeq: rec.hw, lastEventTime: rec.let, ownerNodeId: this.host.nodeId };
-        yield { id, kind, state: rec.state, view };
+        yield { id, kind, state: view.state, view };
       }
     }
   }

@@ -52,6 +52,11 @@ export interface TwinContext<S> {
   /** Resolves the open alert with this code; a no-op when none is open. */
   resolve(code: string): void;
   /**
+   * True when an alert with this code is open or acknowledged, counting this turn's own
+   * raise/resolve calls. Operators may resolve alerts too, so ask rather than keep a copy.
+   */
+  isAlertOpen(code: string): boolean;
+  /**
    * Sends a message to another twin's `onMessage`. Delivered after this turn commits
    * (a durable outbox), at least once and deduplicated by the receiver.
    */
