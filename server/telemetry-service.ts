@@ -1,4 +1,4 @@
-import type { TwinHost } from "../runtime/index.js";
+import type { TwinRouter } from "../cluster/index.js";
 import { InvalidArgumentError, type Logger } from "../runtime/index.js";
 import {
   type EventResult,
@@ -22,12 +22,12 @@ const RECENT_BATCH_IDS = 4_096;
 const MAX_BATCH_ID = 128;
 
 /**
- * `twinmesh.v1.TelemetryService` over a {@link TwinHost}. Publish answers after every event's
+ * `twinmesh.v1.TelemetryService` over a {@link TwinRouter}. Publish answers after every event's
  * outcome is durable. PublishStream runs up to `maxInflightBatches` batches concurrently and
  * answers each as it completes (out of order); a slow reader slows the stream down instead of
  * growing memory, because the stream is only read while a batch slot is free.
  */
-export function telemetryService(host: TwinHost, limits: TelemetryServiceLimits, log: Logger): ServiceImpl<typeof TelemetryService> {
+export function telemetryService(router: TwinRouter, limits: TelemetryServiceLimits, log: Logger): ServiceImpl<typeof TelemetryService> {
   return {
     async publish(req): Promise<PublishResponse> {
       if (req.events.length > limits.maxBatchEvents) {
@@ -37,7 +37,7 @@ export function telemetryService(host: TwinHost, limits: TelemetryServiceLimits,
           [{ field: "events", description: `at most ${limits.maxBatchEvents} events` }],
         );
       }
-      const outcomes = await host.publish(req.events.map(toIngestEvent));
+      const outcomes = await router.publish(req.events.map(toIngestEvent));
       return { $typeName: "twinmesh.v1.PublishResponse", results: outcomes.map(toEventResult) };
     },
 
@@ -62,7 +62,7 @@ export function telemetryService(host: TwinHost, limits: TelemetryServiceLimits,
         }
         const batchId = req.batchId;
         inflight.add(batchId);
-        const done: Promise<void> = host
+        const done: Promise<void> = router
           .publish(req.events.map(toIngestEvent))
           .then((outcomes) => answer(batchId, outcomes.map(toEventResult)))
           .catch((err: unknown) => {

@@ -1,4 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
+import { LocalRouter } from "../cluster/index.js";
 import { ConfigError, Durability, type HostOptions, type Logger, silentLogger, type TwinClass, TwinRuntime } from "../runtime/index.js";
 import { HealthCheckResponse_ServingStatus as Serving } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
@@ -85,7 +86,7 @@ export class TwinmeshNode {
     });
     const grpcLog = log.child({ component: "grpc" });
     const adapter = { maxMessageBytes, log: grpcLog };
-    addService(server, TelemetryService, telemetryService(runtime.host, { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
+    addService(server, TelemetryService, telemetryService(new LocalRouter(runtime.host), { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
     addService(server, TwinService, twinService(runtime), adapter);
     addService(server, AlertService, alertService(runtime), adapter);
     const health = new HealthState({
