@@ -202,14 +202,16 @@ export class TwinHost {
         batch.complete(i, PRECEDING_REJECTED);
         continue;
       }
-      const refusal = this.admit(key, 1);
+      const existing = this.activations.get(key);
+      const refusal = this.admit(existing, 1);
       if (refusal !== undefined) {
         (blocked ??= new Set()).add(key);
         this.metrics.rejected++;
         batch.complete(i, refusal);
         continue;
       }
-      const act = this.activate(this.registry.get(e.kind), checked.sourceId, key);
+      const act = existing ?? this.activate(this.registry.get(e.kind), checked.sourceId, key);
+      act.referenced = true;
       this.inflight++;
       this.metrics.received++;
       act.post({ type: "telemetry", telemetry: checked, sink: batch, index: i });
@@ -218,8 +220,8 @@ export class TwinHost {
     return batch.done;
   }
 
-  /** Returns why a new message for `key` cannot be taken now, or undefined. */
-  private admit(key: string, count: number): TurnOutcome | undefined {
+  /** Returns why a new message for a twin (`act`, when in memory) cannot be taken now, or undefined. */
+  private admit(act: Activation | undefined, count: number): TurnOutcome | undefined {
     if (this.closing) return { status: "rejected", reason: "SHUTTING_DOWN", message: "the node is shutting down; retry on another node or after it restarts", retryable: true };
     if (this.readOnly !== undefined) {
       return { status: "rejected", reason: "NOT_SERVING", message: `the node cannot write to its disk (${this.readOnly.message}); retry with backoff`, retryable: true };
@@ -232,7 +234,6 @@ export class TwinHost {
         retryable: true,
       };
     }
-    const act = this.activations.get(key);
     if (act !== undefined && act.queued >= this.options.mailboxDepth) {
       return {
         status: "rejected",
@@ -306,7 +307,7 @@ export class TwinHost {
 
   private async postOne(entry: KindEntry, id: string, make: (sink: OutcomeSink) => TwinMessage, control = false): Promise<TurnOutcome> {
     const key = this.keys.twin(entry.kind, id);
-    const refusal = this.admit(key, 0);
+    const refusal = this.admit(this.activations.get(key), 0);
     if (refusal !== undefined) throw outcomeError(refusal);
     const batch = new PendingBatch(1);
     const act = this.activate(entry, id, key);

@@ -93,13 +93,19 @@ export function rememberDelivery(rec: TwinRecordData, messageId: string, limit: 
 
 /**
  * Serialises a record whose state is already serialised (the turn produced `stateJson` while
- * checking it), so state is stringified once per turn, not twice.
+ * checking it), so state is stringified once per turn, not twice. Written field by field: this
+ * runs for every twin in every commit group.
  */
 export function serializeRecord(rec: TwinRecordData, stateJson: string | undefined): string {
-  const { state: _state, ...meta } = rec;
-  const head = JSON.stringify(meta);
-  if (stateJson === undefined) return head;
-  return head.length === 2 ? `{"state":${stateJson}}` : `${head.slice(0, -1)},"state":${stateJson}}`;
+  let out = `{"sv":${rec.sv},"ver":${rec.ver},"hw":${rec.hw}`;
+  if (rec.gaps !== undefined) out += `,"gaps":[${rec.gaps.join(",")}]`;
+  if (rec.let !== undefined) out += `,"let":${rec.let}`;
+  if (rec.timers !== undefined) out += `,"timers":${JSON.stringify(rec.timers)}`;
+  if (rec.alerts !== undefined) out += `,"alerts":${JSON.stringify(rec.alerts)}`;
+  if (rec.inbox !== undefined) out += `,"inbox":${JSON.stringify(rec.inbox)}`;
+  if (rec.del === 1) out += `,"del":1`;
+  if (stateJson !== undefined) out += `,"state":${stateJson}`;
+  return `${out}}`;
 }
 
 /** Parses a stored record. @throws SyntaxError on a corrupt record. */
