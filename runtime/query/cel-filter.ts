@@ -8,7 +8,7 @@
  * with `@bufbuild/cel` 0.6.1, which copies each plain object into a `Map` and whose checker cannot
  * yet type-check calls. A twin that fails to evaluate (a missing field) costs about 2 µs.
  */
-import { Environment, type ParseResult } from "@marcbachmann/cel-js";
+import { type ASTNode, Environment, type ParseResult } from "@marcbachmann/cel-js";
 import { InvalidArgumentError } from "../errors.js";
 
 /** The longest filter accepted, in UTF-8 bytes. */
@@ -134,6 +134,30 @@ export class CelFilter {
       );
     }
     return new CelFilter(expression, program, binderFor(variables));
+  }
+
+  /**
+   * A prefix every matching input's `id` has, when the filter is a conjunction with an
+   * `id.startsWith("literal")` term (the longest one if several). Scans use it to read only that
+   * key range; the filter is still evaluated on every twin read, so this only narrows, never
+   * decides.
+   */
+  idPrefix(): string | undefined {
+    if (this.program === undefined) return undefined;
+    let best: string | undefined;
+    const visit = (node: ASTNode): void => {
+      if (node.op === "&&") {
+        for (const side of node.args as [ASTNode, ASTNode]) visit(side);
+        return;
+      }
+      if (node.op !== "rcall") return;
+      const [name, receiver, args] = node.args as [string, ASTNode, ASTNode[]];
+      const literal = args[0];
+      if (name !== "startsWith" || receiver.op !== "id" || receiver.args !== "id" || args.length !== 1 || literal?.op !== "value") return;
+      if (typeof literal.args === "string" && (best === undefined || literal.args.length > best.length)) best = literal.args;
+    };
+    visit(this.program.ast);
+    return best === "" ? undefined : best;
   }
 
   /**

@@ -186,7 +186,8 @@ export class TwinQueries {
     noteError: (error: string) => void,
     signal: AbortSignal | undefined,
   ): AsyncGenerator<Candidate> {
-    const range = this.keys.twinsOfKind(kind, afterId);
+    // An `id.startsWith("…")` term narrows the scan to that key range.
+    const range = this.keys.twinsOfKind(kind, afterId, filter.idPrefix());
     for await (const chunk of this.store.scan(range)) {
       if (signal?.aborted) return;
       for (const [key, raw] of chunk) {

@@ -46,10 +46,15 @@ export class Keys {
   twin(kind: string, id: string): string {
     return `${this.twinPrefix}${kind}${SEP}${id}`;
   }
-  /** The range of one kind's twin records; `afterId` starts after that id. */
-  twinsOfKind(kind: string, afterId?: string): { gte: string; lt: string } {
+  /**
+   * The range of one kind's twin records: ids starting with `idPrefix` (all when empty), after
+   * `afterId` when given.
+   */
+  twinsOfKind(kind: string, afterId?: string, idPrefix = ""): { gte: string; lt: string } {
     const base = `${this.twinPrefix}${kind}${SEP}`;
-    return { gte: afterId === undefined ? base : `${base}${afterId}${SEP}`, lt: `${base}${END}` };
+    const from = `${base}${idPrefix}`;
+    const after = afterId === undefined ? undefined : `${base}${afterId}${SEP}`;
+    return { gte: after !== undefined && after > from ? after : from, lt: `${base}${idPrefix}${END}` };
   }
   /** The twin id of a key from {@link twinsOfKind}. */
   twinIdOf(key: string, kind: string): string {
