@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { fileURLToPath } from "node:url";
-import { createLogger, type Durability } from "../runtime/index.js";
+import { createLogger, type Durability, type Logger } from "../runtime/index.js";
 import { TwinmeshNode } from "../server/index.js";
 import { loadTwinModules } from "./twin-modules.js";
 
@@ -55,6 +55,8 @@ async function start(opts: StartOptions): Promise<void> {
     throw new CommanderArgError("no twin classes to run: pass --twins <module> (or --demo for the example twins)");
   }
   const log = createLogger({ level: opts.logLevel });
+  // Handlers go in before anything starts, so a signal at any point drains instead of killing.
+  const stopRequested = stopSignal(log);
   const twins = await loadTwinModules(modules);
   const node = await TwinmeshNode.start({
     twins,
@@ -91,18 +93,33 @@ async function start(opts: StartOptions): Promise<void> {
     );
   }
 
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, "stopping");
-      resolve();
-    };
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    // A harness that started us as a child with an IPC channel: exit when it goes away.
-    process.once("disconnect", () => stop("parent exited"));
-  });
+  await stopRequested;
   stopSimulator.abort();
   await simulation;
   await node.close();
   log.flush();
+}
+
+/**
+ * Resolves on SIGINT, SIGTERM, or, for a node started by a parent with an IPC channel (a test
+ * harness), when that parent goes away. The listeners are removed afterwards: a "disconnect"
+ * listener keeps the IPC channel, and so the process, alive.
+ */
+function stopSignal(log: Logger): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      process.off("SIGINT", onInt);
+      process.off("SIGTERM", onTerm);
+      process.off("disconnect", onDisconnect);
+      process.disconnect?.();
+      log.info({ signal }, "stopping");
+      resolve();
+    };
+    const onInt = (): void => stop("SIGINT");
+    const onTerm = (): void => stop("SIGTERM");
+    const onDisconnect = (): void => stop("parent exited");
+    process.once("SIGINT", onInt);
+    process.once("SIGTERM", onTerm);
+    if (process.connected) process.once("disconnect", onDisconnect);
+  });
 }

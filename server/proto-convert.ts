@@ -106,5 +106,19 @@ export function requireField(value: string, field: string, example: string): str
   if (value.length > 256) {
     throw new InvalidArgumentError("BAD_FIELD", `${field} is ${value.length} characters; the limit is 256`, [{ field, description: "at most 256 characters" }]);
   }
+  // As for an event's source_id: control characters (NUL above all) would break key encoding.
+  if (hasControlCharacter(value)) {
+    throw new InvalidArgumentError("BAD_FIELD", `${field} ${JSON.stringify(value)} contains control characters; use printable characters`, [
+      { field, description: "no control characters" },
+    ]);
+  }
   return value;
+}
+
+function hasControlCharacter(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
 }

@@ -57,7 +57,8 @@ export function telemetryService(router: TwinRouter, limits: TelemetryServiceLim
         }
         const problem = checkBatch(req, inflight, recent, limits);
         if (problem !== undefined) {
-          await answer(req.batchId.slice(0, MAX_BATCH_ID), req.events.map(() => problem));
+          // The batch_id as sent, even an over-long one: the client matches answers by it.
+          await answer(req.batchId, req.events.map(() => problem));
           continue;
         }
         const batchId = req.batchId;

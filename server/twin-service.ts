@@ -1,4 +1,4 @@
-import type { TwinRuntime } from "../runtime/index.js";
+import { InvalidArgumentError, type TwinRuntime } from "../runtime/index.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { requireField, toPbGroup, toSnapshot } from "./proto-convert.js";
@@ -55,6 +55,12 @@ export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinServic
     async sendToTwin(req) {
       const kind = requireField(req.kind, "kind", '"ward"');
       const id = requireField(req.id, "id", '"ward-a"');
+      // Keys are kept in the twin's record (its recent deliveries), so they must stay small.
+      if (req.idempotencyKey.length > 256) {
+        throw new InvalidArgumentError("BAD_FIELD", `idempotency_key is ${req.idempotencyKey.length} characters; the limit is 256`, [
+          { field: "idempotency_key", description: "at most 256 characters" },
+        ]);
+      }
       const result = await host.sendToTwin(kind, id, req.message ?? {}, req.idempotencyKey || undefined);
       return { $typeName: "twinmesh.v1.SendToTwinResponse", duplicate: result.duplicate, version: BigInt(result.version) };
     },

@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { LocalRouter } from "../cluster/index.js";
 import { ConfigError, Durability, type HostOptions, type Logger, silentLogger, type TwinClass, TwinRuntime } from "../runtime/index.js";
-import { HealthCheckResponse_ServingStatus as Serving } from "../proto/gen/grpc/health/v1/health_pb.js";
+import { Health, HealthCheckResponse_ServingStatus as Serving } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
@@ -79,8 +79,9 @@ export class TwinmeshNode {
       log,
     });
     const server = new grpc.Server({
-      // Above our own limit, so the adapter answers oversize requests with our message.
-      "grpc.max_receive_message_length": maxMessageBytes + 1024 * 1024,
+      // Well above our own limit, so the adapter answers oversize requests with our message;
+      // still bounded, so one request cannot take unbounded memory.
+      "grpc.max_receive_message_length": 4 * maxMessageBytes,
       "grpc.max_send_message_length": 64 * 1024 * 1024,
       "grpc.keepalive_permit_without_calls": 1,
     });
@@ -96,7 +97,7 @@ export class TwinmeshNode {
       [AlertService.typeName]: Serving.SERVING,
     });
     addHealthService(server, health, adapter);
-    addReflectionService(server, [TelemetryService, TwinService, AlertService], adapter);
+    addReflectionService(server, [Health, TelemetryService, TwinService, AlertService], adapter);
     const host = options.host ?? "127.0.0.1";
     let port: number;
     try {

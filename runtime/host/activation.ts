@@ -26,6 +26,9 @@ export class Activation {
   referenced = true;
   /** Real time of last use, for the idle timeout. */
   lastUsedMs = 0;
+  /** Token bucket of the per-twin event rate limit (real time, ms). */
+  tokens = -1;
+  tokensAtMs = 0;
   /** True once evicted; a late completion must not touch the host's maps. */
   evicted = false;
   private user: Queue<TwinMessage> | undefined;

@@ -24,7 +24,16 @@ export interface TurnServices {
 const CODE_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 const TIMER_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
 const MAX_ALERT_MESSAGE = 1024;
+const MAX_ID_BYTES = 256;
 const SEVERITIES = new Set(["info", "warning", "critical"]);
+
+function hasControlCharacter(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
 
 /**
  * The `ctx` of one turn. Effects are buffered here and applied by the host only if the handler
@@ -106,6 +115,10 @@ export class TurnContext implements TwinContext<JsonObject> {
     const kind = typeof target === "string" ? target : target.kind;
     this.services.checkKind(kind);
     if (typeof id !== "string" || id.length === 0) throw new TypeError(`ctx.send: target id must be a non-empty string`);
+    // The rules of an event's source_id: the id becomes part of RocksDB keys (timers split on NUL).
+    if (Buffer.byteLength(id) > MAX_ID_BYTES || hasControlCharacter(id)) {
+      throw new TypeError(`ctx.send: target id ${JSON.stringify(id.slice(0, 64))} must be at most ${MAX_ID_BYTES} bytes of printable characters`);
+    }
     if (message === null || typeof message !== "object" || Array.isArray(message)) throw new TypeError(`ctx.send to ${kind}/${id}: message must be a JSON object`);
     (this.sends ??= []).push({ kind, id, message: message as JsonObject });
   }

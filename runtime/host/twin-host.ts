@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { type Alert, AlertState, alertId } from "../alerts/alert.js";
 import { AlertFeed } from "../alerts/alert-feed.js";
 import type { Clock } from "../clock.js";
-import { AlertNotFoundError, HandlerFailedError, isTwinmeshError, OverloadedError, TwinNotFoundError, UnavailableError } from "../errors.js";
+import { AlertNotFoundError, HandlerFailedError, InvalidArgumentError, isTwinmeshError, OverloadedError, TwinNotFoundError, UnavailableError } from "../errors.js";
 import { Keys } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
 import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
@@ -212,6 +212,17 @@ export class TwinHost {
       }
       const act = existing ?? this.activate(this.registry.get(e.kind), checked.sourceId, key);
       act.referenced = true;
+      if (this.options.maxEventsPerTwinPerSecond > 0 && !this.takeToken(act)) {
+        (blocked ??= new Set()).add(key);
+        this.metrics.rejected++;
+        batch.complete(i, {
+          status: "rejected",
+          reason: "RATE_LIMITED",
+          message: `twin ${e.kind}/${checked.sourceId} receives more than ${this.options.maxEventsPerTwinPerSecond} events per second; retry with backoff`,
+          retryable: true,
+        });
+        continue;
+      }
       this.inflight++;
       this.metrics.received++;
       act.post({ type: "telemetry", telemetry: checked, sink: batch, index: i });
@@ -245,6 +256,17 @@ export class TwinHost {
     return undefined;
   }
 
+  /** Takes one event from the twin's token bucket (refilled at the configured rate, burst of one second). */
+  private takeToken(act: Activation): boolean {
+    const rate = this.options.maxEventsPerTwinPerSecond;
+    const now = performance.now();
+    act.tokens = act.tokens < 0 ? rate : Math.min(rate, act.tokens + ((now - act.tokensAtMs) * rate) / 1000);
+    act.tokensAtMs = now;
+    if (act.tokens < 1) return false;
+    act.tokens -= 1;
+    return true;
+  }
+
   // ---------------------------------------------------------------- single-twin operations
 
   /**
@@ -257,7 +279,10 @@ export class TwinHost {
     const entry = this.registry.get(kind);
     const size = stringifyJson(message, "message").length;
     if (size > this.options.maxMessageBytes) {
-      throw new OverloadedError("RATE_LIMITED", `message is ${size} bytes; the limit is ${this.options.maxMessageBytes}`);
+      // Bad input, not load: the same message can never be taken, so it is not retryable.
+      throw new InvalidArgumentError("BAD_FIELD", `message is ${size} bytes as JSON; the limit is ${this.options.maxMessageBytes}; send less, or raise the node's maxMessageBytes`, [
+        { field: "message", description: `at most ${this.options.maxMessageBytes} bytes as JSON` },
+      ]);
     }
     const outcome = await this.postOne(entry, id, (sink) => ({
       type: "message",
@@ -636,6 +661,7 @@ export class TwinHost {
       const stored = this.logAlert(group, changed);
       if (state === AlertState.RESOLVED) this.dropAlert(rec, alert.code);
       else (rec.alerts as Record<string, Alert>)[alert.code] = stored;
+      rec.ver++; // the record changed: replicas compare versions
       this.pipeline.touch(act);
     }
     this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
@@ -785,6 +811,7 @@ export class TwinHost {
 
   private applyAlerts(act: Activation, rec: TwinRecordData, ctx: TurnContext, group: CommitGroup): void {
     const nowMs = this.clock.nowMs();
+    let opened: Set<string> | undefined;
     for (const effect of ctx.alerts ?? []) {
       const open = rec.alerts?.[effect.code];
       if (effect.op === "resolve") {
@@ -795,8 +822,12 @@ export class TwinHost {
       }
       const { severity, message } = effect.options;
       if (open === undefined) {
+        // raise, resolve, raise of one code in one turn opens two alerts: keep their ids apart.
+        let id = alertId(act.entry.kind, act.id, effect.code, rec.ver);
+        if (opened?.has(id)) id = `${id}.${opened.size}`;
+        (opened ??= new Set()).add(id);
         const alert: Alert = {
-          id: alertId(act.entry.kind, act.id, effect.code, rec.ver),
+          id,
           kind: act.entry.kind,
           twinId: act.id,
           code: effect.code,

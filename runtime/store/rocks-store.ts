@@ -80,7 +80,7 @@ const FORMAT_NAME = "twinmesh-data";
 /** The data format this build writes and reads. */
 export const DATA_FORMAT_VERSION = 1;
 
-function openDb(db: LevelDown, createIfMissing: boolean, options: RocksStoreOptions): Promise<void> {
+function openDb(db: LevelDown, createIfMissing: boolean, options: RocksStoreOptions, readOnly = false): Promise<void> {
   return promisify<void>((cb) =>
     db.open(
       {
@@ -90,7 +90,10 @@ function openDb(db: LevelDown, createIfMissing: boolean, options: RocksStoreOpti
         cacheSize: options.cacheBytes ?? 64 * 1024 * 1024,
         writeBufferSize: options.writeBufferBytes ?? 32 * 1024 * 1024,
         maxOpenFiles: 1000,
-        infoLogLevel: "error",
+        // No infoLogLevel: the binding then gives RocksDB a null logger. With one, every open,
+        // even a failed one, renames LOG to LOG.old.* and writes a new LOG: it would touch a
+        // directory it refuses (corrupt, locked by another node).
+        readOnly,
       },
       cb,
     ),
@@ -130,6 +133,9 @@ export class RocksStore {
    */
   static async open(path: string, options: RocksStoreOptions = {}): Promise<RocksStore> {
     const fresh = RocksStore.checkDirectory(path);
+    // A read-write open rewrites the MANIFEST and OPTIONS and flushes the WAL: check the format
+    // marker read-only first, so a directory of another program or a newer format is left as is.
+    if (!fresh) await RocksStore.checkReadOnly(path, options);
     const db = leveldown(path);
     try {
       await openDb(db, fresh, options);
@@ -138,12 +144,30 @@ export class RocksStore {
     }
     const store = new RocksStore(db, path, options.durability ?? Durability.WAL, options);
     try {
-      await store.checkFormat(fresh);
+      if (await store.checkFormat(fresh)) {
+        await store.write([{ type: "put", key: FORMAT_KEY, value: JSON.stringify({ format: FORMAT_NAME, version: DATA_FORMAT_VERSION }) }]);
+      }
     } catch (err) {
       await store.close();
       throw err;
     }
     return store;
+  }
+
+  /** Checks the format marker of an existing directory without writing to it. */
+  private static async checkReadOnly(path: string, options: RocksStoreOptions): Promise<void> {
+    const db = leveldown(path);
+    try {
+      await openDb(db, false, options, true);
+    } catch {
+      return; // the read-write open says what is wrong (corrupt, unreadable); it writes nothing either when it fails
+    }
+    const store = new RocksStore(db, path, options.durability ?? Durability.WAL, options);
+    try {
+      await store.checkFormat(false);
+    } finally {
+      await store.close();
+    }
   }
 
   /** Returns true when the directory is absent or empty (a new data directory). */
@@ -194,7 +218,8 @@ export class RocksStore {
     return new DataDirectoryError("DATA_DIR_UNREADABLE", path, `cannot open data directory ${path}: ${text}`, { cause: err });
   }
 
-  private async checkFormat(fresh: boolean): Promise<void> {
+  /** Checks the format marker; true when there is none yet and the database is empty, so it may be stamped. */
+  private async checkFormat(fresh: boolean): Promise<boolean> {
     const raw = await this.get(FORMAT_KEY);
     if (raw === undefined) {
       const first = await this.firstKey();
@@ -205,8 +230,7 @@ export class RocksStore {
           `${this.path} is a RocksDB database but not a twinmesh one (no format marker); refusing to use it. Pass --data an empty or twinmesh data directory`,
         );
       }
-      await this.write([{ type: "put", key: FORMAT_KEY, value: JSON.stringify({ format: FORMAT_NAME, version: DATA_FORMAT_VERSION }) }]);
-      return;
+      return true;
     }
     let marker: { format?: unknown; version?: unknown };
     try {
@@ -224,6 +248,7 @@ export class RocksStore {
         `${this.path} holds data format ${marker.version}, newer than this twinmesh reads (${DATA_FORMAT_VERSION}); run a newer twinmesh`,
       );
     }
+    return false;
   }
 
   private async firstKey(): Promise<string | undefined> {

@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { isTwinmeshError } from "../../runtime/index.js";
+import { RocksStore } from "../../runtime/store/rocks-store.js";
+import { TwinmeshNode } from "../../server/index.js";
+import { fixtureTwins } from "../fixtures/index.js";
+import { ev, statuses } from "../harness/events.js";
+import { NodeProcess } from "../harness/node-process.js";
+import { startNode, twinState } from "../harness/start-node.js";
+import { useTestScope } from "../harness/test-scope.js";
+
+const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
+
+/** Every file under `dir` (recursively) with the SHA-256 of its bytes. */
+function snapshot(dir: string): Record<string, string> {
+  const files: Record<string, string> = {};
+  const walk = (at: string): void => {
+    for (const name of readdirSync(at)) {
+      const path = join(at, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else files[relative(dir, path)] = createHash("sha256").update(readFileSync(path)).digest("hex");
+    }
+  };
+  walk(dir);
+  return files;
+}
+
+/** Starting a node on `dataDir` fails with this reason and message. */
+async function refusal(dataDir: string): Promise<{ reason: string; message: string }> {
+  try {
+    const node = await TwinmeshNode.start({ twins: fixtureTwins, dataDir, port: 0 });
+    await node.close();
+  } catch (err) {
+    assert.ok(isTwinmeshError(err), `expected a TwinmeshError, got ${String(err)}`);
+    return { reason: err.reason, message: err.message };
+  }
+  assert.fail(`the node started on ${dataDir}`);
+}
+
+describe("the data directory (data-dir)", () => {
+  const t = useTestScope();
+
+  /** A data directory a node wrote twin counter/c-1 into. */
+  async function usedDataDir(): Promise<string> {
+    const node = await startNode(t);
+    assert.deepEqual(statuses((await node.client.publish([ev("counter", "c-1", 1), ev("counter", "c-1", 2)])).results), ["ACCEPTED", "ACCEPTED"]);
+    await node.stop();
+    return node.dataDir;
+  }
+
+  it("refuses a directory whose CURRENT file is garbage with DATA_DIR_CORRUPT and leaves every file as it was", async () => {
+    const dir = await usedDataDir();
+    writeFileSync(join(dir, "CURRENT"), "garbage \u0000\u0001 garbage");
+    const before = snapshot(dir);
+    assert.deepEqual(await refusal(dir), {
+      reason: "DATA_DIR_CORRUPT",
+      message: `data directory ${dir} is corrupt (Corruption: CURRENT file does not end with newline); restore it from a replica or backup, or move it aside and start empty`,
+    });
+    assert.deepEqual(snapshot(dir), before);
+  });
+
+  it("refuses a directory whose MANIFEST is garbage with DATA_DIR_CORRUPT and leaves every file as it was", async () => {
+    const dir = await usedDataDir();
+    const manifest = readdirSync(dir).find((f) => f.startsWith("MANIFEST-"));
+    assert.ok(manifest !== undefined);
+    writeFileSync(join(dir, manifest), Buffer.alloc(4096, 0x5a));
+    const before = snapshot(dir);
+    const { reason, message } = await refusal(dir);
+    assert.equal(reason, "DATA_DIR_CORRUPT");
+    assert.match(
+      message,
+      new RegExp(`^data directory ${dir} is corrupt \\(Corruption: .+\\); restore it from a replica or backup, or move it aside and start empty$`),
+    );
+    assert.deepEqual(snapshot(dir), before);
+  });
+
+  it("refuses a non-empty directory of other files with DATA_DIR_FOREIGN and leaves it as it was", async () => {
+    const dir = t.tempDir("foreign");
+    writeFileSync(join(dir, "notes.txt"), "my notes");
+    mkdirSync(join(dir, "photos"));
+    writeFileSync(join(dir, "photos", "cat.jpg"), Buffer.from([0xff, 0xd8, 0xff, 0xe0]));
+    const before = snapshot(dir);
+    assert.deepEqual(await refusal(dir), {
+      reason: "DATA_DIR_FOREIGN",
+      message: `${dir} is not empty and holds no twinmesh data (no RocksDB CURRENT file); refusing to touch it. Pass --data an empty or twinmesh data directory`,
+    });
+    assert.deepEqual(snapshot(dir), before);
+  });
+
+  it("refuses a path that is a file with DATA_DIR_FOREIGN", async () => {
+    const dir = t.tempDir("file");
+    const file = join(dir, "data");
+    writeFileSync(file, "not a directory");
+    assert.deepEqual(await refusal(file), {
+      reason: "DATA_DIR_FOREIGN",
+      message: `data directory ${file} is a file, not a directory; pass --data a directory path`,
+    });
+    assert.equal(readFileSync(file, "utf8"), "not a directory");
+  });
+
+  it("refuses a RocksDB database that is not twinmesh's with DATA_DIR_FOREIGN and leaves every file as it was", async () => {
+    const dir = await usedDataDir();
+    const store = await RocksStore.open(dir);
+    await store.write([{ type: "del", key: "\u0000meta\u0000format" }]);
+    await store.close();
+    const before = snapshot(dir);
+    assert.deepEqual(await refusal(dir), {
+      reason: "DATA_DIR_FOREIGN",
+      message: `${dir} is a RocksDB database but not a twinmesh one (no format marker); refusing to use it. Pass --data an empty or twinmesh data directory`,
+    });
+    assert.deepEqual(snapshot(dir), before);
+  });
+
+  it("refuses a directory of a newer data format with DATA_DIR_FORMAT and leaves every file as it was", async () => {
+    const dir = await usedDataDir();
+    const store = await RocksStore.open(dir);
+    await store.write([{ type: "put", key: "\u0000meta\u0000format", value: JSON.stringify({ format: "twinmesh-data", version: 2 }) }]);
+    await store.close();
+    const before = snapshot(dir);
+    assert.deepEqual(await refusal(dir), {
+      reason: "DATA_DIR_FORMAT",
+      message: `${dir} holds data format 2, newer than this twinmesh reads (1); run a newer twinmesh`,
+    });
+    assert.deepEqual(snapshot(dir), before);
+  });
+
+  it("refuses a directory another node in this process holds with DATA_DIR_LOCKED, while the first node keeps serving", async () => {
+    const first = await startNode(t);
+    await first.client.publish([ev("counter", "c-1", 1)]);
+    const { reason, message } = await refusal(first.dataDir);
+    assert.equal(reason, "DATA_DIR_LOCKED");
+    assert.match(
+      message,
+      new RegExp(`^data directory ${first.dataDir} is in use by another process \\(.*lock.*\\); stop that node or pass a different --data$`, "i"),
+    );
+    assert.deepEqual(statuses((await first.client.publish([ev("counter", "c-1", 2)])).results), ["ACCEPTED"]);
+    assert.deepEqual(await twinState(first.client, "counter", "c-1"), { count: 2, lastSeq: 2, total: 0, messages: 0 });
+    // Once the first node is gone, the directory opens with everything in it.
+    const second = await first.restart();
+    assert.deepEqual(await twinState(second.client, "counter", "c-1"), { count: 2, lastSeq: 2, total: 0, messages: 0 });
+  });
+
+  it("makes `twinmesh start` on a directory another process holds exit 1 with DATA_DIR_LOCKED, while the first node keeps serving", async () => {
+    const first = await startNode(t);
+    await first.client.publish([ev("counter", "c-1", 1)]);
+    await assert.rejects(NodeProcess.start({ twins: [FIXTURES], dataDir: first.dataDir }), (err: Error) => {
+      assert.match(err.message, /the node exited \(code 1\) before it was ready/);
+      assert.match(
+        err.message,
+        new RegExp(
+          `twinmesh: data directory ${first.dataDir} is in use by another process \\(.+\\); stop that node or pass a different --data \\(DATA_DIR_LOCKED\\)`,
+        ),
+      );
+      return true;
+    });
+    assert.deepEqual(statuses((await first.client.publish([ev("counter", "c-1", 2)])).results), ["ACCEPTED"]);
+    assert.deepEqual(await twinState(first.client, "counter", "c-1"), { count: 2, lastSeq: 2, total: 0, messages: 0 });
+  });
+});
