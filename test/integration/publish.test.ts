@@ -129,6 +129,25 @@ describe("TelemetryService.Publish (publish)", () => {
     assert.deepEqual(await twinState(client, "counter", "b"), { count: 1, lastSeq: 1, total: 0, messages: 0 });
   });
 
+  it("rejects a twin's events beyond maxEventsPerTwinPerSecond with a retryable RATE_LIMITED, and leaves other twins alone", async () => {
+    const { client } = await startNode(t, { hostOptions: { maxEventsPerTwinPerSecond: 3 } });
+    const res = await client.publish([1, 2, 3, 4, 5].map((seq) => ev("counter", "a", seq)).concat([ev("counter", "b", 1)]));
+    assert.deepEqual(outcomes(res.results), [
+      ACCEPTED,
+      ACCEPTED,
+      ACCEPTED,
+      rejected("RATE_LIMITED", "twin counter/a receives more than 3 events per second; retry with backoff", true),
+      PRECEDING,
+      ACCEPTED,
+    ]);
+    assert.deepEqual(await twinState(client, "counter", "a"), { count: 3, lastSeq: 3, total: 0, messages: 0 });
+    // The bucket refills at the configured rate: a retry after a third of a second is taken.
+    await waitFor(async () => outcomes((await client.publish([ev("counter", "a", 4)])).results)[0]?.status === "ACCEPTED", {
+      timeoutMs: 5_000,
+      what: "the rate limit to let seq 4 through",
+    });
+  });
+
   it("rejects events beyond maxInflightEvents with a retryable INGEST_QUEUE_FULL", async () => {
     const { client } = await startNode(t, { hostOptions: { maxInflightEvents: 2 } });
     const res = await client.publish([ev("counter", "a", 1), ev("counter", "a", 2), ev("counter", "a", 3), ev("counter", "a", 4), ev("counter", "b", 1)]);
