@@ -1,6 +1,18 @@
 import type { Command } from "commander";
+import { alertsCommand } from "./commands/alerts-command.js";
+import { ringCommand } from "./commands/ring-command.js";
+import { sendCommand } from "./commands/send-command.js";
+import { simulateCommand } from "./commands/simulate-command.js";
+import { twinCommands } from "./commands/twin-commands.js";
+import { exitQuietlyOnClosedStdout } from "./output.js";
 
-/** The commands that talk to a running node (send, get, query, alerts, simulate). */
+/**
+ * The commands that talk to a running node: send, get, query, aggregate, message, delete,
+ * alerts (list, watch, ack, resolve), simulate and ring. Each takes `--address` (env
+ * `TWINMESH_ADDRESS`, default 127.0.0.1:7420) and `--json`; errors are one line on stderr,
+ * `twinmesh: <message> (<REASON>)`, with exit code 1 (2 for a usage error).
+ */
 export function clientCommands(): Command[] {
-  return [];
+  exitQuietlyOnClosedStdout();
+  return [sendCommand(), ...twinCommands(), alertsCommand(), simulateCommand(), ringCommand()];
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
 import { isTwinmeshError } from "../runtime/index.js";
-import { startCommand } from "./start-command.js";
 import { clientCommands } from "./client-commands.js";
+import { startCommand } from "./start-command.js";
 
 const program = new Command("twinmesh")
   .description("twinmesh: a runtime for real-time digital twins")
@@ -16,7 +16,9 @@ for (const command of clientCommands()) program.addCommand(command);
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof CommanderError) process.exit(err.exitCode);
+  // Our commands choose their exit code; of commander's own, help and --version exit 0 and
+  // the rest are usage errors: exit 2.
+  if (err instanceof CommanderError) process.exit(err.code.startsWith("twinmesh.") || err.exitCode === 0 ? err.exitCode : 2);
   const text = isTwinmeshError(err) ? `${err.message} (${err.reason})` : err instanceof Error ? err.message : String(err);
   console.error(`twinmesh: ${text}`);
   process.exit(1);

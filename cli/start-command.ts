@@ -1,7 +1,6 @@
-import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { fileURLToPath } from "node:url";
+import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { createLogger, type Durability, type Logger } from "../runtime/index.js";
-import { TwinmeshNode } from "../server/index.js";
 import { loadTwinModules } from "./twin-modules.js";
 
 const DEMO_TWINS = fileURLToPath(new URL("../twins/index.js", import.meta.url));
@@ -36,10 +35,22 @@ export function startCommand(): Command {
     .addOption(new Option("--data <dir>", "data directory (RocksDB)").env("TWINMESH_DATA").default("./data"))
     .addOption(new Option("--host <address>", "address to listen on").env("TWINMESH_HOST").default("127.0.0.1"))
     .addOption(new Option("--port <port>", "gRPC port (0 = any free port)").env("TWINMESH_PORT").default(7420).argParser(wholeNumber("--port", 0)))
-    .addOption(new Option("--durability <mode>", "wal: survives kill -9; fsync: survives power loss").choices(["wal", "fsync"]).env("TWINMESH_DURABILITY").default("wal"))
-    .addOption(new Option("--max-active <n>", "most twins kept in memory (default 100000)").env("TWINMESH_MAX_ACTIVE").argParser(wholeNumber("--max-active", 1)))
+    .addOption(
+      new Option("--durability <mode>", "wal: survives kill -9; fsync: survives power loss")
+        .choices(["wal", "fsync"])
+        .env("TWINMESH_DURABILITY")
+        .default("wal"),
+    )
+    .addOption(
+      new Option("--max-active <n>", "most twins kept in memory (default 100000)").env("TWINMESH_MAX_ACTIVE").argParser(wholeNumber("--max-active", 1)),
+    )
     .addOption(new Option("--node-id <id>", "this node's id").env("TWINMESH_NODE_ID").default("local"))
-    .addOption(new Option("--log-level <level>", "pino log level").choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).env("TWINMESH_LOG_LEVEL").default("info"))
+    .addOption(
+      new Option("--log-level <level>", "pino log level")
+        .choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
+        .env("TWINMESH_LOG_LEVEL")
+        .default("info"),
+    )
     .option("--demo", "load the example twins and run the device simulator against this node", false)
     .addOption(new Option("--simulate <sources>", "also run the device simulator with this many sources").argParser(wholeNumber("--simulate", 1)))
     .addOption(new Option("--rate <events/s>", "simulator events per second in total").default(200).argParser(wholeNumber("--rate", 1)))
@@ -58,6 +69,8 @@ async function start(opts: StartOptions): Promise<void> {
   // Handlers go in before anything starts, so a signal at any point drains instead of killing.
   const stopRequested = stopSignal(log);
   const twins = await loadTwinModules(modules);
+  // Loaded here, not at the top: the client commands start faster without the server code.
+  const { TwinmeshNode } = await import("../server/index.js");
   const node = await TwinmeshNode.start({
     twins,
     dataDir: opts.data,
@@ -78,9 +91,13 @@ async function start(opts: StartOptions): Promise<void> {
   let simulation: Promise<unknown> | undefined;
   if (sources !== undefined) {
     const { runSimulator } = await import("./simulator/simulator.js");
-    simulation = runSimulator({ address: node.address, sources, ratePerSecond: opts.rate, signal: stopSimulator.signal, log: log.child({ component: "simulator" }) }).catch(
-      (err: unknown) => log.warn({ err }, "simulator stopped"),
-    );
+    simulation = runSimulator({
+      address: node.address,
+      sources,
+      ratePerSecond: opts.rate,
+      signal: stopSimulator.signal,
+      log: log.child({ component: "simulator" }),
+    }).catch((err: unknown) => log.warn({ err }, "simulator stopped"));
     process.stdout.write(
       [
         `simulating ${sources} devices at ${opts.rate} events/s. Try, in another terminal:`,
@@ -111,7 +128,7 @@ function stopSignal(log: Logger): Promise<void> {
       process.off("SIGINT", onInt);
       process.off("SIGTERM", onTerm);
       process.off("disconnect", onDisconnect);
-      process.disconnect?.();
+      if (process.connected) process.disconnect();
       log.info({ signal }, "stopping");
       resolve();
     };

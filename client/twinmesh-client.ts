@@ -1,11 +1,11 @@
 import { create, type DescMethod, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import { HealthCheckRequestSchema, Health } from "../proto/gen/grpc/health/v1/health_pb.js";
-import { ErrorInfoSchema, BadRequestSchema } from "../proto/gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "../proto/gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../proto/gen/google/rpc/status_pb.js";
+import { Health, HealthCheckRequestSchema } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
-import { type PublishStreamResponse, type Event, TelemetryService, type Consistency } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { type Consistency, type Event, type PublishStreamResponse, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 
 /** An RPC that failed, with the gRPC status and twinmesh's reason and field violations. */
@@ -79,10 +79,7 @@ export class TwinmeshClient {
     this.deadlineMs = options.deadlineMs ?? 30_000;
   }
 
-  private unary<M extends DescMethod & { methodKind: "unary" }>(
-    method: M,
-    request: MessageInitShape<M["input"]>,
-  ): Promise<MessageShape<M["output"]>> {
+  private unary<M extends DescMethod & { methodKind: "unary" }>(method: M, request: MessageInitShape<M["input"]>): Promise<MessageShape<M["output"]>> {
     return new Promise((resolve, reject) => {
       this.client.makeUnaryRequest<Buffer, MessageShape<M["output"]>>(
         path(method),
@@ -181,7 +178,11 @@ export class PublishStreamSession {
 
   constructor(client: grpc.Client) {
     const method = TelemetryService.method.publishStream;
-    this.call = client.makeBidiStreamRequest<Buffer, PublishStreamResponse>(path(method), (b: Buffer) => b, (buf: Buffer) => fromBinary(method.output, buf));
+    this.call = client.makeBidiStreamRequest<Buffer, PublishStreamResponse>(
+      path(method),
+      (b: Buffer) => b,
+      (buf: Buffer) => fromBinary(method.output, buf),
+    );
     this.call.on("data", (res: PublishStreamResponse) => {
       const waiter = this.waiting.get(res.batchId);
       if (waiter === undefined) return;
@@ -235,4 +236,3 @@ export class PublishStreamSession {
 function path(method: DescMethod): string {
   return `/${method.parent.typeName}/${method.name}`;
 }
-

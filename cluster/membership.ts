@@ -28,7 +28,13 @@ export class StaticMembership implements Membership {
 
   constructor(members: readonly NodeInfo[]) {
     if (members.length === 0) throw new Error("static membership needs at least one node");
-    this.snapshot = { members: [...members], ring: new RingSnapshot(1n, members.map((m) => m.id)) };
+    this.snapshot = {
+      members: [...members],
+      ring: new RingSnapshot(
+        1n,
+        members.map((m) => m.id),
+      ),
+    };
   }
 
   current(): { readonly members: readonly NodeInfo[]; readonly ring: RingSnapshot } {

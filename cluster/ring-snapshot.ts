@@ -6,7 +6,11 @@ interface HashRingInstance {
   get(key: string): string;
   range(key: string, size: number, unique: boolean): string[];
 }
-type HashRingConstructor = new (servers: Record<string, { vnodes: number }>, algorithm?: string, options?: { replicas?: number; "max cache size"?: number }) => HashRingInstance;
+type HashRingConstructor = new (
+  servers: Record<string, { vnodes: number }>,
+  algorithm?: string,
+  options?: { replicas?: number; "max cache size"?: number },
+) => HashRingInstance;
 const HashRing = require("hashring") as HashRingConstructor;
 
 /** Virtual nodes per node: fixed, so adding a node moves only the keys it takes over. */

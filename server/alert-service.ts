@@ -1,5 +1,5 @@
+import type { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import type { TwinRuntime } from "../runtime/index.js";
-import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { requireField, toPbAlert } from "./proto-convert.js";
 

@@ -1,11 +1,10 @@
 import { fromJson, type JsonValue as PbJsonValue } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromMs, ValueSchema } from "@bufbuild/protobuf/wkt";
-import type { Alert, IngestEvent, TurnOutcome, TwinView } from "../runtime/index.js";
-import { InvalidArgumentError } from "../runtime/index.js";
 import { type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbState } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { type Event, type EventResult, EventStatus } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import type { AggregateGroup as PbGroup, TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb.js";
-import type { AggregateGroup } from "../runtime/index.js";
+import type { AggregateGroup, Alert, IngestEvent, TurnOutcome, TwinView } from "../runtime/index.js";
+import { hasControlCharacter, InvalidArgumentError } from "../runtime/index.js";
 
 /**
  * Conversions between the protobuf messages of twinmesh.v1 and the runtime's types. Results
@@ -43,7 +42,13 @@ const DUPLICATE: EventResult = {
 export function toEventResult(o: TurnOutcome): EventResult {
   if (o.status === "accepted") return ACCEPTED;
   if (o.status === "duplicate") return DUPLICATE;
-  return { $typeName: "twinmesh.v1.EventResult", status: EventStatus.REJECTED, reason: o.reason ?? "REJECTED", message: o.message ?? "", retryable: o.retryable ?? false };
+  return {
+    $typeName: "twinmesh.v1.EventResult",
+    status: EventStatus.REJECTED,
+    reason: o.reason ?? "REJECTED",
+    message: o.message ?? "",
+    retryable: o.retryable ?? false,
+  };
 }
 
 /** A rejected result, for problems found before the runtime sees the event. */
@@ -113,12 +118,4 @@ export function requireField(value: string, field: string, example: string): str
     ]);
   }
   return value;
-}
-
-function hasControlCharacter(value: string): boolean {
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f) return true;
-  }
-  return false;
 }

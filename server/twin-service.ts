@@ -1,5 +1,5 @@
+import type { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import { InvalidArgumentError, type TwinRuntime } from "../runtime/index.js";
-import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { requireField, toPbGroup, toSnapshot } from "./proto-convert.js";
 

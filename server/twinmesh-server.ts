@@ -1,10 +1,10 @@
 import * as grpc from "@grpc/grpc-js";
 import { LocalRouter } from "../cluster/index.js";
-import { ConfigError, Durability, type HostOptions, type Logger, silentLogger, type TwinClass, TwinRuntime } from "../runtime/index.js";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
+import { ConfigError, Durability, type HostOptions, type Logger, silentLogger, type TwinClass, TwinRuntime } from "../runtime/index.js";
 import { alertService } from "./alert-service.js";
 import { addService, DEFAULT_MAX_MESSAGE_BYTES } from "./grpc/grpc-adapter.js";
 import { addHealthService, HealthState } from "./grpc/health-service.js";
@@ -56,6 +56,7 @@ export class TwinmeshNode {
     /** `host:port` the node listens on. */
     readonly address: string,
     private readonly log: Logger,
+    private readonly stopping: AbortController,
   ) {}
 
   /**
@@ -86,8 +87,14 @@ export class TwinmeshNode {
       "grpc.keepalive_permit_without_calls": 1,
     });
     const grpcLog = log.child({ component: "grpc" });
+    const stopping = new AbortController();
     const adapter = { maxMessageBytes, log: grpcLog };
-    addService(server, TelemetryService, telemetryService(new LocalRouter(runtime.host), { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
+    addService(
+      server,
+      TelemetryService,
+      telemetryService(new LocalRouter(runtime.host), { maxBatchEvents, maxInflightBatches, stopping: stopping.signal }, grpcLog),
+      adapter,
+    );
     addService(server, TwinService, twinService(runtime), adapter);
     addService(server, AlertService, alertService(runtime), adapter);
     const health = new HealthState({
@@ -109,9 +116,12 @@ export class TwinmeshNode {
     } catch (err) {
       server.forceShutdown();
       await runtime.close();
-      throw new ConfigError("BAD_OPTION", `cannot listen on ${host}:${options.port ?? 7420}: ${(err as Error).message}; pick another --port or stop the process using it`);
+      throw new ConfigError(
+        "BAD_OPTION",
+        `cannot listen on ${host}:${options.port ?? 7420}: ${(err as Error).message}; pick another --port or stop the process using it`,
+      );
     }
-    const node = new TwinmeshNode(runtime, server, health, `${host.includes(":") ? `[${host}]` : host}:${port}`, log);
+    const node = new TwinmeshNode(runtime, server, health, `${host.includes(":") ? `[${host}]` : host}:${port}`, log, stopping);
     node.watchServing();
     return node;
   }
@@ -139,6 +149,7 @@ export class TwinmeshNode {
     this.stopWatch();
     for (const service of this.health.list().keys()) this.health.set(service, Serving.NOT_SERVING);
     this.log.info({ address: this.address }, "node stopping: draining twins");
+    this.stopping.abort();
     await this.runtime.host.close(graceMs);
     this.health.close();
     await new Promise<void>((resolve) => {

@@ -60,14 +60,18 @@ export class AlertFeed {
     const match = /^c1\.([0-9a-z]{1,12})$/.exec(cursor);
     const seq = match?.[1] === undefined ? Number.NaN : Number.parseInt(match[1], 36);
     if (!Number.isSafeInteger(seq)) {
-      throw new InvalidArgumentError("BAD_CURSOR", `cursor "${cursor}" is not a cursor this node issued; pass one from ListAlerts or WatchAlerts, or none to start from now`, [
-        { field: "cursor", description: "must be a cursor returned by ListAlerts or WatchAlerts" },
-      ]);
+      throw new InvalidArgumentError(
+        "BAD_CURSOR",
+        `cursor "${cursor}" is not a cursor this node issued; pass one from ListAlerts or WatchAlerts, or none to start from now`,
+        [{ field: "cursor", description: "must be a cursor returned by ListAlerts or WatchAlerts" }],
+      );
     }
     if (seq > Math.max(this.lastSeq, this.allocated)) {
-      throw new InvalidArgumentError("BAD_CURSOR", `cursor "${cursor}" is ahead of this node's alert log (last change ${this.lastSeq}); was it issued by another data directory?`, [
-        { field: "cursor", description: "points past the end of the alert log" },
-      ]);
+      throw new InvalidArgumentError(
+        "BAD_CURSOR",
+        `cursor "${cursor}" is ahead of this node's alert log (last change ${this.lastSeq}); was it issued by another data directory?`,
+        [{ field: "cursor", description: "points past the end of the alert log" }],
+      );
     }
     if (seq < this.firstSeq - 1) {
       throw new CursorExpiredError(

@@ -1,8 +1,8 @@
 import { CursorExpiredError, UnavailableError } from "../errors.js";
-import type { Keys } from "../store/keys.js";
-import type { RocksStore } from "../store/rocks-store.js";
 import { CelFilter, type CelVariables } from "../query/cel-filter.js";
 import { decodePageToken, encodePageToken } from "../query/page-token.js";
+import type { Keys } from "../store/keys.js";
+import type { RocksStore } from "../store/rocks-store.js";
 import type { Alert } from "./alert.js";
 import { AlertFeed } from "./alert-feed.js";
 
@@ -124,7 +124,9 @@ export class AlertQueries {
         for (const [key, raw] of chunk) {
           const next = this.keys.alertLogSeqOf(key);
           if (next !== seq + 1 && seq + 1 < this.feed.firstSeq) {
-            throw new CursorExpiredError(`the watch fell behind the retained alert log (changes before ${this.feed.firstSeq} were trimmed); list alerts again and watch from the new cursor`);
+            throw new CursorExpiredError(
+              `the watch fell behind the retained alert log (changes before ${this.feed.firstSeq} were trimmed); list alerts again and watch from the new cursor`,
+            );
           }
           seq = next;
           progressed = true;
@@ -134,7 +136,11 @@ export class AlertQueries {
         }
       }
       if (progressed) continue;
-      if (this.feed.closed) throw new UnavailableError("SHUTTING_DOWN", `the node is shutting down; reconnect with cursor ${AlertFeed.cursor(seq)} to continue where this watch stopped`);
+      if (this.feed.closed)
+        throw new UnavailableError(
+          "SHUTTING_DOWN",
+          `the node is shutting down; reconnect with cursor ${AlertFeed.cursor(seq)} to continue where this watch stopped`,
+        );
       await this.feed.waitBeyond(seq, signal);
     }
   }

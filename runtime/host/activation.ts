@@ -1,9 +1,9 @@
 import type { Logger } from "pino";
-import { Queue } from "../util/queue.js";
 import type { JsonObject } from "../util/json.js";
+import { Queue } from "../util/queue.js";
+import type { ControlMessage, TwinMessage } from "./twin-message.js";
 import type { TwinRecordData } from "./twin-record.js";
 import type { KindEntry } from "./twin-registry.js";
-import type { ControlMessage, TwinMessage } from "./twin-message.js";
 
 /**
  * A twin in memory: its working record and state, and (made lazily) its mailbox and logger.

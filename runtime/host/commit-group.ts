@@ -1,8 +1,8 @@
 import type { AlertChange } from "../alerts/alert.js";
 import type { BatchOp } from "../store/rocks-store.js";
 import type { Activation } from "./activation.js";
-import type { TurnOutcome, TwinMessage } from "./twin-message.js";
 import type { OutboxEntry } from "./outbox-entry.js";
+import type { TurnOutcome, TwinMessage } from "./twin-message.js";
 
 /**
  * The effects of a group of turns, across many twins, written as one RocksDB batch. Each

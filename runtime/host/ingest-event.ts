@@ -1,7 +1,8 @@
 import type { Telemetry } from "../twin/telemetry.js";
 import type { JsonObject } from "../util/json.js";
-import type { TurnOutcome } from "./twin-message.js";
+import { hasControlCharacter } from "../util/text.js";
 import type { ResolvedHostOptions } from "./host-options.js";
+import type { TurnOutcome } from "./twin-message.js";
 import type { TwinRegistry } from "./twin-registry.js";
 
 /** One telemetry event as the runtime takes it (the gRPC layer converts from protobuf). */
@@ -21,8 +22,6 @@ const EMPTY_ATTRIBUTES: JsonObject = Object.freeze({}) as JsonObject;
 const MAX_SOURCE_ID_BYTES = 256;
 /** The longest kind name a class can declare (see KIND_PATTERN). */
 const MAX_KIND_LENGTH = 63;
-// Control characters would break key encoding and logs.
-const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** The Telemetry a handler sees. `time` is made on first read. */
 export class TelemetryEvent implements Telemetry {
@@ -47,13 +46,9 @@ function reject(reason: string, message: string): TurnOutcome {
  * Checks one event; returns the rejection, or the Telemetry to deliver.
  * Messages name the field, the value and what a valid one looks like.
  */
-export function validateEvent(
-  e: IngestEvent,
-  registry: TwinRegistry,
-  limits: ResolvedHostOptions,
-  nowMs: number,
-): TurnOutcome | TelemetryEvent {
-  if (typeof e.kind !== "string" || e.kind.length === 0) return reject("BAD_FIELD", `event has no kind; set kind to one of: ${registry.kindNames().join(", ")}`);
+export function validateEvent(e: IngestEvent, registry: TwinRegistry, limits: ResolvedHostOptions, nowMs: number): TurnOutcome | TelemetryEvent {
+  if (typeof e.kind !== "string" || e.kind.length === 0)
+    return reject("BAD_FIELD", `event has no kind; set kind to one of: ${registry.kindNames().join(", ")}`);
   // No kind can be this long: the field is malformed, not merely unknown.
   if (e.kind.length > MAX_KIND_LENGTH) return reject("BAD_FIELD", `kind is ${e.kind.length} characters; the limit is ${MAX_KIND_LENGTH}`);
   if (registry.find(e.kind) === undefined) {
@@ -64,14 +59,16 @@ export function validateEvent(
     );
   }
   const id = e.sourceId;
-  if (typeof id !== "string" || id.length === 0) return reject("BAD_FIELD", "event has an empty source_id; set it to the data source's id (it is the twin's id)");
+  if (typeof id !== "string" || id.length === 0)
+    return reject("BAD_FIELD", "event has an empty source_id; set it to the data source's id (it is the twin's id)");
   if (id.length > MAX_SOURCE_ID_BYTES || Buffer.byteLength(id) > MAX_SOURCE_ID_BYTES) {
     return reject("BAD_FIELD", `source_id is ${Buffer.byteLength(id)} bytes; the limit is ${MAX_SOURCE_ID_BYTES}`);
   }
-  if (CONTROL.test(id)) return reject("BAD_FIELD", `source_id ${JSON.stringify(id)} contains control characters; use printable characters`);
+  if (hasControlCharacter(id)) return reject("BAD_FIELD", `source_id ${JSON.stringify(id)} contains control characters; use printable characters`);
   let seq: number;
   if (typeof e.seq === "bigint") {
-    if (e.seq > BigInt(Number.MAX_SAFE_INTEGER) || e.seq < 0n) return reject("BAD_SEQ", `seq ${e.seq} is above 2^53-1; sequence numbers must fit a double exactly`);
+    if (e.seq > BigInt(Number.MAX_SAFE_INTEGER) || e.seq < 0n)
+      return reject("BAD_SEQ", `seq ${e.seq} is above 2^53-1; sequence numbers must fit a double exactly`);
     seq = Number(e.seq);
   } else {
     seq = e.seq;

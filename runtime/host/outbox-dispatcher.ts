@@ -72,14 +72,17 @@ export class OutboxDispatcher {
 
   private kick(): void {
     if (this.closed || this.timer !== undefined) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (this.rescanNeeded) {
-        this.rescanning ??= this.rescan().finally(() => {
-          this.rescanning = undefined;
-        });
-      } else this.pump();
-    }, this.rescanNeeded && this.queue.length === 0 ? 0 : RETRY_MS);
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        if (this.rescanNeeded) {
+          this.rescanning ??= this.rescan().finally(() => {
+            this.rescanning = undefined;
+          });
+        } else this.pump();
+      },
+      this.rescanNeeded && this.queue.length === 0 ? 0 : RETRY_MS,
+    );
     this.timer.unref();
   }
 

@@ -1,7 +1,8 @@
 import type { Logger } from "pino";
+import type { Clock } from "../clock.js";
 import type { AnyTwin, MessageOf, RaiseOptions, TwinClass, TwinContext, TwinLogger } from "../twin/twin.js";
 import type { JsonObject } from "../util/json.js";
-import type { Clock } from "../clock.js";
+import { hasControlCharacter } from "../util/text.js";
 import type { Activation } from "./activation.js";
 
 /** An alert change a turn asked for. */
@@ -26,14 +27,6 @@ const TIMER_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
 const MAX_ALERT_MESSAGE = 1024;
 const MAX_ID_BYTES = 256;
 const SEVERITIES = new Set(["info", "warning", "critical"]);
-
-function hasControlCharacter(value: string): boolean {
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f) return true;
-  }
-  return false;
-}
 
 /**
  * The `ctx` of one turn. Effects are buffered here and applied by the host only if the handler
@@ -72,7 +65,8 @@ export class TurnContext implements TwinContext<JsonObject> {
   }
 
   private live(method: string): void {
-    if (this.over) throw new Error(`ctx.${method}() called after the turn ended (a handler kept ctx, or timed out); effects of a turn must happen before it returns`);
+    if (this.over)
+      throw new Error(`ctx.${method}() called after the turn ended (a handler kept ctx, or timed out); effects of a turn must happen before it returns`);
   }
 
   now(): Date {
@@ -81,7 +75,8 @@ export class TurnContext implements TwinContext<JsonObject> {
 
   raise(code: string, options: RaiseOptions): void {
     this.live("raise");
-    if (typeof code !== "string" || !CODE_PATTERN.test(code)) throw new TypeError(`ctx.raise: alert code ${JSON.stringify(code)} must be 1-64 letters, digits, _ . or -, starting with a letter`);
+    if (typeof code !== "string" || !CODE_PATTERN.test(code))
+      throw new TypeError(`ctx.raise: alert code ${JSON.stringify(code)} must be 1-64 letters, digits, _ . or -, starting with a letter`);
     if (options === null || typeof options !== "object" || !SEVERITIES.has(options.severity)) {
       throw new TypeError(`ctx.raise("${code}"): severity must be "info", "warning" or "critical"`);
     }
@@ -119,13 +114,15 @@ export class TurnContext implements TwinContext<JsonObject> {
     if (Buffer.byteLength(id) > MAX_ID_BYTES || hasControlCharacter(id)) {
       throw new TypeError(`ctx.send: target id ${JSON.stringify(id.slice(0, 64))} must be at most ${MAX_ID_BYTES} bytes of printable characters`);
     }
-    if (message === null || typeof message !== "object" || Array.isArray(message)) throw new TypeError(`ctx.send to ${kind}/${id}: message must be a JSON object`);
+    if (message === null || typeof message !== "object" || Array.isArray(message))
+      throw new TypeError(`ctx.send to ${kind}/${id}: message must be a JSON object`);
     (this.sends ??= []).push({ kind, id, message: message as JsonObject });
   }
 
   setTimer(name: string, at: number | Date): void {
     this.live("setTimer");
-    if (typeof name !== "string" || !TIMER_PATTERN.test(name)) throw new TypeError(`ctx.setTimer: timer name ${JSON.stringify(name)} must be 1-64 letters, digits, _ . : or -`);
+    if (typeof name !== "string" || !TIMER_PATTERN.test(name))
+      throw new TypeError(`ctx.setTimer: timer name ${JSON.stringify(name)} must be 1-64 letters, digits, _ . : or -`);
     const now = this.services.clock.nowMs();
     const due = at instanceof Date ? at.getTime() : now + at;
     if (!Number.isFinite(due) || (typeof at === "number" && at < 0)) throw new TypeError(`ctx.setTimer("${name}"): give a delay in ms (>= 0) or a valid Date`);

@@ -2,18 +2,26 @@ import type { Logger } from "pino";
 import { type Alert, AlertState, alertId } from "../alerts/alert.js";
 import { AlertFeed } from "../alerts/alert-feed.js";
 import type { Clock } from "../clock.js";
-import { AlertNotFoundError, HandlerFailedError, InvalidArgumentError, isTwinmeshError, OverloadedError, TwinNotFoundError, UnavailableError } from "../errors.js";
+import {
+  AlertNotFoundError,
+  HandlerFailedError,
+  InvalidArgumentError,
+  isTwinmeshError,
+  OverloadedError,
+  TwinNotFoundError,
+  UnavailableError,
+} from "../errors.js";
 import { Keys } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
 import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
 import { Activation } from "./activation.js";
 import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
+import { HostMetrics } from "./host-metrics.js";
 import { type HostOptions, type ResolvedHostOptions, resolveHostOptions } from "./host-options.js";
 import { type IngestEvent, validateEvent } from "./ingest-event.js";
-import { HostMetrics } from "./host-metrics.js";
-import type { OutboxEntry } from "./outbox-entry.js";
 import { OutboxDispatcher } from "./outbox-dispatcher.js";
+import type { OutboxEntry } from "./outbox-entry.js";
 import { PendingBatch } from "./pending-batch.js";
 import { TimerService } from "./timer-service.js";
 import { TurnContext, type TurnServices } from "./turn-context.js";
@@ -233,9 +241,15 @@ export class TwinHost {
 
   /** Returns why a new message for a twin (`act`, when in memory) cannot be taken now, or undefined. */
   private admit(act: Activation | undefined, count: number): TurnOutcome | undefined {
-    if (this.closing) return { status: "rejected", reason: "SHUTTING_DOWN", message: "the node is shutting down; retry on another node or after it restarts", retryable: true };
+    if (this.closing)
+      return { status: "rejected", reason: "SHUTTING_DOWN", message: "the node is shutting down; retry on another node or after it restarts", retryable: true };
     if (this.readOnly !== undefined) {
-      return { status: "rejected", reason: "NOT_SERVING", message: `the node cannot write to its disk (${this.readOnly.message}); retry with backoff`, retryable: true };
+      return {
+        status: "rejected",
+        reason: "NOT_SERVING",
+        message: `the node cannot write to its disk (${this.readOnly.message}); retry with backoff`,
+        retryable: true,
+      };
     }
     if (this.inflight + count > this.options.maxInflightEvents) {
       return {
@@ -280,9 +294,11 @@ export class TwinHost {
     const size = stringifyJson(message, "message").length;
     if (size > this.options.maxMessageBytes) {
       // Bad input, not load: the same message can never be taken, so it is not retryable.
-      throw new InvalidArgumentError("BAD_FIELD", `message is ${size} bytes as JSON; the limit is ${this.options.maxMessageBytes}; send less, or raise the node's maxMessageBytes`, [
-        { field: "message", description: `at most ${this.options.maxMessageBytes} bytes as JSON` },
-      ]);
+      throw new InvalidArgumentError(
+        "BAD_FIELD",
+        `message is ${size} bytes as JSON; the limit is ${this.options.maxMessageBytes}; send less, or raise the node's maxMessageBytes`,
+        [{ field: "message", description: `at most ${this.options.maxMessageBytes} bytes as JSON` }],
+      );
     }
     const outcome = await this.postOne(entry, id, (sink) => ({
       type: "message",
@@ -394,7 +410,8 @@ export class TwinHost {
         for (let i = 0; i < acts.length; i++) this.loaded(acts[i] as Activation, raws[i]);
       },
       (err: Error) => {
-        for (const act of acts) this.failActivation(act, { status: "rejected", reason: "LOAD_FAILED", message: `could not read twin state: ${err.message}`, retryable: true });
+        for (const act of acts)
+          this.failActivation(act, { status: "rejected", reason: "LOAD_FAILED", message: `could not read twin state: ${err.message}`, retryable: true });
       },
     );
   }
@@ -422,7 +439,12 @@ export class TwinHost {
     } catch (err) {
       const reason = isTwinmeshError(err) ? err.reason : "TWIN_CORRUPT";
       this.log.error({ err, kind: entry.kind, twin: act.id }, "twin could not be loaded");
-      this.failActivation(act, { status: "rejected", reason, message: `twin ${entry.kind}/${act.id} could not be loaded: ${(err as Error).message}`, retryable: false });
+      this.failActivation(act, {
+        status: "rejected",
+        reason,
+        message: `twin ${entry.kind}/${act.id} could not be loaded: ${(err as Error).message}`,
+        retryable: false,
+      });
       return;
     }
     act.loading = false;
@@ -565,10 +587,15 @@ export class TwinHost {
         const handler = instance.onTelemetry;
         if (handler === undefined) return this.reject(msg, "NO_TELEMETRY_HANDLER", `twin kind "${act.entry.kind}" has no onTelemetry handler`);
         this.revive(act);
-        return this.invoke(act, msg, (ctx) => handler.call(instance, msg.telemetry, ctx), () => {
-          markSeq(rec, seq, this.options.dedupeWindow);
-          if (rec.let === undefined || msg.telemetry.timeMs > rec.let) rec.let = msg.telemetry.timeMs;
-        });
+        return this.invoke(
+          act,
+          msg,
+          (ctx) => handler.call(instance, msg.telemetry, ctx),
+          () => {
+            markSeq(rec, seq, this.options.dedupeWindow);
+            if (rec.let === undefined || msg.telemetry.timeMs > rec.let) rec.let = msg.telemetry.timeMs;
+          },
+        );
       }
       case "message":
         return this.messageTurn(act, msg, rec);
@@ -594,13 +621,18 @@ export class TwinHost {
       return this.reject(msg, "NO_MESSAGE_HANDLER", `twin kind "${act.entry.kind}" has no onMessage handler`);
     }
     this.revive(act);
-    return this.invoke(act, msg, (ctx) => handler.call(instance, msg.message, ctx), (g) => {
-      if (msg.messageId !== undefined) rememberDelivery(rec, msg.messageId, INBOX_REMEMBER);
-      if (msg.outboxKey !== undefined) {
-        g.ops.push({ type: "del", key: msg.outboxKey });
-        g.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
-      }
-    });
+    return this.invoke(
+      act,
+      msg,
+      (ctx) => handler.call(instance, msg.message, ctx),
+      (g) => {
+        if (msg.messageId !== undefined) rememberDelivery(rec, msg.messageId, INBOX_REMEMBER);
+        if (msg.outboxKey !== undefined) {
+          g.ops.push({ type: "del", key: msg.outboxKey });
+          g.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
+        }
+      },
+    );
   }
 
   private timerTurn(act: Activation, msg: TimerMessage, rec: TwinRecordData): Promise<void> | undefined {
@@ -741,7 +773,8 @@ export class TwinHost {
       }
       for (const send of ctx.sends ?? []) {
         const size = stringifyJson(send.message, `message to ${send.kind}/${send.id}`).length;
-        if (size > this.options.maxMessageBytes) throw new TypeError(`message to ${send.kind}/${send.id} is ${size} bytes; the limit is ${this.options.maxMessageBytes}`);
+        if (size > this.options.maxMessageBytes)
+          throw new TypeError(`message to ${send.kind}/${send.id} is ${size} bytes; the limit is ${this.options.maxMessageBytes}`);
       }
     } catch (err) {
       this.failTurn(act, msg, ctx, "BAD_STATE", err, before);
@@ -757,7 +790,14 @@ export class TwinHost {
     if (ctx.timers !== undefined) this.applyTimers(act, rec, ctx.timers, group);
     if (ctx.sends !== undefined) {
       for (const send of ctx.sends) {
-        const entry: OutboxEntry = { seq: ++this.nextOutboxSeq, fromKind: act.entry.kind, fromId: act.id, toKind: send.kind, toId: send.id, message: send.message };
+        const entry: OutboxEntry = {
+          seq: ++this.nextOutboxSeq,
+          fromKind: act.entry.kind,
+          fromId: act.id,
+          toKind: send.kind,
+          toId: send.id,
+          message: send.message,
+        };
         group.ops.push({ type: "put", key: this.keys.outbox(entry.seq), value: JSON.stringify(entry) });
         group.outbox.push(entry);
       }
@@ -770,7 +810,14 @@ export class TwinHost {
     this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
   }
 
-  private failTurn(act: Activation, msg: TwinMessage, ctx: TurnContext, reason: "HANDLER_FAILED" | "TURN_TIMEOUT" | "BAD_STATE" | "STATE_TOO_LARGE", err: unknown, before?: (g: CommitGroup) => void): void {
+  private failTurn(
+    act: Activation,
+    msg: TwinMessage,
+    ctx: TurnContext,
+    reason: "HANDLER_FAILED" | "TURN_TIMEOUT" | "BAD_STATE" | "STATE_TOO_LARGE",
+    err: unknown,
+    before?: (g: CommitGroup) => void,
+  ): void {
     ctx.end();
     // Roll back: the handler may have mutated the state object in place, and a timed-out
     // handler may still hold it, so the twin continues on a fresh copy of the last good state.
@@ -804,7 +851,11 @@ export class TwinHost {
     if (msg.outboxKey === undefined) return;
     const group = this.pipeline.current;
     group.ops.push({ type: "del", key: msg.outboxKey });
-    group.ops.push({ type: "put", key: this.keys.deadLetter(++this.nextDeadSeq), value: JSON.stringify({ outboxKey: msg.outboxKey, reason, message, payload: msg.message }) });
+    group.ops.push({
+      type: "put",
+      key: this.keys.deadLetter(++this.nextDeadSeq),
+      value: JSON.stringify({ outboxKey: msg.outboxKey, reason, message, payload: msg.message }),
+    });
     group.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
     this.metrics.deadLetters++;
   }

@@ -123,7 +123,11 @@ export class CelFilter {
     if (!checked.valid) throw badFilter(field, expression, describeCompileError(checked.error, expression, variables));
     // `dyn` (e.g. `state.alarm`) may still be a bool at run time; anything else never is.
     if (checked.type !== "bool" && checked.type !== "dyn") {
-      throw badFilter(field, expression, `a filter must evaluate to a bool, but this one has type ${checked.type}; make it a comparison or a test, e.g. \`state.ewma > 120.0\``);
+      throw badFilter(
+        field,
+        expression,
+        `a filter must evaluate to a bool, but this one has type ${checked.type}; make it a comparison or a test, e.g. \`state.ewma > 120.0\``,
+      );
     }
     const badPattern = findInvalidPattern(program.ast);
     if (badPattern !== undefined) {
@@ -216,9 +220,7 @@ function environmentFor(variables: CelVariables): Environment {
  * only to bigint and `timestamp` only to `Date`. Returns undefined when no variable needs it, so twin
  * filters pass their activation through untouched.
  */
-function binderFor(
-  variables: CelVariables,
-): ((activation: Readonly<Record<string, unknown>>) => Readonly<Record<string, unknown>>) | undefined {
+function binderFor(variables: CelVariables): ((activation: Readonly<Record<string, unknown>>) => Readonly<Record<string, unknown>>) | undefined {
   const ints = Object.keys(variables).filter((name) => variables[name] === "int");
   const timestamps = Object.keys(variables).filter((name) => variables[name] === "timestamp");
   if (ints.length === 0 && timestamps.length === 0) return undefined;
@@ -286,9 +288,7 @@ function describeEvaluationError(err: unknown, expression: string): string {
 const MIXED_ARITHMETIC = /^no such overload: \S*(?:double\S* [-+*/%] \S*int|int\S* [-+*/%] \S*double)/;
 
 function mixedArithmeticHint(summary: string): string {
-  return MIXED_ARITHMETIC.test(summary)
-    ? "; state numbers are doubles and CEL does not mix int and double in arithmetic, so write 1.0 rather than 1"
-    : "";
+  return MIXED_ARITHMETIC.test(summary) ? "; state numbers are doubles and CEL does not mix int and double in arithmetic, so write 1.0 rather than 1" : "";
 }
 
 /** `at line L, column C` (both 1-based) for a UTF-16 offset into the expression. */
@@ -332,9 +332,7 @@ function describeObject(value: object): string {
 
 function badFilter(field: string, expression: string, detail: string): InvalidArgumentError {
   const shown = expression.length > 120 ? `${expression.slice(0, 120)}…` : expression;
-  return new InvalidArgumentError("BAD_FILTER", `${field} ${JSON.stringify(shown)} is not a valid filter: ${detail}`, [
-    { field, description: detail },
-  ]);
+  return new InvalidArgumentError("BAD_FILTER", `${field} ${JSON.stringify(shown)} is not a valid filter: ${detail}`, [{ field, description: detail }]);
 }
 
 /**

@@ -74,11 +74,7 @@ export function parseFieldPath(path: string, field: string): FieldPath {
   }
   for (const key of keys) {
     if (!IDENTIFIER.test(key)) {
-      throw badField(
-        field,
-        path,
-        `segment ${JSON.stringify(key)} is not an identifier; segments are letters, digits and _ and do not start with a digit`,
-      );
+      throw badField(field, path, `segment ${JSON.stringify(key)} is not an identifier; segments are letters, digits and _ and do not start with a digit`);
     }
   }
   return { path: text, segments, get: stateGetter(keys) };
@@ -217,7 +213,5 @@ function stateGetter(keys: readonly string[]): FieldGetter {
 
 function badField(field: string, path: string, detail: string): InvalidArgumentError {
   const shown = path.length > 120 ? `${path.slice(0, 120)}…` : path;
-  return new InvalidArgumentError("BAD_FIELD", `${field} ${JSON.stringify(shown)} is not a valid field path: ${detail}`, [
-    { field, description: detail },
-  ]);
+  return new InvalidArgumentError("BAD_FIELD", `${field} ${JSON.stringify(shown)} is not a valid field path: ${detail}`, [{ field, description: detail }]);
 }

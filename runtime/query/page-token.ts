@@ -18,9 +18,11 @@ export function decodePageToken(token: string, query: string): unknown {
     parsed = {};
   }
   if (parsed.q !== queryHash(query) || parsed.p === undefined) {
-    throw new InvalidArgumentError("BAD_PAGE_TOKEN", "page_token does not belong to this query; pass the next_page_token of a previous response with the same parameters, or none for the first page", [
-      { field: "page_token", description: "must be a next_page_token returned for the same query" },
-    ]);
+    throw new InvalidArgumentError(
+      "BAD_PAGE_TOKEN",
+      "page_token does not belong to this query; pass the next_page_token of a previous response with the same parameters, or none for the first page",
+      [{ field: "page_token", description: "must be a next_page_token returned for the same query" }],
+    );
   }
   return parsed.p;
 }

@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from "../errors.js";
-import type { TwinRegistry } from "../host/twin-registry.js";
 import type { TwinHost, TwinView } from "../host/twin-host.js";
+import type { TwinRegistry } from "../host/twin-registry.js";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
 import { CelFilter, TWIN_FILTER_VARIABLES } from "./cel-filter.js";
@@ -141,7 +141,10 @@ export class TwinQueries {
   async aggregate(a: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult> {
     this.registry.get(a.kind);
     const filter = CelFilter.compile(a.filter ?? "", TWIN_FILTER_VARIABLES, "filter");
-    if (a.field.trim() === "") throw new InvalidArgumentError("BAD_FIELD", "field is empty; name a numeric state field such as state.ewma", [{ field: "field", description: "required" }]);
+    if (a.field.trim() === "")
+      throw new InvalidArgumentError("BAD_FIELD", "field is empty; name a numeric state field such as state.ewma", [
+        { field: "field", description: "required" },
+      ]);
     const field = parseFieldPath(a.field, "field");
     const groupBy = a.groupBy !== undefined && a.groupBy.trim() !== "" ? parseFieldPath(a.groupBy, "group_by") : undefined;
     const groups = new Map<string, { key: unknown; count: number; sum: number; min: number; max: number }>();
@@ -157,9 +160,11 @@ export class TwinQueries {
       let group = groups.get(id);
       if (group === undefined) {
         if (groups.size >= MAX_GROUPS) {
-          throw new InvalidArgumentError("TOO_MANY_GROUPS", `group_by ${a.groupBy} has more than ${MAX_GROUPS} distinct values; group by a coarser field or add a filter`, [
-            { field: "group_by", description: `at most ${MAX_GROUPS} distinct values` },
-          ]);
+          throw new InvalidArgumentError(
+            "TOO_MANY_GROUPS",
+            `group_by ${a.groupBy} has more than ${MAX_GROUPS} distinct values; group by a coarser field or add a filter`,
+            [{ field: "group_by", description: `at most ${MAX_GROUPS} distinct values` }],
+          );
         }
         group = { key, count: 0, sum: 0, min: value, max: value };
         groups.set(id, group);

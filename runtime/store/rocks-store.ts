@@ -239,7 +239,11 @@ export class RocksStore {
       marker = {};
     }
     if (marker.format !== FORMAT_NAME || typeof marker.version !== "number") {
-      throw new DataDirectoryError("DATA_DIR_CORRUPT", this.path, `${this.path} has an unreadable format marker; restore it from a backup or start with an empty directory`);
+      throw new DataDirectoryError(
+        "DATA_DIR_CORRUPT",
+        this.path,
+        `${this.path} has an unreadable format marker; restore it from a backup or start with an empty directory`,
+      );
     }
     if (marker.version > DATA_FORMAT_VERSION) {
       throw new DataDirectoryError(

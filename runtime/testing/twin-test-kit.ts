@@ -4,11 +4,11 @@ import { join } from "node:path";
 import type { Alert } from "../alerts/alert.js";
 import { VirtualClock } from "../clock.js";
 import type { HostOptions } from "../host/host-options.js";
-import type { TurnOutcome } from "../host/twin-message.js";
 import type { OutboxEntry } from "../host/outbox-entry.js";
 import type { TwinView } from "../host/twin-host.js";
-import { TwinRuntime } from "../twin-runtime.js";
+import type { TurnOutcome } from "../host/twin-message.js";
 import type { AnyTwin, MessageOf, StateOf, TwinClass } from "../twin/twin.js";
+import { TwinRuntime } from "../twin-runtime.js";
 import type { JsonObject } from "../util/json.js";
 
 /** Options for {@link TwinTestKit.start}. */

@@ -96,7 +96,10 @@ export interface ResolvedAdapterOptions {
 export function resolveAdapterOptions(options: AdapterOptions = {}): ResolvedAdapterOptions {
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   if (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes <= 0) {
-    throw new ConfigError("BAD_OPTION", `maxMessageBytes must be a positive integer number of bytes, got ${maxMessageBytes}; omit it for ${DEFAULT_MAX_MESSAGE_BYTES}`);
+    throw new ConfigError(
+      "BAD_OPTION",
+      `maxMessageBytes must be a positive integer number of bytes, got ${maxMessageBytes}; omit it for ${DEFAULT_MAX_MESSAGE_BYTES}`,
+    );
   }
   return { maxMessageBytes, log: options.log ?? pino({ name: "twinmesh.grpc" }) };
 }
@@ -118,12 +121,7 @@ export function resolveAdapterOptions(options: AdapterOptions = {}): ResolvedAda
  * }, { maxMessageBytes, log });
  * ```
  */
-export function addService<S extends DescService>(
-  server: grpc.Server,
-  service: S,
-  impl: ServiceImpl<S>,
-  options: AdapterOptions = {},
-): void {
+export function addService<S extends DescService>(server: grpc.Server, service: S, impl: ServiceImpl<S>, options: AdapterOptions = {}): void {
   const resolved = resolveAdapterOptions(options);
   const definition: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
@@ -238,15 +236,29 @@ async function runStream(call: StreamCall, rpc: Rpc, body: (context: CallContext
   const { context, release } = openContext(call);
   try {
     await body(context);
+    discardUnread(call);
     if (!context.signal.aborted) call.end();
   } catch (err) {
     const status = failureStatus(err, context.signal, rpc);
+    discardUnread(call);
     // grpc-js's own "error" listener records this status and ends the call after the writes
     // already queued, so messages sent before the failure still reach the client.
     if (status !== undefined) call.emit("error", status);
   } finally {
     release();
   }
+}
+
+/**
+ * A bidi handler may stop reading before the client stops writing (a fault, a shutdown). grpc-js
+ * holds the call's status back while a received request waits to be read, so the client would
+ * wait until the server is forced down. Drop the abandoned async iterator's "readable" listener
+ * (while it is there, the stream cannot flow) and let the rest flow away unread.
+ */
+function discardUnread(call: StreamCall): void {
+  if (!("resume" in call)) return;
+  call.removeAllListeners("readable");
+  call.on("data", () => undefined);
 }
 
 function sink(call: StreamCall, schema: DescMessage, signal: AbortSignal): StreamSink<Message> {
@@ -317,8 +329,6 @@ class MessageTooLargeError extends TwinmeshError {
     readonly sizeBytes: number,
     readonly limitBytes: number,
   ) {
-    super(
-      `request to ${method} is ${sizeBytes} bytes, over this node's limit of ${limitBytes} bytes; split the batch into smaller requests`,
-    );
+    super(`request to ${method} is ${sizeBytes} bytes, over this node's limit of ${limitBytes} bytes; split the batch into smaller requests`);
   }
 }

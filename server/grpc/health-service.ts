@@ -141,8 +141,6 @@ class UnknownHealthServiceError extends TwinmeshError {
     readonly service: string,
     readonly knownServices: readonly string[],
   ) {
-    super(
-      `no health status for service "${service}"; this node reports ${knownServices.map((s) => `"${s}"`).join(", ") || "none"} ("" is the whole node)`,
-    );
+    super(`no health status for service "${service}"; this node reports ${knownServices.map((s) => `"${s}"`).join(", ") || "none"} ("" is the whole node)`);
   }
 }

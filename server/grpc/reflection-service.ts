@@ -2,14 +2,7 @@
  * gRPC server reflection, v1 and v1alpha, so that `grpcurl` and similar tools work without the
  * .proto files. The answers come from the protobuf-es descriptors the server is built from.
  */
-import {
-  create,
-  type DescFile,
-  type DescService,
-  fromBinary,
-  type MessageInitShape,
-  toBinary,
-} from "@bufbuild/protobuf";
+import { create, type DescFile, type DescService, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { type DescriptorProto, type EnumDescriptorProto, type FieldDescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";
 import * as v1 from "../../proto/gen/grpc/reflection/v1/reflection_pb.js";
@@ -47,19 +40,19 @@ export function addReflectionService(server: grpc.Server, services: readonly Des
     v1alpha.ServerReflection,
     {
       serverReflectionInfo: (input, out) =>
-        serve(index, convert(input, (req) => fromBinary(v1.ServerReflectionRequestSchema, toBinary(v1alpha.ServerReflectionRequestSchema, req))), {
-          write: (res) => out.write(fromBinary(v1alpha.ServerReflectionResponseSchema, toBinary(v1.ServerReflectionResponseSchema, res))),
-        }),
+        serve(
+          index,
+          convert(input, (req) => fromBinary(v1.ServerReflectionRequestSchema, toBinary(v1alpha.ServerReflectionRequestSchema, req))),
+          {
+            write: (res) => out.write(fromBinary(v1alpha.ServerReflectionResponseSchema, toBinary(v1.ServerReflectionResponseSchema, res))),
+          },
+        ),
     },
     options,
   );
 }
 
-async function serve(
-  index: ReflectionIndex,
-  input: AsyncIterable<v1.ServerReflectionRequest>,
-  out: StreamSink<v1.ServerReflectionResponse>,
-): Promise<void> {
+async function serve(index: ReflectionIndex, input: AsyncIterable<v1.ServerReflectionRequest>, out: StreamSink<v1.ServerReflectionResponse>): Promise<void> {
   const sent = new Set<string>(); // file names this stream has received; at most every file of the index
   for await (const req of input) await out.write(index.answer(req, sent));
 }

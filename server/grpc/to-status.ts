@@ -43,9 +43,7 @@ export function toStatus(err: unknown, log: ErrorLog, fields: Readonly<Record<st
 }
 
 function twinmeshStatus(err: TwinmeshError): StatusObject {
-  const details = [
-    anyPack(ErrorInfoSchema, create(ErrorInfoSchema, { reason: err.reason, domain: ERROR_DOMAIN, metadata: errorInfoMetadata(err) })),
-  ];
+  const details = [anyPack(ErrorInfoSchema, create(ErrorInfoSchema, { reason: err.reason, domain: ERROR_DOMAIN, metadata: errorInfoMetadata(err) }))];
   if (err.violations.length > 0) {
     const fieldViolations = err.violations.map((v) => ({ field: v.field, description: v.description }));
     details.push(anyPack(BadRequestSchema, create(BadRequestSchema, { fieldViolations })));

@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { exampleTwins } from "../../twins/index.js";
 import { TwinmeshNode } from "../../server/index.js";
+import { exampleTwins } from "../../twins/index.js";
 
 const run = promisify(execFile);
 const ROOT = new URL("../../../", import.meta.url).pathname;
@@ -43,7 +43,17 @@ describe("a Python client generated from proto/", () => {
     execFileSync("mkdir", ["-p", generated]);
     execFileSync(
       PYTHON,
-      ["-m", "grpc_tools.protoc", "-I", join(ROOT, "proto"), `--python_out=${generated}`, `--grpc_python_out=${generated}`, "twinmesh/v1/telemetry.proto", "twinmesh/v1/twin.proto", "twinmesh/v1/alert.proto"],
+      [
+        "-m",
+        "grpc_tools.protoc",
+        "-I",
+        join(ROOT, "proto"),
+        `--python_out=${generated}`,
+        `--grpc_python_out=${generated}`,
+        "twinmesh/v1/telemetry.proto",
+        "twinmesh/v1/twin.proto",
+        "twinmesh/v1/alert.proto",
+      ],
       { cwd: ROOT },
     );
     node = await TwinmeshNode.start({ twins: [...exampleTwins], dataDir: join(dir, "data"), port: 0 });

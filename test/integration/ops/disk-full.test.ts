@@ -3,7 +3,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Twin, type Telemetry, type TwinContext } from "twinmesh";
+import { type Telemetry, Twin, type TwinContext } from "twinmesh";
 import { TwinmeshClient } from "twinmesh/client";
 import { HealthCheckResponse_ServingStatus as Serving } from "../../../proto/gen/grpc/health/v1/health_pb.js";
 import { EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
@@ -30,7 +30,7 @@ function canMountTmpfs(): boolean {
   return process.getuid?.() === 0 && process.platform === "linux";
 }
 
-describe("a node on a full disk", function () {
+describe("a node on a full disk", () => {
   let mountPoint: string | undefined;
   let node: TwinmeshNode | undefined;
   let client: TwinmeshClient | undefined;
@@ -84,7 +84,10 @@ describe("a node on a full disk", function () {
     assert.equal(rejected.results[0]?.reason, "NOT_SERVING");
 
     rmSync(filler);
-    await waitFor(async () => (await client?.health())?.status === Serving.SERVING, { timeoutMs: 10_000, what: "the node to serve again after space returned" });
+    await waitFor(async () => (await client?.health())?.status === Serving.SERVING, {
+      timeoutMs: 10_000,
+      what: "the node to serve again after space returned",
+    });
     for (const [id, count] of acknowledged) {
       const { twin } = await client.getTwin({ kind: "blob", id });
       const n = (twin?.state as { n?: number } | undefined)?.n ?? 0;

@@ -254,9 +254,7 @@ describe("addService (grpc-adapter)", () => {
   });
 
   it("aborts the handler's signal when the deadline passes", async () => {
-    const err = await rejection(
-      unary(client, TwinService.method.getTwin, create(GetTwinRequestSchema, { kind: "slow" }), { deadline: Date.now() + 100 }),
-    );
+    const err = await rejection(unary(client, TwinService.method.getTwin, create(GetTwinRequestSchema, { kind: "slow" }), { deadline: Date.now() + 100 }));
     assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
     const reason = await waitFor(() => probe.abortReason, { timeoutMs: 5000, what: "the handler's signal to abort" });
     assert.equal((reason as Error).name, "AbortError");

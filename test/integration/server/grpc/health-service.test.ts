@@ -4,13 +4,13 @@ import * as grpc from "@grpc/grpc-js";
 import {
   Health,
   type HealthCheckRequest,
-  type HealthCheckResponse,
-  type HealthListRequest,
-  HealthCheckResponse_ServingStatus as ServingStatus,
   HealthCheckRequestSchema,
+  type HealthCheckResponse,
   HealthCheckResponseSchema,
+  type HealthListRequest,
   HealthListRequestSchema,
   HealthListResponseSchema,
+  HealthCheckResponse_ServingStatus as ServingStatus,
 } from "../../../../proto/gen/grpc/health/v1/health_pb.js";
 import { addHealthService, HealthState } from "../../../../server/grpc/health-service.js";
 import type { ErrorLog } from "../../../../server/grpc/to-status.js";

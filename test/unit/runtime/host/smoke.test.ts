@@ -1,13 +1,21 @@
 import assert from "node:assert/strict";
-import { Twin, type Telemetry, type TwinContext } from "twinmesh";
+import { type Telemetry, Twin, type TwinContext } from "twinmesh";
 import { TwinTestKit } from "twinmesh/testing";
 
-interface S { n: number; sum: number }
+interface S {
+  n: number;
+  sum: number;
+}
 class Counter extends Twin<S> {
   static readonly kind = "counter";
-  initial(): S { return { n: 0, sum: 0 }; }
+  initial(): S {
+    return { n: 0, sum: 0 };
+  }
   override onTelemetry(t: Telemetry, ctx: TwinContext<S>): void {
-    if (t.channels.boom !== undefined) { ctx.state.n = 999; throw new Error("boom"); }
+    if (t.channels.boom !== undefined) {
+      ctx.state.n = 999;
+      throw new Error("boom");
+    }
     ctx.state.n += 1;
     ctx.state.sum += t.channels.v ?? 0;
     if (ctx.state.sum > 10) ctx.raise("big", { severity: "warning", message: `sum ${ctx.state.sum}` });
@@ -29,9 +37,15 @@ describe("smoke", () => {
       assert.equal(failed.reason, "HANDLER_FAILED");
       assert.deepEqual(await kit.state(Counter, "a"), { n: 2, sum: 12 });
       assert.equal((await kit.publish(Counter, "a", { v: 1 }, { seq: 2 })).status, "duplicate");
-      assert.deepEqual(kit.openAlerts(Counter, "a").map((a) => a.code), ["big"]);
+      assert.deepEqual(
+        kit.openAlerts(Counter, "a").map((a) => a.code),
+        ["big"],
+      );
       await kit.advance(1500);
-      assert.deepEqual(kit.openAlerts(Counter, "a").map((a) => a.code), ["big", "quiet"]);
+      assert.deepEqual(
+        kit.openAlerts(Counter, "a").map((a) => a.code),
+        ["big", "quiet"],
+      );
     } finally {
       await kit.close();
     }

@@ -1,22 +1,13 @@
 import assert from "node:assert/strict";
 import { isTwinmeshError } from "../../../../runtime/errors.js";
-import {
-  CelFilter,
-  type CelVariables,
-  type FilterResult,
-  MAX_FILTER_BYTES,
-  TWIN_FILTER_VARIABLES,
-} from "../../../../runtime/query/cel-filter.js";
+import { CelFilter, type CelVariables, type FilterResult, MAX_FILTER_BYTES, TWIN_FILTER_VARIABLES } from "../../../../runtime/query/cel-filter.js";
 
 /** A twin as queries see it: state parsed from stored JSON, so every number is a double. */
 function twin(id: string, stateJson: string): { id: string; kind: string; state: unknown } {
   return { id, kind: "Pump", state: JSON.parse(stateJson) };
 }
 
-const PUMP = twin(
-  "p-12",
-  '{"count":3,"ewma":130.5,"samples":7,"name":"north","alarm":true,"vitals":{"bpm":72},"tags":["a","b"],"empty":null}',
-);
+const PUMP = twin("p-12", '{"count":3,"ewma":130.5,"samples":7,"name":"north","alarm":true,"vitals":{"bpm":72},"tags":["a","b"],"empty":null}');
 
 function run(expression: string, activation: Readonly<Record<string, unknown>> = PUMP): FilterResult {
   return CelFilter.compile(expression, TWIN_FILTER_VARIABLES).evaluate(activation);
@@ -55,10 +46,7 @@ describe("CelFilter", () => {
     });
 
     it("rejects an undeclared variable with the CEL error, its position and the declared variables", () => {
-      assert.equal(
-        compileError("stat.x > 1.0"),
-        "Unknown variable: stat at line 1, column 1; the filter may use id (string), kind (string), state (map)",
-      );
+      assert.equal(compileError("stat.x > 1.0"), "Unknown variable: stat at line 1, column 1; the filter may use id (string), kind (string), state (map)");
     });
 
     it("puts the expression and the CEL error in the message and names the request field in the violation", () => {
@@ -67,13 +55,8 @@ describe("CelFilter", () => {
         assert.fail("expected a BAD_FILTER error");
       } catch (err) {
         assert.ok(isTwinmeshError(err));
-        assert.equal(
-          err.message,
-          'query.filter "state.ewma >" is not a valid filter: Unexpected token: EOF at line 1, column 13',
-        );
-        assert.deepEqual(err.violations, [
-          { field: "query.filter", description: "Unexpected token: EOF at line 1, column 13" },
-        ]);
+        assert.equal(err.message, 'query.filter "state.ewma >" is not a valid filter: Unexpected token: EOF at line 1, column 13');
+        assert.deepEqual(err.violations, [{ field: "query.filter", description: "Unexpected token: EOF at line 1, column 13" }]);
       }
     });
 

@@ -1,13 +1,6 @@
 import assert from "node:assert/strict";
 import { isTwinmeshError } from "../../../../runtime/errors.js";
-import {
-  compareFieldValues,
-  compareTwins,
-  MAX_FIELD_PATH_DEPTH,
-  parseFieldPath,
-  parseOrderBy,
-  type TwinFields,
-} from "../../../../runtime/query/field-path.js";
+import { compareFieldValues, compareTwins, MAX_FIELD_PATH_DEPTH, parseFieldPath, parseOrderBy, type TwinFields } from "../../../../runtime/query/field-path.js";
 
 function twin(id: string, stateJson: string, kind = "Patient"): TwinFields {
   return { id, kind, state: JSON.parse(stateJson) };
@@ -30,7 +23,10 @@ function badField(fn: () => unknown, field: string): { message: string; descript
   assert.fail("expected a BAD_FIELD error");
 }
 
-const BED = twin("bed-4", '{"ewma":130.5,"ward":"north","vitals":{"bpm":72,"spo2":{"value":0.97,"probe":{"site":"finger","age":{"days":3}}}},"tags":["a"],"off":null}');
+const BED = twin(
+  "bed-4",
+  '{"ewma":130.5,"ward":"north","vitals":{"bpm":72,"spo2":{"value":0.97,"probe":{"site":"finger","age":{"days":3}}}},"tags":["a"],"off":null}',
+);
 
 describe("parseFieldPath", () => {
   it("reads a top-level state field", () => {
@@ -114,15 +110,12 @@ describe("parseFieldPath", () => {
     assert.equal(parseFieldPath(`state.${keys.join(".")}`, "field").segments.length, MAX_FIELD_PATH_DEPTH + 1);
     assert.equal(
       badField(() => parseFieldPath(`state.${keys.join(".")}.extra`, "field"), "field").description,
-      "it has 17 segments after \"state\" and the limit is 16",
+      'it has 17 segments after "state" and the limit is 16',
     );
   });
 
   it("rejects a path longer than 256 characters", () => {
-    assert.equal(
-      badField(() => parseFieldPath(`state.${"a".repeat(251)}`, "field"), "field").description,
-      "it is 257 characters long and the limit is 256",
-    );
+    assert.equal(badField(() => parseFieldPath(`state.${"a".repeat(251)}`, "field"), "field").description, "it is 257 characters long and the limit is 256");
   });
 });
 
@@ -238,7 +231,10 @@ describe("compareTwins", () => {
   it("gives the same order whatever the input order, so the order is total", () => {
     const compare = compareTwins(parseOrderBy("state.ewma desc"));
     const forward = [...twins].sort(compare).map((t) => t.id);
-    const backward = [...twins].reverse().sort(compare).map((t) => t.id);
+    const backward = [...twins]
+      .reverse()
+      .sort(compare)
+      .map((t) => t.id);
     assert.deepEqual(backward, forward);
   });
 
