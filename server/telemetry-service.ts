@@ -1,6 +1,6 @@
 import type { TwinRouter } from "../cluster/index.js";
 import type { EventResult, PublishResponse, PublishStreamRequest, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
-import { InvalidArgumentError, type Logger, UnavailableError } from "../runtime/index.js";
+import { InvalidArgumentError, type Logger } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { rejectedResult, toEventResult, toIngestEvent } from "./proto-convert.js";
 
@@ -10,8 +10,6 @@ export interface TelemetryServiceLimits {
   readonly maxBatchEvents: number;
   /** Most batches of one PublishStream in flight; beyond it the stream stops reading (back-pressure). */
   readonly maxInflightBatches: number;
-  /** Aborted when the node begins to shut down: streams stop reading and end UNAVAILABLE. */
-  readonly stopping: AbortSignal;
 }
 
 /** Batch ids remembered per stream to detect reuse after a batch completed. */
@@ -46,65 +44,40 @@ export function telemetryService(router: TwinRouter, limits: TelemetryServiceLim
       const answer = (batchId: string, results: EventResult[]): Promise<void> =>
         out.write({ $typeName: "twinmesh.v1.PublishStreamResponse", batchId, results });
 
-      const requests = input[Symbol.asyncIterator]();
-      let onStop: (() => void) | undefined;
-      const stopped = new Promise<"stopped">((resolve) => {
-        onStop = () => resolve("stopped");
-        if (limits.stopping.aborted) onStop();
-        else limits.stopping.addEventListener("abort", onStop, { once: true });
-      });
-      try {
-        await readBatches();
-      } finally {
-        if (onStop !== undefined) limits.stopping.removeEventListener("abort", onStop);
+      for await (const req of input) {
+        while (inflight.size >= limits.maxInflightBatches) {
+          await new Promise<void>((resolve) => {
+            slotFreed = resolve;
+          });
+        }
+        const problem = checkBatch(req, inflight, recent, limits);
+        if (problem !== undefined) {
+          // The batch_id as sent, even an over-long one: the client matches answers by it.
+          await answer(
+            req.batchId,
+            req.events.map(() => problem),
+          );
+          continue;
+        }
+        const batchId = req.batchId;
+        inflight.add(batchId);
+        const done: Promise<void> = router
+          .publish(req.events.map(toIngestEvent))
+          .then((outcomes) => answer(batchId, outcomes.map(toEventResult)))
+          .catch((err: unknown) => {
+            // The events' outcomes are durable either way; only the answer could not be sent.
+            if (!call.signal.aborted) log.warn({ err, batchId }, "could not answer a batch");
+          })
+          .finally(() => {
+            inflight.delete(batchId);
+            remember(recent, batchId);
+            writes.delete(done);
+            slotFreed?.();
+            slotFreed = undefined;
+          });
+        writes.add(done);
       }
       await Promise.all(writes);
-      if (limits.stopping.aborted) {
-        // Not OK: a client must not take a shutdown for the end of its stream.
-        throw new UnavailableError(
-          "SHUTTING_DOWN",
-          "the node is shutting down; every batch answered on this stream is final; resend the unanswered ones, with the same seqs, on a new stream",
-        );
-      }
-
-      async function readBatches(): Promise<void> {
-        for (;;) {
-          const next = await Promise.race([requests.next(), stopped]);
-          if (next === "stopped" || next.done === true) break;
-          const req = next.value;
-          while (inflight.size >= limits.maxInflightBatches) {
-            await new Promise<void>((resolve) => {
-              slotFreed = resolve;
-            });
-          }
-          const problem = checkBatch(req, inflight, recent, limits);
-          if (problem !== undefined) {
-            // The batch_id as sent, even an over-long one: the client matches answers by it.
-            await answer(
-              req.batchId,
-              req.events.map(() => problem),
-            );
-            continue;
-          }
-          const batchId = req.batchId;
-          inflight.add(batchId);
-          const done: Promise<void> = router
-            .publish(req.events.map(toIngestEvent))
-            .then((outcomes) => answer(batchId, outcomes.map(toEventResult)))
-            .catch((err: unknown) => {
-              // The events' outcomes are durable either way; only the answer could not be sent.
-              if (!call.signal.aborted) log.warn({ err, batchId }, "could not answer a batch");
-            })
-            .finally(() => {
-              inflight.delete(batchId);
-              remember(recent, batchId);
-              writes.delete(done);
-              slotFreed?.();
-              slotFreed = undefined;
-            });
-          writes.add(done);
-        }
-      }
     },
   };
 }

@@ -56,7 +56,6 @@ export class TwinmeshNode {
     /** `host:port` the node listens on. */
     readonly address: string,
     private readonly log: Logger,
-    private readonly stopping: AbortController,
   ) {}
 
   /**
@@ -87,14 +86,8 @@ export class TwinmeshNode {
       "grpc.keepalive_permit_without_calls": 1,
     });
     const grpcLog = log.child({ component: "grpc" });
-    const stopping = new AbortController();
     const adapter = { maxMessageBytes, log: grpcLog };
-    addService(
-      server,
-      TelemetryService,
-      telemetryService(new LocalRouter(runtime.host), { maxBatchEvents, maxInflightBatches, stopping: stopping.signal }, grpcLog),
-      adapter,
-    );
+    addService(server, TelemetryService, telemetryService(new LocalRouter(runtime.host), { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
     addService(server, TwinService, twinService(runtime), adapter);
     addService(server, AlertService, alertService(runtime), adapter);
     const health = new HealthState({
@@ -121,7 +114,7 @@ export class TwinmeshNode {
         `cannot listen on ${host}:${options.port ?? 7420}: ${(err as Error).message}; pick another --port or stop the process using it`,
       );
     }
-    const node = new TwinmeshNode(runtime, server, health, `${host.includes(":") ? `[${host}]` : host}:${port}`, log, stopping);
+    const node = new TwinmeshNode(runtime, server, health, `${host.includes(":") ? `[${host}]` : host}:${port}`, log);
     node.watchServing();
     return node;
   }
@@ -149,7 +142,6 @@ export class TwinmeshNode {
     this.stopWatch();
     for (const service of this.health.list().keys()) this.health.set(service, Serving.NOT_SERVING);
     this.log.info({ address: this.address }, "node stopping: draining twins");
-    this.stopping.abort();
     await this.runtime.host.close(graceMs);
     this.health.close();
     await new Promise<void>((resolve) => {
