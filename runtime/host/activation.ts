@@ -22,8 +22,9 @@ export class Activation {
   running = false;
   /** Commit groups (open or being written) holding this twin's changes. */
   uncommitted = 0;
-  /** Second-chance bit for passivation. */
-  referenced = true;
+  /** Neighbours in the host's least-recently-used list. */
+  lruPrev: Activation | undefined;
+  lruNext: Activation | undefined;
   /** Real time of last use, for the idle timeout. */
   lastUsedMs = 0;
   /** Token bucket of the per-twin event rate limit (real time, ms). */

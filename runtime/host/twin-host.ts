@@ -15,6 +15,7 @@ import { Keys } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
 import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
 import { Activation } from "./activation.js";
+import { ActivationLru } from "./activation-lru.js";
 import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { HostMetrics } from "./host-metrics.js";
@@ -91,6 +92,7 @@ export class TwinHost {
   /** This node's id, reported as twins' owner. */
   readonly nodeId: string;
   private readonly activations = new Map<string, Activation>();
+  private readonly lru = new ActivationLru();
   private readonly pipeline: CommitPipeline;
   private readonly services: TurnServices;
   private readonly timers: TimerService;
@@ -219,7 +221,7 @@ export class TwinHost {
         continue;
       }
       const act = existing ?? this.activate(this.registry.get(e.kind), checked.sourceId, key);
-      act.referenced = true;
+      this.touch(act);
       if (this.options.maxEventsPerTwinPerSecond > 0 && !this.takeToken(act)) {
         (blocked ??= new Set()).add(key);
         this.metrics.rejected++;
@@ -392,13 +394,19 @@ export class TwinHost {
     if (act === undefined) {
       act = new Activation(entry, id, key);
       this.activations.set(key, act);
+      this.lru.append(act);
       this.metrics.activations++;
       this.toLoad.push(act);
       if (this.toLoad.length === 1) setImmediate(() => this.loadPending());
       if (this.activations.size > this.options.maxActive) this.passivate(this.activations.size - this.options.maxActive);
     }
-    act.referenced = true;
+    this.touch(act);
     return act;
+  }
+
+  private touch(act: Activation): void {
+    this.lru.touch(act);
+    act.lastUsedMs = performance.now();
   }
 
   /** Reads the records of every twin activated in this tick with one multi-get. */
@@ -488,7 +496,9 @@ export class TwinHost {
   }
 
   private evict(act: Activation): void {
+    if (act.evicted) return;
     act.evicted = true;
+    this.lru.remove(act);
     if (this.activations.get(act.key) === act) this.activations.delete(act.key);
   }
 
@@ -496,33 +506,34 @@ export class TwinHost {
     return !act.running && !act.loading && act.uncommitted === 0 && act.queued === 0;
   }
 
-  /** Passivates up to `count` idle twins, least recently used first (second-chance). */
+  /**
+   * Passivates up to `count` idle twins, least recently used first. Twins with work queued,
+   * running or uncommitted are skipped (they were used recently, so few are near the head).
+   */
   private passivate(count: number): void {
-    let examined = 0;
-    const limit = count * 4 + 16;
-    for (const act of this.activations.values()) {
-      if (count <= 0 || examined++ >= limit) break;
-      if (!this.evictable(act)) continue;
-      if (act.referenced) {
-        act.referenced = false;
-        // Move to the back of the queue: it gets a second chance.
-        this.activations.delete(act.key);
-        this.activations.set(act.key, act);
-        continue;
+    let act = this.lru.first;
+    for (let examined = 0; act !== undefined && count > 0 && examined < count * 4 + 16; examined++) {
+      const next = act.lruNext;
+      if (this.evictable(act)) {
+        this.evict(act);
+        this.metrics.passivations++;
+        count--;
       }
-      this.evict(act);
-      this.metrics.passivations++;
-      count--;
+      act = next;
     }
   }
 
+  /** Passivates twins idle longer than `idleTimeoutMs`, walking from the least recently used. */
   private sweepIdle(): void {
     const cutoff = performance.now() - this.options.idleTimeoutMs;
-    for (const act of this.activations.values()) {
-      if (act.lastUsedMs < cutoff && this.evictable(act)) {
+    let act = this.lru.first;
+    while (act !== undefined && act.lastUsedMs < cutoff) {
+      const next = act.lruNext;
+      if (this.evictable(act)) {
         this.evict(act);
         this.metrics.passivations++;
       }
+      act = next;
     }
   }
 
@@ -540,7 +551,6 @@ export class TwinHost {
       const msg = act.next();
       if (msg === undefined) {
         act.running = false;
-        act.lastUsedMs = performance.now();
         this.pipeline.schedule();
         this.checkIdle();
         return;
