@@ -506,38 +506,38 @@ async function load(req: LoadRequest): Promise<LoadResult> {
 async function unary(req: UnaryRequest): Promise<CallsResult> {
   const book = bookOf(req);
   const client = clientOf(req.address);
-  const random = seededRandom(req.seed);
-  const from = req.from ?? 0;
-  const span = (req.to ?? req.twins) - from;
   const base = seqBase(req);
-  const latencies: number[] = [];
-  let failures = 0;
-  let firstFailure: string | undefined;
-  for (let n = 0; n < req.warmupCalls + req.calls; n++) {
-    const i = from + Math.floor(random() * span);
-    const seq = book.take(i, base);
-    const t = now();
-    try {
-      const res = await client.publish([
-        { kind: BENCH_KIND, sourceId: twinId(i, book.width), seq: BigInt(seq), time: timestampFromMs(Date.now()), channels: { value: readingValue(random) } },
-      ]);
-      const status = res.results[0]?.status;
-      if (status !== EventStatus.ACCEPTED) {
-        failures++;
-        firstFailure ??= `status ${status} ${res.results[0]?.reason ?? ""}`;
-      }
-    } catch (err) {
-      failures++;
-      firstFailure ??= (err as Error).message;
-    }
-    if (n >= req.warmupCalls) latencies.push(now() - t);
-  }
-  return { latencyMs: summarize(latencies), failures, firstFailure };
+  const values = seededRandom(req.seed + 1);
+  return timedCalls(req, async (i) => {
+    const res = await client.publish([
+      {
+        kind: BENCH_KIND,
+        sourceId: twinId(i, book.width),
+        seq: BigInt(book.take(i, base)),
+        time: timestampFromMs(Date.now()),
+        channels: { value: readingValue(values) },
+      },
+    ]);
+    const status = res.results[0]?.status;
+    if (status !== EventStatus.ACCEPTED) throw new Error(`status ${status} ${res.results[0]?.reason ?? ""}`);
+  });
 }
 
 async function getTwin(req: GetTwinRequest): Promise<CallsResult> {
   const book = bookOf(req);
   const client = clientOf(req.address);
+  return timedCalls(req, async (i) => {
+    const id = twinId(i, book.width);
+    const res = await client.getTwin({ kind: BENCH_KIND, id });
+    if (res.twin?.id !== id) throw new Error(`GetTwin answered ${res.twin?.id} for ${id}`);
+  });
+}
+
+/**
+ * Calls `call` for `warmupCalls + calls` random twins in `[from, to)`, one at a time, and
+ * summarises the latency of the measured calls. A call that throws counts as a failure.
+ */
+async function timedCalls(req: UnaryRequest | GetTwinRequest, call: (twin: number) => Promise<void>): Promise<CallsResult> {
   const random = seededRandom(req.seed);
   const from = req.from ?? 0;
   const span = (req.to ?? req.twins) - from;
@@ -545,11 +545,10 @@ async function getTwin(req: GetTwinRequest): Promise<CallsResult> {
   let failures = 0;
   let firstFailure: string | undefined;
   for (let n = 0; n < req.warmupCalls + req.calls; n++) {
-    const id = twinId(from + Math.floor(random() * span), book.width);
+    const twin = from + Math.floor(random() * span);
     const t = now();
     try {
-      const res = await client.getTwin({ kind: BENCH_KIND, id });
-      if (res.twin?.id !== id) throw new Error(`GetTwin answered ${res.twin?.id} for ${id}`);
+      await call(twin);
     } catch (err) {
       failures++;
       firstFailure ??= (err as Error).message;

@@ -104,6 +104,7 @@ export class TwinHost {
   private nextDeadSeq = 0;
   private readOnly: Error | undefined;
   private closing = false;
+  private closed: Promise<void> | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
@@ -1104,15 +1105,25 @@ export class TwinHost {
    * Stops taking new work, lets queued turns finish and commit (up to `timeoutMs`), then stops
    * the timer and outbox loops. Idempotent. The caller closes the store afterwards.
    */
-  async close(timeoutMs = 10_000): Promise<void> {
-    if (this.closing) return;
+  close(timeoutMs = 10_000): Promise<void> {
+    this.closed ??= this.shutdown(timeoutMs);
+    return this.closed;
+  }
+
+  private async shutdown(timeoutMs: number): Promise<void> {
     this.closing = true;
     this.servingChanged();
     this.alerts.close();
     await this.timers.close();
     await this.outbox.close();
-    const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
-    await Promise.race([this.whenIdle(), deadline]);
+    // These timers are not unref'd: an embedding process stays up until its twins have drained.
+    const deadline = performance.now() + timeoutMs;
+    while (!this.idle && performance.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        this.idleWaiters.push(resolve);
+        setTimeout(resolve, 50);
+      });
+    }
     await this.pipeline.whenIdle();
     clearInterval(this.sweepTimer);
     clearTimeout(this.probeTimer);
