@@ -12,7 +12,9 @@ import type { TurnOutcome, TwinMessage } from "./twin-message.js";
 export class CommitGroup {
   readonly twins = new Set<Activation>();
   readonly ops: BatchOp[] = [];
-  readonly acks: { msg: TwinMessage; outcome: TurnOutcome }[] = [];
+  /** Messages answered when the group is durable, and their outcomes (parallel arrays: no object per ack). */
+  readonly ackMessages: TwinMessage[] = [];
+  readonly ackOutcomes: TurnOutcome[] = [];
   readonly alertChanges: AlertChange[] = [];
   readonly outbox: OutboxEntry[] = [];
   /** Timer index keys whose turn is in this group (released from in-flight after the write). */
@@ -24,6 +26,6 @@ export class CommitGroup {
   events = 0;
 
   get empty(): boolean {
-    return this.acks.length === 0 && this.ops.length === 0 && this.twins.size === 0;
+    return this.ackMessages.length === 0 && this.ops.length === 0 && this.twins.size === 0;
   }
 }

@@ -64,6 +64,7 @@ export interface TwinView {
 const INBOX_REMEMBER = 128;
 /** Turns run back to back on one twin before yielding the event loop to others. */
 const TURNS_PER_SLICE = 64;
+const ACCEPTED: TurnOutcome = Object.freeze({ status: "accepted" });
 const PRECEDING_REJECTED: TurnOutcome = {
   status: "rejected",
   reason: "PRECEDING_EVENT_REJECTED",
@@ -817,6 +818,9 @@ export class TwinHost {
     if (msg.type === "telemetry") {
       group.events++;
       this.metrics.applied++;
+      // One shared outcome: the event path allocates nothing for its answer.
+      this.ackAfterCommit(msg, ACCEPTED);
+      return;
     }
     this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
   }
@@ -953,7 +957,9 @@ export class TwinHost {
   // ---------------------------------------------------------------- completion
 
   private ackAfterCommit(msg: TwinMessage, outcome: TurnOutcome): void {
-    this.pipeline.current.acks.push({ msg, outcome });
+    const group = this.pipeline.current;
+    group.ackMessages.push(msg);
+    group.ackOutcomes.push(outcome);
   }
 
   private finish(msg: TwinMessage, outcome: TurnOutcome): void {
@@ -962,7 +968,8 @@ export class TwinHost {
   }
 
   private onCommitted(group: CommitGroup): void {
-    for (const { msg, outcome } of group.acks) this.finish(msg, outcome);
+    const { ackMessages, ackOutcomes } = group;
+    for (let i = 0; i < ackMessages.length; i++) this.finish(ackMessages[i] as TwinMessage, ackOutcomes[i] as TurnOutcome);
     const changes = group.alertChanges;
     if (this.observer !== undefined) {
       for (const change of changes) this.observer.alertChanged?.(change.alert);
@@ -994,7 +1001,7 @@ export class TwinHost {
         this.evict(act);
         for (const msg of act.takeAll()) this.finish(msg, outcome);
       }
-      for (const { msg } of group.acks) this.finish(msg, outcome);
+      for (const msg of group.ackMessages) this.finish(msg, outcome);
       for (const key of group.timersDone) this.timers.released(key);
       for (const seq of group.outboxDone) this.outbox.released(seq);
     }

@@ -31,11 +31,11 @@ interface LevelDown {
   close(cb: Callback): void;
   get(key: string, options: { asBuffer: false; fillCache?: boolean }, cb: Callback<string>): void;
   getMany(keys: string[], options: { asBuffer: false }, cb: Callback<(string | undefined)[]>): void;
-  batch(ops: readonly BatchOp[], options: { sync: boolean }, cb: Callback): void;
   getProperty(name: string): string;
   compactRange(start: string, end: string, cb: Callback): void;
 }
 interface Binding {
+  batch_do(db: unknown, ops: readonly BatchOp[], options: { sync: boolean }, cb: Callback): void;
   iterator_init(db: unknown, options: IteratorOptions): unknown;
   iterator_next(it: unknown, cb: (err: Error | null, entries: string[], finished: boolean) => void): void;
   iterator_end(it: unknown, cb: Callback): void;
@@ -292,9 +292,15 @@ export class RocksStore {
     return promisify<(string | undefined)[]>((cb) => this.db.getMany(keys, { asBuffer: false }, cb));
   }
 
-  /** Applies `ops` as one atomic write batch (synced in `fsync` mode). */
+  /**
+   * Applies `ops` as one atomic write batch (synced in `fsync` mode). Calls the native binding
+   * directly: abstract-leveldown's `batch()` copies and re-validates every op, which cost more
+   * than the native call itself on the group-commit path; our ops are already well formed.
+   */
   write(ops: readonly BatchOp[]): Promise<void> {
-    return promisify<void>((cb) => this.db.batch(ops, { sync: this.durability === Durability.FSYNC }, cb));
+    if (this.closed) return Promise.reject(new Error("store is closed"));
+    if (ops.length === 0) return Promise.resolve();
+    return promisify<void>((cb) => binding.batch_do(this.db.context, ops, { sync: this.durability === Durability.FSYNC }, cb));
   }
 
   /**
