@@ -116,6 +116,7 @@ function promisify<T>(fn: (cb: Callback<T>) => void): Promise<T> {
  */
 export class RocksStore {
   private closed = false;
+  private reopening = false;
 
   private constructor(
     private db: LevelDown,
@@ -269,10 +270,17 @@ export class RocksStore {
    */
   async reopen(): Promise<void> {
     if (this.closed) throw new Error("store is closed");
-    await promisify<void>((cb) => this.db.close(cb));
-    const db = leveldown(this.path);
-    await openDb(db, false, this.options);
-    this.db = db;
+    // The native calls made directly below must never reach a closed handle (it would crash
+    // the process, not fail): they are refused until the new handle is open.
+    this.reopening = true;
+    try {
+      await promisify<void>((cb) => this.db.close(cb));
+      const db = leveldown(this.path);
+      await openDb(db, false, this.options);
+      this.db = db;
+    } finally {
+      this.reopening = false;
+    }
   }
 
   /** Reads one key; `undefined` when absent. */
@@ -298,7 +306,7 @@ export class RocksStore {
    * than the native call itself on the group-commit path; our ops are already well formed.
    */
   write(ops: readonly BatchOp[]): Promise<void> {
-    if (this.closed) return Promise.reject(new Error("store is closed"));
+    if (this.closed || this.reopening) return Promise.reject(new Error(`store is ${this.closed ? "closed" : "reopening"}`));
     if (ops.length === 0) return Promise.resolve();
     return promisify<void>((cb) => binding.batch_do(this.db.context, ops, { sync: this.durability === Durability.FSYNC }, cb));
   }
@@ -309,6 +317,7 @@ export class RocksStore {
    * it starts. Breaking out of the loop releases the iterator.
    */
   async *scan(range: KeyRange, options: { keys?: boolean; values?: boolean } = {}): AsyncGenerator<[string, string][]> {
+    if (this.closed || this.reopening) throw new Error(`store is ${this.closed ? "closed" : "reopening"}`);
     const it = binding.iterator_init(this.db.context, {
       gte: range.gte,
       lt: range.lt,
