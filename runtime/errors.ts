@@ -123,7 +123,7 @@ export class UnavailableError extends TwinmeshError {
   readonly code = StatusCode.UNAVAILABLE;
   override readonly retryable = true;
   constructor(
-    readonly reason: "NOT_SERVING" | "COMMIT_FAILED" | "SHUTTING_DOWN" | "NOT_OWNER" | "STALE_EPOCH",
+    readonly reason: "NOT_SERVING" | "COMMIT_FAILED" | "SHUTTING_DOWN" | "LOAD_FAILED" | "NOT_OWNER" | "STALE_EPOCH",
     message: string,
   ) {
     super(message);
@@ -135,7 +135,15 @@ export class HandlerFailedError extends TwinmeshError {
   override readonly name = "HandlerFailedError";
   readonly code = StatusCode.UNKNOWN;
   constructor(
-    readonly reason: "HANDLER_FAILED" | "TURN_TIMEOUT" | "BAD_STATE" | "STATE_TOO_LARGE" | "MIGRATION_FAILED",
+    readonly reason:
+      | "HANDLER_FAILED"
+      | "TURN_TIMEOUT"
+      | "BAD_STATE"
+      | "STATE_TOO_LARGE"
+      | "MIGRATION_FAILED"
+      | "TWIN_CORRUPT"
+      | "NO_MESSAGE_HANDLER"
+      | "NO_TELEMETRY_HANDLER",
     message: string,
     options?: { cause?: unknown },
   ) {

@@ -80,7 +80,11 @@ export class CommitPipeline {
     }
     this.open = new CommitGroup();
     for (const act of group.twins) {
-      if (act.record !== undefined) group.ops.push({ type: "put", key: act.key, value: serializeRecord(act.record, act.stateJson) });
+      if (act.record === undefined || act.evicted) continue;
+      // A twin changed only by an operator action or a handler-less timer has no stateJson yet
+      // (it is made lazily after a load): its state must still be written, never dropped.
+      if (act.stateJson === undefined && act.state !== undefined) act.stateJson = JSON.stringify(act.state);
+      group.ops.push({ type: "put", key: act.key, value: serializeRecord(act.record, act.stateJson) });
     }
     if (group.ops.length === 0) {
       // Only acks (duplicates) that waited for earlier writes: nothing to write.

@@ -23,6 +23,7 @@ export class TimerService {
   private scanning: Promise<number> | undefined;
   private closed = false;
   private unknownKinds = new Set<string>();
+  private armedDuringScan = Number.POSITIVE_INFINITY;
 
   constructor(
     private readonly store: RocksStore,
@@ -57,6 +58,9 @@ export class TimerService {
   /** A committed turn armed a timer due at `dueMs`: make sure the scan will reach it. */
   armedAt(dueMs: number): void {
     if (dueMs < this.floorMs) this.floorMs = dueMs;
+    // A scan in progress reads a snapshot that may not hold this timer, and sets the floor when
+    // it ends: remember the earliest such timer so the floor never passes it.
+    if (this.scanning !== undefined && dueMs < this.armedDuringScan) this.armedDuringScan = dueMs;
   }
 
   /** A timer's turn committed (or failed): its index entry may be read again. */
@@ -106,7 +110,8 @@ export class TimerService {
       }
     }
     // Nothing before newFloor is pending; when nothing was found, everything up to now fired.
-    this.floorMs = newFloor ?? Math.max(this.floorMs, nowMs + 1);
+    this.floorMs = Math.min(newFloor ?? Math.max(this.floorMs, nowMs + 1), this.armedDuringScan);
+    this.armedDuringScan = Number.POSITIVE_INFINITY;
     return posted;
   }
 

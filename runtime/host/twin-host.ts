@@ -27,7 +27,7 @@ import { PendingBatch } from "./pending-batch.js";
 import { TimerService } from "./timer-service.js";
 import { TurnContext, type TurnServices } from "./turn-context.js";
 import type { ControlMessage, OutcomeSink, TimerMessage, TurnOutcome, TwinMessage, UserMessage } from "./twin-message.js";
-import { checkSeq, markSeq, parseRecord, rememberDelivery, SeqCheck, type TwinRecordData } from "./twin-record.js";
+import { checkSeq, markSeq, parseRecord, rememberDelivery, SeqCheck, type TwinRecordData, wasDelivered } from "./twin-record.js";
 import type { KindEntry, TwinRegistry } from "./twin-registry.js";
 
 /** What {@link TwinHost} needs. */
@@ -65,6 +65,13 @@ const INBOX_REMEMBER = 128;
 /** Turns run back to back on one twin before yielding the event loop to others. */
 const TURNS_PER_SLICE = 64;
 const ACCEPTED: TurnOutcome = Object.freeze({ status: "accepted" });
+const OUTBOX_SEQ_KEY = "\u0000meta\u0000outbox-seq";
+const RELOADED: TurnOutcome = Object.freeze({
+  status: "rejected",
+  reason: "COMMIT_FAILED",
+  message: "the twin was reloaded from disk after a failed write while this turn ran; retry with the same seq",
+  retryable: true,
+});
 const PRECEDING_REJECTED: TurnOutcome = {
   status: "rejected",
   reason: "PRECEDING_EVENT_REJECTED",
@@ -105,6 +112,7 @@ export class TwinHost {
   private nextDeadSeq = 0;
   private readOnly: Error | undefined;
   private closing = false;
+  private trimming = false;
   private closed: Promise<void> | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
@@ -147,7 +155,8 @@ export class TwinHost {
     this.alerts.lastSeq = this.nextLogSeq;
     this.alerts.firstSeq = firstLog === undefined ? this.nextLogSeq + 1 : this.keys.alertLogSeqOf(firstLog);
     const lastOutbox = await this.lastKey(this.keys.outboxRange());
-    this.nextOutboxSeq = lastOutbox === undefined ? 0 : this.keys.outboxSeqOf(lastOutbox);
+    const outboxMark = Number(await this.store.get(OUTBOX_SEQ_KEY)) || 0;
+    this.nextOutboxSeq = Math.max(lastOutbox === undefined ? 0 : this.keys.outboxSeqOf(lastOutbox), outboxMark);
     const lastDead = await this.lastKey(this.keys.deadLetterRange());
     this.nextDeadSeq = lastDead === undefined ? 0 : Number.parseInt(lastDead.slice(-16), 16);
     this.outbox.start();
@@ -621,8 +630,11 @@ export class TwinHost {
 
   private messageTurn(act: Activation, msg: UserMessage, rec: TwinRecordData): Promise<void> | undefined {
     const group = this.pipeline.current;
-    if (msg.messageId !== undefined && rec.inbox?.includes(msg.messageId)) {
-      if (msg.outboxKey !== undefined) group.ops.push({ type: "del", key: msg.outboxKey });
+    if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
+      if (msg.outboxKey !== undefined) {
+        group.ops.push({ type: "del", key: msg.outboxKey });
+        group.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
+      }
       this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
       return undefined;
     }
@@ -774,6 +786,12 @@ export class TwinHost {
 
   private finishTurn(act: Activation, msg: TwinMessage, ctx: TurnContext, meta?: (g: CommitGroup) => void, before?: (g: CommitGroup) => void): void {
     ctx.end();
+    if (act.evicted) {
+      // A failed commit evicted this twin while its async handler ran: its record may hold that
+      // group's marks, so nothing of it may be written again. The twin reloads on next use.
+      this.finish(msg, RELOADED);
+      return;
+    }
     const rec = act.record as TwinRecordData;
     let json: string;
     try {
@@ -813,6 +831,9 @@ export class TwinHost {
         group.ops.push({ type: "put", key: this.keys.outbox(entry.seq), value: JSON.stringify(entry) });
         group.outbox.push(entry);
       }
+      // Delivered entries are deleted, so the outbox's last key cannot tell the next seq after a
+      // restart; message ids (`o:<seq>`) must never repeat, or receivers would drop new messages.
+      group.ops.push({ type: "put", key: OUTBOX_SEQ_KEY, value: String(this.nextOutboxSeq) });
     }
     this.pipeline.touch(act);
     if (msg.type === "telemetry") {
@@ -834,6 +855,10 @@ export class TwinHost {
     before?: (g: CommitGroup) => void,
   ): void {
     ctx.end();
+    if (act.evicted) {
+      this.finish(msg, RELOADED);
+      return;
+    }
     // Roll back: the handler may have mutated the state object in place, and a timed-out
     // handler may still hold it, so the twin continues on a fresh copy of the last good state.
     act.state = JSON.parse(act.stateJson as string) as JsonObject;
@@ -964,6 +989,10 @@ export class TwinHost {
 
   private finish(msg: TwinMessage, outcome: TurnOutcome): void {
     if (msg.type === "telemetry") this.inflight--;
+    // Whatever became of it (committed, failed, dropped with its twin), the timer or outbox
+    // entry may be looked at again: a committed one is gone from the index, a failed one retries.
+    else if (msg.type === "timer") this.timers.released(msg.indexKey);
+    else if (msg.type === "message" && msg.outboxKey !== undefined) this.outbox.released(this.keys.outboxSeqOf(msg.outboxKey));
     msg.sink.complete(msg.index, outcome);
   }
 
@@ -1038,12 +1067,25 @@ export class TwinHost {
     const excess = this.alerts.lastSeq - this.alerts.firstSeq + 1 - this.options.alertLogRetention;
     // Trim in chunks of at least 1,000 so the cost is amortised.
     if (excess < Math.min(1_000, this.options.alertLogRetention)) return;
+    if (this.trimming) return;
     const from = this.alerts.firstSeq;
     const upto = from + excess - 1;
+    // Advanced before the write, so a watcher never reads past a hole without noticing.
     this.alerts.firstSeq = upto + 1;
     const ops: BatchOp[] = [];
     for (let s = from; s <= upto; s++) ops.push({ type: "del", key: this.keys.alertLog(s) });
-    this.store.write(ops).catch((err: unknown) => this.log.warn({ err }, "alert log trim failed; it will be retried"));
+    this.trimming = true;
+    this.store.write(ops).then(
+      () => {
+        this.trimming = false;
+      },
+      (err: unknown) => {
+        // The batch is atomic: nothing was deleted. The next commit with alert changes retries.
+        this.alerts.firstSeq = from;
+        this.trimming = false;
+        this.log.warn({ err }, "alert log trim failed; it will be retried");
+      },
+    );
   }
 
   // ---------------------------------------------------------------- timers and outbox
@@ -1142,15 +1184,20 @@ function outcomeError(outcome: TurnOutcome): Error {
   switch (outcome.reason) {
     case "MAILBOX_FULL":
     case "INGEST_QUEUE_FULL":
+    case "RATE_LIMITED":
       return new OverloadedError(outcome.reason, message);
     case "NOT_SERVING":
     case "COMMIT_FAILED":
     case "SHUTTING_DOWN":
+    case "LOAD_FAILED":
       return new UnavailableError(outcome.reason, message);
     case "TURN_TIMEOUT":
     case "BAD_STATE":
     case "STATE_TOO_LARGE":
     case "MIGRATION_FAILED":
+    case "TWIN_CORRUPT":
+    case "NO_MESSAGE_HANDLER":
+    case "NO_TELEMETRY_HANDLER":
       return new HandlerFailedError(outcome.reason, message);
     default:
       return new HandlerFailedError("HANDLER_FAILED", message);

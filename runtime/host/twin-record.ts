@@ -26,8 +26,13 @@ export interface TwinRecordData {
   timers?: Record<string, number>;
   /** Open or acknowledged alerts by code. */
   alerts?: Record<string, Alert>;
-  /** Recently delivered message ids (outbox or idempotency keys), oldest first, bounded. */
+  /** Recently delivered outbox message ids (`o:<seq>`), oldest first, bounded. */
   inbox?: string[];
+  /**
+   * Recently used SendToTwin idempotency keys (`k:<key>`), oldest first, bounded: kept apart
+   * from `inbox` so heavy twin-to-twin traffic cannot push a client's key out.
+   */
+  keys?: string[];
   /** 1 when deleted: a tombstone that keeps the dedupe marks. */
   del?: 1;
   /** The twin's state; absent in a tombstone. */
@@ -84,11 +89,16 @@ export function markSeq(rec: TwinRecordData, seq: number, window: number): void 
   rec.gaps = next.length > 0 ? next : undefined;
 }
 
-/** Remembers a delivered message id, keeping the newest `limit`. */
+/** True when the message id is among the twin's recent deliveries. */
+export function wasDelivered(rec: TwinRecordData, messageId: string): boolean {
+  return (messageId.startsWith("k:") ? rec.keys : rec.inbox)?.includes(messageId) === true;
+}
+
+/** Remembers a delivered message id, keeping the newest `limit` of its kind. */
 export function rememberDelivery(rec: TwinRecordData, messageId: string, limit: number): void {
-  const inbox = (rec.inbox ??= []);
-  inbox.push(messageId);
-  if (inbox.length > limit) inbox.splice(0, inbox.length - limit);
+  const list = messageId.startsWith("k:") ? (rec.keys ??= []) : (rec.inbox ??= []);
+  list.push(messageId);
+  if (list.length > limit) list.splice(0, list.length - limit);
 }
 
 /**
@@ -103,6 +113,7 @@ export function serializeRecord(rec: TwinRecordData, stateJson: string | undefin
   if (rec.timers !== undefined) out += `,"timers":${JSON.stringify(rec.timers)}`;
   if (rec.alerts !== undefined) out += `,"alerts":${JSON.stringify(rec.alerts)}`;
   if (rec.inbox !== undefined) out += `,"inbox":${JSON.stringify(rec.inbox)}`;
+  if (rec.keys !== undefined) out += `,"keys":${JSON.stringify(rec.keys)}`;
   if (rec.del === 1) out += `,"del":1`;
   if (stateJson !== undefined) out += `,"state":${stateJson}`;
   return `${out}}`;

@@ -106,6 +106,36 @@ describe("TwinService (twins-api)", () => {
     for (const id of ["r-1", "r-2", "r-3"]) assert.deepEqual(await twinState(client, "relay", id), { sent: 4 });
   });
 
+  it("delivers messages sent after a restart, although every earlier outbox entry was delivered and deleted", async () => {
+    const first = await startNode(t);
+    await first.client.publish([1, 2, 3].map((seq) => ev("relay", "r-1", seq)));
+    await waitFor(async () => (await twinState(first.client, "sink", "sink-1").catch(() => ({ received: 0 }))).received === 3, {
+      timeoutMs: 10_000,
+      what: "sink-1 to receive the 3 messages sent before the restart",
+    });
+    await waitFor(() => first.node.runtime.host.idle, { timeoutMs: 5_000, what: "the outbox to drain" });
+    const second = await first.restart();
+    await second.client.publish([4, 5].map((seq) => ev("relay", "r-1", seq)));
+    await waitFor(async () => (await twinState(second.client, "sink", "sink-1")).received === 5, {
+      timeoutMs: 10_000,
+      what: "sink-1 to receive the 2 messages sent after the restart (new message ids, not taken for duplicates)",
+    });
+    assert.deepEqual((await twinState(second.client, "sink", "sink-1")).seen, ["r-1#1", "r-1#2", "r-1#3", "r-1#4", "r-1#5"]);
+  });
+
+  it("keeps a twin's state when an operator acknowledges or resolves its alert while the twin is not in memory", async () => {
+    const first = await startNode(t);
+    await first.client.publish([ev("alarm", "a-1", 1, { level: 130 }), ev("alarm", "a-2", 1, { level: 140 })]);
+    const second = await first.restart();
+    const [ackId, resolveId] = (await second.client.listAlerts()).alerts.map((a) => a.id);
+    await second.client.acknowledgeAlert(ackId as string);
+    await second.client.resolveAlert(resolveId as string);
+    assert.deepEqual(await twinState(second.client, "alarm", "a-1"), { level: 130, fired: 0, firedNames: [] });
+    assert.deepEqual(await twinState(second.client, "alarm", "a-2"), { level: 140, fired: 0, firedNames: [] });
+    const third = await second.restart();
+    assert.deepEqual(await twinState(third.client, "alarm", "a-1"), { level: 130, fired: 0, firedNames: [] });
+  });
+
   it("fires a timer with the real clock once it is due", async () => {
     const { client } = await startNode(t, { hostOptions: { timerPollMs: 10 } });
     const before = Date.now();
