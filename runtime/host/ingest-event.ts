@@ -1,6 +1,6 @@
 import type { Telemetry } from "../twin/telemetry.js";
 import type { JsonObject } from "../util/json.js";
-import { hasControlCharacter } from "../util/text.js";
+import { hasControlCharacter, MAX_TWIN_ID_BYTES } from "../util/text.js";
 import type { ResolvedHostOptions } from "./host-options.js";
 import type { TurnOutcome } from "./twin-message.js";
 import type { TwinRegistry } from "./twin-registry.js";
@@ -19,7 +19,6 @@ export interface IngestEvent {
 
 const EMPTY: Readonly<Record<string, number>> = Object.freeze({});
 const EMPTY_ATTRIBUTES: JsonObject = Object.freeze({}) as JsonObject;
-const MAX_SOURCE_ID_BYTES = 256;
 /** The longest kind name a class can declare (see KIND_PATTERN). */
 const MAX_KIND_LENGTH = 63;
 
@@ -61,8 +60,8 @@ export function validateEvent(e: IngestEvent, registry: TwinRegistry, limits: Re
   const id = e.sourceId;
   if (typeof id !== "string" || id.length === 0)
     return reject("BAD_FIELD", "event has an empty source_id; set it to the data source's id (it is the twin's id)");
-  if (id.length > MAX_SOURCE_ID_BYTES || Buffer.byteLength(id) > MAX_SOURCE_ID_BYTES) {
-    return reject("BAD_FIELD", `source_id is ${Buffer.byteLength(id)} bytes; the limit is ${MAX_SOURCE_ID_BYTES}`);
+  if (id.length > MAX_TWIN_ID_BYTES || Buffer.byteLength(id) > MAX_TWIN_ID_BYTES) {
+    return reject("BAD_FIELD", `source_id is ${Buffer.byteLength(id)} bytes; the limit is ${MAX_TWIN_ID_BYTES}`);
   }
   if (hasControlCharacter(id)) return reject("BAD_FIELD", `source_id ${JSON.stringify(id)} contains control characters; use printable characters`);
   let seq: number;

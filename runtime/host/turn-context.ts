@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { AnyTwin, MessageOf, RaiseOptions, TwinClass, TwinContext, TwinLogger } from "../twin/twin.js";
 import type { JsonObject } from "../util/json.js";
-import { hasControlCharacter } from "../util/text.js";
+import { hasControlCharacter, MAX_TWIN_ID_BYTES } from "../util/text.js";
 import type { Activation } from "./activation.js";
 
 /** An alert change a turn asked for. */
@@ -25,7 +25,6 @@ export interface TurnServices {
 const CODE_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 const TIMER_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
 const MAX_ALERT_MESSAGE = 1024;
-const MAX_ID_BYTES = 256;
 const SEVERITIES = new Set(["info", "warning", "critical"]);
 
 /**
@@ -111,8 +110,8 @@ export class TurnContext implements TwinContext<JsonObject> {
     this.services.checkKind(kind);
     if (typeof id !== "string" || id.length === 0) throw new TypeError(`ctx.send: target id must be a non-empty string`);
     // The rules of an event's source_id: the id becomes part of RocksDB keys (timers split on NUL).
-    if (Buffer.byteLength(id) > MAX_ID_BYTES || hasControlCharacter(id)) {
-      throw new TypeError(`ctx.send: target id ${JSON.stringify(id.slice(0, 64))} must be at most ${MAX_ID_BYTES} bytes of printable characters`);
+    if (Buffer.byteLength(id) > MAX_TWIN_ID_BYTES || hasControlCharacter(id)) {
+      throw new TypeError(`ctx.send: target id ${JSON.stringify(id.slice(0, 64))} must be at most ${MAX_TWIN_ID_BYTES} bytes of printable characters`);
     }
     if (message === null || typeof message !== "object" || Array.isArray(message))
       throw new TypeError(`ctx.send to ${kind}/${id}: message must be a JSON object`);

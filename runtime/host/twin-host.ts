@@ -330,7 +330,7 @@ export class TwinHost {
   async deleteTwin(kind: string, id: string): Promise<boolean> {
     const entry = this.registry.get(kind);
     const outcome = await this.postOne(entry, id, (sink) => ({ type: "control", op: "delete", sink, index: 0 }), true);
-    return outcome.version !== undefined && outcome.version > 0 && outcome.reason !== "NOTHING_TO_DELETE";
+    return outcome.reason !== "NOTHING_TO_DELETE";
   }
 
   /** Acknowledges an open alert; a no-op for an acknowledged or resolved one. */

@@ -64,8 +64,8 @@ export class Keys {
   alert(alertId: string): string {
     return `${this.alertPrefix}${alertId}`;
   }
-  alerts(afterId?: string): { gte: string; lt: string } {
-    return { gte: afterId === undefined ? this.alertPrefix : `${this.alertPrefix}${afterId}${SEP}`, lt: `${this.alertPrefix}${END}` };
+  alerts(): { gte: string; lt: string } {
+    return { gte: this.alertPrefix, lt: `${this.alertPrefix}${END}` };
   }
   alertIdOf(key: string): string {
     return key.slice(this.alertPrefix.length);

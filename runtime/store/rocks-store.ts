@@ -31,8 +31,6 @@ interface LevelDown {
   close(cb: Callback): void;
   get(key: string, options: { asBuffer: false; fillCache?: boolean }, cb: Callback<string>): void;
   getMany(keys: string[], options: { asBuffer: false }, cb: Callback<(string | undefined)[]>): void;
-  getProperty(name: string): string;
-  compactRange(start: string, end: string, cb: Callback): void;
 }
 interface Binding {
   batch_do(db: unknown, ops: readonly BatchOp[], options: { sync: boolean }, cb: Callback): void;
@@ -346,16 +344,6 @@ export class RocksStore {
     } finally {
       await promisify<void>((cb) => binding.iterator_end(it, cb));
     }
-  }
-
-  /** A RocksDB property such as `rocksdb.estimate-num-keys`. */
-  property(name: string): string {
-    return this.db.getProperty(name);
-  }
-
-  /** Compacts a key range, to reclaim the space of deleted keys. */
-  compactRange(gte: string, lt: string): Promise<void> {
-    return promisify<void>((cb) => this.db.compactRange(gte, lt, cb));
   }
 
   /** Closes the database; idempotent. Callers end their scans first. */

@@ -1,3 +1,6 @@
+/** The longest twin id, in UTF-8 bytes: ids are segments of RocksDB keys. */
+export const MAX_TWIN_ID_BYTES = 256;
+
 /**
  * True when `value` holds an ASCII control character (U+0000-U+001F, U+007F). Twin kinds and ids
  * become segments of RocksDB keys separated by NUL, and appear in logs, so they must not.
