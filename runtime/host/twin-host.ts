@@ -27,7 +27,7 @@ import { PendingBatch } from "./pending-batch.js";
 import { TimerService } from "./timer-service.js";
 import { TurnContext, type TurnServices } from "./turn-context.js";
 import type { ControlMessage, OutcomeSink, TimerMessage, TurnOutcome, TwinMessage, UserMessage } from "./twin-message.js";
-import { checkSeq, markSeq, parseRecord, rememberDelivery, SeqCheck, type TwinRecordData, wasDelivered } from "./twin-record.js";
+import { checkSeq, markSeq, parseMeta, parseRecord, readState, rememberDelivery, SeqCheck, type TwinRecordData, wasDelivered } from "./twin-record.js";
 import type { KindEntry, TwinRegistry } from "./twin-registry.js";
 
 /** What {@link TwinHost} needs. */
@@ -391,10 +391,25 @@ export class TwinHost {
    * @throws HandlerFailedError (MIGRATION_FAILED) when the class cannot migrate it.
    */
   view(kind: string, id: string, raw: string): TwinView | undefined {
-    const rec = parseRecord(raw);
-    if (rec.del === 1 || rec.state === undefined) return undefined;
+    const state = this.stateOf(kind, raw);
+    return state === undefined ? undefined : this.viewOf(kind, id, raw, state);
+  }
+
+  /**
+   * A stored record's state in the current shape (migrated as {@link view} does), read without
+   * the rest of the record: what a scan filters on. Undefined for a tombstone.
+   * @throws SyntaxError on a corrupt record; HandlerFailedError (MIGRATION_FAILED).
+   */
+  stateOf(kind: string, raw: string): JsonObject | undefined {
+    const stored = readState(raw);
+    if (stored === undefined) return undefined;
     const entry = this.registry.find(kind);
-    const state = entry === undefined || rec.sv === entry.stateVersion ? rec.state : this.migrated(entry, rec).state;
+    return entry === undefined || stored.sv === entry.stateVersion ? stored.state : this.migrated(entry, stored.sv, stored.state).state;
+  }
+
+  /** The view of a stored record whose state {@link stateOf} read. */
+  viewOf(kind: string, id: string, raw: string, state: JsonObject): TwinView {
+    const rec = parseMeta(raw);
     return { kind, id, state, version: rec.ver, lastSeq: rec.hw, lastEventTime: rec.let, ownerNodeId: this.nodeId };
   }
 
@@ -443,17 +458,16 @@ export class TwinHost {
         act.record = { sv: entry.stateVersion, ver: 0, hw: 0 };
         this.resetState(act);
       } else {
-        const rec = parseRecord(raw);
+        const { rec, state, stateJson } = parseRecord(raw);
         act.record = rec;
-        if (rec.del === 1 || rec.state === undefined) {
+        if (state === undefined) {
           this.resetState(act);
         } else if (rec.sv === entry.stateVersion) {
-          act.state = rec.state;
-          act.stateJson = undefined; // made lazily: most loads are followed by a successful turn
+          act.state = state;
+          act.stateJson = stateJson; // the rollback point; a format-1 record leaves it to the first turn
         } else {
-          this.migrate(act, rec);
+          this.migrate(act, rec, state);
         }
-        rec.state = undefined;
       }
     } catch (err) {
       const reason = isTwinmeshError(err) ? err.reason : "TWIN_CORRUPT";
@@ -476,8 +490,8 @@ export class TwinHost {
     act.state = JSON.parse(act.stateJson) as JsonObject;
   }
 
-  private migrate(act: Activation, rec: TwinRecordData): void {
-    const { state, json } = this.migrated(act.entry, rec);
+  private migrate(act: Activation, rec: TwinRecordData, stored: JsonObject): void {
+    const { state, json } = this.migrated(act.entry, rec.sv, stored);
     act.state = state;
     act.stateJson = json;
     rec.sv = act.entry.stateVersion;
@@ -485,19 +499,19 @@ export class TwinHost {
   }
 
   /** Runs the class's `migrate` on a stored state of an older version. */
-  private migrated(entry: KindEntry, rec: TwinRecordData): { state: JsonObject; json: string } {
-    if (rec.sv > entry.stateVersion) {
+  private migrated(entry: KindEntry, sv: number, stored: JsonObject): { state: JsonObject; json: string } {
+    if (sv > entry.stateVersion) {
       throw new HandlerFailedError(
         "MIGRATION_FAILED",
-        `stored state has stateVersion ${rec.sv}, newer than the loaded class (${entry.stateVersion}); run the newer twin module`,
+        `stored state has stateVersion ${sv}, newer than the loaded class (${entry.stateVersion}); run the newer twin module`,
       );
     }
     try {
-      const state: unknown = entry.instance.migrate?.(structuredClone(rec.state) as JsonObject, rec.sv);
+      const state: unknown = entry.instance.migrate?.(structuredClone(stored), sv);
       if (!isPlainObject(state)) throw new TypeError("migrate() must return a plain JSON object");
       return { state, json: stringifyJson(state, "migrated state") };
     } catch (err) {
-      throw new HandlerFailedError("MIGRATION_FAILED", `migrate(state, ${rec.sv}) failed: ${(err as Error).message}`, { cause: err });
+      throw new HandlerFailedError("MIGRATION_FAILED", `migrate(state, ${sv}) failed: ${(err as Error).message}`, { cause: err });
     }
   }
 

@@ -2,9 +2,10 @@ import type { Alert } from "../alerts/alert.js";
 import type { JsonObject } from "../util/json.js";
 
 /**
- * A twin's durable record: state, metadata and the marks that make delivery idempotent, kept
- * together under one key so that one write commits all of it. In memory it is the twin's
- * *working* record, which may run ahead of the disk by the turns of an uncommitted group.
+ * A twin's durable record: metadata and the marks that make delivery idempotent, stored with the
+ * twin's state under one key so that one write commits all of it (see {@link serializeRecord}
+ * for the layout). In memory it is the twin's *working* record, which may run ahead of the disk
+ * by the turns of an uncommitted group; the state lives beside it, on the activation.
  */
 export interface TwinRecordData {
   /** State version (`stateVersion` of the class that wrote it). */
@@ -35,8 +36,6 @@ export interface TwinRecordData {
   keys?: string[];
   /** 1 when deleted: a tombstone that keeps the dedupe marks. */
   del?: 1;
-  /** The twin's state; absent in a tombstone. */
-  state?: JsonObject;
 }
 
 /** The outcome of checking a seq against a twin's dedupe marks. */
@@ -102,9 +101,15 @@ export function rememberDelivery(rec: TwinRecordData, messageId: string, limit: 
 }
 
 /**
- * Serialises a record whose state is already serialised (the turn produced `stateJson` while
- * checking it), so state is stringified once per turn, not twice. Written field by field: this
- * runs for every twin in every commit group.
+ * Serialises a record as `<meta>\n<state>`: the metadata as one JSON object, a newline, then the
+ * state's JSON text (a tombstone has no state and no newline). JSON text never holds a raw
+ * newline, so the first one splits the two. Kept apart, a scan parses only the state it filters
+ * on (the metadata is mostly long numbers and cost as much to parse as the state), and a load
+ * keeps the state's text as the turn's rollback point instead of stringifying it again.
+ *
+ * `stateJson` is the state already serialised by the turn that checked it, so state is
+ * stringified once per turn. Written field by field: this runs for every twin in every commit
+ * group. `sv` comes first, where {@link readState} looks for it.
  */
 export function serializeRecord(rec: TwinRecordData, stateJson: string | undefined): string {
   let out = `{"sv":${rec.sv},"ver":${rec.ver},"hw":${rec.hw}`;
@@ -115,11 +120,67 @@ export function serializeRecord(rec: TwinRecordData, stateJson: string | undefin
   if (rec.inbox !== undefined) out += `,"inbox":${JSON.stringify(rec.inbox)}`;
   if (rec.keys !== undefined) out += `,"keys":${JSON.stringify(rec.keys)}`;
   if (rec.del === 1) out += `,"del":1`;
-  if (stateJson !== undefined) out += `,"state":${stateJson}`;
-  return `${out}}`;
+  return stateJson === undefined ? `${out}}` : `${out}}\n${stateJson}`;
 }
 
-/** Parses a stored record. @throws SyntaxError on a corrupt record. */
-export function parseRecord(raw: string): TwinRecordData {
-  return JSON.parse(raw) as TwinRecordData;
+/** A stored record, parsed. */
+export interface ParsedRecord {
+  readonly rec: TwinRecordData;
+  /** Undefined in a tombstone. */
+  readonly state: JsonObject | undefined;
+  /** The state's stored text, when the record kept it apart (data format 2). */
+  readonly stateJson: string | undefined;
+}
+
+/** Format 1 records were one JSON object holding the state under `state`. */
+type Format1Record = TwinRecordData & { state?: JsonObject };
+
+/** Parses a stored record of either data format. @throws SyntaxError on a corrupt record. */
+export function parseRecord(raw: string): ParsedRecord {
+  const split = raw.indexOf("\n");
+  if (split === -1) {
+    const { state, ...rec } = JSON.parse(raw) as Format1Record;
+    return { rec, state: rec.del === 1 ? undefined : state, stateJson: undefined };
+  }
+  const rec = JSON.parse(raw.slice(0, split)) as TwinRecordData;
+  const stateJson = raw.slice(split + 1);
+  return { rec, state: JSON.parse(stateJson) as JsonObject, stateJson };
+}
+
+/** Parses only a stored record's metadata. @throws SyntaxError on a corrupt record. */
+export function parseMeta(raw: string): TwinRecordData {
+  const split = raw.indexOf("\n");
+  if (split !== -1) return JSON.parse(raw.slice(0, split)) as TwinRecordData;
+  const { state: _state, ...rec } = JSON.parse(raw) as Format1Record;
+  return rec;
+}
+
+/**
+ * Reads a stored record's state and state version without parsing the rest of its metadata:
+ * what a scan needs to filter. Undefined for a tombstone.
+ * @throws SyntaxError on a corrupt record.
+ */
+export function readState(raw: string): { sv: number; state: JsonObject } | undefined {
+  const split = raw.indexOf("\n");
+  if (split === -1) {
+    const rec = JSON.parse(raw) as Format1Record;
+    return rec.del === 1 || rec.state === undefined ? undefined : { sv: rec.sv, state: rec.state };
+  }
+  const state = JSON.parse(raw.slice(split + 1)) as JsonObject;
+  return { sv: leadingSv(raw) ?? (JSON.parse(raw.slice(0, split)) as TwinRecordData).sv, state };
+}
+
+const SV_PREFIX = '{"sv":';
+
+/** The `sv` that {@link serializeRecord} writes first; undefined when the record starts otherwise. */
+function leadingSv(raw: string): number | undefined {
+  if (!raw.startsWith(SV_PREFIX)) return undefined;
+  let sv = 0;
+  let i = SV_PREFIX.length;
+  for (; i < raw.length; i++) {
+    const digit = raw.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) break;
+    sv = sv * 10 + digit;
+  }
+  return i > SV_PREFIX.length && i - SV_PREFIX.length <= 15 && raw.charCodeAt(i) === 44 /* , */ ? sv : undefined;
 }

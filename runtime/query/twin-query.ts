@@ -3,6 +3,7 @@ import type { TwinHost, TwinView } from "../host/twin-host.js";
 import type { TwinRegistry } from "../host/twin-registry.js";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
+import type { JsonObject } from "../util/json.js";
 import { CelFilter, TWIN_FILTER_VARIABLES } from "./cel-filter.js";
 import { compareTwins, type OrderBy, parseFieldPath, parseOrderBy, type TwinFields } from "./field-path.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
@@ -66,8 +67,11 @@ export const MAX_QUERY_LIMIT = 10_000;
 /** Most groups an aggregation returns. */
 export const MAX_GROUPS = 10_000;
 
+/** A matching twin: its state and its stored record, whose metadata is parsed only for the twins returned. */
 interface Candidate extends TwinFields {
-  readonly view: TwinView;
+  readonly id: string;
+  readonly state: JsonObject;
+  readonly raw: string;
 }
 
 /**
@@ -105,15 +109,20 @@ export class TwinQueries {
       const afterId = position === undefined ? undefined : String(position);
       let emitted = 0;
       let lastId: string | undefined;
-      for await (const candidate of this.scan(q.kind, afterId, filter, summary, noteError, signal)) {
-        if (emitted === limit) {
-          summary.matched--; // the look-ahead twin belongs to the next page
-          summary.nextPageToken = encodePageToken(identity, lastId);
-          break;
+      // One twin past the page tells whether there is a next page.
+      for await (const chunk of this.scan(q.kind, afterId, filter, summary, noteError, signal, limit + 1)) {
+        for (const candidate of chunk) {
+          if (emitted === limit) {
+            summary.matched--; // the look-ahead twin belongs to the next page
+            summary.nextPageToken = encodePageToken(identity, lastId);
+            return summary;
+          }
+          const view = this.viewOf(q.kind, candidate, summary, noteError);
+          if (view === undefined) continue;
+          emitted++;
+          lastId = candidate.id;
+          yield view;
         }
-        emitted++;
-        lastId = candidate.id;
-        yield candidate.view;
       }
       return summary;
     }
@@ -122,16 +131,21 @@ export class TwinQueries {
     const afterTwin: TwinFields | undefined = after === undefined ? undefined : { id: after.i, kind: q.kind, state: undefined };
     const best: Candidate[] = [];
     let more = false;
-    for await (const candidate of this.scan(q.kind, undefined, filter, summary, noteError, signal)) {
-      if (afterTwin !== undefined && compareAfter(order, candidate, after as { v: unknown; i: string }, compare) <= 0) continue;
-      if (best.length === limit) {
-        more = true;
-        if (compare(candidate, best[best.length - 1] as Candidate) >= 0) continue;
-        best.pop();
+    for await (const chunk of this.scan(q.kind, undefined, filter, summary, noteError, signal)) {
+      for (const candidate of chunk) {
+        if (afterTwin !== undefined && compareAfter(order, candidate, after as { v: unknown; i: string }, compare) <= 0) continue;
+        if (best.length === limit) {
+          more = true;
+          if (compare(candidate, best[best.length - 1] as Candidate) >= 0) continue;
+          best.pop();
+        }
+        insertSorted(best, candidate, compare);
       }
-      insertSorted(best, candidate, compare);
     }
-    for (const candidate of best) yield candidate.view;
+    for (const candidate of best) {
+      const view = this.viewOf(q.kind, candidate, summary, noteError);
+      if (view !== undefined) yield view;
+    }
     const last = best[best.length - 1];
     if (more && last !== undefined) summary.nextPageToken = encodePageToken(identity, { v: order.path.get(last) ?? null, i: last.id });
     return summary;
@@ -149,30 +163,32 @@ export class TwinQueries {
     const groupBy = a.groupBy !== undefined && a.groupBy.trim() !== "" ? parseFieldPath(a.groupBy, "group_by") : undefined;
     const groups = new Map<string, { key: unknown; count: number; sum: number; min: number; max: number }>();
     const summary: QuerySummary = { matched: 0, scanned: 0, evaluationErrors: 0, nextPageToken: "" };
-    for await (const candidate of this.scan(a.kind, undefined, filter, summary, () => summary.evaluationErrors++, signal)) {
-      const value = field.get(candidate);
-      if (typeof value !== "number") {
-        summary.evaluationErrors++;
-        continue;
-      }
-      const key = groupBy === undefined ? null : (groupBy.get(candidate) ?? null);
-      const id = typeof key === "string" ? `s${key}` : JSON.stringify(key);
-      let group = groups.get(id);
-      if (group === undefined) {
-        if (groups.size >= MAX_GROUPS) {
-          throw new InvalidArgumentError(
-            "TOO_MANY_GROUPS",
-            `group_by ${a.groupBy} has more than ${MAX_GROUPS} distinct values; group by a coarser field or add a filter`,
-            [{ field: "group_by", description: `at most ${MAX_GROUPS} distinct values` }],
-          );
+    for await (const chunk of this.scan(a.kind, undefined, filter, summary, () => summary.evaluationErrors++, signal)) {
+      for (const candidate of chunk) {
+        const value = field.get(candidate);
+        if (typeof value !== "number") {
+          summary.evaluationErrors++;
+          continue;
         }
-        group = { key, count: 0, sum: 0, min: value, max: value };
-        groups.set(id, group);
+        const key = groupBy === undefined ? null : (groupBy.get(candidate) ?? null);
+        const id = typeof key === "string" ? `s${key}` : JSON.stringify(key);
+        let group = groups.get(id);
+        if (group === undefined) {
+          if (groups.size >= MAX_GROUPS) {
+            throw new InvalidArgumentError(
+              "TOO_MANY_GROUPS",
+              `group_by ${a.groupBy} has more than ${MAX_GROUPS} distinct values; group by a coarser field or add a filter`,
+              [{ field: "group_by", description: `at most ${MAX_GROUPS} distinct values` }],
+            );
+          }
+          group = { key, count: 0, sum: 0, min: value, max: value };
+          groups.set(id, group);
+        }
+        group.count++;
+        group.sum += value;
+        if (value < group.min) group.min = value;
+        if (value > group.max) group.max = value;
       }
-      group.count++;
-      group.sum += value;
-      if (value < group.min) group.min = value;
-      if (value > group.max) group.max = value;
     }
     return {
       groups: [...groups.values()].map((g) => ({ key: g.key, count: g.count, sum: g.sum, avg: g.sum / g.count, min: g.min, max: g.max })),
@@ -182,7 +198,23 @@ export class TwinQueries {
     };
   }
 
-  /** Scans one kind's records (after `afterId`), yielding those the filter matches. */
+  /** A matching twin's view; undefined, noted as an evaluation error, when its metadata is corrupt. */
+  private viewOf(kind: string, candidate: Candidate, summary: QuerySummary, noteError: (error: string) => void): TwinView | undefined {
+    try {
+      return this.host.viewOf(kind, candidate.id, candidate.raw, candidate.state);
+    } catch (err) {
+      summary.matched--;
+      noteError(`${candidate.id}: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  /**
+   * Scans one kind's records (after `afterId`), yielding the matching twins of each chunk the
+   * store reads. A chunk is handled synchronously, so a scan costs one await per chunk, not per
+   * twin, and still yields the event loop between chunks. Only the state is parsed here. The
+   * scan ends at the `maxMatches`th match, so the summary counts only what a page needed.
+   */
   private async *scan(
     kind: string,
     afterId: string | undefined,
@@ -190,26 +222,27 @@ export class TwinQueries {
     summary: QuerySummary,
     noteError: (error: string) => void,
     signal: AbortSignal | undefined,
-  ): AsyncGenerator<Candidate> {
+    maxMatches = Number.POSITIVE_INFINITY,
+  ): AsyncGenerator<Candidate[]> {
     // An `id.startsWith("…")` term narrows the scan to that key range.
     const range = this.keys.twinsOfKind(kind, afterId, filter.idPrefix());
     for await (const chunk of this.store.scan(range)) {
       if (signal?.aborted) return;
+      const matches: Candidate[] = [];
       for (const [key, raw] of chunk) {
         const id = this.keys.twinIdOf(key, kind);
-        let view: TwinView | undefined;
+        let state: JsonObject | undefined;
         try {
-          view = this.host.view(kind, id, raw);
+          state = this.host.stateOf(kind, raw);
         } catch (err) {
           summary.scanned++;
           noteError(`${id}: ${(err as Error).message}`);
           continue;
         }
-        if (view === undefined) continue;
+        if (state === undefined) continue;
         summary.scanned++;
-        const fields = { id, kind, state: view.state };
         if (!filter.matchesAll) {
-          const result = filter.evaluate(fields);
+          const result = filter.evaluate({ id, kind, state });
           if ("error" in result) {
             noteError(result.error);
             continue;
@@ -217,8 +250,11 @@ export class TwinQueries {
           if (!result.matched) continue;
         }
         summary.matched++;
-        yield { id, kind, state: view.state, view };
+        matches.push({ id, kind, state, raw });
+        if (summary.matched === maxMatches) break;
       }
+      if (matches.length > 0) yield matches;
+      if (summary.matched === maxMatches) return;
     }
   }
 }

@@ -38,6 +38,11 @@ interface Binding {
   iterator_next(it: unknown, cb: (err: Error | null, entries: string[], finished: boolean) => void): void;
   iterator_end(it: unknown, cb: Callback): void;
 }
+/** What one `iterator_next` call returns. */
+interface IteratorChunk {
+  readonly entries: string[];
+  readonly finished: boolean;
+}
 const leveldown = require("rocksdb") as (location: string) => LevelDown;
 const binding = require("rocksdb/binding") as Binding;
 
@@ -75,8 +80,12 @@ export interface RocksStoreOptions {
 
 const FORMAT_KEY = "\u0000meta\u0000format";
 const FORMAT_NAME = "twinmesh-data";
-/** The data format this build writes and reads. */
-export const DATA_FORMAT_VERSION = 1;
+/**
+ * The data format this build writes. It reads every older one, and stamps the newer number on
+ * open so that an older build refuses the directory instead of misreading it. 2: a twin record
+ * is `<meta>\n<state>` (1: one JSON object).
+ */
+export const DATA_FORMAT_VERSION = 2;
 
 function openDb(db: LevelDown, createIfMissing: boolean, options: RocksStoreOptions, readOnly = false): Promise<void> {
   return promisify<void>((cb) =>
@@ -143,7 +152,7 @@ export class RocksStore {
     }
     const store = new RocksStore(db, path, options.durability ?? Durability.WAL, options);
     try {
-      if (await store.checkFormat(fresh)) {
+      if ((await store.checkFormat(fresh)) < DATA_FORMAT_VERSION) {
         await store.write([{ type: "put", key: FORMAT_KEY, value: JSON.stringify({ format: FORMAT_NAME, version: DATA_FORMAT_VERSION }) }]);
       }
     } catch (err) {
@@ -217,8 +226,8 @@ export class RocksStore {
     return new DataDirectoryError("DATA_DIR_UNREADABLE", path, `cannot open data directory ${path}: ${text}`, { cause: err });
   }
 
-  /** Checks the format marker; true when there is none yet and the database is empty, so it may be stamped. */
-  private async checkFormat(fresh: boolean): Promise<boolean> {
+  /** Checks the format marker and returns its version: 0 when there is none yet and the database is empty, so it may be stamped. */
+  private async checkFormat(fresh: boolean): Promise<number> {
     const raw = await this.get(FORMAT_KEY);
     if (raw === undefined) {
       const first = await this.firstKey();
@@ -229,7 +238,7 @@ export class RocksStore {
           `${this.path} is a RocksDB database but not a twinmesh one (no format marker); refusing to use it. Pass --data an empty or twinmesh data directory`,
         );
       }
-      return true;
+      return 0;
     }
     let marker: { format?: unknown; version?: unknown };
     try {
@@ -251,7 +260,7 @@ export class RocksStore {
         `${this.path} holds data format ${marker.version}, newer than this twinmesh reads (${DATA_FORMAT_VERSION}); run a newer twinmesh`,
       );
     }
-    return false;
+    return marker.version;
   }
 
   private async firstKey(): Promise<string | undefined> {
@@ -310,8 +319,8 @@ export class RocksStore {
   }
 
   /**
-   * Scans `range` in chunks of up to 1,000 entries read by one native call each, so a long
-   * scan yields the event loop between chunks. The scan sees a consistent snapshot taken when
+   * Scans `range` in chunks of up to 1,000 entries read by one native call each, so a long scan
+   * yields the event loop between chunks; the next chunk is read while the caller handles one. The scan sees a consistent snapshot taken when
    * it starts. Breaking out of the loop releases the iterator.
    */
   async *scan(range: KeyRange, options: { keys?: boolean; values?: boolean } = {}): AsyncGenerator<[string, string][]> {
@@ -328,20 +337,28 @@ export class RocksStore {
       fillCache: false,
       highWaterMark: 256 * 1024,
     });
+    const next = (): Promise<IteratorChunk> =>
+      new Promise((resolve, reject) => {
+        binding.iterator_next(it, (err, entries, finished) => (err ? reject(err) : resolve({ entries, finished })));
+      });
+    let reading: Promise<IteratorChunk> | undefined = next();
     try {
-      for (;;) {
-        const { entries, finished } = await new Promise<{ entries: string[]; finished: boolean }>((resolve, reject) => {
-          binding.iterator_next(it, (err, entries, finished) => (err ? reject(err) : resolve({ entries, finished })));
-        });
+      while (reading !== undefined) {
+        const { entries, finished }: IteratorChunk = await reading;
+        const done: boolean = finished || entries.length === 0;
+        // Read the next chunk on the thread pool while the caller handles this one.
+        reading = done ? undefined : next();
         if (entries.length > 0) {
           // The binding returns [vN, kN, ..., v1, k1] so that JS can pop(); undo that.
           const chunk: [string, string][] = new Array(entries.length / 2);
           for (let i = entries.length - 1, j = 0; i > 0; i -= 2, j++) chunk[j] = [entries[i] as string, entries[i - 1] as string];
           yield chunk;
         }
-        if (finished || entries.length === 0) return;
       }
     } finally {
+      // A caller that stops early leaves a read ahead in flight: let it land (its error, if any,
+      // is of no interest now) before the iterator is released.
+      await reading?.catch(() => undefined);
       await promisify<void>((cb) => binding.iterator_end(it, cb));
     }
   }

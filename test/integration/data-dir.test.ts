@@ -4,7 +4,7 @@ import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "n
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isTwinmeshError } from "../../runtime/index.js";
-import { RocksStore } from "../../runtime/store/rocks-store.js";
+import { type BatchOp, DATA_FORMAT_VERSION, RocksStore } from "../../runtime/store/rocks-store.js";
 import { TwinmeshNode } from "../../server/index.js";
 import { fixtureTwins } from "../fixtures/index.js";
 import { ev, statuses } from "../harness/events.js";
@@ -12,6 +12,7 @@ import { NodeProcess } from "../harness/node-process.js";
 import { startNode, twinState } from "../harness/start-node.js";
 import { useTestScope } from "../harness/test-scope.js";
 
+const FORMAT_KEY = "\u0000meta\u0000format";
 const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
 
 /** Every file under `dir` (recursively) with the SHA-256 of its bytes. */
@@ -117,14 +118,49 @@ describe("the data directory (data-dir)", () => {
   it("refuses a directory of a newer data format with DATA_DIR_FORMAT and leaves every file as it was", async () => {
     const dir = await usedDataDir();
     const store = await RocksStore.open(dir);
-    await store.write([{ type: "put", key: "\u0000meta\u0000format", value: JSON.stringify({ format: "twinmesh-data", version: 2 }) }]);
+    const newer = DATA_FORMAT_VERSION + 1;
+    await store.write([{ type: "put", key: FORMAT_KEY, value: JSON.stringify({ format: "twinmesh-data", version: newer }) }]);
     await store.close();
     const before = snapshot(dir);
     assert.deepEqual(await refusal(dir), {
       reason: "DATA_DIR_FORMAT",
-      message: `${dir} holds data format 2, newer than this twinmesh reads (1); run a newer twinmesh`,
+      message: `${dir} holds data format ${newer}, newer than this twinmesh reads (${DATA_FORMAT_VERSION}); run a newer twinmesh`,
     });
     assert.deepEqual(snapshot(dir), before);
+  });
+
+  it("reads a directory of data format 1 (records as one JSON object), keeps every twin's dedupe marks and stamps it with the current format", async () => {
+    const dir = await usedDataDir();
+    // Rewrite the twin records the way format 1 stored them: the state inside the metadata object.
+    let store = await RocksStore.open(dir);
+    const ops: BatchOp[] = [{ type: "put", key: FORMAT_KEY, value: JSON.stringify({ format: "twinmesh-data", version: 1 }) }];
+    for await (const chunk of store.scan({ gte: "", lt: "\uffff" })) {
+      for (const [key, value] of chunk) {
+        const split = value.indexOf("\n");
+        if (!value.startsWith('{"sv":') || split === -1) continue;
+        ops.push({ type: "put", key, value: `${value.slice(0, split - 1)},"state":${value.slice(split + 1)}}` });
+      }
+    }
+    assert.equal(ops.length, 2, "one twin record to rewrite");
+    await store.write(ops);
+    await store.close();
+
+    const node = await startNode(t, { dataDir: dir });
+    const expected = { count: 2, lastSeq: 2, total: 0, messages: 0 };
+    assert.deepEqual(await twinState(node.client, "counter", "c-1"), expected);
+    const found = [];
+    for await (const msg of node.client.queryTwins({ kind: "counter", filter: "state.count == 2" })) if (msg.twin !== undefined) found.push(msg.twin.id);
+    assert.deepEqual(found, ["c-1"]);
+    assert.deepEqual(statuses((await node.client.publish([ev("counter", "c-1", 2), ev("counter", "c-1", 3)])).results), ["DUPLICATE", "ACCEPTED"]);
+    assert.deepEqual(await twinState(node.client, "counter", "c-1"), { ...expected, count: 3, lastSeq: 3 });
+    await node.stop();
+
+    store = await RocksStore.open(dir);
+    try {
+      assert.deepEqual(JSON.parse((await store.get(FORMAT_KEY)) ?? "null"), { format: "twinmesh-data", version: DATA_FORMAT_VERSION });
+    } finally {
+      await store.close();
+    }
   });
 
   it("refuses a directory another node in this process holds with DATA_DIR_LOCKED, while the first node keeps serving", async () => {
