@@ -7,6 +7,7 @@ import { Health, HealthCheckRequestSchema } from "../proto/gen/grpc/health/v1/he
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { type Consistency, type Event, type PublishStreamResponse, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
+import { decodeQueryTwinsResponse } from "./query-decoder.js";
 
 /** An RPC that failed, with the gRPC status and twinmesh's reason and field violations. */
 export class TwinmeshClientError extends Error {
@@ -93,15 +94,17 @@ export class TwinmeshClient {
     });
   }
 
+  /** Calls a server-streaming method; `decode` reads each response, protobuf-es's `fromBinary` unless a method has a faster one. */
   private async *serverStream<M extends DescMethod & { methodKind: "server_streaming" }>(
     method: M,
     request: MessageInitShape<M["input"]>,
     signal?: AbortSignal,
+    decode: (bytes: Uint8Array) => MessageShape<M["output"]> = (bytes) => fromBinary(method.output, bytes) as MessageShape<M["output"]>,
   ): AsyncGenerator<MessageShape<M["output"]>> {
     const call = this.client.makeServerStreamRequest<Buffer, MessageShape<M["output"]>>(
       path(method),
       () => Buffer.from(toBinary(method.input, create(method.input, request))),
-      (buf: Buffer) => fromBinary(method.output, buf) as MessageShape<M["output"]>,
+      decode,
       Buffer.alloc(0),
     );
     const cancel = (): void => call.cancel();
@@ -130,8 +133,9 @@ export class TwinmeshClient {
   getTwin(req: MessageInitShape<typeof TwinService.method.getTwin.input>) {
     return this.unary(TwinService.method.getTwin, req);
   }
+  /** Streams the matching twins, one message each, then a summary. Messages are read by `decodeQueryTwinsResponse`, which returns what `fromBinary` would, faster. */
   queryTwins(req: MessageInitShape<typeof TwinService.method.queryTwins.input>, signal?: AbortSignal) {
-    return this.serverStream(TwinService.method.queryTwins, req, signal);
+    return this.serverStream(TwinService.method.queryTwins, req, signal, decodeQueryTwinsResponse);
   }
   aggregateTwins(req: MessageInitShape<typeof TwinService.method.aggregateTwins.input>) {
     return this.unary(TwinService.method.aggregateTwins, req);

@@ -2,6 +2,7 @@ import type { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import { InvalidArgumentError, type TwinRuntime } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { requireField, toPbGroup, toSnapshot } from "./proto-convert.js";
+import { encodeQueryTwinsSnapshot } from "./snapshot-encoder.js";
 
 /** `twinmesh.v1.TwinService` over a {@link TwinRuntime}. */
 export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinService> {
@@ -34,7 +35,8 @@ export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinServic
           });
           return;
         }
-        await out.write({ $typeName: "twinmesh.v1.QueryTwinsResponse", twin: toSnapshot(next.value) });
+        // One message per twin: encoded by hand, which costs a fraction of toBinary (see snapshot-encoder.ts).
+        await out.write(encodeQueryTwinsSnapshot(next.value));
       }
     },
 

@@ -9,6 +9,7 @@ import { type DescMessage, type DescMethod, type DescService, fromBinary, type M
 import type * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { ConfigError, InvalidArgumentError, StatusCode, TwinmeshError } from "../../runtime/index.js";
+import type { Encoded } from "./encoded.js";
 import { type ErrorLog, toStatus } from "./to-status.js";
 
 /** gRPC's customary message size limit, 4 MiB. */
@@ -25,28 +26,30 @@ export interface CallContext {
 }
 
 /** The response side of a streaming call. */
-export interface StreamSink<O> {
+export interface StreamSink<O extends Message> {
   /**
-   * Sends one message. Resolves once the stream can take another: when grpc-js's buffer is full
-   * it waits for `"drain"`, so a slow client slows the handler instead of growing memory.
-   * Concurrent writes are allowed and keep their call order.
+   * Sends one message: a message object, which the adapter encodes with `toBinary`, or its
+   * {@link Encoded} bytes, sent as they are (grpc-js keeps them until they are written). Resolves
+   * once the stream can take another: when grpc-js's buffer is full it waits for `"drain"`, so a
+   * slow client slows the handler instead of growing memory. Concurrent writes are allowed and
+   * keep their call order.
    * @throws An `AbortError` when the call has ended (see {@link CallContext.signal}).
    */
-  write(msg: O): Promise<void>;
+  write(msg: O | Encoded<O>): Promise<void>;
 }
 
 /** Answers a unary RPC. */
 export type UnaryHandler<I, O> = (req: I, call: CallContext) => Promise<O>;
 
 /** Answers a server-streaming RPC; the call ends OK when the returned promise resolves. */
-export type ServerStreamHandler<I, O> = (req: I, out: StreamSink<O>, call: CallContext) => Promise<void>;
+export type ServerStreamHandler<I, O extends Message> = (req: I, out: StreamSink<O>, call: CallContext) => Promise<void>;
 
 /**
  * Answers a bidi-streaming RPC. `input` yields decoded requests as the handler pulls them. A
  * request that is too large or malformed is a stream-level fault: `input` throws it, and the call
  * ends with its status even if the handler catches it.
  */
-export type BidiHandler<I, O> = (input: AsyncIterable<I>, out: StreamSink<O>, call: CallContext) => Promise<void>;
+export type BidiHandler<I, O extends Message> = (input: AsyncIterable<I>, out: StreamSink<O>, call: CallContext) => Promise<void>;
 
 /** The handler type for one method descriptor (client streaming is not supported: `never`). */
 export type MethodHandler<M> = M extends {
@@ -108,8 +111,9 @@ export function resolveAdapterOptions(options: AdapterOptions = {}): ResolvedAda
  * Registers `impl` for `service` on a grpc-js server. Requests arrive as raw bytes (grpc-js does
  * not decode them), are checked against `maxMessageBytes` (RESOURCE_EXHAUSTED, reason
  * `MESSAGE_TOO_LARGE`) and decoded with `fromBinary` (INVALID_ARGUMENT, reason
- * `MALFORMED_MESSAGE`); responses are encoded with `toBinary`. Whatever a handler throws, before
- * or after a stream started, ends the call with the status {@link toStatus} gives.
+ * `MALFORMED_MESSAGE`); responses are encoded with `toBinary`, except {@link Encoded} bytes a
+ * handler writes to a stream, which are sent as they are. Whatever a handler throws, before or
+ * after a stream started, ends the call with the status {@link toStatus} gives.
  *
  * @throws Error when `service` has a client-streaming method or `impl` lacks a method.
  * @example
@@ -267,7 +271,8 @@ function sink(call: StreamCall, schema: DescMessage, signal: AbortSignal): Strea
       signal.throwIfAborted();
       // grpc-js drops writes after a cancel without calling back, so "drain" may never come:
       // the wait must end with the signal.
-      if (!call.write(encode(schema, msg))) await once(call, "drain", { signal });
+      const bytes = msg instanceof Uint8Array ? asBuffer(msg) : encode(schema, msg);
+      if (!call.write(bytes)) await once(call, "drain", { signal });
     },
   };
 }
@@ -315,8 +320,12 @@ function decode(rpc: Rpc, bytes: Buffer): Message {
 }
 
 function encode(schema: DescMessage, msg: Message): Buffer {
-  const bytes = toBinary(schema, msg);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // a view, not a copy
+  return asBuffer(toBinary(schema, msg));
+}
+
+/** grpc-js writes Buffers; this is the same memory, not a copy. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** A request over the adapter's size limit. A retry of the same request cannot succeed. */

@@ -7,7 +7,7 @@ import { type DescriptorProto, type EnumDescriptorProto, type FieldDescriptorPro
 import type * as grpc from "@grpc/grpc-js";
 import * as v1 from "../../proto/gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../proto/gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { type AdapterOptions, addService, type StreamSink } from "./grpc-adapter.js";
+import { type AdapterOptions, addService } from "./grpc-adapter.js";
 
 // grpc.StatusCode values reflection reports inside error_response (it is not a call status).
 const NOT_FOUND = 5;
@@ -52,7 +52,12 @@ export function addReflectionService(server: grpc.Server, services: readonly Des
   );
 }
 
-async function serve(index: ReflectionIndex, input: AsyncIterable<v1.ServerReflectionRequest>, out: StreamSink<v1.ServerReflectionResponse>): Promise<void> {
+// `out` takes messages only (a StreamSink also takes Encoded bytes), so the v1alpha sink above can convert each one.
+async function serve(
+  index: ReflectionIndex,
+  input: AsyncIterable<v1.ServerReflectionRequest>,
+  out: { write(res: v1.ServerReflectionResponse): Promise<void> },
+): Promise<void> {
   const sent = new Set<string>(); // file names this stream has received; at most every file of the index
   for await (const req of input) await out.write(index.answer(req, sent));
 }

@@ -20,6 +20,7 @@ import {
   TwinSnapshotSchema,
 } from "../../../../proto/gen/twinmesh/v1/twin_pb.js";
 import { InvalidArgumentError, TwinNotFoundError, UnknownKindError } from "../../../../runtime/errors.js";
+import { preEncoded } from "../../../../server/grpc/encoded.js";
 import { addService } from "../../../../server/grpc/grpc-adapter.js";
 import type { ErrorLog } from "../../../../server/grpc/to-status.js";
 import { waitFor } from "../../../harness/wait-for.js";
@@ -139,6 +140,14 @@ describe("addService (grpc-adapter)", () => {
           });
         },
         async queryTwins(req, out) {
+          if (req.kind === "pre-encoded") {
+            // Encoded bytes between two messages the adapter encodes itself.
+            const twin = (id: string) => create(QueryTwinsResponseSchema, { twin: create(TwinSnapshotSchema, { kind: req.kind, id, state: { n: 1 } }) });
+            await out.write(twin("twin-0"));
+            await out.write(preEncoded(QueryTwinsResponseSchema, toBinary(QueryTwinsResponseSchema, twin("twin-1"))));
+            await out.write(twin("twin-2"));
+            return;
+          }
           try {
             for (let i = 0; req.kind !== "endless" ? i < req.limit : true; i++) {
               const id = req.kind === "big" ? `${i}-${BIG_ID}` : `twin-${i}`;
@@ -281,6 +290,22 @@ describe("addService (grpc-adapter)", () => {
       Array.from({ length: total }, (_, i) => BigInt(i)),
     );
     assert.equal(probe.written, total);
+  });
+
+  it("sends Encoded bytes as they are, in order with the messages it encodes", async () => {
+    const call = client.makeServerStreamRequest(
+      pathOf(TwinService.method.queryTwins),
+      encoder(QueryTwinsRequestSchema),
+      decoder(QueryTwinsResponseSchema),
+      create(QueryTwinsRequestSchema, { kind: "pre-encoded" }),
+    );
+    const twins: unknown[] = [];
+    for await (const res of call as AsyncIterable<MessageShape<typeof QueryTwinsResponseSchema>>) twins.push(res.twin);
+    assert.deepEqual(
+      twins,
+      ["twin-0", "twin-1", "twin-2"].map((id) => create(TwinSnapshotSchema, { kind: "pre-encoded", id, state: { n: 1 } })),
+    );
+    assert.deepEqual(log.entries, []);
   });
 
   it("ends a stream with the mapped status when the handler throws after writing", async () => {

@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { toBinary } from "@bufbuild/protobuf";
+import { QueryTwinsResponseSchema } from "../../../proto/gen/twinmesh/v1/twin_pb.js";
+import type { JsonObject, TwinView } from "../../../runtime/index.js";
+import { toSnapshot } from "../../../server/proto-convert.js";
+import { encodeQueryTwinsSnapshot } from "../../../server/snapshot-encoder.js";
+import { randomTwinViews } from "../../harness/random-twin-view.js";
+
+/** The reference: what the server sent before the hand-written encoder. */
+function reference(view: TwinView): Uint8Array {
+  return toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", twin: toSnapshot(view) });
+}
+
+function assertSameBytes(view: TwinView, message?: string): void {
+  assert.deepEqual(Buffer.from(encodeQueryTwinsSnapshot(view)), Buffer.from(reference(view)), message);
+}
+
+/** The outcome of a call: its result, or the class and message of what it threw. */
+function outcome(f: () => Uint8Array): { bytes: Buffer } | { threw: string } {
+  try {
+    return { bytes: Buffer.from(f()) };
+  } catch (err) {
+    return { threw: err instanceof Error ? `${err.constructor.name}: ${err.message}` : String(err) };
+  }
+}
+
+const BENCH: TwinView = {
+  kind: "bench",
+  id: "t-123456",
+  state: { value: 97.3, ewma: 96.1, count: 1234, min: 1.5, max: 140.2, group: "g-07", lastMs: 1795462404082 },
+  version: 1234,
+  lastSeq: 1234,
+  lastEventTime: 1795462404082,
+  ownerNodeId: "node-1",
+};
+
+describe("encodeQueryTwinsSnapshot", () => {
+  it("writes the bytes toBinary writes for the benchmark twin", () => {
+    assertSameBytes(BENCH);
+  });
+
+  it("writes the bytes toBinary writes for 3,000 generated twins, and later calls leave earlier results unchanged", () => {
+    const views = randomTwinViews("snapshot-encoder", 3000);
+    // Kept until the end: together they span many slabs, so a result overwritten by a later call shows.
+    const encoded = views.map((view) => encodeQueryTwinsSnapshot(view));
+    views.forEach((view, i) => {
+      assert.deepEqual(Buffer.from(encoded[i] ?? []), Buffer.from(reference(view)), `view ${i}: ${JSON.stringify(view).slice(0, 200)}`);
+    });
+  });
+
+  it("leaves out empty strings and zero counters, and writes an empty state and a time of 0 as toBinary does", () => {
+    assertSameBytes({ kind: "", id: "", state: {}, version: 0, lastSeq: 0, ownerNodeId: "" });
+    assertSameBytes({ kind: "", id: "", state: {}, version: 0, lastSeq: 0, lastEventTime: 0, ownerNodeId: "" });
+    assert.deepEqual([...encodeQueryTwinsSnapshot({ kind: "", id: "", state: {}, version: 0, lastSeq: 0, ownerNodeId: "" })], [0x0a, 0x02, 0x1a, 0x00]);
+  });
+
+  it("writes counters from 0 to 2^53 - 1 and event times with and without a sub-second part", () => {
+    for (const n of [0, 1, 127, 128, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 49, Number.MAX_SAFE_INTEGER]) {
+      for (const lastEventTime of [undefined, 0, 1, 999, 1000, 1001, 1795462404000, 1795462404082, Number.MAX_SAFE_INTEGER]) {
+        assertSameBytes({ ...BENCH, version: n, lastSeq: n, lastEventTime }, `counter ${n}, time ${lastEventTime}`);
+      }
+    }
+  });
+
+  it("writes lengths of one to four varint bytes, for strings and for the fields around them", () => {
+    for (const length of [0, 1, 127, 128, 16_383, 16_384, 2_097_152]) {
+      const text = "x".repeat(length);
+      assertSameBytes({ ...BENCH, id: text, state: { text } }, `ASCII, ${length} bytes`);
+      assertSameBytes({ ...BENCH, kind: text, state: { nested: { list: [text, { text }] } } }, `nested, ${length} bytes`);
+    }
+    // Multi-byte text: the length in bytes needs more varint bytes than the length in characters.
+    for (const chars of [42, 43, 64, 65, 5461, 5462, 8191, 8192]) {
+      const text = "€".repeat(chars);
+      assertSameBytes({ ...BENCH, ownerNodeId: text, state: { [text]: text } }, `${chars} x €`);
+    }
+  });
+
+  it("writes multi-byte, astral and control characters, and lone surrogates as U+FFFD, as toBinary does", () => {
+    for (const text of ["é", "日本語", "😀𝄞", "a\u0000b\nc", "\uFEFFbom", "lone \ud800 high", "lone \udc00 low", `${"x".repeat(63)}é`, `é${"x".repeat(70)}`]) {
+      assertSameBytes({ ...BENCH, id: text, state: { [text]: [text] } }, JSON.stringify(text));
+    }
+  });
+
+  it("writes keys in Object.keys order, with `__proto__` and integer-like keys, as toBinary does", () => {
+    const state = JSON.parse('{"b":1,"__proto__":{"x":null},"10":2,"a":{"2":true,"1":false},"0":[]}') as JsonObject;
+    assert.ok(Object.hasOwn(state, "__proto__"));
+    assertSameBytes({ ...BENCH, state });
+  });
+
+  it("writes -0, NaN, infinities and the extremes of double as toBinary does", () => {
+    assertSameBytes({ ...BENCH, state: { values: [-0, 0, Number.NaN, Infinity, -Infinity, Number.MIN_VALUE, Number.MAX_VALUE, -Number.MAX_VALUE] } });
+  });
+
+  it("writes values that are not JSON as toBinary does: empty Values for undefined, functions and bigints", () => {
+    const state = { missing: undefined, fn: () => 1, big: 10n, list: [undefined, 1, () => 2], date: new Date(0) } as unknown as JsonObject;
+    // A hole in a sparse array is an undefined element.
+    (state.list as unknown[]).length = 5;
+    assertSameBytes({ ...BENCH, state });
+  });
+
+  it("leaves counters that are not non-negative safe integers and times before 1970 to toBinary, with its result or error", () => {
+    for (const [field, value] of [
+      ["version", 1.5],
+      ["version", -1],
+      ["lastSeq", 2 ** 53],
+      ["lastSeq", Number.NaN],
+      ["lastEventTime", -1],
+      ["lastEventTime", -1001],
+      ["lastEventTime", 0.5],
+      ["lastEventTime", 1.0000001],
+    ] as const) {
+      const view = { ...BENCH, [field]: value };
+      assert.deepEqual(
+        outcome(() => encodeQueryTwinsSnapshot(view)),
+        outcome(() => reference(view)),
+        `${field} ${value}`,
+      );
+    }
+  });
+
+  it("encodes the next twin correctly after a call that threw midway", () => {
+    const state = {
+      before: "x".repeat(1000),
+      get broken(): number {
+        throw new Error("state getter failed");
+      },
+    } as unknown as JsonObject;
+    assert.throws(() => encodeQueryTwinsSnapshot({ ...BENCH, state }), /state getter failed/);
+    assertSameBytes(BENCH);
+  });
+
+  it("writes a twin larger than a slab, and the small twins after it", () => {
+    const huge = { ...BENCH, state: { blob: "x".repeat(200 * 1024), list: Array.from({ length: 5000 }, (_, i) => ({ i })) } };
+    const first = encodeQueryTwinsSnapshot(BENCH);
+    const big = encodeQueryTwinsSnapshot(huge);
+    const after = encodeQueryTwinsSnapshot({ ...BENCH, id: "after" });
+    assert.deepEqual(Buffer.from(first), Buffer.from(reference(BENCH)));
+    assert.deepEqual(Buffer.from(big), Buffer.from(reference(huge)));
+    assert.deepEqual(Buffer.from(after), Buffer.from(reference({ ...BENCH, id: "after" })));
+  });
+});
