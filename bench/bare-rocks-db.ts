@@ -1,8 +1,9 @@
 import { createRequire } from "node:module";
+import { DEFAULT_CACHE_BYTES, DEFAULT_WRITE_BUFFER_BYTES } from "../runtime/store/rocks-store.js";
 
 /**
  * The `rocksdb` package used directly, for the ceilings, opened with the same options as the
- * node's store (runtime/store/rocks-store.ts): compression, 64 MiB block cache, 32 MiB memtable.
+ * node's store (runtime/store/rocks-store.ts): compression, its default block cache and memtable sizes.
  */
 
 type Callback = (err: Error | null | undefined) => void;
@@ -34,8 +35,8 @@ export class BareRocks {
           createIfMissing: true,
           errorIfExists: false,
           compression: true,
-          cacheSize: 64 * 1024 * 1024,
-          writeBufferSize: 32 * 1024 * 1024,
+          cacheSize: DEFAULT_CACHE_BYTES,
+          writeBufferSize: DEFAULT_WRITE_BUFFER_BYTES,
           maxOpenFiles: 1000,
           infoLogLevel: "error",
         },

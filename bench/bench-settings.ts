@@ -64,6 +64,8 @@ export interface BenchSettings {
   readonly restarts: number;
   /** Where node CPU profiles go (`--cpu-prof`), or undefined. */
   readonly cpuProfDir: string | undefined;
+  /** Extra Node.js flags for the node under test (`--node-args`). */
+  readonly nodeArgs: readonly string[];
   readonly keepData: boolean;
   /** Directory of the results files. */
   readonly outDir: string;
@@ -78,6 +80,7 @@ export interface BenchFlags {
   largeTwins?: number;
   durationMs?: number;
   cpuProf?: string | boolean;
+  nodeArgs?: string;
   keepData?: boolean;
   pipelineGroupMin?: number;
   out: string;
@@ -118,6 +121,7 @@ export function resolveSettings(flags: BenchFlags): BenchSettings {
     expectedRate: 120_000,
     restarts: quick ? 1 : 3,
     cpuProfDir: flags.cpuProf === undefined || flags.cpuProf === false ? undefined : flags.cpuProf === true ? "bench/results/profiles" : flags.cpuProf,
+    nodeArgs: flags.nodeArgs === undefined ? [] : flags.nodeArgs.split(/\s+/).filter((arg) => arg !== ""),
     keepData: flags.keepData === true,
     outDir: flags.out,
   };

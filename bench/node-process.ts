@@ -18,6 +18,8 @@ export interface NodeSpec {
   readonly maxActive?: number;
   /** Write a V8 CPU profile of the node into this directory (on a clean exit). */
   readonly cpuProfDir?: string;
+  /** Extra Node.js flags, before the script. */
+  readonly nodeArgs?: readonly string[];
   readonly readyTimeoutMs: number;
 }
 
@@ -51,8 +53,8 @@ export async function startNode(spec: NodeSpec): Promise<StartedNode> {
     "warn",
   ];
   if (spec.maxActive !== undefined) args.push("--max-active", String(spec.maxActive));
-  const nodeArgs =
-    spec.cpuProfDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", spec.cpuProfDir, "--cpu-prof-name", `${spec.name}-${Date.now()}.cpuprofile`];
+  const nodeArgs = [...(spec.nodeArgs ?? [])];
+  if (spec.cpuProfDir !== undefined) nodeArgs.push("--cpu-prof", "--cpu-prof-dir", spec.cpuProfDir, "--cpu-prof-name", `${spec.name}-${Date.now()}.cpuprofile`);
   const child = BenchChild.spawn(CLI_SCRIPT, args, { name: spec.name, nodeArgs });
   try {
     const { match, at } = await child.waitForLine(READY_LINE, spec.readyTimeoutMs);

@@ -281,7 +281,8 @@ class Bench {
 
   /** A node child on a data directory under the bench's temp root. */
   async node(name: string, durability: "wal" | "fsync", dataDir: string, maxActive?: number): Promise<StartedNode> {
-    const node = await startNode({ name, dataDir, durability, maxActive, cpuProfDir: this.settings.cpuProfDir, readyTimeoutMs: NODE_READY_TIMEOUT_MS });
+    const { cpuProfDir, nodeArgs } = this.settings;
+    const node = await startNode({ name, dataDir, durability, maxActive, cpuProfDir, nodeArgs, readyTimeoutMs: NODE_READY_TIMEOUT_MS });
     this.log(`${name}: node pid ${node.child.pid} serving on ${node.address} (ready in ${fmtMs(node.readyMs)} ms)`);
     return node;
   }
@@ -783,6 +784,7 @@ function parseFlags(argv: string[]): BenchFlags {
       new Option("--pipeline-group-min <events>", "smallest group the bare pipeline writes (default 1,000)").argParser(whole("--pipeline-group-min", 1)),
     )
     .option("--cpu-prof [dir]", "write V8 CPU profiles of the node children (on their clean exit) into dir (default bench/results/profiles)")
+    .option("--node-args <flags>", 'extra Node.js flags for the node under test, e.g. "--max-old-space-size=320"')
     .option("--keep-data", "keep the temporary data directories", false)
     .option("--out <dir>", "directory of the results files", DEFAULT_OUT_DIR)
     .exitOverride((err) => process.exit(err.exitCode));

@@ -1,6 +1,8 @@
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { createLogger, type Durability, type Logger } from "../runtime/index.js";
+import { withCliConventions } from "./commands/client-command.js";
+import { EXIT, exitWith, printErrorLine } from "./output.js";
 import { loadTwinModules } from "./twin-modules.js";
 
 const DEMO_TWINS = fileURLToPath(new URL("../twins/index.js", import.meta.url));
@@ -20,6 +22,8 @@ interface StartOptions {
   port: number;
   durability: Durability;
   maxActive?: number;
+  cacheMb: number;
+  heapBudgetMb: number;
   nodeId: string;
   logLevel: string;
   demo: boolean;
@@ -29,7 +33,7 @@ interface StartOptions {
 
 /** `twinmesh start`: runs one node until SIGINT/SIGTERM, then drains and exits. */
 export function startCommand(): Command {
-  return new Command("start")
+  return withCliConventions(new Command("start"))
     .description("start a node: load twin classes, open the data directory, serve gRPC")
     .addOption(new Option("--twins <module...>", "twin module(s) to load (.ts or .js); repeatable").env("TWINMESH_TWINS").default([]))
     .addOption(new Option("--data <dir>", "data directory (RocksDB)").env("TWINMESH_DATA").default("./data"))
@@ -43,6 +47,21 @@ export function startCommand(): Command {
     )
     .addOption(
       new Option("--max-active <n>", "most twins kept in memory (default 100000)").env("TWINMESH_MAX_ACTIVE").argParser(wholeNumber("--max-active", 1)),
+    )
+    .addOption(
+      new Option("--cache-mb <MiB>", "RocksDB block cache; active twins are cached as objects, this serves the loads of the others")
+        .env("TWINMESH_CACHE_MB")
+        .default(16)
+        .argParser(wholeNumber("--cache-mb", 0)),
+    )
+    .addOption(
+      new Option(
+        "--heap-budget-mb <MiB>",
+        "JavaScript heap size to steer toward: past it, full collections come sooner (a target, not a limit; 0 leaves V8's policy)",
+      )
+        .env("TWINMESH_HEAP_BUDGET_MB")
+        .default(256)
+        .argParser(wholeNumber("--heap-budget-mb", 0)),
     )
     .addOption(new Option("--node-id <id>", "this node's id").env("TWINMESH_NODE_ID").default("local"))
     .addOption(
@@ -63,14 +82,17 @@ async function start(opts: StartOptions): Promise<void> {
   const modules = typeof opts.twins === "string" ? [opts.twins] : [...opts.twins];
   if (opts.demo) modules.push(DEMO_TWINS);
   if (modules.length === 0) {
-    throw new CommanderArgError("no twin classes to run: pass --twins <module> (or --demo for the example twins)");
+    const message = "no twin classes to run: pass --twins <module> (or --demo for the example twins); see 'twinmesh start --help' (USAGE)";
+    printErrorLine(message);
+    throw exitWith(EXIT.usage, message);
   }
   const log = createLogger({ level: opts.logLevel });
   // Handlers go in before anything starts, so a signal at any point drains instead of killing.
   const stopRequested = stopSignal(log);
   const twins = await loadTwinModules(modules);
   // Loaded here, not at the top: the client commands start faster without the server code.
-  const { TwinmeshNode } = await import("../server/index.js");
+  const { HeapBudget, TwinmeshNode } = await import("../server/index.js");
+  const heapBudget = opts.heapBudgetMb > 0 ? new HeapBudget(opts.heapBudgetMb * 1024 * 1024, log.child({ component: "heap" })) : undefined;
   const node = await TwinmeshNode.start({
     twins,
     dataDir: opts.data,
@@ -79,6 +101,7 @@ async function start(opts: StartOptions): Promise<void> {
     durability: opts.durability,
     nodeId: opts.nodeId,
     hostOptions: opts.maxActive === undefined ? undefined : { maxActive: opts.maxActive },
+    storeOptions: { cacheBytes: opts.cacheMb * 1024 * 1024 },
     log,
   });
   const kinds = twins.map((t) => t.kind).sort();
@@ -114,6 +137,7 @@ async function start(opts: StartOptions): Promise<void> {
   stopSimulator.abort();
   await simulation;
   await node.close();
+  heapBudget?.stop();
   log.flush();
 }
 

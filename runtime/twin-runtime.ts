@@ -6,7 +6,7 @@ import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
 import { silentLogger } from "./log.js";
 import { TwinQueries } from "./query/twin-query.js";
-import { type Durability, RocksStore } from "./store/rocks-store.js";
+import { type Durability, RocksStore, type RocksStoreOptions } from "./store/rocks-store.js";
 import type { TwinClass } from "./twin/twin.js";
 
 /** Options for {@link TwinRuntime.open}. */
@@ -25,6 +25,8 @@ export interface TwinRuntimeOptions {
   readonly nodeId?: string;
   readonly host?: HostOptions;
   readonly observer?: HostObserver;
+  /** RocksDB cache and memtable sizes. */
+  readonly store?: Pick<RocksStoreOptions, "cacheBytes" | "writeBufferBytes">;
 }
 
 /**
@@ -55,7 +57,7 @@ export class TwinRuntime {
     const registry = new TwinRegistry();
     registry.register(...options.twins);
     const log = options.log ?? silentLogger();
-    const store = await RocksStore.open(options.dataDir, { durability: options.durability });
+    const store = await RocksStore.open(options.dataDir, { ...options.store, durability: options.durability });
     try {
       const host = new TwinHost({
         store,

@@ -3,4 +3,5 @@
  */
 
 export { DEFAULT_MAX_MESSAGE_BYTES } from "./grpc/grpc-adapter.js";
+export { HeapBudget } from "./heap-budget.js";
 export { type NodeOptions, TwinmeshNode } from "./twinmesh-server.js";

@@ -4,7 +4,16 @@ import { Health, HealthCheckResponse_ServingStatus as Serving } from "../proto/g
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
-import { ConfigError, Durability, type HostOptions, type Logger, silentLogger, type TwinClass, TwinRuntime } from "../runtime/index.js";
+import {
+  ConfigError,
+  Durability,
+  type HostOptions,
+  type Logger,
+  silentLogger,
+  type TwinClass,
+  TwinRuntime,
+  type TwinRuntimeOptions,
+} from "../runtime/index.js";
 import { alertService } from "./alert-service.js";
 import { addService, DEFAULT_MAX_MESSAGE_BYTES } from "./grpc/grpc-adapter.js";
 import { addHealthService, HealthState } from "./grpc/health-service.js";
@@ -34,6 +43,8 @@ export interface NodeOptions {
   readonly maxInflightBatches?: number;
   /** Runtime limits (max active twins, mailbox depth, turn timeout, …). */
   readonly hostOptions?: HostOptions;
+  /** RocksDB block cache and memtable sizes. */
+  readonly storeOptions?: TwinRuntimeOptions["store"];
   /** @defaultValue a silent logger */
   readonly log?: Logger;
 }
@@ -76,6 +87,7 @@ export class TwinmeshNode {
       durability: options.durability ?? Durability.WAL,
       nodeId: options.nodeId,
       host: options.hostOptions,
+      store: options.storeOptions,
       log,
     });
     const server = new grpc.Server({

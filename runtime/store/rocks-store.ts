@@ -1,6 +1,6 @@
 import { mkdirSync, readdirSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
-import { DataDirectoryError } from "../errors.js";
+import { ConfigError, DataDirectoryError } from "../errors.js";
 
 /**
  * The one module that knows which RocksDB binding twinmesh uses (the `rocksdb` package).
@@ -72,11 +72,20 @@ export interface KeyRange {
 export interface RocksStoreOptions {
   /** @defaultValue `"wal"` */
   readonly durability?: Durability;
-  /** Block cache size. @defaultValue 64 MiB */
+  /**
+   * Block cache size. Small by default: active twins are cached as objects by the host, the
+   * block cache only serves the loads of inactive ones, and the OS page cache sits behind it.
+   * @defaultValue {@link DEFAULT_CACHE_BYTES}
+   */
   readonly cacheBytes?: number;
-  /** Memtable size. @defaultValue 32 MiB */
+  /** Memtable size (RocksDB keeps up to two). @defaultValue {@link DEFAULT_WRITE_BUFFER_BYTES} */
   readonly writeBufferBytes?: number;
 }
+
+/** The block cache of a store opened without `cacheBytes`. */
+export const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
+/** The memtable size of a store opened without `writeBufferBytes`. */
+export const DEFAULT_WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
 
 const FORMAT_KEY = "\u0000meta\u0000format";
 const FORMAT_NAME = "twinmesh-data";
@@ -94,8 +103,8 @@ function openDb(db: LevelDown, createIfMissing: boolean, options: RocksStoreOpti
         createIfMissing,
         errorIfExists: false,
         compression: true,
-        cacheSize: options.cacheBytes ?? 64 * 1024 * 1024,
-        writeBufferSize: options.writeBufferBytes ?? 32 * 1024 * 1024,
+        cacheSize: options.cacheBytes ?? DEFAULT_CACHE_BYTES,
+        writeBufferSize: options.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES,
         maxOpenFiles: 1000,
         // No infoLogLevel: the binding then gives RocksDB a null logger. With one, every open,
         // even a failed one, renames LOG to LOG.old.* and writes a new LOG: it would touch a
@@ -105,6 +114,12 @@ function openDb(db: LevelDown, createIfMissing: boolean, options: RocksStoreOpti
       cb,
     ),
   );
+}
+
+function checkSize(name: string, value: number | undefined, min: number): void {
+  if (value !== undefined && (!Number.isSafeInteger(value) || value < min)) {
+    throw new ConfigError("BAD_OPTION", `${name} is ${value}; use a whole number of bytes >= ${min}, or omit it for the default`);
+  }
 }
 
 function promisify<T>(fn: (cb: Callback<T>) => void): Promise<T> {
@@ -136,10 +151,12 @@ export class RocksStore {
 
   /**
    * Opens (creating when absent or empty) the data directory `path`.
-   * @throws DataDirectoryError with reason DATA_DIR_FOREIGN, DATA_DIR_FORMAT, DATA_DIR_CORRUPT,
+   * @throws ConfigError (BAD_OPTION) for a bad size; DataDirectoryError with reason DATA_DIR_FOREIGN, DATA_DIR_FORMAT, DATA_DIR_CORRUPT,
    * DATA_DIR_LOCKED or DATA_DIR_UNREADABLE, and a message that says what to do.
    */
   static async open(path: string, options: RocksStoreOptions = {}): Promise<RocksStore> {
+    checkSize("cacheBytes", options.cacheBytes, 0);
+    checkSize("writeBufferBytes", options.writeBufferBytes, 64 * 1024);
     const fresh = RocksStore.checkDirectory(path);
     // A read-write open rewrites the MANIFEST and OPTIONS and flushes the WAL: check the format
     // marker read-only first, so a directory of another program or a newer format is left as is.

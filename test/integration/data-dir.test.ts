@@ -129,6 +129,17 @@ describe("the data directory (data-dir)", () => {
     assert.deepEqual(snapshot(dir), before);
   });
 
+  it("refuses a bad cache or memtable size with BAD_OPTION before creating the directory", async () => {
+    const dir = join(t.tempDir("parent"), "data");
+    for (const [storeOptions, message] of [
+      [{ cacheBytes: -1 }, "cacheBytes is -1; use a whole number of bytes >= 0, or omit it for the default"],
+      [{ writeBufferBytes: 1.5 }, "writeBufferBytes is 1.5; use a whole number of bytes >= 65536, or omit it for the default"],
+    ] as const) {
+      await assert.rejects(TwinmeshNode.start({ twins: fixtureTwins, dataDir: dir, port: 0, storeOptions }), { reason: "BAD_OPTION", message });
+    }
+    assert.throws(() => statSync(dir), { code: "ENOENT" });
+  });
+
   it("reads a directory of data format 1 (records as one JSON object), keeps every twin's dedupe marks and stamps it with the current format", async () => {
     const dir = await usedDataDir();
     // Rewrite the twin records the way format 1 stored them: the state inside the metadata object.

@@ -96,6 +96,32 @@ describe("twinmesh CLI without a node", () => {
     });
   });
 
+  it("refuses to start a node, exiting 2 with one USAGE line, without twin classes or with a bad size", async () => {
+    const [noTwins, badActive, badCache, badGrowth] = await Promise.all([
+      runCli(["start"]),
+      runCli(["start", "--demo", "--max-active", "0"]),
+      runCli(["start", "--demo", "--cache-mb", "-1"]),
+      runCli(["start", "--demo", "--heap-budget-mb", "lots"]),
+    ]);
+    const usage = "; see 'twinmesh start --help' (USAGE)\n";
+    assertResult(noTwins, { code: 2, stdout: "", stderr: `twinmesh: no twin classes to run: pass --twins <module> (or --demo for the example twins)${usage}` });
+    assertResult(badActive, {
+      code: 2,
+      stdout: "",
+      stderr: `twinmesh: option '--max-active <n>' argument '0' is invalid. --max-active must be a whole number >= 1, got "0"${usage}`,
+    });
+    assertResult(badCache, {
+      code: 2,
+      stdout: "",
+      stderr: `twinmesh: option '--cache-mb <MiB>' argument '-1' is invalid. --cache-mb must be a whole number >= 0, got "-1"${usage}`,
+    });
+    assertResult(badGrowth, {
+      code: 2,
+      stdout: "",
+      stderr: `twinmesh: option '--heap-budget-mb <MiB>' argument 'lots' is invalid. --heap-budget-mb must be a whole number >= 0, got "lots"${usage}`,
+    });
+  });
+
   it("exits 1 with one UNAVAILABLE line when no node listens at --address", async () => {
     const result = await runCli(["get", "patient", "bed-1", "--address", "127.0.0.1:1"]);
     assertResult(result, {
