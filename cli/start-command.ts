@@ -7,10 +7,12 @@ import { loadTwinModules } from "./twin-modules.js";
 
 const DEMO_TWINS = fileURLToPath(new URL("../twins/index.js", import.meta.url));
 
-function wholeNumber(name: string, min: number): (value: string) => number {
+function wholeNumber(name: string, min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min) throw new CommanderArgError(`${name} must be a whole number >= ${min}, got "${value}"`);
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new CommanderArgError(`${name} must be a whole number ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`}, got "${value}"`);
+    }
     return n;
   };
 }
@@ -49,10 +51,10 @@ export function startCommand(): Command {
       new Option("--max-active <n>", "most twins kept in memory (default 100000)").env("TWINMESH_MAX_ACTIVE").argParser(wholeNumber("--max-active", 1)),
     )
     .addOption(
-      new Option("--cache-mb <MiB>", "RocksDB block cache; active twins are cached as objects, this serves the loads of the others")
+      new Option("--cache-mb <MiB>", "RocksDB block cache (0: none); active twins are cached as objects, this serves the loads of the others")
         .env("TWINMESH_CACHE_MB")
         .default(16)
-        .argParser(wholeNumber("--cache-mb", 0)),
+        .argParser(wholeNumber("--cache-mb", 0, 4095)),
     )
     .addOption(
       new Option(
@@ -61,7 +63,7 @@ export function startCommand(): Command {
       )
         .env("TWINMESH_HEAP_BUDGET_MB")
         .default(256)
-        .argParser(wholeNumber("--heap-budget-mb", 0)),
+        .argParser(wholeNumber("--heap-budget-mb", 0, 1024 * 1024)),
     )
     .addOption(new Option("--node-id <id>", "this node's id").env("TWINMESH_NODE_ID").default("local"))
     .addOption(
@@ -92,7 +94,7 @@ async function start(opts: StartOptions): Promise<void> {
   const twins = await loadTwinModules(modules);
   // Loaded here, not at the top: the client commands start faster without the server code.
   const { HeapBudget, TwinmeshNode } = await import("../server/index.js");
-  const heapBudget = opts.heapBudgetMb > 0 ? new HeapBudget(opts.heapBudgetMb * 1024 * 1024, log.child({ component: "heap" })) : undefined;
+  const heapBudget = opts.heapBudgetMb > 0 ? HeapBudget.start(opts.heapBudgetMb * 1024 * 1024, log.child({ component: "heap" })) : undefined;
   const node = await TwinmeshNode.start({
     twins,
     dataDir: opts.data,
@@ -137,7 +139,7 @@ async function start(opts: StartOptions): Promise<void> {
   stopSimulator.abort();
   await simulation;
   await node.close();
-  heapBudget?.stop();
+  heapBudget?.close();
   log.flush();
 }
 

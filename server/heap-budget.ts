@@ -1,6 +1,6 @@
 import { constants, type PerformanceEntry, PerformanceObserver } from "node:perf_hooks";
 import { getHeapStatistics, setFlagsFromString } from "node:v8";
-import type { Logger } from "../runtime/index.js";
+import { ConfigError, type Logger } from "../runtime/index.js";
 
 /** V8 grows the heap to at most about this many times what survived the last full collection. */
 const V8_MAX_GROWTH_FACTOR = 4;
@@ -32,14 +32,23 @@ export function growthPercentFor(budgetBytes: number, liveBytes: number): number
  * fixed growth for every heap cost a 10k-twin node a sixth of its throughput.
  *
  * It is a target, not a limit: the heap grows past it by at least 20 % of what is live, and
- * nothing fails when it does. Only the process's owner should start one (the `twinmesh start`
- * command does); it sets a V8 flag for the whole process.
+ * nothing fails when it does. It sets a V8 flag for the whole process, so only the process's
+ * owner starts one (the `twinmesh start` command does), and only one runs at a time.
+ *
+ * @example
+ * ```ts
+ * const budget = HeapBudget.start(256 * 1024 * 1024, log);
+ * // … run the node
+ * budget.close();
+ * ```
  */
 export class HeapBudget {
+  private static running: HeapBudget | undefined;
   private percent = 0;
+  private closed = false;
   private readonly observer: PerformanceObserver;
 
-  constructor(
+  private constructor(
     /** The heap size to stay near, in bytes. */
     readonly budgetBytes: number,
     private readonly log: Logger,
@@ -47,8 +56,25 @@ export class HeapBudget {
     this.observer = new PerformanceObserver((list) => {
       if (list.getEntries().some(isFullCollection)) this.adjust();
     });
-    this.observer.observe({ entryTypes: ["gc"] });
-    this.apply(INITIAL_GROWTH_PERCENT, 0);
+  }
+
+  /**
+   * Starts steering toward `budgetBytes`.
+   * @throws ConfigError (BAD_OPTION) for a budget that is not a positive whole number of bytes, or
+   * when a budget is already running in this process.
+   */
+  static start(budgetBytes: number, log: Logger): HeapBudget {
+    if (!Number.isSafeInteger(budgetBytes) || budgetBytes <= 0) {
+      throw new ConfigError("BAD_OPTION", `heap budget is ${budgetBytes}; use a whole number of bytes above 0`);
+    }
+    if (HeapBudget.running !== undefined) {
+      throw new ConfigError("BAD_OPTION", "a heap budget is already running in this process; close it first (the V8 flag it sets is process-wide)");
+    }
+    const budget = new HeapBudget(budgetBytes, log);
+    HeapBudget.running = budget;
+    budget.observer.observe({ entryTypes: ["gc"] });
+    budget.apply(INITIAL_GROWTH_PERCENT, 0);
+    return budget;
   }
 
   /** The growth currently asked of V8, in percent; 0 while V8's own policy applies. */
@@ -56,10 +82,13 @@ export class HeapBudget {
     return this.percent;
   }
 
-  /** Stops steering and gives V8 its own policy back. */
-  stop(): void {
+  /** Stops steering and gives V8 its own policy back. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
     this.observer.disconnect();
     this.apply(0, 0);
+    HeapBudget.running = undefined;
   }
 
   private adjust(): void {

@@ -26,11 +26,11 @@ import { toSnapshot } from "./proto-convert.js";
  * fill further, kept alive by its views until grpc-js has sent them.
  * @throws whatever `toSnapshot` and `toBinary` throw for such counters, e.g. a RangeError for a fractional version.
  */
-export function encodeQueryTwinsSnapshot(view: TwinView): Encoded<QueryTwinsResponse> {
+export function encodeQueryTwinsSnapshot(view: TwinView, into: SnapshotWriter = writer): Encoded<QueryTwinsResponse> {
   if (!isUint(view.version) || !isUint(view.lastSeq) || (view.lastEventTime !== undefined && !isUint(view.lastEventTime))) {
     return preEncoded(QueryTwinsResponseSchema, toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", twin: toSnapshot(view) }));
   }
-  const w = writer;
+  const w = into;
   w.begin();
   w.byte(TAG_RESPONSE_TWIN);
   const twin = w.beginLength();
@@ -97,7 +97,7 @@ function isUint(n: number): boolean {
 }
 
 /** The fields of a `google.protobuf.Struct`: one map entry per key, in `Object.keys` order as protobuf-es writes them. */
-function writeStructFields(w: Writer, obj: JsonObject): void {
+function writeStructFields(w: SnapshotWriter, obj: JsonObject): void {
   for (const key of Object.keys(obj)) {
     w.byte(TAG_STRUCT_ENTRY);
     const entry = w.beginLength();
@@ -116,7 +116,7 @@ function writeStructFields(w: Writer, obj: JsonObject): void {
  * value (0, "", false), and null is `null_value: NULL_VALUE`, the enum's 0. protobuf-es leaves the
  * oneof unset for anything else (undefined, a function, a bigint), which writes nothing.
  */
-function writeValueKind(w: Writer, value: unknown): void {
+function writeValueKind(w: SnapshotWriter, value: unknown): void {
   switch (typeof value) {
     case "number":
       w.byte(TAG_VALUE_NUMBER);
@@ -159,7 +159,7 @@ function writeValueKind(w: Writer, value: unknown): void {
 }
 
 /** A `google.protobuf.Timestamp` from epoch ms ≥ 0, split as protobuf-es's `timestampFromMs` splits it. */
-function writeTimestamp(w: Writer, ms: number): void {
+function writeTimestamp(w: SnapshotWriter, ms: number): void {
   const seconds = Math.floor(ms / 1000);
   const nanos = (ms - seconds * 1000) * 1_000_000;
   w.byte(TAG_SNAPSHOT_LAST_EVENT_TIME);
@@ -185,11 +185,16 @@ function writeTimestamp(w: Writer, ms: number): void {
  * Positions of open lengths are relative to the message's start, because a message that outgrows
  * the slab moves to a new one.
  */
-class Writer {
-  private slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+export class SnapshotWriter {
+  private slab: Buffer;
   /** Where the message being written starts in the slab. */
   private start = 0;
   private pos = 0;
+
+  /** @param slabBytes - The size of each slab; tests pass small ones to make messages cross slab ends. */
+  constructor(private readonly slabBytes = SLAB_BYTES) {
+    this.slab = Buffer.allocUnsafeSlow(slabBytes);
+  }
 
   /** Starts a message, dropping what a call that threw midway left behind. */
   begin(): void {
@@ -199,9 +204,9 @@ class Writer {
   /** The message written since {@link begin}, as a view of the slab. */
   finish(): Buffer {
     const message = Buffer.from(this.slab.buffer, this.slab.byteOffset + this.start, this.pos - this.start);
-    if (this.slab.length > SLAB_BYTES) {
+    if (this.slab.length > this.slabBytes) {
       // A slab grown for one huge message is not kept for the small ones that follow.
-      this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+      this.slab = Buffer.allocUnsafeSlow(this.slabBytes);
       this.pos = 0;
     }
     this.start = this.pos;
@@ -272,14 +277,15 @@ class Writer {
 
   /** Writes the length of the payload opened at `offset`, moving the payload up if the length needs more than one byte. */
   endLength(offset: number): void {
-    const at = this.start + offset;
-    const len = this.pos - at - 1;
+    const len = this.pos - (this.start + offset) - 1;
     if (len < 0x80) {
-      this.slab[at] = len;
+      this.slab[this.start + offset] = len;
       return;
     }
     const size = varintSize(len);
+    // Reserving may move the message to a new slab: positions are taken after it.
     this.reserve(size - 1);
+    const at = this.start + offset;
     this.slab.copyWithin(at + size, at + 1, this.pos);
     writeLength(this.slab, at, len, size);
     this.pos += size - 1;
@@ -289,7 +295,7 @@ class Writer {
   private reserve(bytes: number): void {
     if (this.pos + bytes <= this.slab.length) return;
     const written = this.pos - this.start;
-    const slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, 2 * (written + bytes)));
+    const slab = Buffer.allocUnsafeSlow(Math.max(this.slabBytes, 2 * (written + bytes)));
     this.slab.copy(slab, 0, this.start, this.pos);
     this.slab = slab;
     this.start = 0;
@@ -312,4 +318,4 @@ function varintSize(n: number): number {
 }
 
 /** One writer for the process: encoding is synchronous, so calls never overlap. */
-const writer = new Writer();
+const writer = new SnapshotWriter();

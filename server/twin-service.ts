@@ -1,6 +1,6 @@
-import type { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
-import { InvalidArgumentError, type TwinRuntime } from "../runtime/index.js";
-import type { ServiceImpl } from "./grpc/grpc-adapter.js";
+import type { QueryTwinsResponse, TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
+import { InvalidArgumentError, type QuerySummary, type TwinRuntime, type TwinView } from "../runtime/index.js";
+import type { ServiceImpl, StreamSink } from "./grpc/grpc-adapter.js";
 import { requireField, toPbGroup, toSnapshot } from "./proto-convert.js";
 import { encodeQueryTwinsSnapshot } from "./snapshot-encoder.js";
 
@@ -18,25 +18,12 @@ export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinServic
         { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, orderBy: req.orderBy, limit: req.limit, pageToken: req.pageToken },
         call.signal,
       );
-      for (;;) {
-        const next = await results.next();
-        if (next.done) {
-          const s = next.value;
-          await out.write({
-            $typeName: "twinmesh.v1.QueryTwinsResponse",
-            summary: {
-              $typeName: "twinmesh.v1.QuerySummary",
-              matched: BigInt(s.matched),
-              scanned: BigInt(s.scanned),
-              evaluationErrors: BigInt(s.evaluationErrors),
-              nextPageToken: s.nextPageToken,
-              firstEvaluationError: s.firstEvaluationError ?? "",
-            },
-          });
-          return;
-        }
-        // One message per twin: encoded by hand, which costs a fraction of toBinary (see snapshot-encoder.ts).
-        await out.write(encodeQueryTwinsSnapshot(next.value));
+      try {
+        await streamQuery(results, out);
+      } finally {
+        // A write that failed (the client went away) leaves the scan suspended: end it, so its
+        // RocksDB iterator and snapshot are released now rather than when the store closes.
+        await results.return({ matched: 0, scanned: 0, evaluationErrors: 0, nextPageToken: "" });
       }
     },
 
@@ -72,4 +59,28 @@ export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinServic
       return { $typeName: "twinmesh.v1.DeleteTwinResponse", existed };
     },
   };
+}
+
+/** Writes each twin of a query as it comes, then the summary. */
+async function streamQuery(results: AsyncGenerator<TwinView, QuerySummary>, out: StreamSink<QueryTwinsResponse>): Promise<void> {
+  for (;;) {
+    const next = await results.next();
+    if (next.done) {
+      const s = next.value;
+      await out.write({
+        $typeName: "twinmesh.v1.QueryTwinsResponse",
+        summary: {
+          $typeName: "twinmesh.v1.QuerySummary",
+          matched: BigInt(s.matched),
+          scanned: BigInt(s.scanned),
+          evaluationErrors: BigInt(s.evaluationErrors),
+          nextPageToken: s.nextPageToken,
+          firstEvaluationError: s.firstEvaluationError ?? "",
+        },
+      });
+      return;
+    }
+    // One message per twin: encoded by hand, which costs a fraction of toBinary (see snapshot-encoder.ts).
+    await out.write(encodeQueryTwinsSnapshot(next.value));
+  }
 }

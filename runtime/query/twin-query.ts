@@ -226,6 +226,7 @@ export class TwinQueries {
   ): AsyncGenerator<Candidate[]> {
     // An `id.startsWith("…")` term narrows the scan to that key range.
     const range = this.keys.twinsOfKind(kind, afterId, filter.idPrefix());
+    let found = 0; // the caller may take back matches it cannot return, so count them here
     for await (const chunk of this.store.scan(range)) {
       if (signal?.aborted) return;
       const matches: Candidate[] = [];
@@ -251,10 +252,10 @@ export class TwinQueries {
         }
         summary.matched++;
         matches.push({ id, kind, state, raw });
-        if (summary.matched === maxMatches) break;
+        if (++found === maxMatches) break;
       }
       if (matches.length > 0) yield matches;
-      if (summary.matched === maxMatches) return;
+      if (found === maxMatches) return;
     }
   }
 }

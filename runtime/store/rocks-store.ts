@@ -116,9 +116,12 @@ function openDb(db: LevelDown, createIfMissing: boolean, options: RocksStoreOpti
   );
 }
 
+/** The binding reads sizes as 32-bit unsigned integers. */
+const MAX_SIZE_BYTES = 2 ** 32 - 1;
+
 function checkSize(name: string, value: number | undefined, min: number): void {
-  if (value !== undefined && (!Number.isSafeInteger(value) || value < min)) {
-    throw new ConfigError("BAD_OPTION", `${name} is ${value}; use a whole number of bytes >= ${min}, or omit it for the default`);
+  if (value !== undefined && (!Number.isSafeInteger(value) || value < min || value > MAX_SIZE_BYTES)) {
+    throw new ConfigError("BAD_OPTION", `${name} is ${value}; use a whole number of bytes from ${min} to ${MAX_SIZE_BYTES}, or omit it for the default`);
   }
 }
 
@@ -354,29 +357,39 @@ export class RocksStore {
       fillCache: false,
       highWaterMark: 256 * 1024,
     });
-    const next = (): Promise<IteratorChunk> =>
-      new Promise((resolve, reject) => {
+    const db = this.db;
+    const next = (): Promise<IteratorChunk> => {
+      const read = new Promise<IteratorChunk>((resolve, reject) => {
         binding.iterator_next(it, (err, entries, finished) => (err ? reject(err) : resolve({ entries, finished })));
       });
+      // A read ahead fails while the caller is away, before anyone awaits it: that must not count
+      // as an unhandled rejection (which would end the process). The await below still throws.
+      read.catch(() => undefined);
+      return read;
+    };
+    // A bounded scan (a lookup, a page) reads no further than asked: no read-ahead.
+    const readAhead = range.limit === undefined;
     let reading: Promise<IteratorChunk> | undefined = next();
     try {
       while (reading !== undefined) {
         const { entries, finished }: IteratorChunk = await reading;
         const done: boolean = finished || entries.length === 0;
         // Read the next chunk on the thread pool while the caller handles this one.
-        reading = done ? undefined : next();
+        reading = done || !readAhead ? undefined : next();
         if (entries.length > 0) {
           // The binding returns [vN, kN, ..., v1, k1] so that JS can pop(); undo that.
           const chunk: [string, string][] = new Array(entries.length / 2);
           for (let i = entries.length - 1, j = 0; i > 0; i -= 2, j++) chunk[j] = [entries[i] as string, entries[i - 1] as string];
           yield chunk;
+          if (!readAhead && !done) reading = next();
         }
       }
     } finally {
       // A caller that stops early leaves a read ahead in flight: let it land (its error, if any,
       // is of no interest now) before the iterator is released.
       await reading?.catch(() => undefined);
-      await promisify<void>((cb) => binding.iterator_end(it, cb));
+      // Closing or reopening the database ended its iterators, and ending one again would never call back.
+      if (!this.closed && this.db === db) await promisify<void>((cb) => binding.iterator_end(it, cb));
     }
   }
 

@@ -132,8 +132,8 @@ describe("the data directory (data-dir)", () => {
   it("refuses a bad cache or memtable size with BAD_OPTION before creating the directory", async () => {
     const dir = join(t.tempDir("parent"), "data");
     for (const [storeOptions, message] of [
-      [{ cacheBytes: -1 }, "cacheBytes is -1; use a whole number of bytes >= 0, or omit it for the default"],
-      [{ writeBufferBytes: 1.5 }, "writeBufferBytes is 1.5; use a whole number of bytes >= 65536, or omit it for the default"],
+      [{ cacheBytes: -1 }, "cacheBytes is -1; use a whole number of bytes from 0 to 4294967295, or omit it for the default"],
+      [{ writeBufferBytes: 1.5 }, "writeBufferBytes is 1.5; use a whole number of bytes from 65536 to 4294967295, or omit it for the default"],
     ] as const) {
       await assert.rejects(TwinmeshNode.start({ twins: fixtureTwins, dataDir: dir, port: 0, storeOptions }), { reason: "BAD_OPTION", message });
     }

@@ -113,12 +113,12 @@ describe("twinmesh CLI without a node", () => {
     assertResult(badCache, {
       code: 2,
       stdout: "",
-      stderr: `twinmesh: option '--cache-mb <MiB>' argument '-1' is invalid. --cache-mb must be a whole number >= 0, got "-1"${usage}`,
+      stderr: `twinmesh: option '--cache-mb <MiB>' argument '-1' is invalid. --cache-mb must be a whole number from 0 to 4095, got "-1"${usage}`,
     });
     assertResult(badGrowth, {
       code: 2,
       stdout: "",
-      stderr: `twinmesh: option '--heap-budget-mb <MiB>' argument 'lots' is invalid. --heap-budget-mb must be a whole number >= 0, got "lots"${usage}`,
+      stderr: `twinmesh: option '--heap-budget-mb <MiB>' argument 'lots' is invalid. --heap-budget-mb must be a whole number from 0 to 1048576, got "lots"${usage}`,
     });
   });
 

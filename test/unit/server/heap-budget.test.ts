@@ -3,6 +3,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { pino } from "pino";
 import { growthPercentFor, HeapBudget } from "../../../server/heap-budget.js";
+import { waitFor } from "../../harness/wait-for.js";
 
 const MiB = 2 ** 20;
 
@@ -10,11 +11,6 @@ const MiB = 2 ** 20;
 function collectGarbage(): void {
   setFlagsFromString("--expose-gc");
   (runInNewContext("gc") as () => void)();
-}
-
-async function until(check: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 100 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
-  assert.ok(check(), what);
 }
 
 describe("HeapBudget", () => {
@@ -28,18 +24,33 @@ describe("HeapBudget", () => {
     assert.equal(growthPercentFor(320 * MiB, 0), 0);
   });
 
-  it("sets the growth after a full collection and gives V8 its policy back when stopped", async () => {
-    const tight = new HeapBudget(1, pino({ level: "silent" }));
-    const roomy = new HeapBudget(64 * 1024 * MiB, pino({ level: "silent" }));
+  it("asks for at most double until a full collection, then sets the growth from what survived, and gives V8 its policy back when closed", async () => {
+    const budget = HeapBudget.start(1, pino({ level: "silent" }));
     try {
-      assert.equal(tight.growthPercent, 100, "until a full collection tells what is live, the heap may double");
+      assert.equal(budget.growthPercent, 100);
+      assert.throws(() => HeapBudget.start(64 * MiB, pino({ level: "silent" })), { reason: "BAD_OPTION", message: /already running/ });
       collectGarbage();
-      await until(() => tight.growthPercent === 20, "a heap over its budget grows by the least step");
-      assert.equal(roomy.growthPercent, 0, "a heap well inside its budget keeps V8's policy");
+      await waitFor(() => budget.growthPercent === 20, { timeoutMs: 2_000, what: "the least growth for a heap over its budget" });
     } finally {
-      tight.stop();
-      roomy.stop();
+      budget.close();
+      budget.close();
     }
-    assert.equal(tight.growthPercent, 0);
+    assert.equal(budget.growthPercent, 0);
+    const roomy = HeapBudget.start(64 * 1024 * MiB, pino({ level: "silent" }));
+    try {
+      collectGarbage();
+      await waitFor(() => roomy.growthPercent === 0, { timeoutMs: 2_000, what: "V8's own policy for a heap well inside its budget" });
+    } finally {
+      roomy.close();
+    }
+  });
+
+  it("refuses a budget that is not a positive whole number of bytes", () => {
+    for (const bytes of [0, -1, 1.5, Number.NaN]) {
+      assert.throws(() => HeapBudget.start(bytes, pino({ level: "silent" })), {
+        reason: "BAD_OPTION",
+        message: `heap budget is ${bytes}; use a whole number of bytes above 0`,
+      });
+    }
   });
 });

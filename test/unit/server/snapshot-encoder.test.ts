@@ -3,7 +3,7 @@ import { toBinary } from "@bufbuild/protobuf";
 import { QueryTwinsResponseSchema } from "../../../proto/gen/twinmesh/v1/twin_pb.js";
 import type { JsonObject, TwinView } from "../../../runtime/index.js";
 import { toSnapshot } from "../../../server/proto-convert.js";
-import { encodeQueryTwinsSnapshot } from "../../../server/snapshot-encoder.js";
+import { encodeQueryTwinsSnapshot, SnapshotWriter } from "../../../server/snapshot-encoder.js";
 import { randomTwinViews } from "../../harness/random-twin-view.js";
 
 /** The reference: what the server sent before the hand-written encoder. */
@@ -127,6 +127,22 @@ describe("encodeQueryTwinsSnapshot", () => {
     } as unknown as JsonObject;
     assert.throws(() => encodeQueryTwinsSnapshot({ ...BENCH, state }), /state getter failed/);
     assertSameBytes(BENCH);
+  });
+
+  it("writes a twin that reaches the end of its slab at every byte of it, lengths closed after the move included", () => {
+    // A state over 127 bytes of numbers only: the writes before its length closes reserve about
+    // what they write, so with some slab size closing the length is what moves the message.
+    const target: TwinView = { ...BENCH, state: Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`n${i}`, i + 0.5])) };
+    // An empty twin first (4 bytes, each write reserving exactly what it writes), so the target
+    // starts inside the slab rather than at its beginning, as every twin but a slab's first does.
+    const empty: TwinView = { kind: "", id: "", state: {}, version: 0, lastSeq: 0, ownerNodeId: "" };
+    const expected = Buffer.from(reference(target));
+    for (let slabBytes = 5; slabBytes <= 4 + expected.length + 8; slabBytes++) {
+      const writer = new SnapshotWriter(slabBytes);
+      assert.equal(encodeQueryTwinsSnapshot(empty, writer).length, 4);
+      assert.deepEqual(Buffer.from(encodeQueryTwinsSnapshot(target, writer)), expected, `slab of ${slabBytes} bytes`);
+      assert.deepEqual(Buffer.from(encodeQueryTwinsSnapshot(BENCH, writer)), Buffer.from(reference(BENCH)), `the next twin, slab of ${slabBytes} bytes`);
+    }
   });
 
   it("writes a twin larger than a slab, and the small twins after it", () => {
