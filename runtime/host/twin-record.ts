@@ -102,8 +102,9 @@ export function rememberDelivery(rec: TwinRecordData, messageId: string, limit: 
 
 /**
  * Serialises a record as `<meta>\n<state>`: the metadata as one JSON object, a newline, then the
- * state's JSON text (a tombstone has no state and no newline). JSON text never holds a raw
- * newline, so the first one splits the two. Kept apart, a scan parses only the state it filters
+ * state's JSON text (a tombstone has no state and no newline). The metadata, written here from
+ * numbers and compact `JSON.stringify` output, never holds a raw newline, so the first one splits
+ * the two (whatever the state holds). Kept apart, a scan parses only the state it filters
  * on (the metadata is mostly long numbers and cost as much to parse as the state), and a load
  * keeps the state's text as the turn's rollback point instead of stringifying it again.
  *

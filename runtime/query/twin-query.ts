@@ -72,6 +72,8 @@ interface Candidate extends TwinFields {
   readonly id: string;
   readonly state: JsonObject;
   readonly raw: string;
+  /** Set when the scan was asked for views. */
+  readonly view?: TwinView;
 }
 
 /**
@@ -110,18 +112,16 @@ export class TwinQueries {
       let emitted = 0;
       let lastId: string | undefined;
       // One twin past the page tells whether there is a next page.
-      for await (const chunk of this.scan(q.kind, afterId, filter, summary, noteError, signal, limit + 1)) {
+      for await (const chunk of this.scan(q.kind, afterId, filter, summary, noteError, signal, { maxMatches: limit + 1, views: true })) {
         for (const candidate of chunk) {
           if (emitted === limit) {
             summary.matched--; // the look-ahead twin belongs to the next page
             summary.nextPageToken = encodePageToken(identity, lastId);
             return summary;
           }
-          const view = this.viewOf(q.kind, candidate, summary, noteError);
-          if (view === undefined) continue;
           emitted++;
           lastId = candidate.id;
-          yield view;
+          yield candidate.view as TwinView;
         }
       }
       return summary;
@@ -212,8 +212,10 @@ export class TwinQueries {
   /**
    * Scans one kind's records (after `afterId`), yielding the matching twins of each chunk the
    * store reads. A chunk is handled synchronously, so a scan costs one await per chunk, not per
-   * twin, and still yields the event loop between chunks. Only the state is parsed here. The
-   * scan ends at the `maxMatches`th match, so the summary counts only what a page needed.
+   * twin, and still yields the event loop between chunks. Only the state is parsed here, and the
+   * metadata of matches when `views` asks for their views (a twin whose metadata is corrupt then
+   * counts as an evaluation error, not a match). The scan ends at the `maxMatches`th match, so
+   * the summary counts only what a page needed.
    */
   private async *scan(
     kind: string,
@@ -222,11 +224,10 @@ export class TwinQueries {
     summary: QuerySummary,
     noteError: (error: string) => void,
     signal: AbortSignal | undefined,
-    maxMatches = Number.POSITIVE_INFINITY,
+    { maxMatches = Number.POSITIVE_INFINITY, views = false }: { maxMatches?: number; views?: boolean } = {},
   ): AsyncGenerator<Candidate[]> {
     // An `id.startsWith("…")` term narrows the scan to that key range.
     const range = this.keys.twinsOfKind(kind, afterId, filter.idPrefix());
-    let found = 0; // the caller may take back matches it cannot return, so count them here
     for await (const chunk of this.store.scan(range)) {
       if (signal?.aborted) return;
       const matches: Candidate[] = [];
@@ -250,12 +251,21 @@ export class TwinQueries {
           }
           if (!result.matched) continue;
         }
+        let view: TwinView | undefined;
+        if (views) {
+          try {
+            view = this.host.viewOf(kind, id, raw, state);
+          } catch (err) {
+            noteError(`${id}: ${(err as Error).message}`);
+            continue;
+          }
+        }
         summary.matched++;
-        matches.push({ id, kind, state, raw });
-        if (++found === maxMatches) break;
+        matches.push({ id, kind, state, raw, view });
+        if (summary.matched === maxMatches) break;
       }
       if (matches.length > 0) yield matches;
-      if (found === maxMatches) return;
+      if (summary.matched === maxMatches) return;
     }
   }
 }

@@ -133,6 +133,31 @@ describe("TwinService queries (queries)", () => {
     );
   });
 
+  it("leaves out a twin whose stored metadata is corrupt, as an evaluation error, and still pages through the rest", async () => {
+    const { client, node } = await startNode(t);
+    assert.equal((await client.publish(events)).results.filter((r) => r.reason !== "").length, 0);
+    const { store, host } = node.runtime;
+    const key = host.keys.twin("counter", "q-03");
+    const raw = (await store.get(key)) ?? "";
+    await store.write([{ type: "put", key, value: `{"sv":1,"ver":oops${raw.slice(raw.indexOf("\n"))}` }]);
+    const first = await page(client, { limit: 7 });
+    const second = await page(client, { limit: 7, pageToken: first.summary.nextPageToken });
+    const third = await page(client, { limit: 7, pageToken: second.summary.nextPageToken });
+    assert.deepEqual(
+      [...first.ids, ...second.ids, ...third.ids],
+      expected.map((e) => e.id).filter((id) => id !== "q-03"),
+    );
+    assert.deepEqual(
+      [first, second, third].map((p) => counts(p.summary)),
+      [
+        { matched: 7, scanned: 9, evaluationErrors: 1, more: true },
+        { matched: 7, scanned: 8, evaluationErrors: 0, more: true },
+        { matched: 5, scanned: 5, evaluationErrors: 0, more: false },
+      ],
+    );
+    assert.match(first.summary.firstEvaluationError, /^q-03: /);
+  });
+
   it("returns each twin's snapshot with its committed state", async () => {
     const client = await seeded();
     const twins = [];
