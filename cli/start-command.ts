@@ -62,7 +62,7 @@ export function startCommand(): Command {
         "JavaScript heap size to steer toward: past it, full collections come sooner (a target, not a limit; 0 leaves V8's policy)",
       )
         .env("TWINMESH_HEAP_BUDGET_MB")
-        .default(256)
+        .default(192)
         .argParser(wholeNumber("--heap-budget-mb", 0, 1024 * 1024)),
     )
     .addOption(new Option("--node-id <id>", "this node's id").env("TWINMESH_NODE_ID").default("local"))

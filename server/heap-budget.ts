@@ -37,7 +37,7 @@ export function growthPercentFor(budgetBytes: number, liveBytes: number): number
  *
  * @example
  * ```ts
- * const budget = HeapBudget.start(256 * 1024 * 1024, log);
+ * const budget = HeapBudget.start(192 * 1024 * 1024, log);
  * // … run the node
  * budget.close();
  * ```
