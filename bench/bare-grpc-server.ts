@@ -1,13 +1,16 @@
 /**
- * Ceiling: a bare grpc-js bidi-stream server, in its own process, that does only what any
- * PublishStream server must do: decode each PublishStreamRequest with protobuf-es and answer a
- * PublishStreamResponse with one ACCEPTED result per event. No runtime, no storage. The load
- * generator drives it exactly as it drives a node, so the ratio of our events/s to its events/s
- * is what the runtime (and durability) costs over the transport.
+ * Ceiling: a bare grpc-js server, in its own process, that does only what any server of these
+ * calls must do. PublishStream: decode each PublishStreamRequest with protobuf-es and answer a
+ * PublishStreamResponse with one ACCEPTED result per event. QueryTwins: stream `limit` copies of
+ * one pre-encoded bench-twin snapshot, one message each, then a summary. No runtime, no storage.
+ * The load generator drives it exactly as it drives a node, so the ratio of our figures to its
+ * figures is what the runtime (and durability) costs over the transport.
  *
  * Prints `bare-grpc serving on <host:port>` when ready; exits when its parent goes away.
  */
+import { once } from "node:events";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import {
   type EventResult,
@@ -16,11 +19,55 @@ import {
   type PublishStreamResponse,
   PublishStreamResponseSchema,
 } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { QueryTwinsRequestSchema, QueryTwinsResponseSchema } from "../proto/gen/twinmesh/v1/twin_pb.js";
 
 const ACCEPTED: EventResult = { $typeName: "twinmesh.v1.EventResult", status: EventStatus.ACCEPTED, reason: "", message: "", retryable: false };
 
 function passThrough(bytes: Buffer): Buffer {
   return bytes;
+}
+
+function encoded(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** A bench twin's snapshot as a node sends it (grpc-js copies each message as it frames it, so one buffer serves every write). */
+const SNAPSHOT = encoded(
+  toBinary(QueryTwinsResponseSchema, {
+    $typeName: "twinmesh.v1.QueryTwinsResponse",
+    twin: {
+      $typeName: "twinmesh.v1.TwinSnapshot",
+      kind: "bench",
+      id: "t-123456",
+      state: { value: 97.31, ewma: 50.12, count: 3, min: 1.52, max: 97.31, group: "g-56", lastMs: 1_795_462_404_082 },
+      version: 3n,
+      lastSeq: 1_795_462_404_082_001n,
+      lastEventTime: timestampFromMs(1_795_462_404_082),
+      ownerNodeId: "local",
+    },
+  }),
+);
+
+/** Streams `limit` snapshots, then a summary. */
+async function streamSnapshots(call: grpc.ServerWritableStream<Buffer, Buffer>): Promise<void> {
+  const cancelled = new AbortController();
+  call.once("cancelled", () => cancelled.abort());
+  const { limit } = fromBinary(QueryTwinsRequestSchema, call.request);
+  try {
+    for (let i = 0; i < limit; i++) if (!call.write(SNAPSHOT)) await once(call, "drain", { signal: cancelled.signal });
+    const summary = {
+      $typeName: "twinmesh.v1.QuerySummary",
+      matched: BigInt(limit),
+      scanned: BigInt(limit),
+      evaluationErrors: 0n,
+      nextPageToken: "",
+      firstEvaluationError: "",
+    } as const;
+    call.write(encoded(toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", summary })));
+    call.end();
+  } catch {
+    // The client went away.
+  }
 }
 
 // The same server options as a node, so connection-level settings match.
@@ -41,6 +88,16 @@ server.addService(
       responseDeserialize: passThrough,
       originalName: "publishStream",
     },
+    queryTwins: {
+      path: "/twinmesh.v1.TwinService/QueryTwins",
+      requestStream: false,
+      responseStream: true,
+      requestSerialize: passThrough,
+      requestDeserialize: passThrough,
+      responseSerialize: passThrough,
+      responseDeserialize: passThrough,
+      originalName: "queryTwins",
+    },
   },
   {
     publishStream: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
@@ -56,6 +113,9 @@ server.addService(
       });
       call.on("end", () => call.end());
       call.on("error", () => undefined);
+    },
+    queryTwins: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      void streamSnapshots(call);
     },
   },
 );
