@@ -30,12 +30,45 @@ type JsonField<T> = T extends JsonValue | undefined
  * how optional fields are cleared). Throws a TypeError naming the path of the first bad value.
  */
 export function stringifyJson(value: unknown, what = "state"): string {
-  checkJson(value, what, 0);
+  // This runs on every turn: check without building paths, and build them only to say what is wrong.
+  if (!isCleanJson(value, 0)) checkJson(value, what, 0);
   return JSON.stringify(value);
 }
 
 const MAX_DEPTH = 64;
 
+/** True when {@link checkJson} would accept `value`; allocates nothing. */
+function isCleanJson(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return true;
+    case "number":
+      return Number.isFinite(value);
+    case "object": {
+      if (value === null) return true;
+      if (depth >= MAX_DEPTH) return false;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) {
+          const item: unknown = value[i];
+          if (item === undefined || !isCleanJson(item, depth + 1)) return false;
+        }
+        return true;
+      }
+      const proto: unknown = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) return false;
+      for (const key in value) {
+        const field = (value as Record<string, unknown>)[key];
+        if (field !== undefined && !isCleanJson(field, depth + 1)) return false;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+/** Throws a TypeError naming the path of the first value JSON cannot hold; the slow twin of {@link isCleanJson}. */
 function checkJson(value: unknown, path: string, depth: number): void {
   switch (typeof value) {
     case "string":
