@@ -30,79 +30,52 @@ type JsonField<T> = T extends JsonValue | undefined
  * how optional fields are cleared). Throws a TypeError naming the path of the first bad value.
  */
 export function stringifyJson(value: unknown, what = "state"): string {
-  // This runs on every turn: check without building paths, and build them only to say what is wrong.
-  if (!isCleanJson(value, 0)) checkJson(value, what, 0);
+  const problem = jsonProblem(value, 0);
+  if (problem !== undefined) throw new TypeError(`${what}${problem.path}${problem.why}`);
   return JSON.stringify(value);
 }
 
 const MAX_DEPTH = 64;
 
-/** True when {@link checkJson} would accept `value`; allocates nothing. */
-function isCleanJson(value: unknown, depth: number): boolean {
+/**
+ * The first value JSON cannot hold in `value`: its path below `value` and what is wrong with it;
+ * undefined when there is none. It runs on every turn, so it allocates only when it finds one.
+ */
+function jsonProblem(value: unknown, depth: number): { path: string; why: string } | undefined {
   switch (typeof value) {
     case "string":
     case "boolean":
-      return true;
+      return undefined;
     case "number":
-      return Number.isFinite(value);
+      return Number.isFinite(value) ? undefined : { path: "", why: ` is ${value}, which JSON cannot hold` };
     case "object": {
-      if (value === null) return true;
-      if (depth >= MAX_DEPTH) return false;
+      if (value === null) return undefined;
+      if (depth >= MAX_DEPTH) return { path: "", why: ` is nested deeper than ${MAX_DEPTH} levels (a cycle?)` };
       if (Array.isArray(value)) {
         for (let i = 0; i < value.length; i++) {
           const item: unknown = value[i];
-          if (item === undefined || !isCleanJson(item, depth + 1)) return false;
+          if (item === undefined) return { path: `[${i}]`, why: " is undefined, which JSON cannot hold" };
+          const problem = jsonProblem(item, depth + 1);
+          if (problem !== undefined) return { path: `[${i}]${problem.path}`, why: problem.why };
         }
-        return true;
-      }
-      const proto: unknown = Object.getPrototypeOf(value);
-      if (proto !== Object.prototype && proto !== null) return false;
-      for (const key in value) {
-        const field = (value as Record<string, unknown>)[key];
-        if (field !== undefined && !isCleanJson(field, depth + 1)) return false;
-      }
-      return true;
-    }
-    default:
-      return false;
-  }
-}
-
-/** Throws a TypeError naming the path of the first value JSON cannot hold; the slow twin of {@link isCleanJson}. */
-function checkJson(value: unknown, path: string, depth: number): void {
-  switch (typeof value) {
-    case "string":
-    case "boolean":
-      return;
-    case "number":
-      if (!Number.isFinite(value)) throw new TypeError(`${path} is ${value}, which JSON cannot hold`);
-      return;
-    case "object": {
-      if (value === null) return;
-      if (depth >= MAX_DEPTH) throw new TypeError(`${path} is nested deeper than ${MAX_DEPTH} levels (a cycle?)`);
-      if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) {
-          const item: unknown = value[i];
-          if (item === undefined) throw new TypeError(`${path}[${i}] is undefined, which JSON cannot hold`);
-          checkJson(item, `${path}[${i}]`, depth + 1);
-        }
-        return;
+        return undefined;
       }
       const proto: unknown = Object.getPrototypeOf(value);
       if (proto !== Object.prototype && proto !== null) {
         const name = (value as { constructor?: { name?: string } }).constructor?.name ?? "unknown";
-        throw new TypeError(`${path} is a ${name}, not a plain object; store ${name === "Date" ? "an ISO string or epoch ms" : "plain JSON"} instead`);
+        return { path: "", why: ` is a ${name}, not a plain object; store ${name === "Date" ? "an ISO string or epoch ms" : "plain JSON"} instead` };
       }
       for (const key in value) {
         const field = (value as Record<string, unknown>)[key];
-        if (field !== undefined) checkJson(field, `${path}.${key}`, depth + 1);
+        const problem = field === undefined ? undefined : jsonProblem(field, depth + 1);
+        if (problem !== undefined) return { path: `.${key}${problem.path}`, why: problem.why };
       }
-      return;
+      return undefined;
     }
     case "undefined":
-      throw new TypeError(`${path} is undefined, which JSON cannot hold`);
+      return { path: "", why: " is undefined, which JSON cannot hold" };
     default:
-      throw new TypeError(`${path} is a ${typeof value}, which JSON cannot hold`);
+      return { path: "", why: ` is a ${typeof value}, which JSON cannot hold` };
   }
 }
 
