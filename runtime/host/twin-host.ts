@@ -391,8 +391,9 @@ export class TwinHost {
    * @throws HandlerFailedError (MIGRATION_FAILED) when the class cannot migrate it.
    */
   view(kind: string, id: string, raw: string): TwinView | undefined {
-    const state = this.stateOf(kind, raw);
-    return state === undefined ? undefined : this.viewOf(kind, id, raw, state);
+    const { rec, state } = parseRecord(raw);
+    if (state === undefined) return undefined;
+    return this.viewFrom(kind, id, rec, this.currentState(kind, rec.sv, state));
   }
 
   /**
@@ -402,15 +403,22 @@ export class TwinHost {
    */
   stateOf(kind: string, raw: string): JsonObject | undefined {
     const stored = readState(raw);
-    if (stored === undefined) return undefined;
-    const entry = this.registry.find(kind);
-    return entry === undefined || stored.sv === entry.stateVersion ? stored.state : this.migrated(entry, stored.sv, stored.state).state;
+    return stored === undefined ? undefined : this.currentState(kind, stored.sv, stored.state);
   }
 
   /** The view of a stored record whose state {@link stateOf} read. */
   viewOf(kind: string, id: string, raw: string, state: JsonObject): TwinView {
-    const rec = parseMeta(raw);
+    return this.viewFrom(kind, id, parseMeta(raw), state);
+  }
+
+  private viewFrom(kind: string, id: string, rec: TwinRecordData, state: JsonObject): TwinView {
     return { kind, id, state, version: rec.ver, lastSeq: rec.hw, lastEventTime: rec.let, ownerNodeId: this.nodeId };
+  }
+
+  /** A stored state of state version `sv` in the kind's current shape. */
+  private currentState(kind: string, sv: number, state: JsonObject): JsonObject {
+    const entry = this.registry.find(kind);
+    return entry === undefined || sv === entry.stateVersion ? state : this.migrated(entry, sv, state).state;
   }
 
   // ---------------------------------------------------------------- activation

@@ -340,8 +340,9 @@ export class RocksStore {
 
   /**
    * Scans `range` in chunks of up to 1,000 entries read by one native call each, so a long scan
-   * yields the event loop between chunks; the next chunk is read while the caller handles one. The scan sees a consistent snapshot taken when
-   * it starts. Breaking out of the loop releases the iterator.
+   * yields the event loop between chunks; unless `range.limit` bounds it, the next chunk is read
+   * while the caller handles one. The scan sees a consistent snapshot taken when it starts.
+   * Breaking out of the loop releases the iterator.
    */
   async *scan(range: KeyRange, options: { keys?: boolean; values?: boolean } = {}): AsyncGenerator<[string, string][]> {
     if (this.closed || this.reopening) throw new Error(`store is ${this.closed ? "closed" : "reopening"}`);
@@ -375,14 +376,14 @@ export class RocksStore {
         const { entries, finished }: IteratorChunk = await reading;
         const done: boolean = finished || entries.length === 0;
         // Read the next chunk on the thread pool while the caller handles this one.
-        reading = done || !readAhead ? undefined : next();
+        reading = readAhead && !done ? next() : undefined;
         if (entries.length > 0) {
           // The binding returns [vN, kN, ..., v1, k1] so that JS can pop(); undo that.
           const chunk: [string, string][] = new Array(entries.length / 2);
           for (let i = entries.length - 1, j = 0; i > 0; i -= 2, j++) chunk[j] = [entries[i] as string, entries[i - 1] as string];
           yield chunk;
-          if (!readAhead && !done) reading = next();
         }
+        if (!done) reading ??= next();
       }
     } finally {
       // A caller that stops early leaves a read ahead in flight: let it land (its error, if any,
