@@ -7,6 +7,28 @@
  * views this encoder does not cover are encoded by `toBinary` itself.
  */
 import { toBinary } from "@bufbuild/protobuf";
+import {
+  TAG_ENTRY_KEY,
+  TAG_ENTRY_VALUE,
+  TAG_LIST_VALUES,
+  TAG_RESPONSE_TWIN,
+  TAG_SNAPSHOT_ID,
+  TAG_SNAPSHOT_KIND,
+  TAG_SNAPSHOT_LAST_EVENT_TIME,
+  TAG_SNAPSHOT_LAST_SEQ,
+  TAG_SNAPSHOT_OWNER_NODE_ID,
+  TAG_SNAPSHOT_STATE,
+  TAG_SNAPSHOT_VERSION,
+  TAG_STRUCT_ENTRY,
+  TAG_TIMESTAMP_NANOS,
+  TAG_TIMESTAMP_SECONDS,
+  TAG_VALUE_BOOL,
+  TAG_VALUE_LIST,
+  TAG_VALUE_NULL,
+  TAG_VALUE_NUMBER,
+  TAG_VALUE_STRING,
+  TAG_VALUE_STRUCT,
+} from "../client/snapshot-wire-tags.js";
 import { type QueryTwinsResponse, QueryTwinsResponseSchema } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import type { JsonObject, TwinView } from "../runtime/index.js";
 import { type Encoded, preEncoded } from "./grpc/encoded.js";
@@ -63,29 +85,6 @@ export function encodeQueryTwinsSnapshot(view: TwinView, into: SnapshotWriter = 
   w.endLength(twin);
   return preEncoded(QueryTwinsResponseSchema, w.finish());
 }
-
-// Tags (field number << 3 | wire type): 0 is varint, 1 is 64-bit, 2 is length-delimited.
-const TAG_RESPONSE_TWIN = (1 << 3) | 2;
-const TAG_SNAPSHOT_KIND = (1 << 3) | 2;
-const TAG_SNAPSHOT_ID = (2 << 3) | 2;
-const TAG_SNAPSHOT_STATE = (3 << 3) | 2;
-const TAG_SNAPSHOT_VERSION = (4 << 3) | 0;
-const TAG_SNAPSHOT_LAST_SEQ = (5 << 3) | 0;
-const TAG_SNAPSHOT_LAST_EVENT_TIME = (6 << 3) | 2;
-const TAG_SNAPSHOT_OWNER_NODE_ID = (7 << 3) | 2;
-const TAG_TIMESTAMP_SECONDS = (1 << 3) | 0;
-const TAG_TIMESTAMP_NANOS = (2 << 3) | 0;
-/** `Struct.fields` is a map, sent as repeated entries `{ string key = 1; Value value = 2; }`. */
-const TAG_STRUCT_ENTRY = (1 << 3) | 2;
-const TAG_ENTRY_KEY = (1 << 3) | 2;
-const TAG_ENTRY_VALUE = (2 << 3) | 2;
-const TAG_VALUE_NULL = (1 << 3) | 0;
-const TAG_VALUE_NUMBER = (2 << 3) | 1;
-const TAG_VALUE_STRING = (3 << 3) | 2;
-const TAG_VALUE_BOOL = (4 << 3) | 0;
-const TAG_VALUE_STRUCT = (5 << 3) | 2;
-const TAG_VALUE_LIST = (6 << 3) | 2;
-const TAG_LIST_VALUES = (1 << 3) | 2;
 
 /** The size of a slab messages are written into (a larger message gets a slab of its own). */
 const SLAB_BYTES = 64 * 1024;

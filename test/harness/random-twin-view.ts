@@ -1,6 +1,17 @@
 import { Prng } from "../../cli/simulator/index.js";
 import type { JsonObject, JsonValue, TwinView } from "../../runtime/index.js";
 
+/** A bench twin's view, the shape most snapshots in the benchmark have. */
+export const BENCH_VIEW: TwinView = {
+  kind: "bench",
+  id: "t-123456",
+  state: { value: 97.3, ewma: 96.1, count: 1234, min: 1.5, max: 140.2, group: "g-07", lastMs: 1795462404082 },
+  version: 1234,
+  lastSeq: 1234,
+  lastEventTime: 1795462404082,
+  ownerNodeId: "node-1",
+};
+
 /**
  * Seeded TwinViews for property tests of the QueryTwins codec: states that nest objects and
  * lists (some empty), with nulls, booleans, awkward numbers (-0, fractions, 2^53 and beyond,

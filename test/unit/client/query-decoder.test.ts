@@ -6,17 +6,7 @@ import { decodeQueryTwinsResponse, decodeTwinMessage } from "../../../client/que
 import { QueryTwinsResponseSchema, TwinSnapshotSchema } from "../../../proto/gen/twinmesh/v1/twin_pb.js";
 import type { TwinView } from "../../../runtime/index.js";
 import { toSnapshot } from "../../../server/proto-convert.js";
-import { randomTwinViews } from "../../harness/random-twin-view.js";
-
-const BENCH: TwinView = {
-  kind: "bench",
-  id: "t-123456",
-  state: { value: 97.3, ewma: 96.1, count: 1234, min: 1.5, max: 140.2, group: "g-07", lastMs: 1795462404082 },
-  version: 1234,
-  lastSeq: 1234,
-  lastEventTime: 1795462404082,
-  ownerNodeId: "node-1",
-};
+import { BENCH_VIEW as BENCH, randomTwinViews } from "../../harness/random-twin-view.js";
 
 /** A view whose snapshot has only a state: every other field is a default. */
 const NONE: TwinView = { kind: "", id: "", state: {}, version: 0, lastSeq: 0, ownerNodeId: "" };

@@ -4,7 +4,7 @@ import { QueryTwinsResponseSchema } from "../../../proto/gen/twinmesh/v1/twin_pb
 import type { JsonObject, TwinView } from "../../../runtime/index.js";
 import { toSnapshot } from "../../../server/proto-convert.js";
 import { encodeQueryTwinsSnapshot, SnapshotWriter } from "../../../server/snapshot-encoder.js";
-import { randomTwinViews } from "../../harness/random-twin-view.js";
+import { BENCH_VIEW as BENCH, randomTwinViews } from "../../harness/random-twin-view.js";
 
 /** The reference: what the server sent before the hand-written encoder. */
 function reference(view: TwinView): Uint8Array {
@@ -23,16 +23,6 @@ function outcome(f: () => Uint8Array): { bytes: Buffer } | { threw: string } {
     return { threw: err instanceof Error ? `${err.constructor.name}: ${err.message}` : String(err) };
   }
 }
-
-const BENCH: TwinView = {
-  kind: "bench",
-  id: "t-123456",
-  state: { value: 97.3, ewma: 96.1, count: 1234, min: 1.5, max: 140.2, group: "g-07", lastMs: 1795462404082 },
-  version: 1234,
-  lastSeq: 1234,
-  lastEventTime: 1795462404082,
-  ownerNodeId: "node-1",
-};
 
 describe("encodeQueryTwinsSnapshot", () => {
   it("writes the bytes toBinary writes for the benchmark twin", () => {
