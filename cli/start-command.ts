@@ -2,7 +2,6 @@ import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
 import { createLogger, type Durability, type Logger } from "../runtime/index.js";
 import { withCliConventions } from "./commands/client-command.js";
-import { EXIT, exitWith, printErrorLine } from "./output.js";
 import { loadTwinModules } from "./twin-modules.js";
 
 const DEMO_TWINS = fileURLToPath(new URL("../twins/index.js", import.meta.url));
@@ -75,19 +74,15 @@ export function startCommand(): Command {
     .option("--demo", "load the example twins and run the device simulator against this node", false)
     .addOption(new Option("--simulate <sources>", "also run the device simulator with this many sources").argParser(wholeNumber("--simulate", 1)))
     .addOption(new Option("--rate <events/s>", "simulator events per second in total").default(200).argParser(wholeNumber("--rate", 1)))
-    .action(async (opts: StartOptions) => {
-      await start(opts);
+    .action(async (opts: StartOptions, command: Command) => {
+      const modules = typeof opts.twins === "string" ? [opts.twins] : [...opts.twins];
+      if (opts.demo) modules.push(DEMO_TWINS);
+      if (modules.length === 0) command.error("no twin classes to run: pass --twins <module> (or --demo for the example twins)");
+      await start(opts, modules);
     });
 }
 
-async function start(opts: StartOptions): Promise<void> {
-  const modules = typeof opts.twins === "string" ? [opts.twins] : [...opts.twins];
-  if (opts.demo) modules.push(DEMO_TWINS);
-  if (modules.length === 0) {
-    const message = "no twin classes to run: pass --twins <module> (or --demo for the example twins); see 'twinmesh start --help' (USAGE)";
-    printErrorLine(message);
-    throw exitWith(EXIT.usage, message);
-  }
+async function start(opts: StartOptions, modules: readonly string[]): Promise<void> {
   const log = createLogger({ level: opts.logLevel });
   // Handlers go in before anything starts, so a signal at any point drains instead of killing.
   const stopRequested = stopSignal(log);
