@@ -3,6 +3,16 @@
  * these are the seams the cluster builds on.
  */
 
+export {
+  DEFAULT_DOWN_AFTER_MS,
+  FailureDetector,
+  type FailureDetectorOptions,
+  type PeerLiveness,
+  type ResolvedFailureDetectorOptions,
+  resolveFailureDetectorOptions,
+} from "./failure-detector.js";
 export { type Membership, type NodeInfo, StaticMembership } from "./membership.js";
+export { NODE_ID_PATTERN, type NodeId, parseNodeId } from "./node-id.js";
+export { type PeerAddress, parsePeers } from "./peer-list.js";
 export { RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
 export { LocalRouter, type TwinRouter } from "./twin-router.js";

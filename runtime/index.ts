@@ -30,6 +30,13 @@ export type { TurnOutcome } from "./host/twin-message.js";
 export { KIND_PATTERN } from "./host/twin-registry.js";
 export { createLogger, type Logger, type LoggerOptions, silentLogger } from "./log.js";
 /** @internal */
+export {
+  DEFAULT_PARTITIONS,
+  MAX_PARTITIONS,
+  type PartitionId,
+  Partitioning,
+  twinHash,
+} from "./partition/partitioning.js";
 export { CelFilter, TWIN_FILTER_VARIABLES } from "./query/cel-filter.js";
 export type { AggregateGroup, AggregateResult, QuerySummary, TwinAggregation, TwinQuery } from "./query/twin-query.js";
 export { Durability } from "./store/rocks-store.js";
