@@ -5,9 +5,11 @@ import type { Clock } from "../clock.js";
 import {
   AlertNotFoundError,
   HandlerFailedError,
+  InternalError,
   InvalidArgumentError,
   isTwinmeshError,
   OverloadedError,
+  TwinDeletedError,
   TwinNotFoundError,
   UnavailableError,
 } from "../errors.js";
@@ -26,6 +28,7 @@ import type { OutboxEntry } from "./outbox-entry.js";
 import { PendingBatch } from "./pending-batch.js";
 import { TimerService } from "./timer-service.js";
 import { TurnContext, type TurnServices } from "./turn-context.js";
+import { deletedKey, deletedSeq, forgetTwin, type TwinDeletion } from "./twin-deletion.js";
 import type { ControlMessage, OutcomeSink, TimerMessage, TurnOutcome, TwinMessage, UserMessage } from "./twin-message.js";
 import { checkSeq, markSeq, parseMeta, parseRecord, readState, rememberDelivery, SeqCheck, type TwinRecordData, wasDelivered } from "./twin-record.js";
 import type { KindEntry, TwinRegistry } from "./twin-registry.js";
@@ -324,13 +327,17 @@ export class TwinHost {
   }
 
   /**
-   * Deletes a twin: its state, timers and open alerts (resolved, so watchers see it). A tombstone
-   * keeps its dedupe marks so retried events cannot resurrect it. Resolves to whether it existed.
+   * Deletes a twin: its state, timers and open alerts (resolved, so watchers see it). By default
+   * the source's dedupe marks and the twin's idempotency keys go too, so the next event makes a
+   * fresh twin; `keepTombstone` keeps them, so late retries are rejected `TWIN_DELETED` (see
+   * {@link forgetTwin}). Runs ahead of queued telemetry (control lane).
+   * @throws UnknownKindError, OverloadedError, UnavailableError
    */
-  async deleteTwin(kind: string, id: string): Promise<boolean> {
+  async deleteTwin(kind: string, id: string, options: { keepTombstone?: boolean } = {}): Promise<TwinDeletion> {
     const entry = this.registry.get(kind);
-    const outcome = await this.postOne(entry, id, (sink) => ({ type: "control", op: "delete", sink, index: 0 }), true);
-    return outcome.reason !== "NOTHING_TO_DELETE";
+    const keepTombstone = options.keepTombstone === true;
+    const outcome = await this.postOne(entry, id, (sink) => ({ type: "control", op: "delete", keepTombstone, sink, index: 0 }), true);
+    return outcome.deletion ?? { existed: false, timersCancelled: 0, resolvedAlertIds: [], tombstone: keepTombstone, tombstoneSeq: 0 };
   }
 
   /** Acknowledges an open alert; a no-op for an acknowledged or resolved one. */
@@ -611,6 +618,14 @@ export class TwinHost {
     switch (msg.type) {
       case "telemetry": {
         const seq = msg.telemetry.seq;
+        const tomb = deletedSeq(rec, seq);
+        if (tomb !== undefined) {
+          return this.reject(
+            msg,
+            "TWIN_DELETED",
+            `seq ${seq} is at or below seq ${tomb}, the highest seq of twin ${act.entry.kind}/${act.id} when it was deleted with a tombstone: its effect was deleted, so it is not applied again; send seqs above ${tomb}, or delete the twin without a tombstone to let its source start again at 1`,
+          );
+        }
         const check = checkSeq(rec, seq, this.options.dedupeWindow);
         if (check === SeqCheck.DUPLICATE) {
           this.metrics.duplicates++;
@@ -652,6 +667,13 @@ export class TwinHost {
 
   private messageTurn(act: Activation, msg: UserMessage, rec: TwinRecordData): Promise<void> | undefined {
     const group = this.pipeline.current;
+    if (deletedKey(rec, msg.messageId)) {
+      return this.reject(
+        msg,
+        "TWIN_DELETED",
+        `idempotency key "${(msg.messageId as string).slice(2)}" was used before twin ${act.entry.kind}/${act.id} was deleted with a tombstone: its effect was deleted, so the message is not delivered again; use a new key`,
+      );
+    }
     if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
       if (msg.outboxKey !== undefined) {
         group.ops.push({ type: "del", key: msg.outboxKey });
@@ -715,21 +737,15 @@ export class TwinHost {
     const group = this.pipeline.current;
     const nowMs = this.clock.nowMs();
     if (msg.op === "delete") {
-      const existed = rec.del !== 1 && rec.ver > 0;
-      if (!existed) {
-        this.finish(msg, { status: "accepted", version: rec.ver, reason: "NOTHING_TO_DELETE" });
-        return;
+      const forgotten = forgetTwin(rec, msg.keepTombstone === true, INBOX_REMEMBER);
+      if (forgotten.changed) {
+        for (const [name, due] of Object.entries(forgotten.timers)) group.ops.push({ type: "del", key: this.keys.timer(due, act.entry.kind, act.id, name) });
+        for (const alert of forgotten.alerts) this.logAlert(group, { ...alert, state: AlertState.RESOLVED, updatedAt: nowMs });
+        act.state = undefined;
+        act.stateJson = undefined;
+        this.pipeline.touch(act);
       }
-      for (const [name, due] of Object.entries(rec.timers ?? {})) group.ops.push({ type: "del", key: this.keys.timer(due, act.entry.kind, act.id, name) });
-      for (const alert of Object.values(rec.alerts ?? {})) this.logAlert(group, { ...alert, state: AlertState.RESOLVED, updatedAt: nowMs });
-      rec.timers = undefined;
-      rec.alerts = undefined;
-      rec.del = 1;
-      rec.ver++;
-      act.state = undefined;
-      act.stateJson = undefined;
-      this.pipeline.touch(act);
-      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
+      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver, deletion: forgotten.deletion });
       return;
     }
     const alert = Object.values(rec.alerts ?? {}).find((a) => a.id === msg.alertId);
@@ -1208,6 +1224,10 @@ function outcomeError(outcome: TurnOutcome): Error {
     case "INGEST_QUEUE_FULL":
     case "RATE_LIMITED":
       return new OverloadedError(outcome.reason, message);
+    case "TWIN_DELETED":
+      return new TwinDeletedError(message);
+    case "INTERNAL":
+      return new InternalError(message);
     case "NOT_SERVING":
     case "COMMIT_FAILED":
     case "SHUTTING_DOWN":
