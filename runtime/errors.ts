@@ -186,3 +186,30 @@ export class ConfigError extends TwinmeshError {
     super(message);
   }
 }
+
+/**
+ * A request for a twin whose tombstone keeps it out: an idempotency key used before the twin
+ * was deleted with `keepTombstone`. (Late events get a `REJECTED` result with this reason.)
+ */
+export class TwinDeletedError extends TwinmeshError {
+  override readonly name = "TwinDeletedError";
+  readonly code = StatusCode.FAILED_PRECONDITION;
+  readonly reason = "TWIN_DELETED";
+  constructor(message: string) {
+    super(message);
+  }
+}
+
+/**
+ * A twinmesh bug that was contained: the runtime logged it once and recovered (for example a
+ * turn whose bookkeeping threw; its twin was reloaded). Not retryable: the same input may meet
+ * the same bug.
+ */
+export class InternalError extends TwinmeshError {
+  override readonly name = "InternalError";
+  readonly code = StatusCode.INTERNAL;
+  readonly reason = "INTERNAL";
+  constructor(message: string) {
+    super(message);
+  }
+}

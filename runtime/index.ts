@@ -12,10 +12,12 @@ export {
   DataDirectoryError,
   type FieldViolation,
   HandlerFailedError,
+  InternalError,
   InvalidArgumentError,
   isTwinmeshError,
   OverloadedError,
   StatusCode,
+  TwinDeletedError,
   TwinmeshError,
   TwinNotFoundError,
   UnavailableError,
@@ -23,6 +25,7 @@ export {
 } from "./errors.js";
 export type { HostOptions } from "./host/host-options.js";
 export type { IngestEvent } from "./host/ingest-event.js";
+export type { TwinDeletion } from "./host/twin-deletion.js";
 export type { TwinView } from "./host/twin-host.js";
 /** @internal For server/ and cluster/ only; not covered by semver. */
 export { type HostObserver, TwinHost } from "./host/twin-host.js";

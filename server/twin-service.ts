@@ -55,8 +55,17 @@ export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinServic
     },
 
     async deleteTwin(req) {
-      const existed = await host.deleteTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'));
-      return { $typeName: "twinmesh.v1.DeleteTwinResponse", existed };
+      const deletion = await host.deleteTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'), {
+        keepTombstone: req.keepTombstone,
+      });
+      return {
+        $typeName: "twinmesh.v1.DeleteTwinResponse",
+        existed: deletion.existed,
+        timersCancelled: deletion.timersCancelled,
+        resolvedAlertIds: [...deletion.resolvedAlertIds],
+        tombstone: deletion.tombstone,
+        tombstoneSeq: BigInt(deletion.tombstoneSeq),
+      };
     },
   };
 }

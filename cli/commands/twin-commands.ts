@@ -187,22 +187,36 @@ Example:
     });
 }
 
+interface DeleteOptions extends ClientCommandOptions {
+  keepTombstone?: boolean;
+}
+
 function deleteCommand(): Command {
   return clientCommand("delete", "delete a twin's state, timers and open alerts (DeleteTwin)")
     .argument("<kind>", "the twin kind, e.g. patient")
     .argument("<id>", "the twin id, e.g. bed-4")
+    .option("--keep-tombstone", "keep the source's seqs and idempotency keys, so late retries are rejected TWIN_DELETED")
     .addHelpText(
       "after",
-      "\nA tombstone keeps the source's highest seq, so retried events (that seq or lower) cannot\nbring the twin back.\n\nExample:\n  twinmesh delete patient bed-4",
+      "\nBy default the delete forgets the source's seqs and the twin's idempotency keys: the next\nevent (a re-provisioned device starting again at seq 1) makes a fresh twin. With\n--keep-tombstone a late retry (a seq at or below the last one applied, or an idempotency key\nused before) is REJECTED with TWIN_DELETED instead; higher seqs make a fresh twin.\n\nExamples:\n  twinmesh delete patient bed-4\n  twinmesh delete patient bed-4 --keep-tombstone",
     )
-    .action(async (kind: string, id: string, options: ClientCommandOptions, command: Command) => {
+    .action(async (kind: string, id: string, options: DeleteOptions, command: Command) => {
       await withClient(command, options, async (client) => {
-        const response = await client.deleteTwin({ kind, id });
+        const response = await client.deleteTwin({ kind, id, keepTombstone: options.keepTombstone === true });
         if (options.json) {
           printJson(messageJson(DeleteTwinResponseSchema, response));
           return;
         }
-        printLine(response.existed ? `DELETED ${kind}/${id}` : `${kind}/${id} has no state; nothing to delete`);
+        const seqs = response.tombstoneSeq > 0n ? `seqs up to ${response.tombstoneSeq} and ` : "";
+        const tombstone = response.tombstone ? `; tombstone keeps out ${seqs}earlier idempotency keys` : "";
+        if (!response.existed) {
+          printLine(`${kind}/${id} has no state; nothing to delete${tombstone}`);
+          return;
+        }
+        const alerts = response.resolvedAlertIds.length === 0 ? "" : ` (${response.resolvedAlertIds.join(", ")})`;
+        printLine(
+          `DELETED ${kind}/${id}: ${response.timersCancelled} timers cancelled, ${response.resolvedAlertIds.length} alerts resolved${alerts}${tombstone}`,
+        );
       });
     });
 }

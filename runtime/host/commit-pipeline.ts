@@ -20,6 +20,8 @@ export interface CommitHooks {
 export class CommitPipeline {
   private open = new CommitGroup();
   private writing: CommitGroup | undefined;
+  /** Settles when the write in flight has been handled (committed or failed). */
+  private written: Promise<void> = Promise.resolve();
   private scheduled = false;
   private idleWaiters: (() => void)[] = [];
   /** Groups written, and events in them, for metrics and benches. */
@@ -93,7 +95,7 @@ export class CommitPipeline {
     }
     this.writing = group;
     const started = performance.now();
-    this.store.write(group.ops).then(
+    this.written = this.store.write(group.ops).then(
       () => {
         this.stats.groups++;
         this.stats.events += group.events;
@@ -111,6 +113,24 @@ export class CommitPipeline {
         this.notifyIdle();
       },
     );
+  }
+
+  /** Resolves once the write in flight now (if any) has committed or failed. */
+  afterWrite(): Promise<void> {
+    return this.writing === undefined ? Promise.resolve() : this.written;
+  }
+
+  /**
+   * Takes the open group out unwritten (its twins no longer count it as uncommitted) and starts
+   * a new one. For a group that a bug left half-built: the caller answers its acks and reloads
+   * its twins, exactly as after a failed write.
+   */
+  abandonOpen(): CommitGroup {
+    const group = this.open;
+    this.open = new CommitGroup();
+    for (const act of group.twins) act.uncommitted--;
+    this.notifyIdle();
+    return group;
   }
 
   private done(group: CommitGroup): void {

@@ -16,4 +16,6 @@ export class HostMetrics {
   timersFired = 0;
   deadLetters = 0;
   commitFailures = 0;
+  /** Turns whose bookkeeping threw (twinmesh bugs, contained). */
+  internalErrors = 0;
 }

@@ -7,6 +7,9 @@ import type { ResolvedHostOptions } from "./host-options.js";
 /** Posts a due timer to its twin; false when the twin's kind is not loaded. */
 export type TimerPoster = (kind: string, id: string, name: string, dueMs: number, indexKey: string) => boolean;
 
+/** The latest due time the index can hold (12 hex digits). */
+const LAST_DUE_MS = 0xffff_ffff_fffe;
+
 /**
  * Fires durable timers from the time-ordered index in RocksDB (`x/<due>/<kind>/<id>/<name>`).
  *
@@ -117,7 +120,7 @@ export class TimerService {
 
   /** The earliest pending timer's due time. */
   async nextDue(): Promise<number | undefined> {
-    for await (const chunk of this.store.scan({ ...this.keys.timersDue(this.floorMs, Number.MAX_SAFE_INTEGER >> 8), limit: 1 }, { values: false })) {
+    for await (const chunk of this.store.scan({ ...this.keys.timersDue(this.floorMs, LAST_DUE_MS), limit: 1 }, { values: false })) {
       const first = chunk[0];
       if (first !== undefined) return this.keys.parseTimer(first[0]).dueMs;
     }

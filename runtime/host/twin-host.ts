@@ -5,9 +5,11 @@ import type { Clock } from "../clock.js";
 import {
   AlertNotFoundError,
   HandlerFailedError,
+  InternalError,
   InvalidArgumentError,
   isTwinmeshError,
   OverloadedError,
+  TwinDeletedError,
   TwinNotFoundError,
   UnavailableError,
 } from "../errors.js";
@@ -26,6 +28,7 @@ import type { OutboxEntry } from "./outbox-entry.js";
 import { PendingBatch } from "./pending-batch.js";
 import { TimerService } from "./timer-service.js";
 import { TurnContext, type TurnServices } from "./turn-context.js";
+import { deletedKey, deletedSeq, forgetTwin, type TwinDeletion } from "./twin-deletion.js";
 import type { ControlMessage, OutcomeSink, TimerMessage, TurnOutcome, TwinMessage, UserMessage } from "./twin-message.js";
 import { checkSeq, markSeq, parseMeta, parseRecord, readState, rememberDelivery, SeqCheck, type TwinRecordData, wasDelivered } from "./twin-record.js";
 import type { KindEntry, TwinRegistry } from "./twin-registry.js";
@@ -106,6 +109,9 @@ export class TwinHost {
   private readonly timers: TimerService;
   private readonly outbox: OutboxDispatcher;
   private toLoad: Activation[] = [];
+  /** Twins evicted by a broken turn while a write held their changes: reloaded after that write. */
+  private readonly reloadAfterWrite = new Set<string>();
+  private reloadBarrier: Promise<void> = Promise.resolve();
   private inflight = 0;
   private nextLogSeq = 0;
   private nextOutboxSeq = 0;
@@ -324,13 +330,17 @@ export class TwinHost {
   }
 
   /**
-   * Deletes a twin: its state, timers and open alerts (resolved, so watchers see it). A tombstone
-   * keeps its dedupe marks so retried events cannot resurrect it. Resolves to whether it existed.
+   * Deletes a twin: its state, timers and open alerts (resolved, so watchers see it). By default
+   * the source's dedupe marks and the twin's idempotency keys go too, so the next event makes a
+   * fresh twin; `keepTombstone` keeps them, so late retries are rejected `TWIN_DELETED` (see
+   * {@link forgetTwin}). Runs ahead of queued telemetry (control lane).
+   * @throws UnknownKindError, OverloadedError, UnavailableError
    */
-  async deleteTwin(kind: string, id: string): Promise<boolean> {
+  async deleteTwin(kind: string, id: string, options: { keepTombstone?: boolean } = {}): Promise<TwinDeletion> {
     const entry = this.registry.get(kind);
-    const outcome = await this.postOne(entry, id, (sink) => ({ type: "control", op: "delete", sink, index: 0 }), true);
-    return outcome.reason !== "NOTHING_TO_DELETE";
+    const keepTombstone = options.keepTombstone === true;
+    const outcome = await this.postOne(entry, id, (sink) => ({ type: "control", op: "delete", keepTombstone, sink, index: 0 }), true);
+    return outcome.deletion ?? { existed: false, timersCancelled: 0, resolvedAlertIds: [], tombstone: keepTombstone, tombstoneSeq: 0 };
   }
 
   /** Acknowledges an open alert; a no-op for an acknowledged or resolved one. */
@@ -447,7 +457,13 @@ export class TwinHost {
   private loadPending(): void {
     const acts = this.toLoad;
     this.toLoad = [];
-    this.store.getMany(acts.map((a) => a.key)).then(
+    const read = (): Promise<(string | undefined)[]> => this.store.getMany(acts.map((a) => a.key));
+    let records: Promise<(string | undefined)[]>;
+    if (this.reloadAfterWrite.size > 0 && acts.some((a) => this.reloadAfterWrite.has(a.key))) {
+      for (const a of acts) this.reloadAfterWrite.delete(a.key);
+      records = this.reloadBarrier.then(read);
+    } else records = read();
+    records.then(
       (raws) => {
         for (let i = 0; i < acts.length; i++) this.loaded(acts[i] as Activation, raws[i]);
       },
@@ -588,14 +604,17 @@ export class TwinHost {
         this.checkIdle();
         return;
       }
-      const pending = this.turn(act, msg);
+      let pending: Promise<void> | undefined;
+      try {
+        pending = this.turn(act, msg);
+      } catch (err) {
+        this.turnBroke(act, msg, err);
+        return;
+      }
       if (pending !== undefined) {
         pending.then(
           () => this.drain(act),
-          (err: unknown) => {
-            this.log.error({ err }, "turn bookkeeping failed");
-            this.drain(act);
-          },
+          (err: unknown) => this.turnBroke(act, msg, err),
         );
         return;
       }
@@ -611,6 +630,14 @@ export class TwinHost {
     switch (msg.type) {
       case "telemetry": {
         const seq = msg.telemetry.seq;
+        const tomb = deletedSeq(rec, seq);
+        if (tomb !== undefined) {
+          return this.reject(
+            msg,
+            "TWIN_DELETED",
+            `seq ${seq} is at or below seq ${tomb}, the highest seq of twin ${act.entry.kind}/${act.id} when it was deleted with a tombstone: its effect was deleted, so it is not applied again; send seqs above ${tomb}, or delete the twin without a tombstone to let its source start again at 1`,
+          );
+        }
         const check = checkSeq(rec, seq, this.options.dedupeWindow);
         if (check === SeqCheck.DUPLICATE) {
           this.metrics.duplicates++;
@@ -652,6 +679,13 @@ export class TwinHost {
 
   private messageTurn(act: Activation, msg: UserMessage, rec: TwinRecordData): Promise<void> | undefined {
     const group = this.pipeline.current;
+    if (deletedKey(rec, msg.messageId)) {
+      return this.reject(
+        msg,
+        "TWIN_DELETED",
+        `idempotency key "${(msg.messageId as string).slice(2)}" was used before twin ${act.entry.kind}/${act.id} was deleted with a tombstone: its effect was deleted, so the message is not delivered again; use a new key`,
+      );
+    }
     if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
       if (msg.outboxKey !== undefined) {
         group.ops.push({ type: "del", key: msg.outboxKey });
@@ -715,21 +749,15 @@ export class TwinHost {
     const group = this.pipeline.current;
     const nowMs = this.clock.nowMs();
     if (msg.op === "delete") {
-      const existed = rec.del !== 1 && rec.ver > 0;
-      if (!existed) {
-        this.finish(msg, { status: "accepted", version: rec.ver, reason: "NOTHING_TO_DELETE" });
-        return;
+      const forgotten = forgetTwin(rec, msg.keepTombstone === true, INBOX_REMEMBER);
+      if (forgotten.changed) {
+        for (const [name, due] of Object.entries(forgotten.timers)) group.ops.push({ type: "del", key: this.keys.timer(due, act.entry.kind, act.id, name) });
+        for (const alert of forgotten.alerts) this.logAlert(group, { ...alert, state: AlertState.RESOLVED, updatedAt: nowMs });
+        act.state = undefined;
+        act.stateJson = undefined;
+        this.pipeline.touch(act);
       }
-      for (const [name, due] of Object.entries(rec.timers ?? {})) group.ops.push({ type: "del", key: this.keys.timer(due, act.entry.kind, act.id, name) });
-      for (const alert of Object.values(rec.alerts ?? {})) this.logAlert(group, { ...alert, state: AlertState.RESOLVED, updatedAt: nowMs });
-      rec.timers = undefined;
-      rec.alerts = undefined;
-      rec.del = 1;
-      rec.ver++;
-      act.state = undefined;
-      act.stateJson = undefined;
-      this.pipeline.touch(act);
-      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
+      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver, deletion: forgotten.deletion });
       return;
     }
     const alert = Object.values(rec.alerts ?? {}).find((a) => a.id === msg.alertId);
@@ -779,31 +807,94 @@ export class TwinHost {
       this.finishTurn(act, msg, ctx, meta, before);
       return undefined;
     }
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
+    // Bookkeeping that throws rejects this promise (drain contains it) instead of leaving it
+    // pending forever or throwing out of a callback, where nothing would catch it.
+    return new Promise<void>((resolve, reject) => {
+      const settle = (end: () => void): void => {
+        if (settled) return;
         settled = true;
-        this.metrics.timeouts++;
-        this.failTurn(act, msg, ctx, "TURN_TIMEOUT", new Error(`handler did not finish within ${this.options.turnTimeoutMs} ms`), before);
-        resolve();
-      }, this.options.turnTimeoutMs);
+        clearTimeout(timer);
+        try {
+          end();
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      };
+      const timer = setTimeout(
+        () =>
+          settle(() => {
+            this.metrics.timeouts++;
+            this.failTurn(act, msg, ctx, "TURN_TIMEOUT", new Error(`handler did not finish within ${this.options.turnTimeoutMs} ms`), before);
+          }),
+        this.options.turnTimeoutMs,
+      );
       let settled = false;
       (result as Promise<void>).then(
-        () => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          this.finishTurn(act, msg, ctx, meta, before);
-          resolve();
-        },
-        (err: unknown) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          this.failTurn(act, msg, ctx, "HANDLER_FAILED", err, before);
-          resolve();
-        },
+        () => settle(() => this.finishTurn(act, msg, ctx, meta, before)),
+        (err: unknown) => settle(() => this.failTurn(act, msg, ctx, "HANDLER_FAILED", err, before)),
       );
     });
+  }
+
+  /**
+   * A turn's bookkeeping threw: a twinmesh bug, not the handler's. The open commit group may hold
+   * half of that turn's effects and the twin's working record half its marks, so the group is
+   * abandoned unwritten (its events answered `COMMIT_FAILED`, retryable) and its twins reload from
+   * disk, as after a failed write; the message that broke is answered `INTERNAL`. A timer or an
+   * outbox message that broke is spent (dead-lettered), or it would come back and break again.
+   */
+  private turnBroke(act: Activation, msg: TwinMessage, err: unknown): void {
+    this.metrics.internalErrors++;
+    act.log(this.log).error({ err, trigger: msg.type }, "turn bookkeeping failed; its commit group was abandoned and its twins reload from disk");
+    const abandoned: TurnOutcome = {
+      status: "rejected",
+      reason: "COMMIT_FAILED",
+      message:
+        "a twinmesh bug in another turn abandoned the commit group this event was in before it was written; nothing of it was applied; retry with the same seq",
+      retryable: true,
+    };
+    const internal: TurnOutcome = {
+      status: "rejected",
+      reason: "INTERNAL",
+      message: `twinmesh failed while committing this turn of ${act.entry.kind}/${act.id} (a bug, logged on the node); nothing of it was applied and the twin was reloaded from disk`,
+      retryable: false,
+    };
+    const group = this.pipeline.abandonOpen();
+    act.running = false;
+    for (const twin of [act, ...group.twins]) {
+      this.evictForReload(twin);
+      for (const queued of twin.takeAll()) this.finish(queued, abandoned);
+    }
+    // The broken message may already wait among the group's acks (its bookkeeping threw later).
+    for (const acked of group.ackMessages) if (acked !== msg) this.finish(acked, abandoned);
+    for (const key of group.timersDone) this.timers.released(key);
+    for (const seq of group.outboxDone) this.outbox.released(seq);
+    this.metrics.rejected++;
+    if (msg.type === "timer") {
+      const next = this.pipeline.current;
+      next.ops.push({ type: "del", key: msg.indexKey });
+      next.timersDone.push(msg.indexKey);
+      this.ackAfterCommit(msg, internal);
+      this.pipeline.schedule();
+    } else if (msg.type === "message" && msg.outboxKey !== undefined) {
+      this.deadLetter(msg, "INTERNAL", internal.message as string);
+      this.ackAfterCommit(msg, internal);
+      this.pipeline.schedule();
+    } else this.finish(msg, internal);
+    this.checkIdle();
+  }
+
+  /**
+   * Evicts a twin whose working record cannot be trusted. A write in flight may still hold its
+   * last good turns, so its next activation reads the store only after that write.
+   */
+  private evictForReload(act: Activation): void {
+    if (act.uncommitted > 0) {
+      this.reloadAfterWrite.add(act.key);
+      this.reloadBarrier = this.pipeline.afterWrite();
+    }
+    this.evict(act);
   }
 
   private finishTurn(act: Activation, msg: TwinMessage, ctx: TurnContext, meta?: (g: CommitGroup) => void, before?: (g: CommitGroup) => void): void {
@@ -1208,6 +1299,10 @@ function outcomeError(outcome: TurnOutcome): Error {
     case "INGEST_QUEUE_FULL":
     case "RATE_LIMITED":
       return new OverloadedError(outcome.reason, message);
+    case "TWIN_DELETED":
+      return new TwinDeletedError(message);
+    case "INTERNAL":
+      return new InternalError(message);
     case "NOT_SERVING":
     case "COMMIT_FAILED":
     case "SHUTTING_DOWN":

@@ -1,5 +1,6 @@
 import type { JsonObject } from "../util/json.js";
 import type { TelemetryEvent } from "./ingest-event.js";
+import type { TwinDeletion } from "./twin-deletion.js";
 
 /** The outcome of one event or message, as it is acknowledged. */
 export interface TurnOutcome {
@@ -10,6 +11,8 @@ export interface TurnOutcome {
   readonly retryable?: boolean;
   /** The twin's version after the turn (accepted and duplicate outcomes). */
   readonly version?: number;
+  /** What a delete did (delete control messages only). */
+  readonly deletion?: TwinDeletion;
 }
 
 /**
@@ -51,6 +54,8 @@ export interface ControlMessage extends Base {
   readonly type: "control";
   readonly op: "ack-alert" | "resolve-alert" | "delete";
   readonly alertId?: string;
+  /** For `delete`: keep a tombstone that rejects late retries (see `forgetTwin`). */
+  readonly keepTombstone?: boolean;
 }
 
 /** Anything a twin's mailbox holds. */

@@ -34,8 +34,19 @@ export interface TwinRecordData {
    * from `inbox` so heavy twin-to-twin traffic cannot push a client's key out.
    */
   keys?: string[];
-  /** 1 when deleted: a tombstone that keeps the dedupe marks. */
+  /**
+   * 1 when deleted: the record has no state. It keeps `ver` (versions, and the alert ids made
+   * from them, never repeat) and, only after a delete that kept a tombstone, the dedupe marks.
+   */
   del?: 1;
+  /**
+   * Set by a delete that kept a tombstone: the source's highest seq at that delete. Seqs from 1
+   * to it are rejected `TWIN_DELETED` (their effects were deleted), also after the twin starts
+   * again with newer seqs.
+   */
+  tomb?: number;
+  /** Idempotency keys (`k:<key>`) used before a delete that kept a tombstone, oldest first, bounded. */
+  tombKeys?: string[];
 }
 
 /** The outcome of checking a seq against a twin's dedupe marks. */
@@ -121,6 +132,8 @@ export function serializeRecord(rec: TwinRecordData, stateJson: string | undefin
   if (rec.inbox !== undefined) out += `,"inbox":${JSON.stringify(rec.inbox)}`;
   if (rec.keys !== undefined) out += `,"keys":${JSON.stringify(rec.keys)}`;
   if (rec.del === 1) out += `,"del":1`;
+  if (rec.tomb !== undefined) out += `,"tomb":${rec.tomb}`;
+  if (rec.tombKeys !== undefined) out += `,"tombKeys":${JSON.stringify(rec.tombKeys)}`;
   return stateJson === undefined ? `${out}}` : `${out}}\n${stateJson}`;
 }
 

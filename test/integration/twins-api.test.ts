@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import { ACCEPTED, DUPLICATE, ev, outcomes, statuses } from "../harness/events.js";
+import { DUPLICATE, ev, outcomes, statuses } from "../harness/events.js";
 import { clientError } from "../harness/grpc-status.js";
 import { startNode, twinState } from "../harness/start-node.js";
 import { useTestScope } from "../harness/test-scope.js";
@@ -27,25 +27,6 @@ describe("TwinService (twins-api)", () => {
     assert.equal(twin?.lastSeq, 7n);
     assert.deepEqual([twin?.lastEventTime?.seconds, twin?.lastEventTime?.nanos], [time.seconds, time.nanos]);
     assert.equal(twin?.ownerNodeId, "node-a");
-  });
-
-  it("deletes a twin: GetTwin is NOT_FOUND afterwards, a retried old seq is DUPLICATE and does not resurrect it, also after a restart", async () => {
-    let node = await startNode(t);
-    await node.client.publish([ev("counter", "c-1", 1), ev("counter", "c-1", 2), ev("counter", "c-1", 3)]);
-    assert.deepEqual(await node.client.deleteTwin({ kind: "counter", id: "c-1" }), { $typeName: "twinmesh.v1.DeleteTwinResponse", existed: true });
-    assert.equal((await clientError(node.client.getTwin({ kind: "counter", id: "c-1" }))).code, grpc.status.NOT_FOUND);
-    assert.equal((await node.client.deleteTwin({ kind: "counter", id: "c-1" })).existed, false);
-    assert.equal((await node.client.deleteTwin({ kind: "counter", id: "never" })).existed, false);
-
-    assert.deepEqual(outcomes((await node.client.publish([ev("counter", "c-1", 2), ev("counter", "c-1", 3)])).results), [DUPLICATE, DUPLICATE]);
-    assert.equal((await clientError(node.client.getTwin({ kind: "counter", id: "c-1" }))).code, grpc.status.NOT_FOUND);
-
-    node = await node.restart();
-    assert.equal((await clientError(node.client.getTwin({ kind: "counter", id: "c-1" }))).code, grpc.status.NOT_FOUND);
-    assert.deepEqual(outcomes((await node.client.publish([ev("counter", "c-1", 1)])).results), [DUPLICATE]);
-    // A new seq starts the twin again from initial().
-    assert.deepEqual(outcomes((await node.client.publish([ev("counter", "c-1", 4)])).results), [ACCEPTED]);
-    assert.deepEqual(await twinState(node.client, "counter", "c-1"), { count: 1, lastSeq: 4, total: 0, messages: 0 });
   });
 
   it("delivers SendToTwin once per idempotency_key and every time without one", async () => {

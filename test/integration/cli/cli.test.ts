@@ -306,12 +306,26 @@ describe("twinmesh CLI against a node process", () => {
     });
     assertResult(await cli("message", "ward", "ward-z", "{not json"), { code: 2, stdout: "" });
 
-    assertResult(await cli("delete", "ward", "ward-z"), { code: 0, stdout: "DELETED ward/ward-z\n", stderr: "" });
+    assertResult(await cli("delete", "ward", "ward-z", "--keep-tombstone"), {
+      code: 0,
+      stdout: "DELETED ward/ward-z: 0 timers cancelled, 0 alerts resolved; tombstone keeps out earlier idempotency keys\n",
+      stderr: "",
+    });
+    assertResult(await cli("message", "ward", "ward-z", report, "--idempotency-key", "m-1"), {
+      code: 1,
+      stdout: "",
+      stderr:
+        'twinmesh: idempotency key "m-1" was used before twin ward/ward-z was deleted with a tombstone: its effect was deleted, so the message is not delivered again; use a new key (TWIN_DELETED)\n',
+    });
+    assertResult(await cli("message", "ward", "ward-z", report), { code: 0, stdout: "DELIVERED ward/ward-z: version 3\n", stderr: "" });
+    assertResult(await cli("delete", "ward", "ward-z"), { code: 0, stdout: "DELETED ward/ward-z: 0 timers cancelled, 0 alerts resolved\n", stderr: "" });
     assertResult(await cli("get", "ward", "ward-z"), {
       code: 1,
       stderr: "twinmesh: twin ward/ward-z has no state: it never received an event, or it was deleted (TWIN_NOT_FOUND)\n",
     });
-    assertResult(await cli("delete", "ward", "ward-z", "--json"), { code: 0, stdout: '{\n  "existed": false\n}\n', stderr: "" });
+    const json = await cli("delete", "ward", "ward-z", "--json");
+    assertResult(json, { code: 0, stderr: "" });
+    assert.deepEqual([JSON.parse(json.stdout).existed, JSON.parse(json.stdout).tombstone], [false, false]);
   });
 
   it("streams a JSON-lines file, and stops at a bad line after the events before it were answered", async () => {
