@@ -9,8 +9,11 @@ export interface OpenedRuntime {
   readonly dataDir: string;
   /** Messages committed by `ctx.send` since this runtime opened, in commit order. */
   readonly sent: OutboxEntry[];
-  /** Closes this runtime (draining it) and opens a new one on the same directory and clock. */
-  reopen(overrides?: Partial<OpenRuntimeOptions>): Promise<OpenedRuntime>;
+  /**
+   * Closes this runtime (draining it) and opens a new one on the same directory and clock;
+   * `whileClosed` runs in between (to move the clock while nothing runs, say).
+   */
+  reopen(overrides?: Partial<OpenRuntimeOptions>, whileClosed?: () => void): Promise<OpenedRuntime>;
 }
 
 /** What {@link openRuntime} takes; everything but `twins` is optional. */
@@ -51,8 +54,9 @@ export async function openRuntime(t: TestScope, options: OpenRuntimeOptions): Pr
     clock,
     dataDir,
     sent,
-    async reopen(overrides = {}) {
+    async reopen(overrides = {}, whileClosed) {
       await runtime.close();
+      whileClosed?.();
       return openRuntime(t, { ...options, ...overrides, dataDir, clock });
     },
   };
