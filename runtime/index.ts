@@ -14,6 +14,7 @@ export {
   HandlerFailedError,
   InvalidArgumentError,
   isTwinmeshError,
+  NoHandlerError,
   OverloadedError,
   StatusCode,
   TwinmeshError,
@@ -22,7 +23,7 @@ export {
   UnknownKindError,
 } from "./errors.js";
 export type { HostOptions } from "./host/host-options.js";
-export type { IngestEvent } from "./host/ingest-event.js";
+export { type IngestEvent, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS } from "./host/ingest-event.js";
 export type { TwinView } from "./host/twin-host.js";
 /** @internal For server/ and cluster/ only; not covered by semver. */
 export { type HostObserver, TwinHost } from "./host/twin-host.js";
@@ -49,4 +50,6 @@ export {
 export { TwinRuntime, type TwinRuntimeOptions } from "./twin-runtime.js";
 export type { JsonObject, JsonPrimitive, JsonShape, JsonValue } from "./util/json.js";
 /** @internal */
-export { hasControlCharacter } from "./util/text.js";
+export { MAX_JSON_INPUT_DEPTH } from "./util/json-input.js";
+/** @internal */
+export { capText, hasControlCharacter, MAX_ECHO_CHARS, quoteInput } from "./util/text.js";
