@@ -230,7 +230,8 @@ export class RocksStore {
 
   private static openError(path: string, err: unknown): DataDirectoryError {
     const text = (err as Error).message ?? String(err);
-    if (/lock/i.test(text)) {
+    // A word of its own: "block checksum mismatch" is a corruption, not a lock.
+    if (/\block\b/i.test(text)) {
       return new DataDirectoryError(
         "DATA_DIR_LOCKED",
         path,
