@@ -4,7 +4,7 @@ import { type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbSta
 import { type Event, type EventResult, EventStatus } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import type { AggregateGroup as PbGroup, TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import type { AggregateGroup, Alert, IngestEvent, TurnOutcome, TwinView } from "../runtime/index.js";
-import { hasControlCharacter, InvalidArgumentError, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, quoteInput } from "../runtime/index.js";
+import { hasControlCharacter, InvalidArgumentError, quoteInput } from "../runtime/index.js";
 
 /**
  * Conversions between the protobuf messages of twinmesh.v1 and the runtime's types. Results
@@ -70,17 +70,9 @@ export function toSnapshot(v: TwinView): TwinSnapshot {
     state: v.state,
     version: BigInt(v.version),
     lastSeq: BigInt(v.lastSeq),
-    lastEventTime: validTimestamp(v.lastEventTime),
+    lastEventTime: v.lastEventTime === undefined ? undefined : timestampFromMs(v.lastEventTime),
     ownerNodeId: v.ownerNodeId,
   };
-}
-
-/**
- * A Timestamp for epoch ms, or none for a time a Timestamp cannot hold. The runtime accepts no
- * such event time, but a record written before that check existed may carry one.
- */
-function validTimestamp(ms: number | undefined): Timestamp | undefined {
-  return ms !== undefined && ms >= MIN_EVENT_TIME_MS && ms <= MAX_EVENT_TIME_MS ? timestampFromMs(ms) : undefined;
 }
 
 const SEVERITY: Record<Alert["severity"], PbSeverity> = { info: PbSeverity.INFO, warning: PbSeverity.WARNING, critical: PbSeverity.CRITICAL };
