@@ -106,6 +106,7 @@ server.addService(
         const res: PublishStreamResponse = {
           $typeName: "twinmesh.v1.PublishStreamResponse",
           batchId: req.batchId,
+          batchReason: "",
           results: req.events.map(() => ACCEPTED),
         };
         const out = toBinary(PublishStreamResponseSchema, res);

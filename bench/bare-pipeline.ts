@@ -124,6 +124,7 @@ async function pipeline(req: PipelineCeilingRequest): Promise<PipelineCeilingRes
           const out = toBinary(PublishStreamResponseSchema, {
             $typeName: "twinmesh.v1.PublishStreamResponse",
             batchId: b.id,
+            batchReason: "",
             results: new Array<EventResult>(b.events).fill(ACCEPTED),
           });
           answered++;

@@ -211,9 +211,18 @@ export class PublishStreamSession {
     return this.sendEncoded(batchId, bytes);
   }
 
-  /** Sends a batch pre-encoded as a PublishStreamRequest (the load generator's fast path). */
+  /**
+   * Sends a batch pre-encoded as a PublishStreamRequest (the load generator's fast path).
+   * A `batchId` still waiting for its answer is refused here, before anything is sent: answers
+   * are matched by id, and the server would refuse it anyway (`BATCH_ID_IN_FLIGHT`).
+   */
   sendEncoded(batchId: string, bytes: Buffer): Promise<PublishStreamResponse> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.waiting.has(batchId)) {
+      return Promise.reject(
+        new Error(`batch_id ${JSON.stringify(batchId)} is still waiting for its answer on this stream; use a new batch_id for every batch`),
+      );
+    }
     return new Promise((resolve, reject) => {
       this.waiting.set(batchId, { resolve, reject });
       this.call.write(bytes);

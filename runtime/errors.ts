@@ -5,6 +5,8 @@
  * why, and what to do next. `server/` maps them to gRPC statuses in one place.
  */
 
+import { quoteInput } from "./util/text.js";
+
 /** gRPC status codes used by twinmesh errors (the numeric values of the gRPC spec). */
 export const StatusCode = {
   UNKNOWN: 2,
@@ -76,7 +78,7 @@ export class UnknownKindError extends TwinmeshError {
     readonly knownKinds: readonly string[],
   ) {
     super(
-      `unknown twin kind "${kind}"; this node knows ${knownKinds.length === 0 ? "no kinds" : knownKinds.map((k) => `"${k}"`).join(", ")}; start it with --twins <module> exporting that kind`,
+      `unknown twin kind ${quoteInput(kind)}; this node knows ${knownKinds.length === 0 ? "no kinds" : knownKinds.map((k) => `"${k}"`).join(", ")}; start it with --twins <module> exporting that kind`,
     );
   }
 }
@@ -135,19 +137,27 @@ export class HandlerFailedError extends TwinmeshError {
   override readonly name = "HandlerFailedError";
   readonly code = StatusCode.UNKNOWN;
   constructor(
-    readonly reason:
-      | "HANDLER_FAILED"
-      | "TURN_TIMEOUT"
-      | "BAD_STATE"
-      | "STATE_TOO_LARGE"
-      | "MIGRATION_FAILED"
-      | "TWIN_CORRUPT"
-      | "NO_MESSAGE_HANDLER"
-      | "NO_TELEMETRY_HANDLER",
+    readonly reason: "HANDLER_FAILED" | "TURN_TIMEOUT" | "BAD_STATE" | "STATE_TOO_LARGE" | "MIGRATION_FAILED" | "TWIN_CORRUPT",
     message: string,
     options?: { cause?: unknown },
   ) {
     super(message, options);
+  }
+}
+
+/**
+ * The twin kind has no handler for what was sent to it (a `SendToTwin` to a kind without
+ * `onMessage`). The request is well formed; the kind cannot take it until its class gets the handler.
+ */
+export class NoHandlerError extends TwinmeshError {
+  override readonly name = "NoHandlerError";
+  readonly code = StatusCode.FAILED_PRECONDITION;
+  constructor(
+    readonly reason: "NO_MESSAGE_HANDLER" | "NO_TELEMETRY_HANDLER",
+    readonly kind: string,
+  ) {
+    const handler = reason === "NO_MESSAGE_HANDLER" ? "onMessage" : "onTelemetry";
+    super(`twin kind "${kind}" has no ${handler} handler; add ${handler} to its class, or send to a kind that has one`);
   }
 }
 

@@ -15,6 +15,7 @@ export {
   InternalError,
   InvalidArgumentError,
   isTwinmeshError,
+  NoHandlerError,
   OverloadedError,
   StatusCode,
   TwinDeletedError,
@@ -24,7 +25,7 @@ export {
   UnknownKindError,
 } from "./errors.js";
 export type { HostOptions } from "./host/host-options.js";
-export type { IngestEvent } from "./host/ingest-event.js";
+export { type IngestEvent, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS } from "./host/ingest-event.js";
 export type { TwinDeletion } from "./host/twin-deletion.js";
 export type { TwinView } from "./host/twin-host.js";
 /** @internal For server/ and cluster/ only; not covered by semver. */
@@ -59,4 +60,6 @@ export {
 export { TwinRuntime, type TwinRuntimeOptions } from "./twin-runtime.js";
 export type { JsonObject, JsonPrimitive, JsonShape, JsonValue } from "./util/json.js";
 /** @internal */
-export { hasControlCharacter } from "./util/text.js";
+export { MAX_JSON_INPUT_DEPTH } from "./util/json-input.js";
+/** @internal */
+export { capText, hasControlCharacter, MAX_ECHO_CHARS, quoteInput } from "./util/text.js";

@@ -1,7 +1,10 @@
 import type { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
-import type { TwinRuntime } from "../runtime/index.js";
+import { hasControlCharacter, InvalidArgumentError, quoteInput, type TwinRuntime } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { requireField, toPbAlert } from "./proto-convert.js";
+
+/** Cursors this node issues are at most 15 characters (`c1.` and 12 base-36 digits); longer input is not one. */
+const MAX_CURSOR_CHARS = 64;
 
 /** `twinmesh.v1.AlertService` over a {@link TwinRuntime}. */
 export function alertService(runtime: TwinRuntime): ServiceImpl<typeof AlertService> {
@@ -13,7 +16,7 @@ export function alertService(runtime: TwinRuntime): ServiceImpl<typeof AlertServ
     },
 
     async watchAlerts(req, out, call) {
-      for await (const change of alerts.watch(req.cursor || undefined, req.filter, call.signal)) {
+      for await (const change of alerts.watch(checkCursor(req.cursor), req.filter, call.signal)) {
         await out.write({ $typeName: "twinmesh.v1.WatchAlertsResponse", alert: toPbAlert(change.alert), cursor: change.cursor });
       }
     },
@@ -28,4 +31,22 @@ export function alertService(runtime: TwinRuntime): ServiceImpl<typeof AlertServ
       return { $typeName: "twinmesh.v1.ResolveAlertResponse", alert: toPbAlert(alert) };
     },
   };
+}
+
+/**
+ * The watch cursor, or undefined for "from now". Input that cannot be a cursor is refused here,
+ * echoed short and escaped: a 100 KB cursor repeated whole in the error would make the status
+ * too large to deliver.
+ * @throws InvalidArgumentError (`BAD_CURSOR`)
+ */
+function checkCursor(cursor: string): string | undefined {
+  if (cursor.length === 0) return undefined;
+  if (cursor.length > MAX_CURSOR_CHARS || hasControlCharacter(cursor)) {
+    throw new InvalidArgumentError(
+      "BAD_CURSOR",
+      `cursor ${quoteInput(cursor)} is not a cursor this node issued; pass one from ListAlerts or WatchAlerts, or none to start from now`,
+      [{ field: "cursor", description: "must be a cursor returned by ListAlerts or WatchAlerts" }],
+    );
+  }
+  return cursor;
 }

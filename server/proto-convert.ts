@@ -4,7 +4,7 @@ import { type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbSta
 import { type Event, type EventResult, EventStatus } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import type { AggregateGroup as PbGroup, TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import type { AggregateGroup, Alert, IngestEvent, TurnOutcome, TwinView } from "../runtime/index.js";
-import { hasControlCharacter, InvalidArgumentError } from "../runtime/index.js";
+import { hasControlCharacter, InvalidArgumentError, quoteInput } from "../runtime/index.js";
 
 /**
  * Conversions between the protobuf messages of twinmesh.v1 and the runtime's types. Results
@@ -24,8 +24,13 @@ export function toIngestEvent(e: Event): IngestEvent {
   };
 }
 
-/** Epoch ms of a Timestamp. */
+/**
+ * Epoch ms of a Timestamp; NaN when its nanos lie outside 0..999,999,999, which makes it no
+ * Timestamp at all. Seconds are not checked here: the runtime refuses a time outside
+ * 0001..9999 (RFC 3339, the Timestamp's own range) with a message that says so.
+ */
 export function timestampMs(t: Timestamp): number {
+  if (!Number.isInteger(t.nanos) || t.nanos < 0 || t.nanos > 999_999_999) return Number.NaN;
   return Number(t.seconds) * 1000 + Math.floor(t.nanos / 1_000_000);
 }
 
@@ -113,7 +118,7 @@ export function requireField(value: string, field: string, example: string): str
   }
   // As for an event's source_id: control characters (NUL above all) would break key encoding.
   if (hasControlCharacter(value)) {
-    throw new InvalidArgumentError("BAD_FIELD", `${field} ${JSON.stringify(value)} contains control characters; use printable characters`, [
+    throw new InvalidArgumentError("BAD_FIELD", `${field} ${quoteInput(value)} contains control characters; use printable characters`, [
       { field, description: "no control characters" },
     ]);
   }

@@ -1,6 +1,6 @@
 import type { TwinRouter } from "../cluster/index.js";
 import type { EventResult, PublishResponse, PublishStreamRequest, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
-import { InvalidArgumentError, type Logger } from "../runtime/index.js";
+import { InvalidArgumentError, type Logger, quoteInput } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { rejectedResult, toEventResult, toIngestEvent } from "./proto-convert.js";
 
@@ -37,59 +37,97 @@ export function telemetryService(router: TwinRouter, limits: TelemetryServiceLim
     },
 
     async publishStream(input, out, call): Promise<void> {
-      const inflight = new Set<string>();
+      // Batches being applied, by id, each with the promise of its answer being written.
+      const inflight = new Map<string, Promise<void>>();
       const recent = new Set<string>();
+      // Every answer not yet written: applied batches and refusals waiting for an earlier
+      // answer with the same id. Its size bounds the slots, so refusals queue no more than batches.
       const writes = new Set<Promise<void>>();
       let slotFreed: (() => void) | undefined;
-      const answer = (batchId: string, results: EventResult[]): Promise<void> =>
-        out.write({ $typeName: "twinmesh.v1.PublishStreamResponse", batchId, results });
-
-      for await (const req of input) {
-        while (inflight.size >= limits.maxInflightBatches) {
-          await new Promise<void>((resolve) => {
-            slotFreed = resolve;
-          });
-        }
-        const problem = checkBatch(req, inflight, recent, limits);
-        if (problem !== undefined) {
-          // The batch_id as sent, even an over-long one: the client matches answers by it.
-          await answer(
-            req.batchId,
-            req.events.map(() => problem),
-          );
-          continue;
-        }
-        const batchId = req.batchId;
-        inflight.add(batchId);
-        const done: Promise<void> = router
-          .publish(req.events.map(toIngestEvent))
-          .then((outcomes) => answer(batchId, outcomes.map(toEventResult)))
+      const answer = (batchId: string, results: EventResult[], batchReason = ""): Promise<void> =>
+        out.write({ $typeName: "twinmesh.v1.PublishStreamResponse", batchId, results, batchReason });
+      const track = (write: Promise<void>, batchId: string): Promise<void> => {
+        const done: Promise<void> = write
           .catch((err: unknown) => {
             // The events' outcomes are durable either way; only the answer could not be sent.
             if (!call.signal.aborted) log.warn({ err, batchId }, "could not answer a batch");
           })
           .finally(() => {
-            inflight.delete(batchId);
-            remember(recent, batchId);
             writes.delete(done);
             slotFreed?.();
             slotFreed = undefined;
           });
         writes.add(done);
+        return done;
+      };
+
+      for await (const req of input) {
+        while (writes.size >= limits.maxInflightBatches) {
+          await new Promise<void>((resolve) => {
+            slotFreed = resolve;
+          });
+        }
+        const batchId = req.batchId;
+        const problem = checkBatch(req, inflight, recent, limits);
+        if (problem !== undefined) {
+          // The batch_id as sent, even an over-long one: the client matches answers by it. A
+          // refusal of an id still in flight waits for that batch's answer, so the first
+          // answer with an id is always the first request's.
+          const results = req.events.map(() => problem);
+          const earlier = inflight.get(batchId);
+          const refusal = earlier === undefined ? answer(batchId, results, problem.reason) : earlier.then(() => answer(batchId, results, problem.reason));
+          void track(refusal, batchId); // awaited through `writes`
+          continue;
+        }
+        const done = track(
+          publishBatch(router, req)
+            .catch((err: unknown): EventResult[] => {
+              // A twinmesh bug, not the client's: nothing of the batch was applied if it threw
+              // before posting (every event is validated first). The stream goes on.
+              log.error({ err, batchId }, "could not apply a batch");
+              return req.events.map(() => INTERNAL_RESULT);
+            })
+            .then((results) => answer(batchId, results))
+            .finally(() => {
+              inflight.delete(batchId);
+              remember(recent, batchId);
+            }),
+          batchId,
+        );
+        inflight.set(batchId, done);
       }
       await Promise.all(writes);
     },
   };
 }
 
-function checkBatch(req: PublishStreamRequest, inflight: Set<string>, recent: Set<string>, limits: TelemetryServiceLimits): EventResult | undefined {
+const INTERNAL_RESULT = rejectedResult("INTERNAL", "the node failed to handle this batch; see its log; retry with the same seqs", true);
+
+/** Applies one stream batch; a synchronous throw becomes a rejection, so it cannot end the stream. */
+async function publishBatch(router: TwinRouter, req: PublishStreamRequest): Promise<EventResult[]> {
+  const outcomes = await router.publish(req.events.map(toIngestEvent));
+  return outcomes.map(toEventResult);
+}
+
+function checkBatch(
+  req: PublishStreamRequest,
+  inflight: ReadonlyMap<string, unknown>,
+  recent: ReadonlySet<string>,
+  limits: TelemetryServiceLimits,
+): EventResult | undefined {
   if (req.batchId.length === 0)
     return rejectedResult("MISSING_BATCH_ID", "batch_id is required on every PublishStream request; set a value unique within the stream");
   if (req.batchId.length > MAX_BATCH_ID) return rejectedResult("BAD_BATCH_ID", `batch_id is ${req.batchId.length} characters; the limit is ${MAX_BATCH_ID}`);
-  if (inflight.has(req.batchId) || recent.has(req.batchId)) {
+  if (inflight.has(req.batchId)) {
+    return rejectedResult(
+      "BATCH_ID_IN_FLIGHT",
+      `batch_id ${quoteInput(req.batchId)} belongs to a batch still being applied on this stream; this request's events were not applied: resend them under a new batch_id`,
+    );
+  }
+  if (recent.has(req.batchId)) {
     return rejectedResult(
       "DUPLICATE_BATCH_ID",
-      `batch_id "${req.batchId}" was already used on this stream; use a new batch_id for every request (its events were not applied)`,
+      `batch_id ${quoteInput(req.batchId)} was already used on this stream; this request's events were not applied: resend them under a new batch_id`,
     );
   }
   if (req.events.length > limits.maxBatchEvents) {

@@ -8,6 +8,7 @@ import {
   InternalError,
   InvalidArgumentError,
   isTwinmeshError,
+  NoHandlerError,
   OverloadedError,
   TwinDeletedError,
   TwinNotFoundError,
@@ -16,13 +17,14 @@ import {
 import { Keys } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
 import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
+import { checkJsonInput } from "../util/json-input.js";
 import { Activation } from "./activation.js";
 import { ActivationLru } from "./activation-lru.js";
 import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { HostMetrics } from "./host-metrics.js";
 import { type HostOptions, type ResolvedHostOptions, resolveHostOptions } from "./host-options.js";
-import { type IngestEvent, validateEvent } from "./ingest-event.js";
+import { type IngestEvent, validateBatch } from "./ingest-event.js";
 import { OutboxDispatcher } from "./outbox-dispatcher.js";
 import type { OutboxEntry } from "./outbox-entry.js";
 import { PendingBatch } from "./pending-batch.js";
@@ -213,12 +215,13 @@ export class TwinHost {
    * so per-source order holds when the client retries.
    */
   publish(events: readonly IngestEvent[]): Promise<TurnOutcome[]> {
+    // Every event is checked before any is posted: nothing below throws on bad input.
+    const validated = validateBatch(events, this.registry, this.options, this.clock.nowMs());
     const batch = new PendingBatch(events.length);
-    const nowMs = this.clock.nowMs();
     let blocked: Set<string> | undefined;
     for (let i = 0; i < events.length; i++) {
       const e = events[i] as IngestEvent;
-      const checked = validateEvent(e, this.registry, this.options, nowMs);
+      const checked = validated[i] as (typeof validated)[number];
       if (!("sourceId" in checked)) {
         this.metrics.rejected++;
         batch.complete(i, checked);
@@ -310,6 +313,8 @@ export class TwinHost {
    */
   async sendToTwin(kind: string, id: string, message: JsonObject, idempotencyKey?: string): Promise<{ duplicate: boolean; version: number }> {
     const entry = this.registry.get(kind);
+    if (entry.instance.onMessage === undefined) throw new NoHandlerError("NO_MESSAGE_HANDLER", kind);
+    checkJsonInput(message, "message");
     const size = stringifyJson(message, "message").length;
     if (size > this.options.maxMessageBytes) {
       // Bad input, not load: the same message can never be taken, so it is not retryable.
@@ -372,7 +377,7 @@ export class TwinHost {
   private async postOne(entry: KindEntry, id: string, make: (sink: OutcomeSink) => TwinMessage, control = false): Promise<TurnOutcome> {
     const key = this.keys.twin(entry.kind, id);
     const refusal = this.admit(this.activations.get(key), 0);
-    if (refusal !== undefined) throw outcomeError(refusal);
+    if (refusal !== undefined) throw outcomeError(refusal, entry.kind);
     const batch = new PendingBatch(1);
     const act = this.activate(entry, id, key);
     const msg = make(batch);
@@ -381,7 +386,7 @@ export class TwinHost {
     this.schedule(act);
     const [outcome] = await batch.done;
     if (outcome === undefined) throw new Error("no outcome");
-    if (outcome.status === "rejected") throw outcomeError(outcome);
+    if (outcome.status === "rejected") throw outcomeError(outcome, entry.kind);
     return outcome;
   }
 
@@ -1292,7 +1297,7 @@ export class TwinHost {
   }
 }
 
-function outcomeError(outcome: TurnOutcome): Error {
+function outcomeError(outcome: TurnOutcome, kind: string): Error {
   const message = outcome.message ?? outcome.reason ?? "rejected";
   switch (outcome.reason) {
     case "MAILBOX_FULL":
@@ -1313,9 +1318,10 @@ function outcomeError(outcome: TurnOutcome): Error {
     case "STATE_TOO_LARGE":
     case "MIGRATION_FAILED":
     case "TWIN_CORRUPT":
+      return new HandlerFailedError(outcome.reason, message);
     case "NO_MESSAGE_HANDLER":
     case "NO_TELEMETRY_HANDLER":
-      return new HandlerFailedError(outcome.reason, message);
+      return new NoHandlerError(outcome.reason, kind);
     default:
       return new HandlerFailedError("HANDLER_FAILED", message);
   }

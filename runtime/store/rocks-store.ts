@@ -1,6 +1,6 @@
 import { mkdirSync, readdirSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
-import { ConfigError, DataDirectoryError } from "../errors.js";
+import { ConfigError, DataDirectoryError, isTwinmeshError } from "../errors.js";
 
 /**
  * The one module that knows which RocksDB binding twinmesh uses (the `rocksdb` package).
@@ -177,7 +177,7 @@ export class RocksStore {
       }
     } catch (err) {
       await store.close();
-      throw err;
+      throw isTwinmeshError(err) ? err : RocksStore.openError(path, err);
     }
     return store;
   }
@@ -193,6 +193,9 @@ export class RocksStore {
     const store = new RocksStore(db, path, options.durability ?? Durability.WAL, options);
     try {
       await store.checkFormat(false);
+    } catch (err) {
+      // Reading the marker is the first read of a table file: a damaged one fails here.
+      throw isTwinmeshError(err) ? err : RocksStore.openError(path, err);
     } finally {
       await store.close();
     }
@@ -227,7 +230,8 @@ export class RocksStore {
 
   private static openError(path: string, err: unknown): DataDirectoryError {
     const text = (err as Error).message ?? String(err);
-    if (/lock/i.test(text)) {
+    // A word of its own: "block checksum mismatch" is a corruption, not a lock.
+    if (/\block\b/i.test(text)) {
       return new DataDirectoryError(
         "DATA_DIR_LOCKED",
         path,
@@ -235,7 +239,9 @@ export class RocksStore {
         { cause: err },
       );
     }
-    if (/corrupt/i.test(text)) {
+    // RocksDB says "Corruption: …" for a damaged file; a table file that is missing or cut
+    // short is as damaged, though it says "IO error" or "truncated".
+    if (/corrupt|checksum|magic number|truncated|\.sst/i.test(text)) {
       return new DataDirectoryError(
         "DATA_DIR_CORRUPT",
         path,
@@ -243,7 +249,12 @@ export class RocksStore {
         { cause: err },
       );
     }
-    return new DataDirectoryError("DATA_DIR_UNREADABLE", path, `cannot open data directory ${path}: ${text}`, { cause: err });
+    return new DataDirectoryError(
+      "DATA_DIR_UNREADABLE",
+      path,
+      `cannot open data directory ${path} (${text}); check that this user may read and write it and that its disk is mounted, or restore it from a backup`,
+      { cause: err },
+    );
   }
 
   /** Checks the format marker and returns its version: 0 when there is none yet and the database is empty, so it may be stamped. */

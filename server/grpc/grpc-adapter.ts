@@ -8,12 +8,21 @@ import { type EventEmitter, once } from "node:events";
 import { type DescMessage, type DescMethod, type DescService, fromBinary, type Message, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
-import { ConfigError, InvalidArgumentError, StatusCode, TwinmeshError } from "../../runtime/index.js";
+import { ConfigError, InvalidArgumentError, MAX_JSON_INPUT_DEPTH, StatusCode, TwinmeshError } from "../../runtime/index.js";
 import type { Encoded } from "./encoded.js";
 import { type ErrorLog, toStatus } from "./to-status.js";
 
 /** gRPC's customary message size limit, 4 MiB. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * How deep protobuf messages may nest in a request. protobuf-es's default, 100, stops JSON
+ * (a `google.protobuf.Struct`, two message levels per JSON level) at 49 levels; 256 reads 127,
+ * so JSON deeper than the runtime's limit (32 levels, `MAX_JSON_INPUT_DEPTH`) still decodes and
+ * is answered by that limit for the one event or message it is in. Deeper still, the request
+ * cannot be read and is refused whole (INVALID_ARGUMENT, `MESSAGE_TOO_DEEP`).
+ */
+export const MAX_DECODE_DEPTH = 256;
 
 /** What a handler knows about its call. */
 export interface CallContext {
@@ -309,9 +318,16 @@ function decode(rpc: Rpc, bytes: Buffer): Message {
   const limit = rpc.options.maxMessageBytes;
   if (bytes.byteLength > limit) throw new MessageTooLargeError(rpc.path, bytes.byteLength, limit);
   try {
-    return fromBinary(rpc.input, bytes);
+    return fromBinary(rpc.input, bytes, { recursionLimit: MAX_DECODE_DEPTH });
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
+    if (/maximum recursion depth/.test(why)) {
+      throw new InvalidArgumentError(
+        "MESSAGE_TOO_DEEP",
+        `request to ${rpc.path} nests messages more than ${MAX_DECODE_DEPTH} levels deep, so none of it can be read; ` +
+          `JSON attributes and messages may be at most ${MAX_JSON_INPUT_DEPTH} levels deep: flatten them`,
+      );
+    }
     throw new InvalidArgumentError(
       "MALFORMED_MESSAGE",
       `request to ${rpc.path} is not a valid ${rpc.input.typeName} (${why}); check that the client is built from the same .proto files`,

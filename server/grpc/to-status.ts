@@ -3,7 +3,7 @@ import { anyPack } from "@bufbuild/protobuf/wkt";
 import { Metadata, type StatusObject, status } from "@grpc/grpc-js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../proto/gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../../proto/gen/google/rpc/status_pb.js";
-import { isTwinmeshError, type TwinmeshError } from "../../runtime/index.js";
+import { capText, isTwinmeshError, type TwinmeshError } from "../../runtime/index.js";
 
 /** The `google.rpc.ErrorInfo` domain of every error twinmesh reports. */
 export const ERROR_DOMAIN = "twinmesh.dev";
@@ -16,6 +16,17 @@ export interface ErrorLog {
   /** Logs a failure a person must act on: values in `obj`, a fixed sentence in `msg`. */
   error(obj: object, msg: string): void;
 }
+
+/**
+ * The longest status message sent, in characters. A status travels in the call's trailers with
+ * its details (message, ErrorInfo, BadRequest), and grpc-js clients refuse trailers over 8 KiB
+ * by default: an error that echoed a 100 KB input would reach the client as a transport error
+ * instead of itself. Messages are built with `quoteInput`, which already cuts echoed input to
+ * 64 characters; these caps bound whatever still gets through.
+ */
+export const MAX_STATUS_MESSAGE_CHARS = 1_024;
+/** The longest ErrorInfo metadata value and BadRequest field or description sent, in characters. */
+export const MAX_STATUS_DETAIL_CHARS = 256;
 
 // Fields every TwinmeshError has that are already in the status or ErrorInfo, or are not for clients.
 const NOT_METADATA = new Set(["name", "message", "stack", "cause", "code", "reason", "violations"]);
@@ -31,6 +42,10 @@ const NOT_METADATA = new Set(["name", "message", "stack", "cause", "code", "reas
  * - Anything else is a twinmesh bug: it is logged with `log.error` and becomes INTERNAL with a
  *   fixed message, so no internal detail leaks to clients.
  *
+ * Messages are cut to {@link MAX_STATUS_MESSAGE_CHARS} and every detail value to
+ * {@link MAX_STATUS_DETAIL_CHARS}, so no input a client sent can make the status too large to
+ * deliver.
+ *
  * The result is a plain object, never the error itself: grpc-js reads any integer `code` field
  * of an error as the status (Node's system errors have string codes, but libraries' do not).
  *
@@ -45,13 +60,18 @@ export function toStatus(err: unknown, log: ErrorLog, fields: Readonly<Record<st
 function twinmeshStatus(err: TwinmeshError): StatusObject {
   const details = [anyPack(ErrorInfoSchema, create(ErrorInfoSchema, { reason: err.reason, domain: ERROR_DOMAIN, metadata: errorInfoMetadata(err) }))];
   if (err.violations.length > 0) {
-    const fieldViolations = err.violations.map((v) => ({ field: v.field, description: v.description }));
+    const fieldViolations = err.violations.map((v) => ({ field: detail(v.field), description: detail(v.description) }));
     details.push(anyPack(BadRequestSchema, create(BadRequestSchema, { fieldViolations })));
   }
-  const rpcStatus = create(StatusSchema, { code: err.code, message: err.message, details });
+  const message = capText(err.message, MAX_STATUS_MESSAGE_CHARS);
+  const rpcStatus = create(StatusSchema, { code: err.code, message, details });
   const metadata = new Metadata();
   metadata.set(STATUS_DETAILS_KEY, Buffer.from(toBinary(StatusSchema, rpcStatus)));
-  return { code: err.code, details: err.message, metadata };
+  return { code: err.code, details: message, metadata };
+}
+
+function detail(text: string): string {
+  return capText(text, MAX_STATUS_DETAIL_CHARS);
 }
 
 /** ErrorInfo metadata is string to string: primitives are stringified, lists of primitives joined by ",". */
@@ -59,8 +79,8 @@ function errorInfoMetadata(err: TwinmeshError): Record<string, string> {
   const metadata: Record<string, string> = {};
   for (const [key, value] of Object.entries(err)) {
     if (NOT_METADATA.has(key)) continue;
-    if (isPrimitive(value)) metadata[key] = String(value);
-    else if (Array.isArray(value) && value.every(isPrimitive)) metadata[key] = value.join(",");
+    if (isPrimitive(value)) metadata[key] = detail(String(value));
+    else if (Array.isArray(value) && value.every(isPrimitive)) metadata[key] = detail(value.join(","));
   }
   return metadata;
 }

@@ -4,6 +4,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { PublishStreamRequestSchema, TelemetryService } from "../../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
+import type { JsonObject } from "../../runtime/index.js";
 import { ACCEPTED, ev, outcomes, rejected } from "../harness/events.js";
 import { clientError, rawClient, serviceError, statusDetails, unaryBytes, unaryCall } from "../harness/grpc-status.js";
 import { startNode, twinState } from "../harness/start-node.js";
@@ -248,6 +249,150 @@ describe("bad input over gRPC (bad-input)", () => {
       assert.equal(err.retryable, false);
       assert.deepEqual(err.violations, [{ field: "message", description: "at most 1024 bytes as JSON" }]);
       await assert.rejects(client.getTwin({ kind: "counter", id: "c-1" }), { code: grpc.status.NOT_FOUND });
+    });
+  });
+
+  describe("input that used to get INTERNAL or half a batch", () => {
+    const OUTSIDE = "outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z (RFC 3339); send the time the reading was taken, or leave time unset";
+    const BAD_NANOS = "event time is not a valid timestamp (its nanos must be 0 to 999999999); send the time the reading was taken, or leave time unset";
+    const deepJson = (levels: number): JsonObject => {
+      let value: JsonObject = { leaf: 1 };
+      for (let i = 1; i < levels; i++) value = { n: value };
+      return value;
+    };
+
+    it("rejects event times outside 0001..9999 and nanos outside 0..999999999 with BAD_TIME, and applies the rest of the batch once", async () => {
+      const { client } = await startNode(t);
+      const res = await client.publish([
+        ev("counter", "u-1", 0),
+        ev("counter", "t-1", 1, {}, { time: { seconds: 2n ** 62n, nanos: 0 } }),
+        ev("counter", "t-2", 1, {}, { time: { seconds: -(2n ** 62n), nanos: 0 } }),
+        ev("counter", "t-3", 1, {}, { time: { seconds: 253_402_300_800n, nanos: 0 } }), // 10000-01-01
+        ev("counter", "t-4", 1, {}, { time: { seconds: 100n, nanos: -1 } }),
+        ev("counter", "t-5", 1, {}, { time: { seconds: 100n, nanos: 1_000_000_000 } }),
+        ev("counter", "t-6", 1, {}, { time: { seconds: -62_135_596_800n, nanos: 0 } }), // 0001-01-01, the earliest
+        ev("counter", "u-1", 0),
+      ]);
+      assert.deepEqual(outcomes(res.results), [
+        ACCEPTED,
+        rejected("BAD_TIME", `event time is 4.611686018427388e+21 ms from 1970-01-01, ${OUTSIDE}`),
+        rejected("BAD_TIME", `event time is -4.611686018427388e+21 ms from 1970-01-01, ${OUTSIDE}`),
+        rejected("BAD_TIME", `event time is 253402300800000 ms from 1970-01-01, ${OUTSIDE}`),
+        rejected("BAD_TIME", BAD_NANOS),
+        rejected("BAD_TIME", BAD_NANOS),
+        ACCEPTED,
+        ACCEPTED,
+      ]);
+      assert.equal((await twinState(client, "counter", "u-1")).count, 2);
+      for (const id of ["t-1", "t-2", "t-3", "t-4", "t-5"]) await assert.rejects(client.getTwin({ kind: "counter", id }), { code: grpc.status.NOT_FOUND });
+      const { twin } = await client.getTwin({ kind: "counter", id: "t-6" });
+      assert.deepEqual([twin?.lastEventTime?.seconds, twin?.lastEventTime?.nanos], [-62_135_596_800n, 0]);
+    });
+
+    it("answers a PublishStream batch with an event time past what a Date holds event by event, and keeps the stream and its other batches going", async () => {
+      const { client } = await startNode(t);
+      const stream = client.openPublishStream();
+      t.defer(() => stream.cancel());
+      const [bad, good] = await Promise.all([
+        stream.send("b-1", [ev("counter", "c-1", 1), ev("counter", "c-2", 1, {}, { time: { seconds: 2n ** 62n, nanos: 0 } })]),
+        stream.send("b-2", [ev("counter", "c-3", 1)]),
+      ]);
+      assert.deepEqual(outcomes(bad.results), [ACCEPTED, rejected("BAD_TIME", `event time is 4.611686018427388e+21 ms from 1970-01-01, ${OUTSIDE}`)]);
+      assert.equal(bad.batchReason, "");
+      assert.deepEqual(outcomes(good.results), [ACCEPTED]);
+      assert.deepEqual(outcomes((await stream.send("b-3", [ev("counter", "c-1", 2)])).results), [ACCEPTED]);
+      await stream.end();
+      assert.deepEqual(await twinState(client, "counter", "c-1"), { count: 2, lastSeq: 2, total: 0, messages: 0 });
+    });
+
+    it("rejects attributes nested past 32 levels or holding NaN with BAD_ATTRIBUTES per event, and refuses a request nested past what can be decoded with MESSAGE_TOO_DEEP", async () => {
+      const { address, client } = await startNode(t);
+      const res = await client.publish([
+        ev("counter", "c-1", 1, {}, { attributes: deepJson(50) }),
+        ev("counter", "c-1", 2, {}, { attributes: { ward: "north", ratio: Number.NaN } }),
+        ev("counter", "c-1", 3, {}, { attributes: { list: [1, Number.POSITIVE_INFINITY] } }),
+        ev("counter", "c-1", 4, {}, { attributes: deepJson(32) }),
+      ]);
+      assert.deepEqual(outcomes(res.results), [
+        rejected("BAD_ATTRIBUTES", `attributes${".n".repeat(32)} is nested more than 32 levels deep; the limit is 32`),
+        rejected("BAD_ATTRIBUTES", "attributes.ratio is NaN; numbers must be finite"),
+        rejected("BAD_ATTRIBUTES", "attributes.list[1] is Infinity; numbers must be finite"),
+        ACCEPTED,
+      ]);
+      assert.deepEqual(await twinState(client, "counter", "c-1"), { count: 1, lastSeq: 4, total: 0, messages: 0 });
+      const raw = rawClient(address);
+      t.defer(() => raw.close());
+      const bytes = Buffer.from(
+        toBinary(
+          TelemetryService.method.publish.input,
+          create(TelemetryService.method.publish.input, { events: [ev("counter", "c-2", 1, {}, { attributes: deepJson(200) })] }),
+        ),
+      );
+      const err = await serviceError(unaryBytes(raw, TelemetryService.method.publish, bytes));
+      assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(
+        err.details,
+        "request to /twinmesh.v1.TelemetryService/Publish nests messages more than 256 levels deep, so none of it can be read; JSON attributes and messages may be at most 32 levels deep: flatten them",
+      );
+      assert.equal(statusDetails(err).errorInfo?.reason, "MESSAGE_TOO_DEEP");
+    });
+
+    it("rejects channel names with control characters with BAD_CHANNEL, as source_ids are, and echoes input escaped", async () => {
+      const { client } = await startNode(t);
+      const res = await client.publish([ev("counter", "c-1", 1, { "bp\u0000m": 1 }), ev("co\u0000unter", "c-1", 1), ev("counter", "c-1", 2, { bpm: 1 })]);
+      assert.deepEqual(outcomes(res.results), [
+        rejected("BAD_CHANNEL", 'channel name "bp\\u0000m" contains control characters; use printable characters'),
+        rejected("UNKNOWN_KIND", `unknown twin kind "co\\u0000unter"; this node knows ${KNOWN}`),
+        ACCEPTED,
+      ]);
+      for (const r of res.results) assert.ok(!r.message.includes("\u0000"), r.message);
+    });
+
+    it("answers SendToTwin with NaN, an infinity or JSON past 32 levels in the message with INVALID_ARGUMENT BAD_FIELD naming the field", async () => {
+      const { client } = await startNode(t);
+      const cases: [JsonObject, string, string][] = [
+        [{ add: Number.NaN }, "message.add", "is NaN; numbers must be finite"],
+        [{ add: 1, list: [0, Number.NEGATIVE_INFINITY] }, "message.list[1]", "is -Infinity; numbers must be finite"],
+        [deepJson(40), `message${".n".repeat(32)}`, "is nested more than 32 levels deep; the limit is 32"],
+      ];
+      for (const [message, field, why] of cases) {
+        const err = await clientError(client.sendToTwin({ kind: "counter", id: "c-1", message }));
+        assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+        assert.equal(err.reason, "BAD_FIELD");
+        assert.equal(err.message, `${field} ${why}`);
+        assert.deepEqual(err.violations, [{ field, description: why }]);
+      }
+      await assert.rejects(client.getTwin({ kind: "counter", id: "c-1" }), { code: grpc.status.NOT_FOUND });
+    });
+
+    it("answers SendToTwin to a kind without onMessage with FAILED_PRECONDITION NO_MESSAGE_HANDLER and creates no twin", async () => {
+      const { client } = await startNode(t);
+      const err = await clientError(client.sendToTwin({ kind: "alarm", id: "a-1", message: { add: 1 } }));
+      assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+      assert.equal(err.reason, "NO_MESSAGE_HANDLER");
+      assert.equal(err.message, 'twin kind "alarm" has no onMessage handler; add onMessage to its class, or send to a kind that has one');
+      await assert.rejects(client.getTwin({ kind: "alarm", id: "a-1" }), { code: grpc.status.NOT_FOUND });
+    });
+
+    it("answers a 100 KB watch cursor or filter with INVALID_ARGUMENT whose status echoes at most a capped part of it, and the connection keeps working", async () => {
+      const { client } = await startNode(t);
+      const watch = async (req: { cursor?: string; filter?: string }): Promise<void> => {
+        for await (const _ of client.watchAlerts(req)) assert.fail("no change expected");
+      };
+      const cursor = await clientError(watch({ cursor: "c".repeat(100_000) }));
+      assert.equal(cursor.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(cursor.reason, "BAD_CURSOR");
+      assert.equal(
+        cursor.message,
+        `cursor "${"c".repeat(64)}…" (100000 characters) is not a cursor this node issued; pass one from ListAlerts or WatchAlerts, or none to start from now`,
+      );
+      const nul = await clientError(watch({ cursor: "c1.\u00001" }));
+      assert.equal(nul.message, 'cursor "c1.\\u00001" is not a cursor this node issued; pass one from ListAlerts or WatchAlerts, or none to start from now');
+      // A filter is echoed by the filter's own error; the status caps it.
+      const filter = await clientError(watch({ filter: `state == "${"x".repeat(100_000)}` }));
+      assert.equal(filter.code, grpc.status.INVALID_ARGUMENT);
+      assert.ok(filter.message.length < 1_100, `a message of ${filter.message.length} characters`);
+      assert.deepEqual(outcomes((await client.publish([ev("counter", "c-1", 1)])).results), [ACCEPTED]);
     });
   });
 

@@ -206,4 +206,30 @@ describe("the data directory (data-dir)", () => {
     assert.deepEqual(statuses((await first.client.publish([ev("counter", "c-1", 2)])).results), ["ACCEPTED"]);
     assert.deepEqual(await twinState(first.client, "counter", "c-1"), { count: 2, lastSeq: 2, total: 0, messages: 0 });
   });
+  it("makes `twinmesh start` on a directory with a corrupt table file exit 1 with DATA_DIR_CORRUPT and what to do, leaving every file as it was", async () => {
+    const first = await startNode(t);
+    await first.client.publish([ev("counter", "c-1", 1)]);
+    // Reopening replays the write-ahead log into a table file.
+    await (await first.restart()).stop();
+    const dir = first.dataDir;
+    const tables = readdirSync(dir).filter((f) => f.endsWith(".sst"));
+    assert.ok(tables.length > 0, `no .sst in ${readdirSync(dir).join(", ")}`);
+    for (const table of tables) {
+      const bytes = readFileSync(join(dir, table));
+      bytes.fill(0x5a, 0, Math.min(bytes.length, 256));
+      writeFileSync(join(dir, table), bytes);
+    }
+    const before = snapshot(dir);
+    await assert.rejects(NodeProcess.start({ twins: [FIXTURES], dataDir: dir }), (err: Error) => {
+      assert.match(err.message, /the node exited \(code 1\) before it was ready/);
+      assert.match(
+        err.message,
+        new RegExp(
+          `twinmesh: data directory ${dir} is corrupt \\(Corruption: [^\\n]*\\.sst[^\\n]*\\); restore it from a replica or backup, or move it aside and start empty \\(DATA_DIR_CORRUPT\\)`,
+        ),
+      );
+      return true;
+    });
+    assert.deepEqual(snapshot(dir), before);
+  });
 });

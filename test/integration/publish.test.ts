@@ -228,9 +228,11 @@ describe("TelemetryService.PublishStream (publish)", () => {
     const missing = await stream.send("", [ev("counter", "c-1", 1), ev("counter", "c-1", 2)]);
     const noId = rejected("MISSING_BATCH_ID", "batch_id is required on every PublishStream request; set a value unique within the stream");
     assert.equal(missing.batchId, "");
+    assert.equal(missing.batchReason, "MISSING_BATCH_ID");
     assert.deepEqual(outcomes(missing.results), [noId, noId]);
     const next = await stream.send("b-1", [ev("counter", "c-1", 1)]);
     assert.deepEqual(outcomes(next.results), [ACCEPTED]);
+    assert.equal(next.batchReason, "");
     await stream.end();
     assert.deepEqual(await twinState(client, "counter", "c-1"), { count: 1, lastSeq: 1, total: 0, messages: 0 });
   });
@@ -242,12 +244,13 @@ describe("TelemetryService.PublishStream (publish)", () => {
     const long = "b".repeat(200);
     const answer = await stream.send(long, [ev("counter", "c-1", 1)]);
     assert.equal(answer.batchId, long);
+    assert.equal(answer.batchReason, "BAD_BATCH_ID");
     assert.deepEqual(outcomes(answer.results), [rejected("BAD_BATCH_ID", "batch_id is 200 characters; the limit is 128")]);
     assert.deepEqual(outcomes((await stream.send("b-1", [ev("counter", "c-1", 1)])).results), [ACCEPTED]);
     await stream.end();
   });
 
-  it("answers a batch_id used earlier on the stream with DUPLICATE_BATCH_ID, in flight or done, and applies none of its events", async () => {
+  it("answers a reused batch_id with DUPLICATE_BATCH_ID when done and BATCH_ID_IN_FLIGHT after the original's answer when in flight, applying none of its events", async () => {
     const { client, address } = await startNode(t);
     const raw = rawClient(address);
     t.defer(() => raw.close());
@@ -258,7 +261,15 @@ describe("TelemetryService.PublishStream (publish)", () => {
     const answers: PublishStreamResponse[] = [];
     call.on("data", (res: PublishStreamResponse) => answers.push(res));
     const dup = (id: string) =>
-      rejected("DUPLICATE_BATCH_ID", `batch_id "${id}" was already used on this stream; use a new batch_id for every request (its events were not applied)`);
+      rejected(
+        "DUPLICATE_BATCH_ID",
+        `batch_id "${id}" was already used on this stream; this request's events were not applied: resend them under a new batch_id`,
+      );
+    const inFlight = (id: string) =>
+      rejected(
+        "BATCH_ID_IN_FLIGHT",
+        `batch_id "${id}" belongs to a batch still being applied on this stream; this request's events were not applied: resend them under a new batch_id`,
+      );
 
     call.write(streamRequest("b-1", [ev("counter", "c-1", 1)]));
     await waitFor(() => answers.length === 1, { timeoutMs: 5_000, what: "the answer to b-1" });
@@ -269,19 +280,22 @@ describe("TelemetryService.PublishStream (publish)", () => {
     call.write(streamRequest("b-2", [ev("gate", "g-1", 1)]));
     await waitFor(() => gate.entered === 1, { timeoutMs: 5_000, what: "b-2's turn to start" });
     call.write(streamRequest("b-2", [ev("counter", "c-1", 3)])); // b-2 is still in flight
-    await waitFor(() => answers.length === 3, { timeoutMs: 5_000, what: "the answer to the reused b-2" });
+    call.write(streamRequest("b-3", [ev("counter", "c-3", 1)])); // the stream goes on meanwhile
+    await waitFor(() => answers.length === 3, { timeoutMs: 5_000, what: "the answer to b-3" });
     gate.open();
-    await waitFor(() => answers.length === 4, { timeoutMs: 5_000, what: "the answer to b-2" });
+    await waitFor(() => answers.length === 5, { timeoutMs: 5_000, what: "the answers to b-2 and to the reused b-2" });
     call.end();
     assert.equal((await status).code, grpc.status.OK);
 
+    // The first answer with an id is the first request's; a refusal of a reused id says so in batch_reason.
     assert.deepEqual(
-      answers.map((a) => [a.batchId, outcomes(a.results)]),
+      answers.map((a) => [a.batchId, a.batchReason, outcomes(a.results)]),
       [
-        ["b-1", [ACCEPTED]],
-        ["b-1", [dup("b-1")]],
-        ["b-2", [dup("b-2")]],
-        ["b-2", [ACCEPTED]],
+        ["b-1", "", [ACCEPTED]],
+        ["b-1", "DUPLICATE_BATCH_ID", [dup("b-1")]],
+        ["b-3", "", [ACCEPTED]],
+        ["b-2", "", [ACCEPTED]],
+        ["b-2", "BATCH_ID_IN_FLIGHT", [inFlight("b-2")]],
       ],
     );
     assert.deepEqual(await twinState(client, "counter", "c-1"), { count: 1, lastSeq: 1, total: 0, messages: 0 });
