@@ -1,7 +1,7 @@
 import { AlertQueries } from "./alerts/alert-queries.js";
 import { AlertRetention } from "./alerts/alert-retention.js";
 import { type Clock, SYSTEM_CLOCK } from "./clock.js";
-import type { HostOptions } from "./host/host-options.js";
+import { type HostOptions, retentionSweepMs } from "./host/host-options.js";
 import { type HostObserver, TwinHost } from "./host/twin-host.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
@@ -78,7 +78,7 @@ export class TwinRuntime {
         clock: options.clock ?? SYSTEM_CLOCK,
         log: log.child({ component: "alert-retention" }),
         retentionMs: host.options.resolvedAlertRetentionMs,
-        sweepMs: host.options.retentionSweepMs,
+        sweepMs: retentionSweepMs(host.options, host.options.resolvedAlertRetentionMs),
       });
       alertRetention.start();
       return new TwinRuntime(

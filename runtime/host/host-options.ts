@@ -43,7 +43,7 @@ export interface HostOptions {
   readonly maxDeadLetters?: number;
   /** Resolved alerts are trimmed this long after they resolved (open and acknowledged alerts are kept). @defaultValue 604_800_000 (7 days) */
   readonly resolvedAlertRetentionMs?: number;
-  /** How often the dead letter and resolved alert retentions run. @defaultValue 60_000 */
+  /** How often the dead letter and resolved alert retentions run at most apart (a shorter retention runs twice per its period; see {@link retentionSweepMs}). @defaultValue 60_000 */
   readonly retentionSweepMs?: number;
 }
 
@@ -89,4 +89,15 @@ export function resolveHostOptions(options: HostOptions = {}): ResolvedHostOptio
     resolved[name] = value;
   }
   return resolved as ResolvedHostOptions;
+}
+
+/** Shortest interval between retention runs. */
+const MIN_RETENTION_SWEEP_MS = 10;
+
+/**
+ * How often a retention of `retentionMs` runs: every `retentionSweepMs`, or twice per retention
+ * period when that is shorter, so nothing outlives its retention by more than half of it.
+ */
+export function retentionSweepMs(options: ResolvedHostOptions, retentionMs: number): number {
+  return Math.max(MIN_RETENTION_SWEEP_MS, Math.min(options.retentionSweepMs, Math.floor(retentionMs / 2)));
 }

@@ -21,7 +21,7 @@ import { ActivationLru } from "./activation-lru.js";
 import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { HostMetrics } from "./host-metrics.js";
-import { type HostOptions, type ResolvedHostOptions, resolveHostOptions } from "./host-options.js";
+import { type HostOptions, type ResolvedHostOptions, resolveHostOptions, retentionSweepMs } from "./host-options.js";
 import { type IngestEvent, validateEvent } from "./ingest-event.js";
 import { OutboxDispatcher } from "./outbox-dispatcher.js";
 import type { OutboxEntry } from "./outbox-entry.js";
@@ -156,7 +156,7 @@ export class TwinHost {
       registry: this.registry,
       retentionMs: this.options.deadLetterRetentionMs,
       maxCount: this.options.maxDeadLetters,
-      sweepMs: this.options.retentionSweepMs,
+      sweepMs: retentionSweepMs(this.options, this.options.deadLetterRetentionMs),
       requeued: (entries) => {
         for (const entry of entries) this.outbox.enqueue(entry);
       },
