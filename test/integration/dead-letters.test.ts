@@ -41,6 +41,8 @@ async function deadLettersFor(node: StartedNode, to: string, posters: string[], 
     timeoutMs: 10_000,
     what: `${posters.length} dead letters for ${to}`,
   });
+  // The count moves when a dead letter joins a commit group; idle means the group is written.
+  await node.node.runtime.host.whenIdle();
 }
 
 async function start(t: TestScope, hostOptions = {}): Promise<StartedNode> {
@@ -125,6 +127,7 @@ describe("DeadLetterService (dead letters)", () => {
     const before = node.node.runtime.host.metrics.deadLetters;
     assert.equal((await client.retryDeadLetters({ all: true })).retriedCount, 1n);
     await waitFor(() => node.node.runtime.host.metrics.deadLetters === before + 1, { timeoutMs: 10_000, what: "the retried message to die again" });
+    await node.node.runtime.host.whenIdle();
     const [second] = await allDeadLetters(client);
     assert.notEqual(second?.id, first?.id);
     assert.equal(second?.outboxSeq, first?.outboxSeq);

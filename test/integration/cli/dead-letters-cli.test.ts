@@ -23,6 +23,7 @@ function assertExit(result: CliResult, code: number): CliResult {
 async function twoDeadLetters(node: StartedNode): Promise<void> {
   await node.client.publish([ev("poster", "p-1", 1), ev("poster", "p-2", 1)]);
   await waitFor(() => node.node.runtime.host.metrics.deadLetters === 2, { timeoutMs: 10_000, what: "two dead letters" });
+  await node.node.runtime.host.whenIdle();
 }
 
 describe("twinmesh dead-letters", () => {
