@@ -16,6 +16,18 @@ function wholeNumber(name: string, min: number, max = Number.MAX_SAFE_INTEGER): 
   };
 }
 
+const DURATION_UNITS_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** `90s`, `12h`, `7d` (units ms, s, m, h, d) in ms. */
+function duration(name: string): (value: string) => number {
+  return (value) => {
+    const match = /^(\d+)(ms|s|m|h|d)$/.exec(value.trim());
+    const ms = match === null ? Number.NaN : Number(match[1]) * DURATION_UNITS_MS[match[2] as keyof typeof DURATION_UNITS_MS];
+    if (!Number.isSafeInteger(ms) || ms < 1) throw new CommanderArgError(`${name} must be a duration such as 500ms, 90s, 30m, 12h or 7d, got "${value}"`);
+    return ms;
+  };
+}
+
 interface StartOptions {
   twins: string[];
   data: string;
@@ -23,6 +35,9 @@ interface StartOptions {
   port: number;
   durability: Durability;
   maxActive?: number;
+  deadLetterRetention?: number;
+  maxDeadLetters?: number;
+  resolvedAlertRetention?: number;
   cacheMb: number;
   heapBudgetMb: number;
   nodeId: string;
@@ -48,6 +63,21 @@ export function startCommand(): Command {
     )
     .addOption(
       new Option("--max-active <n>", "most twins kept in memory (default 100000)").env("TWINMESH_MAX_ACTIVE").argParser(wholeNumber("--max-active", 1)),
+    )
+    .addOption(
+      new Option("--dead-letter-retention <duration>", "dead letters older than this are trimmed, e.g. 12h or 30d (default 7d)")
+        .env("TWINMESH_DEAD_LETTER_RETENTION")
+        .argParser(duration("--dead-letter-retention")),
+    )
+    .addOption(
+      new Option("--max-dead-letters <n>", "most dead letters kept; the oldest beyond it are trimmed (default 100000)")
+        .env("TWINMESH_MAX_DEAD_LETTERS")
+        .argParser(wholeNumber("--max-dead-letters", 1)),
+    )
+    .addOption(
+      new Option("--resolved-alert-retention <duration>", "resolved alerts are removed this long after they resolved (default 7d)")
+        .env("TWINMESH_RESOLVED_ALERT_RETENTION")
+        .argParser(duration("--resolved-alert-retention")),
     )
     .addOption(
       new Option("--cache-mb <MiB>", "RocksDB block cache (0: none); active twins are cached as objects, this serves the loads of the others")
@@ -97,7 +127,12 @@ async function start(opts: StartOptions, modules: readonly string[]): Promise<vo
     port: opts.port,
     durability: opts.durability,
     nodeId: opts.nodeId,
-    hostOptions: opts.maxActive === undefined ? undefined : { maxActive: opts.maxActive },
+    hostOptions: {
+      maxActive: opts.maxActive,
+      deadLetterRetentionMs: opts.deadLetterRetention,
+      maxDeadLetters: opts.maxDeadLetters,
+      resolvedAlertRetentionMs: opts.resolvedAlertRetention,
+    },
     storeOptions: { cacheBytes: opts.cacheMb * 1024 * 1024 },
     log,
   });

@@ -5,6 +5,7 @@ import { BadRequestSchema, ErrorInfoSchema } from "../proto/gen/google/rpc/error
 import { StatusSchema } from "../proto/gen/google/rpc/status_pb.js";
 import { Health, HealthCheckRequestSchema } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
+import { DeadLetterService } from "../proto/gen/twinmesh/v1/dead_letter_pb.js";
 import { type Consistency, type Event, type PublishStreamResponse, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import { decodeQueryTwinsResponse } from "./query-decoder.js";
@@ -158,6 +159,20 @@ export class TwinmeshClient {
   }
   resolveAlert(id: string) {
     return this.unary(AlertService.method.resolveAlert, { id });
+  }
+  /** Lists dead letters (undeliverable messages between twins), oldest first; a page may be short while next_page_token is set. */
+  listDeadLetters(req: MessageInitShape<typeof DeadLetterService.method.listDeadLetters.input> = {}) {
+    return this.unary(DeadLetterService.method.listDeadLetters, req);
+  }
+  getDeadLetter(id: string) {
+    return this.unary(DeadLetterService.method.getDeadLetter, { id });
+  }
+  /** Requeues dead letters (by ids, or `all` matching a filter) into the outbox for another delivery. */
+  retryDeadLetters(req: MessageInitShape<typeof DeadLetterService.method.retryDeadLetters.input>) {
+    return this.unary(DeadLetterService.method.retryDeadLetters, req);
+  }
+  deleteDeadLetters(req: MessageInitShape<typeof DeadLetterService.method.deleteDeadLetters.input>) {
+    return this.unary(DeadLetterService.method.deleteDeadLetters, req);
   }
   /** grpc.health.v1 Check of the whole node ("") or one service. */
   health(service = "") {

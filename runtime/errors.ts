@@ -106,6 +106,16 @@ export class AlertNotFoundError extends TwinmeshError {
   }
 }
 
+/** A dead letter id that does not exist (it was retried, deleted or trimmed by retention). */
+export class DeadLetterNotFoundError extends TwinmeshError {
+  override readonly name = "DeadLetterNotFoundError";
+  readonly code = StatusCode.NOT_FOUND;
+  readonly reason = "DEAD_LETTER_NOT_FOUND";
+  constructor(readonly deadLetterId: string) {
+    super(`dead letter "${deadLetterId}" does not exist: it was retried, deleted or trimmed by retention; list dead letters to find an id`);
+  }
+}
+
 /** The node sheds load: a bounded queue is full. Retry with backoff. */
 export class OverloadedError extends TwinmeshError {
   override readonly name = "OverloadedError";

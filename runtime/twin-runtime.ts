@@ -1,6 +1,7 @@
 import { AlertQueries } from "./alerts/alert-queries.js";
+import { AlertRetention } from "./alerts/alert-retention.js";
 import { type Clock, SYSTEM_CLOCK } from "./clock.js";
-import type { HostOptions } from "./host/host-options.js";
+import { type HostOptions, retentionSweepMs } from "./host/host-options.js";
 import { type HostObserver, TwinHost } from "./host/twin-host.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
@@ -47,6 +48,8 @@ export class TwinRuntime {
     readonly host: TwinHost,
     readonly queries: TwinQueries,
     readonly alerts: AlertQueries,
+    /** Trims resolved alerts past their retention. */
+    readonly alertRetention: AlertRetention,
   ) {}
 
   /**
@@ -69,7 +72,23 @@ export class TwinRuntime {
         observer: options.observer,
       });
       await host.start();
-      return new TwinRuntime(store, registry, host, new TwinQueries(store, host.keys, registry, host), new AlertQueries(store, host.keys, host.alerts));
+      const alertRetention = new AlertRetention({
+        store,
+        keys: host.keys,
+        clock: options.clock ?? SYSTEM_CLOCK,
+        log: log.child({ component: "alert-retention" }),
+        retentionMs: host.options.resolvedAlertRetentionMs,
+        sweepMs: retentionSweepMs(host.options, host.options.resolvedAlertRetentionMs),
+      });
+      alertRetention.start();
+      return new TwinRuntime(
+        store,
+        registry,
+        host,
+        new TwinQueries(store, host.keys, registry, host),
+        new AlertQueries(store, host.keys, host.alerts),
+        alertRetention,
+      );
     } catch (err) {
       await store.close();
       throw err;
@@ -81,6 +100,7 @@ export class TwinRuntime {
     if (this.closed) return;
     this.closed = true;
     await this.host.close();
+    await this.alertRetention.close();
     await this.store.close();
   }
 }

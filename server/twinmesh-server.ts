@@ -2,6 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import { LocalRouter } from "../cluster/index.js";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
+import { DeadLetterService } from "../proto/gen/twinmesh/v1/dead_letter_pb.js";
 import { TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import {
@@ -15,6 +16,7 @@ import {
   type TwinRuntimeOptions,
 } from "../runtime/index.js";
 import { alertService } from "./alert-service.js";
+import { deadLetterService } from "./dead-letter-service.js";
 import { addService, DEFAULT_MAX_MESSAGE_BYTES } from "./grpc/grpc-adapter.js";
 import { addHealthService, HealthState } from "./grpc/health-service.js";
 import { addReflectionService } from "./grpc/reflection-service.js";
@@ -102,14 +104,16 @@ export class TwinmeshNode {
     addService(server, TelemetryService, telemetryService(new LocalRouter(runtime.host), { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
     addService(server, TwinService, twinService(runtime), adapter);
     addService(server, AlertService, alertService(runtime), adapter);
+    addService(server, DeadLetterService, deadLetterService(runtime), adapter);
     const health = new HealthState({
       "": Serving.SERVING,
       [TelemetryService.typeName]: Serving.SERVING,
       [TwinService.typeName]: Serving.SERVING,
       [AlertService.typeName]: Serving.SERVING,
+      [DeadLetterService.typeName]: Serving.SERVING,
     });
     addHealthService(server, health, adapter);
-    addReflectionService(server, [Health, TelemetryService, TwinService, AlertService], adapter);
+    addReflectionService(server, [Health, TelemetryService, TwinService, AlertService, DeadLetterService], adapter);
     const host = options.host ?? "127.0.0.1";
     let port: number;
     try {

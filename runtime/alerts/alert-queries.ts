@@ -44,6 +44,10 @@ export interface AlertEvent {
 
 const DEFAULT_PAGE = 100;
 const MAX_PAGE = 1_000;
+/** Alerts one ListAlerts page reads at most, whatever its filter. */
+export const ALERT_SCAN_PER_PAGE = 10_000;
+/** Times a page is read again when changes committed while it was read (then its cursor may repeat one). */
+const CURSOR_ATTEMPTS = 3;
 
 /** Stored alerts carry the log seq of their last logged change, which listings use for cursors. */
 type StoredAlert = Alert & { readonly seq?: number };
@@ -80,8 +84,14 @@ export class AlertQueries {
   ) {}
 
   /**
-   * Lists alerts matching `filter`, ordered by id. The cursor covers every change visible in
-   * the listing's snapshot, so watching from it repeats none of them and misses none after.
+   * Lists alerts matching `filter`, ordered by id, resuming after the page token's id without
+   * reading what came before it. A page reads at most {@link ALERT_SCAN_PER_PAGE} alerts: a
+   * filter that rarely matches returns a short (even empty) page with a `nextPageToken`, so every
+   * call makes progress in bounded time; follow the token until it is empty.
+   *
+   * The cursor is the alert log's last committed position read before the page: watching from
+   * it misses no change after the listing; it may repeat a change that committed while the page
+   * was read (the page is re-read, up to a few times, to make that rare).
    * @throws InvalidArgumentError (BAD_FILTER, BAD_PAGE_TOKEN, BAD_PAGE_SIZE)
    */
   async list(req: AlertListing): Promise<AlertPage> {
@@ -89,25 +99,48 @@ export class AlertQueries {
     const pageSize = req.pageSize === undefined || req.pageSize === 0 ? DEFAULT_PAGE : Math.min(req.pageSize, MAX_PAGE);
     const identity = JSON.stringify(["alerts", req.filter ?? ""]);
     const afterId = req.pageToken ? String(decodePageToken(req.pageToken, identity)) : undefined;
-    let cursorSeq = this.feed.lastSeq;
+    let page: { alerts: Alert[]; nextId: string | undefined } = { alerts: [], nextId: undefined };
+    let cursorSeq = 0;
+    for (let attempt = 0; attempt < CURSOR_ATTEMPTS; attempt++) {
+      cursorSeq = await this.lastLogSeq();
+      page = await this.readPage(filter, pageSize, afterId);
+      // No change committed while the page was read: the page and the cursor agree exactly.
+      if ((await this.lastLogSeq()) === cursorSeq) break;
+    }
+    return { alerts: page.alerts, nextPageToken: page.nextId === undefined ? "" : encodePageToken(identity, page.nextId), cursor: AlertFeed.cursor(cursorSeq) };
+  }
+
+  /** One page from after `afterId`; `nextId` is where the next page resumes, undefined at the end. */
+  private async readPage(filter: CelFilter, pageSize: number, afterId: string | undefined): Promise<{ alerts: Alert[]; nextId: string | undefined }> {
     const alerts: Alert[] = [];
-    let more = false;
-    // The whole keyspace is read (alerts are bounded by retention) so that the cursor accounts
-    // for every change in this snapshot, even one whose commit callback has not run yet.
-    for await (const chunk of this.store.scan(this.keys.alerts())) {
+    let scanned = 0;
+    let lastId = afterId;
+    // One more than the budget is read, so a page that used it all knows whether any follow.
+    for await (const chunk of this.store.scan({ ...this.keys.alertsAfter(afterId), limit: ALERT_SCAN_PER_PAGE + 1 })) {
       for (const [key, raw] of chunk) {
+        const id = this.keys.alertIdOf(key);
+        if (scanned === ALERT_SCAN_PER_PAGE) return { alerts, nextId: lastId };
         const alert = JSON.parse(raw) as StoredAlert;
-        if (alert.seq !== undefined && alert.seq > cursorSeq) cursorSeq = alert.seq;
-        if (afterId !== undefined && this.keys.alertIdOf(key) <= afterId) continue;
-        if (alerts.length >= pageSize) {
-          more ||= filter.matchesAll || matches(filter, alert);
-          continue;
+        if (filter.matchesAll || matches(filter, alert)) {
+          // A match beyond a full page: there is a next page, and it starts after the page's last alert.
+          if (alerts.length === pageSize) return { alerts, nextId: lastId };
+          alerts.push(strip(alert));
         }
-        if (filter.matchesAll || matches(filter, alert)) alerts.push(strip(alert));
+        scanned++;
+        lastId = id;
       }
     }
-    const last = alerts[alerts.length - 1];
-    return { alerts, nextPageToken: more && last !== undefined ? encodePageToken(identity, last.id) : "", cursor: AlertFeed.cursor(cursorSeq) };
+    return { alerts, nextId: undefined };
+  }
+
+  /** The alert log's last committed position (at least what the feed knows). */
+  private async lastLogSeq(): Promise<number> {
+    let seq = this.feed.lastSeq;
+    for await (const chunk of this.store.scan({ ...this.keys.alertLogRange(0), limit: 1, reverse: true }, { values: false })) {
+      const key = chunk[0]?.[0];
+      if (key !== undefined) seq = Math.max(seq, this.keys.alertLogSeqOf(key));
+    }
+    return seq;
   }
 
   /**

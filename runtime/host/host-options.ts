@@ -37,6 +37,14 @@ export interface HostOptions {
   readonly maxAttributesBytes?: number;
   /** Events per second one twin accepts (0 = unlimited). @defaultValue 0 */
   readonly maxEventsPerTwinPerSecond?: number;
+  /** Dead letters older than this are trimmed. @defaultValue 604_800_000 (7 days) */
+  readonly deadLetterRetentionMs?: number;
+  /** Most dead letters kept; beyond it the oldest are trimmed. @defaultValue 100_000 */
+  readonly maxDeadLetters?: number;
+  /** Resolved alerts are trimmed this long after they resolved (open and acknowledged alerts are kept). @defaultValue 604_800_000 (7 days) */
+  readonly resolvedAlertRetentionMs?: number;
+  /** How often the dead letter and resolved alert retentions run at most apart (a shorter retention runs twice per its period; see {@link retentionSweepMs}). @defaultValue 60_000 */
+  readonly retentionSweepMs?: number;
 }
 
 /** {@link HostOptions} with every default applied. */
@@ -59,6 +67,10 @@ const DEFAULTS: ResolvedHostOptions = {
   maxChannels: 256,
   maxAttributesBytes: 16_384,
   maxEventsPerTwinPerSecond: 0,
+  deadLetterRetentionMs: 7 * 24 * 3_600_000,
+  maxDeadLetters: 100_000,
+  resolvedAlertRetentionMs: 7 * 24 * 3_600_000,
+  retentionSweepMs: 60_000,
 };
 
 /**
@@ -77,4 +89,15 @@ export function resolveHostOptions(options: HostOptions = {}): ResolvedHostOptio
     resolved[name] = value;
   }
   return resolved as ResolvedHostOptions;
+}
+
+/** Shortest interval between retention runs. */
+const MIN_RETENTION_SWEEP_MS = 10;
+
+/**
+ * How often a retention of `retentionMs` runs: every `retentionSweepMs`, or twice per retention
+ * period when that is shorter, so nothing outlives its retention by more than half of it.
+ */
+export function retentionSweepMs(options: ResolvedHostOptions, retentionMs: number): number {
+  return Math.max(MIN_RETENTION_SWEEP_MS, Math.min(options.retentionSweepMs, Math.floor(retentionMs / 2)));
 }

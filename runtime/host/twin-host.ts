@@ -1,7 +1,9 @@
 import type { Logger } from "pino";
 import { type Alert, AlertState, alertId } from "../alerts/alert.js";
 import { AlertFeed } from "../alerts/alert-feed.js";
+import { resolvedAlertIndexOp } from "../alerts/alert-retention.js";
 import type { Clock } from "../clock.js";
+import { DeadLetterStore } from "../deadletters/dead-letter-store.js";
 import {
   AlertNotFoundError,
   HandlerFailedError,
@@ -23,7 +25,7 @@ import { ActivationLru } from "./activation-lru.js";
 import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { HostMetrics } from "./host-metrics.js";
-import { type HostOptions, type ResolvedHostOptions, resolveHostOptions } from "./host-options.js";
+import { type HostOptions, type ResolvedHostOptions, resolveHostOptions, retentionSweepMs } from "./host-options.js";
 import { type IngestEvent, validateBatch } from "./ingest-event.js";
 import { OutboxDispatcher } from "./outbox-dispatcher.js";
 import type { OutboxEntry } from "./outbox-entry.js";
@@ -110,6 +112,8 @@ export class TwinHost {
   private readonly services: TurnServices;
   private readonly timers: TimerService;
   private readonly outbox: OutboxDispatcher;
+  /** Undeliverable messages: written here when a delivery fails; listed, retried and trimmed by their store. */
+  readonly deadLetters: DeadLetterStore;
   private toLoad: Activation[] = [];
   /** Twins evicted by a broken turn while a write held their changes: reloaded after that write. */
   private readonly reloadAfterWrite = new Set<string>();
@@ -117,7 +121,6 @@ export class TwinHost {
   private inflight = 0;
   private nextLogSeq = 0;
   private nextOutboxSeq = 0;
-  private nextDeadSeq = 0;
   private readOnly: Error | undefined;
   private closing = false;
   private trimming = false;
@@ -153,6 +156,19 @@ export class TwinHost {
       (entry) => this.deliver(entry),
       () => this.checkIdle(),
     );
+    this.deadLetters = new DeadLetterStore({
+      store: this.store,
+      keys: this.keys,
+      clock: this.clock,
+      log: this.log.child({ component: "dead-letters" }),
+      registry: this.registry,
+      retentionMs: this.options.deadLetterRetentionMs,
+      maxCount: this.options.maxDeadLetters,
+      sweepMs: retentionSweepMs(this.options, this.options.deadLetterRetentionMs),
+      requeued: (entries) => {
+        for (const entry of entries) this.outbox.enqueue(entry);
+      },
+    });
   }
 
   /** Reads the log positions, redelivers the outbox, and starts the timer and idle loops. */
@@ -165,8 +181,7 @@ export class TwinHost {
     const lastOutbox = await this.lastKey(this.keys.outboxRange());
     const outboxMark = Number(await this.store.get(OUTBOX_SEQ_KEY)) || 0;
     this.nextOutboxSeq = Math.max(lastOutbox === undefined ? 0 : this.keys.outboxSeqOf(lastOutbox), outboxMark);
-    const lastDead = await this.lastKey(this.keys.deadLetterRange());
-    this.nextDeadSeq = lastDead === undefined ? 0 : Number.parseInt(lastDead.slice(-16), 16);
+    await this.deadLetters.start();
     this.outbox.start();
     this.timers.start();
     this.sweepTimer = setInterval(() => this.sweepIdle(), Math.min(this.options.idleTimeoutMs, 10_000));
@@ -1006,14 +1021,10 @@ export class TwinHost {
 
   /** Moves an undeliverable outbox message aside so it is kept but not retried forever. */
   private deadLetter(msg: UserMessage, reason: string, message: string): void {
-    if (msg.outboxKey === undefined) return;
+    if (msg.outboxKey === undefined || msg.outbox === undefined) return;
     const group = this.pipeline.current;
     group.ops.push({ type: "del", key: msg.outboxKey });
-    group.ops.push({
-      type: "put",
-      key: this.keys.deadLetter(++this.nextDeadSeq),
-      value: JSON.stringify({ outboxKey: msg.outboxKey, reason, message, payload: msg.message }),
-    });
+    group.ops.push(this.deadLetters.record(msg.outbox, reason, message));
     group.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
     this.metrics.deadLetters++;
   }
@@ -1074,6 +1085,8 @@ export class TwinHost {
     const stored = { ...alert, seq };
     const json = JSON.stringify(stored);
     group.ops.push({ type: "put", key: this.keys.alert(alert.id), value: json }, { type: "put", key: this.keys.alertLog(seq), value: json });
+    const indexOp = resolvedAlertIndexOp(this.keys, alert);
+    if (indexOp !== undefined) group.ops.push(indexOp);
     group.alertChanges.push({ seq, alert });
     this.metrics.alertChanges++;
     return stored;
@@ -1226,7 +1239,7 @@ export class TwinHost {
     if (existing !== undefined && existing.queued >= this.options.mailboxDepth) return false;
     const act = this.activate(target, entry.toId, key);
     const sink: OutcomeSink = { complete: () => undefined };
-    act.post({ type: "message", message: entry.message, messageId: `o:${entry.seq}`, outboxKey: this.keys.outbox(entry.seq), sink, index: 0 });
+    act.post({ type: "message", message: entry.message, messageId: `o:${entry.seq}`, outboxKey: this.keys.outbox(entry.seq), outbox: entry, sink, index: 0 });
     this.schedule(act);
     return true;
   }
@@ -1283,6 +1296,7 @@ export class TwinHost {
     this.alerts.close();
     await this.timers.close();
     await this.outbox.close();
+    await this.deadLetters.close();
     // These timers are not unref'd: an embedding process stays up until its twins have drained.
     const deadline = performance.now() + timeoutMs;
     while (!this.idle && performance.now() < deadline) {

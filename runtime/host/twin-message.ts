@@ -1,5 +1,6 @@
 import type { JsonObject } from "../util/json.js";
 import type { TelemetryEvent } from "./ingest-event.js";
+import type { OutboxEntry } from "./outbox-entry.js";
 import type { TwinDeletion } from "./twin-deletion.js";
 
 /** The outcome of one event or message, as it is acknowledged. */
@@ -41,6 +42,8 @@ export interface UserMessage extends Base {
   readonly messageId?: string;
   /** The outbox entry to delete when this delivery commits. */
   readonly outboxKey?: string;
+  /** That outbox entry (sender, target, message), for the dead letter when delivery fails. */
+  readonly outbox?: OutboxEntry;
 }
 /** A due timer. */
 export interface TimerMessage extends Base {

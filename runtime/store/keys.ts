@@ -12,6 +12,7 @@
  * | `x`      | x NUL ns NUL due(12 hex) NUL kind NUL id NUL name | "" (timer index) |
  * | `o`      | o NUL ns NUL seq(16 hex)              | outbox message (JSON)    |
  * | `d`      | d NUL ns NUL seq(16 hex)              | dead letter (JSON)       |
+ * | `r`      | r NUL ns NUL resolvedAt(12 hex) NUL alertId | "" (resolved alerts by time, for retention) |
  */
 
 const SEP = "\u0000";
@@ -110,5 +111,37 @@ export class Keys {
   }
   deadLetterRange(): { gte: string; lt: string } {
     return { gte: this.deadPrefix, lt: `${this.deadPrefix}${END}` };
+  }
+
+  /** The dead letter seq of a key from {@link deadLetterRange}. */
+  deadLetterSeqOf(key: string): number {
+    return Number.parseInt(key.slice(this.deadPrefix.length), 16);
+  }
+  /** Dead letters with seq `fromSeq` and later. */
+  deadLettersFrom(fromSeq: number): { gte: string; lt: string } {
+    return { gte: this.deadLetter(fromSeq), lt: `${this.deadPrefix}${END}` };
+  }
+
+  /** Alerts with ids after `afterId` (all when undefined), in id order. */
+  alertsAfter(afterId: string | undefined): { gte: string; lt: string } {
+    // The alert key is the prefix plus the id, so the id followed by NUL sorts right after it.
+    return { gte: afterId === undefined ? this.alertPrefix : `${this.alertPrefix}${afterId}${SEP}`, lt: `${this.alertPrefix}${END}` };
+  }
+
+  /** The retention index entry of an alert resolved at `resolvedAtMs`. */
+  resolvedAlert(resolvedAtMs: number, alertId: string): string {
+    return `${this.resolvedPrefix}${hex(Math.max(0, resolvedAtMs), 12)}${SEP}${alertId}`;
+  }
+  /** Retention index entries of alerts resolved at or before `uptoMs`. */
+  resolvedAlertsUpTo(uptoMs: number): { gte: string; lt: string } {
+    return { gte: this.resolvedPrefix, lt: `${this.resolvedPrefix}${hex(Math.max(0, uptoMs + 1), 12)}` };
+  }
+  /** The alert id of a key from {@link resolvedAlertsUpTo}. */
+  resolvedAlertIdOf(key: string): string {
+    return key.slice(this.resolvedPrefix.length + 13);
+  }
+
+  private get resolvedPrefix(): string {
+    return `r${SEP}${this.namespace}${SEP}`;
   }
 }

@@ -1,0 +1,93 @@
+import type { Logger } from "pino";
+import type { Clock } from "../clock.js";
+import type { Keys } from "../store/keys.js";
+import type { BatchOp, RocksStore } from "../store/rocks-store.js";
+import { type Alert, AlertState } from "./alert.js";
+
+/** Resolved alerts removed per write: each trim batch is one atomic RocksDB write. */
+export const ALERT_TRIM_BATCH = 500;
+
+/** What {@link AlertRetention} needs. */
+export interface AlertRetentionConfig {
+  readonly store: RocksStore;
+  readonly keys: Keys;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Resolved alerts are removed this long after they resolved. */
+  readonly retentionMs: number;
+  /** How often the trim runs. */
+  readonly sweepMs: number;
+}
+
+/**
+ * The write that indexes a resolved alert by the time it resolved, so the retention finds expired
+ * ones without reading the alert keyspace. The host adds it to the batch that resolves the alert.
+ * An alert id is resolved at most once (a later raise opens a new id), so it has one entry.
+ */
+export function resolvedAlertIndexOp(keys: Keys, alert: Alert): BatchOp | undefined {
+  if (alert.state !== AlertState.RESOLVED) return undefined;
+  return { type: "put", key: keys.resolvedAlert(alert.updatedAt, alert.id), value: "" };
+}
+
+/**
+ * Removes resolved alerts older than the retention, in the background, oldest first, in batches
+ * of {@link ALERT_TRIM_BATCH}, reading only the resolved-at index up to the cutoff. Open and
+ * acknowledged alerts are never removed; the alert change log has its own retention (a count).
+ * Resolved alerts stored before the index existed have no entry and are kept.
+ */
+export class AlertRetention {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+  private closed = false;
+
+  constructor(private readonly config: AlertRetentionConfig) {}
+
+  /** Starts the background loop. */
+  start(): void {
+    this.timer = setInterval(() => {
+      if (this.running !== undefined || this.closed) return;
+      this.trim().catch((err: unknown) => this.config.log.warn({ err }, "resolved alert retention failed; it will run again"));
+    }, this.config.sweepMs);
+    this.timer.unref();
+  }
+
+  /** Removes every resolved alert past the retention now; resolves to how many. */
+  trim(): Promise<number> {
+    this.running ??= this.trimAll().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async trimAll(): Promise<number> {
+    const { store, keys, clock, retentionMs } = this.config;
+    const range = keys.resolvedAlertsUpTo(clock.nowMs() - retentionMs);
+    let trimmed = 0;
+    while (!this.closed) {
+      const indexKeys: string[] = [];
+      for await (const chunk of store.scan({ ...range, limit: ALERT_TRIM_BATCH }, { values: false })) for (const [key] of chunk) indexKeys.push(key);
+      if (indexKeys.length === 0) break;
+      const ids = indexKeys.map((k) => keys.resolvedAlertIdOf(k));
+      const raws = await store.getMany(ids.map((id) => keys.alert(id)));
+      const ops: BatchOp[] = [];
+      for (let i = 0; i < ids.length; i++) {
+        ops.push({ type: "del", key: indexKeys[i] as string });
+        const raw = raws[i];
+        // Only a still-resolved alert goes (a resolved id is never reopened; this is a safety net).
+        if (raw !== undefined && (JSON.parse(raw) as Alert).state === AlertState.RESOLVED) ops.push({ type: "del", key: keys.alert(ids[i] as string) });
+      }
+      await store.write(ops);
+      trimmed += ids.length;
+      if (indexKeys.length < ALERT_TRIM_BATCH) break;
+    }
+    if (trimmed > 0) this.config.log.info({ trimmed }, "resolved alerts trimmed by retention");
+    return trimmed;
+  }
+
+  /** Stops the loop and waits for a running trim. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+}

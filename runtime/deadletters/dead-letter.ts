@@ -1,0 +1,131 @@
+import type { OutboxEntry } from "../host/outbox-entry.js";
+import type { JsonObject } from "../util/json.js";
+
+/**
+ * A message between twins (`ctx.send`) that could not be delivered, kept for a person to inspect,
+ * retry or delete. A dead letter is written in the same batch that removes the message from the
+ * outbox, so a message is always in exactly one of the two.
+ */
+export interface DeadLetter {
+  /** Its id on this node: the decimal dead letter seq (1, 2, 3, …; later ones died later). */
+  readonly id: string;
+  /** Why delivery failed: a stable code (`HANDLER_FAILED`, `TURN_TIMEOUT`, `NO_MESSAGE_HANDLER`, …). */
+  readonly reason: string;
+  /** The failure as a sentence. */
+  readonly errorMessage: string;
+  /** Epoch ms when delivery failed (0 for dead letters written before this was recorded). */
+  readonly deadAtMs: number;
+  /** The sender (empty for dead letters written before this was recorded). */
+  readonly fromKind: string;
+  readonly fromId: string;
+  /** The twin the message was for (empty for dead letters written before this was recorded). */
+  readonly toKind: string;
+  readonly toId: string;
+  /** The message as the sender passed it to `ctx.send`. */
+  readonly message: JsonObject;
+  /** Its seq in the outbox; a retry reuses it, so the receiver's dedupe recognises a redelivery. */
+  readonly outboxSeq: number;
+}
+
+/** Selects dead letters: set fields must all match; an empty filter matches every dead letter. */
+export interface DeadLetterFilter {
+  readonly toKind?: string;
+  readonly toId?: string;
+  readonly fromKind?: string;
+  readonly fromId?: string;
+  readonly reason?: string;
+}
+
+/** Which dead letters a retry or delete acts on: the named ones, or all that match a filter. */
+export type DeadLetterSelection = { readonly ids: readonly string[] } | { readonly all: true; readonly filter?: DeadLetterFilter };
+
+/** The stored form (compact field names stay here, at the store). */
+interface StoredDeadLetter {
+  /** Outbox seq. */
+  o: number;
+  fk: string;
+  fi: string;
+  tk: string;
+  ti: string;
+  m: JsonObject;
+  r: string;
+  e: string;
+  /** Epoch ms. */
+  at: number;
+}
+
+/** The form written before dead letters were readable: `{ outboxKey, reason, message, payload }`. */
+interface LegacyDeadLetter {
+  outboxKey: string;
+  reason: string;
+  message: string;
+  payload: JsonObject;
+}
+
+/** The stored JSON of a dead letter for `entry`. */
+export function encodeDeadLetter(entry: OutboxEntry, reason: string, errorMessage: string, deadAtMs: number): string {
+  const stored: StoredDeadLetter = {
+    o: entry.seq,
+    fk: entry.fromKind,
+    fi: entry.fromId,
+    tk: entry.toKind,
+    ti: entry.toId,
+    m: entry.message,
+    r: reason,
+    e: errorMessage,
+    at: deadAtMs,
+  };
+  return JSON.stringify(stored);
+}
+
+/**
+ * Reads a stored dead letter, in the current or the legacy form.
+ * @param outboxSeqOf - reads the seq of a legacy `outboxKey`.
+ * @throws SyntaxError on a record that is not JSON.
+ */
+export function decodeDeadLetter(seq: number, raw: string, outboxSeqOf: (key: string) => number): DeadLetter {
+  const value = JSON.parse(raw) as Partial<StoredDeadLetter> & Partial<LegacyDeadLetter>;
+  if (value.o === undefined) {
+    return {
+      id: String(seq),
+      reason: String(value.reason ?? ""),
+      errorMessage: String(value.message ?? ""),
+      deadAtMs: 0,
+      fromKind: "",
+      fromId: "",
+      toKind: "",
+      toId: "",
+      message: value.payload ?? {},
+      outboxSeq: typeof value.outboxKey === "string" ? outboxSeqOf(value.outboxKey) : 0,
+    };
+  }
+  return {
+    id: String(seq),
+    reason: value.r ?? "",
+    errorMessage: value.e ?? "",
+    deadAtMs: value.at ?? 0,
+    fromKind: value.fk ?? "",
+    fromId: value.fi ?? "",
+    toKind: value.tk ?? "",
+    toId: value.ti ?? "",
+    message: value.m ?? {},
+    outboxSeq: value.o,
+  };
+}
+
+/** True when `d` matches every set field of `filter`. */
+export function matchesDeadLetter(d: DeadLetter, filter: DeadLetterFilter | undefined): boolean {
+  if (filter === undefined) return true;
+  return (
+    (!filter.toKind || d.toKind === filter.toKind) &&
+    (!filter.toId || d.toId === filter.toId) &&
+    (!filter.fromKind || d.fromKind === filter.fromKind) &&
+    (!filter.fromId || d.fromId === filter.fromId) &&
+    (!filter.reason || d.reason === filter.reason)
+  );
+}
+
+/** The outbox entry a retry puts back: the original message with its original seq. */
+export function outboxEntryOf(d: DeadLetter): OutboxEntry {
+  return { seq: d.outboxSeq, fromKind: d.fromKind, fromId: d.fromId, toKind: d.toKind, toId: d.toId, message: d.message };
+}
