@@ -23,6 +23,7 @@ interface StartOptions {
   port: number;
   durability: Durability;
   maxActive?: number;
+  maxFilterCost?: number;
   cacheMb: number;
   heapBudgetMb: number;
   nodeId: string;
@@ -48,6 +49,14 @@ export function startCommand(): Command {
     )
     .addOption(
       new Option("--max-active <n>", "most twins kept in memory (default 100000)").env("TWINMESH_MAX_ACTIVE").argParser(wholeNumber("--max-active", 1)),
+    )
+    .addOption(
+      new Option(
+        "--max-filter-cost <units>",
+        "most a query filter may spend on one twin or alert: a unit per comprehension element, per 10 characters matches() reads (default 100000)",
+      )
+        .env("TWINMESH_MAX_FILTER_COST")
+        .argParser(wholeNumber("--max-filter-cost", 1)),
     )
     .addOption(
       new Option("--cache-mb <MiB>", "RocksDB block cache (0: none); active twins are cached as objects, this serves the loads of the others")
@@ -98,6 +107,7 @@ async function start(opts: StartOptions, modules: readonly string[]): Promise<vo
     durability: opts.durability,
     nodeId: opts.nodeId,
     hostOptions: opts.maxActive === undefined ? undefined : { maxActive: opts.maxActive },
+    queryOptions: opts.maxFilterCost === undefined ? undefined : { maxFilterCost: opts.maxFilterCost },
     storeOptions: { cacheBytes: opts.cacheMb * 1024 * 1024 },
     log,
   });

@@ -5,6 +5,8 @@ import { type HostObserver, TwinHost } from "./host/twin-host.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
 import { silentLogger } from "./log.js";
+import { PageTokens } from "./query/page-token.js";
+import { type QueryOptions, resolveQueryOptions } from "./query/query-options.js";
 import { TwinQueries } from "./query/twin-query.js";
 import { type Durability, RocksStore, type RocksStoreOptions } from "./store/rocks-store.js";
 import type { TwinClass } from "./twin/twin.js";
@@ -24,6 +26,8 @@ export interface TwinRuntimeOptions {
   /** @defaultValue `"local"` */
   readonly nodeId?: string;
   readonly host?: HostOptions;
+  /** Query and filter limits (filter cost budget, filter workers). */
+  readonly query?: QueryOptions;
   readonly observer?: HostObserver;
   /** RocksDB cache and memtable sizes. */
   readonly store?: Pick<RocksStoreOptions, "cacheBytes" | "writeBufferBytes">;
@@ -56,9 +60,11 @@ export class TwinRuntime {
   static async open(options: TwinRuntimeOptions): Promise<TwinRuntime> {
     const registry = new TwinRegistry();
     registry.register(...options.twins);
+    const queryOptions = resolveQueryOptions(options.query);
     const log = options.log ?? silentLogger();
     const store = await RocksStore.open(options.dataDir, { ...options.store, durability: options.durability });
     try {
+      const tokens = await PageTokens.open(store);
       const host = new TwinHost({
         store,
         registry,
@@ -69,7 +75,13 @@ export class TwinRuntime {
         observer: options.observer,
       });
       await host.start();
-      return new TwinRuntime(store, registry, host, new TwinQueries(store, host.keys, registry, host), new AlertQueries(store, host.keys, host.alerts));
+      return new TwinRuntime(
+        store,
+        registry,
+        host,
+        new TwinQueries(store, host.keys, registry, host, tokens, queryOptions),
+        new AlertQueries(store, host.keys, host.alerts, tokens, queryOptions),
+      );
     } catch (err) {
       await store.close();
       throw err;

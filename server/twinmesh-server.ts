@@ -9,6 +9,7 @@ import {
   Durability,
   type HostOptions,
   type Logger,
+  type QueryOptions,
   silentLogger,
   type TwinClass,
   TwinRuntime,
@@ -43,6 +44,8 @@ export interface NodeOptions {
   readonly maxInflightBatches?: number;
   /** Runtime limits (max active twins, mailbox depth, turn timeout, …). */
   readonly hostOptions?: HostOptions;
+  /** Query limits (filter cost budget, filter workers). */
+  readonly queryOptions?: QueryOptions;
   /** RocksDB block cache and memtable sizes. */
   readonly storeOptions?: TwinRuntimeOptions["store"];
   /** @defaultValue a silent logger */
@@ -87,6 +90,7 @@ export class TwinmeshNode {
       durability: options.durability ?? Durability.WAL,
       nodeId: options.nodeId,
       host: options.hostOptions,
+      query: options.queryOptions,
       store: options.storeOptions,
       log,
     });

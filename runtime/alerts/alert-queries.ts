@@ -1,6 +1,7 @@
 import { CursorExpiredError, UnavailableError } from "../errors.js";
 import { CelFilter, type CelVariables } from "../query/cel-filter.js";
-import { decodePageToken, encodePageToken } from "../query/page-token.js";
+import { isIdPosition, type PageTokens } from "../query/page-token.js";
+import { type ResolvedQueryOptions, resolveQueryOptions } from "../query/query-options.js";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
 import type { Alert } from "./alert.js";
@@ -77,6 +78,8 @@ export class AlertQueries {
     private readonly store: RocksStore,
     private readonly keys: Keys,
     private readonly feed: AlertFeed,
+    private readonly tokens: PageTokens,
+    private readonly options: ResolvedQueryOptions = resolveQueryOptions(),
   ) {}
 
   /**
@@ -85,10 +88,10 @@ export class AlertQueries {
    * @throws InvalidArgumentError (BAD_FILTER, BAD_PAGE_TOKEN, BAD_PAGE_SIZE)
    */
   async list(req: AlertListing): Promise<AlertPage> {
-    const filter = CelFilter.compile(req.filter ?? "", ALERT_FILTER_VARIABLES, "filter");
+    const filter = CelFilter.compile(req.filter ?? "", ALERT_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
     const pageSize = req.pageSize === undefined || req.pageSize === 0 ? DEFAULT_PAGE : Math.min(req.pageSize, MAX_PAGE);
     const identity = JSON.stringify(["alerts", req.filter ?? ""]);
-    const afterId = req.pageToken ? String(decodePageToken(req.pageToken, identity)) : undefined;
+    const afterId = req.pageToken ? this.tokens.decode(req.pageToken, identity, isIdPosition()) : undefined;
     let cursorSeq = this.feed.lastSeq;
     const alerts: Alert[] = [];
     let more = false;
@@ -107,7 +110,7 @@ export class AlertQueries {
       }
     }
     const last = alerts[alerts.length - 1];
-    return { alerts, nextPageToken: more && last !== undefined ? encodePageToken(identity, last.id) : "", cursor: AlertFeed.cursor(cursorSeq) };
+    return { alerts, nextPageToken: more && last !== undefined ? this.tokens.encode(identity, last.id) : "", cursor: AlertFeed.cursor(cursorSeq) };
   }
 
   /**
@@ -116,7 +119,7 @@ export class AlertQueries {
    * @throws InvalidArgumentError (BAD_CURSOR, BAD_FILTER), CursorExpiredError
    */
   async *watch(cursor: string | undefined, filterText: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
-    const filter = CelFilter.compile(filterText ?? "", ALERT_FILTER_VARIABLES, "filter");
+    const filter = CelFilter.compile(filterText ?? "", ALERT_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
     let seq = cursor ? this.feed.parseCursor(cursor) : this.feed.lastSeq;
     while (!signal.aborted) {
       let progressed = false;

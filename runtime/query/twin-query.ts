@@ -6,7 +6,8 @@ import type { RocksStore } from "../store/rocks-store.js";
 import type { JsonObject } from "../util/json.js";
 import { CelFilter, TWIN_FILTER_VARIABLES } from "./cel-filter.js";
 import { compareTwins, type OrderBy, parseFieldPath, parseOrderBy, type TwinFields } from "./field-path.js";
-import { decodePageToken, encodePageToken } from "./page-token.js";
+import { isIdPosition, type PageTokens, type PositionCheck } from "./page-token.js";
+import { type ResolvedQueryOptions, resolveQueryOptions } from "./query-options.js";
 
 /** A QueryTwins request. */
 export interface TwinQuery {
@@ -88,6 +89,8 @@ export class TwinQueries {
     private readonly keys: Keys,
     private readonly registry: TwinRegistry,
     private readonly host: TwinHost,
+    private readonly tokens: PageTokens,
+    private readonly options: ResolvedQueryOptions = resolveQueryOptions(),
   ) {}
 
   /**
@@ -96,11 +99,13 @@ export class TwinQueries {
    */
   async *query(q: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
     this.registry.get(q.kind);
-    const filter = CelFilter.compile(q.filter ?? "", TWIN_FILTER_VARIABLES, "filter");
+    const filter = this.compile(q.filter);
     const order = q.orderBy !== undefined && q.orderBy.trim() !== "" ? parseOrderBy(q.orderBy, "order_by") : undefined;
     const limit = resolveLimit(q.limit);
     const identity = JSON.stringify([q.kind, q.filter ?? "", q.orderBy ?? ""]);
-    const position = q.pageToken ? decodePageToken(q.pageToken, identity) : undefined;
+    const position = q.pageToken
+      ? this.tokens.decode<string | OrderPosition>(q.pageToken, identity, order === undefined ? isIdPosition() : isOrderPosition)
+      : undefined;
     const summary: QuerySummary = { matched: 0, scanned: 0, evaluationErrors: 0, nextPageToken: "" };
     const noteError = (error: string): void => {
       summary.evaluationErrors++;
@@ -108,7 +113,7 @@ export class TwinQueries {
     };
     if (order === undefined) {
       // Id order is the key order: stream while scanning and stop one past the page.
-      const afterId = position === undefined ? undefined : String(position);
+      const afterId = position as string | undefined;
       let emitted = 0;
       let lastId: string | undefined;
       // One twin past the page tells whether there is a next page.
@@ -116,7 +121,7 @@ export class TwinQueries {
         for (const candidate of chunk) {
           if (emitted === limit) {
             summary.matched--; // the look-ahead twin belongs to the next page
-            summary.nextPageToken = encodePageToken(identity, lastId);
+            summary.nextPageToken = this.tokens.encode(identity, lastId);
             return summary;
           }
           emitted++;
@@ -127,13 +132,13 @@ export class TwinQueries {
       return summary;
     }
     const compare = compareTwins(order);
-    const after = position as { v: unknown; i: string } | undefined;
+    const after = position as OrderPosition | undefined;
     const afterTwin: TwinFields | undefined = after === undefined ? undefined : { id: after.i, kind: q.kind, state: undefined };
     const best: Candidate[] = [];
     let more = false;
     for await (const chunk of this.scan(q.kind, undefined, filter, summary, noteError, signal)) {
       for (const candidate of chunk) {
-        if (afterTwin !== undefined && compareAfter(order, candidate, after as { v: unknown; i: string }, compare) <= 0) continue;
+        if (afterTwin !== undefined && compareAfter(order, candidate, after as OrderPosition, compare) <= 0) continue;
         if (best.length === limit) {
           more = true;
           if (compare(candidate, best[best.length - 1] as Candidate) >= 0) continue;
@@ -147,14 +152,15 @@ export class TwinQueries {
       if (view !== undefined) yield view;
     }
     const last = best[best.length - 1];
-    if (more && last !== undefined) summary.nextPageToken = encodePageToken(identity, { v: order.path.get(last) ?? null, i: last.id });
+    if (more && last !== undefined)
+      summary.nextPageToken = this.tokens.encode(identity, { v: order.path.get(last) ?? null, i: last.id } satisfies OrderPosition);
     return summary;
   }
 
   /** Groups the matching twins by `groupBy` and summarises the numeric `field`. */
   async aggregate(a: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult> {
     this.registry.get(a.kind);
-    const filter = CelFilter.compile(a.filter ?? "", TWIN_FILTER_VARIABLES, "filter");
+    const filter = this.compile(a.filter);
     if (a.field.trim() === "")
       throw new InvalidArgumentError("BAD_FIELD", "field is empty; name a numeric state field such as state.ewma", [
         { field: "field", description: "required" },
@@ -196,6 +202,10 @@ export class TwinQueries {
       matched: summary.matched,
       evaluationErrors: summary.evaluationErrors,
     };
+  }
+
+  private compile(filter: string | undefined): CelFilter {
+    return CelFilter.compile(filter ?? "", TWIN_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
   }
 
   /** A matching twin's view; undefined, noted as an evaluation error, when its metadata is corrupt. */
@@ -280,8 +290,20 @@ function resolveLimit(limit: number | undefined): number {
   return limit;
 }
 
+/** Where an ordered page ended: the order_by value (`null` when absent) and the id of its last twin. */
+interface OrderPosition {
+  readonly v: unknown;
+  readonly i: string;
+}
+
+const isOrderPosition: PositionCheck<OrderPosition> = (position): position is OrderPosition => {
+  if (typeof position !== "object" || position === null || Array.isArray(position)) return false;
+  const { v, i } = position as { v?: unknown; i?: unknown };
+  return Object.keys(position).length === 2 && v !== undefined && typeof i === "string" && i.length <= 1024;
+};
+
 /** Orders a candidate against the page token's last (value, id): > 0 when it comes after. */
-function compareAfter(order: OrderBy, candidate: Candidate, after: { v: unknown; i: string }, compare: (a: TwinFields, b: TwinFields) => number): number {
+function compareAfter(order: OrderBy, candidate: Candidate, after: OrderPosition, compare: (a: TwinFields, b: TwinFields) => number): number {
   const pseudo: TwinFields = { id: after.i, kind: candidate.kind, state: undefined };
   // Build a twin whose ordered field holds the token's value, so the same comparator applies.
   const segments = order.path.segments;
