@@ -5,6 +5,7 @@ import { type HostObserver, TwinHost } from "./host/twin-host.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
 import { silentLogger } from "./log.js";
+import { FilterPool } from "./query/filter-pool.js";
 import { PageTokens } from "./query/page-token.js";
 import { type QueryOptions, resolveQueryOptions } from "./query/query-options.js";
 import { TwinQueries } from "./query/twin-query.js";
@@ -51,6 +52,7 @@ export class TwinRuntime {
     readonly host: TwinHost,
     readonly queries: TwinQueries,
     readonly alerts: AlertQueries,
+    private readonly filterPool: FilterPool,
   ) {}
 
   /**
@@ -75,12 +77,19 @@ export class TwinRuntime {
         observer: options.observer,
       });
       await host.start();
+      const pool = new FilterPool({
+        workers: queryOptions.filterWorkers,
+        maxQueued: queryOptions.maxQueuedFilterChunks,
+        heapMb: queryOptions.filterWorkerHeapMb,
+        log: log.child({ component: "query" }),
+      });
       return new TwinRuntime(
         store,
         registry,
         host,
-        new TwinQueries(store, host.keys, registry, host, tokens, queryOptions),
+        new TwinQueries(store, host.keys, registry, host, tokens, pool, queryOptions),
         new AlertQueries(store, host.keys, host.alerts, tokens, queryOptions),
+        pool,
       );
     } catch (err) {
       await store.close();
@@ -92,6 +101,8 @@ export class TwinRuntime {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Queries still running fail now rather than hold the store open.
+    await this.filterPool.close();
     await this.host.close();
     await this.store.close();
   }

@@ -6,6 +6,8 @@ import type { RocksStore } from "../store/rocks-store.js";
 import type { JsonObject } from "../util/json.js";
 import { CelFilter, TWIN_FILTER_VARIABLES } from "./cel-filter.js";
 import { compareTwins, type OrderBy, parseFieldPath, parseOrderBy, type TwinFields } from "./field-path.js";
+import { type FilterJob, FilterOutcome, type FilterReply } from "./filter-job.js";
+import type { FilterPool, FilterPoolStats } from "./filter-pool.js";
 import { isIdPosition, type PageTokens, type PositionCheck } from "./page-token.js";
 import { type ResolvedQueryOptions, resolveQueryOptions } from "./query-options.js";
 
@@ -90,8 +92,17 @@ export class TwinQueries {
     private readonly registry: TwinRegistry,
     private readonly host: TwinHost,
     private readonly tokens: PageTokens,
+    private readonly pool: FilterPool,
     private readonly options: ResolvedQueryOptions = resolveQueryOptions(),
   ) {}
+
+  /** Counters of what this node's queries have done. */
+  readonly stats: QueryStats = { scans: 0, stopped: 0, scanned: 0 };
+
+  /** Counters of the filter workers. */
+  get workerStats(): Readonly<FilterPoolStats> {
+    return this.pool.stats;
+  }
 
   /**
    * Streams matching twins, then returns the summary.
@@ -221,11 +232,14 @@ export class TwinQueries {
 
   /**
    * Scans one kind's records (after `afterId`), yielding the matching twins of each chunk the
-   * store reads. A chunk is handled synchronously, so a scan costs one await per chunk, not per
-   * twin, and still yields the event loop between chunks. Only the state is parsed here, and the
-   * metadata of matches when `views` asks for their views (a twin whose metadata is corrupt then
-   * counts as an evaluation error, not a match). The scan ends at the `maxMatches`th match, so
-   * the summary counts only what a page needed.
+   * store reads. A cheap filter (no comprehension, `matches()` or `cel.bind`: its cost is bounded
+   * by its size and the state's) is evaluated here, a chunk at a time, so a scan costs one await
+   * per chunk and still yields the event loop between chunks. A costly filter is evaluated by the
+   * {@link FilterPool} on the raw chunks, up to {@link FILTER_CHUNKS_IN_FLIGHT} at once, and only
+   * the matches are parsed here. Only the state is parsed, and the metadata of matches when
+   * `views` asks for their views (a twin whose metadata is corrupt then counts as an evaluation
+   * error, not a match). The scan ends at the `maxMatches`th match, so the summary counts only
+   * what a page needed, and stops its work when `signal` aborts (a running worker is terminated).
    */
   private async *scan(
     kind: string,
@@ -236,48 +250,194 @@ export class TwinQueries {
     signal: AbortSignal | undefined,
     { maxMatches = Number.POSITIVE_INFINITY, views = false }: { maxMatches?: number; views?: boolean } = {},
   ): AsyncGenerator<Candidate[]> {
+    this.stats.scans++;
+    let finished = false;
+    try {
+      yield* this.scanChunks(kind, afterId, filter, summary, noteError, signal, { maxMatches, views });
+      finished = true;
+    } finally {
+      // Ended by the cancel (its own check, or a worker's job failing with the signal's reason).
+      if (!finished && signal?.aborted === true) this.stats.stopped++;
+    }
+  }
+
+  private async *scanChunks(
+    kind: string,
+    afterId: string | undefined,
+    filter: CelFilter,
+    summary: QuerySummary,
+    noteError: (error: string) => void,
+    signal: AbortSignal | undefined,
+    { maxMatches, views }: { maxMatches: number; views: boolean },
+  ): AsyncGenerator<Candidate[]> {
     // An `id.startsWith("…")` term narrows the scan to that key range.
     const range = this.keys.twinsOfKind(kind, afterId, filter.idPrefix());
-    for await (const chunk of this.store.scan(range)) {
-      if (signal?.aborted) return;
-      const matches: Candidate[] = [];
-      for (const [key, raw] of chunk) {
-        const id = this.keys.twinIdOf(key, kind);
-        let state: JsonObject | undefined;
+    const accept = (matches: Candidate[], id: string, raw: string, state: JsonObject): boolean => {
+      let view: TwinView | undefined;
+      if (views) {
         try {
-          state = this.host.stateOf(kind, raw);
+          view = this.host.viewOf(kind, id, raw, state);
         } catch (err) {
-          summary.scanned++;
           noteError(`${id}: ${(err as Error).message}`);
-          continue;
+          return false;
         }
-        if (state === undefined) continue;
-        summary.scanned++;
-        if (!filter.matchesAll) {
-          const result = filter.evaluate({ id, kind, state });
-          if ("error" in result) {
-            noteError(result.error);
-            continue;
-          }
-          if (!result.matched) continue;
-        }
-        let view: TwinView | undefined;
-        if (views) {
+      }
+      summary.matched++;
+      matches.push({ id, kind, state, raw, view });
+      return summary.matched === maxMatches;
+    };
+    const stopped = (): boolean => signal?.aborted === true;
+
+    if (!filter.costly) {
+      for await (const chunk of this.store.scan(range)) {
+        if (stopped()) return;
+        const matches: Candidate[] = [];
+        for (const [key, raw] of chunk) {
+          const id = this.keys.twinIdOf(key, kind);
+          let state: JsonObject | undefined;
           try {
-            view = this.host.viewOf(kind, id, raw, state);
+            state = this.host.stateOf(kind, raw);
           } catch (err) {
+            summary.scanned++;
             noteError(`${id}: ${(err as Error).message}`);
             continue;
           }
+          if (state === undefined) continue;
+          summary.scanned++;
+          this.stats.scanned++;
+          if (!filter.matchesAll) {
+            const result = filter.evaluate({ id, kind, state });
+            if ("error" in result) {
+              noteError(result.error);
+              continue;
+            }
+            if (!result.matched) continue;
+          }
+          if (accept(matches, id, raw, state)) break;
         }
-        summary.matched++;
-        matches.push({ id, kind, state, raw, view });
-        if (summary.matched === maxMatches) break;
+        if (matches.length > 0) yield matches;
+        if (summary.matched === maxMatches) return;
       }
-      if (matches.length > 0) yield matches;
-      if (summary.matched === maxMatches) return;
+      return;
+    }
+
+    const stateVersion = this.registry.get(kind).stateVersion;
+    const job = { expression: filter.expression, variables: TWIN_FILTER_VARIABLES, maxCost: filter.maxCost };
+    const inFlight: { entries: [string, string][]; reply: Promise<FilterReply> }[] = [];
+    const chunks = this.store.scan(range);
+    try {
+      let reading = true;
+      while (reading || inFlight.length > 0) {
+        // Keep a few chunks with the workers while the oldest is awaited, so they never wait on the store.
+        while (reading && inFlight.length < FILTER_CHUNKS_IN_FLIGHT) {
+          const next = await chunks.next();
+          if (stopped()) return;
+          if (next.done === true) {
+            reading = false;
+            break;
+          }
+          const entries = next.value.map(([key, raw]): [string, string] => [this.keys.twinIdOf(key, kind), raw]);
+          const reply = this.pool.run({ ...job, records: { kind, stateVersion, entries } }, signal);
+          // Awaited below, or abandoned in `finally` when the scan ends early.
+          reply.catch(() => undefined);
+          inFlight.push({ entries, reply });
+        }
+        const head = inFlight.shift();
+        if (head === undefined) break;
+        const outcome = await head.reply;
+        if (stopped()) return;
+        if ("exceeded" in outcome) throw new Error("unreachable: the pool throws on an overrun");
+        const matches = await this.settleChunk(kind, head.entries, outcome, job, summary, noteError, signal, accept);
+        if (matches.length > 0) yield matches;
+        if (summary.matched === maxMatches) return;
+      }
+    } finally {
+      // Chunks still with the workers belong to no one now: their results are dropped.
+      inFlight.length = 0;
+      // Releases the store's iterator and snapshot.
+      await chunks.return(undefined);
     }
   }
+
+  /** The matches of one chunk a worker evaluated, in key order; migrated twins are evaluated by a second job. */
+  private async settleChunk(
+    kind: string,
+    entries: readonly [string, string][],
+    reply: { outcomes: Uint8Array; errors: readonly (readonly [number, string])[] },
+    job: Pick<FilterJob, "expression" | "variables" | "maxCost">,
+    summary: QuerySummary,
+    noteError: (error: string) => void,
+    signal: AbortSignal | undefined,
+    accept: (matches: Candidate[], id: string, raw: string, state: JsonObject) => boolean,
+  ): Promise<Candidate[]> {
+    const errors = new Map(reply.errors);
+    const outcomes = reply.outcomes;
+    // States of an older version are migrated here (twin code) and evaluated by a worker again.
+    const migrated = new Map<number, JsonObject>();
+    for (let i = 0; i < outcomes.length; i++) {
+      if (outcomes[i] !== FilterOutcome.MIGRATE) continue;
+      const raw = (entries[i] as [string, string])[1];
+      try {
+        const state = this.host.stateOf(kind, raw);
+        if (state !== undefined) migrated.set(i, state);
+        else outcomes[i] = FilterOutcome.ABSENT;
+      } catch (err) {
+        outcomes[i] = FilterOutcome.CORRUPT;
+        errors.set(i, (err as Error).message);
+      }
+    }
+    if (migrated.size > 0) {
+      const indexes = [...migrated.keys()];
+      const second = await this.pool.run(
+        { ...job, activations: indexes.map((i) => ({ id: (entries[i] as [string, string])[0], kind, state: migrated.get(i) })) },
+        signal,
+      );
+      if ("exceeded" in second) throw new Error("unreachable: the pool throws on an overrun");
+      const secondErrors = new Map(second.errors);
+      indexes.forEach((i, j) => {
+        outcomes[i] = second.outcomes[j] as number;
+        const message = secondErrors.get(j);
+        if (message !== undefined) errors.set(i, message);
+      });
+    }
+    const matches: Candidate[] = [];
+    for (let i = 0; i < outcomes.length; i++) {
+      const outcome = outcomes[i];
+      if (outcome === FilterOutcome.ABSENT) continue;
+      const [id, raw] = entries[i] as [string, string];
+      summary.scanned++;
+      this.stats.scanned++;
+      if (outcome === FilterOutcome.CORRUPT) noteError(`${id}: ${errors.get(i) ?? "unreadable record"}`);
+      else if (outcome === FilterOutcome.ERROR) noteError(errors.get(i) ?? "evaluation error");
+      else if (outcome === FilterOutcome.MATCHED) {
+        let state: JsonObject | undefined;
+        try {
+          state = migrated.get(i) ?? this.host.stateOf(kind, raw);
+        } catch (err) {
+          noteError(`${id}: ${(err as Error).message}`);
+          continue;
+        }
+        if (state !== undefined && accept(matches, id, raw, state)) break;
+      }
+    }
+    return matches;
+  }
+}
+
+/**
+ * Chunks of one scan evaluated by filter workers at once: two keeps both default workers busy
+ * while the event loop reads the next chunk and parses the matches of the last.
+ */
+export const FILTER_CHUNKS_IN_FLIGHT = 2;
+
+/** What queries on this node have done, for tests and metrics. */
+export interface QueryStats {
+  /** Scans started. */
+  scans: number;
+  /** Scans that stopped because their query was cancelled or passed its deadline. */
+  stopped: number;
+  /** Twins scanned, over every scan. */
+  scanned: number;
 }
 
 function resolveLimit(limit: number | undefined): number {
