@@ -44,6 +44,8 @@ export interface AlertEvent {
 }
 
 const DEFAULT_PAGE = 100;
+/** Longer than any alert id (a kind, an escaped twin id of up to 256 bytes, a code, a version). */
+const MAX_ALERT_ID_LENGTH = 4096;
 const MAX_PAGE = 1_000;
 
 /** Stored alerts carry the log seq of their last logged change, which listings use for cursors. */
@@ -91,7 +93,7 @@ export class AlertQueries {
     const filter = CelFilter.compile(req.filter ?? "", ALERT_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
     const pageSize = req.pageSize === undefined || req.pageSize === 0 ? DEFAULT_PAGE : Math.min(req.pageSize, MAX_PAGE);
     const identity = JSON.stringify(["alerts", req.filter ?? ""]);
-    const afterId = req.pageToken ? this.tokens.decode(req.pageToken, identity, isIdPosition()) : undefined;
+    const afterId = req.pageToken ? this.tokens.decode(req.pageToken, identity, isIdPosition(MAX_ALERT_ID_LENGTH)) : undefined;
     let cursorSeq = this.feed.lastSeq;
     const alerts: Alert[] = [];
     let more = false;

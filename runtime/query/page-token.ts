@@ -2,8 +2,11 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypt
 import { InvalidArgumentError } from "../errors.js";
 import type { RocksStore } from "../store/rocks-store.js";
 
-/** The longest page token accepted, in characters; the node's own are far shorter. */
-export const MAX_PAGE_TOKEN_LENGTH = 2048;
+/**
+ * The longest page token accepted, in characters. An `order_by` token carries the last twin's
+ * value of the ordered field, which may be a long string (up to the state size limit).
+ */
+export const MAX_PAGE_TOKEN_LENGTH = 256 * 1024;
 
 /** Where the token key lives in the store, beside the data format marker. */
 const KEY_KEY = "\u0000meta\u0000page-token-key";

@@ -11,10 +11,11 @@ import { waitFor } from "../harness/wait-for.js";
 
 /** `[0, 1, …, 19]`: a list literal to nest comprehensions over. */
 const LIST = `[${Array.from({ length: 20 }, (_, i) => i).join(", ")}]`;
-/** 20 + 400 + 8,000 = 8,420 cost units per twin: under the budget, about 5 ms per twin here. */
-const SLOW_FILTER = `${LIST}.exists(a, ${LIST}.exists(b, ${LIST}.exists(c, id == "never")))`;
 /** 168,420 units per twin: over the default budget of 100,000. */
 const FOUR_NESTED = `${LIST}.exists(a, ${LIST}.exists(b, ${LIST}.exists(c, ${LIST}.exists(d, id == "never"))))`;
+/** Under a budget of {@link SLOW_BUDGET}, several ms per twin: seconds for a chunk of twins. */
+const SLOW_FILTER = FOUR_NESTED;
+const SLOW_BUDGET = { maxFilterCost: 1_000_000 };
 const HOSTILE_ID = `${"a".repeat(31)}!`;
 
 /** Reads a QueryTwins stream to its end and returns the summary. */
@@ -132,7 +133,7 @@ describe("TwinService query safety (queries)", () => {
   });
 
   it("acknowledges a Publish while a costly filter is still being evaluated, and a cancelled query stops its scan and its worker", async () => {
-    const node = await startNode(t);
+    const node = await startNode(t, { queryOptions: SLOW_BUDGET });
     const { client } = node;
     await seed(client, 1_000);
     const queries = node.node.runtime.queries;
@@ -145,24 +146,27 @@ describe("TwinService query safety (queries)", () => {
       outcomes(res.results).map((o) => o.status),
       ["ACCEPTED"],
     );
-    // The chunk of 1,000 twins (about 8.4 M comprehension steps) is still with the worker: the
+    // The chunks of 1,000 twins (about 168 M comprehension steps) are still with the workers: the
     // event loop acknowledged the event meanwhile, which it could not while evaluating the filter.
-    assert.equal(queries.stats.scanned, 0, "the publish was answered only after the filter had run");
+    // (The store's first chunk may be a small one that a worker has already answered.)
+    assert.ok(queries.stats.scanned < 1_000, `the publish was answered only after the filter had run on ${queries.stats.scanned} twins`);
 
     cancel.abort();
     await query;
-    await waitFor(() => queries.workerStats.terminated >= 1 && queries.stats.stopped === 1, { timeoutMs: 10_000, what: "the worker to be terminated" });
-    assert.equal(queries.stats.scanned, 0, "the scan went on after the cancel");
+    await waitFor(() => queries.stats.stopped === 1, { timeoutMs: 10_000, what: "the scan to stop" });
+    assert.ok(queries.workerStats.terminated >= 1, "the running worker was terminated");
+    assert.ok(queries.stats.scanned < 1_000, "the scan went on after the cancel");
   });
 
   it("stops the scan when the client's deadline passes (DEADLINE_EXCEEDED), and the next costly query gets a new worker", async () => {
-    const node = await startNode(t);
+    const node = await startNode(t, { queryOptions: SLOW_BUDGET });
     await seed(node.client, 1_000);
     const queries = node.node.runtime.queries;
-    const status = await rawQuery(node, SLOW_FILTER, 300);
+    const status = await rawQuery(node, SLOW_FILTER, 1_000);
     assert.equal(status.code, grpc.status.DEADLINE_EXCEEDED);
-    await waitFor(() => queries.workerStats.terminated >= 1 && queries.stats.stopped === 1, { timeoutMs: 10_000, what: "the worker to be terminated" });
-    assert.equal(queries.stats.scanned, 0, "the scan went on after the deadline");
+    await waitFor(() => queries.stats.stopped === 1, { timeoutMs: 10_000, what: "the scan to stop" });
+    assert.ok(queries.workerStats.terminated >= 1, "the running worker was terminated");
+    assert.ok(queries.stats.scanned < 1_000, "the scan went on after the deadline");
     const replaced = queries.workerStats.started;
 
     const next = await summaryOf(node.client.queryTwins({ kind: "counter", filter: 'id.matches("^s-000[0-4]$")' }));
@@ -188,7 +192,7 @@ describe("TwinService query safety (queries)", () => {
       [{ kind: "counter", pageToken: forge(["counter", "", ""], "s-0005") }, "forged, id order"],
       [{ ...ordered, pageToken: altered }, "altered"],
       [{ ...ordered, pageToken: `${first.nextPageToken}x` }, "bad mac"],
-      [{ ...ordered, pageToken: "x".repeat(5_000) }, "too long"],
+      [{ ...ordered, pageToken: "x".repeat(300_000) }, "too long"],
       [{ kind: "counter", pageToken: first.nextPageToken }, "another query's"],
     ];
     for (const [req, what] of cases) {
