@@ -38,6 +38,7 @@ interface StartOptions {
   deadLetterRetention?: number;
   maxDeadLetters?: number;
   resolvedAlertRetention?: number;
+  maxFilterCost?: number;
   cacheMb: number;
   heapBudgetMb: number;
   nodeId: string;
@@ -78,6 +79,14 @@ export function startCommand(): Command {
       new Option("--resolved-alert-retention <duration>", "resolved alerts are removed this long after they resolved (default 7d)")
         .env("TWINMESH_RESOLVED_ALERT_RETENTION")
         .argParser(duration("--resolved-alert-retention")),
+    )
+    .addOption(
+      new Option(
+        "--max-filter-cost <units>",
+        "most a query filter may spend on one twin or alert: a unit per comprehension element, per 10 characters matches() reads (default 100000)",
+      )
+        .env("TWINMESH_MAX_FILTER_COST")
+        .argParser(wholeNumber("--max-filter-cost", 1)),
     )
     .addOption(
       new Option("--cache-mb <MiB>", "RocksDB block cache (0: none); active twins are cached as objects, this serves the loads of the others")
@@ -133,6 +142,7 @@ async function start(opts: StartOptions, modules: readonly string[]): Promise<vo
       maxDeadLetters: opts.maxDeadLetters,
       resolvedAlertRetentionMs: opts.resolvedAlertRetention,
     },
+    queryOptions: opts.maxFilterCost === undefined ? undefined : { maxFilterCost: opts.maxFilterCost },
     storeOptions: { cacheBytes: opts.cacheMb * 1024 * 1024 },
     log,
   });

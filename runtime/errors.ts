@@ -233,3 +233,24 @@ export class InternalError extends TwinmeshError {
     super(message);
   }
 }
+
+/**
+ * A query asked more of the node than a configured limit allows: its filter's evaluation cost on
+ * one input, the memory of the worker evaluating it, or a place in the bounded queue of filter
+ * work. The message names the limit and the option that changes it.
+ */
+export class QueryLimitError extends TwinmeshError {
+  override readonly name = "QueryLimitError";
+  readonly code = StatusCode.RESOURCE_EXHAUSTED;
+  override readonly retryable: boolean;
+  constructor(
+    readonly reason: "FILTER_COST_EXCEEDED" | "FILTER_MEMORY_EXCEEDED" | "QUERY_QUEUE_FULL",
+    /** The option that sets the limit, e.g. `maxFilterCost`. */
+    readonly limit: string,
+    message: string,
+  ) {
+    super(message);
+    // Only a full queue clears by itself; the same filter costs the same next time.
+    this.retryable = reason === "QUERY_QUEUE_FULL";
+  }
+}

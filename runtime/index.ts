@@ -45,6 +45,7 @@ export {
   twinHash,
 } from "./partition/partitioning.js";
 export { CelFilter, TWIN_FILTER_VARIABLES } from "./query/cel-filter.js";
+export { DEFAULT_MAX_FILTER_COST, type QueryOptions } from "./query/query-options.js";
 export type { AggregateGroup, AggregateResult, QuerySummary, TwinAggregation, TwinQuery } from "./query/twin-query.js";
 export { Durability } from "./store/rocks-store.js";
 export type { Telemetry } from "./twin/telemetry.js";

@@ -6,6 +6,9 @@ import { type HostObserver, TwinHost } from "./host/twin-host.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
 import { silentLogger } from "./log.js";
+import { FilterPool } from "./query/filter-pool.js";
+import { PageTokens } from "./query/page-token.js";
+import { type QueryOptions, resolveQueryOptions } from "./query/query-options.js";
 import { TwinQueries } from "./query/twin-query.js";
 import { type Durability, RocksStore, type RocksStoreOptions } from "./store/rocks-store.js";
 import type { TwinClass } from "./twin/twin.js";
@@ -25,6 +28,8 @@ export interface TwinRuntimeOptions {
   /** @defaultValue `"local"` */
   readonly nodeId?: string;
   readonly host?: HostOptions;
+  /** Query and filter limits (filter cost budget, filter workers). */
+  readonly query?: QueryOptions;
   readonly observer?: HostObserver;
   /** RocksDB cache and memtable sizes. */
   readonly store?: Pick<RocksStoreOptions, "cacheBytes" | "writeBufferBytes">;
@@ -50,6 +55,7 @@ export class TwinRuntime {
     readonly alerts: AlertQueries,
     /** Trims resolved alerts past their retention. */
     readonly alertRetention: AlertRetention,
+    private readonly filterPool: FilterPool,
   ) {}
 
   /**
@@ -59,9 +65,11 @@ export class TwinRuntime {
   static async open(options: TwinRuntimeOptions): Promise<TwinRuntime> {
     const registry = new TwinRegistry();
     registry.register(...options.twins);
+    const queryOptions = resolveQueryOptions(options.query);
     const log = options.log ?? silentLogger();
     const store = await RocksStore.open(options.dataDir, { ...options.store, durability: options.durability });
     try {
+      const tokens = await PageTokens.open(store);
       const host = new TwinHost({
         store,
         registry,
@@ -70,6 +78,7 @@ export class TwinRuntime {
         nodeId: options.nodeId ?? "local",
         options: options.host,
         observer: options.observer,
+        tokens,
       });
       await host.start();
       const alertRetention = new AlertRetention({
@@ -81,13 +90,20 @@ export class TwinRuntime {
         sweepMs: retentionSweepMs(host.options, host.options.resolvedAlertRetentionMs),
       });
       alertRetention.start();
+      const pool = new FilterPool({
+        workers: queryOptions.filterWorkers,
+        maxQueued: queryOptions.maxQueuedFilterChunks,
+        heapMb: queryOptions.filterWorkerHeapMb,
+        log: log.child({ component: "query" }),
+      });
       return new TwinRuntime(
         store,
         registry,
         host,
-        new TwinQueries(store, host.keys, registry, host),
-        new AlertQueries(store, host.keys, host.alerts),
+        new TwinQueries(store, host.keys, registry, host, tokens, pool, queryOptions),
+        new AlertQueries(store, host.keys, host.alerts, tokens, queryOptions),
         alertRetention,
+        pool,
       );
     } catch (err) {
       await store.close();
@@ -99,6 +115,8 @@ export class TwinRuntime {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Queries still running fail now rather than hold the store open.
+    await this.filterPool.close();
     await this.host.close();
     await this.alertRetention.close();
     await this.store.close();

@@ -10,6 +10,7 @@ import {
   Durability,
   type HostOptions,
   type Logger,
+  type QueryOptions,
   silentLogger,
   type TwinClass,
   TwinRuntime,
@@ -45,6 +46,8 @@ export interface NodeOptions {
   readonly maxInflightBatches?: number;
   /** Runtime limits (max active twins, mailbox depth, turn timeout, …). */
   readonly hostOptions?: HostOptions;
+  /** Query limits (filter cost budget, filter workers). */
+  readonly queryOptions?: QueryOptions;
   /** RocksDB block cache and memtable sizes. */
   readonly storeOptions?: TwinRuntimeOptions["store"];
   /** @defaultValue a silent logger */
@@ -89,6 +92,7 @@ export class TwinmeshNode {
       durability: options.durability ?? Durability.WAL,
       nodeId: options.nodeId,
       host: options.hostOptions,
+      query: options.queryOptions,
       store: options.storeOptions,
       log,
     });

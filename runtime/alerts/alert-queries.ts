@@ -1,6 +1,7 @@
 import { CursorExpiredError, UnavailableError } from "../errors.js";
 import { CelFilter, type CelVariables } from "../query/cel-filter.js";
-import { decodePageToken, encodePageToken } from "../query/page-token.js";
+import { isIdPosition, type PageTokens } from "../query/page-token.js";
+import { type ResolvedQueryOptions, resolveQueryOptions } from "../query/query-options.js";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
 import type { Alert } from "./alert.js";
@@ -43,6 +44,8 @@ export interface AlertEvent {
 }
 
 const DEFAULT_PAGE = 100;
+/** Longer than any alert id (a kind, an escaped twin id of up to 256 bytes, a code, a version). */
+const MAX_ALERT_ID_LENGTH = 4096;
 const MAX_PAGE = 1_000;
 /** Alerts one ListAlerts page reads at most, whatever its filter. */
 export const ALERT_SCAN_PER_PAGE = 10_000;
@@ -81,6 +84,8 @@ export class AlertQueries {
     private readonly store: RocksStore,
     private readonly keys: Keys,
     private readonly feed: AlertFeed,
+    private readonly tokens: PageTokens,
+    private readonly options: ResolvedQueryOptions = resolveQueryOptions(),
   ) {}
 
   /**
@@ -95,10 +100,10 @@ export class AlertQueries {
    * @throws InvalidArgumentError (BAD_FILTER, BAD_PAGE_TOKEN, BAD_PAGE_SIZE)
    */
   async list(req: AlertListing): Promise<AlertPage> {
-    const filter = CelFilter.compile(req.filter ?? "", ALERT_FILTER_VARIABLES, "filter");
+    const filter = CelFilter.compile(req.filter ?? "", ALERT_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
     const pageSize = req.pageSize === undefined || req.pageSize === 0 ? DEFAULT_PAGE : Math.min(req.pageSize, MAX_PAGE);
     const identity = JSON.stringify(["alerts", req.filter ?? ""]);
-    const afterId = req.pageToken ? String(decodePageToken(req.pageToken, identity)) : undefined;
+    const afterId = req.pageToken ? this.tokens.decode(req.pageToken, identity, isIdPosition(MAX_ALERT_ID_LENGTH)) : undefined;
     let page: { alerts: Alert[]; nextId: string | undefined } = { alerts: [], nextId: undefined };
     let cursorSeq = 0;
     for (let attempt = 0; attempt < CURSOR_ATTEMPTS; attempt++) {
@@ -107,7 +112,11 @@ export class AlertQueries {
       // No change committed while the page was read: the page and the cursor agree exactly.
       if ((await this.lastLogSeq()) === cursorSeq) break;
     }
-    return { alerts: page.alerts, nextPageToken: page.nextId === undefined ? "" : encodePageToken(identity, page.nextId), cursor: AlertFeed.cursor(cursorSeq) };
+    return {
+      alerts: page.alerts,
+      nextPageToken: page.nextId === undefined ? "" : this.tokens.encode(identity, page.nextId),
+      cursor: AlertFeed.cursor(cursorSeq),
+    };
   }
 
   /** One page from after `afterId`; `nextId` is where the next page resumes, undefined at the end. */
@@ -149,7 +158,7 @@ export class AlertQueries {
    * @throws InvalidArgumentError (BAD_CURSOR, BAD_FILTER), CursorExpiredError
    */
   async *watch(cursor: string | undefined, filterText: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
-    const filter = CelFilter.compile(filterText ?? "", ALERT_FILTER_VARIABLES, "filter");
+    const filter = CelFilter.compile(filterText ?? "", ALERT_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
     let seq = cursor ? this.feed.parseCursor(cursor) : this.feed.lastSeq;
     while (!signal.aborted) {
       let progressed = false;

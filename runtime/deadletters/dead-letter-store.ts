@@ -3,7 +3,7 @@ import type { Clock } from "../clock.js";
 import { DeadLetterNotFoundError, InvalidArgumentError, UnavailableError } from "../errors.js";
 import type { OutboxEntry } from "../host/outbox-entry.js";
 import type { TwinRegistry } from "../host/twin-registry.js";
-import { decodePageToken, encodePageToken } from "../query/page-token.js";
+import type { PageTokens } from "../query/page-token.js";
 import type { Keys } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
 import {
@@ -34,6 +34,8 @@ export interface DeadLetterStoreConfig {
   readonly clock: Clock;
   readonly log: Logger;
   readonly registry: TwinRegistry;
+  /** Signs and checks listing page tokens. */
+  readonly tokens: PageTokens;
   /** Dead letters older than this are trimmed. */
   readonly retentionMs: number;
   /** Most dead letters kept; the oldest beyond it are trimmed. */
@@ -120,7 +122,7 @@ export class DeadLetterStore {
       req.filter?.fromId ?? "",
       req.filter?.reason ?? "",
     ]);
-    const from = req.pageToken ? pageTokenSeq(decodePageToken(req.pageToken, identity)) + 1 : 0;
+    const from = req.pageToken ? this.config.tokens.decode(req.pageToken, identity, isSeqPosition) + 1 : 0;
     const deadLetters: DeadLetter[] = [];
     let scanned = 0;
     let lastSeq = from - 1;
@@ -144,7 +146,7 @@ export class DeadLetterStore {
         lastSeq = this.keys.deadLetterSeqOf(key);
       }
     }
-    return { deadLetters, nextPageToken: more ? encodePageToken(identity, lastSeq) : "" };
+    return { deadLetters, nextPageToken: more ? this.config.tokens.encode(identity, lastSeq) : "" };
   }
 
   /** One dead letter. @throws InvalidArgumentError (BAD_FIELD) for a malformed id, DeadLetterNotFoundError */
@@ -362,13 +364,7 @@ function parseId(id: string, field: string): number {
   return seq;
 }
 
-function pageTokenSeq(position: unknown): number {
-  if (typeof position !== "number" || !Number.isSafeInteger(position) || position < -1) {
-    throw new InvalidArgumentError(
-      "BAD_PAGE_TOKEN",
-      "page_token is damaged; pass the next_page_token of a previous response unchanged, or none for the first page",
-      [{ field: "page_token", description: "must be a next_page_token returned for the same filter" }],
-    );
-  }
-  return position;
+/** A listing's page position: the seq of the last dead letter read, -1 before the first. */
+function isSeqPosition(position: unknown): position is number {
+  return typeof position === "number" && Number.isSafeInteger(position) && position >= -1;
 }

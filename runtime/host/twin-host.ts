@@ -16,6 +16,7 @@ import {
   TwinNotFoundError,
   UnavailableError,
 } from "../errors.js";
+import type { PageTokens } from "../query/page-token.js";
 import { Keys } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
 import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
@@ -48,6 +49,8 @@ export interface TwinHostConfig {
   readonly options?: HostOptions;
   /** Told of every committed alert change and sent message (the test kit mirrors them). */
   readonly observer?: HostObserver;
+  /** Signs and checks the page tokens of dead-letter listings. */
+  readonly tokens: PageTokens;
 }
 
 /** Hooks called after a commit, in commit order. They must not throw or block. */
@@ -162,6 +165,7 @@ export class TwinHost {
       clock: this.clock,
       log: this.log.child({ component: "dead-letters" }),
       registry: this.registry,
+      tokens: config.tokens,
       retentionMs: this.options.deadLetterRetentionMs,
       maxCount: this.options.maxDeadLetters,
       sweepMs: retentionSweepMs(this.options, this.options.deadLetterRetentionMs),

@@ -9,7 +9,9 @@
  * yet type-check calls. A twin that fails to evaluate (a missing field) costs about 2 µs.
  */
 import { type ASTNode, Environment, type ParseResult } from "@marcbachmann/cel-js";
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError, QueryLimitError } from "../errors.js";
+import { DEFAULT_MAX_FILTER_COST } from "./query-options.js";
+import { PatternSyntaxError, patternProblem, re2Matches } from "./re2-patterns.js";
 
 /** The longest filter accepted, in UTF-8 bytes. */
 export const MAX_FILTER_BYTES = 4096;
@@ -83,6 +85,13 @@ export class CelFilter {
     readonly expression: string,
     private readonly program: ParseResult | undefined,
     private readonly bind: ((activation: Readonly<Record<string, unknown>>) => Readonly<Record<string, unknown>>) | undefined,
+    /** The cost one evaluation may spend; see {@link CelFilterOptions.maxCost}. */
+    readonly maxCost: number,
+    /**
+     * True when the filter has a comprehension, `matches()` or `cel.bind`: its cost per input is
+     * not bounded by its size and the input's, so scans evaluate it off the event loop.
+     */
+    readonly costly: boolean,
   ) {}
 
   /** True when the filter is empty and so matches every input without evaluating anything. */
@@ -97,15 +106,18 @@ export class CelFilter {
    * @param expression - The CEL text from the request.
    * @param variables - The variables the filter may use, with their types.
    * @param field - The request field that holds the filter, named in the error.
+   * @param options - The evaluation budget.
    * @defaultValue `field` is `"filter"`
    * @throws InvalidArgumentError with reason `BAD_FILTER` and one violation on `field` when the
    *   expression is over {@link MAX_FILTER_BYTES}, has a syntax error, uses an undeclared variable
    *   or a function with no matching overload, is over {@link MAX_FILTER_AST_NODES} nodes or
-   *   {@link MAX_FILTER_DEPTH} levels, has an invalid `matches()` pattern literal, or has a static
-   *   type other than `bool` or `dyn`. The message carries the CEL error and its line and column.
+   *   {@link MAX_FILTER_DEPTH} levels, has a `matches()` pattern literal RE2 refuses (say, a
+   *   backreference), or has a static type other than `bool` or `dyn`. The message carries the
+   *   CEL error and its line and column.
    */
-  static compile(expression: string, variables: CelVariables, field = "filter"): CelFilter {
-    if (expression.trim() === "") return new CelFilter(expression, undefined, undefined);
+  static compile(expression: string, variables: CelVariables, field = "filter", options: CelFilterOptions = {}): CelFilter {
+    const maxCost = options.maxCost ?? DEFAULT_MAX_FILTER_COST;
+    if (expression.trim() === "") return new CelFilter(expression, undefined, undefined, maxCost, false);
 
     const bytes = Buffer.byteLength(expression, "utf8");
     if (bytes > MAX_FILTER_BYTES) {
@@ -119,6 +131,16 @@ export class CelFilter {
     } catch (err) {
       throw badFilter(field, expression, describeCompileError(err, expression, variables));
     }
+    // Checked before anything is renamed, so the error names the pattern as written.
+    const badPattern = findInvalidPattern(program.ast);
+    if (badPattern !== undefined) {
+      throw badFilter(
+        field,
+        expression,
+        `matches() pattern ${JSON.stringify(badPattern.pattern)} is not a valid RE2 regular expression (${badPattern.reason}) ${position(expression, badPattern.start)}`,
+      );
+    }
+    const costly = routeMatchesToRe2(program.ast);
     const checked = program.check();
     if (!checked.valid) throw badFilter(field, expression, describeCompileError(checked.error, expression, variables));
     // `dyn` (e.g. `state.alarm`) may still be a bool at run time; anything else never is.
@@ -129,15 +151,8 @@ export class CelFilter {
         `a filter must evaluate to a bool, but this one has type ${checked.type}; make it a comparison or a test, e.g. \`state.ewma > 120.0\``,
       );
     }
-    const badPattern = findInvalidPattern(program.ast);
-    if (badPattern !== undefined) {
-      throw badFilter(
-        field,
-        expression,
-        `matches() pattern ${JSON.stringify(badPattern.pattern)} is not a valid regular expression (${badPattern.reason}) ${position(expression, badPattern.start)}`,
-      );
-    }
-    return new CelFilter(expression, program, binderFor(variables));
+    const comprehensions = meterComprehensions(program.ast);
+    return new CelFilter(expression, program, binderFor(variables), maxCost, costly || comprehensions > 0);
   }
 
   /**
@@ -165,10 +180,12 @@ export class CelFilter {
   }
 
   /**
-   * Evaluates the filter against one input. Never throws: a missing field, a type mismatch, an
-   * undeclared or mistyped variable in `activation` or a non-bool result comes back as `{ error }`.
+   * Evaluates the filter against one input. A missing field, a type mismatch, an undeclared or
+   * mistyped variable in `activation` or a non-bool result comes back as `{ error }`.
    *
    * @param activation - The values of the declared variables, e.g. `{ id, kind, state }`. Not modified.
+   * @throws QueryLimitError `FILTER_COST_EXCEEDED` when this evaluation spends more than
+   *   {@link CelFilter.maxCost}; it stops at that point.
    */
   evaluate(activation: Readonly<Record<string, unknown>>): FilterResult {
     const program = this.program;
@@ -178,18 +195,54 @@ export class CelFilter {
     // throwing; capturing a stack nobody reads made such a twin cost ~8 µs instead of ~2 µs.
     const stackTraceLimit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
+    // Evaluation is synchronous, so one module-level meter serves every filter in turn.
+    meter.left = this.maxCost;
     try {
       value = program(this.bind === undefined ? activation : this.bind(activation));
     } catch (err) {
-      return { error: describeEvaluationError(err, this.expression) };
+      value = err;
     } finally {
       Error.stackTraceLimit = stackTraceLimit;
     }
+    // Checked after, not only where the budget ran out: `||`, `&&` and `exists` absorb errors.
+    if (meter.left < 0) throw this.costExceeded();
+    if (value instanceof Error) return { error: describeEvaluationError(value, this.expression) };
     if (value === true) return MATCHED;
     if (value === false) return NOT_MATCHED;
     return { error: `filter must evaluate to a bool, got ${describeValue(value)}` };
   }
+
+  private costExceeded(): QueryLimitError {
+    const shown = this.expression.length > 120 ? `${this.expression.slice(0, 120)}…` : this.expression;
+    return new QueryLimitError(
+      "FILTER_COST_EXCEEDED",
+      "maxFilterCost",
+      `filter ${JSON.stringify(shown)} costs more than ${this.maxCost} units on one input (a unit per element a comprehension visits, and per 10 characters matches() reads); nest fewer comprehensions, or raise the query option maxFilterCost (twinmesh start --max-filter-cost)`,
+    );
+  }
 }
+
+/** Options of {@link CelFilter.compile}. */
+export interface CelFilterOptions {
+  /** See {@link QueryOptions.maxFilterCost}. @defaultValue {@link DEFAULT_MAX_FILTER_COST} */
+  readonly maxCost?: number;
+}
+
+/** What the current evaluation may still spend; below zero once it overspent. */
+const meter = { left: 0 };
+
+/** Spends `units` of the current evaluation's budget; throws once it is gone, so a runaway stops. */
+function charge(units: number): void {
+  meter.left -= units;
+  if (meter.left < 0) throw new Error("filter cost budget exhausted");
+}
+
+/**
+ * The name `matches()` calls are renamed to before type checking, so that they resolve to
+ * {@link re2Matches}: the library's own `matches` uses JavaScript's backtracking `RegExp` and
+ * cannot be replaced (an overload with the same signature is refused).
+ */
+const RE2_MATCHES = "matches_re2";
 
 // Variable sets come from code (twin queries, alert queries), so the cache holds a handful of
 // environments; the bound only stops a misuse from growing it.
@@ -207,6 +260,15 @@ function environmentFor(variables: CelVariables): Environment {
     env = new Environment({
       unlistedVariablesAreDyn: false,
       limits: { maxAstNodes: MAX_FILTER_AST_NODES, maxDepth: MAX_FILTER_DEPTH },
+    });
+    env.registerFunction(`string.${RE2_MATCHES}(string): bool`, (text: string, pattern: string) => {
+      charge(1 + Math.ceil(text.length / 10));
+      try {
+        return re2Matches(text, pattern);
+      } catch (err) {
+        if (err instanceof PatternSyntaxError) throw new Error(`matches(): ${err.message}`);
+        throw err;
+      }
     });
     for (const [name, type] of Object.entries(variables)) env.registerVariable(name, CEL_TYPE_NAMES[type]);
     if (environments.size >= MAX_CACHED_ENVIRONMENTS) environments.clear();
@@ -264,6 +326,7 @@ function isCelError(err: unknown): err is CelErrorLike {
 function describeCompileError(err: unknown, expression: string, variables: CelVariables): string {
   // Anything but a CEL error is a bug in twinmesh or the library, not bad input: let it surface as INTERNAL.
   if (!isCelError(err)) throw err;
+  const summary = err.summary.replaceAll(RE2_MATCHES, "matches");
   if (err.code === "limit_exceeded") {
     return `it is too complex (${err.summary}): a filter may have at most ${MAX_FILTER_AST_NODES} AST nodes, nested at most ${MAX_FILTER_DEPTH} deep; simplify it`;
   }
@@ -274,13 +337,14 @@ function describeCompileError(err: unknown, expression: string, variables: CelVa
           .map(([name, type]) => `${name} (${type})`)
           .join(", ")}`
       : "";
-  return `${err.summary}${at}${hint}`;
+  return `${summary}${at}${hint}`;
 }
 
 function describeEvaluationError(err: unknown, expression: string): string {
   if (!isCelError(err)) return err instanceof Error ? err.message : String(err);
   const at = err.range === undefined ? "" : ` ${position(expression, err.range.start)}`;
-  return `${err.summary}${at}${mixedArithmeticHint(err.summary)}`;
+  const summary = err.summary.replaceAll(RE2_MATCHES, "matches");
+  return `${summary}${at}${mixedArithmeticHint(summary)}`;
 }
 
 // CEL has no int/double arithmetic and JSON numbers are doubles, so `state.count + 1` fails on
@@ -336,7 +400,7 @@ function badFilter(field: string, expression: string, detail: string): InvalidAr
 }
 
 /**
- * The first `x.matches("literal")` whose pattern JS cannot compile, so that the mistake is
+ * The first `x.matches("literal")` whose pattern RE2 cannot compile, so that the mistake is
  * reported once at compile time rather than as an evaluation error on every twin.
  */
 function findInvalidPattern(node: unknown): { pattern: string; reason: string; start: number } | undefined {
@@ -353,16 +417,104 @@ function findInvalidPattern(node: unknown): { pattern: string; reason: string; s
   if (op === "rcall" && Array.isArray(args) && args[0] === "matches" && Array.isArray(args[2])) {
     const patternNode = args[2][0] as { op?: unknown; args?: unknown; start?: unknown } | undefined;
     if (patternNode?.op === "value" && typeof patternNode.args === "string") {
-      try {
-        new RegExp(patternNode.args);
-      } catch (err) {
+      const reason = patternProblem(patternNode.args);
+      if (reason !== undefined) {
         return {
           pattern: patternNode.args,
-          reason: err instanceof Error ? err.message : String(err),
+          reason,
           start: typeof patternNode.start === "number" ? patternNode.start : typeof start === "number" ? start : 0,
         };
       }
     }
   }
   return findInvalidPattern(args);
+}
+
+/**
+ * The parts of `@marcbachmann/cel-js` 8.0's AST nodes this file reaches beyond the typed API (the
+ * version is pinned; test/unit/runtime/query/cel-filter.test.ts fails if they change): the
+ * expansion of a macro (`meta.alternate`, `meta.macro`) and a comprehension's iteration
+ * function (`handle`), set when the expression is type-checked.
+ */
+interface LibraryNode {
+  readonly op: string;
+  readonly args: unknown;
+  readonly meta?: { readonly alternate?: unknown; readonly macro?: Readonly<Record<string, unknown>> };
+  handle?: unknown;
+}
+
+function isLibraryNode(value: object): value is LibraryNode {
+  return typeof (value as { op?: unknown }).op === "string" && "args" in value;
+}
+
+/** Calls `visit` once for every node under `root`, macro expansions included. */
+function eachNode(root: unknown, visit: (node: LibraryNode) => void): void {
+  const seen = new Set<object>();
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const value = stack.pop();
+    if (typeof value !== "object" || value === null || seen.has(value)) continue;
+    seen.add(value);
+    if (Array.isArray(value)) {
+      stack.push(...(value as unknown[]));
+      continue;
+    }
+    if (!isLibraryNode(value)) continue;
+    visit(value);
+    const { op, args, meta } = value;
+    if (op === "comprehension" && typeof args === "object" && args !== null) {
+      const { iterable, init, step } = args as Record<string, unknown>;
+      stack.push(iterable, init, step);
+    } else if (op !== "value") {
+      stack.push(args);
+    }
+    stack.push(meta?.alternate);
+    const macro = meta?.macro;
+    if (macro !== undefined) stack.push(macro.args, macro.val, macro.exp);
+  }
+}
+
+/**
+ * Renames every `x.matches(p)` to the RE2 implementation (before type checking, which binds calls
+ * to functions by name). Returns true when the filter has a call whose cost is not bounded by the
+ * filter's size and the input's: `matches()`, a comprehension macro or `cel.bind`.
+ */
+function routeMatchesToRe2(root: unknown): boolean {
+  let costly = false;
+  eachNode(root, (node) => {
+    if (node.op !== "rcall" || !Array.isArray(node.args)) return;
+    const call = node.args as [unknown, unknown, unknown];
+    if (call[0] === "matches") call[0] = RE2_MATCHES;
+    if (call[0] === RE2_MATCHES || call[0] === "bind" || node.meta?.alternate !== undefined) costly = true;
+  });
+  return costly;
+}
+
+/**
+ * Makes every comprehension of a type-checked filter charge the current evaluation one unit per
+ * element before it iterates, so a nested runaway is stopped at its first oversized loop. Returns
+ * how many comprehensions there are.
+ * @throws Error when the library no longer has the shape this relies on (a twinmesh bug: INTERNAL).
+ */
+function meterComprehensions(root: unknown): number {
+  let count = 0;
+  eachNode(root, (node) => {
+    if (node.op !== "comprehension") return;
+    const iterate = node.handle;
+    if (typeof iterate !== "function") throw new Error("@marcbachmann/cel-js changed: a comprehension has no handle to meter");
+    node.handle = (items: unknown, ...rest: unknown[]): unknown => {
+      charge(sizeOf(items));
+      return (iterate as (items: unknown, ...rest: unknown[]) => unknown)(items, ...rest);
+    };
+    count++;
+  });
+  return count;
+}
+
+/** How many elements a comprehension over `items` visits (a map's keys). */
+function sizeOf(items: unknown): number {
+  if (Array.isArray(items)) return items.length;
+  if (items instanceof Map || items instanceof Set) return items.size;
+  if (typeof items === "object" && items !== null) return Object.keys(items).length;
+  return 0;
 }

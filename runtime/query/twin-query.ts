@@ -6,7 +6,10 @@ import type { RocksStore } from "../store/rocks-store.js";
 import type { JsonObject } from "../util/json.js";
 import { CelFilter, TWIN_FILTER_VARIABLES } from "./cel-filter.js";
 import { compareTwins, type OrderBy, parseFieldPath, parseOrderBy, type TwinFields } from "./field-path.js";
-import { decodePageToken, encodePageToken } from "./page-token.js";
+import { type FilterJob, FilterOutcome, type FilterReply } from "./filter-job.js";
+import type { FilterPool, FilterPoolStats } from "./filter-pool.js";
+import { isIdPosition, type PageTokens, type PositionCheck } from "./page-token.js";
+import { type ResolvedQueryOptions, resolveQueryOptions } from "./query-options.js";
 
 /** A QueryTwins request. */
 export interface TwinQuery {
@@ -88,7 +91,18 @@ export class TwinQueries {
     private readonly keys: Keys,
     private readonly registry: TwinRegistry,
     private readonly host: TwinHost,
+    private readonly tokens: PageTokens,
+    private readonly pool: FilterPool,
+    private readonly options: ResolvedQueryOptions = resolveQueryOptions(),
   ) {}
+
+  /** Counters of what this node's queries have done. */
+  readonly stats: QueryStats = { scans: 0, stopped: 0, scanned: 0 };
+
+  /** Counters of the filter workers. */
+  get workerStats(): Readonly<FilterPoolStats> {
+    return this.pool.stats;
+  }
 
   /**
    * Streams matching twins, then returns the summary.
@@ -96,11 +110,13 @@ export class TwinQueries {
    */
   async *query(q: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
     this.registry.get(q.kind);
-    const filter = CelFilter.compile(q.filter ?? "", TWIN_FILTER_VARIABLES, "filter");
+    const filter = this.compile(q.filter);
     const order = q.orderBy !== undefined && q.orderBy.trim() !== "" ? parseOrderBy(q.orderBy, "order_by") : undefined;
     const limit = resolveLimit(q.limit);
     const identity = JSON.stringify([q.kind, q.filter ?? "", q.orderBy ?? ""]);
-    const position = q.pageToken ? decodePageToken(q.pageToken, identity) : undefined;
+    const position = q.pageToken
+      ? this.tokens.decode<string | OrderPosition>(q.pageToken, identity, order === undefined ? isIdPosition() : isOrderPosition)
+      : undefined;
     const summary: QuerySummary = { matched: 0, scanned: 0, evaluationErrors: 0, nextPageToken: "" };
     const noteError = (error: string): void => {
       summary.evaluationErrors++;
@@ -108,7 +124,7 @@ export class TwinQueries {
     };
     if (order === undefined) {
       // Id order is the key order: stream while scanning and stop one past the page.
-      const afterId = position === undefined ? undefined : String(position);
+      const afterId = position as string | undefined;
       let emitted = 0;
       let lastId: string | undefined;
       // One twin past the page tells whether there is a next page.
@@ -116,7 +132,7 @@ export class TwinQueries {
         for (const candidate of chunk) {
           if (emitted === limit) {
             summary.matched--; // the look-ahead twin belongs to the next page
-            summary.nextPageToken = encodePageToken(identity, lastId);
+            summary.nextPageToken = this.tokens.encode(identity, lastId);
             return summary;
           }
           emitted++;
@@ -127,13 +143,13 @@ export class TwinQueries {
       return summary;
     }
     const compare = compareTwins(order);
-    const after = position as { v: unknown; i: string } | undefined;
+    const after = position as OrderPosition | undefined;
     const afterTwin: TwinFields | undefined = after === undefined ? undefined : { id: after.i, kind: q.kind, state: undefined };
     const best: Candidate[] = [];
     let more = false;
     for await (const chunk of this.scan(q.kind, undefined, filter, summary, noteError, signal)) {
       for (const candidate of chunk) {
-        if (afterTwin !== undefined && compareAfter(order, candidate, after as { v: unknown; i: string }, compare) <= 0) continue;
+        if (afterTwin !== undefined && compareAfter(order, candidate, after as OrderPosition, compare) <= 0) continue;
         if (best.length === limit) {
           more = true;
           if (compare(candidate, best[best.length - 1] as Candidate) >= 0) continue;
@@ -147,14 +163,15 @@ export class TwinQueries {
       if (view !== undefined) yield view;
     }
     const last = best[best.length - 1];
-    if (more && last !== undefined) summary.nextPageToken = encodePageToken(identity, { v: order.path.get(last) ?? null, i: last.id });
+    if (more && last !== undefined)
+      summary.nextPageToken = this.tokens.encode(identity, { v: order.path.get(last) ?? null, i: last.id } satisfies OrderPosition);
     return summary;
   }
 
   /** Groups the matching twins by `groupBy` and summarises the numeric `field`. */
   async aggregate(a: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult> {
     this.registry.get(a.kind);
-    const filter = CelFilter.compile(a.filter ?? "", TWIN_FILTER_VARIABLES, "filter");
+    const filter = this.compile(a.filter);
     if (a.field.trim() === "")
       throw new InvalidArgumentError("BAD_FIELD", "field is empty; name a numeric state field such as state.ewma", [
         { field: "field", description: "required" },
@@ -198,6 +215,10 @@ export class TwinQueries {
     };
   }
 
+  private compile(filter: string | undefined): CelFilter {
+    return CelFilter.compile(filter ?? "", TWIN_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
+  }
+
   /** A matching twin's view; undefined, noted as an evaluation error, when its metadata is corrupt. */
   private viewOf(kind: string, candidate: Candidate, summary: QuerySummary, noteError: (error: string) => void): TwinView | undefined {
     try {
@@ -211,11 +232,14 @@ export class TwinQueries {
 
   /**
    * Scans one kind's records (after `afterId`), yielding the matching twins of each chunk the
-   * store reads. A chunk is handled synchronously, so a scan costs one await per chunk, not per
-   * twin, and still yields the event loop between chunks. Only the state is parsed here, and the
-   * metadata of matches when `views` asks for their views (a twin whose metadata is corrupt then
-   * counts as an evaluation error, not a match). The scan ends at the `maxMatches`th match, so
-   * the summary counts only what a page needed.
+   * store reads. A cheap filter (no comprehension, `matches()` or `cel.bind`: its cost is bounded
+   * by its size and the state's) is evaluated here, a chunk at a time, so a scan costs one await
+   * per chunk and still yields the event loop between chunks. A costly filter is evaluated by the
+   * {@link FilterPool} on the raw chunks, up to {@link FILTER_CHUNKS_IN_FLIGHT} at once, and only
+   * the matches are parsed here. Only the state is parsed, and the metadata of matches when
+   * `views` asks for their views (a twin whose metadata is corrupt then counts as an evaluation
+   * error, not a match). The scan ends at the `maxMatches`th match, so the summary counts only
+   * what a page needed, and stops its work when `signal` aborts (a running worker is terminated).
    */
   private async *scan(
     kind: string,
@@ -226,48 +250,194 @@ export class TwinQueries {
     signal: AbortSignal | undefined,
     { maxMatches = Number.POSITIVE_INFINITY, views = false }: { maxMatches?: number; views?: boolean } = {},
   ): AsyncGenerator<Candidate[]> {
+    this.stats.scans++;
+    let finished = false;
+    try {
+      yield* this.scanChunks(kind, afterId, filter, summary, noteError, signal, { maxMatches, views });
+      finished = true;
+    } finally {
+      // Ended by the cancel (its own check, or a worker's job failing with the signal's reason).
+      if (!finished && signal?.aborted === true) this.stats.stopped++;
+    }
+  }
+
+  private async *scanChunks(
+    kind: string,
+    afterId: string | undefined,
+    filter: CelFilter,
+    summary: QuerySummary,
+    noteError: (error: string) => void,
+    signal: AbortSignal | undefined,
+    { maxMatches, views }: { maxMatches: number; views: boolean },
+  ): AsyncGenerator<Candidate[]> {
     // An `id.startsWith("…")` term narrows the scan to that key range.
     const range = this.keys.twinsOfKind(kind, afterId, filter.idPrefix());
-    for await (const chunk of this.store.scan(range)) {
-      if (signal?.aborted) return;
-      const matches: Candidate[] = [];
-      for (const [key, raw] of chunk) {
-        const id = this.keys.twinIdOf(key, kind);
-        let state: JsonObject | undefined;
+    const accept = (matches: Candidate[], id: string, raw: string, state: JsonObject): boolean => {
+      let view: TwinView | undefined;
+      if (views) {
         try {
-          state = this.host.stateOf(kind, raw);
+          view = this.host.viewOf(kind, id, raw, state);
         } catch (err) {
-          summary.scanned++;
           noteError(`${id}: ${(err as Error).message}`);
-          continue;
+          return false;
         }
-        if (state === undefined) continue;
-        summary.scanned++;
-        if (!filter.matchesAll) {
-          const result = filter.evaluate({ id, kind, state });
-          if ("error" in result) {
-            noteError(result.error);
-            continue;
-          }
-          if (!result.matched) continue;
-        }
-        let view: TwinView | undefined;
-        if (views) {
+      }
+      summary.matched++;
+      matches.push({ id, kind, state, raw, view });
+      return summary.matched === maxMatches;
+    };
+    const stopped = (): boolean => signal?.aborted === true;
+
+    if (!filter.costly) {
+      for await (const chunk of this.store.scan(range)) {
+        if (stopped()) return;
+        const matches: Candidate[] = [];
+        for (const [key, raw] of chunk) {
+          const id = this.keys.twinIdOf(key, kind);
+          let state: JsonObject | undefined;
           try {
-            view = this.host.viewOf(kind, id, raw, state);
+            state = this.host.stateOf(kind, raw);
           } catch (err) {
+            summary.scanned++;
             noteError(`${id}: ${(err as Error).message}`);
             continue;
           }
+          if (state === undefined) continue;
+          summary.scanned++;
+          this.stats.scanned++;
+          if (!filter.matchesAll) {
+            const result = filter.evaluate({ id, kind, state });
+            if ("error" in result) {
+              noteError(result.error);
+              continue;
+            }
+            if (!result.matched) continue;
+          }
+          if (accept(matches, id, raw, state)) break;
         }
-        summary.matched++;
-        matches.push({ id, kind, state, raw, view });
-        if (summary.matched === maxMatches) break;
+        if (matches.length > 0) yield matches;
+        if (summary.matched === maxMatches) return;
       }
-      if (matches.length > 0) yield matches;
-      if (summary.matched === maxMatches) return;
+      return;
+    }
+
+    const stateVersion = this.registry.get(kind).stateVersion;
+    const job = { expression: filter.expression, variables: TWIN_FILTER_VARIABLES, maxCost: filter.maxCost };
+    const inFlight: { entries: [string, string][]; reply: Promise<FilterReply> }[] = [];
+    const chunks = this.store.scan(range);
+    try {
+      let reading = true;
+      while (reading || inFlight.length > 0) {
+        // Keep a few chunks with the workers while the oldest is awaited, so they never wait on the store.
+        while (reading && inFlight.length < FILTER_CHUNKS_IN_FLIGHT) {
+          const next = await chunks.next();
+          if (stopped()) return;
+          if (next.done === true) {
+            reading = false;
+            break;
+          }
+          const entries = next.value.map(([key, raw]): [string, string] => [this.keys.twinIdOf(key, kind), raw]);
+          const reply = this.pool.run({ ...job, records: { kind, stateVersion, entries } }, signal);
+          // Awaited below, or abandoned in `finally` when the scan ends early.
+          reply.catch(() => undefined);
+          inFlight.push({ entries, reply });
+        }
+        const head = inFlight.shift();
+        if (head === undefined) break;
+        const outcome = await head.reply;
+        if (stopped()) return;
+        if ("exceeded" in outcome) throw new Error("unreachable: the pool throws on an overrun");
+        const matches = await this.settleChunk(kind, head.entries, outcome, job, summary, noteError, signal, accept);
+        if (matches.length > 0) yield matches;
+        if (summary.matched === maxMatches) return;
+      }
+    } finally {
+      // Chunks still with the workers belong to no one now: their results are dropped.
+      inFlight.length = 0;
+      // Releases the store's iterator and snapshot.
+      await chunks.return(undefined);
     }
   }
+
+  /** The matches of one chunk a worker evaluated, in key order; migrated twins are evaluated by a second job. */
+  private async settleChunk(
+    kind: string,
+    entries: readonly [string, string][],
+    reply: { outcomes: Uint8Array; errors: readonly (readonly [number, string])[] },
+    job: Pick<FilterJob, "expression" | "variables" | "maxCost">,
+    summary: QuerySummary,
+    noteError: (error: string) => void,
+    signal: AbortSignal | undefined,
+    accept: (matches: Candidate[], id: string, raw: string, state: JsonObject) => boolean,
+  ): Promise<Candidate[]> {
+    const errors = new Map(reply.errors);
+    const outcomes = reply.outcomes;
+    // States of an older version are migrated here (twin code) and evaluated by a worker again.
+    const migrated = new Map<number, JsonObject>();
+    for (let i = 0; i < outcomes.length; i++) {
+      if (outcomes[i] !== FilterOutcome.MIGRATE) continue;
+      const raw = (entries[i] as [string, string])[1];
+      try {
+        const state = this.host.stateOf(kind, raw);
+        if (state !== undefined) migrated.set(i, state);
+        else outcomes[i] = FilterOutcome.ABSENT;
+      } catch (err) {
+        outcomes[i] = FilterOutcome.CORRUPT;
+        errors.set(i, (err as Error).message);
+      }
+    }
+    if (migrated.size > 0) {
+      const indexes = [...migrated.keys()];
+      const second = await this.pool.run(
+        { ...job, activations: indexes.map((i) => ({ id: (entries[i] as [string, string])[0], kind, state: migrated.get(i) })) },
+        signal,
+      );
+      if ("exceeded" in second) throw new Error("unreachable: the pool throws on an overrun");
+      const secondErrors = new Map(second.errors);
+      indexes.forEach((i, j) => {
+        outcomes[i] = second.outcomes[j] as number;
+        const message = secondErrors.get(j);
+        if (message !== undefined) errors.set(i, message);
+      });
+    }
+    const matches: Candidate[] = [];
+    for (let i = 0; i < outcomes.length; i++) {
+      const outcome = outcomes[i];
+      if (outcome === FilterOutcome.ABSENT) continue;
+      const [id, raw] = entries[i] as [string, string];
+      summary.scanned++;
+      this.stats.scanned++;
+      if (outcome === FilterOutcome.CORRUPT) noteError(`${id}: ${errors.get(i) ?? "unreadable record"}`);
+      else if (outcome === FilterOutcome.ERROR) noteError(errors.get(i) ?? "evaluation error");
+      else if (outcome === FilterOutcome.MATCHED) {
+        let state: JsonObject | undefined;
+        try {
+          state = migrated.get(i) ?? this.host.stateOf(kind, raw);
+        } catch (err) {
+          noteError(`${id}: ${(err as Error).message}`);
+          continue;
+        }
+        if (state !== undefined && accept(matches, id, raw, state)) break;
+      }
+    }
+    return matches;
+  }
+}
+
+/**
+ * Chunks of one scan evaluated by filter workers at once: two keeps both default workers busy
+ * while the event loop reads the next chunk and parses the matches of the last.
+ */
+export const FILTER_CHUNKS_IN_FLIGHT = 2;
+
+/** What queries on this node have done, for tests and metrics. */
+export interface QueryStats {
+  /** Scans started. */
+  scans: number;
+  /** Scans that stopped because their query was cancelled or passed its deadline. */
+  stopped: number;
+  /** Twins scanned, over every scan. */
+  scanned: number;
 }
 
 function resolveLimit(limit: number | undefined): number {
@@ -280,8 +450,20 @@ function resolveLimit(limit: number | undefined): number {
   return limit;
 }
 
+/** Where an ordered page ended: the order_by value (`null` when absent) and the id of its last twin. */
+interface OrderPosition {
+  readonly v: unknown;
+  readonly i: string;
+}
+
+const isOrderPosition: PositionCheck<OrderPosition> = (position): position is OrderPosition => {
+  if (typeof position !== "object" || position === null || Array.isArray(position)) return false;
+  const { v, i } = position as { v?: unknown; i?: unknown };
+  return Object.keys(position).length === 2 && v !== undefined && typeof i === "string" && i.length <= 1024;
+};
+
 /** Orders a candidate against the page token's last (value, id): > 0 when it comes after. */
-function compareAfter(order: OrderBy, candidate: Candidate, after: { v: unknown; i: string }, compare: (a: TwinFields, b: TwinFields) => number): number {
+function compareAfter(order: OrderBy, candidate: Candidate, after: OrderPosition, compare: (a: TwinFields, b: TwinFields) => number): number {
   const pseudo: TwinFields = { id: after.i, kind: candidate.kind, state: undefined };
   // Build a twin whose ordered field holds the token's value, so the same comparator applies.
   const segments = order.path.segments;

@@ -81,7 +81,18 @@ describe("CelFilter", () => {
     it("rejects an invalid matches() pattern literal at compile time rather than on every twin", () => {
       assert.equal(
         compileError('id.matches("[")'),
-        'matches() pattern "[" is not a valid regular expression (Invalid regular expression: /[/: Unterminated character class) at line 1, column 12',
+        'matches() pattern "[" is not a valid RE2 regular expression (missing closing ]: `[`) at line 1, column 12',
+      );
+    });
+
+    it("rejects a pattern RE2 does not support (a backreference, a lookahead), naming the problem", () => {
+      assert.equal(
+        compileError('id.matches("(a)\\\\1")'),
+        'matches() pattern "(a)\\\\1" is not a valid RE2 regular expression (invalid escape sequence: `\\1` (RE2 has no backreferences)) at line 1, column 12',
+      );
+      assert.match(
+        compileError('state.tags.exists(t, t.matches("a(?=b)"))'),
+        /pattern "a\(\?=b\)" is not a valid RE2 regular expression \(invalid or unsupported Perl syntax/,
       );
     });
 
