@@ -572,8 +572,8 @@ async function query(req: QueryRequest): Promise<QueryResult> {
   do {
     let next = "";
     for await (const msg of client.queryTwins({ kind: req.kind, filter: req.filter, limit: req.limit, pageToken })) {
-      if (msg.twin !== undefined) {
-        returned++;
+      if (msg.twins.length > 0) {
+        returned += msg.twins.length;
         if (Number.isNaN(firstMs)) firstMs = now() - started;
       }
       if (msg.summary !== undefined) {
