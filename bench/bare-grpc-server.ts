@@ -2,7 +2,8 @@
  * Ceiling: a bare grpc-js server, in its own process, that does only what any server of these
  * calls must do. PublishStream: decode each PublishStreamRequest with protobuf-es and answer a
  * PublishStreamResponse with one ACCEPTED result per event. QueryTwins: stream `limit` copies of
- * one pre-encoded bench-twin snapshot, one message each, then a summary. No runtime, no storage.
+ * one pre-encoded bench-twin snapshot, in pages packed as a node packs them, then a summary. No
+ * runtime, no storage.
  * The load generator drives it exactly as it drives a node, so the ratio of our figures to its
  * figures is what the runtime (and durability) costs over the transport.
  *
@@ -10,7 +11,6 @@
  */
 import { once } from "node:events";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import {
   type EventResult,
@@ -20,6 +20,8 @@ import {
   PublishStreamResponseSchema,
 } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { QueryTwinsRequestSchema, QueryTwinsResponseSchema } from "../proto/gen/twinmesh/v1/twin_pb.js";
+import type { TwinView } from "../runtime/index.js";
+import { QueryTwinsPage } from "../server/snapshot-encoder.js";
 
 const ACCEPTED: EventResult = { $typeName: "twinmesh.v1.EventResult", status: EventStatus.ACCEPTED, reason: "", message: "", retryable: false };
 
@@ -31,30 +33,47 @@ function encoded(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-/** A bench twin's snapshot as a node sends it (grpc-js copies each message as it frames it, so one buffer serves every write). */
-const SNAPSHOT = encoded(
-  toBinary(QueryTwinsResponseSchema, {
-    $typeName: "twinmesh.v1.QueryTwinsResponse",
-    twin: {
-      $typeName: "twinmesh.v1.TwinSnapshot",
-      kind: "bench",
-      id: "t-123456",
-      state: { value: 97.31, ewma: 50.12, count: 3, min: 1.52, max: 97.31, group: "g-56", lastMs: 1_795_462_404_082 },
-      version: 3n,
-      lastSeq: 1_795_462_404_082_001n,
-      lastEventTime: timestampFromMs(1_795_462_404_082),
-      ownerNodeId: "local",
-    },
-  }),
-);
+/** A bench twin's view, as a node's query finds it. */
+const VIEW: TwinView = {
+  kind: "bench",
+  id: "t-123456",
+  state: { value: 97.31, ewma: 50.12, count: 3, min: 1.52, max: 97.31, group: "g-56", lastMs: 1_795_462_404_082 },
+  version: 3,
+  lastSeq: 1_795_462_404_082_001,
+  lastEventTime: 1_795_462_404_082,
+  ownerNodeId: "local",
+};
 
-/** Streams `limit` snapshots, then a summary. */
+/**
+ * `twins` copies of the bench twin as one page, with the node's own page encoder (grpc-js copies
+ * each message as it frames it, so one buffer serves every write).
+ */
+function pageOf(twins: number): Buffer {
+  const page = new QueryTwinsPage();
+  for (let i = 0; i < twins; i++) page.add(VIEW);
+  return encoded(page.take());
+}
+
+/** How many bench twins fill a page, by the node's bounds. */
+const PAGE_TWINS = ((): number => {
+  const page = new QueryTwinsPage();
+  while (!page.full) page.add(VIEW);
+  return page.twins;
+})();
+const FULL_PAGE = pageOf(PAGE_TWINS);
+
+/** Streams `limit` snapshots in full pages as a node packs them (a partial page last), then a summary. */
 async function streamSnapshots(call: grpc.ServerWritableStream<Buffer, Buffer>): Promise<void> {
   const cancelled = new AbortController();
   call.once("cancelled", () => cancelled.abort());
   const { limit } = fromBinary(QueryTwinsRequestSchema, call.request);
   try {
-    for (let i = 0; i < limit; i++) if (!call.write(SNAPSHOT)) await once(call, "drain", { signal: cancelled.signal });
+    for (let sent = 0; sent < limit; ) {
+      const twins = Math.min(PAGE_TWINS, limit - sent);
+      const page = twins === PAGE_TWINS ? FULL_PAGE : pageOf(twins);
+      sent += twins;
+      if (!call.write(page)) await once(call, "drain", { signal: cancelled.signal });
+    }
     const summary = {
       $typeName: "twinmesh.v1.QuerySummary",
       matched: BigInt(limit),
@@ -63,7 +82,7 @@ async function streamSnapshots(call: grpc.ServerWritableStream<Buffer, Buffer>):
       nextPageToken: "",
       firstEvaluationError: "",
     } as const;
-    call.write(encoded(toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", summary })));
+    call.write(encoded(toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", twins: [], summary })));
     call.end();
   } catch {
     // The client went away.

@@ -13,6 +13,8 @@ export interface Target {
    * run with smaller sizes shows its marker in parentheses.
    */
   readonly fullSizeOnly?: boolean;
+  /** The bound is `value` times this row's median in the same run (e.g. ≤ 2× the quiet p99), not `value` itself. */
+  readonly relativeTo?: { readonly id: string; readonly label: string };
 }
 
 /** One line of the table: a measured figure with its runs and median. */
@@ -48,11 +50,20 @@ export function finishRows(rows: ResultRow[]): void {
       if (other?.median === undefined || !Number.isFinite(other.median) || other.median === 0) continue;
       row.ratios.push({ label: ref.label, value: (row.median as number) / other.median });
     }
-    if (row.target !== undefined && Number.isFinite(row.median)) {
+    const bound = targetBound(row.target, byId);
+    if (row.target !== undefined && bound !== undefined && !Number.isNaN(row.median)) {
       const m = row.median as number;
-      row.pass = row.target.op === ">=" ? m >= row.target.value : m <= row.target.value;
+      row.pass = row.target.op === ">=" ? m >= bound : m <= bound;
     }
   }
+}
+
+/** The number a target compares with: its value, or its value times the median of the row it is relative to (undefined if that is missing). */
+function targetBound(target: Target | undefined, byId: ReadonlyMap<string, ResultRow>): number | undefined {
+  if (target === undefined) return undefined;
+  if (target.relativeTo === undefined) return target.value;
+  const base = byId.get(target.relativeTo.id)?.median;
+  return base === undefined || !Number.isFinite(base) ? undefined : target.value * base;
 }
 
 /** A number for the table: thousands separators for big values, a few decimals for small ones. */
@@ -68,7 +79,8 @@ export function formatValue(v: number | null | undefined, unit: string): string 
 
 function formatTarget(t: Target | undefined, unit: string): string {
   if (t === undefined) return "";
-  return `${t.op === ">=" ? "≥" : "≤"} ${formatValue(t.value, unit)}`;
+  const op = t.op === ">=" ? "≥" : "≤";
+  return t.relativeTo === undefined ? `${op} ${formatValue(t.value, unit)}` : `${op} ${t.value}× ${t.relativeTo.label}`;
 }
 
 function marker(row: ResultRow, quick: boolean): string {

@@ -15,6 +15,7 @@ export const SCENARIO_GROUPS: Readonly<Record<string, readonly Scenario[]>> = {
   rocks: ["ceiling-rocks"],
   pipeline: ["ceiling-pipeline"],
   query: ["large"],
+  stall: ["large"],
   restart: ["large"],
   "1m": ["large"],
 };
@@ -49,6 +50,16 @@ export interface BenchSettings {
   readonly openLoopRate: number;
   /** Offered rate of the ingest that runs during a full-scan query (events/s). */
   readonly scanIngestRate: number;
+  /** Length of each phase of the ingest-under-query-load run (quiet, scan, regex, exists). */
+  readonly stallPhaseMs: number;
+  /** Gap between those phases that no phase counts (a phase's backlog drains in it). */
+  readonly stallGapMs: number;
+  /** `a`s before the `!` of the one twin the hostile regex runs on (each one more doubles a backtracking engine's time). */
+  readonly hostileRegexAs: number;
+  /** Twins of the hostile data set whose 20-element lists the nested comprehensions run over. */
+  readonly hostileListTwins: number;
+  /** A hostile query starts at most this often during its phase. */
+  readonly hostileEveryMs: number;
   readonly unaryCalls: number;
   readonly getCalls: number;
   readonly fsyncProbeWrites: number;
@@ -110,6 +121,11 @@ export function resolveSettings(flags: BenchFlags): BenchSettings {
     durationMs: flags.durationMs ?? (quick ? 1_500 : 8_000),
     openLoopRate: 25_000,
     scanIngestRate: 10_000,
+    stallPhaseMs: flags.durationMs ?? (quick ? 1_500 : 8_000),
+    stallGapMs: quick ? 500 : 1_000,
+    hostileRegexAs: quick ? 23 : 27,
+    hostileListTwins: quick ? 4 : 20,
+    hostileEveryMs: quick ? 500 : 1_000,
     unaryCalls: quick ? 300 : 2_000,
     getCalls: quick ? 300 : 2_000,
     fsyncProbeWrites: quick ? 200 : 1_000,

@@ -64,3 +64,30 @@ export class BenchTwin extends Twin<BenchState> {
     applyReading(ctx.state, ctx.id, value, t.time.getTime());
   }
 }
+
+/** Readings a {@link BenchListTwin} keeps. */
+export const BENCH_LIST_LENGTH = 20;
+
+/** State of a {@link BenchListTwin}: the last {@link BENCH_LIST_LENGTH} readings, oldest first. */
+export interface BenchListState {
+  readings: number[];
+}
+
+/**
+ * The twin of the bench's hostile-filter data set (kind `bench-list`): a short list in its state,
+ * so a filter can nest comprehensions over it. It starts with a full list of zeros.
+ */
+export class BenchListTwin extends Twin<BenchListState> {
+  static readonly kind = "bench-list";
+
+  initial(): BenchListState {
+    return { readings: new Array<number>(BENCH_LIST_LENGTH).fill(0) };
+  }
+
+  override onTelemetry(t: Telemetry, ctx: TwinContext<BenchListState>): void {
+    const value = t.channels.value;
+    if (value === undefined) return;
+    ctx.state.readings.push(value);
+    if (ctx.state.readings.length > BENCH_LIST_LENGTH) ctx.state.readings.shift();
+  }
+}

@@ -20,12 +20,14 @@ import type {
   LoadResult,
   OpenLoopRequest,
   OpenLoopResult,
+  PhaseResult,
   ProbeRequest,
   ProbeResult,
   QueryRequest,
   QueryResult,
   SaturateRequest,
   SaturateResult,
+  SeedRequest,
   TwinSelection,
   UnaryRequest,
 } from "./load-protocol.js";
@@ -35,6 +37,8 @@ import { summarize } from "./stats.js";
 const CALL_DEADLINE_MS = 120_000;
 /** How long a run waits for the answers of batches in flight when it stops. */
 const DRAIN_TIMEOUT_MS = 15_000;
+/** Spacing of the queries of a phase once one has failed (a refused query returns at once). */
+const FAILED_QUERY_SPACING_MS = 100;
 /** Retry passes of the setup load for events the node rejected (e.g. overloaded). */
 const LOAD_PASSES = 4;
 
@@ -226,7 +230,9 @@ async function openLoop(req: OpenLoopRequest): Promise<OpenLoopResult> {
   const book = bookOf(req);
   const streams = req.streams;
   const intervalMs = (req.batchEvents * 1000) / req.rate;
-  const horizonMs = req.warmupMs + req.durationMs + (req.scan?.maxMs ?? 0);
+  const phases = req.phases;
+  const phasesMs = phases === undefined ? 0 : (phases.loads.length + 1) * (phases.phaseMs + phases.gapMs) + phases.maxOverrunMs;
+  const horizonMs = req.warmupMs + (phases === undefined ? req.durationMs : 0) + (req.scan?.maxMs ?? 0) + phasesMs;
   const totalBatches = Math.ceil(horizonMs / intervalMs) + streams;
   const pool = encodePool(book, {
     from: req.from ?? 0,
@@ -252,13 +258,14 @@ async function openLoop(req: OpenLoopRequest): Promise<OpenLoopResult> {
   let failure: Error | undefined;
   const t0 = now() + 20;
   const measureFrom = t0 + req.warmupMs;
-  const measureTo = measureFrom + req.durationMs;
+  // With phases, the measured window is theirs: ingest goes on until the last one ends.
+  const measureTo = measureFrom + (phases === undefined ? req.durationMs : 0);
 
   // Scans (optional) run back to back from the end of the warm-up until the measured window ends.
   const scanIntervals: [number, number][] = [];
   let scanned = 0;
   let scanError: string | undefined;
-  let scanDone = req.scan === undefined;
+  let scanDone = req.scan === undefined && phases === undefined;
   const runScans = async (): Promise<void> => {
     const scan = req.scan;
     if (scan === undefined) return;
@@ -277,7 +284,48 @@ async function openLoop(req: OpenLoopRequest): Promise<OpenLoopResult> {
       scanDone = true;
     }
   };
-  const scanning = runScans();
+  // Query phases (optional): a quiet phase, then each load for its phase, with gaps between.
+  const phaseRecords: ({ -readonly [K in keyof Omit<PhaseResult, "latencyMs" | "fromMs" | "toMs">]: PhaseResult[K] } & { from: number; to: number })[] = [];
+  const runPhases = async (): Promise<void> => {
+    if (phases === undefined) return;
+    try {
+      phaseRecords.push({ name: "quiet", from: measureFrom, to: measureFrom + phases.phaseMs, queries: 0, queryMs: [], failed: 0, scanned: 0, matched: 0 });
+      let at = measureFrom + phases.phaseMs + phases.gapMs;
+      for (const load of phases.loads) {
+        await delay(Math.max(0, at - now()));
+        const rec: (typeof phaseRecords)[number] = { name: load.name, from: now(), to: Number.NaN, queries: 0, queryMs: [], failed: 0, scanned: 0, matched: 0 };
+        phaseRecords.push(rec);
+        const end = rec.from + phases.phaseMs;
+        while (now() < end) {
+          const started = now();
+          rec.queries++;
+          try {
+            for await (const page of client.queryTwins({ kind: load.kind, filter: load.filter, limit: load.limit }, AbortSignal.timeout(CALL_DEADLINE_MS))) {
+              if (page.summary !== undefined) {
+                rec.scanned += Number(page.summary.scanned);
+                rec.matched += Number(page.summary.matched);
+              }
+            }
+            rec.queryMs.push(now() - started);
+          } catch (err) {
+            rec.failed++;
+            rec.firstError ??= (err as Error).message;
+          }
+          // A refused query comes back at once: space them, so the load is the filter, not the call rate.
+          const next = started + Math.max(load.everyMs, rec.failed > 0 ? FAILED_QUERY_SPACING_MS : 0);
+          if (next >= end) break;
+          await delay(Math.max(0, next - now()));
+        }
+        rec.to = Math.max(end, now());
+        at = rec.to + phases.gapMs;
+      }
+    } catch (err) {
+      scanError = (err as Error).message;
+    } finally {
+      scanDone = true;
+    }
+  };
+  const scanning = phases === undefined ? runScans() : runPhases();
 
   // The first scheduled time not sent: the end of the measured window.
   let scheduleEnd = Number.POSITIVE_INFINITY;
@@ -372,6 +420,16 @@ async function openLoop(req: OpenLoopRequest): Promise<OpenLoopResult> {
     if (req.scan !== undefined) (scanIntervals.some(([a, b]) => at >= a && at <= b) ? during : outside).push(latency);
   }
   const measuredMs = scheduleEnd - measureFrom;
+  const phaseResults: PhaseResult[] = phaseRecords.map(({ from, to, ...rec }) => {
+    const during: number[] = [];
+    for (let i = 0; i < k; i++) {
+      const at = sched[i] as number;
+      if (at < from || at >= to || at >= scheduleEnd) continue;
+      const ack = ackAt[i] as number;
+      during.push(Number.isNaN(ack) ? Number.POSITIVE_INFINITY : ack - at);
+    }
+    return { ...rec, fromMs: from - measureFrom, toMs: to - measureFrom, latencyMs: summarize(during) };
+  });
   return {
     offeredPerSec: req.rate,
     acceptedPerSec: measuredMs > 0 ? (acceptedInWindow * 1000) / measuredMs : Number.NaN,
@@ -392,6 +450,7 @@ async function openLoop(req: OpenLoopRequest): Promise<OpenLoopResult> {
             outsideScanMs: summarize(outside),
             error: scanError,
           },
+    phases: phases === undefined ? undefined : phaseResults,
   };
 }
 
@@ -572,8 +631,8 @@ async function query(req: QueryRequest): Promise<QueryResult> {
   do {
     let next = "";
     for await (const msg of client.queryTwins({ kind: req.kind, filter: req.filter, limit: req.limit, pageToken })) {
-      if (msg.twin !== undefined) {
-        returned++;
+      if (msg.twins.length > 0) {
+        returned += msg.twins.length;
         if (Number.isNaN(firstMs)) firstMs = now() - started;
       }
       if (msg.summary !== undefined) {
@@ -594,6 +653,18 @@ async function aggregate(req: AggregateRequest): Promise<AggregateResult> {
   const res = await client.aggregateTwins({ kind: req.kind, field: req.field, filter: req.filter });
   const group = res.groups[0];
   return { ms: now() - started, scanned: Number(res.scanned), matched: Number(res.matched), avg: group?.avg ?? Number.NaN };
+}
+
+/** Publishes `events` unsequenced events to each twin of `ids` (one batch per 500 events); fails on any rejection. */
+async function seed(req: SeedRequest): Promise<{ events: number }> {
+  const client = clientOf(req.address);
+  const events = req.ids.flatMap((id) => Array.from({ length: req.events }, (_, i) => ({ kind: req.kind, sourceId: id, seq: 0n, channels: { value: i } })));
+  for (let from = 0; from < events.length; from += 500) {
+    const res = await client.publish(events.slice(from, from + 500));
+    const bad = res.results.find((r) => r.status !== EventStatus.ACCEPTED);
+    if (bad !== undefined) throw new Error(`seeding ${req.kind} twins: ${bad.reason} ${bad.message}`);
+  }
+  return { events: events.length };
 }
 
 // ------------------------------------------------------------------------------------ restart probe
@@ -656,6 +727,8 @@ function execute(msg: LoadMessage): Promise<unknown> {
       return aggregate(msg);
     case "probe":
       return probe(msg);
+    case "seed":
+      return seed(msg);
     case "forget": {
       clients.get(msg.address)?.close();
       clients.delete(msg.address);

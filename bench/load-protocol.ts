@@ -64,6 +64,31 @@ export interface ScanDuringIngest {
   readonly maxMs: number;
 }
 
+/** One kind of query load during an open-loop run: the same QueryTwins call, repeated. */
+export interface QueryLoad {
+  /** Names the phase in the results, e.g. `scan`. */
+  readonly name: string;
+  readonly kind: string;
+  readonly filter: string;
+  readonly limit: number;
+  /** A query starts at most this often (0: back to back); one that takes longer is followed at once by the next. */
+  readonly everyMs: number;
+}
+
+/**
+ * Query loads during an open-loop run, one phase each, after a quiet phase: every phase lasts
+ * `phaseMs` (a load's last query is waited for, while ingest goes on) and is followed by `gapMs`
+ * that no phase counts, so a phase's backlog does not land in the next. The run's warm-up comes
+ * first; ingest is offered until the last phase ends.
+ */
+export interface QueryPhases {
+  readonly phaseMs: number;
+  readonly gapMs: number;
+  readonly loads: readonly QueryLoad[];
+  /** The pool of batches covers this much overrun of the phases (slow queries), beyond their planned length. */
+  readonly maxOverrunMs: number;
+}
+
 /** Open loop: batches sent at a fixed rate whatever the answers; latency from the scheduled time. */
 export interface OpenLoopRequest extends StreamRun {
   readonly cmd: "openLoop";
@@ -72,6 +97,17 @@ export interface OpenLoopRequest extends StreamRun {
   readonly maxOutstandingBatches: number;
   readonly drainTimeoutMs: number;
   readonly scan?: ScanDuringIngest;
+  readonly phases?: QueryPhases;
+}
+
+/** Publishes one unsequenced event to each twin named (a small data set of another kind). */
+export interface SeedRequest {
+  readonly cmd: "seed";
+  readonly address: string;
+  readonly kind: string;
+  readonly ids: readonly string[];
+  /** Events per twin, each with channel `value` = its index. */
+  readonly events: number;
 }
 
 /** Sends one event to each twin of the selection (setup), retrying rejected events. */
@@ -144,6 +180,7 @@ export type LoadCommand =
   | QueryRequest
   | AggregateRequest
   | ProbeRequest
+  | SeedRequest
   | ForgetRequest;
 /** A command with its correlation id. */
 export type LoadMessage = LoadCommand & { readonly id: number };
@@ -200,6 +237,26 @@ export interface OpenLoopResult {
     readonly outsideScanMs: LatencySummary;
     readonly error?: string;
   };
+  /** One entry per phase of {@link QueryPhases}, the quiet phase first. */
+  readonly phases?: readonly PhaseResult[];
+}
+
+/** Ingest latency during one phase of {@link QueryPhases}, and how its queries went. */
+export interface PhaseResult {
+  readonly name: string;
+  /** When the phase started and ended, ms after the run's warm-up. */
+  readonly fromMs: number;
+  readonly toMs: number;
+  /** Latency of the batches scheduled during the phase. */
+  readonly latencyMs: LatencySummary;
+  readonly queries: number;
+  /** Duration of each query that completed, ms. */
+  readonly queryMs: number[];
+  /** Queries that failed (e.g. refused by the node), with the first error. */
+  readonly failed: number;
+  readonly firstError?: string;
+  readonly scanned: number;
+  readonly matched: number;
 }
 
 export interface LoadResult {

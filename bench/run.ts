@@ -27,6 +27,7 @@ import type {
   LoadResult,
   OpenLoopResult,
   ProbeResult,
+  QueryLoad,
   QueryResult,
   SaturateResult,
   SeqMode,
@@ -51,6 +52,8 @@ const NODE_STOP_GRACE_MS = 20_000;
 const CHILD_READY_TIMEOUT_MS = 30_000;
 /** Scans during ingest stop starting this long after the first (and the ingest pool lasts that long). */
 const SCAN_HORIZON_MS = 90_000;
+/** The batches of an ingest-under-query-load run cover this much overrun of its phases by slow queries. */
+const STALL_OVERRUN_MS = 20_000;
 /** A load generator later than this (p99) to send means the machine was too busy for the figure. */
 const GENERATOR_LAG_WARN_MS = 5;
 
@@ -187,6 +190,16 @@ function rowSpecs(s: BenchSettings): [string, RowSpec][] {
     ["aggregate.ms", { scenario: `AggregateTwins avg(state.ewma) over ${big}`, unit: "ms", target: { op: "<=", value: 4_000, fullSizeOnly: true } }],
     ["aggregate.twinsPerSec", { scenario: "AggregateTwins full-scan rate", unit: "twins/s", target: { op: ">=", value: 250_000 } }],
     ["scan.ingest.p99", { scenario: `ingest p99 during full scans (${n(s.scanIngestRate)}/s offered)`, unit: "ms" }],
+    ["stall.quiet.p99", { scenario: `ingest p99 at ${open}/s over ${big}, no query (same runs as below)`, unit: "ms" }],
+    ...STALL_LOADS.map(({ id, label }): [string, RowSpec] => [
+      `stall.${id}.p99`,
+      {
+        scenario: `ingest p99 at ${open}/s while ${label(s)}`,
+        unit: "ms",
+        target: { op: "<=", value: 2, relativeTo: { id: "stall.quiet.p99", label: "quiet" } },
+        ratioTo: [{ id: "stall.quiet.p99", label: "quiet" }],
+      },
+    ]),
     ["restart.ms", { scenario: `restart to serving after kill -9, ${big} stored`, unit: "ms", target: { op: "<=", value: 2_000, fullSizeOnly: true } }],
   ];
 }
@@ -409,6 +422,32 @@ async function spawnWorker(name: string, script: string): Promise<BenchChild> {
 }
 
 // ------------------------------------------------------------------------------------ scenarios
+
+/** The kind of the hostile-filter data set (`BenchListTwin`). */
+const HOSTILE_KIND = "bench-list";
+/** Backtracks exponentially in the `a`s before a `!` on a backtracking engine; linear on RE2. */
+const HOSTILE_REGEX_FILTER = "id.matches('^(a+)+$')";
+/** 20^4 iterations per twin, none matching (readings are never negative). */
+const HOSTILE_EXISTS_FILTER = "state.readings.exists(a, state.readings.exists(b, state.readings.exists(c, state.readings.exists(d, a + b + c + d < 0.0))))";
+
+/** The query loads of the ingest-under-query-load run, after its quiet phase. */
+const STALL_LOADS: readonly { id: string; label: (s: BenchSettings) => string; load: (s: BenchSettings) => QueryLoad }[] = [
+  {
+    id: "scan",
+    label: (s) => `QueryTwins full scans of ${s.largeTwins.toLocaleString("en-US")} twins run back to back`,
+    load: () => ({ name: "scan", kind: KIND, filter: "state.value > 1000.0", limit: 0, everyMs: 0 }),
+  },
+  {
+    id: "regex",
+    label: (s) => `${HOSTILE_REGEX_FILTER} runs over an id of ${s.hostileRegexAs} a's + '!' (one query per ${s.hostileEveryMs / 1000} s)`,
+    load: (s) => ({ name: "regex", kind: HOSTILE_KIND, filter: HOSTILE_REGEX_FILTER, limit: 0, everyMs: s.hostileEveryMs }),
+  },
+  {
+    id: "exists",
+    label: (s) => `4 nested .exists over 20-element lists of ${s.hostileListTwins + 1} twins run (one query per ${s.hostileEveryMs / 1000} s)`,
+    load: (s) => ({ name: "exists", kind: HOSTILE_KIND, filter: HOSTILE_EXISTS_FILTER, limit: 0, everyMs: s.hostileEveryMs }),
+  },
+];
 
 /** Twins the id-prefix query returns: fixing the first two id digits selects 1 % of the large scenario's twins. */
 function prefixTwins(s: BenchSettings): number {
@@ -743,6 +782,7 @@ async function large(b: Bench): Promise<void> {
         );
       }
     });
+    await b.step("large ingest under query load", () => ingestUnderQueryLoad(b, node.address, dataset));
     if (s.cpuProfDir !== undefined) {
       // A killed process writes no profile: stop this one cleanly and kill the next one instead.
       await b.stopNode(node);
@@ -768,6 +808,68 @@ async function large(b: Bench): Promise<void> {
     }
   } finally {
     await b.stopNode(node);
+  }
+}
+
+/**
+ * Ingest at the open-loop rate while, in turn, nothing, full scans and two hostile filters run:
+ * one open-loop run per repetition, split into phases (see `QueryPhases`), so the quiet p99 and
+ * each loaded p99 come from the same run. The hostile filters run over a small data set of their
+ * own kind: one twin whose id is `a`s and a `!`, and twins with 20-element lists.
+ */
+async function ingestUnderQueryLoad(b: Bench, address: string, dataset: string): Promise<void> {
+  const s = b.settings;
+  const ids = ["a".repeat(s.hostileRegexAs) + "!", ...Array.from({ length: s.hostileListTwins }, (_, i) => `l-${String(i).padStart(3, "0")}`)];
+  await b.load({ cmd: "seed", address, kind: HOSTILE_KIND, ids, events: 1 }, 60_000);
+  const phases = { phaseMs: s.stallPhaseMs, gapMs: s.stallGapMs, loads: STALL_LOADS.map((l) => l.load(s)), maxOverrunMs: STALL_OVERRUN_MS };
+  const plannedMs = (phases.loads.length + 1) * (phases.phaseMs + phases.gapMs) + phases.maxOverrunMs;
+  for (let r = 0; r < s.runs; r++) {
+    const res = await b.load<OpenLoopResult>(
+      {
+        cmd: "openLoop",
+        address,
+        dataset,
+        twins: s.largeTwins,
+        seqs: b.seqs,
+        streams: s.streams,
+        batchEvents: s.batchEvents,
+        warmupMs: s.warmupMs,
+        durationMs: 0,
+        seed: 1300 + r,
+        rate: s.openLoopRate,
+        maxOutstandingBatches: Math.ceil((s.openLoopRate * 10) / s.batchEvents),
+        drainTimeoutMs: 15_000,
+        phases,
+      },
+      b.runTimeoutMs(plannedMs + 120_000),
+    );
+    const byName = new Map((res.phases ?? []).map((p) => [p.name, p]));
+    const quiet = byName.get("quiet");
+    if (quiet === undefined || res.scan?.error !== undefined) throw new Error(`query phases failed: ${res.scan?.error ?? "no quiet phase"}`);
+    b.collect.add("stall.quiet.p99", quiet.latencyMs.p99);
+    b.collect.note("stall.quiet.p99", `p50 ${fmtMs(quiet.latencyMs.p50)} ms, ${quiet.latencyMs.count} batches`);
+    const parts = [`quiet p99 ${fmtMs(quiet.latencyMs.p99)} ms`];
+    for (const { id } of STALL_LOADS) {
+      const phase = byName.get(id);
+      if (phase === undefined) {
+        // The run stopped early (the node fell 10 s behind): the phase never ran.
+        b.collect.add(`stall.${id}.p99`, Number.POSITIVE_INFINITY);
+        b.collect.note(`stall.${id}.p99`, "the phase did not run: the node fell behind the offered rate before it");
+        parts.push(`${id}: did not run`);
+        continue;
+      }
+      b.collect.add(`stall.${id}.p99`, phase.latencyMs.p99);
+      const queries =
+        phase.failed > 0
+          ? `${phase.queries} queries, ${phase.failed} failed (${phase.firstError ?? "?"})`
+          : `${phase.queries} queries of ${formatValue(median(phase.queryMs), "ms")} ms, ${phase.scanned.toLocaleString("en-US")} twins scanned`;
+      b.collect.note(`stall.${id}.p99`, `max ${fmtMs(phase.latencyMs.max)} ms; ${queries}`);
+      parts.push(`${id} p99 ${fmtMs(phase.latencyMs.p99)} ms (max ${fmtMs(phase.latencyMs.max)} ms; ${queries})`);
+    }
+    b.collect.keep("stall", res);
+    b.log(
+      `ingest at ${fmtRate(s.openLoopRate)}/s under query load: ${parts.join("; ")}${res.overloaded ? " OVERLOADED: stopped early" : ""}${rejections(res.counts)}`,
+    );
   }
 }
 

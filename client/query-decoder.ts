@@ -1,5 +1,5 @@
 /**
- * A hand-written decoder for the messages QueryTwins streams, one per twin. protobuf-es's
+ * A hand-written decoder for the pages of twins QueryTwins streams. protobuf-es's
  * `fromBinary` builds `google.protobuf.Struct` messages and converts them to JSON afterwards;
  * this decoder reads the state's JSON straight from the bytes. protobuf-es stays the reference:
  * the result is what `fromBinary` returns (the unit tests compare them on generated states), and
@@ -12,7 +12,7 @@ import {
   TAG_ENTRY_KEY,
   TAG_ENTRY_VALUE,
   TAG_LIST_VALUES,
-  TAG_RESPONSE_TWIN,
+  TAG_RESPONSE_TWINS,
   TAG_SNAPSHOT_ID,
   TAG_SNAPSHOT_KIND,
   TAG_SNAPSHOT_LAST_EVENT_TIME,
@@ -36,10 +36,11 @@ import {
  * `fromBinary(QueryTwinsResponseSchema, bytes)`: the same `$typeName`s, defaults and key order,
  * `version` and `lastSeq` as bigints, the state as the JSON object protobuf-es gives a Struct field.
  *
- * It reads a twin message as any protobuf encoder writes it (each field once, in number order).
- * Everything else goes to `fromBinary`, so it is decoded, or rejected, exactly as there: the
- * summary, unknown or repeated fields, other wire types, integers beyond 2^53 - 1, timestamps
- * before 1970, invalid UTF-8, truncated bytes, states nested more than 32 levels deep.
+ * It reads a page of twins as any protobuf encoder writes it (each twin's fields once, in number
+ * order). Everything else goes to `fromBinary`, so it is decoded, or rejected, exactly as there:
+ * the summary, a message without twins, unknown or repeated fields, other wire types, integers
+ * beyond 2^53 - 1, timestamps before 1970, invalid UTF-8, truncated bytes, states nested more than
+ * 32 levels deep.
  * @throws whatever `fromBinary` throws for malformed bytes, e.g. a RangeError "premature EOF".
  */
 export function decodeQueryTwinsResponse(bytes: Uint8Array): QueryTwinsResponse {
@@ -47,8 +48,8 @@ export function decodeQueryTwinsResponse(bytes: Uint8Array): QueryTwinsResponse 
 }
 
 /**
- * The fast path of {@link decodeQueryTwinsResponse} alone: the message when it holds a twin and
- * nothing else, in the form encoders write; undefined for anything it leaves to `fromBinary`.
+ * The fast path of {@link decodeQueryTwinsResponse} alone: the message when it holds one or more
+ * twins and nothing else, in the form encoders write; undefined for anything it leaves to `fromBinary`.
  * Exported for the tests, which check which path a message takes.
  */
 export function decodeTwinMessage(bytes: Uint8Array): QueryTwinsResponse | undefined {
@@ -102,11 +103,13 @@ class Reader {
 
   queryTwinsResponse(): QueryTwinsResponse {
     const end = this.buf.length;
-    // Only a message holding nothing but a twin: the summary comes once per query.
-    this.expect(TAG_RESPONSE_TWIN, end);
-    const twin = this.twinSnapshot(this.lengthEnd(end));
-    if (this.pos !== end) throw new OffFastPath();
-    return { $typeName: "twinmesh.v1.QueryTwinsResponse", twin };
+    // Only a message holding nothing but twins, one or more: the summary comes once per query.
+    const twins: TwinSnapshot[] = [];
+    do {
+      this.expect(TAG_RESPONSE_TWINS, end);
+      twins.push(this.twinSnapshot(this.lengthEnd(end)));
+    } while (this.pos < end);
+    return { $typeName: "twinmesh.v1.QueryTwinsResponse", twins };
   }
 
   private twinSnapshot(end: number): TwinSnapshot {

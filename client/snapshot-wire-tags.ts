@@ -1,11 +1,12 @@
 /**
- * The wire tags of the messages QueryTwins streams, one per twin: `QueryTwinsResponse.twin`, the
- * fields of `TwinSnapshot`, and the `google.protobuf` messages a state is made of. One table for
- * the server's hand-written encoder and the client's hand-written decoder.
+ * The wire tags of the pages QueryTwins streams: `QueryTwinsResponse.twins`, the fields of
+ * `TwinSnapshot`, and the `google.protobuf` messages a state is made of. One table for the
+ * server's hand-written encoder and the client's hand-written decoder.
  */
 
 // Tags (field number << 3 | wire type): 0 is varint, 1 is 64-bit, 2 is length-delimited.
-export const TAG_RESPONSE_TWIN = (1 << 3) | 2;
+/** `QueryTwinsResponse.twins`, a repeated message: one tag, length and snapshot per twin, so a page is its twins' entries end to end. */
+export const TAG_RESPONSE_TWINS = (3 << 3) | 2;
 export const TAG_SNAPSHOT_KIND = (1 << 3) | 2;
 export const TAG_SNAPSHOT_ID = (2 << 3) | 2;
 export const TAG_SNAPSHOT_STATE = (3 << 3) | 2;

@@ -134,7 +134,16 @@ export class TwinmeshClient {
   getTwin(req: MessageInitShape<typeof TwinService.method.getTwin.input>) {
     return this.unary(TwinService.method.getTwin, req);
   }
-  /** Streams the matching twins, one message each, then a summary. Messages are read by `decodeQueryTwinsResponse`, which returns what `fromBinary` would, faster. */
+  /**
+   * Streams the matching twins in pages (`twins` of each message, in the query's order), then the
+   * summary (`summary` of the last message; read its `twins` too). Messages are read by
+   * `decodeQueryTwinsResponse`, which returns what `fromBinary` would, faster.
+   * @example
+   * for await (const page of client.queryTwins({ kind: "patient", filter: "state.ewma > 120.0" })) {
+   *   for (const twin of page.twins) console.log(twin.id, twin.state);
+   *   if (page.summary !== undefined) console.log(`${page.summary.matched} matched`);
+   * }
+   */
   queryTwins(req: MessageInitShape<typeof TwinService.method.queryTwins.input>, signal?: AbortSignal) {
     return this.serverStream(TwinService.method.queryTwins, req, signal, decodeQueryTwinsResponse);
   }

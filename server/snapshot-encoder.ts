@@ -1,17 +1,22 @@
 /**
- * A hand-written protobuf encoder for the one message QueryTwins sends per twin. protobuf-es's
- * `toBinary` spends most of a large query's time on it (it first turns the state into
+ * A hand-written protobuf encoder for the pages of twins QueryTwins sends. protobuf-es's
+ * `toBinary` spends most of a large query's time on them (it first turns each state into
  * `google.protobuf.Struct` messages, then walks them by reflection); this encoder walks the
  * state's JSON directly into a shared buffer. protobuf-es stays the reference: the output is
  * byte for byte what `toBinary` gives (the unit tests compare them on generated states), and
  * views this encoder does not cover are encoded by `toBinary` itself.
+ *
+ * A page, `QueryTwinsResponse{ twins: [...] }`, is its twins' `twins` entries end to end (a
+ * repeated field is written as one tag, length and message per element), so each twin is encoded
+ * on its own as a one-twin page, as soon as the scan finds it, and {@link QueryTwinsPage} joins
+ * them: no twin is held as an object until its page is full.
  */
 import { toBinary } from "@bufbuild/protobuf";
 import {
   TAG_ENTRY_KEY,
   TAG_ENTRY_VALUE,
   TAG_LIST_VALUES,
-  TAG_RESPONSE_TWIN,
+  TAG_RESPONSE_TWINS,
   TAG_SNAPSHOT_ID,
   TAG_SNAPSHOT_KIND,
   TAG_SNAPSHOT_LAST_EVENT_TIME,
@@ -34,12 +39,98 @@ import type { JsonObject, TwinView } from "../runtime/index.js";
 import { type Encoded, preEncoded } from "./grpc/encoded.js";
 import { toSnapshot } from "./proto-convert.js";
 
+/** Twins in one QueryTwins page at most: enough that grpc's cost per message is small beside the twins'. */
+export const MAX_PAGE_TWINS = 500;
+/** Bytes of one QueryTwins page at most, unless its one twin alone is larger. */
+export const MAX_PAGE_BYTES = 64 * 1024;
+
+/** Bounds of a {@link QueryTwinsPage}; tests pass small ones. */
+export interface QueryTwinsPageOptions {
+  /** @defaultValue {@link MAX_PAGE_TWINS} */
+  readonly maxTwins?: number;
+  /** @defaultValue {@link MAX_PAGE_BYTES} */
+  readonly maxBytes?: number;
+}
+
 /**
- * Encodes `QueryTwinsResponse{ twin: toSnapshot(view) }` in the protobuf binary format, with the
- * same bytes as protobuf-es's `toBinary` (fields in number order, zero scalars omitted, the state's
- * keys in `Object.keys` order, minimal varints). A state value that is not JSON is written as
- * `toBinary` writes it: `undefined`, a function, a symbol or a bigint as an empty
- * `google.protobuf.Value`, NaN and infinities as doubles.
+ * One page of QueryTwins results being filled: {@link add} encodes a twin at once, {@link take}
+ * hands out the page as one `QueryTwinsResponse` (the same bytes as `toBinary` of the page) and
+ * starts the next. The page is full at `maxTwins` twins, or when the next twin could take it past
+ * `maxBytes`: the caller checks {@link full} after each twin, so a page passes `maxBytes` by at
+ * most one twin, and a twin larger than `maxBytes` is a page of its own.
+ */
+export class QueryTwinsPage {
+  private parts: Uint8Array[] = [];
+  private size = 0;
+  private readonly maxTwins: number;
+  private readonly maxBytes: number;
+
+  constructor(
+    options: QueryTwinsPageOptions = {},
+    private readonly writer: SnapshotWriter = sharedWriter,
+  ) {
+    this.maxTwins = options.maxTwins ?? MAX_PAGE_TWINS;
+    this.maxBytes = options.maxBytes ?? MAX_PAGE_BYTES;
+  }
+
+  /** Twins in the page. */
+  get twins(): number {
+    return this.parts.length;
+  }
+
+  /** Bytes of the page so far. */
+  get bytes(): number {
+    return this.size;
+  }
+
+  /** True when the page holds `maxTwins` twins or `maxBytes` bytes: take it before adding more. */
+  get full(): boolean {
+    return this.parts.length >= this.maxTwins || this.size >= this.maxBytes;
+  }
+
+  /**
+   * Encodes `view` as the page's next twin.
+   * @throws whatever {@link encodeQueryTwinsSnapshot} throws; the page is left as it was.
+   */
+  add(view: TwinView): void {
+    const entry: Uint8Array = encodeQueryTwinsSnapshot(view, this.writer);
+    this.parts.push(entry);
+    this.size += entry.length;
+  }
+
+  /** The page as one message, and an empty page after it. An empty page is an empty message. */
+  take(): Encoded<QueryTwinsResponse> {
+    const parts = this.parts;
+    const size = this.size;
+    this.parts = [];
+    this.size = 0;
+    return preEncoded(QueryTwinsResponseSchema, join(parts, size));
+  }
+}
+
+/**
+ * The parts end to end. Entries the writer wrote one after another in one slab already are: the
+ * page is then a view over them, with no copy (no later write touches a finished entry's bytes).
+ */
+function join(parts: readonly Uint8Array[], size: number): Uint8Array {
+  const first = parts[0];
+  if (first === undefined) return Buffer.alloc(0);
+  let end = first.byteOffset + first.length;
+  for (let i = 1; i < parts.length; i++) {
+    const part = parts[i] as Uint8Array;
+    if (part.buffer !== first.buffer || part.byteOffset !== end) return Buffer.concat(parts, size);
+    end += part.length;
+  }
+  return new Uint8Array(first.buffer, first.byteOffset, size);
+}
+
+/**
+ * Encodes a one-twin page, `QueryTwinsResponse{ twins: [toSnapshot(view)] }`, in the protobuf
+ * binary format, with the same bytes as protobuf-es's `toBinary` (fields in number order, zero
+ * scalars omitted, the state's keys in `Object.keys` order, minimal varints). These bytes are also
+ * the twin's entry in a longer page. A state value that is not JSON is written as `toBinary`
+ * writes it: `undefined`, a function, a symbol or a bigint as an empty `google.protobuf.Value`,
+ * NaN and infinities as doubles.
  *
  * Counters and a `lastEventTime` that are not non-negative safe integers are left to `toBinary`,
  * so they fail (a fractional version) or encode (a time before 1970) exactly as it does.
@@ -48,13 +139,13 @@ import { toSnapshot } from "./proto-convert.js";
  * fill further, kept alive by its views until grpc-js has sent them.
  * @throws whatever `toSnapshot` and `toBinary` throw for such counters, e.g. a RangeError for a fractional version.
  */
-export function encodeQueryTwinsSnapshot(view: TwinView, into: SnapshotWriter = writer): Encoded<QueryTwinsResponse> {
+export function encodeQueryTwinsSnapshot(view: TwinView, into: SnapshotWriter = sharedWriter): Encoded<QueryTwinsResponse> {
   if (!isUint(view.version) || !isUint(view.lastSeq) || (view.lastEventTime !== undefined && !isUint(view.lastEventTime))) {
-    return preEncoded(QueryTwinsResponseSchema, toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", twin: toSnapshot(view) }));
+    return preEncoded(QueryTwinsResponseSchema, toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", twins: [toSnapshot(view)] }));
   }
   const w = into;
   w.begin();
-  w.byte(TAG_RESPONSE_TWIN);
+  w.byte(TAG_RESPONSE_TWINS);
   const twin = w.beginLength();
   if (view.kind !== "") {
     w.byte(TAG_SNAPSHOT_KIND);
@@ -316,5 +407,5 @@ function varintSize(n: number): number {
   return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x20_0000 ? 3 : n < 0x1000_0000 ? 4 : 5;
 }
 
-/** One writer for the process: encoding is synchronous, so calls never overlap. */
-const writer = new SnapshotWriter();
+/** One writer for the process: each twin is encoded in one synchronous call, so calls never overlap. */
+const sharedWriter = new SnapshotWriter();

@@ -2,7 +2,7 @@ import type { QueryTwinsResponse, TwinService } from "../proto/gen/twinmesh/v1/t
 import { InvalidArgumentError, type QuerySummary, type TwinRuntime, type TwinView } from "../runtime/index.js";
 import type { ServiceImpl, StreamSink } from "./grpc/grpc-adapter.js";
 import { requireField, toPbGroup, toSnapshot } from "./proto-convert.js";
-import { encodeQueryTwinsSnapshot } from "./snapshot-encoder.js";
+import { QueryTwinsPage } from "./snapshot-encoder.js";
 
 /** `twinmesh.v1.TwinService` over a {@link TwinRuntime}. */
 export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinService> {
@@ -70,14 +70,47 @@ export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinServic
   };
 }
 
-/** Writes each twin of a query as it comes, then the summary. */
+/** What {@link nextTurn} resolves with. */
+const TURN = Symbol("turn");
+
+/** Resolves once the event loop has run a turn: everything already queued as microtasks ran first. */
+function nextTurn(): Promise<typeof TURN> {
+  return new Promise((resolve) => setImmediate(resolve, TURN));
+}
+
+/**
+ * Writes a query's twins in pages (see {@link QueryTwinsPage} for the bounds), then the summary.
+ *
+ * A full page is written at once. A page that is not full is written as soon as the scan pauses:
+ * the twins of one chunk of the scan come as microtasks, so when a turn of the event loop passes
+ * before the next twin (the scan waits for RocksDB, or yields to ingest between chunks), what has
+ * been found so far goes out. A slow, selective scan therefore still streams its twins as it finds
+ * them, and a fast one sends full pages.
+ */
 async function streamQuery(results: AsyncGenerator<TwinView, QuerySummary>, out: StreamSink<QueryTwinsResponse>): Promise<void> {
+  const page = new QueryTwinsPage();
+  // One pending turn at a time, made when a page starts waiting; dropped after every write.
+  let turn: Promise<typeof TURN> | undefined;
   for (;;) {
-    const next = await results.next();
+    const pending = results.next();
+    let next: IteratorResult<TwinView, QuerySummary> | typeof TURN;
+    if (page.twins === 0) next = await pending;
+    else {
+      turn ??= nextTurn();
+      next = await Promise.race([pending, turn]);
+      if (next === TURN) {
+        // The scan paused with a partial page: send it, then wait for the twin still coming.
+        turn = undefined;
+        await out.write(page.take());
+        next = await pending;
+      }
+    }
     if (next.done) {
+      if (page.twins > 0) await out.write(page.take());
       const s = next.value;
       await out.write({
         $typeName: "twinmesh.v1.QueryTwinsResponse",
+        twins: [],
         summary: {
           $typeName: "twinmesh.v1.QuerySummary",
           matched: BigInt(s.matched),
@@ -89,7 +122,11 @@ async function streamQuery(results: AsyncGenerator<TwinView, QuerySummary>, out:
       });
       return;
     }
-    // One message per twin: encoded by hand, which costs a fraction of toBinary (see snapshot-encoder.ts).
-    await out.write(encodeQueryTwinsSnapshot(next.value));
+    // Encoded by hand at once, which costs a fraction of toBinary (see snapshot-encoder.ts).
+    page.add(next.value);
+    if (page.full) {
+      turn = undefined;
+      await out.write(page.take());
+    }
   }
 }

@@ -29,7 +29,7 @@ Example:
         const health = ServingStatus[status] ?? String(status);
         let nodeId: string | undefined;
         if (options.kind !== undefined) {
-          for await (const message of client.queryTwins({ kind: options.kind, limit: 1 })) nodeId ??= message.twin?.ownerNodeId;
+          for await (const message of client.queryTwins({ kind: options.kind, limit: 1 })) nodeId ??= message.twins[0]?.ownerNodeId;
         }
         if (options.json) {
           printJson({ nodes: [{ nodeId: nodeId ?? null, address: options.address, health, owns: "all" }] });

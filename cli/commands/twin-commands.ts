@@ -5,7 +5,7 @@ import {
   AggregateTwinsResponseSchema,
   DeleteTwinResponseSchema,
   type QuerySummary,
-  QueryTwinsResponseSchema,
+  QuerySummarySchema,
   SendToTwinResponseSchema,
   type TwinSnapshot,
   TwinSnapshotSchema,
@@ -63,8 +63,8 @@ function queryCommand(): Command {
       `
 Prints id, version and the state as compact JSON (cut to the terminal width), then the
 summary: twins matched and scanned, filter evaluation errors, and the next page token.
-With --json, one JSON line per message: {"twin": …} lines, then {"summary": …}
-(a summary per page with --all).
+With --json, one JSON line per twin, {"twin": …}, then {"summary": …} (a summary per
+page with --all), however the node groups twins into messages.
 
 Examples:
   twinmesh query patient --filter 'state.ewma > 100.0' --order-by 'state.ewma desc' --limit 10
@@ -83,12 +83,16 @@ Examples:
           pages++;
           last = undefined;
           for await (const message of client.queryTwins({ kind, filter: options.filter, orderBy: options.orderBy, limit: options.limit, pageToken })) {
-            if (options.json) printJsonLine(messageJson(QueryTwinsResponseSchema, message));
-            if (message.twin !== undefined) {
+            // The node sends twins a page per message; the output is one line per twin either way.
+            for (const twin of message.twins) {
               listed++;
-              if (!options.json) rows.push(twinRow(message.twin));
+              if (options.json) printJsonLine({ twin: messageJson(TwinSnapshotSchema, twin) });
+              else rows.push(twinRow(twin));
             }
-            if (message.summary !== undefined) last = message.summary;
+            if (message.summary !== undefined) {
+              last = message.summary;
+              if (options.json) printJsonLine({ summary: messageJson(QuerySummarySchema, message.summary) });
+            }
           }
           if (last === undefined) throw new Error("the query stream ended without its summary; the node may have stopped");
           // Ordered pages each rescan every twin, so their errors repeat: count the worst page.

@@ -160,7 +160,7 @@ describe("the data directory (data-dir)", () => {
     const expected = { count: 2, lastSeq: 2, total: 0, messages: 0 };
     assert.deepEqual(await twinState(node.client, "counter", "c-1"), expected);
     const found = [];
-    for await (const msg of node.client.queryTwins({ kind: "counter", filter: "state.count == 2" })) if (msg.twin !== undefined) found.push(msg.twin.id);
+    for await (const msg of node.client.queryTwins({ kind: "counter", filter: "state.count == 2" })) for (const twin of msg.twins) found.push(twin.id);
     assert.deepEqual(found, ["c-1"]);
     assert.deepEqual(statuses((await node.client.publish([ev("counter", "c-1", 2), ev("counter", "c-1", 3)])).results), ["DUPLICATE", "ACCEPTED"]);
     assert.deepEqual(await twinState(node.client, "counter", "c-1"), { ...expected, count: 3, lastSeq: 3 });

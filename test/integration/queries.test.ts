@@ -39,7 +39,7 @@ async function page(client: TwinmeshClient, req: QueryPage): Promise<{ ids: stri
   let summary: QuerySummary | undefined;
   for await (const res of client.queryTwins({ kind: "counter", ...req })) {
     assert.equal(summary, undefined, "the summary must be the last message");
-    if (res.twin !== undefined) ids.push(res.twin.id);
+    for (const twin of res.twins) ids.push(twin.id);
     if (res.summary !== undefined) summary = res.summary;
   }
   assert.ok(summary !== undefined, "the stream ended without a summary");
@@ -161,7 +161,7 @@ describe("TwinService queries (queries)", () => {
   it("returns each twin's snapshot with its committed state", async () => {
     const client = await seeded();
     const twins = [];
-    for await (const res of client.queryTwins({ kind: "counter", filter: 'id == "q-07"' })) if (res.twin !== undefined) twins.push(res.twin);
+    for await (const res of client.queryTwins({ kind: "counter", filter: 'id == "q-07"' })) twins.push(...res.twins);
     assert.equal(twins.length, 1);
     assert.deepEqual(twins[0]?.state, { count: 3, lastSeq: 3, total: 21, messages: 0, ward: "south" });
     assert.deepEqual([twins[0]?.version, twins[0]?.lastSeq, twins[0]?.ownerNodeId], [3n, 3n, "local"]);
@@ -171,7 +171,7 @@ describe("TwinService queries (queries)", () => {
     // QueryTwins encodes and decodes snapshots by hand; GetTwin goes through protobuf-es both ways.
     const client = await seeded();
     const twins = [];
-    for await (const res of client.queryTwins({ kind: "counter" })) if (res.twin !== undefined) twins.push(res.twin);
+    for await (const res of client.queryTwins({ kind: "counter" })) twins.push(...res.twins);
     assert.equal(twins.length, TWINS);
     for (const twin of twins) assert.deepEqual(twin, (await client.getTwin({ kind: "counter", id: twin.id })).twin);
   });

@@ -7,7 +7,7 @@ import { waitFor } from "../../harness/wait-for.js";
 /** Ids of every twin of a kind, in id order. */
 async function twinIds(client: TwinmeshClient, kind: string): Promise<string[]> {
   const ids: string[] = [];
-  for await (const message of client.queryTwins({ kind })) if (message.twin !== undefined) ids.push(message.twin.id);
+  for await (const message of client.queryTwins({ kind })) for (const twin of message.twins) ids.push(twin.id);
   return ids;
 }
 

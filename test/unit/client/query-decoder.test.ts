@@ -12,7 +12,11 @@ import { BENCH_VIEW as BENCH, randomTwinViews } from "../../harness/random-twin-
 const NONE: TwinView = { kind: "", id: "", state: {}, version: 0, lastSeq: 0, ownerNodeId: "" };
 
 function encode(view: TwinView): Uint8Array {
-  return toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", twin: toSnapshot(view) });
+  return encodePage([view]);
+}
+
+function encodePage(views: readonly TwinView[]): Uint8Array {
+  return toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", twins: views.map(toSnapshot) });
 }
 
 /** The fields of a TwinSnapshot, without the QueryTwinsResponse around them. */
@@ -20,9 +24,9 @@ function snapshotFields(view: TwinView): Uint8Array {
   return toBinary(TwinSnapshotSchema, toSnapshot(view));
 }
 
-/** A QueryTwinsResponse whose twin field holds `fields`, followed by `after`. */
+/** A QueryTwinsResponse with one entry of `twins` holding `fields`, followed by `after`. */
 function response(fields: Uint8Array, after: readonly number[] = []): Uint8Array {
-  return Uint8Array.from([0x0a, ...varint(fields.length), ...fields, ...after]);
+  return Uint8Array.from([0x1a, ...varint(fields.length), ...fields, ...after]);
 }
 
 function varint(n: number): number[] {
@@ -63,16 +67,18 @@ describe("decodeQueryTwinsResponse", () => {
   it("returns the benchmark twin with protobuf-es's shapes: bigint counters, a Timestamp message, the state as JSON", () => {
     assert.deepEqual(decodeQueryTwinsResponse(encode(BENCH)), {
       $typeName: "twinmesh.v1.QueryTwinsResponse",
-      twin: {
-        $typeName: "twinmesh.v1.TwinSnapshot",
-        kind: "bench",
-        id: "t-123456",
-        version: 1234n,
-        lastSeq: 1234n,
-        ownerNodeId: "node-1",
-        state: { value: 97.3, ewma: 96.1, count: 1234, min: 1.5, max: 140.2, group: "g-07", lastMs: 1795462404082 },
-        lastEventTime: { $typeName: "google.protobuf.Timestamp", seconds: 1795462404n, nanos: 82_000_000 },
-      },
+      twins: [
+        {
+          $typeName: "twinmesh.v1.TwinSnapshot",
+          kind: "bench",
+          id: "t-123456",
+          version: 1234n,
+          lastSeq: 1234n,
+          ownerNodeId: "node-1",
+          state: { value: 97.3, ewma: 96.1, count: 1234, min: 1.5, max: 140.2, group: "g-07", lastMs: 1795462404082 },
+          lastEventTime: { $typeName: "google.protobuf.Timestamp", seconds: 1795462404n, nanos: 82_000_000 },
+        },
+      ],
     });
   });
 
@@ -84,11 +90,34 @@ describe("decodeQueryTwinsResponse", () => {
     }
   });
 
+  it("returns what fromBinary returns, key order included, for pages of 1 to 700 generated twins, all on the fast path", () => {
+    const views = randomTwinViews("query-decoder-pages", 3000);
+    let at = 0;
+    for (const size of [1, 2, 3, 10, 64, 127, 128, 500, 700, 1]) {
+      const page = views.slice(at, at + size);
+      at += size;
+      const bytes = encodePage(page);
+      const decoded = decodeTwinMessage(bytes);
+      assert.equal(decoded?.twins.length, size, `a page of ${size} left the fast path`);
+      assertSameAsFromBinary(bytes, `a page of ${size}`);
+    }
+  });
+
+  it("returns a page's twins in their order, each twin's empty fields as defaults", () => {
+    const views = [NONE, BENCH, { ...NONE, id: "only-id" }, { ...BENCH, state: {}, lastEventTime: undefined }];
+    const bytes = encodePage(views);
+    assert.deepEqual(
+      decodeTwinMessage(bytes)?.twins.map((t) => t.id),
+      ["", "t-123456", "only-id", "t-123456"],
+    );
+    assertSameAsFromBinary(bytes);
+  });
+
   it("returns an empty twin with protobuf-es's defaults, without a state or a time", () => {
     const bytes = response(new Uint8Array(0));
     assert.ok(decodeTwinMessage(bytes) !== undefined);
     assertSameAsFromBinary(bytes);
-    assert.deepEqual(Object.keys(decodeQueryTwinsResponse(bytes).twin ?? {}), ["$typeName", "kind", "id", "version", "lastSeq", "ownerNodeId"]);
+    assert.deepEqual(Object.keys(decodeQueryTwinsResponse(bytes).twins[0] ?? {}), ["$typeName", "kind", "id", "version", "lastSeq", "ownerNodeId"]);
   });
 
   it("reads a message that is a view into a larger buffer, as grpc-js hands them over", () => {
@@ -102,10 +131,11 @@ describe("decodeQueryTwinsResponse", () => {
   it("keeps a leading U+FEFF, `__proto__` as an own key, integer-like keys first and -0", () => {
     const state = JSON.parse('{"b":"\\ufeffbom","__proto__":{"x":-0},"10":[-0],"2":"\\ufeff"}');
     const decoded = decodeTwinMessage(encode({ ...BENCH, state }));
-    assert.ok(decoded?.twin?.state !== undefined);
-    assert.ok(Object.hasOwn(decoded.twin.state, "__proto__"));
-    assert.equal(Object.getPrototypeOf(decoded.twin.state), Object.prototype);
-    assert.deepEqual(Object.keys(decoded.twin.state), ["2", "10", "b", "__proto__"]);
+    const decodedState = decoded?.twins[0]?.state;
+    assert.ok(decodedState !== undefined);
+    assert.ok(Object.hasOwn(decodedState, "__proto__"));
+    assert.equal(Object.getPrototypeOf(decodedState), Object.prototype);
+    assert.deepEqual(Object.keys(decodedState), ["2", "10", "b", "__proto__"]);
     assertSameAsFromBinary(encode({ ...BENCH, state }));
   });
 
@@ -136,10 +166,16 @@ describe("decodeQueryTwinsResponse", () => {
         "a state right after another, which fromBinary merges",
         response(Uint8Array.from([...snapshotFields({ ...NONE, state: { a: 1 } }), ...snapshotFields({ ...NONE, state: { b: 2 } })])),
       ],
-      ["a repeated twin field", Uint8Array.from([...response(fields), ...response(snapshotFields({ ...BENCH, kind: "" }))])],
-      ["a version above 2^53", toBinary(QueryTwinsResponseSchema, create(QueryTwinsResponseSchema, { twin: { version: 2n ** 60n, lastSeq: 2n ** 64n - 1n } }))],
-      ["a time before 1970", toBinary(QueryTwinsResponseSchema, create(QueryTwinsResponseSchema, { twin: { lastEventTime: timestampFromMs(-1500) } }))],
-      ["negative nanos", toBinary(QueryTwinsResponseSchema, create(QueryTwinsResponseSchema, { twin: { lastEventTime: { seconds: 1n, nanos: -1 } } }))],
+      ["the twin field of one twin per message, now reserved (an unknown field)", Uint8Array.from([0x0a, ...varint(fields.length), ...fields])],
+      ["a twin of a page after the old twin field", Uint8Array.from([0x0a, ...varint(fields.length), ...fields, ...response(fields)])],
+      ["a page with the summary after its twins", Uint8Array.from([...response(fields), ...response(fields), 0x12, 0x02, 0x08, 0x01])],
+      ["a page with a truncated last twin", Uint8Array.from([...response(fields), 0x1a, 0x05, 0x0a, 0x01])],
+      [
+        "a version above 2^53",
+        toBinary(QueryTwinsResponseSchema, create(QueryTwinsResponseSchema, { twins: [{ version: 2n ** 60n, lastSeq: 2n ** 64n - 1n }] })),
+      ],
+      ["a time before 1970", toBinary(QueryTwinsResponseSchema, create(QueryTwinsResponseSchema, { twins: [{ lastEventTime: timestampFromMs(-1500) }] }))],
+      ["negative nanos", toBinary(QueryTwinsResponseSchema, create(QueryTwinsResponseSchema, { twins: [{ lastEventTime: { seconds: 1n, nanos: -1 } }] }))],
       ["a state nested 40 levels deep", encode({ ...BENCH, state: JSON.parse(`${'{"a":['.repeat(40)}1${"]}".repeat(40)}`) })],
       ["a Value with two kinds set", stateWithValue("x", [0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x20, 0x01])],
       ["a null_value written in two bytes", stateWithValue("x", [0x08, 0x80, 0x00])],

@@ -3,12 +3,17 @@ import { toBinary } from "@bufbuild/protobuf";
 import { QueryTwinsResponseSchema } from "../../../proto/gen/twinmesh/v1/twin_pb.js";
 import type { JsonObject, TwinView } from "../../../runtime/index.js";
 import { toSnapshot } from "../../../server/proto-convert.js";
-import { encodeQueryTwinsSnapshot, SnapshotWriter } from "../../../server/snapshot-encoder.js";
+import { encodeQueryTwinsSnapshot, MAX_PAGE_BYTES, MAX_PAGE_TWINS, QueryTwinsPage, SnapshotWriter } from "../../../server/snapshot-encoder.js";
 import { BENCH_VIEW as BENCH, randomTwinViews } from "../../harness/random-twin-view.js";
 
-/** The reference: what the server sent before the hand-written encoder. */
+/** The reference: what protobuf-es writes for a one-twin page. */
 function reference(view: TwinView): Uint8Array {
-  return toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", twin: toSnapshot(view) });
+  return pageReference([view]);
+}
+
+/** The reference: what protobuf-es writes for a page of these twins. */
+function pageReference(views: readonly TwinView[]): Uint8Array {
+  return toBinary(QueryTwinsResponseSchema, { $typeName: "twinmesh.v1.QueryTwinsResponse", twins: views.map(toSnapshot) });
 }
 
 function assertSameBytes(view: TwinView, message?: string): void {
@@ -41,7 +46,7 @@ describe("encodeQueryTwinsSnapshot", () => {
   it("leaves out empty strings and zero counters, and writes an empty state and a time of 0 as toBinary does", () => {
     assertSameBytes({ kind: "", id: "", state: {}, version: 0, lastSeq: 0, ownerNodeId: "" });
     assertSameBytes({ kind: "", id: "", state: {}, version: 0, lastSeq: 0, lastEventTime: 0, ownerNodeId: "" });
-    assert.deepEqual([...encodeQueryTwinsSnapshot({ kind: "", id: "", state: {}, version: 0, lastSeq: 0, ownerNodeId: "" })], [0x0a, 0x02, 0x1a, 0x00]);
+    assert.deepEqual([...encodeQueryTwinsSnapshot({ kind: "", id: "", state: {}, version: 0, lastSeq: 0, ownerNodeId: "" })], [0x1a, 0x02, 0x1a, 0x00]);
   });
 
   it("writes counters from 0 to 2^53 - 1 and event times with and without a sub-second part", () => {
@@ -143,5 +148,112 @@ describe("encodeQueryTwinsSnapshot", () => {
     assert.deepEqual(Buffer.from(first), Buffer.from(reference(BENCH)));
     assert.deepEqual(Buffer.from(big), Buffer.from(reference(huge)));
     assert.deepEqual(Buffer.from(after), Buffer.from(reference({ ...BENCH, id: "after" })));
+  });
+});
+
+describe("QueryTwinsPage", () => {
+  /** Fills pages from `views` as the server does (take when full, then the rest) and returns each page with its twins. */
+  function paginate(views: readonly TwinView[], page: QueryTwinsPage): { bytes: Buffer; views: TwinView[] }[] {
+    const pages: { bytes: Buffer; views: TwinView[] }[] = [];
+    let current: TwinView[] = [];
+    for (const view of views) {
+      page.add(view);
+      current.push(view);
+      if (page.full) {
+        pages.push({ bytes: Buffer.from(page.take()), views: current });
+        current = [];
+      }
+    }
+    if (page.twins > 0) pages.push({ bytes: Buffer.from(page.take()), views: current });
+    return pages;
+  }
+
+  it("writes the bytes toBinary writes for each page of 3,000 generated twins, with pages crossing slab ends", () => {
+    const views = randomTwinViews("query-page", 3000);
+    for (const [options, slabBytes] of [
+      [{}, undefined],
+      [{ maxTwins: 7 }, 300],
+      [{ maxBytes: 1000 }, 4096],
+      [{ maxTwins: 1 }, 64],
+    ] as const) {
+      const pages = paginate(views, new QueryTwinsPage(options, slabBytes === undefined ? undefined : new SnapshotWriter(slabBytes)));
+      assert.equal(
+        pages.reduce((n, p) => n + p.views.length, 0),
+        views.length,
+      );
+      for (const [i, page] of pages.entries()) assert.deepEqual(page.bytes, Buffer.from(pageReference(page.views)), `page ${i} of ${JSON.stringify(options)}`);
+    }
+  });
+
+  it("is full at maxTwins twins, or once it holds maxBytes bytes, and a twin larger than maxBytes fills a page alone", () => {
+    const byCount = new QueryTwinsPage({ maxTwins: 3, maxBytes: 1_000_000 });
+    for (let i = 0; i < 3; i++) {
+      assert.equal(byCount.full, false);
+      byCount.add(BENCH);
+    }
+    assert.equal(byCount.full, true);
+
+    const entry = reference(BENCH).length;
+    const byBytes = new QueryTwinsPage({ maxTwins: 1000, maxBytes: entry * 2 + 1 });
+    byBytes.add(BENCH);
+    byBytes.add(BENCH);
+    assert.equal(byBytes.full, false, "one byte below maxBytes");
+    byBytes.add(BENCH);
+    assert.equal(byBytes.full, true);
+    assert.equal(byBytes.bytes, entry * 3);
+
+    const huge = { ...BENCH, state: { blob: "x".repeat(2000) } };
+    const alone = new QueryTwinsPage({ maxBytes: 1000 });
+    alone.add(huge);
+    assert.equal(alone.full, true);
+    assert.deepEqual(Buffer.from(alone.take()), Buffer.from(reference(huge)));
+  });
+
+  it("defaults to at most 500 twins or 64 KiB: a page of bench twins is full at the byte bound", () => {
+    assert.deepEqual([MAX_PAGE_TWINS, MAX_PAGE_BYTES], [500, 65_536]);
+    const page = new QueryTwinsPage();
+    while (!page.full) page.add(BENCH);
+    assert.equal(page.twins, Math.ceil(MAX_PAGE_BYTES / reference(BENCH).length));
+  });
+
+  it("takes an empty page as the empty message, and starts a new page after each take", () => {
+    const page = new QueryTwinsPage();
+    assert.deepEqual(Buffer.from(page.take()), Buffer.from(pageReference([])));
+    assert.equal(pageReference([]).length, 0);
+    page.add(BENCH);
+    assert.deepEqual([page.twins, page.bytes], [1, reference(BENCH).length]);
+    assert.deepEqual(Buffer.from(page.take()), Buffer.from(reference(BENCH)));
+    assert.deepEqual([page.twins, page.bytes], [0, 0]);
+  });
+
+  it("writes each page right when two pages fill through one writer at once, and when a twin takes toBinary's path", () => {
+    const writer = new SnapshotWriter(512);
+    const a = new QueryTwinsPage({}, writer);
+    const b = new QueryTwinsPage({}, writer);
+    const odd = { ...BENCH, id: "before-1970", lastEventTime: -1500 };
+    const views = randomTwinViews("query-page-interleaved", 40);
+    const aViews: TwinView[] = [];
+    const bViews: TwinView[] = [];
+    for (const [i, view] of views.entries()) {
+      const [page, list] = i % 3 === 0 ? [b, bViews] : [a, aViews];
+      page.add(view);
+      list.push(view);
+      if (i === 20) {
+        a.add(odd);
+        aViews.push(odd);
+      }
+    }
+    const pageA = Buffer.from(a.take());
+    const pageB = Buffer.from(b.take());
+    assert.deepEqual(pageA, Buffer.from(pageReference(aViews)));
+    assert.deepEqual(pageB, Buffer.from(pageReference(bViews)));
+  });
+
+  it("leaves the page as it was when a twin fails to encode", () => {
+    const page = new QueryTwinsPage();
+    page.add(BENCH);
+    assert.throws(() => page.add({ ...BENCH, version: 1.5 }), RangeError);
+    page.add({ ...BENCH, id: "next" });
+    assert.deepEqual(Buffer.from(page.take()), Buffer.from(pageReference([BENCH, { ...BENCH, id: "next" }])));
   });
 });

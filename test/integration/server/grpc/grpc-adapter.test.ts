@@ -142,7 +142,7 @@ describe("addService (grpc-adapter)", () => {
         async queryTwins(req, out) {
           if (req.kind === "pre-encoded") {
             // Encoded bytes between two messages the adapter encodes itself.
-            const twin = (id: string) => create(QueryTwinsResponseSchema, { twin: create(TwinSnapshotSchema, { kind: req.kind, id, state: { n: 1 } }) });
+            const twin = (id: string) => create(QueryTwinsResponseSchema, { twins: [create(TwinSnapshotSchema, { kind: req.kind, id, state: { n: 1 } })] });
             await out.write(twin("twin-0"));
             await out.write(preEncoded(QueryTwinsResponseSchema, toBinary(QueryTwinsResponseSchema, twin("twin-1"))));
             await out.write(twin("twin-2"));
@@ -152,7 +152,7 @@ describe("addService (grpc-adapter)", () => {
             for (let i = 0; req.kind !== "endless" ? i < req.limit : true; i++) {
               const id = req.kind === "big" ? `${i}-${BIG_ID}` : `twin-${i}`;
               probe.writing = true;
-              await out.write(create(QueryTwinsResponseSchema, { twin: create(TwinSnapshotSchema, { kind: req.kind, id, version: BigInt(i) }) }));
+              await out.write(create(QueryTwinsResponseSchema, { twins: [create(TwinSnapshotSchema, { kind: req.kind, id, version: BigInt(i) })] }));
               probe.writing = false;
               probe.written++;
             }
@@ -284,7 +284,7 @@ describe("addService (grpc-adapter)", () => {
     await waitFor(() => probe.writing, { timeoutMs: 10_000, what: "the handler to wait in out.write()" });
     assert.ok(probe.written < total, `the handler wrote ${probe.written} of ${total} messages while the client read none`);
     const versions: bigint[] = [];
-    for await (const res of call as AsyncIterable<MessageShape<typeof QueryTwinsResponseSchema>>) versions.push(res.twin?.version ?? -1n);
+    for await (const res of call as AsyncIterable<MessageShape<typeof QueryTwinsResponseSchema>>) versions.push(res.twins[0]?.version ?? -1n);
     assert.deepEqual(
       versions,
       Array.from({ length: total }, (_, i) => BigInt(i)),
@@ -300,7 +300,7 @@ describe("addService (grpc-adapter)", () => {
       create(QueryTwinsRequestSchema, { kind: "pre-encoded" }),
     );
     const twins: unknown[] = [];
-    for await (const res of call as AsyncIterable<MessageShape<typeof QueryTwinsResponseSchema>>) twins.push(res.twin);
+    for await (const res of call as AsyncIterable<MessageShape<typeof QueryTwinsResponseSchema>>) twins.push(...res.twins);
     assert.deepEqual(
       twins,
       ["twin-0", "twin-1", "twin-2"].map((id) => create(TwinSnapshotSchema, { kind: "pre-encoded", id, state: { n: 1 } })),
@@ -318,7 +318,7 @@ describe("addService (grpc-adapter)", () => {
     const ids: string[] = [];
     const err = await rejection(
       (async () => {
-        for await (const res of call as AsyncIterable<MessageShape<typeof QueryTwinsResponseSchema>>) ids.push(res.twin?.id ?? "");
+        for await (const res of call as AsyncIterable<MessageShape<typeof QueryTwinsResponseSchema>>) ids.push(...res.twins.map((t) => t.id));
       })(),
     );
     assert.deepEqual(ids, ["twin-0", "twin-1"]);

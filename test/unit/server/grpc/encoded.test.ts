@@ -13,7 +13,7 @@ describe("preEncoded", () => {
         written.push(msg);
       },
     };
-    const bytes = toBinary(QueryTwinsResponseSchema, create(QueryTwinsResponseSchema, { twin: { id: "bed-4" } }));
+    const bytes = toBinary(QueryTwinsResponseSchema, create(QueryTwinsResponseSchema, { twins: [{ id: "bed-4" }] }));
     const encoded = preEncoded(QueryTwinsResponseSchema, bytes);
     assert.equal(encoded, bytes); // branded, not copied
     await sink.write(encoded);
