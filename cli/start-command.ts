@@ -1,8 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
-import { createLogger, type Durability, type Logger } from "../runtime/index.js";
+import type { Durability, Logger } from "../runtime/index.js";
 import { withCliConventions } from "./commands/client-command.js";
-import { loadTwinModules } from "./twin-modules.js";
 
 const DEMO_TWINS = fileURLToPath(new URL("../twins/index.js", import.meta.url));
 
@@ -83,11 +82,13 @@ export function startCommand(): Command {
 }
 
 async function start(opts: StartOptions, modules: readonly string[]): Promise<void> {
+  // Loaded here, not at the top: the client commands load no server code (RocksDB, tsx, pino).
+  const { createLogger } = await import("../runtime/index.js");
   const log = createLogger({ level: opts.logLevel });
   // Handlers go in before anything starts, so a signal at any point drains instead of killing.
   const stopRequested = stopSignal(log);
+  const { loadTwinModules } = await import("./twin-modules.js");
   const twins = await loadTwinModules(modules);
-  // Loaded here, not at the top: the client commands start faster without the server code.
   const { HeapBudget, TwinmeshNode } = await import("../server/index.js");
   const heapBudget = opts.heapBudgetMb > 0 ? HeapBudget.start(opts.heapBudgetMb * 1024 * 1024, log.child({ component: "heap" })) : undefined;
   const node = await TwinmeshNode.start({
