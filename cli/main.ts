@@ -1,13 +1,11 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
 import { clientCommands } from "./client-commands.js";
+import { withCliConventions } from "./commands/client-command.js";
 import { startCommand } from "./start-command.js";
 
-const program = new Command("twinmesh")
-  .description("twinmesh: a runtime for real-time digital twins")
-  .version("0.1.0")
-  .showHelpAfterError("(run with --help for usage)")
-  .exitOverride();
+// The program follows the commands' conventions too: an unknown command is one USAGE line, exit 2.
+const program = withCliConventions(new Command("twinmesh")).description("twinmesh: a runtime for real-time digital twins").version("0.1.0");
 
 program.addCommand(startCommand());
 for (const command of clientCommands()) program.addCommand(command);

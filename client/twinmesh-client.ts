@@ -5,6 +5,7 @@ import { BadRequestSchema, ErrorInfoSchema } from "../proto/gen/google/rpc/error
 import { StatusSchema } from "../proto/gen/google/rpc/status_pb.js";
 import { Health, HealthCheckRequestSchema } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
+import { NodeService } from "../proto/gen/twinmesh/v1/node_pb.js";
 import { type Consistency, type Event, type PublishStreamResponse, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import { decodeQueryTwinsResponse } from "./query-decoder.js";
@@ -128,6 +129,11 @@ export class TwinmeshClient {
   /** Opens a PublishStream with request/response correlation by batch id. */
   openPublishStream(): PublishStreamSession {
     return new PublishStreamSession(this.client);
+  }
+
+  /** Which node this is, the twin kinds it serves and how many copies of a twin it keeps. */
+  describeNode() {
+    return this.unary(NodeService.method.describeNode, {});
   }
 
   getTwin(req: MessageInitShape<typeof TwinService.method.getTwin.input>) {

@@ -7,6 +7,7 @@ import type { Logger } from "./log.js";
 import { silentLogger } from "./log.js";
 import { TwinQueries } from "./query/twin-query.js";
 import { type Durability, RocksStore, type RocksStoreOptions } from "./store/rocks-store.js";
+import { storedTwinKinds } from "./store/stored-kinds.js";
 import type { TwinClass } from "./twin/twin.js";
 
 /** Options for {@link TwinRuntime.open}. */
@@ -47,6 +48,12 @@ export class TwinRuntime {
     readonly host: TwinHost,
     readonly queries: TwinQueries,
     readonly alerts: AlertQueries,
+    /**
+     * Kinds that have twins in the data directory but are not registered: their events are
+     * rejected `UNKNOWN_KIND` and their timers and messages wait until the kind is loaded again.
+     * Found at open with one seek per stored kind (at most `MAX_STORED_KINDS`); sorted.
+     */
+    readonly unloadedKinds: readonly string[],
   ) {}
 
   /**
@@ -68,8 +75,16 @@ export class TwinRuntime {
         options: options.host,
         observer: options.observer,
       });
+      // Before the host starts, so a failure here leaves only the store to close.
+      const stored = await storedTwinKinds(store, host.keys);
+      const loaded = registry.kindNames();
+      const unloadedKinds = stored.kinds.filter((kind) => !loaded.includes(kind));
+      if (unloadedKinds.length > 0) {
+        log.warn({ dataDir: options.dataDir, kinds: unloadedKinds, loaded, more: stored.truncated }, "stored twins of kinds not loaded");
+      }
       await host.start();
-      return new TwinRuntime(store, registry, host, new TwinQueries(store, host.keys, registry, host), new AlertQueries(store, host.keys, host.alerts));
+      const queries = new TwinQueries(store, host.keys, registry, host);
+      return new TwinRuntime(store, registry, host, queries, new AlertQueries(store, host.keys, host.alerts), unloadedKinds);
     } catch (err) {
       await store.close();
       throw err;
