@@ -1,7 +1,9 @@
 import { AlertQueries } from "./alerts/alert-queries.js";
 import { type Clock, SYSTEM_CLOCK } from "./clock.js";
 import type { HostOptions } from "./host/host-options.js";
-import { type HostObserver, TwinHost } from "./host/twin-host.js";
+import type { IngestEvent } from "./host/ingest-event.js";
+import { type HostObserver, TwinHost, type TwinView } from "./host/twin-host.js";
+import type { TurnOutcome } from "./host/twin-message.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
 import { silentLogger } from "./log.js";
@@ -36,8 +38,9 @@ export interface TwinRuntimeOptions {
  *
  * @example
  * const runtime = await TwinRuntime.open({ dataDir: "./data", twins: [PatientTwin] });
- * await runtime.host.publish([{ kind: "patient", sourceId: "bed-4", seq: 1, channels: { bpm: 72 } }]);
- * await runtime.close();
+ * await runtime.publish([{ kind: "patient", sourceId: "bed-4", seq: 1, channels: { bpm: 72 } }]);
+ * console.log((await runtime.getTwin("patient", "bed-4")).state);
+ * await runtime.close(); // serve it over gRPC meanwhile with TwinmeshNode.serve(runtime)
  */
 export class TwinRuntime {
   private closed = false;
@@ -89,6 +92,20 @@ export class TwinRuntime {
       await store.close();
       throw err;
     }
+  }
+
+  /**
+   * Publishes a batch of events in process, as the gRPC `Publish` does: `outcomes[i]` answers
+   * `events[i]`, each after its turn is durable (`accepted`), recognised as a retry of an applied
+   * seq (`duplicate`) or refused with a reason (`rejected`).
+   */
+  publish(events: readonly IngestEvent[]): Promise<TurnOutcome[]> {
+    return this.host.publish(events);
+  }
+
+  /** A twin's last committed state. @throws TwinNotFoundError for a twin that never received anything */
+  getTwin(kind: string, id: string): Promise<TwinView> {
+    return this.host.getTwin(kind, id);
   }
 
   /** Drains the host (queued turns finish and commit), then closes the store. Idempotent. */

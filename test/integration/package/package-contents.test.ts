@@ -55,4 +55,10 @@ describe("the twinmesh package", () => {
     const unwanted = paths.filter((p) => /^(dist\/)?(test|bench)\//.test(p) || /^(runtime|server|cluster|cli|client)\//.test(p) || p.endsWith(".tgz"));
     assert.deepEqual(unwanted, []);
   });
+
+  it("keeps in git none of what the README's Python steps and the tour generate in the clone", async () => {
+    const paths = ["gen/twinmesh/v1/telemetry_pb2.py", ".venv/bin/python3", "data/CURRENT"];
+    const { stdout } = await run("git", ["check-ignore", "--no-index", ...paths], { cwd: ROOT });
+    assert.deepEqual(stdout.trim().split("\n"), paths);
+  });
 });
