@@ -1,9 +1,11 @@
 /**
  * twinmesh: a runtime for real-time digital twins.
  *
- * Twin authors need {@link Twin}, {@link TwinContext} and {@link Telemetry}; embedders start a
- * node with {@link TwinRuntime}. The gRPC client is `twinmesh/client`; the test kit is
- * `twinmesh/testing`.
+ * Twin authors need {@link Twin}, {@link TwinContext} and {@link Telemetry}. To host a node in
+ * one's own process, {@link TwinmeshNode.start} opens a data directory and serves it over gRPC,
+ * or {@link TwinRuntime.open} opens a runtime to drive directly (no network) and
+ * {@link TwinmeshNode.serve} attaches the gRPC server to it. The gRPC client is `twinmesh/client`;
+ * the test kit is `twinmesh/testing`.
  * @packageDocumentation
  */
 export {
@@ -44,3 +46,4 @@ export {
   UnavailableError,
   UnknownKindError,
 } from "./runtime/index.js";
+export { DEFAULT_PORT, type NodeOptions, type ServeOptions, TwinmeshNode } from "./server/index.js";

@@ -1,4 +1,4 @@
-import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
+import { type DescMessage, type JsonValue, type MessageShape, ScalarType, toJson } from "@bufbuild/protobuf";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { CommanderError } from "commander";
 import { TwinmeshClientError } from "../client/index.js";
@@ -122,17 +122,50 @@ export function printJsonLine(value: unknown): void {
   printLine(JSON.stringify(value, jsonReplacer));
 }
 
+/** Bigints as numbers when they fit a double exactly, else as decimal strings (as {@link messageJson} does). */
 function jsonReplacer(_key: string, value: unknown): unknown {
-  return typeof value === "bigint" ? value.toString() : value;
+  if (typeof value !== "bigint") return value;
+  return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value.toString();
 }
 
 /**
- * A protobuf message in its canonical JSON form (the form grpcurl prints: 64-bit integers as
- * strings, timestamps as RFC 3339, enums by name), with every field present so scripts can rely
- * on the shape.
+ * A protobuf message as the CLI prints it with `--json`: protobuf's canonical JSON (the form
+ * grpcurl prints: field names in lowerCamelCase, enums by their full name such as
+ * `"EVENT_STATUS_ACCEPTED"`, timestamps as RFC 3339), with every field present so scripts can
+ * rely on the shape, except that 64-bit integers (seqs, versions, counts) are JSON numbers
+ * whenever they are at most 2^53 − 1, which every one of them is in practice (the canonical form
+ * quotes them all); a larger one stays a decimal string, so no digit is ever lost.
  */
 export function messageJson<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): unknown {
-  return toJson(schema, message, { alwaysEmitImplicit: true });
+  return safeIntegersAsNumbers(schema, toJson(schema, message, { alwaysEmitImplicit: true }));
+}
+
+const LONG_TYPES: ReadonlySet<ScalarType> = new Set([ScalarType.INT64, ScalarType.UINT64, ScalarType.SINT64, ScalarType.FIXED64, ScalarType.SFIXED64]);
+
+/** Rewrites, in place, the 64-bit integer fields of a message's canonical JSON that fit a double exactly. */
+function safeIntegersAsNumbers(schema: DescMessage, json: JsonValue): JsonValue {
+  // Well-known types (Timestamp, Struct, …) have JSON forms of their own: leave them as they are.
+  if (schema.typeName.startsWith("google.protobuf.") || typeof json !== "object" || json === null || Array.isArray(json)) return json;
+  for (const field of schema.fields) {
+    const value = json[field.jsonName];
+    if (value === undefined || value === null) continue;
+    if (field.fieldKind === "scalar" && LONG_TYPES.has(field.scalar)) json[field.jsonName] = safeNumber(value);
+    else if (field.fieldKind === "list" && field.listKind === "scalar" && LONG_TYPES.has(field.scalar) && Array.isArray(value)) {
+      json[field.jsonName] = value.map(safeNumber);
+    } else if (field.fieldKind === "message") safeIntegersAsNumbers(field.message, value);
+    else if (field.fieldKind === "list" && field.listKind === "message" && Array.isArray(value)) {
+      for (const item of value) safeIntegersAsNumbers(field.message, item);
+    } else if (field.fieldKind === "map" && field.mapKind === "message" && typeof value === "object" && !Array.isArray(value)) {
+      for (const item of Object.values(value)) if (item !== undefined) safeIntegersAsNumbers(field.message, item);
+    }
+  }
+  return json;
+}
+
+function safeNumber(value: JsonValue): JsonValue {
+  if (typeof value !== "string" || !/^-?\d+$/.test(value)) return value;
+  const n = Number(value);
+  return Number.isSafeInteger(n) ? n : value;
 }
 
 /** JSON of a plain value, on one line, with bigints as numbers where they fit. */

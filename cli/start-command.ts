@@ -1,8 +1,8 @@
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
-import { createLogger, type Durability, type Logger } from "../runtime/index.js";
+import type { Durability, Logger } from "../runtime/index.js";
 import { withCliConventions } from "./commands/client-command.js";
-import { loadTwinModules } from "./twin-modules.js";
+import { printNotice } from "./output.js";
 
 const DEMO_TWINS = fileURLToPath(new URL("../twins/index.js", import.meta.url));
 
@@ -55,7 +55,12 @@ export function startCommand(): Command {
     .addOption(new Option("--twins <module...>", "twin module(s) to load (.ts or .js); repeatable").env("TWINMESH_TWINS").default([]))
     .addOption(new Option("--data <dir>", "data directory (RocksDB)").env("TWINMESH_DATA").default("./data"))
     .addOption(new Option("--host <address>", "address to listen on").env("TWINMESH_HOST").default("127.0.0.1"))
-    .addOption(new Option("--port <port>", "gRPC port (0 = any free port)").env("TWINMESH_PORT").default(7420).argParser(wholeNumber("--port", 0)))
+    .addOption(
+      new Option("--port <port>", "gRPC port (0 = any free port)")
+        .env("TWINMESH_PORT")
+        .default(7420)
+        .argParser(wholeNumber("--port", 0, 65_535)),
+    )
     .addOption(
       new Option("--durability <mode>", "wal: survives kill -9; fsync: survives power loss")
         .choices(["wal", "fsync"])
@@ -122,12 +127,19 @@ export function startCommand(): Command {
 }
 
 async function start(opts: StartOptions, modules: readonly string[]): Promise<void> {
+  // Loaded here, not at the top: the client commands load no server code (RocksDB, tsx, pino).
+  const { createLogger } = await import("../runtime/index.js");
   const log = createLogger({ level: opts.logLevel });
   // Handlers go in before anything starts, so a signal at any point drains instead of killing.
   const stopRequested = stopSignal(log);
+  const { loadTwinModules } = await import("./twin-modules.js");
   const twins = await loadTwinModules(modules);
-  // Loaded here, not at the top: the client commands start faster without the server code.
   const { HeapBudget, TwinmeshNode } = await import("../server/index.js");
+  // grpc-js writes its own errors to stderr (a failed bind adds "E No address added…" before our
+  // one line): this process's log gets them instead, as debug entries.
+  const grpc = await import("@grpc/grpc-js");
+  const grpcLog = log.child({ component: "grpc-js" });
+  grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug({ text: args.map(String).join(" ") }, "grpc-js message") });
   const heapBudget = opts.heapBudgetMb > 0 ? HeapBudget.start(opts.heapBudgetMb * 1024 * 1024, log.child({ component: "heap" })) : undefined;
   const node = await TwinmeshNode.start({
     twins,
@@ -148,17 +160,28 @@ async function start(opts: StartOptions, modules: readonly string[]): Promise<vo
   });
   const kinds = twins.map((t) => t.kind).sort();
   log.info({ address: node.address, data: opts.data, durability: opts.durability, kinds }, "node serving");
+  const unloaded = node.runtime.unloadedKinds;
+  if (unloaded.length > 0) {
+    printNotice(
+      `warning: ${opts.data} holds twins of kinds this node does not load (${unloaded.join(", ")}): their events are rejected UNKNOWN_KIND and their timers wait; load their modules with --twins, or give these twins their own --data directory`,
+    );
+  }
   // The one line a supervisor (or a test harness) waits for.
   process.stdout.write(`twinmesh node ${opts.nodeId} serving on ${node.address} (data ${opts.data}, ${opts.durability}, kinds ${kinds.join(", ")})\n`);
 
   const stopSimulator = new AbortController();
   const sources = opts.simulate ?? (opts.demo ? 50 : undefined);
   let simulation: Promise<unknown> | undefined;
-  if (sources !== undefined) {
-    const { runSimulator } = await import("./simulator/simulator.js");
+  const { runSimulator, SIMULATED_KINDS } = await import("./simulator/index.js");
+  // Only the kinds this node runs: a user's own patient twin gets patients, and no vehicles it would reject.
+  const simulated = kinds.filter((k): k is keyof typeof SIMULATED_KINDS => Object.hasOwn(SIMULATED_KINDS, k));
+  if (sources !== undefined && simulated.length === 0) {
+    printNotice(`not simulating: the simulator plays ${Object.keys(SIMULATED_KINDS).join(", ")}, and this node runs none of them`);
+  } else if (sources !== undefined) {
     simulation = runSimulator({
       address: node.address,
       sources,
+      kinds: simulated,
       ratePerSecond: opts.rate,
       signal: stopSimulator.signal,
       log: log.child({ component: "simulator" }),

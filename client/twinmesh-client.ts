@@ -6,6 +6,7 @@ import { StatusSchema } from "../proto/gen/google/rpc/status_pb.js";
 import { Health, HealthCheckRequestSchema } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { DeadLetterService } from "../proto/gen/twinmesh/v1/dead_letter_pb.js";
+import { NodeService } from "../proto/gen/twinmesh/v1/node_pb.js";
 import { type Consistency, type Event, type PublishStreamResponse, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import { decodeQueryTwinsResponse } from "./query-decoder.js";
@@ -129,6 +130,11 @@ export class TwinmeshClient {
   /** Opens a PublishStream with request/response correlation by batch id. */
   openPublishStream(): PublishStreamSession {
     return new PublishStreamSession(this.client);
+  }
+
+  /** Which node this is, the twin kinds it serves and how many copies of a twin it keeps. */
+  describeNode() {
+    return this.unary(NodeService.method.describeNode, {});
   }
 
   getTwin(req: MessageInitShape<typeof TwinService.method.getTwin.input>) {

@@ -200,7 +200,7 @@ export class ConfigError extends TwinmeshError {
   override readonly name = "ConfigError";
   readonly code = StatusCode.FAILED_PRECONDITION;
   constructor(
-    readonly reason: "BAD_TWIN_CLASS" | "BAD_OPTION" | "DUPLICATE_KIND" | "BAD_TWIN_MODULE",
+    readonly reason: "BAD_TWIN_CLASS" | "BAD_OPTION" | "DUPLICATE_KIND" | "BAD_TWIN_MODULE" | "LISTEN_FAILED",
     message: string,
   ) {
     super(message);

@@ -2,7 +2,9 @@ import { AlertQueries } from "./alerts/alert-queries.js";
 import { AlertRetention } from "./alerts/alert-retention.js";
 import { type Clock, SYSTEM_CLOCK } from "./clock.js";
 import { type HostOptions, retentionSweepMs } from "./host/host-options.js";
-import { type HostObserver, TwinHost } from "./host/twin-host.js";
+import type { IngestEvent } from "./host/ingest-event.js";
+import { type HostObserver, TwinHost, type TwinView } from "./host/twin-host.js";
+import type { TurnOutcome } from "./host/twin-message.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
 import { silentLogger } from "./log.js";
@@ -11,6 +13,7 @@ import { PageTokens } from "./query/page-token.js";
 import { type QueryOptions, resolveQueryOptions } from "./query/query-options.js";
 import { TwinQueries } from "./query/twin-query.js";
 import { type Durability, RocksStore, type RocksStoreOptions } from "./store/rocks-store.js";
+import { storedTwinKinds } from "./store/stored-kinds.js";
 import type { TwinClass } from "./twin/twin.js";
 
 /** Options for {@link TwinRuntime.open}. */
@@ -41,8 +44,9 @@ export interface TwinRuntimeOptions {
  *
  * @example
  * const runtime = await TwinRuntime.open({ dataDir: "./data", twins: [PatientTwin] });
- * await runtime.host.publish([{ kind: "patient", sourceId: "bed-4", seq: 1, channels: { bpm: 72 } }]);
- * await runtime.close();
+ * await runtime.publish([{ kind: "patient", sourceId: "bed-4", seq: 1, channels: { bpm: 72 } }]);
+ * console.log((await runtime.getTwin("patient", "bed-4")).state);
+ * await runtime.close(); // serve it over gRPC meanwhile with TwinmeshNode.serve(runtime)
  */
 export class TwinRuntime {
   private closed = false;
@@ -56,6 +60,12 @@ export class TwinRuntime {
     /** Trims resolved alerts past their retention. */
     readonly alertRetention: AlertRetention,
     private readonly filterPool: FilterPool,
+    /**
+     * Kinds that have twins in the data directory but are not registered: their events are
+     * rejected `UNKNOWN_KIND` and their timers and messages wait until the kind is loaded again.
+     * Found at open with one seek per stored kind (at most `MAX_STORED_KINDS`); sorted.
+     */
+    readonly unloadedKinds: readonly string[],
   ) {}
 
   /**
@@ -80,6 +90,13 @@ export class TwinRuntime {
         observer: options.observer,
         tokens,
       });
+      // Before the host starts, so a failure here leaves only the store to close.
+      const stored = await storedTwinKinds(store, host.keys);
+      const loaded = registry.kindNames();
+      const unloadedKinds = stored.kinds.filter((kind) => !loaded.includes(kind));
+      if (unloadedKinds.length > 0) {
+        log.warn({ dataDir: options.dataDir, kinds: unloadedKinds, loaded, more: stored.truncated }, "stored twins of kinds not loaded");
+      }
       await host.start();
       const alertRetention = new AlertRetention({
         store,
@@ -104,11 +121,26 @@ export class TwinRuntime {
         new AlertQueries(store, host.keys, host.alerts, tokens, queryOptions),
         alertRetention,
         pool,
+        unloadedKinds,
       );
     } catch (err) {
       await store.close();
       throw err;
     }
+  }
+
+  /**
+   * Publishes a batch of events in process, as the gRPC `Publish` does: `outcomes[i]` answers
+   * `events[i]`, each after its turn is durable (`accepted`), recognised as a retry of an applied
+   * seq (`duplicate`) or refused with a reason (`rejected`).
+   */
+  publish(events: readonly IngestEvent[]): Promise<TurnOutcome[]> {
+    return this.host.publish(events);
+  }
+
+  /** A twin's last committed state. @throws TwinNotFoundError for a twin that never received anything */
+  getTwin(kind: string, id: string): Promise<TwinView> {
+    return this.host.getTwin(kind, id);
   }
 
   /** Drains the host (queued turns finish and commit), then closes the store. Idempotent. */

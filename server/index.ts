@@ -4,4 +4,4 @@
 
 export { DEFAULT_MAX_MESSAGE_BYTES } from "./grpc/grpc-adapter.js";
 export { HeapBudget } from "./heap-budget.js";
-export { type NodeOptions, TwinmeshNode } from "./twinmesh-server.js";
+export { DEFAULT_PORT, type NodeOptions, type ServeOptions, TwinmeshNode } from "./twinmesh-server.js";

@@ -1,8 +1,11 @@
+import { readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { LocalRouter } from "../cluster/index.js";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { DeadLetterService } from "../proto/gen/twinmesh/v1/dead_letter_pb.js";
+import { NodeService } from "../proto/gen/twinmesh/v1/node_pb.js";
 import { TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import {
@@ -21,44 +24,87 @@ import { deadLetterService } from "./dead-letter-service.js";
 import { addService, DEFAULT_MAX_MESSAGE_BYTES } from "./grpc/grpc-adapter.js";
 import { addHealthService, HealthState } from "./grpc/health-service.js";
 import { addReflectionService } from "./grpc/reflection-service.js";
+import { nodeService } from "./node-service.js";
 import { telemetryService } from "./telemetry-service.js";
 import { twinService } from "./twin-service.js";
 
-/** Options of one twinmesh node. Every field but `twins` is optional. */
-export interface NodeOptions {
-  /** The twin classes this node runs. */
-  readonly twins: readonly TwinClass[];
-  /** @defaultValue `"./data"` */
-  readonly dataDir?: string;
+/**
+ * Options of the gRPC server of a node ({@link TwinmeshNode.serve}). Every field is optional.
+ */
+export interface ServeOptions {
   /** Address to listen on. @defaultValue `"127.0.0.1"` */
   readonly host?: string;
-  /** Port; 0 picks a free one. @defaultValue 7420 */
+  /** Port, 0 to 65535; 0 picks a free one. @defaultValue 7420 */
   readonly port?: number;
-  /** @defaultValue `"wal"` */
-  readonly durability?: Durability;
-  /** @defaultValue `"local"` */
-  readonly nodeId?: string;
   /** Largest request accepted; grpc-js's own limit is set above it so our message is what a client sees. @defaultValue 4 MiB */
   readonly maxMessageBytes?: number;
   /** Most events in one Publish/PublishStream request. @defaultValue 10_000 */
   readonly maxBatchEvents?: number;
   /** Most batches in flight per PublishStream. @defaultValue 64 */
   readonly maxInflightBatches?: number;
+  /** @defaultValue a silent logger */
+  readonly log?: Logger;
+}
+
+/** Options of one twinmesh node ({@link TwinmeshNode.start}). Every field but `twins` is optional. */
+export interface NodeOptions extends ServeOptions {
+  /** The twin classes this node runs. */
+  readonly twins: readonly TwinClass[];
+  /** @defaultValue `"./data"` */
+  readonly dataDir?: string;
+  /** @defaultValue `"wal"` */
+  readonly durability?: Durability;
+  /** @defaultValue `"local"` */
+  readonly nodeId?: string;
   /** Runtime limits (max active twins, mailbox depth, turn timeout, …). */
   readonly hostOptions?: HostOptions;
   /** Query limits (filter cost budget, filter workers). */
   readonly queryOptions?: QueryOptions;
   /** RocksDB block cache and memtable sizes. */
   readonly storeOptions?: TwinRuntimeOptions["store"];
-  /** @defaultValue a silent logger */
-  readonly log?: Logger;
+}
+
+/** The default gRPC port of a node. */
+export const DEFAULT_PORT = 7420;
+/** Largest TCP port. */
+const MAX_PORT = 65_535;
+
+interface ResolvedServeOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly maxMessageBytes: number;
+  readonly maxBatchEvents: number;
+  readonly maxInflightBatches: number;
+  readonly log: Logger;
+}
+
+/** Applies the defaults and checks the limits. @throws ConfigError (BAD_OPTION) naming the bad option */
+function resolveServeOptions(options: ServeOptions): ResolvedServeOptions {
+  const resolved = {
+    host: options.host ?? "127.0.0.1",
+    port: options.port ?? DEFAULT_PORT,
+    maxMessageBytes: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+    maxBatchEvents: options.maxBatchEvents ?? 10_000,
+    maxInflightBatches: options.maxInflightBatches ?? 64,
+    log: options.log ?? silentLogger(),
+  };
+  const { maxMessageBytes, maxBatchEvents, maxInflightBatches, port } = resolved;
+  for (const [name, value] of Object.entries({ maxMessageBytes, maxBatchEvents, maxInflightBatches })) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new ConfigError("BAD_OPTION", `${name} is ${value}; use a whole number >= 1`);
+  }
+  if (!Number.isSafeInteger(port) || port < 0 || port > MAX_PORT) {
+    throw new ConfigError("BAD_OPTION", `port is ${port}; use a whole number from 0 to ${MAX_PORT} (0 picks a free port)`);
+  }
+  return resolved;
 }
 
 /**
- * A running node: the runtime plus the gRPC server (twinmesh.v1 services, health, reflection).
+ * A running node: a {@link TwinRuntime} served over gRPC (the twinmesh.v1 services, health,
+ * reflection). {@link TwinmeshNode.start} opens a runtime and serves it; {@link TwinmeshNode.serve}
+ * serves a runtime the caller opened and keeps owning.
  *
  * @example
- * const node = await TwinmeshNode.start({ twins: exampleTwins, port: 0, dataDir: dir });
+ * const node = await TwinmeshNode.start({ twins: [PatientTwin], dataDir: "./my-data", port: 0 });
  * console.log(node.address); // 127.0.0.1:40123
  * await node.close();
  */
@@ -66,7 +112,10 @@ export class TwinmeshNode {
   private closing: Promise<void> | undefined;
 
   private constructor(
+    /** The runtime this node serves. */
     readonly runtime: TwinRuntime,
+    /** True when the node opened the runtime, and so closes it. */
+    private readonly ownsRuntime: boolean,
     private readonly server: grpc.Server,
     private readonly health: HealthState,
     /** `host:port` the node listens on. */
@@ -75,27 +124,55 @@ export class TwinmeshNode {
   ) {}
 
   /**
-   * Opens the data directory and starts serving.
-   * @throws ConfigError, DataDirectoryError, or an Error when the port cannot be bound.
+   * Opens the data directory and starts serving. When the port cannot be bound, the runtime is
+   * closed and a data directory this call created is removed again, so nothing is left behind.
+   * @throws ConfigError (BAD_OPTION for a bad option, LISTEN_FAILED when the address cannot be
+   * bound), DataDirectoryError for an unusable directory.
    */
   static async start(options: NodeOptions): Promise<TwinmeshNode> {
-    const log = options.log ?? silentLogger();
-    const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-    const maxBatchEvents = options.maxBatchEvents ?? 10_000;
-    const maxInflightBatches = options.maxInflightBatches ?? 64;
-    for (const [name, value] of Object.entries({ maxMessageBytes, maxBatchEvents, maxInflightBatches })) {
-      if (!Number.isSafeInteger(value) || value < 1) throw new ConfigError("BAD_OPTION", `${name} is ${value}; use a whole number >= 1`);
-    }
+    const serve = resolveServeOptions(options);
+    const dataDir = options.dataDir ?? "./data";
+    const existing = await entriesOf(dataDir);
     const runtime = await TwinRuntime.open({
-      dataDir: options.dataDir ?? "./data",
+      dataDir,
       twins: options.twins,
       durability: options.durability ?? Durability.WAL,
       nodeId: options.nodeId,
       host: options.hostOptions,
       query: options.queryOptions,
       store: options.storeOptions,
-      log,
+      log: serve.log,
     });
+    try {
+      return await TwinmeshNode.listen(runtime, true, serve);
+    } catch (err) {
+      await runtime.close();
+      // Only what this call created: an absent or empty directory held nothing of anyone's.
+      if (existing === "absent") await rm(dataDir, { recursive: true, force: true });
+      else if (existing === 0) for (const entry of await readdir(dataDir)) await rm(join(dataDir, entry), { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * Serves an open runtime over gRPC. The caller keeps owning the runtime: {@link close} stops
+   * the server (open calls finish, up to the grace period) and leaves the runtime open, to be
+   * closed by the caller afterwards. A runtime should be served by one node at a time.
+   * @throws ConfigError (BAD_OPTION, or LISTEN_FAILED when the address cannot be bound)
+   *
+   * @example
+   * const runtime = await TwinRuntime.open({ dataDir: "./my-data", twins: [PatientTwin] });
+   * const node = await TwinmeshNode.serve(runtime, { port: 7420 });
+   * // … the process publishes to runtime.host directly, clients use gRPC
+   * await node.close();
+   * await runtime.close();
+   */
+  static async serve(runtime: TwinRuntime, options: ServeOptions = {}): Promise<TwinmeshNode> {
+    return TwinmeshNode.listen(runtime, false, resolveServeOptions(options));
+  }
+
+  private static async listen(runtime: TwinRuntime, ownsRuntime: boolean, options: ResolvedServeOptions): Promise<TwinmeshNode> {
+    const { host, log, maxMessageBytes, maxBatchEvents, maxInflightBatches } = options;
     const server = new grpc.Server({
       // Well above our own limit, so the adapter answers oversize requests with our message;
       // still bounded, so one request cannot take unbounded memory.
@@ -109,32 +186,32 @@ export class TwinmeshNode {
     addService(server, TwinService, twinService(runtime), adapter);
     addService(server, AlertService, alertService(runtime), adapter);
     addService(server, DeadLetterService, deadLetterService(runtime), adapter);
+    addService(server, NodeService, nodeService(runtime), adapter);
     const health = new HealthState({
       "": Serving.SERVING,
       [TelemetryService.typeName]: Serving.SERVING,
       [TwinService.typeName]: Serving.SERVING,
       [AlertService.typeName]: Serving.SERVING,
       [DeadLetterService.typeName]: Serving.SERVING,
+      [NodeService.typeName]: Serving.SERVING,
     });
     addHealthService(server, health, adapter);
-    addReflectionService(server, [Health, TelemetryService, TwinService, AlertService, DeadLetterService], adapter);
-    const host = options.host ?? "127.0.0.1";
+    addReflectionService(server, [Health, TelemetryService, TwinService, AlertService, DeadLetterService, NodeService], adapter);
+    const hostPart = host.includes(":") ? `[${host}]` : host;
     let port: number;
     try {
       port = await new Promise<number>((resolve, reject) => {
-        server.bindAsync(`${host.includes(":") ? `[${host}]` : host}:${options.port ?? 7420}`, grpc.ServerCredentials.createInsecure(), (err, bound) =>
-          err ? reject(err) : resolve(bound),
-        );
+        server.bindAsync(`${hostPart}:${options.port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
       });
     } catch (err) {
       server.forceShutdown();
-      await runtime.close();
+      health.close();
       throw new ConfigError(
-        "BAD_OPTION",
-        `cannot listen on ${host}:${options.port ?? 7420}: ${(err as Error).message}; pick another --port or stop the process using it`,
+        "LISTEN_FAILED",
+        `cannot listen on ${hostPart}:${options.port}: ${listenProblem(err)}; pick another --port or stop the process using it`,
       );
     }
-    const node = new TwinmeshNode(runtime, server, health, `${host.includes(":") ? `[${host}]` : host}:${port}`, log);
+    const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log);
     node.watchServing();
     return node;
   }
@@ -162,7 +239,8 @@ export class TwinmeshNode {
     this.stopWatch();
     for (const service of this.health.list().keys()) this.health.set(service, Serving.NOT_SERVING);
     this.log.info({ address: this.address }, "node stopping: draining twins");
-    await this.runtime.host.close(graceMs);
+    // A served runtime is the caller's: its open calls finish against a running host.
+    if (this.ownsRuntime) await this.runtime.host.close(graceMs);
     this.health.close();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
@@ -174,7 +252,29 @@ export class TwinmeshNode {
         resolve();
       });
     });
-    await this.runtime.close();
+    if (this.ownsRuntime) await this.runtime.close();
     this.log.info("node stopped");
+  }
+}
+
+/**
+ * What grpc-js says when a bind fails, in a few words: "No address added out of total 1
+ * resolved errors: [listen EADDRINUSE: address already in use 127.0.0.1:7420]" becomes "the
+ * address is in use (EADDRINUSE)".
+ */
+function listenProblem(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  if (/EADDRINUSE/.test(message)) return "the address is in use (EADDRINUSE)";
+  if (/EACCES/.test(message)) return "permission denied (EACCES): ports below 1024 need privileges";
+  if (/EADDRNOTAVAIL/.test(message)) return "no such local address (EADDRNOTAVAIL)";
+  return message.replace(/\s+/g, " ").replace(/\.$/, "");
+}
+
+/** How many entries a directory has, "absent" when it does not exist, undefined when unknown. */
+async function entriesOf(dir: string): Promise<number | "absent" | undefined> {
+  try {
+    return (await readdir(dir)).length;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT" ? "absent" : undefined;
   }
 }

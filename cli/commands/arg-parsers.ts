@@ -22,6 +22,19 @@ export function wholeNumber(min: number, max = Number.MAX_SAFE_INTEGER): (value:
   };
 }
 
+/**
+ * `--address`: `host:port` as grpc-js takes it (also `[v6]:port`, `dns:…`, `unix:…`). A port, when
+ * given, must be a whole number from 1 to 65535: grpc-js would otherwise fail later with an
+ * UNAVAILABLE that blames the node.
+ */
+export function parseAddress(value: string): string {
+  const port = /:(\d*)$/.exec(value)?.[1];
+  if (value.trim() === "" || (port !== undefined && !/^unix:/.test(value) && !(Number(port) >= 1 && Number(port) <= 65_535 && port !== ""))) {
+    throw new InvalidArgumentError('expected host:port with a port from 1 to 65535, e.g. "127.0.0.1:7420"');
+  }
+  return value;
+}
+
 /** An option parser for finite numbers greater than 0. */
 export function positiveNumber(value: string): number {
   const n = Number(value);

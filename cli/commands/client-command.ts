@@ -1,6 +1,7 @@
 import { Command, type CommanderError, Option } from "commander";
 import { TwinmeshClient } from "../../client/index.js";
 import { describeError, EXIT, exitWith, printErrorLine, UsageError } from "../output.js";
+import { parseAddress } from "./arg-parsers.js";
 
 /** Where a client command connects when neither `--address` nor `TWINMESH_ADDRESS` is set. */
 export const DEFAULT_ADDRESS = "127.0.0.1:7420";
@@ -26,9 +27,11 @@ export function withCliConventions(command: Command): Command {
   return command
     .configureOutput({
       outputError: (text, write) => {
+        // One line: commander puts its suggestion ("(Did you mean send?)") on a line of its own.
         const message = text
           .trim()
           .replace(/^error:\s*/, "")
+          .replace(/\s*\n\s*/g, " ")
           .replace(/\.$/, "");
         write(`twinmesh: ${message}; see '${commandPath(command)} --help' (USAGE)\n`);
       },
@@ -50,7 +53,7 @@ function commandPath(command: Command): string {
 export function clientCommand(name: string, description: string): Command {
   return withCliConventions(new Command(name))
     .description(description)
-    .addOption(new Option("--address <host:port>", "the node to talk to").env("TWINMESH_ADDRESS").default(DEFAULT_ADDRESS))
+    .addOption(new Option("--address <host:port>", "the node to talk to").env("TWINMESH_ADDRESS").default(DEFAULT_ADDRESS).argParser(parseAddress))
     .option("--json", "print JSON (one document, or one JSON line per streamed message)");
 }
 

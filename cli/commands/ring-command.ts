@@ -3,47 +3,35 @@ import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../proto/
 import { formatTable, printJson, printLine } from "../output.js";
 import { type ClientCommandOptions, clientCommand, withClient } from "./client-command.js";
 
-interface RingOptions extends ClientCommandOptions {
-  kind?: string;
-}
-
 /**
  * `twinmesh ring`: who owns which part of the hash ring. A single node owns all of it; the ring
  * of many nodes comes with the cluster, and this command will list it then.
  */
 export function ringCommand(): Command {
   return clientCommand("ring", "show the nodes of the hash ring and what each owns")
-    .option("--kind <kind>", "read the node id from the owner of one twin of this kind (the v1 API has no node-info call)")
     .addHelpText(
       "after",
       `
-Today a node runs alone and owns the whole ring. Rings of several nodes, with replicas
-and handoff, come with the cluster; this command will then list each node's share.
+Today a node runs alone, owns the whole ring and keeps one copy of each twin (replication
+factor 1), so every --consistency level means that one copy. Rings of several nodes, with
+replicas and handoff, come with the cluster; this command will then list each node's share.
 
 Example:
-  twinmesh ring --kind patient`,
+  twinmesh ring --json`,
     )
-    .action(async (options: RingOptions, command: Command) => {
+    .action(async (options: ClientCommandOptions, command: Command) => {
       await withClient(command, options, async (client) => {
-        const { status } = await client.health();
+        const [{ status }, node] = await Promise.all([client.health(), client.describeNode()]);
         const health = ServingStatus[status] ?? String(status);
-        let nodeId: string | undefined;
-        if (options.kind !== undefined) {
-          for await (const message of client.queryTwins({ kind: options.kind, limit: 1 })) nodeId ??= message.twins[0]?.ownerNodeId;
-        }
+        const kinds = node.kinds.map((k) => k.kind);
         if (options.json) {
-          printJson({ nodes: [{ nodeId: nodeId ?? null, address: options.address, health, owns: "all" }] });
+          printJson({ replicationFactor: node.replicationFactor, nodes: [{ nodeId: node.nodeId, address: options.address, health, owns: "all", kinds }] });
           return;
         }
-        const rows = [[nodeId ?? "?", options.address, health, "the whole ring (single node)"]];
+        const rows = [[node.nodeId, options.address, health, "the whole ring (single node)"]];
         for (const line of formatTable(["node", "address", "health", "owns"], rows)) printLine(line);
-        if (nodeId === undefined) {
-          printLine(
-            options.kind === undefined
-              ? "(pass --kind <kind> to read the node id from a twin's owner)"
-              : `(no ${options.kind} twin yet to read the node id from)`,
-          );
-        }
+        const rf = node.replicationFactor;
+        printLine(`replication factor ${rf}: ${rf} ${rf === 1 ? "copy" : "copies"} of each twin; kinds ${kinds.join(", ") || "(none)"}`);
       });
     });
 }

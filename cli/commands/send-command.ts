@@ -41,7 +41,9 @@ export function sendCommand(): Command {
     .addOption(new Option("--seq <n>", "the source's sequence number (0: unsequenced, never deduplicated)").argParser(parseSeqOption))
     .addOption(new Option("--time <iso>", "when the reading was taken (default: when the node receives it)").argParser(parseTimeOption))
     .option("--attr <key=value...>", 'an attribute; a value that reads as JSON (72, true, "x") is taken as JSON, else as text', collect, [])
-    .addOption(new Option("--consistency <level>", "copies that must be durable before the answer").choices(CONSISTENCY_CHOICES))
+    .addOption(
+      new Option("--consistency <level>", "copies that must be durable before the answer (default: the node's; see below)").choices(CONSISTENCY_CHOICES),
+    )
     .option("--file <events.jsonl>", 'send every line of a JSON-lines file: {"kind", "source_id", "seq", "channels", "attributes", "time"} ("-" reads stdin)')
     .addOption(new Option("--batch <n>", "events per PublishStream request with --file").default(500).argParser(wholeNumber(1, MAX_BATCH)))
     .addHelpText(
@@ -50,6 +52,11 @@ export function sendCommand(): Command {
 Outcomes: ACCEPTED (applied), DUPLICATE (this source and seq were applied before; exit 0),
 REJECTED (exit 1; the reason says why). With --file, a summary counts each outcome and
 exits 1 if any event was rejected.
+
+Consistency counts durable copies of the twin, the owner's included: local is one, quorum a
+majority of the replication factor, all every copy. Today one node keeps one copy
+(replication factor 1), so quorum and all are met by that copy, as local is: the answer
+is as durable as asked ('twinmesh ring' shows the factor).
 
 Examples:
   twinmesh send patient bed-4 bpm=72 spo2=97 --seq 1 --attr ward=ward-a

@@ -1,6 +1,6 @@
 import { type Command, Option } from "commander";
-import { TwinmeshClientError } from "../../client/index.js";
-import { clientErrorMessage, formatSeconds, ProgressLine, printJson, printLine, printNotice, UsageError } from "../output.js";
+import { type TwinmeshClient, TwinmeshClientError } from "../../client/index.js";
+import { CliError, clientErrorMessage, formatSeconds, ProgressLine, printJson, printLine, printNotice, UsageError } from "../output.js";
 import { runSimulator, SIMULATED_KINDS, type SimulatedKind, type SimulatorProgress } from "../simulator/index.js";
 import { positiveNumber, wholeNumber } from "./arg-parsers.js";
 import { type ClientCommandOptions, clientCommand, withClient } from "./client-command.js";
@@ -8,7 +8,7 @@ import { type ClientCommandOptions, clientCommand, withClient } from "./client-c
 interface SimulateOptions extends ClientCommandOptions {
   sources: number;
   rate: number;
-  kinds: string;
+  kinds?: string;
   duration?: number;
   seed: string;
 }
@@ -22,7 +22,7 @@ export function simulateCommand(): Command {
   return clientCommand("simulate", "feed a node with realistic telemetry from simulated patients, vehicles and pumps")
     .addOption(new Option("--sources <n>", "devices to simulate").default(50).argParser(wholeNumber(1, 1_000_000)))
     .addOption(new Option("--rate <events/s>", "events per second over all devices").default(200).argParser(positiveNumber))
-    .option("--kinds <list>", `kinds to simulate, comma-separated (shares 60/30/10 %)`, kinds)
+    .option("--kinds <list>", `kinds to simulate, comma-separated, some of ${kinds} (shares 60/30/10 %) (default: those the node serves)`)
     .addOption(new Option("--duration <s>", "stop after this many seconds (default: at Ctrl-C)").argParser(positiveNumber))
     .option("--seed <seed>", "same seed, same devices and readings", "1")
     .addHelpText(
@@ -50,9 +50,10 @@ Example:
       const timer = options.duration === undefined ? undefined : setTimeout(() => stop.abort(), options.duration * 1000);
       try {
         await withClient(command, options, async (client) => {
-          const chosen = parseKinds(options.kinds);
+          const given = options.kinds === undefined ? undefined : parseKinds(options.kinds);
           // Fail fast, with one clear line, when there is no node to feed.
           await client.health();
+          const chosen = given ?? (await servedKinds(client, options.address));
           const progress = new ProgressLine(250, 10_000);
           const reported = new Set<string>();
           const totals = await runSimulator({
@@ -87,6 +88,25 @@ Example:
         process.off("SIGTERM", onSignal);
       }
     });
+}
+
+/**
+ * The kinds the simulator plays that the node serves (NodeService.DescribeNode), so that a node
+ * running other kinds gets no events it must reject.
+ * @throws CliError (NOTHING_TO_SIMULATE) when the node serves none of them
+ */
+async function servedKinds(client: TwinmeshClient, address: string): Promise<SimulatedKind[]> {
+  const { kinds } = await client.describeNode();
+  const served = new Set(kinds.map((k) => k.kind));
+  const playable = (Object.keys(SIMULATED_KINDS) as SimulatedKind[]).filter((k) => served.has(k));
+  if (playable.length === 0) {
+    const names = kinds.map((k) => k.kind).join(", ") || "none";
+    throw new CliError(
+      `the node at ${address} serves kinds ${names}; the simulator plays only ${Object.keys(SIMULATED_KINDS).join(", ")}, so it has nothing to send there (send your own kinds with 'twinmesh send')`,
+      "NOTHING_TO_SIMULATE",
+    );
+  }
+  return playable;
 }
 
 function parseKinds(list: string): SimulatedKind[] {

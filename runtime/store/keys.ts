@@ -61,6 +61,19 @@ export class Keys {
   twinIdOf(key: string, kind: string): string {
     return key.slice(this.twinPrefix.length + kind.length + 1);
   }
+  /**
+   * Twin records of the kinds that sort after `kind` (of every kind when absent): reading the
+   * first key of this range finds the next stored kind with one seek, skipping `kind`'s records,
+   * because every key of `kind` (`kind NUL id`) sorts before `kind \u0001`.
+   */
+  twinsAfterKind(kind?: string): { gte: string; lt: string } {
+    return { gte: kind === undefined ? this.twinPrefix : `${this.twinPrefix}${kind}\u0001`, lt: `${this.twinPrefix}${END}` };
+  }
+  /** The kind of a twin record's key. */
+  twinKindOf(key: string): string {
+    const end = key.indexOf(SEP, this.twinPrefix.length);
+    return key.slice(this.twinPrefix.length, end === -1 ? undefined : end);
+  }
 
   alert(alertId: string): string {
     return `${this.alertPrefix}${alertId}`;

@@ -18,6 +18,10 @@ export interface CliOptions {
   readonly input?: string;
   /** Killed (SIGKILL) after this long; the result then says so. @defaultValue 20_000 */
   readonly timeoutMs?: number;
+  /** The `twinmesh` entry point to run (an installed copy's, say). @defaultValue this build's `dist/cli/main.js` */
+  readonly cliMain?: string;
+  /** Working directory. @defaultValue this process's */
+  readonly cwd?: string;
 }
 
 /**
@@ -60,9 +64,10 @@ export class CliProcess {
 
   /** Starts `twinmesh <args>`. */
   static spawn(args: readonly string[], options: CliOptions = {}): CliProcess {
-    const child = spawn(process.execPath, [CLI_MAIN, ...args], {
+    const child = spawn(process.execPath, [options.cliMain ?? CLI_MAIN, ...args], {
       stdio: ["pipe", "pipe", "pipe"],
       env: { ...cleanEnv(), ...options.env },
+      cwd: options.cwd,
     });
     child.stdin?.end(options.input ?? "");
     return new CliProcess(child, args, options.timeoutMs ?? 20_000);

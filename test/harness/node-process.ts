@@ -31,6 +31,10 @@ export interface NodeProcessOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** @defaultValue 20_000 */
   readonly readyTimeoutMs?: number;
+  /** The `twinmesh` entry point to run (an installed copy's, say). @defaultValue this build's `dist/cli/main.js` */
+  readonly cliMain?: string;
+  /** Working directory, against which relative `twins` and `dataDir` resolve. @defaultValue this process's */
+  readonly cwd?: string;
 }
 
 /**
@@ -90,7 +94,7 @@ export class NodeProcess {
     const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "twinmesh-node-")));
     const nodeId = options.nodeId ?? "local";
     const args = [
-      CLI_MAIN,
+      options.cliMain ?? CLI_MAIN,
       "start",
       ...(options.twins ?? [EXAMPLE_TWINS]).flatMap((t) => ["--twins", t]),
       "--data",
@@ -106,6 +110,7 @@ export class NodeProcess {
     const child = spawn(process.execPath, ["--enable-source-maps", ...args], {
       stdio: ["ignore", "pipe", "pipe", "ipc"],
       env: { ...cleanEnv(), ...options.env },
+      cwd: options.cwd,
     });
     const node = new NodeProcess(child, dataDir, ownsDataDir, nodeId);
     const timeoutMs = options.readyTimeoutMs ?? 20_000;

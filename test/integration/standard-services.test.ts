@@ -15,7 +15,14 @@ describe("standard services of a node (standard-services)", () => {
 
   it("answers health Check SERVING for the node and for each twinmesh service", async () => {
     const { client } = await startNode(t);
-    for (const service of ["", "twinmesh.v1.TelemetryService", "twinmesh.v1.TwinService", "twinmesh.v1.AlertService", "twinmesh.v1.DeadLetterService"]) {
+    for (const service of [
+      "",
+      "twinmesh.v1.TelemetryService",
+      "twinmesh.v1.TwinService",
+      "twinmesh.v1.AlertService",
+      "twinmesh.v1.DeadLetterService",
+      "twinmesh.v1.NodeService",
+    ]) {
       assert.equal((await client.health(service)).status, Serving.SERVING, `health of "${service}"`);
     }
   });
@@ -46,6 +53,7 @@ describe("standard services of a node (standard-services)", () => {
         "grpc.reflection.v1alpha.ServerReflection",
         "twinmesh.v1.AlertService",
         "twinmesh.v1.DeadLetterService",
+        "twinmesh.v1.NodeService",
         "twinmesh.v1.TelemetryService",
         "twinmesh.v1.TwinService",
       ]);

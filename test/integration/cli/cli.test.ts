@@ -175,7 +175,7 @@ describe("twinmesh CLI against a node process", () => {
     const json = await cli("send", "patinet", "bed-1", "bpm=72", "--seq", "1", "--json");
     assert.equal(json.code, 1);
     assert.deepEqual(JSON.parse(json.stdout), {
-      event: { kind: "patinet", sourceId: "bed-1", seq: "1", channels: { bpm: 72 } },
+      event: { kind: "patinet", sourceId: "bed-1", seq: 1, channels: { bpm: 72 } },
       result: {
         status: "EVENT_STATUS_REJECTED",
         reason: "UNKNOWN_KIND",
@@ -200,8 +200,8 @@ describe("twinmesh CLI against a node process", () => {
       kind: "patient",
       id: "bed-2",
       state,
-      version: "1",
-      lastSeq: "3",
+      version: 1,
+      lastSeq: 3,
       lastEventTime: "2025-01-31T12:00:00Z",
       ownerNodeId: "local",
     });
@@ -237,7 +237,7 @@ describe("twinmesh CLI against a node process", () => {
       lines.map((l) => (l.twin as { id: string } | undefined)?.id ?? "summary"),
       ["bed-3", "bed-2", "summary"],
     );
-    assert.deepEqual(lines[2], { summary: { matched: "2", scanned: "3", evaluationErrors: "0", nextPageToken: "", firstEvaluationError: "" } });
+    assert.deepEqual(lines[2], { summary: { matched: 2, scanned: 3, evaluationErrors: 0, nextPageToken: "", firstEvaluationError: "" } });
 
     const paged = await cli("query", "patient", "--limit", "1", "--all");
     assertResult(paged, {
@@ -285,10 +285,10 @@ describe("twinmesh CLI against a node process", () => {
     });
     const json = await cli("aggregate", "patient", "--field", "state.ewma", "--filter", "state.ewma >= 90.0", "--json");
     assert.deepEqual(JSON.parse(json.stdout), {
-      groups: [{ key: null, count: "2", sum: 210, avg: 105, min: 90, max: 120 }],
-      scanned: "3",
-      matched: "2",
-      evaluationErrors: "0",
+      groups: [{ key: null, count: 2, sum: 210, avg: 105, min: 90, max: 120 }],
+      scanned: 3,
+      matched: 2,
+      evaluationErrors: 0,
     });
   });
 
@@ -409,7 +409,7 @@ describe("twinmesh CLI against a node process", () => {
         state: "ALERT_STATE_RESOLVED",
         raisedAt: undefined,
         updatedAt: undefined,
-        count: "1",
+        count: 1,
       },
     );
     assertResult(await cli("alerts", "list", "--filter", 'state == "OPEN"', "--json"), { code: 0 });
@@ -449,7 +449,7 @@ describe("twinmesh CLI against a node process", () => {
 
   it("shows the single node owning the whole ring", async () => {
     assertResult(await cli("send", "patient", "bed-1", "bpm=72"), { code: 0 });
-    const ring = await cli("ring", "--kind", "patient");
+    const ring = await cli("ring");
     const addressWidth = Math.max("ADDRESS".length, node.address.length);
     assertResult(ring, {
       code: 0,
@@ -457,6 +457,7 @@ describe("twinmesh CLI against a node process", () => {
       stdout: [
         `NODE   ${"ADDRESS".padEnd(addressWidth)}  HEALTH   OWNS`,
         `local  ${node.address.padEnd(addressWidth)}  SERVING  the whole ring (single node)`,
+        "replication factor 1: 1 copy of each twin; kinds fleet, patient, pump, vehicle, ward",
         "",
       ].join("\n"),
     });
