@@ -30,6 +30,15 @@ export const MIN_EVENT_TIME_MS = -62_135_596_800_000;
 /** The latest event time taken, 9999-12-31T23:59:59.999Z (see {@link MIN_EVENT_TIME_MS}). */
 export const MAX_EVENT_TIME_MS = 253_402_300_799_999;
 
+/**
+ * A stored last event time as readers may see it: undefined unless a whole number of ms from
+ * {@link MIN_EVENT_TIME_MS} to {@link MAX_EVENT_TIME_MS}. Records written before event times were
+ * checked may hold any number, which no `google.protobuf.Timestamp` can carry.
+ */
+export function readableEventTime(ms: number | undefined): number | undefined {
+  return ms !== undefined && Number.isSafeInteger(ms) && ms >= MIN_EVENT_TIME_MS && ms <= MAX_EVENT_TIME_MS ? ms : undefined;
+}
+
 const EMPTY: Readonly<Record<string, number>> = Object.freeze({});
 const EMPTY_ATTRIBUTES: JsonObject = Object.freeze({}) as JsonObject;
 /** The longest kind name a class can declare (see KIND_PATTERN). */

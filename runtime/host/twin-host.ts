@@ -27,7 +27,7 @@ import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { HostMetrics } from "./host-metrics.js";
 import { type HostOptions, type ResolvedHostOptions, resolveHostOptions, retentionSweepMs } from "./host-options.js";
-import { type IngestEvent, validateBatch } from "./ingest-event.js";
+import { type IngestEvent, readableEventTime, validateBatch } from "./ingest-event.js";
 import { OutboxDispatcher } from "./outbox-dispatcher.js";
 import type { OutboxEntry } from "./outbox-entry.js";
 import { PendingBatch } from "./pending-batch.js";
@@ -446,7 +446,7 @@ export class TwinHost {
   }
 
   private viewFrom(kind: string, id: string, rec: TwinRecordData, state: JsonObject): TwinView {
-    return { kind, id, state, version: rec.ver, lastSeq: rec.hw, lastEventTime: rec.let, ownerNodeId: this.nodeId };
+    return { kind, id, state, version: rec.ver, lastSeq: rec.hw, lastEventTime: readableEventTime(rec.let), ownerNodeId: this.nodeId };
   }
 
   /** A stored state of state version `sv` in the kind's current shape. */
@@ -687,7 +687,9 @@ export class TwinHost {
           (ctx) => handler.call(instance, msg.telemetry, ctx),
           () => {
             markSeq(rec, seq, this.options.dedupeWindow);
-            if (rec.let === undefined || msg.telemetry.timeMs > rec.let) rec.let = msg.telemetry.timeMs;
+            // An unreadable stored time (from before times were checked) is replaced, not kept.
+            const last = readableEventTime(rec.let);
+            if (last === undefined || msg.telemetry.timeMs > last) rec.let = msg.telemetry.timeMs;
           },
         );
       }

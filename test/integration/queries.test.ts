@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { toJson } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import type { TwinmeshClient } from "../../client/index.js";
 import type { AggregateTwinsResponse, QuerySummary } from "../../proto/gen/twinmesh/v1/twin_pb.js";
@@ -224,5 +224,33 @@ describe("TwinService queries (queries)", () => {
         [field],
       );
     }
+  });
+  it("reads a twin whose stored last event time is outside what a Timestamp holds as having none", async () => {
+    // Nodes before BAD_TIME took any event time; a year-50,000 time cannot be a valid Timestamp.
+    let node = await startNode(t);
+    const at = timestampFromDate(new Date("2026-03-01T00:00:00Z"));
+    await node.client.publish([ev("counter", "old-1", 1, { v: 1 }, { time: at }), ev("counter", "old-2", 1, { v: 2 }, { time: at })]);
+    const { store, host } = node.node.runtime;
+    for (const [id, stored] of [["old-1", "1e20"], ["old-2", "-62135596800001"]] as const) {
+      const key = host.keys.twin("counter", id);
+      const raw = (await store.get(key)) ?? "";
+      assert.match(raw, /"let":\d+/);
+      await store.write([{ type: "put", key, value: raw.replace(/"let":\d+/, `"let":${stored}`) }]);
+    }
+    node = await node.restart();
+    for (const id of ["old-1", "old-2"]) {
+      const { twin } = await node.client.getTwin({ kind: "counter", id });
+      assert.equal(twin?.lastEventTime, undefined, `GetTwin ${id}`);
+      assert.equal(twin?.version, 1n);
+    }
+    const listed = [];
+    for await (const res of node.client.queryTwins({ kind: "counter", filter: 'id.startsWith("old-")' })) listed.push(...res.twins);
+    assert.deepEqual(
+      listed.map((tw) => [tw.id, tw.lastEventTime]),
+      [
+        ["old-1", undefined],
+        ["old-2", undefined],
+      ],
+    );
   });
 });

@@ -46,7 +46,7 @@ describe("twinmesh dead-letters", () => {
     };
     assert.deepEqual(
       json.deadLetters.map((d) => [d.id, d.reason, d.fromId, d.toKind, d.toId, d.message, d.outboxSeq]),
-      [["2", "HANDLER_FAILED", "p-2", "picky", "picky-1", { from: "p-2", seq: 1 }, "2"]],
+      [["2", "HANDLER_FAILED", "p-2", "picky", "picky-1", { from: "p-2", seq: 1 }, 2]],
     );
     assert.equal(json.nextPageToken, "");
 
@@ -77,7 +77,7 @@ describe("twinmesh dead-letters", () => {
     assert.match(badTo.stderr, /--to/);
 
     const deleted = assertExit(await runCli(["dead-letters", "delete", "--all", "--to", "picky", "--json", ...address]), 0);
-    assert.deepEqual(JSON.parse(deleted.stdout), { deletedCount: "1" });
+    assert.deepEqual(JSON.parse(deleted.stdout), { deletedCount: 1 });
     assert.equal(
       assertExit(await runCli(["dead-letters", "list", ...address]), 0)
         .stdout.trimEnd()

@@ -66,7 +66,7 @@ describe("failed and abandoned turns (recovery/turns)", () => {
       (await later).map((o) => o.status),
       ["accepted", "accepted"],
     );
-    assert.equal(await deleting, true);
+    assert.equal((await deleting).existed, true);
     // Deleted after seq 1, before seqs 2 and 3: the twin starts again from initial() with those two.
     assert.deepEqual((await host.getTwin("gate", "g-1")).state, { count: 2, lastSeq: 3 });
   });
