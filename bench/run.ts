@@ -819,7 +819,7 @@ async function large(b: Bench): Promise<void> {
  */
 async function ingestUnderQueryLoad(b: Bench, address: string, dataset: string): Promise<void> {
   const s = b.settings;
-  const ids = ["a".repeat(s.hostileRegexAs) + "!", ...Array.from({ length: s.hostileListTwins }, (_, i) => `l-${String(i).padStart(3, "0")}`)];
+  const ids = [`${"a".repeat(s.hostileRegexAs)}!`, ...Array.from({ length: s.hostileListTwins }, (_, i) => `l-${String(i).padStart(3, "0")}`)];
   await b.load({ cmd: "seed", address, kind: HOSTILE_KIND, ids, events: 1 }, 60_000);
   const phases = { phaseMs: s.stallPhaseMs, gapMs: s.stallGapMs, loads: STALL_LOADS.map((l) => l.load(s)), maxOverrunMs: STALL_OVERRUN_MS };
   const plannedMs = (phases.loads.length + 1) * (phases.phaseMs + phases.gapMs) + phases.maxOverrunMs;

@@ -231,7 +231,10 @@ describe("TwinService queries (queries)", () => {
     const at = timestampFromDate(new Date("2026-03-01T00:00:00Z"));
     await node.client.publish([ev("counter", "old-1", 1, { v: 1 }, { time: at }), ev("counter", "old-2", 1, { v: 2 }, { time: at })]);
     const { store, host } = node.node.runtime;
-    for (const [id, stored] of [["old-1", "1e20"], ["old-2", "-62135596800001"]] as const) {
+    for (const [id, stored] of [
+      ["old-1", "1e20"],
+      ["old-2", "-62135596800001"],
+    ] as const) {
       const key = host.keys.twin("counter", id);
       const raw = (await store.get(key)) ?? "";
       assert.match(raw, /"let":\d+/);
