@@ -11,8 +11,8 @@ export {
   type ResolvedFailureDetectorOptions,
   resolveFailureDetectorOptions,
 } from "./failure-detector.js";
-export { type Membership, type NodeInfo, StaticMembership } from "./membership.js";
+export { type Membership, type NodeInfo, STATIC_EPOCH, StaticMembership } from "./membership.js";
 export { NODE_ID_PATTERN, type NodeId, parseNodeId } from "./node-id.js";
 export { type PeerAddress, parsePeers } from "./peer-list.js";
-export { RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
+export { type NodeShare, partitionRingKey, RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
 export { LocalRouter, type TwinRouter } from "./twin-router.js";

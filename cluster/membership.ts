@@ -1,3 +1,4 @@
+import type { Partitioning } from "../runtime/index.js";
 import { RingSnapshot } from "./ring-snapshot.js";
 
 /** A node as membership knows it. */
@@ -22,17 +23,22 @@ export interface Membership {
   close(): Promise<void>;
 }
 
-/** A fixed member list: the single-node default. Its epoch never changes. */
+/** The epoch of a static ring: it never changes. */
+export const STATIC_EPOCH = 1n;
+
+/** A fixed member list: the single-node default and `--peers`. Its epoch never changes. */
 export class StaticMembership implements Membership {
   private readonly snapshot: { readonly members: readonly NodeInfo[]; readonly ring: RingSnapshot };
 
-  constructor(members: readonly NodeInfo[]) {
-    if (members.length === 0) throw new Error("static membership needs at least one node");
+  /** @throws RangeError without members, or with a replication factor below 1. */
+  constructor(members: readonly NodeInfo[], partitioning: Partitioning, replicationFactor: number) {
     this.snapshot = {
       members: [...members],
       ring: new RingSnapshot(
-        1n,
+        STATIC_EPOCH,
         members.map((m) => m.id),
+        partitioning,
+        replicationFactor,
       ),
     };
   }
