@@ -723,8 +723,11 @@ export class TwinHost {
     const { instance } = act.entry;
     const handler = instance.onMessage;
     if (handler === undefined) {
-      this.deadLetter(msg, "NO_MESSAGE_HANDLER", `twin kind "${act.entry.kind}" has no onMessage handler`);
-      return this.reject(msg, "NO_MESSAGE_HANDLER", `twin kind "${act.entry.kind}" has no onMessage handler`);
+      const message = `twin kind "${act.entry.kind}" has no onMessage handler`;
+      if (msg.outboxKey === undefined) return this.reject(msg, "NO_MESSAGE_HANDLER", message);
+      this.metrics.rejected++;
+      this.deadLetter(msg, "NO_MESSAGE_HANDLER", message);
+      return undefined;
     }
     this.revive(act);
     return this.invoke(
@@ -905,7 +908,6 @@ export class TwinHost {
       this.pipeline.schedule();
     } else if (msg.type === "message" && msg.outboxKey !== undefined) {
       this.deadLetter(msg, "INTERNAL", internal.message as string);
-      this.ackAfterCommit(msg, internal);
       this.pipeline.schedule();
     } else this.finish(msg, internal);
     this.checkIdle();
@@ -1014,8 +1016,11 @@ export class TwinHost {
       this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
       return;
     }
-    if (msg.type === "message" && msg.outboxKey !== undefined) this.deadLetter(msg, reason, message);
     this.metrics.rejected++;
+    if (msg.type === "message" && msg.outboxKey !== undefined) {
+      this.deadLetter(msg, reason, message);
+      return;
+    }
     this.finish(msg, { status: "rejected", reason, message, retryable: false });
   }
 
@@ -1025,14 +1030,18 @@ export class TwinHost {
     return undefined;
   }
 
-  /** Moves an undeliverable outbox message aside so it is kept but not retried forever. */
+  /**
+   * Moves an undeliverable outbox message aside so it is kept but not retried forever. It is
+   * answered, and released from the dispatcher's in-flight set, only once that move commits: a
+   * rescan reading the outbox before then must not queue it again.
+   */
   private deadLetter(msg: UserMessage, reason: string, message: string): void {
     if (msg.outboxKey === undefined || msg.outbox === undefined) return;
     const group = this.pipeline.current;
     group.ops.push({ type: "del", key: msg.outboxKey });
     group.ops.push(this.deadLetters.record(msg.outbox, reason, message));
-    group.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
     this.metrics.deadLetters++;
+    this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
   }
 
   private applyAlerts(act: Activation, rec: TwinRecordData, ctx: TurnContext, group: CommitGroup): void {

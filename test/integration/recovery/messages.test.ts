@@ -56,11 +56,11 @@ describe("messages between twins across failures (recovery/messages)", () => {
     assert.equal(host.metrics.handlerErrors, 1);
     assert.equal(host.metrics.deadLetters, 1);
     assert.deepEqual(await keysIn(first.runtime, host.keys.outboxRange()), []);
-    const dead = await entriesIn(first.runtime, host.keys.deadLetterRange());
-    assert.equal(dead.length, 1);
-    const letter = JSON.parse(dead[0]?.[1] as string) as { reason: string; payload: unknown };
-    assert.equal(letter.reason, "HANDLER_FAILED");
-    assert.deepEqual(letter.payload, { from: "f-1", seq: 1 });
+    const dead = await host.deadLetters.list({});
+    assert.equal(dead.deadLetters.length, 1);
+    const letter = dead.deadLetters[0];
+    assert.equal(letter?.reason, "HANDLER_FAILED");
+    assert.deepEqual(letter?.message, { from: "f-1", seq: 1 });
     await assert.rejects(host.getTwin("refuse", "r-1"), { reason: "TWIN_NOT_FOUND" });
 
     const second = await first.reopen();
@@ -74,10 +74,9 @@ describe("dead-lettering while the outbox is rescanned (recovery/messages)", () 
   const t = useTestScope();
 
   it("runs a failing message's handler once when an outbox rescan overlaps its failure", async () => {
-    // BUG (issue 9, reported by helper `recovery`; runtime/host/twin-host.ts is helper `host`'s):
-    // failTurn releases a failed outbox message from the dispatcher's in-flight set at once, before
-    // the batch that dead-letters it commits; a rescan reading the outbox in between queues it again,
-    // so the handler runs twice and the message is dead-lettered twice. Fails until that is fixed.
+    // A failed outbox message stays in the dispatcher's in-flight set until the batch that
+    // dead-letters it commits; released earlier, a rescan reading the outbox in between would
+    // queue it again, run its handler twice and dead-letter it twice.
     const writes = WriteSpy.install(t);
     const proto = RocksStore.prototype;
     const scan = proto.scan;
