@@ -19,8 +19,6 @@ export class CommitGroup {
   readonly outbox: OutboxEntry[] = [];
   /** Timer index keys whose turn is in this group (released from in-flight after the write). */
   readonly timersDone: string[] = [];
-  /** Outbox seqs delivered in this group. */
-  readonly outboxDone: number[] = [];
   /** Earliest timer due time set in this group. */
   earliestTimerMs = Number.POSITIVE_INFINITY;
   events = 0;

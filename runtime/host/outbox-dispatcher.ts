@@ -1,123 +1,291 @@
 import type { Logger } from "pino";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
+import { isPlainObject } from "../util/json.js";
 import type { OutboxEntry } from "./outbox-entry.js";
 
-/** Hands a message to its target twin; false when it cannot be taken now (mailbox full, kind unknown). */
-export type Deliverer = (entry: OutboxEntry) => boolean;
+/**
+ * What became of handing a message to its target twin: `busy` when the target's mailbox is full
+ * (try again later), `unknown-kind` when the target's kind is not loaded on this node.
+ */
+export type Delivery = "delivered" | "busy" | "unknown-kind";
 
-const MAX_QUEUED = 10_000;
-const RETRY_MS = 200;
+/** Hands a message to its target twin. */
+export type Deliverer = (entry: OutboxEntry) => Delivery;
+
+/**
+ * Moves an outbox entry that cannot be read aside (deletes it and writes a dead letter, in one
+ * batch), so it neither blocks nor is lost.
+ */
+export type Quarantine = (key: string, raw: string, problem: string) => Promise<void>;
+
+export interface OutboxDispatcherConfig {
+  readonly store: RocksStore;
+  readonly keys: Keys;
+  readonly log: Logger;
+  readonly deliver: Deliverer;
+  readonly quarantine: Quarantine;
+  /** Called when the dispatcher may have become idle. */
+  readonly settled: () => void;
+  /** Most messages held in memory; beyond it they wait in RocksDB and are read when room returns. */
+  readonly maxQueued?: number;
+  /** How often messages whose target was busy are offered again. */
+  readonly retryMs?: number;
+}
+
+const DEFAULT_MAX_QUEUED = 10_000;
+const DEFAULT_RETRY_MS = 200;
 
 /**
  * Delivers durable outbox messages after the sending turn committed. Each message stays in the
  * outbox until the receiving turn commits (which deletes it in the same batch), so delivery is
- * at least once; the receiver's inbox marks make it effectively once. At start-up, and whenever
- * the in-memory queue overflowed, the outbox is rescanned from RocksDB.
+ * at least once; the receiver's inbox marks make it effectively once.
+ *
+ * Messages wait in memory in one FIFO per target twin, so a busy target (its mailbox full) holds
+ * up only its own messages, in order, and is offered them again when a commit of its turns frees
+ * room or on the retry tick. At most `maxQueued` wait in memory; the rest stay in RocksDB and the
+ * outbox is read, from the lowest seq memory may not know, once the queue has drained to half:
+ * never a full re-read while a target is busy. An entry that does not parse is quarantined as a
+ * dead letter. Messages to a kind that is not loaded are parked (left in the outbox, not retried)
+ * until the node restarts with that kind.
  */
 export class OutboxDispatcher {
-  private queue: OutboxEntry[] = [];
-  private readonly inflight = new Set<number>();
-  private rescanNeeded = false;
-  private timer: NodeJS.Timeout | undefined;
-  private rescanning: Promise<void> | undefined;
+  /** Waiting messages per target (`kind NUL id`), oldest first. */
+  private readonly waiting = new Map<string, OutboxEntry[]>();
+  /** The seqs of every waiting message. */
+  private readonly queued = new Set<number>();
+  /** Handed to their target, until the turn that took them commits or fails. */
+  private readonly inflight = new Map<number, OutboxEntry>();
+  /** Seqs of messages to kinds not loaded here, by kind (logged once per kind). */
+  private readonly parked = new Map<string, Set<number>>();
+  /** Outbox entries at or above this seq may be unknown to memory; undefined when none are. */
+  private scanFrom: number | undefined;
+  /** Delivered while a scan ran: its snapshot may still hold them. */
+  private readonly doneDuringScan = new Set<number>();
+  private scanning: Promise<void> | undefined;
+  /** Set after a failed scan: the next one waits for it. */
+  private rescanTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly maxQueued: number;
+  private readonly retryMs: number;
 
-  constructor(
-    private readonly store: RocksStore,
-    private readonly keys: Keys,
-    private readonly log: Logger,
-    private readonly deliver: Deliverer,
-    /** Called when the dispatcher may have become idle. */
-    private readonly settled: () => void,
-  ) {}
+  constructor(private readonly config: OutboxDispatcherConfig) {
+    this.maxQueued = config.maxQueued ?? DEFAULT_MAX_QUEUED;
+    this.retryMs = config.retryMs ?? DEFAULT_RETRY_MS;
+  }
 
   /** Redelivers what the outbox held at start-up. */
   start(): void {
-    this.rescanNeeded = true;
-    this.kick();
+    this.missed(0);
+    this.maybeScan();
   }
 
-  /** A committed turn sent this message. */
+  /** A committed turn sent this message (or a dead letter was requeued into the outbox). */
   enqueue(entry: OutboxEntry): void {
+    if (this.closed || this.queued.has(entry.seq) || this.inflight.has(entry.seq)) return;
+    this.admit(entry);
+  }
+
+  /**
+   * The turn that took message `seq` ended. `stillInOutbox` when it did not commit (the twin was
+   * reloaded, the write failed): the message is offered again.
+   */
+  released(seq: number, stillInOutbox: boolean): void {
+    const entry = this.inflight.get(seq);
+    if (entry === undefined) return;
+    this.inflight.delete(seq);
     if (this.closed) return;
-    if (this.queue.length >= MAX_QUEUED) {
-      this.rescanNeeded = true; // it is durable; the rescan finds it
+    if (stillInOutbox) {
+      this.admit(entry, false);
+      this.scheduleRetry();
+    } else if (this.scanning !== undefined) this.doneDuringScan.add(seq);
+    this.maybeScan();
+  }
+
+  /** A commit of `kind`/`id`'s turns may have freed room in its mailbox: offer it what waits. */
+  targetFreed(kind: string, id: string): void {
+    const target = targetKey(kind, id);
+    const list = this.waiting.get(target);
+    if (list !== undefined) this.offer(target, list);
+    this.maybeScan();
+  }
+
+  /** Nothing waiting to be handed over or in flight. */
+  get idle(): boolean {
+    return this.queued.size === 0 && this.scanFrom === undefined && this.scanning === undefined && this.inflight.size === 0 && this.rescanTimer === undefined;
+  }
+
+  /** Messages waiting in memory, in flight and parked, for operators and tests. */
+  get counts(): { queued: number; inflight: number; parked: number } {
+    let parked = 0;
+    for (const seqs of this.parked.values()) parked += seqs.size;
+    return { queued: this.queued.size, inflight: this.inflight.size, parked };
+  }
+
+  /** Stops delivering. What is still queued is durable and redelivered at the next start. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.rescanTimer);
+    this.retryTimer = undefined;
+    this.rescanTimer = undefined;
+    this.waiting.clear();
+    this.queued.clear();
+    this.scanFrom = undefined;
+    await this.scanning;
+    this.config.settled();
+  }
+
+  /** Queues a message (or parks it), delivering it at once when nothing waits before it. */
+  private admit(entry: OutboxEntry, deliverNow = true): void {
+    if (this.parked.has(entry.toKind)) {
+      this.park(entry);
       return;
     }
-    this.queue.push(entry);
-    this.pump();
-  }
-
-  /** The delivery of `seq` committed or failed. */
-  released(seq: number): void {
-    this.inflight.delete(seq);
-  }
-
-  /** Nothing waiting to be handed over. */
-  get idle(): boolean {
-    return this.queue.length === 0 && !this.rescanNeeded && this.rescanning === undefined && this.inflight.size === 0;
-  }
-
-  private pump(): void {
-    const waiting: OutboxEntry[] = [];
-    for (const entry of this.queue) {
-      if (this.inflight.has(entry.seq)) continue;
-      if (this.deliver(entry)) this.inflight.add(entry.seq);
-      else waiting.push(entry);
+    if (this.queued.size >= this.maxQueued) {
+      this.missed(entry.seq); // it is durable: a later scan reads it
+      return;
     }
-    this.queue = waiting;
-    if (waiting.length > 0) this.kick();
+    const target = targetKey(entry.toKind, entry.toId);
+    let list = this.waiting.get(target);
+    if (list === undefined) {
+      list = [];
+      this.waiting.set(target, list);
+    }
+    list.push(entry);
+    this.queued.add(entry.seq);
+    if (deliverNow && list.length === 1) this.offer(target, list);
+    if (this.waiting.has(target)) this.scheduleRetry();
   }
 
-  private kick(): void {
-    if (this.closed || this.timer !== undefined) return;
-    this.timer = setTimeout(
-      () => {
-        this.timer = undefined;
-        if (this.rescanNeeded) {
-          this.rescanning ??= this.rescan().finally(() => {
-            this.rescanning = undefined;
-          });
-        } else this.pump();
-      },
-      this.rescanNeeded && this.queue.length === 0 ? 0 : RETRY_MS,
-    );
-    this.timer.unref();
+  /** Hands a target its waiting messages, oldest first, until its mailbox is full. */
+  private offer(target: string, list: OutboxEntry[]): void {
+    let taken = 0;
+    for (const entry of list) {
+      const result = this.config.deliver(entry);
+      if (result === "busy") break;
+      taken++;
+      this.queued.delete(entry.seq);
+      if (result === "delivered") this.inflight.set(entry.seq, entry);
+      else this.park(entry);
+    }
+    if (taken === list.length) this.waiting.delete(target);
+    else if (taken > 0) list.splice(0, taken);
   }
 
-  private async rescan(): Promise<void> {
-    this.rescanNeeded = false;
+  private park(entry: OutboxEntry): void {
+    let seqs = this.parked.get(entry.toKind);
+    if (seqs === undefined) {
+      seqs = new Set();
+      this.parked.set(entry.toKind, seqs);
+      this.config.log.warn(
+        { kind: entry.toKind },
+        "messages to a twin kind that is not loaded stay in the outbox; they are delivered when the node restarts with that kind",
+      );
+    }
+    seqs.add(entry.seq);
+  }
+
+  private scheduleRetry(): void {
+    if (this.closed || this.retryTimer !== undefined || this.waiting.size === 0) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      for (const [target, list] of this.waiting) this.offer(target, list);
+      this.scheduleRetry();
+      this.maybeScan();
+    }, this.retryMs);
+    this.retryTimer.unref();
+  }
+
+  /** Outbox entries from `seq` on may not be in memory. */
+  private missed(seq: number): void {
+    if (this.scanFrom === undefined || seq < this.scanFrom) this.scanFrom = seq;
+  }
+
+  /** Reads the outbox when memory may miss entries and has room for them (half empty). */
+  private maybeScan(): void {
+    if (this.closed || this.scanFrom === undefined || this.scanning !== undefined || this.rescanTimer !== undefined) return;
+    if (this.queued.size > this.maxQueued / 2) return;
+    const from = this.scanFrom;
+    this.scanFrom = undefined;
+    this.scanning = this.scan(from).finally(() => {
+      this.scanning = undefined;
+      this.doneDuringScan.clear();
+      this.maybeScan();
+      this.config.settled();
+    });
+  }
+
+  private async scan(from: number): Promise<void> {
+    const { store, keys, log } = this.config;
+    const unreadable: [string, string, string][] = [];
     try {
-      for await (const chunk of this.store.scan(this.keys.outboxRange())) {
-        for (const [, value] of chunk) {
+      outer: for await (const chunk of store.scan({ gte: keys.outbox(from), lt: keys.outboxRange().lt })) {
+        for (const [key, raw] of chunk) {
           if (this.closed) return;
-          const entry = JSON.parse(value) as OutboxEntry;
-          if (this.inflight.has(entry.seq) || this.queue.some((q) => q.seq === entry.seq)) continue;
-          if (this.queue.length >= MAX_QUEUED) {
-            this.rescanNeeded = true;
-            break;
+          const seq = keys.outboxSeqOf(key);
+          if (this.queued.has(seq) || this.inflight.has(seq) || this.doneDuringScan.has(seq)) continue;
+          const entry = parseOutboxEntry(raw, seq);
+          if (typeof entry === "string") {
+            unreadable.push([key, raw, entry]);
+            continue;
           }
-          this.queue.push(entry);
+          if (this.queued.size >= this.maxQueued) {
+            this.missed(seq);
+            break outer;
+          }
+          this.admit(entry);
         }
       }
     } catch (err) {
-      this.log.warn({ err }, "outbox scan failed; retrying");
-      this.rescanNeeded = true;
+      if (this.closed) return;
+      log.warn({ err }, "outbox scan failed; retrying");
+      this.missed(from);
+      this.scheduleRescan();
     }
-    this.pump();
-    this.settled();
+    for (const [key, raw, problem] of unreadable) {
+      if (this.closed) return;
+      try {
+        await this.config.quarantine(key, raw, problem);
+        log.error({ key, problem }, "an outbox entry could not be read; it was moved to the dead letters");
+      } catch (err) {
+        log.warn({ err, key }, "could not move an unreadable outbox entry to the dead letters; retrying");
+        this.missed(keys.outboxSeqOf(key));
+        this.scheduleRescan();
+      }
+    }
   }
 
-  /** Stops delivering. Idempotent. */
-  async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    // What is still queued is durable and redelivered at the next start.
-    this.rescanNeeded = false;
-    this.queue = [];
-    await this.rescanning;
-    this.settled();
+  /** After a failed scan, scan again after the retry interval rather than at once. */
+  private scheduleRescan(): void {
+    if (this.closed || this.rescanTimer !== undefined) return;
+    this.rescanTimer = setTimeout(() => {
+      this.rescanTimer = undefined;
+      this.maybeScan();
+    }, this.retryMs);
+    this.rescanTimer.unref();
   }
+}
+
+function targetKey(kind: string, id: string): string {
+  return `${kind}\u0000${id}`;
+}
+
+/** Reads a stored outbox entry; a string says why it is not one. */
+export function parseOutboxEntry(raw: string, seq: number): OutboxEntry | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch (err) {
+    return `not JSON (${(err as Error).message})`;
+  }
+  if (!isPlainObject(value)) return "not a JSON object";
+  const { fromKind, fromId, toKind, toId, message } = value;
+  if (value.seq !== seq) return `its seq ${JSON.stringify(value.seq)} does not match its key's ${seq}`;
+  if (typeof fromKind !== "string" || typeof fromId !== "string" || typeof toKind !== "string" || typeof toId !== "string") {
+    return "its sender or target is missing";
+  }
+  if (!isPlainObject(message)) return "its message is not a JSON object";
+  return { seq, fromKind, fromId, toKind, toId, message };
 }

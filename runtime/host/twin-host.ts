@@ -28,7 +28,7 @@ import { CommitPipeline } from "./commit-pipeline.js";
 import { HostMetrics } from "./host-metrics.js";
 import { type HostOptions, type ResolvedHostOptions, resolveHostOptions, retentionSweepMs } from "./host-options.js";
 import { type IngestEvent, readableEventTime, validateBatch } from "./ingest-event.js";
-import { OutboxDispatcher } from "./outbox-dispatcher.js";
+import { type Delivery, OutboxDispatcher } from "./outbox-dispatcher.js";
 import type { OutboxEntry } from "./outbox-entry.js";
 import { PendingBatch } from "./pending-batch.js";
 import { TimerService } from "./timer-service.js";
@@ -152,13 +152,14 @@ export class TwinHost {
     this.timers = new TimerService(this.store, this.keys, this.clock, this.log, this.options, (kind, id, name, dueMs, indexKey) =>
       this.postTimer(kind, id, name, dueMs, indexKey),
     );
-    this.outbox = new OutboxDispatcher(
-      this.store,
-      this.keys,
-      this.log,
-      (entry) => this.deliver(entry),
-      () => this.checkIdle(),
-    );
+    this.outbox = new OutboxDispatcher({
+      store: this.store,
+      keys: this.keys,
+      log: this.log.child({ component: "outbox" }),
+      deliver: (entry) => this.deliver(entry),
+      quarantine: (key, raw, problem) => this.quarantineOutboxEntry(key, raw, problem),
+      settled: () => this.checkIdle(),
+    });
     this.deadLetters = new DeadLetterStore({
       store: this.store,
       keys: this.keys,
@@ -713,21 +714,14 @@ export class TwinHost {
       );
     }
     if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
-      if (msg.outboxKey !== undefined) {
-        group.ops.push({ type: "del", key: msg.outboxKey });
-        group.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
-      }
+      if (msg.outboxKey !== undefined) group.ops.push({ type: "del", key: msg.outboxKey });
       this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
       return undefined;
     }
     const { instance } = act.entry;
     const handler = instance.onMessage;
     if (handler === undefined) {
-      const message = `twin kind "${act.entry.kind}" has no onMessage handler`;
-      if (msg.outboxKey === undefined) return this.reject(msg, "NO_MESSAGE_HANDLER", message);
-      this.metrics.rejected++;
-      this.deadLetter(msg, "NO_MESSAGE_HANDLER", message);
-      return undefined;
+      return this.reject(msg, "NO_MESSAGE_HANDLER", `twin kind "${act.entry.kind}" has no onMessage handler`);
     }
     this.revive(act);
     return this.invoke(
@@ -736,10 +730,7 @@ export class TwinHost {
       (ctx) => handler.call(instance, msg.message, ctx),
       (g) => {
         if (msg.messageId !== undefined) rememberDelivery(rec, msg.messageId, INBOX_REMEMBER);
-        if (msg.outboxKey !== undefined) {
-          g.ops.push({ type: "del", key: msg.outboxKey });
-          g.outboxDone.push(this.keys.outboxSeqOf(msg.outboxKey));
-        }
+        if (msg.outboxKey !== undefined) g.ops.push({ type: "del", key: msg.outboxKey });
       },
     );
   }
@@ -898,7 +889,6 @@ export class TwinHost {
     // The broken message may already wait among the group's acks (its bookkeeping threw later).
     for (const acked of group.ackMessages) if (acked !== msg) this.finish(acked, abandoned);
     for (const key of group.timersDone) this.timers.released(key);
-    for (const seq of group.outboxDone) this.outbox.released(seq);
     this.metrics.rejected++;
     if (msg.type === "timer") {
       const next = this.pipeline.current;
@@ -1024,9 +1014,11 @@ export class TwinHost {
     this.finish(msg, { status: "rejected", reason, message, retryable: false });
   }
 
+  /** Refuses a message for good; one from the outbox moves to the dead letters (answered when that commits). */
   private reject(msg: TwinMessage, reason: string, message: string): undefined {
     this.metrics.rejected++;
-    this.finish(msg, { status: "rejected", reason, message, retryable: false });
+    if (msg.type === "message" && msg.outboxKey !== undefined) this.deadLetter(msg, reason, message);
+    else this.finish(msg, { status: "rejected", reason, message, retryable: false });
     return undefined;
   }
 
@@ -1138,7 +1130,9 @@ export class TwinHost {
     // Whatever became of it (committed, failed, dropped with its twin), the timer or outbox
     // entry may be looked at again: a committed one is gone from the index, a failed one retries.
     else if (msg.type === "timer") this.timers.released(msg.indexKey);
-    else if (msg.type === "message" && msg.outboxKey !== undefined) this.outbox.released(this.keys.outboxSeqOf(msg.outboxKey));
+    // A message answered without a commit (reloaded, write failed) is still in the outbox.
+    else if (msg.type === "message" && msg.outbox !== undefined)
+      this.outbox.released(msg.outbox.seq, outcome.status === "rejected" && outcome.retryable === true);
     msg.sink.complete(msg.index, outcome);
   }
 
@@ -1156,7 +1150,7 @@ export class TwinHost {
     }
     for (const key of group.timersDone) this.timers.released(key);
     if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) this.timers.armedAt(group.earliestTimerMs);
-    for (const seq of group.outboxDone) this.outbox.released(seq);
+    for (const act of group.twins) this.outbox.targetFreed(act.entry.kind, act.id);
     for (const entry of group.outbox) this.outbox.enqueue(entry);
     if (this.activations.size > this.options.maxActive) this.passivate(this.activations.size - this.options.maxActive);
     this.checkIdle();
@@ -1178,7 +1172,6 @@ export class TwinHost {
       }
       for (const msg of group.ackMessages) this.finish(msg, outcome);
       for (const key of group.timersDone) this.timers.released(key);
-      for (const seq of group.outboxDone) this.outbox.released(seq);
     }
     this.metrics.commitFailures++;
     this.checkIdle();
@@ -1246,17 +1239,25 @@ export class TwinHost {
     return true;
   }
 
-  private deliver(entry: OutboxEntry): boolean {
+  private deliver(entry: OutboxEntry): Delivery {
     const target = this.registry.find(entry.toKind);
+    if (target === undefined) return "unknown-kind";
     const key = this.keys.twin(entry.toKind, entry.toId);
-    if (target === undefined) return false;
     const existing = this.activations.get(key);
-    if (existing !== undefined && existing.queued >= this.options.mailboxDepth) return false;
+    if (existing !== undefined && existing.queued >= this.options.mailboxDepth) return "busy";
     const act = this.activate(target, entry.toId, key);
     const sink: OutcomeSink = { complete: () => undefined };
     act.post({ type: "message", message: entry.message, messageId: `o:${entry.seq}`, outboxKey: this.keys.outbox(entry.seq), outbox: entry, sink, index: 0 });
     this.schedule(act);
-    return true;
+    return "delivered";
+  }
+
+  /** Moves an outbox entry that does not parse to the dead letters, in one batch with its delete. */
+  private async quarantineOutboxEntry(key: string, raw: string, problem: string): Promise<void> {
+    const seq = this.keys.outboxSeqOf(key);
+    const stand: OutboxEntry = { seq, fromKind: "", fromId: "", toKind: "", toId: "", message: { unreadable: raw.slice(0, 1_000) } };
+    await this.store.write([{ type: "del", key }, this.deadLetters.record(stand, "UNREADABLE_MESSAGE", `the outbox entry could not be read: ${problem}`)]);
+    this.metrics.deadLetters++;
   }
 
   // ---------------------------------------------------------------- lifecycle

@@ -34,9 +34,8 @@ describe("TwinTestKit", () => {
   it("reports the earliest pending timer as the next one due", async () => {
     kit = await TwinTestKit.start({ twins: [TickTwin], startTime: START });
     await kit.publish(TickTwin, "t-1", { periodMs: 10_000 });
-    // BUG (issue 9, reported by helper `recovery`; runtime/host/timer-service.ts is helper `host`'s):
-    // TimerService.nextDue scans up to `Number.MAX_SAFE_INTEGER >> 8`, which is -1 in JavaScript's
-    // 32-bit shift, so it never finds a timer. Fails until that is fixed.
+    // nextDue once scanned up to `Number.MAX_SAFE_INTEGER >> 8`, which is -1 in JavaScript's
+    // 32-bit shift, so it never found a timer.
     assert.equal(await kit.runtime.host.nextTimerDue(), START + 10_000);
   });
 
@@ -44,8 +43,8 @@ describe("TwinTestKit", () => {
     kit = await TwinTestKit.start({ twins: [TickTwin], startTime: START });
     await kit.publish(TickTwin, "t-1", { periodMs: 10_000 });
     await kit.advance(60_000);
-    // BUG (same as above): advance() finds no next timer, jumps to the end and fires the due timer
-    // once, at the end time; the re-armed one is then not due. Fails until TimerService.nextDue is fixed.
+    // Without the next due time, advance() would jump to the end and fire the due timer once, at
+    // the end time, and the re-armed one would not be due.
     assert.deepEqual(
       (await kit.state(TickTwin, "t-1")).ticks,
       [1, 2, 3, 4, 5, 6].map((n) => START + n * 10_000),

@@ -1,0 +1,211 @@
+import assert from "node:assert/strict";
+import { type Delivery, OutboxDispatcher } from "../../../../runtime/host/outbox-dispatcher.js";
+import type { OutboxEntry } from "../../../../runtime/host/outbox-entry.js";
+import { silentLogger } from "../../../../runtime/index.js";
+import { Keys } from "../../../../runtime/store/keys.js";
+import { type KeyRange, RocksStore } from "../../../../runtime/store/rocks-store.js";
+import { type TestScope, useTestScope } from "../../../harness/test-scope.js";
+import { waitFor } from "../../../harness/wait-for.js";
+
+const keys = new Keys();
+
+function entry(seq: number, toId = "sink-1", toKind = "sink"): OutboxEntry {
+  return { seq, fromKind: "forward", fromId: "f-1", toKind, toId, message: { n: seq } };
+}
+
+/** A dispatcher over a real store, with a deliverer the test steers and a record of what it did. */
+class Harness {
+  readonly delivered: number[] = [];
+  readonly offered: number[] = [];
+  readonly quarantined: { key: string; problem: string }[] = [];
+  readonly scans: KeyRange[] = [];
+  /** Targets whose mailbox is full. */
+  readonly busy = new Set<string>();
+  readonly unknownKinds = new Set<string>();
+  settledCalls = 0;
+  dispatcher!: OutboxDispatcher;
+
+  constructor(readonly store: RocksStore) {}
+
+  static async open(t: TestScope, options: { maxQueued?: number; retryMs?: number } = {}): Promise<Harness> {
+    const store = await RocksStore.open(t.tempDir("outbox"));
+    t.defer(() => store.close());
+    const h = new Harness(store);
+    const scan = store.scan.bind(store);
+    store.scan = (range, opts) => {
+      h.scans.push(range);
+      return scan(range, opts);
+    };
+    h.dispatcher = new OutboxDispatcher({
+      store,
+      keys,
+      log: silentLogger(),
+      deliver: (e) => h.deliver(e),
+      quarantine: async (key, _raw, problem) => {
+        h.quarantined.push({ key, problem });
+        await store.write([{ type: "del", key }]);
+      },
+      settled: () => {
+        h.settledCalls++;
+      },
+      maxQueued: options.maxQueued ?? 100,
+      retryMs: options.retryMs ?? 10,
+    });
+    t.defer(() => h.dispatcher.close());
+    return h;
+  }
+
+  private deliver(e: OutboxEntry): Delivery {
+    this.offered.push(e.seq);
+    if (this.unknownKinds.has(e.toKind)) return "unknown-kind";
+    if (this.busy.has(e.toId)) return "busy";
+    this.delivered.push(e.seq);
+    return "delivered";
+  }
+
+  /** Writes entries to the outbox as committed turns would. */
+  async persist(...entries: OutboxEntry[]): Promise<void> {
+    await this.store.write(entries.map((e) => ({ type: "put", key: keys.outbox(e.seq), value: JSON.stringify(e) })));
+  }
+
+  /** Commits the delivery of `seq`: its outbox entry is deleted and it is released. */
+  async commit(seq: number): Promise<void> {
+    await this.store.write([{ type: "del", key: keys.outbox(seq) }]);
+    this.dispatcher.released(seq, false);
+  }
+}
+
+describe("OutboxDispatcher", () => {
+  const t = useTestScope();
+
+  it("hands a committed message to its target at once and is idle once the delivery commits", async () => {
+    const h = await Harness.open(t);
+    await h.persist(entry(1));
+    h.dispatcher.enqueue(entry(1));
+    assert.deepEqual(h.delivered, [1]);
+    assert.equal(h.dispatcher.idle, false);
+    await h.commit(1);
+    assert.equal(h.dispatcher.idle, true);
+  });
+
+  it("redelivers at start-up what the outbox holds, once, in seq order", async () => {
+    const h = await Harness.open(t);
+    await h.persist(entry(3), entry(1, "sink-2"), entry(2));
+    h.dispatcher.start();
+    h.dispatcher.enqueue(entry(2)); // a commit racing the start-up scan
+    await waitFor(() => h.delivered.length === 3, { timeoutMs: 2_000, what: "three deliveries" });
+    await new Promise((r) => setTimeout(r, 30));
+    assert.deepEqual(
+      [...h.delivered].sort((a, b) => a - b),
+      [1, 2, 3],
+    );
+    assert.equal(h.delivered.length, 3, "a message was handed over twice");
+  });
+
+  it("holds back only a busy target's messages, in order, and offers them when a commit frees its mailbox", async () => {
+    const h = await Harness.open(t, { retryMs: 60_000 });
+    h.busy.add("hot");
+    for (let seq = 1; seq <= 5; seq++) h.dispatcher.enqueue(entry(seq, seq % 2 === 0 ? "cold" : "hot"));
+    assert.deepEqual(h.delivered, [2, 4]);
+    // While its first message waits, later ones for the same target are queued behind it without being offered.
+    assert.deepEqual(
+      h.offered.filter((s) => s % 2 === 1),
+      [1],
+    );
+    h.busy.delete("hot");
+    h.dispatcher.targetFreed("sink", "hot");
+    assert.deepEqual(h.delivered, [2, 4, 1, 3, 5]);
+  });
+
+  it("offers a busy target's messages again on the retry tick", async () => {
+    const h = await Harness.open(t, { retryMs: 10 });
+    h.busy.add("hot");
+    h.dispatcher.enqueue(entry(1, "hot"));
+    h.busy.delete("hot");
+    await waitFor(() => h.delivered.includes(1), { timeoutMs: 2_000, what: "the retry" });
+  });
+
+  it("offers a message again when its turn ended without a commit", async () => {
+    const h = await Harness.open(t, { retryMs: 10 });
+    await h.persist(entry(1));
+    h.dispatcher.enqueue(entry(1));
+    h.dispatcher.released(1, true);
+    await waitFor(() => h.delivered.length === 2, { timeoutMs: 2_000, what: "the second delivery" });
+    assert.deepEqual(h.delivered, [1, 1]);
+  });
+
+  it("keeps at most maxQueued in memory and reads the rest from where it stopped, never from the head again", async () => {
+    const h = await Harness.open(t, { maxQueued: 4, retryMs: 60_000 });
+    const all = Array.from({ length: 10 }, (_, i) => entry(i + 1, "hot"));
+    await h.persist(...all);
+    h.busy.add("hot");
+    h.dispatcher.start();
+    await waitFor(() => h.scans.length === 1 && h.dispatcher.counts.queued === 4, { timeoutMs: 2_000, what: "the first scan" });
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(h.scans.length, 1, "the outbox was read again while the busy target's queue was full");
+    h.busy.delete("hot");
+    h.dispatcher.targetFreed("sink", "hot");
+    assert.deepEqual(h.delivered, [1, 2, 3, 4]);
+    for (const seq of [1, 2, 3, 4]) await h.commit(seq);
+    await waitFor(() => h.delivered.length >= 8, { timeoutMs: 2_000, what: "the second scan" });
+    assert.equal(h.scans[1]?.gte, keys.outbox(5), "the second scan did not resume where the first stopped");
+    h.dispatcher.targetFreed("sink", "hot");
+    for (const seq of [5, 6, 7, 8]) await h.commit(seq);
+    await waitFor(() => h.delivered.length === 10, { timeoutMs: 2_000, what: "the last two" });
+    for (const seq of [9, 10]) await h.commit(seq);
+    await waitFor(() => h.dispatcher.idle, { timeoutMs: 2_000, what: "idle" });
+    assert.deepEqual(h.delivered, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  });
+
+  it("finds a message enqueued while memory was full even when its seq is below the last scan position", async () => {
+    const h = await Harness.open(t, { maxQueued: 2, retryMs: 60_000 });
+    h.busy.add("hot");
+    await h.persist(entry(10, "hot"), entry(11, "hot"));
+    h.dispatcher.start();
+    await waitFor(() => h.dispatcher.counts.queued === 2, { timeoutMs: 2_000, what: "the scan" });
+    // A dead letter requeued under its old seq while memory is full.
+    await h.persist(entry(3, "cold"));
+    h.dispatcher.enqueue(entry(3, "cold"));
+    assert.deepEqual(h.delivered, []);
+    h.busy.delete("hot");
+    h.dispatcher.targetFreed("sink", "hot");
+    await waitFor(() => h.delivered.includes(3), { timeoutMs: 2_000, what: "the requeued message" });
+  });
+
+  it("moves an entry that does not parse to quarantine once and delivers its neighbours", async () => {
+    const h = await Harness.open(t);
+    await h.persist(entry(1), entry(3));
+    await h.store.write([
+      { type: "put", key: keys.outbox(2), value: "{not json" },
+      { type: "put", key: keys.outbox(4), value: JSON.stringify({ ...entry(4), seq: 99 }) },
+    ]);
+    h.dispatcher.start();
+    await waitFor(() => h.quarantined.length === 2, { timeoutMs: 2_000, what: "quarantine" });
+    assert.deepEqual(h.delivered, [1, 3]);
+    assert.deepEqual(
+      h.quarantined.map((q) => q.key),
+      [keys.outbox(2), keys.outbox(4)],
+    );
+    assert.match(h.quarantined[0]?.problem ?? "", /not JSON/);
+    assert.match(h.quarantined[1]?.problem ?? "", /does not match/);
+  });
+
+  it("parks messages to a kind that is not loaded instead of offering them again, and stays idle", async () => {
+    const h = await Harness.open(t, { retryMs: 5 });
+    h.unknownKinds.add("gone");
+    h.dispatcher.enqueue(entry(1, "x", "gone"));
+    h.dispatcher.enqueue(entry(2, "y", "gone"));
+    await new Promise((r) => setTimeout(r, 40));
+    assert.deepEqual(h.offered, [1], "a parked kind's messages were offered again");
+    assert.deepEqual(h.dispatcher.counts, { queued: 0, inflight: 0, parked: 2 });
+    assert.equal(h.dispatcher.idle, true);
+  });
+
+  it("offers a busy target only its first waiting message per tick, however many wait", async () => {
+    const h = await Harness.open(t, { maxQueued: 50_000, retryMs: 60_000 });
+    h.busy.add("hot");
+    for (let seq = 1; seq <= 30_000; seq++) h.dispatcher.enqueue(entry(seq, "hot"));
+    assert.equal(h.offered.length, 1);
+    assert.equal(h.dispatcher.counts.queued, 30_000);
+  });
+});
