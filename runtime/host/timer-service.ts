@@ -25,7 +25,8 @@ export class TimerService {
   private loop: NodeJS.Timeout | undefined;
   private scanning: Promise<number> | undefined;
   private closed = false;
-  private unknownKinds = new Set<string>();
+  /** Due timers of kinds not loaded here, by kind: passed over, not fired. */
+  private readonly parked = new Map<string, number>();
   private armedDuringScan = Number.POSITIVE_INFINITY;
 
   constructor(
@@ -99,12 +100,13 @@ export class TimerService {
           break outer;
         }
         if (!this.post(timer.kind, timer.id, timer.name, timer.dueMs, key)) {
-          // Its kind is not loaded on this node: leave it for a node (or restart) that has it.
-          if (!this.unknownKinds.has(timer.kind)) {
-            this.unknownKinds.add(timer.kind);
-            this.log.warn({ kind: timer.kind }, "timers of an unknown twin kind are due; they wait until the kind is loaded");
-          }
-          newFloor ??= timer.dueMs;
+          // Its kind is not loaded on this node: it is parked, left in the index, and does not
+          // hold the floor (which would make every poll read it again); it fires when the node
+          // restarts with its kind (the first scan then starts from the index's head).
+          const parked = this.parked.get(timer.kind) ?? 0;
+          if (parked === 0)
+            this.log.warn({ kind: timer.kind }, "timers of a twin kind that is not loaded are due; they fire when the node restarts with that kind");
+          this.parked.set(timer.kind, parked + 1);
           continue;
         }
         this.inflight.add(key);
@@ -116,6 +118,13 @@ export class TimerService {
     this.floorMs = Math.min(newFloor ?? Math.max(this.floorMs, nowMs + 1), this.armedDuringScan);
     this.armedDuringScan = Number.POSITIVE_INFINITY;
     return posted;
+  }
+
+  /** Timers in flight, and due timers passed over because their kind is not loaded. */
+  get counts(): { inflight: number; parked: number } {
+    let parked = 0;
+    for (const n of this.parked.values()) parked += n;
+    return { inflight: this.inflight.size, parked };
   }
 
   /** The earliest pending timer's due time. */
