@@ -1193,6 +1193,7 @@ export class TwinHost {
         this.log.info("disk accepts writes again; serving");
         this.servingChanged();
       } catch (probeErr) {
+        if (this.closing) return;
         this.log.debug({ err: probeErr }, "disk still refuses writes");
         this.probeTimer = setTimeout(() => void probe(), 1_000);
         this.probeTimer.unref();

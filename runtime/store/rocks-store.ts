@@ -142,6 +142,12 @@ function promisify<T>(fn: (cb: Callback<T>) => void): Promise<T> {
 export class RocksStore {
   private closed = false;
   private reopening = false;
+  /** The reopen in progress. */
+  private reopened: Promise<void> | undefined;
+  /** The close in progress or done. */
+  private closing: Promise<void> | undefined;
+  /** False between a reopen's close and its open, and after close. */
+  private dbOpen = true;
 
   private constructor(
     private db: LevelDown,
@@ -311,14 +317,20 @@ export class RocksStore {
     // The native calls made directly below must never reach a closed handle (it would crash
     // the process, not fail): they are refused until the new handle is open.
     this.reopening = true;
-    try {
-      await promisify<void>((cb) => this.db.close(cb));
-      const db = leveldown(this.path);
-      await openDb(db, false, this.options);
-      this.db = db;
-    } finally {
-      this.reopening = false;
-    }
+    this.reopened ??= (async () => {
+      try {
+        await promisify<void>((cb) => this.db.close(cb));
+        this.dbOpen = false;
+        const db = leveldown(this.path);
+        await openDb(db, false, this.options);
+        this.db = db;
+        this.dbOpen = true;
+      } finally {
+        this.reopening = false;
+        this.reopened = undefined;
+      }
+    })();
+    return this.reopened;
   }
 
   /** Reads one key; `undefined` when absent. */
@@ -407,8 +419,15 @@ export class RocksStore {
 
   /** Closes the database; idempotent. Callers end their scans first. */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await promisify<void>((cb) => this.db.close(cb));
+    if (!this.closed) {
+      this.closed = true;
+      this.closing = (async () => {
+        // A reopen in progress finishes first, so its new handle is the one closed.
+        await this.reopened?.catch(() => undefined);
+        if (this.dbOpen) await promisify<void>((cb) => this.db.close(cb));
+        this.dbOpen = false;
+      })();
+    }
+    await this.closing;
   }
 }
