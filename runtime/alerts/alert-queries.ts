@@ -97,7 +97,7 @@ export class AlertQueries {
    * The cursor is the alert log's last committed position read before the page: watching from
    * it misses no change after the listing; it may repeat a change that committed while the page
    * was read (the page is re-read, up to a few times, to make that rare).
-   * @throws InvalidArgumentError (BAD_FILTER, BAD_PAGE_TOKEN, BAD_PAGE_SIZE)
+   * @throws InvalidArgumentError (BAD_FILTER, BAD_PAGE_TOKEN)
    */
   async list(req: AlertListing): Promise<AlertPage> {
     const filter = CelFilter.compile(req.filter ?? "", ALERT_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });

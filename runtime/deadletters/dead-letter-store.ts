@@ -27,6 +27,9 @@ const WRITE_BATCH = 500;
 /** Most ids one retry or delete may name. */
 export const MAX_DEAD_LETTER_IDS = 1_000;
 
+/** The last dead letter id handed out, kept when the newest letters are gone. */
+const DEAD_LETTER_SEQ_KEY = "\u0000meta\u0000dead-letter-seq";
+
 /** What the store needs of its node. */
 export interface DeadLetterStoreConfig {
   readonly store: RocksStore;
@@ -89,21 +92,27 @@ export class DeadLetterStore {
 
   /** Reads the last dead letter seq and starts the retention loop. */
   async start(): Promise<void> {
+    // The newest dead letters may have been retried, deleted or trimmed: the mark keeps their
+    // ids from being handed out again (an operator's stale `retry 17` must not hit another letter).
+    this.nextSeq = Number(await this.store.get(DEAD_LETTER_SEQ_KEY)) || 0;
     for await (const chunk of this.store.scan({ ...this.keys.deadLetterRange(), limit: 1, reverse: true }, { values: false })) {
       const key = chunk[0]?.[0];
-      if (key !== undefined) this.nextSeq = this.keys.deadLetterSeqOf(key);
+      if (key !== undefined) this.nextSeq = Math.max(this.nextSeq, this.keys.deadLetterSeqOf(key));
     }
     this.sweepTimer = setInterval(() => this.sweepSoon(), this.config.sweepMs);
     this.sweepTimer.unref();
   }
 
   /**
-   * The write that records a failed delivery of `entry`; the caller adds it to the batch that
-   * removes the entry from the outbox.
+   * The writes that record a failed delivery of `entry` (the dead letter and the id mark); the
+   * caller adds them to the batch that removes the entry from the outbox.
    */
-  record(entry: OutboxEntry, reason: string, errorMessage: string): BatchOp {
+  record(entry: OutboxEntry, reason: string, errorMessage: string): BatchOp[] {
     const seq = ++this.nextSeq;
-    return { type: "put", key: this.keys.deadLetter(seq), value: encodeDeadLetter(entry, reason, errorMessage, this.config.clock.nowMs()) };
+    return [
+      { type: "put", key: this.keys.deadLetter(seq), value: encodeDeadLetter(entry, reason, errorMessage, this.config.clock.nowMs()) },
+      { type: "put", key: DEAD_LETTER_SEQ_KEY, value: String(seq) },
+    ];
   }
 
   /**
@@ -158,9 +167,10 @@ export class DeadLetterStore {
   }
 
   /**
-   * Puts the selected dead letters back into the outbox and removes them, one atomic batch per
-   * {@link WRITE_BATCH}. Named ids must all exist and target loaded kinds, or nothing is retried;
-   * with `all`, dead letters whose target kind is not loaded are left in place and counted.
+   * Puts the selected dead letters back into the outbox and removes them. Named ids must all
+   * exist and target loaded kinds, and are retried in one atomic batch, or nothing is retried;
+   * with `all`, one batch per {@link WRITE_BATCH}, and dead letters whose target kind is not
+   * loaded are left in place and counted.
    * @throws InvalidArgumentError (BAD_FIELD), DeadLetterNotFoundError, UnknownKindError, UnavailableError (COMMIT_FAILED)
    */
   retry(selection: DeadLetterSelection, signal?: AbortSignal): Promise<{ retried: number; skipped: number }> {
@@ -181,9 +191,9 @@ export class DeadLetterStore {
       };
       if ("ids" in selection) {
         const letters = await this.named(selection.ids, true);
-        // Checked before anything is written: a retry by ids is all or nothing.
+        // Checked before anything is written, and written in one batch: a retry by ids is all or nothing.
         for (const d of letters) this.config.registry.get(d.toKind);
-        for (let i = 0; i < letters.length; i += WRITE_BATCH) await requeue(letters.slice(i, i + WRITE_BATCH));
+        await requeue(letters);
       } else {
         await this.forEachBatch(selection.filter, signal, async (letters) => {
           const loaded = letters.filter((d) => this.config.registry.find(d.toKind) !== undefined);
@@ -210,8 +220,7 @@ export class DeadLetterStore {
         deleted += letters.length;
       };
       if ("ids" in selection) {
-        const letters = await this.named(selection.ids, false);
-        for (let i = 0; i < letters.length; i += WRITE_BATCH) await remove(letters.slice(i, i + WRITE_BATCH));
+        await remove(await this.named(selection.ids, false));
       } else {
         await this.forEachBatch(selection.filter, signal, async (letters) => {
           await remove(letters);

@@ -1,5 +1,5 @@
 import type { OutboxEntry } from "../host/outbox-entry.js";
-import type { JsonObject } from "../util/json.js";
+import { isPlainObject, type JsonObject } from "../util/json.js";
 
 /**
  * A message between twins (`ctx.send`) that could not be delivered, kept for a person to inspect,
@@ -7,7 +7,7 @@ import type { JsonObject } from "../util/json.js";
  * outbox, so a message is always in exactly one of the two.
  */
 export interface DeadLetter {
-  /** Its id on this node: the decimal dead letter seq (1, 2, 3, …; later ones died later). */
+  /** Its id on this node: the decimal dead letter seq (1, 2, 3, …; later ones died later; never reused). */
   readonly id: string;
   /** Why delivery failed: a stable code (`HANDLER_FAILED`, `TURN_TIMEOUT`, `NO_MESSAGE_HANDLER`, …). */
   readonly reason: string;
@@ -81,10 +81,29 @@ export function encodeDeadLetter(entry: OutboxEntry, reason: string, errorMessag
 /**
  * Reads a stored dead letter, in the current or the legacy form.
  * @param outboxSeqOf - reads the seq of a legacy `outboxKey`.
- * @throws SyntaxError on a record that is not JSON.
+ * A record that is not a JSON object reads as an `UNREADABLE` letter with its raw text.
  */
 export function decodeDeadLetter(seq: number, raw: string, outboxSeqOf: (key: string) => number): DeadLetter {
-  const value = JSON.parse(raw) as Partial<StoredDeadLetter> & Partial<LegacyDeadLetter>;
+  let value: Partial<StoredDeadLetter> & Partial<LegacyDeadLetter>;
+  try {
+    value = JSON.parse(raw) as Partial<StoredDeadLetter> & Partial<LegacyDeadLetter>;
+    if (!isPlainObject(value)) throw new SyntaxError("not a JSON object");
+  } catch (err) {
+    // A damaged record must not block listing, retention or the other letters: it reads as a
+    // letter that can be shown and deleted, not retried (it has no target).
+    return {
+      id: String(seq),
+      reason: "UNREADABLE",
+      errorMessage: `the stored dead letter could not be read (${(err as Error).message}); its raw text is in message.raw`,
+      deadAtMs: 0,
+      fromKind: "",
+      fromId: "",
+      toKind: "",
+      toId: "",
+      message: { raw },
+      outboxSeq: 0,
+    };
+  }
   if (value.o === undefined) {
     return {
       id: String(seq),

@@ -153,7 +153,9 @@ export class OutboxDispatcher {
       list = [];
       this.waiting.set(target, list);
     }
-    list.push(entry);
+    // Offered again after a failed turn, it goes back before later messages to the same twin.
+    if (deliverNow) list.push(entry);
+    else insertBySeq(list, entry);
     this.queued.add(entry.seq);
     if (deliverNow && list.length === 1) this.offer(target, list);
     if (this.waiting.has(target)) this.scheduleRetry();
@@ -266,6 +268,12 @@ export class OutboxDispatcher {
     }, this.retryMs);
     this.rescanTimer.unref();
   }
+}
+
+function insertBySeq(list: OutboxEntry[], entry: OutboxEntry): void {
+  let i = list.length;
+  while (i > 0 && (list[i - 1] as OutboxEntry).seq > entry.seq) i--;
+  list.splice(i, 0, entry);
 }
 
 function targetKey(kind: string, id: string): string {

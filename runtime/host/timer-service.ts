@@ -25,8 +25,8 @@ export class TimerService {
   private loop: NodeJS.Timeout | undefined;
   private scanning: Promise<number> | undefined;
   private closed = false;
-  /** Due timers of kinds not loaded here, by kind: passed over, not fired. */
-  private readonly parked = new Map<string, number>();
+  /** Kinds not loaded here whose due timers were passed over, not fired. */
+  private readonly parked = new Set<string>();
   private armedDuringScan = Number.POSITIVE_INFINITY;
 
   constructor(
@@ -103,10 +103,10 @@ export class TimerService {
           // Its kind is not loaded on this node: it is parked, left in the index, and does not
           // hold the floor (which would make every poll read it again); it fires when the node
           // restarts with its kind (the first scan then starts from the index's head).
-          const parked = this.parked.get(timer.kind) ?? 0;
-          if (parked === 0)
+          if (!this.parked.has(timer.kind)) {
+            this.parked.add(timer.kind);
             this.log.warn({ kind: timer.kind }, "timers of a twin kind that is not loaded are due; they fire when the node restarts with that kind");
-          this.parked.set(timer.kind, parked + 1);
+          }
           continue;
         }
         this.inflight.add(key);
@@ -120,11 +120,9 @@ export class TimerService {
     return posted;
   }
 
-  /** Timers in flight, and due timers passed over because their kind is not loaded. */
-  get counts(): { inflight: number; parked: number } {
-    let parked = 0;
-    for (const n of this.parked.values()) parked += n;
-    return { inflight: this.inflight.size, parked };
+  /** Timers in flight, and the kinds whose due timers were passed over because they are not loaded. */
+  get counts(): { inflight: number; parkedKinds: string[] } {
+    return { inflight: this.inflight.size, parkedKinds: [...this.parked] };
   }
 
   /** The earliest pending timer's due time. */

@@ -714,7 +714,7 @@ export class TwinHost {
       );
     }
     if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
-      if (msg.outboxKey !== undefined) group.ops.push({ type: "del", key: msg.outboxKey });
+      if (msg.outbox !== undefined) group.ops.push({ type: "del", key: this.keys.outbox(msg.outbox.seq) });
       this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
       return undefined;
     }
@@ -730,7 +730,7 @@ export class TwinHost {
       (ctx) => handler.call(instance, msg.message, ctx),
       (g) => {
         if (msg.messageId !== undefined) rememberDelivery(rec, msg.messageId, INBOX_REMEMBER);
-        if (msg.outboxKey !== undefined) g.ops.push({ type: "del", key: msg.outboxKey });
+        if (msg.outbox !== undefined) g.ops.push({ type: "del", key: this.keys.outbox(msg.outbox.seq) });
       },
     );
   }
@@ -896,7 +896,7 @@ export class TwinHost {
       next.timersDone.push(msg.indexKey);
       this.ackAfterCommit(msg, internal);
       this.pipeline.schedule();
-    } else if (msg.type === "message" && msg.outboxKey !== undefined) {
+    } else if (msg.type === "message" && msg.outbox !== undefined) {
       this.deadLetter(msg, "INTERNAL", internal.message as string);
       this.pipeline.schedule();
     } else this.finish(msg, internal);
@@ -1007,7 +1007,7 @@ export class TwinHost {
       return;
     }
     this.metrics.rejected++;
-    if (msg.type === "message" && msg.outboxKey !== undefined) {
+    if (msg.type === "message" && msg.outbox !== undefined) {
       this.deadLetter(msg, reason, message);
       return;
     }
@@ -1017,7 +1017,7 @@ export class TwinHost {
   /** Refuses a message for good; one from the outbox moves to the dead letters (answered when that commits). */
   private reject(msg: TwinMessage, reason: string, message: string): undefined {
     this.metrics.rejected++;
-    if (msg.type === "message" && msg.outboxKey !== undefined) this.deadLetter(msg, reason, message);
+    if (msg.type === "message" && msg.outbox !== undefined) this.deadLetter(msg, reason, message);
     else this.finish(msg, { status: "rejected", reason, message, retryable: false });
     return undefined;
   }
@@ -1028,10 +1028,10 @@ export class TwinHost {
    * rescan reading the outbox before then must not queue it again.
    */
   private deadLetter(msg: UserMessage, reason: string, message: string): void {
-    if (msg.outboxKey === undefined || msg.outbox === undefined) return;
+    const { outbox } = msg;
+    if (outbox === undefined) throw new Error("deadLetter() called for a message that did not come from the outbox");
     const group = this.pipeline.current;
-    group.ops.push({ type: "del", key: msg.outboxKey });
-    group.ops.push(this.deadLetters.record(msg.outbox, reason, message));
+    group.ops.push({ type: "del", key: this.keys.outbox(outbox.seq) }, ...this.deadLetters.record(outbox, reason, message));
     this.metrics.deadLetters++;
     this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
   }
@@ -1248,7 +1248,7 @@ export class TwinHost {
     if (existing !== undefined && existing.queued >= this.options.mailboxDepth) return "busy";
     const act = this.activate(target, entry.toId, key);
     const sink: OutcomeSink = { complete: () => undefined };
-    act.post({ type: "message", message: entry.message, messageId: `o:${entry.seq}`, outboxKey: this.keys.outbox(entry.seq), outbox: entry, sink, index: 0 });
+    act.post({ type: "message", message: entry.message, messageId: `o:${entry.seq}`, outbox: entry, sink, index: 0 });
     this.schedule(act);
     return "delivered";
   }
@@ -1256,8 +1256,8 @@ export class TwinHost {
   /** Moves an outbox entry that does not parse to the dead letters, in one batch with its delete. */
   private async quarantineOutboxEntry(key: string, raw: string, problem: string): Promise<void> {
     const seq = this.keys.outboxSeqOf(key);
-    const stand: OutboxEntry = { seq, fromKind: "", fromId: "", toKind: "", toId: "", message: { unreadable: raw.slice(0, 1_000) } };
-    await this.store.write([{ type: "del", key }, this.deadLetters.record(stand, "UNREADABLE_MESSAGE", `the outbox entry could not be read: ${problem}`)]);
+    const stand: OutboxEntry = { seq, fromKind: "", fromId: "", toKind: "", toId: "", message: { unreadable: raw } };
+    await this.store.write([{ type: "del", key }, ...this.deadLetters.record(stand, "UNREADABLE_MESSAGE", `the outbox entry could not be read: ${problem}`)]);
     this.metrics.deadLetters++;
   }
 

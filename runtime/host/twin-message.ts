@@ -40,9 +40,10 @@ export interface UserMessage extends Base {
   readonly message: JsonObject;
   /** Dedupe id: `o:<outbox seq>` or `k:<idempotency key>`. */
   readonly messageId?: string;
-  /** The outbox entry to delete when this delivery commits. */
-  readonly outboxKey?: string;
-  /** That outbox entry (sender, target, message), for the dead letter when delivery fails. */
+  /**
+   * The outbox entry this delivers (sender, target, message), absent for `SendToTwin`: deleted
+   * when the delivery commits, moved to the dead letters when it fails.
+   */
   readonly outbox?: OutboxEntry;
 }
 /** A due timer. */

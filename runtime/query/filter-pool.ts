@@ -1,5 +1,5 @@
 import { Worker } from "node:worker_threads";
-import { QueryLimitError } from "../errors.js";
+import { QueryLimitError, UnavailableError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { FilterJob, FilterReply, FilterWorkerMessage, PostedFilterJob } from "./filter-job.js";
 
@@ -53,6 +53,8 @@ export class FilterPool {
   private readonly queue: Pending[] = [];
   private nextJobId = 1;
   private closed = false;
+  /** Workers being terminated; close() waits for them. */
+  private readonly terminating: Promise<number>[] = [];
 
   constructor(private readonly options: FilterPoolOptions) {
     this.slots = Array.from({ length: options.workers }, () => ({ worker: undefined, running: undefined }));
@@ -62,10 +64,10 @@ export class FilterPool {
    * Evaluates `job` on a worker.
    * @throws QueryLimitError `QUERY_QUEUE_FULL` when the queue is full, `FILTER_COST_EXCEEDED` when
    *   the filter overspent on an input, `FILTER_MEMORY_EXCEEDED` when the worker ran out of heap;
-   *   the signal's reason when it aborts first; an Error when the pool is closed.
+   *   the signal's reason when it aborts first; UnavailableError `SHUTTING_DOWN` when the pool is closed.
    */
   run(job: FilterJob, signal?: AbortSignal): Promise<FilterReply> {
-    if (this.closed) return Promise.reject(new Error("filter pool is closed"));
+    if (this.closed) return Promise.reject(poolClosed());
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.queue.length >= this.options.maxQueued && this.slots.every((s) => s.running !== undefined)) {
       return Promise.reject(
@@ -94,7 +96,7 @@ export class FilterPool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const failure = new Error("filter pool is closed");
+    const failure = poolClosed();
     for (const pending of this.queue.splice(0)) this.settle(pending, failure);
     const exits: Promise<number>[] = [];
     for (const slot of this.slots) {
@@ -103,6 +105,7 @@ export class FilterPool {
       if (slot.worker !== undefined) exits.push(slot.worker.terminate());
       slot.worker = undefined;
     }
+    exits.push(...this.terminating.splice(0));
     await Promise.all(exits);
   }
 
@@ -113,6 +116,8 @@ export class FilterPool {
       const pending = this.queue.shift() as Pending;
       slot.running = pending;
       slot.worker ??= this.startWorker(slot);
+      // A running job keeps the process alive (an embedder may await nothing else); an idle worker does not.
+      slot.worker.ref();
       slot.worker.postMessage(pending.job);
     }
   }
@@ -126,6 +131,7 @@ export class FilterPool {
       const pending = slot.running;
       if (slot.worker !== worker || pending === undefined || pending.job.jobId !== message.jobId) return;
       slot.running = undefined;
+      worker.unref();
       this.stats.completed++;
       if ("failure" in message) this.settle(pending, new Error(`filter worker failed: ${message.failure}`));
       else if ("exceeded" in message) this.settle(pending, new QueryLimitError("FILTER_COST_EXCEEDED", "maxFilterCost", message.exceeded));
@@ -169,8 +175,15 @@ export class FilterPool {
     slot.worker = undefined;
     slot.running = undefined;
     this.stats.terminated++;
-    this.options.log.info({ jobId: pending.job.jobId }, "filter worker terminated: its query was cancelled or passed its deadline");
-    void worker?.terminate();
+    this.options.log.debug({ jobId: pending.job.jobId }, "filter worker terminated: its query was cancelled or passed its deadline");
+    if (worker !== undefined) {
+      const exit = worker.terminate();
+      this.terminating.push(exit);
+      void exit.finally(() => {
+        const i = this.terminating.indexOf(exit);
+        if (i !== -1) void this.terminating.splice(i, 1);
+      });
+    }
     this.settle(pending, pending.signal?.reason);
     this.dispatch();
   }
@@ -180,4 +193,8 @@ export class FilterPool {
     if (reply !== undefined) pending.resolve(reply);
     else pending.reject(err);
   }
+}
+
+function poolClosed(): UnavailableError {
+  return new UnavailableError("SHUTTING_DOWN", "the node is shutting down and stopped evaluating filters; retry on another node or after it restarts");
 }

@@ -169,6 +169,40 @@ describe("DeadLetterService (dead letters)", () => {
     );
   });
 
+  it("never hands out a dead letter id again, also after the newest letters were deleted and the node restarted", async () => {
+    const first = await start(t);
+    await deadLettersFor(first, "picky-1", ["p-1", "p-2"]);
+    const before = await allDeadLetters(first.client);
+    await first.client.deleteDeadLetters({ ids: [before[1]?.id ?? ""] });
+    const node = await first.restart();
+    await deadLettersFor(node, "picky-1", ["p-3"]);
+    const after = await allDeadLetters(node.client);
+    assert.deepEqual(
+      after.map((d) => d.fromId),
+      ["p-1", "p-3"],
+    );
+    assert.ok(!before.some((d) => d.id === after[1]?.id), `the new dead letter reused the id ${after[1]?.id} of a deleted one`);
+  });
+
+  it("lists, trims and deletes around a damaged dead letter record, showing it as UNREADABLE with its raw text", async () => {
+    const node = await start(t);
+    await deadLettersFor(node, "picky-1", ["p-1"]);
+    const { host, store } = node.node.runtime;
+    await store.write([{ type: "put", key: host.keys.deadLetter(1_000), value: "{torn" }]);
+    const all = await allDeadLetters(node.client);
+    assert.deepEqual(
+      all.map((d) => d.reason),
+      ["HANDLER_FAILED", "UNREADABLE"],
+    );
+    assert.deepEqual(all[1]?.message, { raw: "{torn" });
+    const retried = await node.client.retryDeadLetters({ all: true });
+    assert.deepEqual([retried.retriedCount, retried.skippedCount], [1n, 1n]);
+    await waitFor(() => host.metrics.deadLetters === 2, { timeoutMs: 10_000, what: "the retried message to fail again" });
+    await host.whenIdle();
+    assert.equal((await node.client.deleteDeadLetters({ all: true })).deletedCount, 2n);
+    assert.deepEqual(await allDeadLetters(node.client), []);
+  });
+
   it("keeps a dead letter whose target kind is not loaded, refusing a retry by id and skipping it in a retry of all", async () => {
     const first = await start(t);
     await deadLettersFor(first, "picky-1", ["p-1"]);

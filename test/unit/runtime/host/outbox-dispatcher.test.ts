@@ -88,18 +88,19 @@ describe("OutboxDispatcher", () => {
     assert.equal(h.dispatcher.idle, true);
   });
 
-  it("redelivers at start-up what the outbox holds, once, in seq order", async () => {
+  it("redelivers at start-up what the outbox holds, each message once", async () => {
     const h = await Harness.open(t);
     await h.persist(entry(3), entry(1, "sink-2"), entry(2));
     h.dispatcher.start();
     h.dispatcher.enqueue(entry(2)); // a commit racing the start-up scan
     await waitFor(() => h.delivered.length === 3, { timeoutMs: 2_000, what: "three deliveries" });
-    await new Promise((r) => setTimeout(r, 30));
+    for (const seq of [1, 2, 3]) await h.commit(seq);
+    await waitFor(() => h.dispatcher.idle, { timeoutMs: 2_000, what: "idle" });
     assert.deepEqual(
       [...h.delivered].sort((a, b) => a - b),
       [1, 2, 3],
+      "a message was handed over twice or not at all",
     );
-    assert.equal(h.delivered.length, 3, "a message was handed over twice");
   });
 
   it("holds back only a busy target's messages, in order, and offers them when a commit frees its mailbox", async () => {
@@ -125,6 +126,17 @@ describe("OutboxDispatcher", () => {
     await waitFor(() => h.delivered.includes(1), { timeoutMs: 2_000, what: "the retry" });
   });
 
+  it("offers a message again, before later ones to the same twin, when its turn ended without a commit", async () => {
+    const h = await Harness.open(t, { retryMs: 10 });
+    h.dispatcher.enqueue(entry(1, "hot"));
+    h.busy.add("hot");
+    h.dispatcher.enqueue(entry(2, "hot"));
+    h.dispatcher.released(1, true);
+    h.busy.delete("hot");
+    h.dispatcher.targetFreed("sink", "hot");
+    assert.deepEqual(h.delivered, [1, 1, 2]);
+  });
+
   it("offers a message again when its turn ended without a commit", async () => {
     const h = await Harness.open(t, { retryMs: 10 });
     await h.persist(entry(1));
@@ -141,7 +153,7 @@ describe("OutboxDispatcher", () => {
     h.busy.add("hot");
     h.dispatcher.start();
     await waitFor(() => h.scans.length === 1 && h.dispatcher.counts.queued === 4, { timeoutMs: 2_000, what: "the first scan" });
-    await new Promise((r) => setTimeout(r, 30));
+    h.dispatcher.targetFreed("sink", "hot"); // still busy: nothing moves
     assert.equal(h.scans.length, 1, "the outbox was read again while the busy target's queue was full");
     h.busy.delete("hot");
     h.dispatcher.targetFreed("sink", "hot");
@@ -195,8 +207,18 @@ describe("OutboxDispatcher", () => {
     h.unknownKinds.add("gone");
     h.dispatcher.enqueue(entry(1, "x", "gone"));
     h.dispatcher.enqueue(entry(2, "y", "gone"));
-    await new Promise((r) => setTimeout(r, 40));
-    assert.deepEqual(h.offered, [1], "a parked kind's messages were offered again");
+    // A busy target's message shows when retry ticks have run.
+    h.busy.add("hot");
+    h.dispatcher.enqueue(entry(3, "hot"));
+    await waitFor(() => h.offered.filter((s) => s === 3).length >= 3, { timeoutMs: 2_000, what: "two retry ticks" });
+    h.busy.delete("hot");
+    await waitFor(() => h.delivered.includes(3), { timeoutMs: 2_000, what: "the busy message" });
+    await h.commit(3);
+    assert.deepEqual(
+      h.offered.filter((s) => s !== 3),
+      [1],
+      "a parked kind's messages were offered again",
+    );
     assert.deepEqual(h.dispatcher.counts, { queued: 0, inflight: 0, parked: 2 });
     assert.equal(h.dispatcher.idle, true);
   });
