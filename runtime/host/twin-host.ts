@@ -1,7 +1,6 @@
 import type { Logger } from "pino";
-import { type Alert, AlertState, alertId } from "../alerts/alert.js";
+import { type Alert, AlertState } from "../alerts/alert.js";
 import { AlertFeed } from "../alerts/alert-feed.js";
-import { resolvedAlertIndexOp } from "../alerts/alert-retention.js";
 import type { Clock } from "../clock.js";
 import { DeadLetterStore } from "../deadletters/dead-letter-store.js";
 import {
@@ -18,7 +17,7 @@ import {
 } from "../errors.js";
 import type { PageTokens } from "../query/page-token.js";
 import { Keys } from "../store/keys.js";
-import type { BatchOp, RocksStore } from "../store/rocks-store.js";
+import type { RocksStore } from "../store/rocks-store.js";
 import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
 import { checkJsonInput } from "../util/json-input.js";
 import { Activation } from "./activation.js";
@@ -33,6 +32,7 @@ import type { OutboxEntry } from "./outbox-entry.js";
 import { PendingBatch } from "./pending-batch.js";
 import { TimerService } from "./timer-service.js";
 import { TurnContext, type TurnServices } from "./turn-context.js";
+import { TurnEffects } from "./turn-effects.js";
 import { deletedKey, deletedSeq, forgetTwin, type TwinDeletion } from "./twin-deletion.js";
 import type { ControlMessage, OutcomeSink, TimerMessage, TurnOutcome, TwinMessage, UserMessage } from "./twin-message.js";
 import { checkSeq, markSeq, parseMeta, parseRecord, readState, rememberDelivery, SeqCheck, type TwinRecordData, wasDelivered } from "./twin-record.js";
@@ -75,7 +75,6 @@ const INBOX_REMEMBER = 128;
 /** Turns run back to back on one twin before yielding the event loop to others. */
 const TURNS_PER_SLICE = 64;
 const ACCEPTED: TurnOutcome = Object.freeze({ status: "accepted" });
-const OUTBOX_SEQ_KEY = "\u0000meta\u0000outbox-seq";
 const RELOADED: TurnOutcome = Object.freeze({
   status: "rejected",
   reason: "COMMIT_FAILED",
@@ -115,6 +114,7 @@ export class TwinHost {
   private readonly services: TurnServices;
   private readonly timers: TimerService;
   private readonly outbox: OutboxDispatcher;
+  private readonly effects: TurnEffects;
   /** Undeliverable messages: written here when a delivery fails; listed, retried and trimmed by their store. */
   readonly deadLetters: DeadLetterStore;
   private toLoad: Activation[] = [];
@@ -122,11 +122,8 @@ export class TwinHost {
   private readonly reloadAfterWrite = new Set<string>();
   private reloadBarrier: Promise<void> = Promise.resolve();
   private inflight = 0;
-  private nextLogSeq = 0;
-  private nextOutboxSeq = 0;
   private readOnly: Error | undefined;
   private closing = false;
-  private trimming = false;
   private closed: Promise<void> | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
@@ -152,6 +149,15 @@ export class TwinHost {
     this.timers = new TimerService(this.store, this.keys, this.clock, this.log, this.options, (kind, id, name, dueMs, indexKey) =>
       this.postTimer(kind, id, name, dueMs, indexKey),
     );
+    this.effects = new TurnEffects({
+      store: this.store,
+      keys: this.keys,
+      clock: this.clock,
+      log: this.log,
+      alerts: this.alerts,
+      metrics: this.metrics,
+      options: this.options,
+    });
     this.outbox = new OutboxDispatcher({
       store: this.store,
       keys: this.keys,
@@ -178,28 +184,12 @@ export class TwinHost {
 
   /** Reads the log positions, redelivers the outbox, and starts the timer and idle loops. */
   async start(): Promise<void> {
-    const lastLog = await this.lastKey(this.keys.alertLogRange(0));
-    const firstLog = await this.firstKey(this.keys.alertLogRange(0));
-    this.nextLogSeq = lastLog === undefined ? 0 : this.keys.alertLogSeqOf(lastLog);
-    this.alerts.lastSeq = this.nextLogSeq;
-    this.alerts.firstSeq = firstLog === undefined ? this.nextLogSeq + 1 : this.keys.alertLogSeqOf(firstLog);
-    const lastOutbox = await this.lastKey(this.keys.outboxRange());
-    const outboxMark = Number(await this.store.get(OUTBOX_SEQ_KEY)) || 0;
-    this.nextOutboxSeq = Math.max(lastOutbox === undefined ? 0 : this.keys.outboxSeqOf(lastOutbox), outboxMark);
+    await this.effects.start();
     await this.deadLetters.start();
     this.outbox.start();
     this.timers.start();
     this.sweepTimer = setInterval(() => this.sweepIdle(), Math.min(this.options.idleTimeoutMs, 10_000));
     this.sweepTimer.unref();
-  }
-
-  private async lastKey(range: { gte: string; lt: string }): Promise<string | undefined> {
-    for await (const chunk of this.store.scan({ ...range, limit: 1, reverse: true }, { values: false })) return chunk[0]?.[0];
-    return undefined;
-  }
-  private async firstKey(range: { gte: string; lt: string }): Promise<string | undefined> {
-    for await (const chunk of this.store.scan({ ...range, limit: 1 }, { values: false })) return chunk[0]?.[0];
-    return undefined;
   }
 
   /** The registered kinds. */
@@ -772,7 +762,7 @@ export class TwinHost {
       const forgotten = forgetTwin(rec, msg.keepTombstone === true, INBOX_REMEMBER);
       if (forgotten.changed) {
         for (const [name, due] of Object.entries(forgotten.timers)) group.ops.push({ type: "del", key: this.keys.timer(due, act.entry.kind, act.id, name) });
-        for (const alert of forgotten.alerts) this.logAlert(group, { ...alert, state: AlertState.RESOLVED, updatedAt: nowMs });
+        for (const alert of forgotten.alerts) this.effects.logAlert(group, { ...alert, state: AlertState.RESOLVED, updatedAt: nowMs });
         act.state = undefined;
         act.stateJson = undefined;
         this.pipeline.touch(act);
@@ -784,8 +774,8 @@ export class TwinHost {
     if (alert !== undefined && (msg.op === "resolve-alert" || alert.state === AlertState.OPEN)) {
       const state = msg.op === "resolve-alert" ? AlertState.RESOLVED : AlertState.ACKNOWLEDGED;
       const changed: Alert = { ...alert, state, updatedAt: nowMs };
-      const stored = this.logAlert(group, changed);
-      if (state === AlertState.RESOLVED) this.dropAlert(rec, alert.code);
+      const stored = this.effects.logAlert(group, changed);
+      if (state === AlertState.RESOLVED) this.effects.dropAlert(rec, alert.code);
       else (rec.alerts as Record<string, Alert>)[alert.code] = stored;
       rec.ver++; // the record changed: replicas compare versions
       this.pipeline.touch(act);
@@ -947,25 +937,7 @@ export class TwinHost {
     meta?.(group);
     act.state = ctx.state;
     act.stateJson = json;
-    if (ctx.alerts !== undefined) this.applyAlerts(act, rec, ctx, group);
-    if (ctx.timers !== undefined) this.applyTimers(act, rec, ctx.timers, group);
-    if (ctx.sends !== undefined) {
-      for (const send of ctx.sends) {
-        const entry: OutboxEntry = {
-          seq: ++this.nextOutboxSeq,
-          fromKind: act.entry.kind,
-          fromId: act.id,
-          toKind: send.kind,
-          toId: send.id,
-          message: send.message,
-        };
-        group.ops.push({ type: "put", key: this.keys.outbox(entry.seq), value: JSON.stringify(entry) });
-        group.outbox.push(entry);
-      }
-      // Delivered entries are deleted, so the outbox's last key cannot tell the next seq after a
-      // restart; message ids (`o:<seq>`) must never repeat, or receivers would drop new messages.
-      group.ops.push({ type: "put", key: OUTBOX_SEQ_KEY, value: String(this.nextOutboxSeq) });
-    }
+    this.effects.apply(act, rec, ctx, group);
     this.pipeline.touch(act);
     if (msg.type === "telemetry") {
       group.events++;
@@ -1036,87 +1008,6 @@ export class TwinHost {
     this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
   }
 
-  private applyAlerts(act: Activation, rec: TwinRecordData, ctx: TurnContext, group: CommitGroup): void {
-    const nowMs = this.clock.nowMs();
-    let opened: Set<string> | undefined;
-    for (const effect of ctx.alerts ?? []) {
-      const open = rec.alerts?.[effect.code];
-      if (effect.op === "resolve") {
-        if (open === undefined) continue;
-        this.dropAlert(rec, effect.code);
-        this.logAlert(group, { ...open, state: AlertState.RESOLVED, updatedAt: nowMs });
-        continue;
-      }
-      const { severity, message } = effect.options;
-      if (open === undefined) {
-        // raise, resolve, raise of one code in one turn opens two alerts: keep their ids apart.
-        let id = alertId(act.entry.kind, act.id, effect.code, rec.ver);
-        if (opened?.has(id)) id = `${id}.${opened.size}`;
-        (opened ??= new Set()).add(id);
-        const alert: Alert = {
-          id,
-          kind: act.entry.kind,
-          twinId: act.id,
-          code: effect.code,
-          severity,
-          message,
-          state: AlertState.OPEN,
-          raisedAt: nowMs,
-          updatedAt: nowMs,
-          count: 1,
-        };
-        (rec.alerts ??= {})[effect.code] = this.logAlert(group, alert);
-        continue;
-      }
-      const bumped: Alert = { ...open, severity, message, count: open.count + 1, updatedAt: nowMs };
-      if (severity !== open.severity || message !== open.message) (rec.alerts as Record<string, Alert>)[effect.code] = this.logAlert(group, bumped);
-      else {
-        // A bump alone is stored but not streamed.
-        (rec.alerts as Record<string, Alert>)[effect.code] = bumped;
-        group.ops.push({ type: "put", key: this.keys.alert(bumped.id), value: JSON.stringify(bumped) });
-      }
-    }
-  }
-
-  private dropAlert(rec: TwinRecordData, code: string): void {
-    if (rec.alerts === undefined) return;
-    delete rec.alerts[code];
-    if (Object.keys(rec.alerts).length === 0) rec.alerts = undefined;
-  }
-
-  /** Stores an alert and appends the change to the log that watchers read. */
-  private logAlert(group: CommitGroup, alert: Alert): Alert {
-    const seq = ++this.nextLogSeq;
-    this.alerts.allocated = seq;
-    // Stored alerts carry the seq of their last logged change: listings derive cursors from it.
-    const stored = { ...alert, seq };
-    const json = JSON.stringify(stored);
-    group.ops.push({ type: "put", key: this.keys.alert(alert.id), value: json }, { type: "put", key: this.keys.alertLog(seq), value: json });
-    const indexOp = resolvedAlertIndexOp(this.keys, alert);
-    if (indexOp !== undefined) group.ops.push(indexOp);
-    group.alertChanges.push({ seq, alert });
-    this.metrics.alertChanges++;
-    return stored;
-  }
-
-  private applyTimers(act: Activation, rec: TwinRecordData, timers: Map<string, number | null>, group: CommitGroup): void {
-    const { kind } = act.entry;
-    for (const [name, due] of timers) {
-      const old = rec.timers?.[name];
-      if (old !== undefined) group.ops.push({ type: "del", key: this.keys.timer(old, kind, act.id, name) });
-      if (due === null) {
-        if (rec.timers !== undefined) {
-          delete rec.timers[name];
-          if (Object.keys(rec.timers).length === 0) rec.timers = undefined;
-        }
-        continue;
-      }
-      (rec.timers ??= {})[name] = due;
-      group.ops.push({ type: "put", key: this.keys.timer(due, kind, act.id, name), value: "" });
-      if (due < group.earliestTimerMs) group.earliestTimerMs = due;
-    }
-  }
-
   // ---------------------------------------------------------------- completion
 
   private ackAfterCommit(msg: TwinMessage, outcome: TurnOutcome): void {
@@ -1144,10 +1035,7 @@ export class TwinHost {
       for (const change of changes) this.observer.alertChanged?.(change.alert);
       for (const entry of group.outbox) this.observer.messageSent?.(entry);
     }
-    if (changes.length > 0) {
-      this.alerts.committed((changes[changes.length - 1] as { seq: number }).seq);
-      this.trimAlertLog();
-    }
+    this.effects.committed(group);
     for (const key of group.timersDone) this.timers.released(key);
     if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) this.timers.armedAt(group.earliestTimerMs);
     for (const act of group.twins) this.outbox.targetFreed(act.entry.kind, act.id);
@@ -1201,31 +1089,6 @@ export class TwinHost {
     };
     this.probeTimer = setTimeout(() => void probe(), 1_000);
     this.probeTimer.unref();
-  }
-
-  private trimAlertLog(): void {
-    const excess = this.alerts.lastSeq - this.alerts.firstSeq + 1 - this.options.alertLogRetention;
-    // Trim in chunks of at least 1,000 so the cost is amortised.
-    if (excess < Math.min(1_000, this.options.alertLogRetention)) return;
-    if (this.trimming) return;
-    const from = this.alerts.firstSeq;
-    const upto = from + excess - 1;
-    // Advanced before the write, so a watcher never reads past a hole without noticing.
-    this.alerts.firstSeq = upto + 1;
-    const ops: BatchOp[] = [];
-    for (let s = from; s <= upto; s++) ops.push({ type: "del", key: this.keys.alertLog(s) });
-    this.trimming = true;
-    this.store.write(ops).then(
-      () => {
-        this.trimming = false;
-      },
-      (err: unknown) => {
-        // The batch is atomic: nothing was deleted. The next commit with alert changes retries.
-        this.alerts.firstSeq = from;
-        this.trimming = false;
-        this.log.warn({ err }, "alert log trim failed; it will be retried");
-      },
-    );
   }
 
   // ---------------------------------------------------------------- timers and outbox
