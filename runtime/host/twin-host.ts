@@ -24,6 +24,7 @@ import { Activation } from "./activation.js";
 import { ActivationLru } from "./activation-lru.js";
 import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
+import { DiskHealth } from "./disk-health.js";
 import { HostMetrics } from "./host-metrics.js";
 import { type HostOptions, type ResolvedHostOptions, resolveHostOptions, retentionSweepMs } from "./host-options.js";
 import { type IngestEvent, readableEventTime, validateBatch } from "./ingest-event.js";
@@ -122,11 +123,10 @@ export class TwinHost {
   private readonly reloadAfterWrite = new Set<string>();
   private reloadBarrier: Promise<void> = Promise.resolve();
   private inflight = 0;
-  private readOnly: Error | undefined;
+  private readonly disk: DiskHealth;
   private closing = false;
   private closed: Promise<void> | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
-  private probeTimer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
   private readonly observer: HostObserver | undefined;
   private readonly servingListeners = new Set<(serving: boolean) => void>();
@@ -149,6 +149,12 @@ export class TwinHost {
     this.timers = new TimerService(this.store, this.keys, this.clock, this.log, this.options, (kind, id, name, dueMs, indexKey) =>
       this.postTimer(kind, id, name, dueMs, indexKey),
     );
+    this.disk = new DiskHealth({
+      store: this.store,
+      log: this.log,
+      commitsIdle: () => this.pipeline.idle,
+      changed: () => this.servingChanged(),
+    });
     this.effects = new TurnEffects({
       store: this.store,
       keys: this.keys,
@@ -204,7 +210,7 @@ export class TwinHost {
 
   /** False while the disk refuses writes; the node then answers NOT_SERVING. */
   get serving(): boolean {
-    return this.readOnly === undefined && !this.closing;
+    return this.disk.readOnly === undefined && !this.closing;
   }
 
   /** Calls `listener` whenever {@link serving} changes; returns the unsubscribe function. */
@@ -275,11 +281,12 @@ export class TwinHost {
   private admit(act: Activation | undefined, count: number): TurnOutcome | undefined {
     if (this.closing)
       return { status: "rejected", reason: "SHUTTING_DOWN", message: "the node is shutting down; retry on another node or after it restarts", retryable: true };
-    if (this.readOnly !== undefined) {
+    const readOnly = this.disk.readOnly;
+    if (readOnly !== undefined) {
       return {
         status: "rejected",
         reason: "NOT_SERVING",
-        message: `the node cannot write to its disk (${this.readOnly.message}); retry with backoff`,
+        message: `the node cannot write to its disk (${readOnly.message}); retry with backoff`,
         retryable: true,
       };
     }
@@ -1051,7 +1058,7 @@ export class TwinHost {
       message: `the node could not write to its disk (${err.message}); retry with the same seq (a DUPLICATE answer then means this write reached the disk after all)`,
       retryable: true,
     };
-    if (/no space|ENOSPC|IO error/i.test(err.message)) this.enterReadOnly(err);
+    this.disk.writeFailed(err);
     for (const group of groups) {
       for (const act of group.twins) {
         // Its in-memory state ran ahead of the disk: forget it, reload on next use.
@@ -1063,32 +1070,6 @@ export class TwinHost {
     }
     this.metrics.commitFailures++;
     this.checkIdle();
-  }
-
-  private enterReadOnly(err: Error): void {
-    if (this.readOnly !== undefined) return;
-    this.readOnly = err;
-    this.log.error({ err }, "disk refuses writes; node is read-only and NOT_SERVING until space returns");
-    this.servingChanged();
-    const probe = async (): Promise<void> => {
-      if (this.closing) return;
-      try {
-        // RocksDB refuses every write after a failed WAL append until it is reopened.
-        if (this.pipeline.idle) await this.store.reopen();
-        await this.store.write([{ type: "put", key: "\u0000meta\u0000probe", value: String(Date.now()) }]);
-        this.readOnly = undefined;
-        this.probeTimer = undefined;
-        this.log.info("disk accepts writes again; serving");
-        this.servingChanged();
-      } catch (probeErr) {
-        if (this.closing) return;
-        this.log.debug({ err: probeErr }, "disk still refuses writes");
-        this.probeTimer = setTimeout(() => void probe(), 1_000);
-        this.probeTimer.unref();
-      }
-    };
-    this.probeTimer = setTimeout(() => void probe(), 1_000);
-    this.probeTimer.unref();
   }
 
   // ---------------------------------------------------------------- timers and outbox
@@ -1172,6 +1153,7 @@ export class TwinHost {
 
   private async shutdown(timeoutMs: number): Promise<void> {
     this.closing = true;
+    this.disk.close();
     this.servingChanged();
     this.alerts.close();
     await this.timers.close();
@@ -1187,7 +1169,6 @@ export class TwinHost {
     }
     await this.pipeline.whenIdle();
     clearInterval(this.sweepTimer);
-    clearTimeout(this.probeTimer);
   }
 }
 
