@@ -8,7 +8,6 @@ import {
   HandlerFailedError,
   InternalError,
   InvalidArgumentError,
-  isTwinmeshError,
   NoHandlerError,
   OverloadedError,
   TwinDeletedError,
@@ -20,8 +19,8 @@ import { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
 import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
 import { checkJsonInput } from "../util/json-input.js";
-import { Activation } from "./activation.js";
-import { ActivationLru } from "./activation-lru.js";
+import type { Activation } from "./activation.js";
+import { ActivationDirectory } from "./activation-directory.js";
 import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { DiskHealth } from "./disk-health.js";
@@ -35,6 +34,7 @@ import { TimerService } from "./timer-service.js";
 import { TurnContext, type TurnServices } from "./turn-context.js";
 import { TurnEffects } from "./turn-effects.js";
 import { deletedKey, deletedSeq, forgetTwin, type TwinDeletion } from "./twin-deletion.js";
+import { TwinLoader } from "./twin-loader.js";
 import type { ControlMessage, OutcomeSink, TimerMessage, TurnOutcome, TwinMessage, UserMessage } from "./twin-message.js";
 import { checkSeq, markSeq, parseMeta, parseRecord, readState, rememberDelivery, SeqCheck, type TwinRecordData, wasDelivered } from "./twin-record.js";
 import type { KindEntry, TwinRegistry } from "./twin-registry.js";
@@ -109,8 +109,8 @@ export class TwinHost {
   private readonly log: Logger;
   /** This node's id, reported as twins' owner. */
   readonly nodeId: string;
-  private readonly activations = new Map<string, Activation>();
-  private readonly lru = new ActivationLru();
+  private readonly activations: ActivationDirectory;
+  private readonly loader: TwinLoader;
   private readonly pipeline: CommitPipeline;
   private readonly services: TurnServices;
   private readonly timers: TimerService;
@@ -118,10 +118,6 @@ export class TwinHost {
   private readonly effects: TurnEffects;
   /** Undeliverable messages: written here when a delivery fails; listed, retried and trimmed by their store. */
   readonly deadLetters: DeadLetterStore;
-  private toLoad: Activation[] = [];
-  /** Twins evicted by a broken turn while a write held their changes: reloaded after that write. */
-  private readonly reloadAfterWrite = new Set<string>();
-  private reloadBarrier: Promise<void> = Promise.resolve();
   private inflight = 0;
   private readonly disk: DiskHealth;
   private closing = false;
@@ -149,6 +145,15 @@ export class TwinHost {
     this.timers = new TimerService(this.store, this.keys, this.clock, this.log, this.options, (kind, id, name, dueMs, indexKey) =>
       this.postTimer(kind, id, name, dueMs, indexKey),
     );
+    this.loader = new TwinLoader({
+      store: this.store,
+      log: this.log,
+      metrics: this.metrics,
+      afterWrite: () => this.pipeline.afterWrite(),
+      loaded: (act) => this.schedule(act),
+      failed: (act, outcome) => this.failActivation(act, outcome),
+    });
+    this.activations = new ActivationDirectory({ options: this.options, metrics: this.metrics, loader: this.loader });
     this.disk = new DiskHealth({
       store: this.store,
       log: this.log,
@@ -194,7 +199,7 @@ export class TwinHost {
     await this.deadLetters.start();
     this.outbox.start();
     this.timers.start();
-    this.sweepTimer = setInterval(() => this.sweepIdle(), Math.min(this.options.idleTimeoutMs, 10_000));
+    this.sweepTimer = setInterval(() => this.activations.sweepIdle(), Math.min(this.options.idleTimeoutMs, 10_000));
     this.sweepTimer.unref();
   }
 
@@ -256,8 +261,8 @@ export class TwinHost {
         batch.complete(i, refusal);
         continue;
       }
-      const act = existing ?? this.activate(this.registry.get(e.kind), checked.sourceId, key);
-      this.touch(act);
+      const act = existing ?? this.activations.activate(this.registry.get(e.kind), checked.sourceId, key);
+      this.activations.touch(act);
       if (this.options.maxEventsPerTwinPerSecond > 0 && !this.takeToken(act)) {
         (blocked ??= new Set()).add(key);
         this.metrics.rejected++;
@@ -396,7 +401,7 @@ export class TwinHost {
     const refusal = this.admit(this.activations.get(key), 0);
     if (refusal !== undefined) throw outcomeError(refusal, entry.kind);
     const batch = new PendingBatch(1);
-    const act = this.activate(entry, id, key);
+    const act = this.activations.activate(entry, id, key);
     const msg = make(batch);
     if (control) act.postControl(msg as ControlMessage);
     else act.post(msg);
@@ -450,162 +455,14 @@ export class TwinHost {
   /** A stored state of state version `sv` in the kind's current shape. */
   private currentState(kind: string, sv: number, state: JsonObject): JsonObject {
     const entry = this.registry.find(kind);
-    return entry === undefined || sv === entry.stateVersion ? state : this.migrated(entry, sv, state).state;
+    return entry === undefined || sv === entry.stateVersion ? state : this.loader.migrated(entry, sv, state).state;
   }
 
   // ---------------------------------------------------------------- activation
 
-  private activate(entry: KindEntry, id: string, key: string): Activation {
-    let act = this.activations.get(key);
-    if (act === undefined) {
-      act = new Activation(entry, id, key);
-      this.activations.set(key, act);
-      this.lru.append(act);
-      this.metrics.activations++;
-      this.toLoad.push(act);
-      if (this.toLoad.length === 1) setImmediate(() => this.loadPending());
-      if (this.activations.size > this.options.maxActive) this.passivate(this.activations.size - this.options.maxActive);
-    }
-    this.touch(act);
-    return act;
-  }
-
-  private touch(act: Activation): void {
-    this.lru.touch(act);
-    act.lastUsedMs = performance.now();
-  }
-
-  /** Reads the records of every twin activated in this tick with one multi-get. */
-  private loadPending(): void {
-    const acts = this.toLoad;
-    this.toLoad = [];
-    const read = (): Promise<(string | undefined)[]> => this.store.getMany(acts.map((a) => a.key));
-    let records: Promise<(string | undefined)[]>;
-    if (this.reloadAfterWrite.size > 0 && acts.some((a) => this.reloadAfterWrite.has(a.key))) {
-      for (const a of acts) this.reloadAfterWrite.delete(a.key);
-      records = this.reloadBarrier.then(read);
-    } else records = read();
-    records.then(
-      (raws) => {
-        for (let i = 0; i < acts.length; i++) this.loaded(acts[i] as Activation, raws[i]);
-      },
-      (err: Error) => {
-        for (const act of acts)
-          this.failActivation(act, { status: "rejected", reason: "LOAD_FAILED", message: `could not read twin state: ${err.message}`, retryable: true });
-      },
-    );
-  }
-
-  private loaded(act: Activation, raw: string | undefined): void {
-    if (act.evicted) return;
-    const { entry } = act;
-    try {
-      if (raw === undefined) {
-        act.record = { sv: entry.stateVersion, ver: 0, hw: 0 };
-        this.resetState(act);
-      } else {
-        const { rec, state, stateJson } = parseRecord(raw);
-        act.record = rec;
-        if (state === undefined) {
-          this.resetState(act);
-        } else if (rec.sv === entry.stateVersion) {
-          act.state = state;
-          act.stateJson = stateJson; // the rollback point; a format-1 record leaves it to the first turn
-        } else {
-          this.migrate(act, rec, state);
-        }
-      }
-    } catch (err) {
-      const reason = isTwinmeshError(err) ? err.reason : "TWIN_CORRUPT";
-      this.log.error({ err, kind: entry.kind, twin: act.id }, "twin could not be loaded");
-      this.failActivation(act, {
-        status: "rejected",
-        reason,
-        message: `twin ${entry.kind}/${act.id} could not be loaded: ${(err as Error).message}`,
-        retryable: false,
-      });
-      return;
-    }
-    act.loading = false;
-    this.schedule(act);
-  }
-
-  private resetState(act: Activation): void {
-    const state = act.entry.instance.initial() as JsonObject;
-    act.stateJson = stringifyJson(state, "initial()");
-    act.state = JSON.parse(act.stateJson) as JsonObject;
-  }
-
-  private migrate(act: Activation, rec: TwinRecordData, stored: JsonObject): void {
-    const { state, json } = this.migrated(act.entry, rec.sv, stored);
-    act.state = state;
-    act.stateJson = json;
-    rec.sv = act.entry.stateVersion;
-    this.metrics.migrations++;
-  }
-
-  /** Runs the class's `migrate` on a stored state of an older version. */
-  private migrated(entry: KindEntry, sv: number, stored: JsonObject): { state: JsonObject; json: string } {
-    if (sv > entry.stateVersion) {
-      throw new HandlerFailedError(
-        "MIGRATION_FAILED",
-        `stored state has stateVersion ${sv}, newer than the loaded class (${entry.stateVersion}); run the newer twin module`,
-      );
-    }
-    try {
-      const state: unknown = entry.instance.migrate?.(structuredClone(stored), sv);
-      if (!isPlainObject(state)) throw new TypeError("migrate() must return a plain JSON object");
-      return { state, json: stringifyJson(state, "migrated state") };
-    } catch (err) {
-      throw new HandlerFailedError("MIGRATION_FAILED", `migrate(state, ${sv}) failed: ${(err as Error).message}`, { cause: err });
-    }
-  }
-
   private failActivation(act: Activation, outcome: TurnOutcome): void {
-    this.evict(act);
+    this.activations.evict(act);
     for (const msg of act.takeAll()) this.finish(msg, outcome);
-  }
-
-  private evict(act: Activation): void {
-    if (act.evicted) return;
-    act.evicted = true;
-    this.lru.remove(act);
-    if (this.activations.get(act.key) === act) this.activations.delete(act.key);
-  }
-
-  private evictable(act: Activation): boolean {
-    return !act.running && !act.loading && act.uncommitted === 0 && act.queued === 0;
-  }
-
-  /**
-   * Passivates up to `count` idle twins, least recently used first. Twins with work queued,
-   * running or uncommitted are skipped (they were used recently, so few are near the head).
-   */
-  private passivate(count: number): void {
-    let act = this.lru.first;
-    for (let examined = 0; act !== undefined && count > 0 && examined < count * 4 + 16; examined++) {
-      const next = act.lruNext;
-      if (this.evictable(act)) {
-        this.evict(act);
-        this.metrics.passivations++;
-        count--;
-      }
-      act = next;
-    }
-  }
-
-  /** Passivates twins idle longer than `idleTimeoutMs`, walking from the least recently used. */
-  private sweepIdle(): void {
-    const cutoff = performance.now() - this.options.idleTimeoutMs;
-    let act = this.lru.first;
-    while (act !== undefined && act.lastUsedMs < cutoff) {
-      const next = act.lruNext;
-      if (this.evictable(act)) {
-        this.evict(act);
-        this.metrics.passivations++;
-      }
-      act = next;
-    }
   }
 
   // ---------------------------------------------------------------- turns
@@ -795,7 +652,7 @@ export class TwinHost {
     const rec = act.record as TwinRecordData;
     if (rec.del === 1) {
       rec.del = undefined;
-      this.resetState(act);
+      this.loader.resetState(act);
     }
   }
 
@@ -880,7 +737,8 @@ export class TwinHost {
     const group = this.pipeline.abandonOpen();
     act.running = false;
     for (const twin of [act, ...group.twins]) {
-      this.evictForReload(twin);
+      this.loader.reloadAfter(twin);
+      this.activations.evict(twin);
       for (const queued of twin.takeAll()) this.finish(queued, abandoned);
     }
     // The broken message may already wait among the group's acks (its bookkeeping threw later).
@@ -898,18 +756,6 @@ export class TwinHost {
       this.pipeline.schedule();
     } else this.finish(msg, internal);
     this.checkIdle();
-  }
-
-  /**
-   * Evicts a twin whose working record cannot be trusted. A write in flight may still hold its
-   * last good turns, so its next activation reads the store only after that write.
-   */
-  private evictForReload(act: Activation): void {
-    if (act.uncommitted > 0) {
-      this.reloadAfterWrite.add(act.key);
-      this.reloadBarrier = this.pipeline.afterWrite();
-    }
-    this.evict(act);
   }
 
   private finishTurn(act: Activation, msg: TwinMessage, ctx: TurnContext, meta?: (g: CommitGroup) => void, before?: (g: CommitGroup) => void): void {
@@ -1047,7 +893,7 @@ export class TwinHost {
     if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) this.timers.armedAt(group.earliestTimerMs);
     for (const act of group.twins) this.outbox.targetFreed(act.entry.kind, act.id);
     for (const entry of group.outbox) this.outbox.enqueue(entry);
-    if (this.activations.size > this.options.maxActive) this.passivate(this.activations.size - this.options.maxActive);
+    this.activations.trim();
     this.checkIdle();
   }
 
@@ -1062,7 +908,7 @@ export class TwinHost {
     for (const group of groups) {
       for (const act of group.twins) {
         // Its in-memory state ran ahead of the disk: forget it, reload on next use.
-        this.evict(act);
+        this.activations.evict(act);
         for (const msg of act.takeAll()) this.finish(msg, outcome);
       }
       for (const msg of group.ackMessages) this.finish(msg, outcome);
@@ -1077,7 +923,7 @@ export class TwinHost {
   private postTimer(kind: string, id: string, name: string, dueMs: number, indexKey: string): boolean {
     const entry = this.registry.find(kind);
     if (entry === undefined) return false;
-    const act = this.activate(entry, id, this.keys.twin(kind, id));
+    const act = this.activations.activate(entry, id, this.keys.twin(kind, id));
     const sink: OutcomeSink = { complete: () => undefined };
     act.post({ type: "timer", name, dueMs, indexKey, sink, index: 0 });
     this.schedule(act);
@@ -1090,7 +936,7 @@ export class TwinHost {
     const key = this.keys.twin(entry.toKind, entry.toId);
     const existing = this.activations.get(key);
     if (existing !== undefined && existing.queued >= this.options.mailboxDepth) return "busy";
-    const act = this.activate(target, entry.toId, key);
+    const act = this.activations.activate(target, entry.toId, key);
     const sink: OutcomeSink = { complete: () => undefined };
     act.post({ type: "message", message: entry.message, messageId: `o:${entry.seq}`, outbox: entry, sink, index: 0 });
     this.schedule(act);
@@ -1109,7 +955,7 @@ export class TwinHost {
 
   /** True when no turn is queued or running and every commit is done. */
   get idle(): boolean {
-    if (!this.pipeline.idle || this.toLoad.length > 0) return false;
+    if (!this.pipeline.idle || this.loader.pending) return false;
     for (const act of this.activations.values()) if (act.running || act.queued > 0 || act.loading) return false;
     return this.outbox.idle;
   }
