@@ -29,6 +29,7 @@ export {
   type JsonValue,
   type MessageOf,
   OverloadedError,
+  QueryLimitError,
   Placement,
   type RaiseOptions,
   type StateOf,

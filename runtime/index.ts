@@ -20,6 +20,7 @@ export {
   isTwinmeshError,
   NoHandlerError,
   OverloadedError,
+  QueryLimitError,
   StatusCode,
   TwinDeletedError,
   TwinmeshError,
@@ -31,8 +32,12 @@ export type { HostOptions } from "./host/host-options.js";
 export { type IngestEvent, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS } from "./host/ingest-event.js";
 export type { TwinDeletion } from "./host/twin-deletion.js";
 export type { TwinView } from "./host/twin-host.js";
+/** @internal The cluster's seams into the host, for cluster/ only; not covered by semver. */
+export type { OwnershipGate } from "./host/admission.js";
+/** @internal The cluster's seams into the host, for cluster/ only; not covered by semver. */
+export type { HostObserver, ReplicationStage, StageFailure } from "./host/commit-completion.js";
 /** @internal For server/ and cluster/ only; not covered by semver. */
-export { type HostObserver, TwinHost } from "./host/twin-host.js";
+export { type PublishOptions, TwinHost } from "./host/twin-host.js";
 export type { TurnOutcome } from "./host/twin-message.js";
 export { KIND_PATTERN } from "./host/twin-registry.js";
 export { createLogger, type Logger, type LoggerOptions, silentLogger } from "./log.js";
@@ -44,6 +49,7 @@ export {
   Partitioning,
   twinHash,
 } from "./partition/partitioning.js";
+/** @internal */
 export { CelFilter, TWIN_FILTER_VARIABLES } from "./query/cel-filter.js";
 export { DEFAULT_MAX_FILTER_COST, type QueryOptions } from "./query/query-options.js";
 export type { AggregateGroup, AggregateResult, QuerySummary, TwinAggregation, TwinQuery } from "./query/twin-query.js";

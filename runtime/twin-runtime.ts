@@ -3,7 +3,9 @@ import { AlertRetention } from "./alerts/alert-retention.js";
 import { type Clock, SYSTEM_CLOCK } from "./clock.js";
 import { type HostOptions, retentionSweepMs } from "./host/host-options.js";
 import type { IngestEvent } from "./host/ingest-event.js";
-import { type HostObserver, TwinHost, type TwinView } from "./host/twin-host.js";
+import type { OwnershipGate } from "./host/admission.js";
+import type { HostObserver, ReplicationStage } from "./host/commit-completion.js";
+import { TwinHost, type TwinView } from "./host/twin-host.js";
 import type { TurnOutcome } from "./host/twin-message.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
@@ -34,6 +36,10 @@ export interface TwinRuntimeOptions {
   /** Query and filter limits (filter cost budget, filter workers). */
   readonly query?: QueryOptions;
   readonly observer?: HostObserver;
+  /** Which twins this node runs now (the cluster's partition ownership); absent: all of them. */
+  readonly ownership?: OwnershipGate;
+  /** Where committed groups go before they are acknowledged (the cluster's replication); absent: none. */
+  readonly replication?: ReplicationStage;
   /** RocksDB cache and memtable sizes. */
   readonly store?: Pick<RocksStoreOptions, "cacheBytes" | "writeBufferBytes">;
 }
@@ -88,6 +94,8 @@ export class TwinRuntime {
         nodeId: options.nodeId ?? "local",
         options: options.host,
         observer: options.observer,
+        ownership: options.ownership,
+        replication: options.replication,
         tokens,
       });
       // Before the host starts, so a failure here leaves only the store to close.

@@ -19,6 +19,8 @@ export class CommitGroup {
   readonly outbox: OutboxEntry[] = [];
   /** Timer index keys whose turn is in this group (released from in-flight after the write). */
   readonly timersDone: string[] = [];
+  /** Durable copies (this node's included) its answers wait for: the most any of them asked. */
+  copies = 1;
   /** Earliest timer due time set in this group. */
   earliestTimerMs = Number.POSITIVE_INFINITY;
   events = 0;

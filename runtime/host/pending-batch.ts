@@ -7,7 +7,14 @@ export class PendingBatch implements OutcomeSink {
   private remaining: number;
   private resolveDone!: (results: TurnOutcome[]) => void;
 
-  constructor(size: number) {
+  /**
+   * @param size - how many outcomes to wait for
+   * @param copies - durable copies (the owner's included) each answer waits for
+   */
+  constructor(
+    size: number,
+    readonly copies = 1,
+  ) {
     this.results = new Array<TurnOutcome>(size);
     this.remaining = size;
     this.done = new Promise((resolve) => {

@@ -21,6 +21,8 @@ import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
 import { checkJsonInput } from "../util/json-input.js";
 import type { Activation } from "./activation.js";
 import { ActivationDirectory } from "./activation-directory.js";
+import { Admission, type OwnershipGate } from "./admission.js";
+import { CommitCompletion, type HostObserver, type ReplicationStage } from "./commit-completion.js";
 import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { DiskHealth } from "./disk-health.js";
@@ -52,12 +54,21 @@ export interface TwinHostConfig {
   readonly observer?: HostObserver;
   /** Signs and checks the page tokens of dead-letter listings. */
   readonly tokens: PageTokens;
+  /** Which twins this node runs now; absent: all of them (a single node). */
+  readonly ownership?: OwnershipGate;
+  /** Where committed groups go before they are acknowledged; absent: acknowledged after the local write. */
+  readonly replication?: ReplicationStage;
 }
 
-/** Hooks called after a commit, in commit order. They must not throw or block. */
-export interface HostObserver {
-  alertChanged?(alert: Alert): void;
-  messageSent?(entry: OutboxEntry): void;
+export type { HostObserver, ReplicationStage, StageFailure } from "./commit-completion.js";
+
+/** How {@link TwinHost.publish} answers. */
+export interface PublishOptions {
+  /**
+   * Durable copies (this node's included) each answer waits for; more than 1 only with a
+   * {@link ReplicationStage}. @defaultValue 1
+   */
+  readonly copies?: number;
 }
 
 /** A twin's committed state, as `GetTwin` and queries return it. */
@@ -118,17 +129,16 @@ export class TwinHost {
   private readonly effects: TurnEffects;
   /** Undeliverable messages: written here when a delivery fails; listed, retried and trimmed by their store. */
   readonly deadLetters: DeadLetterStore;
-  private inflight = 0;
+  private readonly admission: Admission;
   private readonly disk: DiskHealth;
   private closing = false;
   private closed: Promise<void> | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
-  private readonly observer: HostObserver | undefined;
+  private readonly completion: CommitCompletion;
   private readonly servingListeners = new Set<(serving: boolean) => void>();
 
   constructor(config: TwinHostConfig) {
-    this.observer = config.observer;
     this.options = resolveHostOptions(config.options);
     this.store = config.store;
     this.registry = config.registry;
@@ -139,12 +149,18 @@ export class TwinHost {
     this.pipeline = new CommitPipeline(
       this.store,
       this.options.maxGroupEvents,
-      { committed: (g) => this.onCommitted(g), failed: (groups, err) => this.onCommitFailed(groups, err) },
+      { committed: (g) => this.completion.written(g), failed: (groups, err) => this.completion.failed(groups, err) },
       this.log,
     );
     this.timers = new TimerService(this.store, this.keys, this.clock, this.log, this.options, (kind, id, name, dueMs, indexKey) =>
       this.postTimer(kind, id, name, dueMs, indexKey),
     );
+    this.admission = new Admission({
+      options: this.options,
+      closing: () => this.closing,
+      readOnly: () => this.disk.readOnly,
+      gate: config.ownership,
+    });
     this.loader = new TwinLoader({
       store: this.store,
       log: this.log,
@@ -191,6 +207,19 @@ export class TwinHost {
         for (const entry of entries) this.outbox.enqueue(entry);
       },
     });
+    this.completion = new CommitCompletion({
+      log: this.log,
+      metrics: this.metrics,
+      admission: this.admission,
+      activations: this.activations,
+      timers: this.timers,
+      outbox: this.outbox,
+      effects: this.effects,
+      disk: this.disk,
+      observer: config.observer,
+      replication: config.replication,
+      settled: () => this.checkIdle(),
+    });
   }
 
   /** Reads the log positions, redelivers the outbox, and starts the timer and idle loops. */
@@ -235,10 +264,10 @@ export class TwinHost {
    * its own, and a retryable rejection also rejects the same source's later events in the batch
    * so per-source order holds when the client retries.
    */
-  publish(events: readonly IngestEvent[]): Promise<TurnOutcome[]> {
+  publish(events: readonly IngestEvent[], options: PublishOptions = {}): Promise<TurnOutcome[]> {
     // Every event is checked before any is posted: nothing below throws on bad input.
     const validated = validateBatch(events, this.registry, this.options, this.clock.nowMs());
-    const batch = new PendingBatch(events.length);
+    const batch = new PendingBatch(events.length, options.copies);
     let blocked: Set<string> | undefined;
     for (let i = 0; i < events.length; i++) {
       const e = events[i] as IngestEvent;
@@ -254,7 +283,7 @@ export class TwinHost {
         continue;
       }
       const existing = this.activations.get(key);
-      const refusal = this.admit(existing, 1);
+      const refusal = this.admission.refusal(e.kind, checked.sourceId, existing, 1);
       if (refusal !== undefined) {
         (blocked ??= new Set()).add(key);
         this.metrics.rejected++;
@@ -263,7 +292,7 @@ export class TwinHost {
       }
       const act = existing ?? this.activations.activate(this.registry.get(e.kind), checked.sourceId, key);
       this.activations.touch(act);
-      if (this.options.maxEventsPerTwinPerSecond > 0 && !this.takeToken(act)) {
+      if (!this.admission.takeToken(act)) {
         (blocked ??= new Set()).add(key);
         this.metrics.rejected++;
         batch.complete(i, {
@@ -274,55 +303,12 @@ export class TwinHost {
         });
         continue;
       }
-      this.inflight++;
+      this.admission.admitted();
       this.metrics.received++;
       act.post({ type: "telemetry", telemetry: checked, sink: batch, index: i });
       this.schedule(act);
     }
     return batch.done;
-  }
-
-  /** Returns why a new message for a twin (`act`, when in memory) cannot be taken now, or undefined. */
-  private admit(act: Activation | undefined, count: number): TurnOutcome | undefined {
-    if (this.closing)
-      return { status: "rejected", reason: "SHUTTING_DOWN", message: "the node is shutting down; retry on another node or after it restarts", retryable: true };
-    const readOnly = this.disk.readOnly;
-    if (readOnly !== undefined) {
-      return {
-        status: "rejected",
-        reason: "NOT_SERVING",
-        message: `the node cannot write to its disk (${readOnly.message}); retry with backoff`,
-        retryable: true,
-      };
-    }
-    if (this.inflight + count > this.options.maxInflightEvents) {
-      return {
-        status: "rejected",
-        reason: "INGEST_QUEUE_FULL",
-        message: `the node has ${this.inflight} events in flight (limit ${this.options.maxInflightEvents}); retry with backoff`,
-        retryable: true,
-      };
-    }
-    if (act !== undefined && act.queued >= this.options.mailboxDepth) {
-      return {
-        status: "rejected",
-        reason: "MAILBOX_FULL",
-        message: `twin ${act.entry.kind}/${act.id} has ${act.queued} messages queued (limit ${this.options.mailboxDepth}); retry with backoff`,
-        retryable: true,
-      };
-    }
-    return undefined;
-  }
-
-  /** Takes one event from the twin's token bucket (refilled at the configured rate, burst of one second). */
-  private takeToken(act: Activation): boolean {
-    const rate = this.options.maxEventsPerTwinPerSecond;
-    const now = performance.now();
-    act.tokens = act.tokens < 0 ? rate : Math.min(rate, act.tokens + ((now - act.tokensAtMs) * rate) / 1000);
-    act.tokensAtMs = now;
-    if (act.tokens < 1) return false;
-    act.tokens -= 1;
-    return true;
   }
 
   // ---------------------------------------------------------------- single-twin operations
@@ -398,7 +384,7 @@ export class TwinHost {
 
   private async postOne(entry: KindEntry, id: string, make: (sink: OutcomeSink) => TwinMessage, control = false): Promise<TurnOutcome> {
     const key = this.keys.twin(entry.kind, id);
-    const refusal = this.admit(this.activations.get(key), 0);
+    const refusal = this.admission.refusal(entry.kind, id, this.activations.get(key), 0);
     if (refusal !== undefined) throw outcomeError(refusal, entry.kind);
     const batch = new PendingBatch(1);
     const act = this.activations.activate(entry, id, key);
@@ -864,58 +850,11 @@ export class TwinHost {
   // ---------------------------------------------------------------- completion
 
   private ackAfterCommit(msg: TwinMessage, outcome: TurnOutcome): void {
-    const group = this.pipeline.current;
-    group.ackMessages.push(msg);
-    group.ackOutcomes.push(outcome);
+    this.completion.ackAfterCommit(this.pipeline.current, msg, outcome);
   }
 
   private finish(msg: TwinMessage, outcome: TurnOutcome): void {
-    if (msg.type === "telemetry") this.inflight--;
-    // Whatever became of it (committed, failed, dropped with its twin), the timer or outbox
-    // entry may be looked at again: a committed one is gone from the index, a failed one retries.
-    else if (msg.type === "timer") this.timers.released(msg.indexKey);
-    // A message answered without a commit (reloaded, write failed) is still in the outbox.
-    else if (msg.type === "message" && msg.outbox !== undefined)
-      this.outbox.released(msg.outbox.seq, outcome.status === "rejected" && outcome.retryable === true);
-    msg.sink.complete(msg.index, outcome);
-  }
-
-  private onCommitted(group: CommitGroup): void {
-    const { ackMessages, ackOutcomes } = group;
-    for (let i = 0; i < ackMessages.length; i++) this.finish(ackMessages[i] as TwinMessage, ackOutcomes[i] as TurnOutcome);
-    const changes = group.alertChanges;
-    if (this.observer !== undefined) {
-      for (const change of changes) this.observer.alertChanged?.(change.alert);
-      for (const entry of group.outbox) this.observer.messageSent?.(entry);
-    }
-    this.effects.committed(group);
-    for (const key of group.timersDone) this.timers.released(key);
-    if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) this.timers.armedAt(group.earliestTimerMs);
-    for (const act of group.twins) this.outbox.targetFreed(act.entry.kind, act.id);
-    for (const entry of group.outbox) this.outbox.enqueue(entry);
-    this.activations.trim();
-    this.checkIdle();
-  }
-
-  private onCommitFailed(groups: CommitGroup[], err: Error): void {
-    const outcome: TurnOutcome = {
-      status: "rejected",
-      reason: "COMMIT_FAILED",
-      message: `the node could not write to its disk (${err.message}); retry with the same seq (a DUPLICATE answer then means this write reached the disk after all)`,
-      retryable: true,
-    };
-    this.disk.writeFailed(err);
-    for (const group of groups) {
-      for (const act of group.twins) {
-        // Its in-memory state ran ahead of the disk: forget it, reload on next use.
-        this.activations.evict(act);
-        for (const msg of act.takeAll()) this.finish(msg, outcome);
-      }
-      for (const msg of group.ackMessages) this.finish(msg, outcome);
-      for (const key of group.timersDone) this.timers.released(key);
-    }
-    this.metrics.commitFailures++;
-    this.checkIdle();
+    this.completion.finish(msg, outcome);
   }
 
   // ---------------------------------------------------------------- timers and outbox
@@ -955,7 +894,7 @@ export class TwinHost {
 
   /** True when no turn is queued or running and every commit is done. */
   get idle(): boolean {
-    if (!this.pipeline.idle || this.loader.pending) return false;
+    if (!this.pipeline.idle || !this.completion.idle || this.loader.pending) return false;
     for (const act of this.activations.values()) if (act.running || act.queued > 0 || act.loading) return false;
     return this.outbox.idle;
   }
@@ -1033,6 +972,10 @@ function outcomeError(outcome: TurnOutcome, kind: string): Error {
     case "COMMIT_FAILED":
     case "SHUTTING_DOWN":
     case "LOAD_FAILED":
+    case "NOT_OWNER":
+    case "STALE_EPOCH":
+    case "NOT_ENOUGH_REPLICAS":
+    case "REPLICATION_FAILED":
       return new UnavailableError(outcome.reason, message);
     case "TURN_TIMEOUT":
     case "BAD_STATE":

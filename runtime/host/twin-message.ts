@@ -22,6 +22,8 @@ export interface TurnOutcome {
  */
 export interface OutcomeSink {
   complete(index: number, outcome: TurnOutcome): void;
+  /** Durable copies (the owner's included) the answer waits for; absent: 1. */
+  readonly copies?: number;
 }
 
 interface Base {

@@ -1,0 +1,177 @@
+import type { Logger } from "pino";
+import type { Alert } from "../alerts/alert.js";
+import type { ActivationDirectory } from "./activation-directory.js";
+import type { Admission } from "./admission.js";
+import type { CommitGroup } from "./commit-group.js";
+import type { DiskHealth } from "./disk-health.js";
+import type { HostMetrics } from "./host-metrics.js";
+import type { OutboxDispatcher } from "./outbox-dispatcher.js";
+import type { OutboxEntry } from "./outbox-entry.js";
+import type { TimerService } from "./timer-service.js";
+import type { TurnEffects } from "./turn-effects.js";
+import type { TurnOutcome, TwinMessage } from "./twin-message.js";
+
+/** Hooks called after a commit, in commit order. They must not throw or block. */
+export interface HostObserver {
+  alertChanged?(alert: Alert): void;
+  messageSent?(entry: OutboxEntry): void;
+}
+
+/**
+ * The stage between a group's local write and its acknowledgement. A cluster plugs in here to
+ * ship each committed group to the replicas of its partitions and hold the answers until the
+ * copies the callers asked for are durable (design §5); a single node has none.
+ */
+export interface ReplicationStage {
+  /**
+   * Called once per locally written group, in commit order. Returns undefined when the group
+   * needs no other copy; otherwise a promise that resolves once `group.copies` copies (this
+   * node's included) are durable, or rejects with a {@link StageFailure} when they cannot be.
+   */
+  replicate(group: CommitGroup): Promise<void> | undefined;
+}
+
+/** Why a group written here could not be acknowledged at the consistency asked for. */
+export interface StageFailure extends Error {
+  /** A stable code, e.g. `NOT_ENOUGH_REPLICAS`. */
+  readonly reason: string;
+}
+
+/** What {@link CommitCompletion} needs of its host. */
+export interface CommitCompletionConfig {
+  readonly log: Logger;
+  readonly metrics: HostMetrics;
+  readonly admission: Admission;
+  readonly activations: ActivationDirectory;
+  readonly timers: TimerService;
+  readonly outbox: OutboxDispatcher;
+  readonly effects: TurnEffects;
+  readonly disk: DiskHealth;
+  readonly observer?: HostObserver;
+  readonly replication?: ReplicationStage;
+  /** The host may have become idle. */
+  readonly settled: () => void;
+}
+
+/**
+ * Where every message ends: answered, and its trigger released (an event's admission, a timer's
+ * index entry, an outbox entry). A turn's answer waits for its group, which passes ordered stages:
+ * the local write (CommitPipeline), replication ({@link ReplicationStage}), then acknowledgement,
+ * in commit order: answers are released, watchers and the outbox see the group's alert changes
+ * and messages, timers are armed, and idle twins beyond `maxActive` are passivated.
+ */
+export class CommitCompletion {
+  /** Groups written here and waiting for their replication stage, in commit order. */
+  private waiting = 0;
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(private readonly config: CommitCompletionConfig) {}
+
+  /** True when no written group waits for its replication stage. */
+  get idle(): boolean {
+    return this.waiting === 0;
+  }
+
+  /** Answers `msg` with `outcome` once `group` is acknowledged. */
+  ackAfterCommit(group: CommitGroup, msg: TwinMessage, outcome: TurnOutcome): void {
+    group.ackMessages.push(msg);
+    group.ackOutcomes.push(outcome);
+    const copies = msg.sink.copies;
+    if (copies !== undefined && copies > group.copies) group.copies = copies;
+  }
+
+  /** Answers `msg` now and releases what it held. */
+  finish(msg: TwinMessage, outcome: TurnOutcome): void {
+    const { admission, timers, outbox } = this.config;
+    if (msg.type === "telemetry") admission.answered();
+    // Whatever became of it (committed, failed, dropped with its twin), the timer or outbox
+    // entry may be looked at again: a committed one is gone from the index, a failed one retries.
+    else if (msg.type === "timer") timers.released(msg.indexKey);
+    // A message answered without a commit (reloaded, write failed) is still in the outbox.
+    else if (msg.type === "message" && msg.outbox !== undefined) outbox.released(msg.outbox.seq, outcome.status === "rejected" && outcome.retryable === true);
+    msg.sink.complete(msg.index, outcome);
+  }
+
+  /** The pipeline wrote `group` to this node's disk. */
+  written(group: CommitGroup): void {
+    const stage = this.config.replication?.replicate(group);
+    if (stage === undefined && this.waiting === 0) {
+      this.acknowledge(group, undefined);
+      return;
+    }
+    // Later groups wait for earlier ones: answers, watchers and the outbox see groups in order.
+    this.waiting++;
+    const settled = (stage ?? Promise.resolve()).then(
+      () => undefined,
+      (err: unknown) => err as StageFailure,
+    );
+    this.tail = this.tail
+      .then(() => settled)
+      .then((failure) => {
+        this.waiting--;
+        this.acknowledge(group, failure);
+      });
+  }
+
+  /** The write of `groups` (the failed one and the open one on top of it) failed. */
+  failed(groups: CommitGroup[], err: Error): void {
+    const outcome: TurnOutcome = {
+      status: "rejected",
+      reason: "COMMIT_FAILED",
+      message: `the node could not write to its disk (${err.message}); retry with the same seq (a DUPLICATE answer then means this write reached the disk after all)`,
+      retryable: true,
+    };
+    this.config.disk.writeFailed(err);
+    for (const group of groups) {
+      for (const act of group.twins) {
+        // Its in-memory state ran ahead of the disk: forget it, reload on next use.
+        this.config.activations.evict(act);
+        for (const msg of act.takeAll()) this.finish(msg, outcome);
+      }
+      for (const msg of group.ackMessages) this.finish(msg, outcome);
+      for (const key of group.timersDone) this.config.timers.released(key);
+    }
+    this.config.metrics.commitFailures++;
+    this.config.settled();
+  }
+
+  /**
+   * Releases a group's answers and post-commit work. With a replication `failure`, the group is
+   * written here but not on enough copies: callers get a retryable rejection (their retry is
+   * then answered DUPLICATE); timers and outbox messages, which nobody waits for, go on.
+   */
+  private acknowledge(group: CommitGroup, failure: StageFailure | undefined): void {
+    const { observer, effects, timers, outbox, activations } = this.config;
+    try {
+      const { ackMessages, ackOutcomes } = group;
+      const shortfall: TurnOutcome | undefined =
+        failure === undefined
+          ? undefined
+          : {
+              status: "rejected",
+              reason: failure.reason ?? "REPLICATION_FAILED",
+              message: `written on this node but not on enough replicas (${failure.message}); retry with the same seq (a DUPLICATE answer then means it was applied)`,
+              retryable: true,
+            };
+      for (let i = 0; i < ackMessages.length; i++) {
+        const msg = ackMessages[i] as TwinMessage;
+        const answered = shortfall !== undefined && msg.type !== "timer" && !(msg.type === "message" && msg.outbox !== undefined);
+        this.finish(msg, answered ? (shortfall as TurnOutcome) : (ackOutcomes[i] as TurnOutcome));
+      }
+      if (observer !== undefined) {
+        for (const change of group.alertChanges) observer.alertChanged?.(change.alert);
+        for (const entry of group.outbox) observer.messageSent?.(entry);
+      }
+      effects.committed(group);
+      for (const key of group.timersDone) timers.released(key);
+      if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) timers.armedAt(group.earliestTimerMs);
+      for (const act of group.twins) outbox.targetFreed(act.entry.kind, act.id);
+      for (const entry of group.outbox) outbox.enqueue(entry);
+      activations.trim();
+    } catch (err) {
+      this.config.metrics.internalErrors++;
+      this.config.log.error({ err }, "acknowledging a committed group failed (a twinmesh bug); its answers may be lost");
+    }
+    this.config.settled();
+  }
+}
