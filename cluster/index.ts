@@ -15,4 +15,4 @@ export { type Membership, type NodeInfo, STATIC_EPOCH, StaticMembership } from "
 export { NODE_ID_PATTERN, type NodeId, parseNodeId } from "./node-id.js";
 export { type PeerAddress, parsePeers } from "./peer-list.js";
 export { type NodeShare, partitionRingKey, RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
-export { LocalRouter, type TwinRouter } from "./twin-router.js";
+export { type ConsistencyLevel, LocalRouter, type TwinRouter } from "./twin-router.js";

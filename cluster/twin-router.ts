@@ -1,26 +1,93 @@
-import type { IngestEvent, TurnOutcome, TwinHost } from "../runtime/index.js";
+import type {
+  AggregateResult,
+  Alert,
+  AlertEvent,
+  AlertListing,
+  AlertPage,
+  IngestEvent,
+  JsonObject,
+  QuerySummary,
+  TurnOutcome,
+  TwinAggregation,
+  TwinDeletion,
+  TwinQuery,
+  TwinRuntime,
+  TwinView,
+} from "../runtime/index.js";
 
 /**
- * Where the gRPC services send work. The single-node router hands everything to the local host;
- * the cluster router (next issue) forwards each event to its owner over a pooled gRPC stream and
- * answers after the owner's commit. Services depend on this seam, not on the host.
+ * How many durable copies an answer waits for (design §5): `local` is the owner's, `quorum` a
+ * majority of the replication factor, `all` every replica; `default` is the node's setting.
+ */
+export type ConsistencyLevel = "default" | "local" | "quorum" | "all";
+
+/**
+ * Where the gRPC services send work. Every RPC goes through it: the single-node router hands
+ * everything to the local runtime; the cluster router forwards each twin's work to its owner
+ * and scatters reads to the owners of every partition. Services depend on this seam, not on
+ * the host.
  */
 export interface TwinRouter {
-  /** Applies a batch; `results[i]` answers `events[i]`. */
-  publish(events: readonly IngestEvent[]): Promise<TurnOutcome[]>;
-  /** The node that owns a twin. */
+  /** Applies a batch; `results[i]` answers `events[i]`, each after the copies `consistency` asks for. */
+  publish(events: readonly IngestEvent[], consistency?: ConsistencyLevel): Promise<TurnOutcome[]>;
+  /** The node that owns a twin now. */
   ownerOf(kind: string, id: string): string;
+  getTwin(kind: string, id: string): Promise<TwinView>;
+  sendToTwin(kind: string, id: string, message: JsonObject, idempotencyKey?: string): Promise<{ duplicate: boolean; version: number }>;
+  deleteTwin(kind: string, id: string, options: { keepTombstone?: boolean }): Promise<TwinDeletion>;
+  acknowledgeAlert(id: string): Promise<Alert>;
+  resolveAlert(id: string): Promise<Alert>;
+  queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary>;
+  aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult>;
+  listAlerts(listing: AlertListing): Promise<AlertPage>;
+  watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent>;
 }
 
-/** Routes everything to this node's host: a single node owns the whole ring. */
+/** Routes everything to this node's runtime: a single node owns every partition and keeps one copy. */
 export class LocalRouter implements TwinRouter {
-  constructor(private readonly host: TwinHost) {}
+  constructor(private readonly runtime: TwinRuntime) {}
 
   publish(events: readonly IngestEvent[]): Promise<TurnOutcome[]> {
-    return this.host.publish(events);
+    return this.runtime.host.publish(events);
   }
 
   ownerOf(): string {
-    return this.host.nodeId;
+    return this.runtime.host.nodeId;
+  }
+
+  getTwin(kind: string, id: string): Promise<TwinView> {
+    return this.runtime.host.getTwin(kind, id);
+  }
+
+  sendToTwin(kind: string, id: string, message: JsonObject, idempotencyKey?: string): Promise<{ duplicate: boolean; version: number }> {
+    return this.runtime.host.sendToTwin(kind, id, message, idempotencyKey);
+  }
+
+  deleteTwin(kind: string, id: string, options: { keepTombstone?: boolean }): Promise<TwinDeletion> {
+    return this.runtime.host.deleteTwin(kind, id, options);
+  }
+
+  acknowledgeAlert(id: string): Promise<Alert> {
+    return this.runtime.host.acknowledgeAlert(id);
+  }
+
+  resolveAlert(id: string): Promise<Alert> {
+    return this.runtime.host.resolveAlert(id);
+  }
+
+  queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
+    return this.runtime.queries.query(query, signal);
+  }
+
+  aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult> {
+    return this.runtime.queries.aggregate(aggregation, signal);
+  }
+
+  listAlerts(listing: AlertListing): Promise<AlertPage> {
+    return this.runtime.alerts.list(listing);
+  }
+
+  watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
+    return this.runtime.alerts.watch(cursor, filter, signal);
   }
 }

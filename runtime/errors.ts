@@ -135,7 +135,15 @@ export class UnavailableError extends TwinmeshError {
   readonly code = StatusCode.UNAVAILABLE;
   override readonly retryable = true;
   constructor(
-    readonly reason: "NOT_SERVING" | "COMMIT_FAILED" | "SHUTTING_DOWN" | "LOAD_FAILED" | "NOT_OWNER" | "STALE_EPOCH" | "NOT_ENOUGH_REPLICAS" | "REPLICATION_FAILED",
+    readonly reason:
+      | "NOT_SERVING"
+      | "COMMIT_FAILED"
+      | "SHUTTING_DOWN"
+      | "LOAD_FAILED"
+      | "NOT_OWNER"
+      | "STALE_EPOCH"
+      | "NOT_ENOUGH_REPLICAS"
+      | "REPLICATION_FAILED",
     message: string,
   ) {
     super(message);

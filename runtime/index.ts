@@ -28,14 +28,14 @@ export {
   UnavailableError,
   UnknownKindError,
 } from "./errors.js";
-export type { HostOptions } from "./host/host-options.js";
-export { type IngestEvent, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS } from "./host/ingest-event.js";
-export type { TwinDeletion } from "./host/twin-deletion.js";
-export type { TwinView } from "./host/twin-host.js";
 /** @internal The cluster's seams into the host, for cluster/ only; not covered by semver. */
 export type { OwnershipGate } from "./host/admission.js";
 /** @internal The cluster's seams into the host, for cluster/ only; not covered by semver. */
 export type { HostObserver, ReplicationStage, StageFailure } from "./host/commit-completion.js";
+export type { HostOptions } from "./host/host-options.js";
+export { type IngestEvent, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS } from "./host/ingest-event.js";
+export type { TwinDeletion } from "./host/twin-deletion.js";
+export type { TwinView } from "./host/twin-host.js";
 /** @internal For server/ and cluster/ only; not covered by semver. */
 export { type PublishOptions, TwinHost } from "./host/twin-host.js";
 export type { TurnOutcome } from "./host/twin-message.js";

@@ -1,10 +1,10 @@
 import { AlertQueries } from "./alerts/alert-queries.js";
 import { AlertRetention } from "./alerts/alert-retention.js";
 import { type Clock, SYSTEM_CLOCK } from "./clock.js";
-import { type HostOptions, retentionSweepMs } from "./host/host-options.js";
-import type { IngestEvent } from "./host/ingest-event.js";
 import type { OwnershipGate } from "./host/admission.js";
 import type { HostObserver, ReplicationStage } from "./host/commit-completion.js";
+import { type HostOptions, retentionSweepMs } from "./host/host-options.js";
+import type { IngestEvent } from "./host/ingest-event.js";
 import { TwinHost, type TwinView } from "./host/twin-host.js";
 import type { TurnOutcome } from "./host/twin-message.js";
 import { TwinRegistry } from "./host/twin-registry.js";

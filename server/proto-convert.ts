@@ -1,7 +1,8 @@
 import { fromJson, type JsonValue as PbJsonValue } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromMs, ValueSchema } from "@bufbuild/protobuf/wkt";
+import type { ConsistencyLevel } from "../cluster/index.js";
 import { type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbState } from "../proto/gen/twinmesh/v1/alert_pb.js";
-import { type Event, type EventResult, EventStatus } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { Consistency, type Event, type EventResult, EventStatus } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import type { AggregateGroup as PbGroup, TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import type { AggregateGroup, Alert, IngestEvent, TurnOutcome, TwinView } from "../runtime/index.js";
 import { hasControlCharacter, InvalidArgumentError, quoteInput } from "../runtime/index.js";
@@ -123,4 +124,21 @@ export function requireField(value: string, field: string, example: string): str
     ]);
   }
   return value;
+}
+
+const LEVELS: Readonly<Record<number, ConsistencyLevel>> = {
+  [Consistency.UNSPECIFIED]: "default",
+  [Consistency.LOCAL]: "local",
+  [Consistency.QUORUM]: "quorum",
+  [Consistency.ALL]: "all",
+};
+
+/** The level of a request's `consistency`, or undefined for a value the enum does not have. */
+export function consistencyLevel(value: Consistency): ConsistencyLevel | undefined {
+  return LEVELS[value];
+}
+
+/** Why a request's `consistency` is not a level. */
+export function badConsistencyMessage(value: number): string {
+  return `consistency ${value} is not a level; use CONSISTENCY_LOCAL (1), CONSISTENCY_QUORUM (2), CONSISTENCY_ALL (3), or leave it unset for the node's default`;
 }

@@ -2,7 +2,7 @@ import type { TwinRouter } from "../cluster/index.js";
 import type { EventResult, PublishResponse, PublishStreamRequest, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { InvalidArgumentError, type Logger, quoteInput } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
-import { rejectedResult, toEventResult, toIngestEvent } from "./proto-convert.js";
+import { badConsistencyMessage, consistencyLevel, rejectedResult, toEventResult, toIngestEvent } from "./proto-convert.js";
 
 /** Limits of the telemetry service. */
 export interface TelemetryServiceLimits {
@@ -32,7 +32,13 @@ export function telemetryService(router: TwinRouter, limits: TelemetryServiceLim
           [{ field: "events", description: `at most ${limits.maxBatchEvents} events` }],
         );
       }
-      const outcomes = await router.publish(req.events.map(toIngestEvent));
+      const consistency = consistencyLevel(req.consistency);
+      if (consistency === undefined) {
+        throw new InvalidArgumentError("BAD_FIELD", badConsistencyMessage(req.consistency), [
+          { field: "consistency", description: "CONSISTENCY_LOCAL, CONSISTENCY_QUORUM, CONSISTENCY_ALL or unset" },
+        ]);
+      }
+      const outcomes = await router.publish(req.events.map(toIngestEvent), consistency);
       return { $typeName: "twinmesh.v1.PublishResponse", results: outcomes.map(toEventResult) };
     },
 
@@ -105,7 +111,8 @@ const INTERNAL_RESULT = rejectedResult("INTERNAL", "the node failed to handle th
 
 /** Applies one stream batch; a synchronous throw becomes a rejection, so it cannot end the stream. */
 async function publishBatch(router: TwinRouter, req: PublishStreamRequest): Promise<EventResult[]> {
-  const outcomes = await router.publish(req.events.map(toIngestEvent));
+  // checkBatch refused a consistency that is not a level.
+  const outcomes = await router.publish(req.events.map(toIngestEvent), consistencyLevel(req.consistency));
   return outcomes.map(toEventResult);
 }
 
@@ -133,6 +140,7 @@ function checkBatch(
   if (req.events.length > limits.maxBatchEvents) {
     return rejectedResult("BATCH_TOO_LARGE", `the batch has ${req.events.length} events; the limit is ${limits.maxBatchEvents}; split it into smaller batches`);
   }
+  if (consistencyLevel(req.consistency) === undefined) return rejectedResult("BAD_CONSISTENCY", badConsistencyMessage(req.consistency));
   return undefined;
 }
 

@@ -1,20 +1,20 @@
+import type { TwinRouter } from "../cluster/index.js";
 import type { QueryTwinsResponse, TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
-import { InvalidArgumentError, type QuerySummary, type TwinRuntime, type TwinView } from "../runtime/index.js";
+import { InvalidArgumentError, type QuerySummary, type TwinView } from "../runtime/index.js";
 import type { ServiceImpl, StreamSink } from "./grpc/grpc-adapter.js";
 import { requireField, toPbGroup, toSnapshot } from "./proto-convert.js";
 import { QueryTwinsPage } from "./snapshot-encoder.js";
 
-/** `twinmesh.v1.TwinService` over a {@link TwinRuntime}. */
-export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinService> {
-  const { host, queries } = runtime;
+/** `twinmesh.v1.TwinService` over a {@link TwinRouter}. */
+export function twinService(router: TwinRouter): ServiceImpl<typeof TwinService> {
   return {
     async getTwin(req) {
-      const view = await host.getTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'));
+      const view = await router.getTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'));
       return { $typeName: "twinmesh.v1.GetTwinResponse", twin: toSnapshot(view) };
     },
 
     async queryTwins(req, out, call) {
-      const results = queries.query(
+      const results = router.queryTwins(
         { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, orderBy: req.orderBy, limit: req.limit, pageToken: req.pageToken },
         call.signal,
       );
@@ -28,7 +28,7 @@ export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinServic
     },
 
     async aggregateTwins(req, call) {
-      const result = await queries.aggregate(
+      const result = await router.aggregateTwins(
         { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, field: req.field, groupBy: req.groupBy },
         call.signal,
       );
@@ -50,12 +50,12 @@ export function twinService(runtime: TwinRuntime): ServiceImpl<typeof TwinServic
           { field: "idempotency_key", description: "at most 256 characters" },
         ]);
       }
-      const result = await host.sendToTwin(kind, id, req.message ?? {}, req.idempotencyKey || undefined);
+      const result = await router.sendToTwin(kind, id, req.message ?? {}, req.idempotencyKey || undefined);
       return { $typeName: "twinmesh.v1.SendToTwinResponse", duplicate: result.duplicate, version: BigInt(result.version) };
     },
 
     async deleteTwin(req) {
-      const deletion = await host.deleteTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'), {
+      const deletion = await router.deleteTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'), {
         keepTombstone: req.keepTombstone,
       });
       return {

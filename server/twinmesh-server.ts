@@ -182,9 +182,10 @@ export class TwinmeshNode {
     });
     const grpcLog = log.child({ component: "grpc" });
     const adapter = { maxMessageBytes, log: grpcLog };
-    addService(server, TelemetryService, telemetryService(new LocalRouter(runtime.host), { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
-    addService(server, TwinService, twinService(runtime), adapter);
-    addService(server, AlertService, alertService(runtime), adapter);
+    const router = new LocalRouter(runtime);
+    addService(server, TelemetryService, telemetryService(router, { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
+    addService(server, TwinService, twinService(router), adapter);
+    addService(server, AlertService, alertService(router), adapter);
     addService(server, DeadLetterService, deadLetterService(runtime), adapter);
     addService(server, NodeService, nodeService(runtime), adapter);
     const health = new HealthState({

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import { PublishStreamRequestSchema, TelemetryService } from "../../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { Consistency, PublishStreamRequestSchema, TelemetryService } from "../../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
 import type { JsonObject } from "../../runtime/index.js";
 import { ACCEPTED, ev, outcomes, rejected } from "../harness/events.js";
@@ -172,6 +172,30 @@ describe("bad input over gRPC (bad-input)", () => {
         `request to /twinmesh.v1.TelemetryService/PublishStream is ${big.byteLength} bytes, over this node's limit of 16384 bytes; split the batch into smaller requests`,
       );
       assert.deepEqual(await twinState(client, "counter", "c-1"), { count: 1, lastSeq: 1, total: 0, messages: 0 });
+    });
+
+    it("refuses a consistency that is not a level: Publish with INVALID_ARGUMENT BAD_FIELD, a PublishStream batch with BAD_CONSISTENCY, applying nothing", async () => {
+      const { client } = await startNode(t);
+      const err = await clientError(client.publish([ev("counter", "c-1", 1)], 7 as Consistency));
+      assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(err.reason, "BAD_FIELD");
+      assert.match(err.message, /^consistency 7 is not a level; use CONSISTENCY_LOCAL \(1\)/);
+      const stream = client.openPublishStream();
+      t.defer(() => stream.cancel());
+      const bytes = Buffer.from(
+        toBinary(
+          PublishStreamRequestSchema,
+          create(PublishStreamRequestSchema, { batchId: "b-1", consistency: 9 as Consistency, events: [ev("counter", "c-1", 1)] }),
+        ),
+      );
+      const res = await stream.sendEncoded("b-1", bytes);
+      assert.deepEqual(
+        outcomes(res.results).map((o) => o.reason),
+        ["BAD_CONSISTENCY"],
+      );
+      assert.equal(res.batchReason, "BAD_CONSISTENCY");
+      const ok = await client.publish([ev("counter", "c-1", 1)], Consistency.QUORUM);
+      assert.deepEqual(outcomes(ok.results), [ACCEPTED]);
     });
 
     it("answers bytes that are not a valid request with INVALID_ARGUMENT MALFORMED_MESSAGE", async () => {
