@@ -17,13 +17,12 @@ import {
 import type { PageTokens } from "../query/page-token.js";
 import { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
-import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
+import { type JsonObject, stringifyJson } from "../util/json.js";
 import { checkJsonInput } from "../util/json-input.js";
 import type { Activation } from "./activation.js";
 import { ActivationDirectory } from "./activation-directory.js";
 import { Admission, type OwnershipGate } from "./admission.js";
 import { CommitCompletion, type HostObserver, type ReplicationStage } from "./commit-completion.js";
-import type { CommitGroup } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { DiskHealth } from "./disk-health.js";
 import { HostMetrics } from "./host-metrics.js";
@@ -33,12 +32,12 @@ import { type Delivery, OutboxDispatcher } from "./outbox-dispatcher.js";
 import type { OutboxEntry } from "./outbox-entry.js";
 import { PendingBatch } from "./pending-batch.js";
 import { TimerService } from "./timer-service.js";
-import { TurnContext, type TurnServices } from "./turn-context.js";
 import { TurnEffects } from "./turn-effects.js";
-import { deletedKey, deletedSeq, forgetTwin, type TwinDeletion } from "./twin-deletion.js";
+import { TurnRunner } from "./turn-runner.js";
+import { forgetTwin, type TwinDeletion } from "./twin-deletion.js";
 import { TwinLoader } from "./twin-loader.js";
-import type { ControlMessage, OutcomeSink, TimerMessage, TurnOutcome, TwinMessage, UserMessage } from "./twin-message.js";
-import { checkSeq, markSeq, parseMeta, parseRecord, readState, rememberDelivery, SeqCheck, type TwinRecordData, wasDelivered } from "./twin-record.js";
+import type { ControlMessage, OutcomeSink, TurnOutcome, TwinMessage } from "./twin-message.js";
+import { parseMeta, parseRecord, readState, type TwinRecordData } from "./twin-record.js";
 import type { KindEntry, TwinRegistry } from "./twin-registry.js";
 
 /** What {@link TwinHost} needs. */
@@ -83,16 +82,6 @@ export interface TwinView {
   readonly ownerNodeId: string;
 }
 
-const INBOX_REMEMBER = 128;
-/** Turns run back to back on one twin before yielding the event loop to others. */
-const TURNS_PER_SLICE = 64;
-const ACCEPTED: TurnOutcome = Object.freeze({ status: "accepted" });
-const RELOADED: TurnOutcome = Object.freeze({
-  status: "rejected",
-  reason: "COMMIT_FAILED",
-  message: "the twin was reloaded from disk after a failed write while this turn ran; retry with the same seq",
-  retryable: true,
-});
 const PRECEDING_REJECTED: TurnOutcome = {
   status: "rejected",
   reason: "PRECEDING_EVENT_REJECTED",
@@ -123,7 +112,7 @@ export class TwinHost {
   private readonly activations: ActivationDirectory;
   private readonly loader: TwinLoader;
   private readonly pipeline: CommitPipeline;
-  private readonly services: TurnServices;
+  private readonly turns: TurnRunner;
   private readonly timers: TimerService;
   private readonly outbox: OutboxDispatcher;
   private readonly effects: TurnEffects;
@@ -145,7 +134,6 @@ export class TwinHost {
     this.clock = config.clock;
     this.log = config.log;
     this.nodeId = config.nodeId;
-    this.services = { clock: this.clock, log: this.log, checkKind: (kind) => void this.registry.get(kind) };
     this.pipeline = new CommitPipeline(
       this.store,
       this.options.maxGroupEvents,
@@ -218,6 +206,22 @@ export class TwinHost {
       disk: this.disk,
       observer: config.observer,
       replication: config.replication,
+      settled: () => this.checkIdle(),
+    });
+    this.turns = new TurnRunner({
+      keys: this.keys,
+      clock: this.clock,
+      log: this.log,
+      metrics: this.metrics,
+      options: this.options,
+      services: { clock: this.clock, log: this.log, checkKind: (kind) => void this.registry.get(kind) },
+      pipeline: this.pipeline,
+      completion: this.completion,
+      effects: this.effects,
+      loader: this.loader,
+      activations: this.activations,
+      timers: this.timers,
+      deadLetters: this.deadLetters,
       settled: () => this.checkIdle(),
     });
   }
@@ -451,406 +455,8 @@ export class TwinHost {
     for (const msg of act.takeAll()) this.finish(msg, outcome);
   }
 
-  // ---------------------------------------------------------------- turns
-
   private schedule(act: Activation): void {
-    if (act.running || act.loading || act.evicted) return;
-    act.running = true;
-    this.drain(act);
-  }
-
-  /** Runs queued turns back to back; an async handler continues the loop when it settles. */
-  private drain(act: Activation): void {
-    for (let n = 0; n < TURNS_PER_SLICE; n++) {
-      const msg = act.next();
-      if (msg === undefined) {
-        act.running = false;
-        this.pipeline.schedule();
-        this.checkIdle();
-        return;
-      }
-      let pending: Promise<void> | undefined;
-      try {
-        pending = this.turn(act, msg);
-      } catch (err) {
-        this.turnBroke(act, msg, err);
-        return;
-      }
-      if (pending !== undefined) {
-        pending.then(
-          () => this.drain(act),
-          (err: unknown) => this.turnBroke(act, msg, err),
-        );
-        return;
-      }
-    }
-    this.pipeline.schedule();
-    setImmediate(() => this.drain(act));
-  }
-
-  /** Runs one message; returns a promise only when the handler is async. */
-  private turn(act: Activation, msg: TwinMessage): Promise<void> | undefined {
-    const rec = act.record as TwinRecordData;
-    const { instance } = act.entry;
-    switch (msg.type) {
-      case "telemetry": {
-        const seq = msg.telemetry.seq;
-        const tomb = deletedSeq(rec, seq);
-        if (tomb !== undefined) {
-          return this.reject(
-            msg,
-            "TWIN_DELETED",
-            `seq ${seq} is at or below seq ${tomb}, the highest seq of twin ${act.entry.kind}/${act.id} when it was deleted with a tombstone: its effect was deleted, so it is not applied again; send seqs above ${tomb}, or delete the twin without a tombstone to let its source start again at 1`,
-          );
-        }
-        const check = checkSeq(rec, seq, this.options.dedupeWindow);
-        if (check === SeqCheck.DUPLICATE) {
-          this.metrics.duplicates++;
-          this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
-          return undefined;
-        }
-        if (check === SeqCheck.TOO_OLD) {
-          this.metrics.rejected++;
-          this.finish(msg, {
-            status: "rejected",
-            reason: "SEQ_TOO_OLD",
-            message: `seq ${seq} is more than ${this.options.dedupeWindow} below the source's highest seq ${rec.hw}; it cannot be checked for duplicates, so it is not applied`,
-            retryable: false,
-          });
-          return undefined;
-        }
-        const handler = instance.onTelemetry;
-        if (handler === undefined) return this.reject(msg, "NO_TELEMETRY_HANDLER", `twin kind "${act.entry.kind}" has no onTelemetry handler`);
-        this.revive(act);
-        return this.invoke(
-          act,
-          msg,
-          (ctx) => handler.call(instance, msg.telemetry, ctx),
-          () => {
-            markSeq(rec, seq, this.options.dedupeWindow);
-            // An unreadable stored time (from before times were checked) is replaced, not kept.
-            const last = readableEventTime(rec.let);
-            if (last === undefined || msg.telemetry.timeMs > last) rec.let = msg.telemetry.timeMs;
-          },
-        );
-      }
-      case "message":
-        return this.messageTurn(act, msg, rec);
-      case "timer":
-        return this.timerTurn(act, msg, rec);
-      case "control":
-        this.controlTurn(act, msg, rec);
-        return undefined;
-    }
-  }
-
-  private messageTurn(act: Activation, msg: UserMessage, rec: TwinRecordData): Promise<void> | undefined {
-    const group = this.pipeline.current;
-    if (deletedKey(rec, msg.messageId)) {
-      return this.reject(
-        msg,
-        "TWIN_DELETED",
-        `idempotency key "${(msg.messageId as string).slice(2)}" was used before twin ${act.entry.kind}/${act.id} was deleted with a tombstone: its effect was deleted, so the message is not delivered again; use a new key`,
-      );
-    }
-    if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
-      if (msg.outbox !== undefined) group.ops.push({ type: "del", key: this.keys.outbox(msg.outbox.seq) });
-      this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
-      return undefined;
-    }
-    const { instance } = act.entry;
-    const handler = instance.onMessage;
-    if (handler === undefined) {
-      return this.reject(msg, "NO_MESSAGE_HANDLER", `twin kind "${act.entry.kind}" has no onMessage handler`);
-    }
-    this.revive(act);
-    return this.invoke(
-      act,
-      msg,
-      (ctx) => handler.call(instance, msg.message, ctx),
-      (g) => {
-        if (msg.messageId !== undefined) rememberDelivery(rec, msg.messageId, INBOX_REMEMBER);
-        if (msg.outbox !== undefined) g.ops.push({ type: "del", key: this.keys.outbox(msg.outbox.seq) });
-      },
-    );
-  }
-
-  private timerTurn(act: Activation, msg: TimerMessage, rec: TwinRecordData): Promise<void> | undefined {
-    const group = this.pipeline.current;
-    if (rec.timers?.[msg.name] !== msg.dueMs || rec.del === 1) {
-      // Moved or cancelled after the index was read: drop the stale index entry.
-      group.ops.push({ type: "del", key: msg.indexKey });
-      group.timersDone.push(msg.indexKey);
-      this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
-      return undefined;
-    }
-    const { instance } = act.entry;
-    const handler = instance.onTimer;
-    const consume = (g: CommitGroup): void => {
-      // The timer is spent before the handler's own timer effects apply, so re-arming works.
-      if (rec.timers !== undefined) {
-        delete rec.timers[msg.name];
-        if (Object.keys(rec.timers).length === 0) rec.timers = undefined;
-      }
-      g.ops.push({ type: "del", key: msg.indexKey });
-      g.timersDone.push(msg.indexKey);
-    };
-    if (handler === undefined) {
-      consume(group);
-      this.pipeline.touch(act);
-      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
-      return undefined;
-    }
-    this.metrics.timersFired++;
-    return this.invoke(act, msg, (ctx) => handler.call(instance, msg.name, ctx), undefined, consume);
-  }
-
-  private controlTurn(act: Activation, msg: ControlMessage, rec: TwinRecordData): void {
-    const group = this.pipeline.current;
-    const nowMs = this.clock.nowMs();
-    if (msg.op === "delete") {
-      const forgotten = forgetTwin(rec, msg.keepTombstone === true, INBOX_REMEMBER);
-      if (forgotten.changed) {
-        for (const [name, due] of Object.entries(forgotten.timers)) group.ops.push({ type: "del", key: this.keys.timer(due, act.entry.kind, act.id, name) });
-        for (const alert of forgotten.alerts) this.effects.logAlert(group, { ...alert, state: AlertState.RESOLVED, updatedAt: nowMs });
-        act.state = undefined;
-        act.stateJson = undefined;
-        this.pipeline.touch(act);
-      }
-      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver, deletion: forgotten.deletion });
-      return;
-    }
-    const alert = Object.values(rec.alerts ?? {}).find((a) => a.id === msg.alertId);
-    if (alert !== undefined && (msg.op === "resolve-alert" || alert.state === AlertState.OPEN)) {
-      const state = msg.op === "resolve-alert" ? AlertState.RESOLVED : AlertState.ACKNOWLEDGED;
-      const changed: Alert = { ...alert, state, updatedAt: nowMs };
-      const stored = this.effects.logAlert(group, changed);
-      if (state === AlertState.RESOLVED) this.effects.dropAlert(rec, alert.code);
-      else (rec.alerts as Record<string, Alert>)[alert.code] = stored;
-      rec.ver++; // the record changed: replicas compare versions
-      this.pipeline.touch(act);
-    }
-    this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
-  }
-
-  /** A deleted twin that receives a new message starts again from `initial()`. */
-  private revive(act: Activation): void {
-    const rec = act.record as TwinRecordData;
-    if (rec.del === 1) {
-      rec.del = undefined;
-      this.loader.resetState(act);
-    }
-  }
-
-  /**
-   * Runs a handler on a fresh TurnContext. `meta` updates the record's bookkeeping and `before`
-   * consumes the trigger (a timer); both run only if the handler succeeds.
-   */
-  private invoke(
-    act: Activation,
-    msg: TwinMessage,
-    call: (ctx: TurnContext) => void | Promise<void>,
-    meta?: (group: CommitGroup) => void,
-    before?: (group: CommitGroup) => void,
-  ): Promise<void> | undefined {
-    const state = act.state as JsonObject;
-    if (act.stateJson === undefined) act.stateJson = JSON.stringify(state); // rollback point, made lazily after a load
-    const ctx = new TurnContext(act, this.services, state);
-    let result: void | Promise<void>;
-    try {
-      result = call(ctx);
-    } catch (err) {
-      this.failTurn(act, msg, ctx, "HANDLER_FAILED", err, before);
-      return undefined;
-    }
-    if (result === undefined || typeof (result as { then?: unknown }).then !== "function") {
-      this.finishTurn(act, msg, ctx, meta, before);
-      return undefined;
-    }
-    // Bookkeeping that throws rejects this promise (drain contains it) instead of leaving it
-    // pending forever or throwing out of a callback, where nothing would catch it.
-    return new Promise<void>((resolve, reject) => {
-      const settle = (end: () => void): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        try {
-          end();
-          resolve();
-        } catch (err) {
-          reject(err);
-        }
-      };
-      const timer = setTimeout(
-        () =>
-          settle(() => {
-            this.metrics.timeouts++;
-            this.failTurn(act, msg, ctx, "TURN_TIMEOUT", new Error(`handler did not finish within ${this.options.turnTimeoutMs} ms`), before);
-          }),
-        this.options.turnTimeoutMs,
-      );
-      let settled = false;
-      (result as Promise<void>).then(
-        () => settle(() => this.finishTurn(act, msg, ctx, meta, before)),
-        (err: unknown) => settle(() => this.failTurn(act, msg, ctx, "HANDLER_FAILED", err, before)),
-      );
-    });
-  }
-
-  /**
-   * A turn's bookkeeping threw: a twinmesh bug, not the handler's. The open commit group may hold
-   * half of that turn's effects and the twin's working record half its marks, so the group is
-   * abandoned unwritten (its events answered `COMMIT_FAILED`, retryable) and its twins reload from
-   * disk, as after a failed write; the message that broke is answered `INTERNAL`. A timer or an
-   * outbox message that broke is spent (dead-lettered), or it would come back and break again.
-   */
-  private turnBroke(act: Activation, msg: TwinMessage, err: unknown): void {
-    this.metrics.internalErrors++;
-    act.log(this.log).error({ err, trigger: msg.type }, "turn bookkeeping failed; its commit group was abandoned and its twins reload from disk");
-    const abandoned: TurnOutcome = {
-      status: "rejected",
-      reason: "COMMIT_FAILED",
-      message:
-        "a twinmesh bug in another turn abandoned the commit group this event was in before it was written; nothing of it was applied; retry with the same seq",
-      retryable: true,
-    };
-    const internal: TurnOutcome = {
-      status: "rejected",
-      reason: "INTERNAL",
-      message: `twinmesh failed while committing this turn of ${act.entry.kind}/${act.id} (a bug, logged on the node); nothing of it was applied and the twin was reloaded from disk`,
-      retryable: false,
-    };
-    const group = this.pipeline.abandonOpen();
-    act.running = false;
-    for (const twin of [act, ...group.twins]) {
-      this.loader.reloadAfter(twin);
-      this.activations.evict(twin);
-      for (const queued of twin.takeAll()) this.finish(queued, abandoned);
-    }
-    // The broken message may already wait among the group's acks (its bookkeeping threw later).
-    for (const acked of group.ackMessages) if (acked !== msg) this.finish(acked, abandoned);
-    for (const key of group.timersDone) this.timers.released(key);
-    this.metrics.rejected++;
-    if (msg.type === "timer") {
-      const next = this.pipeline.current;
-      next.ops.push({ type: "del", key: msg.indexKey });
-      next.timersDone.push(msg.indexKey);
-      this.ackAfterCommit(msg, internal);
-      this.pipeline.schedule();
-    } else if (msg.type === "message" && msg.outbox !== undefined) {
-      this.deadLetter(msg, "INTERNAL", internal.message as string);
-      this.pipeline.schedule();
-    } else this.finish(msg, internal);
-    this.checkIdle();
-  }
-
-  private finishTurn(act: Activation, msg: TwinMessage, ctx: TurnContext, meta?: (g: CommitGroup) => void, before?: (g: CommitGroup) => void): void {
-    ctx.end();
-    if (act.evicted) {
-      // A failed commit evicted this twin while its async handler ran: its record may hold that
-      // group's marks, so nothing of it may be written again. The twin reloads on next use.
-      this.finish(msg, RELOADED);
-      return;
-    }
-    const rec = act.record as TwinRecordData;
-    let json: string;
-    try {
-      if (!isPlainObject(ctx.state)) throw new TypeError("state must be a plain JSON object");
-      json = stringifyJson(ctx.state, "state");
-      if (json.length > this.options.maxStateBytes) {
-        this.failTurn(act, msg, ctx, "STATE_TOO_LARGE", new Error(`state is ${json.length} bytes; the limit is ${this.options.maxStateBytes}`), before);
-        return;
-      }
-      for (const send of ctx.sends ?? []) {
-        const size = stringifyJson(send.message, `message to ${send.kind}/${send.id}`).length;
-        if (size > this.options.maxMessageBytes)
-          throw new TypeError(`message to ${send.kind}/${send.id} is ${size} bytes; the limit is ${this.options.maxMessageBytes}`);
-      }
-    } catch (err) {
-      this.failTurn(act, msg, ctx, "BAD_STATE", err, before);
-      return;
-    }
-    const group = this.pipeline.current;
-    before?.(group);
-    rec.ver++;
-    meta?.(group);
-    act.state = ctx.state;
-    act.stateJson = json;
-    this.effects.apply(act, rec, ctx, group);
-    this.pipeline.touch(act);
-    if (msg.type === "telemetry") {
-      group.events++;
-      this.metrics.applied++;
-      // One shared outcome: the event path allocates nothing for its answer.
-      this.ackAfterCommit(msg, ACCEPTED);
-      return;
-    }
-    this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
-  }
-
-  private failTurn(
-    act: Activation,
-    msg: TwinMessage,
-    ctx: TurnContext,
-    reason: "HANDLER_FAILED" | "TURN_TIMEOUT" | "BAD_STATE" | "STATE_TOO_LARGE",
-    err: unknown,
-    before?: (g: CommitGroup) => void,
-  ): void {
-    ctx.end();
-    if (act.evicted) {
-      this.finish(msg, RELOADED);
-      return;
-    }
-    // Roll back: the handler may have mutated the state object in place, and a timed-out
-    // handler may still hold it, so the twin continues on a fresh copy of the last good state.
-    act.state = JSON.parse(act.stateJson as string) as JsonObject;
-    this.metrics.handlerErrors++;
-    const text = err instanceof Error ? err.message : String(err);
-    act.log(this.log).warn({ err, reason, trigger: msg.type }, "turn failed; state left as before the turn");
-    const what = msg.type === "telemetry" ? "onTelemetry" : msg.type === "timer" ? `onTimer("${msg.name}")` : "onMessage";
-    const message = `${act.entry.kind}/${act.id} ${what} ${reason === "TURN_TIMEOUT" ? "timed out" : "failed"}: ${text}`;
-    if (msg.type === "timer" && before !== undefined) {
-      // A timer fires at least once, not forever: a failing onTimer spends it.
-      const group = this.pipeline.current;
-      before(group);
-      this.pipeline.touch(act);
-      this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
-      return;
-    }
-    this.metrics.rejected++;
-    if (msg.type === "message" && msg.outbox !== undefined) {
-      this.deadLetter(msg, reason, message);
-      return;
-    }
-    this.finish(msg, { status: "rejected", reason, message, retryable: false });
-  }
-
-  /** Refuses a message for good; one from the outbox moves to the dead letters (answered when that commits). */
-  private reject(msg: TwinMessage, reason: string, message: string): undefined {
-    this.metrics.rejected++;
-    if (msg.type === "message" && msg.outbox !== undefined) this.deadLetter(msg, reason, message);
-    else this.finish(msg, { status: "rejected", reason, message, retryable: false });
-    return undefined;
-  }
-
-  /**
-   * Moves an undeliverable outbox message aside so it is kept but not retried forever. It is
-   * answered, and released from the dispatcher's in-flight set, only once that move commits: a
-   * rescan reading the outbox before then must not queue it again.
-   */
-  private deadLetter(msg: UserMessage, reason: string, message: string): void {
-    const { outbox } = msg;
-    if (outbox === undefined) throw new Error("deadLetter() called for a message that did not come from the outbox");
-    const group = this.pipeline.current;
-    group.ops.push({ type: "del", key: this.keys.outbox(outbox.seq) }, ...this.deadLetters.record(outbox, reason, message));
-    this.metrics.deadLetters++;
-    this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
-  }
-
-  // ---------------------------------------------------------------- completion
-
-  private ackAfterCommit(msg: TwinMessage, outcome: TurnOutcome): void {
-    this.completion.ackAfterCommit(this.pipeline.current, msg, outcome);
+    this.turns.schedule(act);
   }
 
   private finish(msg: TwinMessage, outcome: TurnOutcome): void {
