@@ -194,7 +194,7 @@ export class DataDirectoryError extends TwinmeshError {
   override readonly name = "DataDirectoryError";
   readonly code = StatusCode.FAILED_PRECONDITION;
   constructor(
-    readonly reason: "DATA_DIR_FOREIGN" | "DATA_DIR_CORRUPT" | "DATA_DIR_LOCKED" | "DATA_DIR_FORMAT" | "DATA_DIR_UNREADABLE",
+    readonly reason: "DATA_DIR_FOREIGN" | "DATA_DIR_CORRUPT" | "DATA_DIR_LOCKED" | "DATA_DIR_FORMAT" | "DATA_DIR_UNREADABLE" | "DATA_DIR_PARTITIONS",
     readonly path: string,
     message: string,
     options?: { cause?: unknown },

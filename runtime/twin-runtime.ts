@@ -1,6 +1,7 @@
 import { AlertQueries } from "./alerts/alert-queries.js";
 import { AlertRetention } from "./alerts/alert-retention.js";
 import { type Clock, SYSTEM_CLOCK } from "./clock.js";
+import { ConfigError, DataDirectoryError } from "./errors.js";
 import type { OwnershipGate } from "./host/admission.js";
 import type { HostObserver, ReplicationStage } from "./host/commit-completion.js";
 import { type HostOptions, retentionSweepMs } from "./host/host-options.js";
@@ -10,6 +11,7 @@ import type { TurnOutcome } from "./host/twin-message.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
 import { silentLogger } from "./log.js";
+import { DEFAULT_PARTITIONS, MAX_PARTITIONS, Partitioning } from "./partition/partitioning.js";
 import { FilterPool } from "./query/filter-pool.js";
 import { PageTokens } from "./query/page-token.js";
 import { type QueryOptions, resolveQueryOptions } from "./query/query-options.js";
@@ -40,6 +42,12 @@ export interface TwinRuntimeOptions {
   readonly ownership?: OwnershipGate;
   /** Where committed groups go before they are acknowledged (the cluster's replication); absent: none. */
   readonly replication?: ReplicationStage;
+  /**
+   * The cluster's partition count. Fixed when the data directory is created: a directory made
+   * with another count is refused (`DATA_DIR_PARTITIONS`). Absent: the directory's count, or
+   * 256 for a new one.
+   */
+  readonly partitions?: number;
   /** RocksDB cache and memtable sizes. */
   readonly store?: Pick<RocksStoreOptions, "cacheBytes" | "writeBufferBytes">;
 }
@@ -58,6 +66,8 @@ export class TwinRuntime {
   private closed = false;
 
   private constructor(
+    /** How twins map to partitions: the count this data directory was created with. */
+    readonly partitioning: Partitioning,
     readonly store: RocksStore,
     readonly registry: TwinRegistry,
     readonly host: TwinHost,
@@ -85,6 +95,7 @@ export class TwinRuntime {
     const log = options.log ?? silentLogger();
     const store = await RocksStore.open(options.dataDir, { ...options.store, durability: options.durability });
     try {
+      const partitioning = await storedPartitioning(store, options.dataDir, options.partitions);
       const tokens = await PageTokens.open(store);
       const host = new TwinHost({
         store,
@@ -122,6 +133,7 @@ export class TwinRuntime {
         log: log.child({ component: "query" }),
       });
       return new TwinRuntime(
+        partitioning,
         store,
         registry,
         host,
@@ -161,4 +173,37 @@ export class TwinRuntime {
     await this.alertRetention.close();
     await this.store.close();
   }
+}
+
+/** Where a data directory keeps the partition count it was created with. */
+const PARTITIONS_KEY = "\u0000meta\u0000partitions";
+
+/**
+ * The data directory's partition count, stamped on first use with `requested` (or the default).
+ * @throws DataDirectoryError (DATA_DIR_PARTITIONS) when `requested` differs from the stamped count;
+ * ConfigError (BAD_OPTION) for a count out of range.
+ */
+async function storedPartitioning(store: RocksStore, dataDir: string, requested: number | undefined): Promise<Partitioning> {
+  if (requested !== undefined && (!Number.isSafeInteger(requested) || requested < 1 || requested > MAX_PARTITIONS)) {
+    throw new ConfigError("BAD_OPTION", `partitions is ${requested}; use a whole number from 1 to ${MAX_PARTITIONS}`);
+  }
+  const raw = await store.get(PARTITIONS_KEY);
+  const stored = raw === undefined ? undefined : Number(raw);
+  if (stored !== undefined && (!Number.isSafeInteger(stored) || stored < 1 || stored > MAX_PARTITIONS)) {
+    throw new DataDirectoryError(
+      "DATA_DIR_CORRUPT",
+      dataDir,
+      `${dataDir} records an unreadable partition count (${JSON.stringify(raw)}); restore it from a backup`,
+    );
+  }
+  if (stored !== undefined && requested !== undefined && stored !== requested) {
+    throw new DataDirectoryError(
+      "DATA_DIR_PARTITIONS",
+      dataDir,
+      `${dataDir} was created with ${stored} partitions, and this node was started with --partitions ${requested}; the count is fixed when a data directory is created: start with --partitions ${stored}, or use a new data directory`,
+    );
+  }
+  const partitions = stored ?? requested ?? DEFAULT_PARTITIONS;
+  if (stored === undefined) await store.write([{ type: "put", key: PARTITIONS_KEY, value: String(partitions) }]);
+  return new Partitioning(partitions);
 }

@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { isTwinmeshError } from "../../runtime/index.js";
+import { isTwinmeshError, TwinRuntime } from "../../runtime/index.js";
 import { type BatchOp, DATA_FORMAT_VERSION, RocksStore } from "../../runtime/store/rocks-store.js";
 import { TwinmeshNode } from "../../server/index.js";
 import { fixtureTwins } from "../fixtures/index.js";
@@ -127,6 +127,23 @@ describe("the data directory (data-dir)", () => {
       message: `${dir} holds data format ${newer}, newer than this twinmesh reads (${DATA_FORMAT_VERSION}); run a newer twinmesh`,
     });
     assert.deepEqual(snapshot(dir), before);
+  });
+
+  it("keeps the partition count a directory was created with, and refuses to open it with another", async () => {
+    const dir = t.tempDir("partitions");
+    const first = await TwinRuntime.open({ dataDir: dir, twins: fixtureTwins, partitions: 64 });
+    assert.equal(first.partitioning.partitions, 64);
+    await first.close();
+    const again = await TwinRuntime.open({ dataDir: dir, twins: fixtureTwins });
+    assert.equal(again.partitioning.partitions, 64, "a node started without --partitions takes the directory's count");
+    await again.close();
+    await assert.rejects(TwinRuntime.open({ dataDir: dir, twins: fixtureTwins, partitions: 256 }), {
+      reason: "DATA_DIR_PARTITIONS",
+      message: `${dir} was created with 64 partitions, and this node was started with --partitions 256; the count is fixed when a data directory is created: start with --partitions 64, or use a new data directory`,
+    });
+    const fresh = await TwinRuntime.open({ dataDir: t.tempDir("default-partitions"), twins: fixtureTwins });
+    assert.equal(fresh.partitioning.partitions, 256);
+    await fresh.close();
   });
 
   it("refuses a bad cache or memtable size with BAD_OPTION before creating the directory", async () => {
