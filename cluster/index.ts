@@ -1,6 +1,6 @@
 /**
- * cluster/: where twins live and how work reaches them. Today a single node owns the whole ring;
- * these are the seams the cluster builds on.
+ * cluster/: where twins live and how work reaches them: the ring, membership, the failure
+ * detector, and the node-to-node transport (PeerService served, peers pinged, events forwarded).
  */
 
 export {
@@ -11,8 +11,22 @@ export {
   type ResolvedFailureDetectorOptions,
   resolveFailureDetectorOptions,
 } from "./failure-detector.js";
+export { ForwardClient, type ForwardClientOptions } from "./forward-client.js";
+export type { ForwardBatch, ForwardHandler } from "./forward-server.js";
 export { type Membership, type NodeInfo, STATIC_EPOCH, StaticMembership } from "./membership.js";
 export { NODE_ID_PATTERN, type NodeId, parseNodeId } from "./node-id.js";
+export { type NodeSettings, type NodeWithSettings, resolveNodeSettings, settingsDifference } from "./node-settings.js";
+export { IncompatiblePeerError, NotServedError, PeerUnavailableError } from "./peer-errors.js";
 export { type PeerAddress, parsePeers } from "./peer-list.js";
+export { PeerCondition, PeerPool, type PeerPoolOptions, type PeerState } from "./peer-pool.js";
+export {
+  addPeerService,
+  type FetchPartitionHandler,
+  type LocalNode,
+  type PartitionStatesHandler,
+  type PeerHandlers,
+  type PeerServiceOptions,
+  type ReplicateHandler,
+} from "./peer-service.js";
 export { type NodeShare, partitionRingKey, RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
 export { type ConsistencyLevel, LocalRouter, type TwinRouter } from "./twin-router.js";

@@ -1,0 +1,104 @@
+import type { EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { type Logger, silentLogger } from "../runtime/index.js";
+import type { ForwardBatch } from "./forward-server.js";
+import { ForwardStream } from "./forward-stream.js";
+import type { NodeId } from "./node-id.js";
+import { PeerUnavailableError } from "./peer-errors.js";
+import { PeerCondition, type PeerPool } from "./peer-pool.js";
+
+/** How the {@link ForwardClient} sends. Every field is optional. */
+export interface ForwardClientOptions {
+  /**
+   * Batches sent to one peer and not answered yet; further batches wait for a slot.
+   * @defaultValue 64
+   */
+  readonly maxInflightBatches?: number;
+  /** @defaultValue a silent logger */
+  readonly log?: Logger;
+}
+
+const DEFAULT_MAX_INFLIGHT_BATCHES = 64;
+
+/**
+ * Sends events to the nodes that own them, over one long-lived Forward stream per peer on the
+ * {@link PeerPool}'s channels. A stream opens at its first batch and again after a break.
+ *
+ * Guarantees: `forward` never hangs on a lost peer. A batch in flight when its stream breaks —
+ * the connection dropped, the peer's server stopped, or the pool saw the peer go down or become
+ * incompatible — is rejected with a retryable {@link PeerUnavailableError} (UNAVAILABLE), which a
+ * router turns into a retryable `REJECTED` result for each event; the next batch opens a new
+ * stream. At most `maxInflightBatches` batches per peer are unanswered at once: more wait, in
+ * order, and are never dropped.
+ *
+ * @example
+ * ```ts
+ * const forwarding = new ForwardClient(pool, { log });
+ * const results = await forwarding.forward(parseNodeId("n2"), { epoch: ring.epoch, consistency: Consistency.QUORUM, events });
+ * ```
+ */
+export class ForwardClient {
+  private readonly streams = new Map<NodeId, ForwardStream>();
+  private readonly maxInflightBatches: number;
+  private readonly log: Logger;
+  private readonly unsubscribe: () => void;
+  private closed = false;
+
+  /** @throws RangeError when `maxInflightBatches` is not a positive whole number. */
+  constructor(
+    private readonly pool: PeerPool,
+    options: ForwardClientOptions = {},
+  ) {
+    this.maxInflightBatches = options.maxInflightBatches ?? DEFAULT_MAX_INFLIGHT_BATCHES;
+    if (!Number.isSafeInteger(this.maxInflightBatches) || this.maxInflightBatches < 1) {
+      throw new RangeError(`maxInflightBatches is ${this.maxInflightBatches}; use a whole number above 0`);
+    }
+    this.log = (options.log ?? silentLogger()).child({ component: "forward-client" });
+    // A peer that stopped answering may leave its stream open but silent (a cut link): waiting
+    // for TCP keepalive would take seconds, the failure detector says so within downAfterMs.
+    this.unsubscribe = pool.onChange((peer) => {
+      if (peer.condition === PeerCondition.UP) return;
+      this.streams.get(peer.id)?.breakStream(`${peer.id} is ${peer.condition}${peer.problem === undefined ? "" : ` (${peer.problem})`}`);
+    });
+  }
+
+  /**
+   * Forwards one batch to `peer` and resolves with its results after the owner's commit at
+   * `batch.consistency`. `signal` withdraws a batch still waiting for a slot.
+   * @throws PeerUnavailableError (retryable) when the stream broke before the answer, or the client is closed.
+   * @throws RangeError when `peer` is not in the pool.
+   */
+  forward(peer: NodeId, batch: ForwardBatch, signal?: AbortSignal): Promise<EventResult[]> {
+    if (this.closed) return Promise.reject(this.closedError(peer));
+    return this.stream(peer).send(batch, signal);
+  }
+
+  /** Batches sent to `peer` and not answered yet. */
+  inFlight(peer: NodeId): number {
+    return this.streams.get(peer)?.inFlightBatches ?? 0;
+  }
+
+  /** Rejects every batch in flight or waiting (retryable, `FORWARD_CLOSED`) and ends the streams. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.unsubscribe();
+    for (const stream of this.streams.values()) stream.close(this.closedError(stream.peer));
+  }
+
+  private stream(peer: NodeId): ForwardStream {
+    let stream = this.streams.get(peer);
+    if (stream === undefined) {
+      stream = new ForwardStream(peer, this.pool.channel(peer), this.maxInflightBatches, this.log);
+      this.streams.set(peer, stream);
+    }
+    return stream;
+  }
+
+  private closedError(peer: NodeId): PeerUnavailableError {
+    return new PeerUnavailableError(
+      "FORWARD_CLOSED",
+      peer,
+      `this node stopped forwarding to ${peer} (it is shutting down); retry the events on another node with the same seqs`,
+    );
+  }
+}

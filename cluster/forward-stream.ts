@@ -1,0 +1,202 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { ForwardRequestSchema, ForwardResponseSchema, PeerService } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import type { EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
+import type { Logger } from "../runtime/index.js";
+import type { ForwardBatch } from "./forward-server.js";
+import type { NodeId } from "./node-id.js";
+import { PeerUnavailableError } from "./peer-errors.js";
+import { callFailure, methodPath } from "./peer-rpc.js";
+
+interface InFlight {
+  readonly events: number;
+  readonly resolve: (results: EventResult[]) => void;
+  readonly reject: (err: PeerUnavailableError) => void;
+}
+
+interface SlotWaiter {
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/**
+ * The Forward stream to one peer: opened at the first batch, opened again at the first batch
+ * after a break. Each batch gets a `batch_id` unique on the stream (a counter that never goes
+ * back, so also unique across reopens) and is answered by the response with that id, in
+ * whatever order responses come.
+ *
+ * At most `maxInflightBatches` batches are sent and unanswered at once; further senders wait in
+ * FIFO order for a slot (back-pressure: nothing is dropped, and grpc-js's send buffer holds at
+ * most that many batches). When the stream breaks (the peer went away, the connection dropped,
+ * {@link breakStream} was called), every batch in flight on it is rejected at once with a
+ * retryable {@link PeerUnavailableError}: its events may or may not have been applied, and a
+ * retry with the same seqs is deduplicated by the owner.
+ */
+export class ForwardStream {
+  private call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
+  private readonly inFlight = new Map<bigint, InFlight>();
+  private nextBatchId = 1n;
+  private active = 0;
+  private readonly slotWaiters: SlotWaiter[] = [];
+  private closedBy: PeerUnavailableError | undefined;
+
+  constructor(
+    readonly peer: NodeId,
+    private readonly client: grpc.Client,
+    private readonly maxInflightBatches: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** Batches sent and not answered yet. */
+  get inFlightBatches(): number {
+    return this.inFlight.size;
+  }
+
+  /** Senders waiting for a slot. */
+  get waitingBatches(): number {
+    return this.slotWaiters.length;
+  }
+
+  /**
+   * Sends `batch` and resolves with its results (`results[i]` answers `events[i]`). `signal`
+   * withdraws a batch still waiting for a slot; once sent, a batch waits for its answer or the
+   * stream's break.
+   * @throws PeerUnavailableError (retryable) when the stream broke before the answer came, or the stream is closed.
+   */
+  async send(batch: ForwardBatch, signal?: AbortSignal): Promise<EventResult[]> {
+    await this.acquire(signal);
+    try {
+      if (this.closedBy !== undefined) throw this.closedBy;
+      const call = this.open();
+      const batchId = this.nextBatchId++;
+      const answer = new Promise<EventResult[]>((resolve, reject) => this.inFlight.set(batchId, { events: batch.events.length, resolve, reject }));
+      const request = create(ForwardRequestSchema, { batchId, epoch: batch.epoch, consistency: batch.consistency, events: [...batch.events] });
+      // No wait for "drain": the in-flight bound already limits what grpc-js buffers to
+      // maxInflightBatches batches.
+      call.write(Buffer.from(toBinary(ForwardRequestSchema, request)));
+      return await answer;
+    } finally {
+      this.release();
+    }
+  }
+
+  /** Ends the current stream (if any): its batches in flight are rejected retryable with `why`. The next batch opens a new one. */
+  breakStream(why: string): void {
+    const call = this.call;
+    if (call === undefined) return;
+    this.broke(
+      call,
+      new PeerUnavailableError("PEER_UNAVAILABLE", this.peer, `${why}; the batch may or may not have been applied: retry its events with the same seqs`),
+    );
+    call.cancel();
+  }
+
+  /** Rejects everything in flight or waiting with `reason` and every later batch too. Idempotent. */
+  close(reason: PeerUnavailableError): void {
+    this.closedBy ??= reason;
+    for (const waiter of this.slotWaiters.splice(0)) waiter.reject(reason);
+    const call = this.call;
+    if (call !== undefined) {
+      this.broke(call, reason);
+      call.cancel();
+    }
+  }
+
+  private open(): grpc.ClientDuplexStream<Buffer, Buffer> {
+    if (this.call !== undefined) return this.call;
+    const raw = (bytes: Buffer): Buffer => bytes;
+    const call = this.client.makeBidiStreamRequest<Buffer, Buffer>(methodPath(PeerService.method.forward), raw, raw);
+    this.call = call;
+    call.on("data", (bytes: Buffer) => this.onAnswer(call, bytes));
+    call.on("error", (err: unknown) => {
+      const failure = callFailure(err);
+      this.broke(
+        call,
+        new PeerUnavailableError(
+          "PEER_UNAVAILABLE",
+          this.peer,
+          `the forward stream to ${this.peer} broke (${grpc.status[failure.code] ?? failure.code}: ${failure.message}) before the batch was answered; it may or may not have been applied: retry its events with the same seqs`,
+          { cause: err },
+        ),
+      );
+    });
+    // The owner never ends a stream this node still writes to; an end is a break like any other.
+    call.on("end", () =>
+      this.broke(
+        call,
+        new PeerUnavailableError(
+          "PEER_UNAVAILABLE",
+          this.peer,
+          `${this.peer} ended the forward stream before the batch was answered; retry its events with the same seqs`,
+        ),
+      ),
+    );
+    return call;
+  }
+
+  private onAnswer(call: grpc.ClientDuplexStream<Buffer, Buffer>, bytes: Buffer): void {
+    if (call !== this.call) return;
+    let problem: string | undefined;
+    try {
+      const res = fromBinary(ForwardResponseSchema, bytes);
+      const pending = this.inFlight.get(res.batchId);
+      if (pending === undefined) problem = `${this.peer} answered batch ${res.batchId}, which is not in flight`;
+      else if (res.results.length !== pending.events)
+        problem = `${this.peer} answered batch ${res.batchId} with ${res.results.length} results for ${pending.events} events`;
+      else {
+        this.inFlight.delete(res.batchId);
+        pending.resolve(res.results);
+        return;
+      }
+    } catch (err) {
+      problem = `${this.peer} sent an unreadable forward answer (${err instanceof Error ? err.message : String(err)})`;
+    }
+    // The answers can no longer be trusted to match their batches: give up the stream.
+    this.log.error({ peer: this.peer, problem }, "forward stream answered wrongly; reopening it");
+    this.breakStream(problem);
+  }
+
+  /** Forgets `call` and rejects every batch in flight on it. Only the current call's break counts. */
+  private broke(call: grpc.ClientDuplexStream<Buffer, Buffer>, err: PeerUnavailableError): void {
+    if (call !== this.call) return;
+    this.call = undefined;
+    const pending = [...this.inFlight.values()];
+    this.inFlight.clear();
+    if (pending.length > 0) this.log.warn({ peer: this.peer, batches: pending.length, err: err.message }, "forward stream broke with batches in flight");
+    for (const p of pending) p.reject(err);
+  }
+
+  private acquire(signal: AbortSignal | undefined): Promise<void> {
+    signal?.throwIfAborted();
+    if (this.active < this.maxInflightBatches && this.slotWaiters.length === 0) {
+      this.active++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        const i = this.slotWaiters.indexOf(waiter);
+        if (i >= 0) this.slotWaiters.splice(i, 1);
+        reject(signal?.reason);
+      };
+      const waiter: SlotWaiter = {
+        // release() hands its slot straight to this waiter: active stays counted.
+        resolve: () => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        reject: (err) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(err);
+        },
+      };
+      this.slotWaiters.push(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  private release(): void {
+    const next = this.slotWaiters.shift();
+    if (next !== undefined) next.resolve();
+    else this.active--;
+  }
+}

@@ -1,0 +1,215 @@
+import { create } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import {
+  type FetchPartitionRequest,
+  type FetchPartitionResponse,
+  type GetPartitionStatesRequest,
+  type GetPartitionStatesResponse,
+  PeerService,
+  type PingRequest,
+  type PingResponse,
+  PingResponseSchema,
+  type ReplicateRequest,
+  type ReplicateResponse,
+} from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import { type FieldViolation, InvalidArgumentError, KIND_PATTERN, type Logger, quoteInput, silentLogger } from "../runtime/index.js";
+import { type AdapterOptions, addService, type CallContext, type StreamSink } from "../server/grpc/index.js";
+import { type ForwardHandler, serveForward } from "./forward-server.js";
+import { NODE_ID_PATTERN, type NodeId } from "./node-id.js";
+import { type NodeSettings, nodeSettingsFromMessage, nodeSettingsToMessage, settingsDifference } from "./node-settings.js";
+import { IncompatiblePeerError, NotServedError } from "./peer-errors.js";
+
+/** This node as its peers see it: what a Ping answers and sends. */
+export interface LocalNode {
+  readonly id: NodeId;
+  /** Checked with `resolveNodeSettings`. */
+  readonly settings: NodeSettings;
+  /** The ring epoch this node routes by now. */
+  epoch(): bigint;
+  /** True while this node catches up partitions and does not count toward quorums. */
+  catchingUp(): boolean;
+}
+
+/** Stores an owner's shipments on this replica and acknowledges each once it is durable. Requests arrive checked. */
+export interface ReplicateHandler {
+  replicate(requests: AsyncIterable<ReplicateRequest>, out: StreamSink<ReplicateResponse>, call: CallContext): Promise<void>;
+}
+
+/** Streams a partition's shipments after a position, or its whole key range. The request arrives checked. */
+export interface FetchPartitionHandler {
+  fetchPartition(req: FetchPartitionRequest, out: StreamSink<FetchPartitionResponse>, call: CallContext): Promise<void>;
+}
+
+/** Reports the partitions this node holds. The request arrives checked. */
+export interface PartitionStatesHandler {
+  getPartitionStates(req: GetPartitionStatesRequest, call: CallContext): Promise<GetPartitionStatesResponse>;
+}
+
+/** The work a node does for its peers. A method without a handler is answered FAILED_PRECONDITION (`NOT_SERVED`). */
+export interface PeerHandlers {
+  readonly forward?: ForwardHandler;
+  readonly replicate?: ReplicateHandler;
+  readonly fetchPartition?: FetchPartitionHandler;
+  readonly partitionStates?: PartitionStatesHandler;
+}
+
+/** How PeerService is served. Every field is optional. */
+export interface PeerServiceOptions {
+  /** Forwarded batches of one stream applied at once. @defaultValue 64 */
+  readonly maxInflightForwardBatches?: number;
+  /** Events in one forwarded batch. @defaultValue 10_000 (the public Publish limit) */
+  readonly maxForwardBatchEvents?: number;
+  /** Message size limit and error log of the gRPC adapter. */
+  readonly adapter?: AdapterOptions;
+  /** @defaultValue a silent logger */
+  readonly log?: Logger;
+}
+
+const DEFAULT_MAX_INFLIGHT_FORWARD_BATCHES = 64;
+const DEFAULT_MAX_FORWARD_BATCH_EVENTS = 10_000;
+
+/**
+ * Serves `twinmesh.cluster.v1.PeerService` on `server` through the gRPC adapter. Ping is answered
+ * here, from `self`; the other methods go to `handlers`, each request checked first (a bad one is
+ * INVALID_ARGUMENT with the field and what to send, never INTERNAL).
+ *
+ * A Ping from a node whose settings differ from `self`'s is refused FAILED_PRECONDITION
+ * (`INCOMPATIBLE_SETTINGS`), with a message naming each difference, e.g.
+ * `n2 has 128 partitions, this node (n1) 256`; the refusal carries this node's settings, so the
+ * caller names the difference from its side too.
+ *
+ * @throws RangeError when a limit is not a positive whole number.
+ * @example
+ * ```ts
+ * const server = new grpc.Server();
+ * addPeerService(server, { id: parseNodeId("n1"), settings, epoch: () => ring.epoch, catchingUp: () => false },
+ *   { forward: { forward: (batch, signal) => router.applyForwarded(batch, signal) } });
+ * ```
+ */
+export function addPeerService(server: grpc.Server, self: LocalNode, handlers: PeerHandlers = {}, options: PeerServiceOptions = {}): void {
+  const maxInflightBatches = options.maxInflightForwardBatches ?? DEFAULT_MAX_INFLIGHT_FORWARD_BATCHES;
+  const maxBatchEvents = options.maxForwardBatchEvents ?? DEFAULT_MAX_FORWARD_BATCH_EVENTS;
+  for (const [name, value] of Object.entries({ maxInflightBatches, maxBatchEvents })) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} is ${value}; use a whole number above 0`);
+  }
+  const log = (options.log ?? silentLogger()).child({ component: "peer-service" });
+  const { forward, replicate, fetchPartition, partitionStates } = handlers;
+  const partitions = self.settings.partitions;
+  addService(
+    server,
+    PeerService,
+    {
+      ping: async (req) => ping(self, req),
+      forward:
+        forward === undefined
+          ? () => Promise.reject(new NotServedError(self.id, "Forward"))
+          : serveForward(self.id, forward, { maxInflightBatches, maxBatchEvents }, log),
+      replicate: async (input, out, call) => {
+        if (replicate === undefined) throw new NotServedError(self.id, "Replicate");
+        await replicate.replicate(checkedReplicateRequests(input, partitions), out, call);
+      },
+      fetchPartition: async (req, out, call) => {
+        if (fetchPartition === undefined) throw new NotServedError(self.id, "FetchPartition");
+        checkFetchPartition(req, partitions);
+        await fetchPartition.fetchPartition(req, out, call);
+      },
+      getPartitionStates: async (req, call) => {
+        if (partitionStates === undefined) throw new NotServedError(self.id, "GetPartitionStates");
+        checkPartitionList(req.partitions, partitions, (i) => `partitions[${i}]`);
+        return partitionStates.getPartitionStates(req, call);
+      },
+    },
+    { log, ...options.adapter },
+  );
+}
+
+function ping(self: LocalNode, req: PingRequest): PingResponse {
+  const violations: FieldViolation[] = [];
+  if (!NODE_ID_PATTERN.test(req.nodeId)) {
+    violations.push({ field: "node_id", description: `${quoteInput(req.nodeId)} is not a node id: 1-63 letters, digits, '.', '_' or '-'` });
+  }
+  if (req.epoch === 0n) violations.push({ field: "epoch", description: "the caller's ring epoch, at least 1" });
+  const s = req.settings;
+  if (s === undefined) violations.push({ field: "settings", description: "required: partitions, replication_factor and kinds" });
+  else {
+    if (s.partitions === 0) violations.push({ field: "settings.partitions", description: "the caller's partition count, at least 1" });
+    if (s.replicationFactor === 0) violations.push({ field: "settings.replication_factor", description: "at least 1" });
+    const badKind = s.kinds.findIndex((k) => !KIND_PATTERN.test(k));
+    if (badKind >= 0) violations.push({ field: `settings.kinds[${badKind}]`, description: `${quoteInput(s.kinds[badKind] ?? "")} is not a twin kind name` });
+  }
+  if (violations.length > 0 || s === undefined) {
+    throw new InvalidArgumentError(
+      "BAD_FIELD",
+      `Ping from ${quoteInput(req.nodeId)} is malformed (${violations.map((v) => v.field).join(", ")}); send the caller's node id, epoch and settings`,
+      violations,
+    );
+  }
+  if (req.nodeId === self.id) {
+    throw new IncompatiblePeerError(
+      "SAME_NODE_ID",
+      self.id,
+      self.settings,
+      `a Ping came from a node with this node's own id (${self.id}); give every node its own --node-id`,
+    );
+  }
+  const difference = settingsDifference({ id: self.id, settings: self.settings }, { id: req.nodeId, settings: nodeSettingsFromMessage(s) });
+  if (difference !== undefined) {
+    throw new IncompatiblePeerError("INCOMPATIBLE_SETTINGS", self.id, self.settings, `node ${self.id} refuses ${req.nodeId}: ${difference}`);
+  }
+  return create(PingResponseSchema, {
+    nodeId: self.id,
+    epoch: self.epoch(),
+    settings: nodeSettingsToMessage(self.settings),
+    catchingUp: self.catchingUp(),
+  });
+}
+
+async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>, partitions: number): AsyncGenerator<ReplicateRequest> {
+  for await (const req of input) {
+    if (!NODE_ID_PATTERN.test(req.nodeId)) {
+      throw new InvalidArgumentError("BAD_FIELD", `Replicate request names node ${quoteInput(req.nodeId)}, which is not a node id; send the owner's node id`, [
+        { field: "node_id", description: "the owner's node id" },
+      ]);
+    }
+    for (const [i, shipment] of req.shipments.entries()) {
+      const where = `Replicate shipment ${i} (partition ${shipment.partition})`;
+      if (shipment.partition >= partitions) {
+        throw new InvalidArgumentError("BAD_FIELD", `${where} names a partition outside this cluster's ${partitions}; send partitions 0-${partitions - 1}`, [
+          { field: `shipments[${i}].partition`, description: `below ${partitions}` },
+        ]);
+      }
+      if (shipment.epoch === 0n || shipment.position === 0n) {
+        throw new InvalidArgumentError("BAD_FIELD", `${where} has epoch ${shipment.epoch} and position ${shipment.position}; both start at 1`, [
+          { field: `shipments[${i}]`, description: "epoch and position at least 1" },
+        ]);
+      }
+    }
+    yield req;
+  }
+}
+
+function checkFetchPartition(req: FetchPartitionRequest, partitions: number): void {
+  if (!NODE_ID_PATTERN.test(req.nodeId)) {
+    throw new InvalidArgumentError("BAD_FIELD", `FetchPartition from ${quoteInput(req.nodeId)}, which is not a node id; send the caller's node id`, [
+      { field: "node_id", description: "the caller's node id" },
+    ]);
+  }
+  checkPartitionList([req.partition], partitions, () => "partition");
+  if (req.after !== undefined && req.after.partition !== req.partition) {
+    throw new InvalidArgumentError(
+      "BAD_FIELD",
+      `FetchPartition asks for partition ${req.partition} after a position of partition ${req.after.partition}; send a position of the same partition, or none for the whole range`,
+      [{ field: "after.partition", description: "equal to partition" }],
+    );
+  }
+}
+
+function checkPartitionList(list: readonly number[], partitions: number, field: (index: number) => string): void {
+  const bad = list.findIndex((p) => p >= partitions);
+  if (bad < 0) return;
+  throw new InvalidArgumentError(
+    "BAD_FIELD",
+    `partition ${list[bad]} is outside this cluster's ${partitions} partitions; send partitions 0-${partitions - 1}`,
+    [{ field: field(bad), description: `below ${partitions}` }],
+  );
+}

@@ -1,0 +1,203 @@
+import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import { type ForwardBatch, ForwardClient, type ForwardHandler, PeerCondition, PeerPool, parseNodeId, STATIC_EPOCH } from "../../../cluster/index.js";
+import { Consistency, type EventResult, EventResultSchema, EventSchema, EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { isTwinmeshError, UnavailableError } from "../../../runtime/index.js";
+import { startPeerServer, type TestNode, testNode } from "../../harness/peer-server.js";
+import { useTestScope } from "../../harness/test-scope.js";
+import { waitFor } from "../../harness/wait-for.js";
+
+const n2 = parseNodeId("n2");
+const DOWN_AFTER_MS = 500;
+
+/** A batch of events whose source ids are `sources`. */
+function batch(...sources: string[]): ForwardBatch {
+  return {
+    epoch: STATIC_EPOCH,
+    consistency: Consistency.QUORUM,
+    events: sources.map((sourceId, i) => create(EventSchema, { kind: "pump", sourceId, seq: BigInt(i + 1) })),
+  };
+}
+
+/** Each event answered ACCEPTED with its source id as the message, so a test sees which batch an answer belongs to. */
+function echo(b: ForwardBatch): EventResult[] {
+  return b.events.map((e) => create(EventResultSchema, { status: EventStatus.ACCEPTED, message: e.sourceId }));
+}
+
+const messages = (results: readonly EventResult[]) => results.map((r) => r.message);
+
+/** A forward handler that holds every batch until the test releases it; aborted with its call. */
+class GatedForwarder implements ForwardHandler {
+  readonly received: { batch: ForwardBatch; signal: AbortSignal; release: () => void }[] = [];
+  forward(b: ForwardBatch, signal: AbortSignal): Promise<EventResult[]> {
+    return new Promise((resolve, reject) => {
+      signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+      this.received.push({ batch: b, signal, release: () => resolve(echo(b)) });
+    });
+  }
+  /** The first source id of each batch received, in arrival order. */
+  get firsts(): string[] {
+    return this.received.map((r) => r.batch.events[0]?.sourceId ?? "");
+  }
+  release(first: string): void {
+    const entry = this.received.find((r) => r.batch.events[0]?.sourceId === first);
+    assert.ok(entry, `no batch starting with ${first} was received`);
+    entry.release();
+  }
+}
+
+/** Resolves with how each promise settled, or fails the test when they take longer than `ms`. */
+async function settledWithin<T>(promises: Promise<T>[], ms: number): Promise<PromiseSettledResult<T>[]> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the batches were still unanswered after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([Promise.allSettled(promises), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe("ForwardClient", () => {
+  const t = useTestScope();
+
+  /** n1's pool and forward client towards n2 at `port`, closed after the test. */
+  function connect(port: number, maxInflightBatches?: number) {
+    const pool = new PeerPool(testNode("n1"), [{ id: n2, address: `127.0.0.1:${port}` }], {
+      heartbeatIntervalMs: 100,
+      failureDetector: { downAfterMs: DOWN_AFTER_MS },
+    });
+    pool.start();
+    const forwarding = new ForwardClient(pool, { maxInflightBatches });
+    t.defer(() => pool.close());
+    t.defer(() => forwarding.close());
+    return { pool, forwarding };
+  }
+
+  /** Waits until `node` has answered `count` more Pings: a round trip on the connection that also carries the Forward stream. */
+  async function roundTrips(node: TestNode, count = 2): Promise<void> {
+    const target = node.pings + count;
+    await waitFor(() => node.pings >= target, { timeoutMs: 2_000, what: `${count} more pings answered by ${node.id}` });
+  }
+
+  it("matches answers that come out of order to their batches by batch_id", async () => {
+    const gate = new GatedForwarder();
+    const { port } = await startPeerServer(t, testNode("n2"), { forward: gate });
+    const { forwarding } = connect(port);
+    const order: string[] = [];
+    const sent = [batch("a1", "a2"), batch("b1"), batch("c1", "c2", "c3")].map((b) =>
+      forwarding.forward(n2, b).then((results) => {
+        order.push(results[0]?.message ?? "?");
+        return messages(results);
+      }),
+    );
+    await waitFor(() => gate.received.length === 3, { timeoutMs: 2_000, what: "three batches at n2" });
+    gate.release("c1");
+    await waitFor(() => order.length === 1, { timeoutMs: 2_000, what: "c's answer" });
+    gate.release("a1");
+    gate.release("b1");
+    assert.deepEqual(await Promise.all(sent), [["a1", "a2"], ["b1"], ["c1", "c2", "c3"]]);
+    assert.equal(order[0], "c1");
+    assert.equal(forwarding.inFlight(n2), 0);
+  });
+
+  it("rejects every batch in flight with a retryable UNAVAILABLE error when the owner's server is forced down, and forwards again once it is back", async () => {
+    const gate = new GatedForwarder();
+    const first = await startPeerServer(t, testNode("n2"), { forward: gate });
+    const { forwarding } = connect(first.port);
+    const sent = [batch("a1"), batch("b1", "b2"), batch("c1")].map((b) => forwarding.forward(n2, b));
+    await waitFor(() => gate.received.length === 3, { timeoutMs: 2_000, what: "three batches at n2" });
+    const brokenMs = performance.now();
+    // Forced down, the server resets the stream (the sender sees CANCELLED, or UNAVAILABLE when the connection drops first).
+    first.server.forceShutdown();
+    const outcomes = await settledWithin(sent, 2_000);
+    assert.ok(performance.now() - brokenMs < 1_000);
+    for (const outcome of outcomes) {
+      assert.equal(outcome.status, "rejected");
+      const err: unknown = outcome.status === "rejected" ? outcome.reason : undefined;
+      assert.ok(isTwinmeshError(err), `not a TwinmeshError: ${String(err)}`);
+      assert.deepEqual(
+        { name: err.name, code: err.code, reason: err.reason, retryable: err.retryable },
+        {
+          name: "PeerUnavailableError",
+          code: 14,
+          reason: "PEER_UNAVAILABLE",
+          retryable: true,
+        },
+      );
+      assert.match(err.message, /^the forward stream to n2 broke \([A-Z_]+: .*\) before the batch was answered/);
+    }
+    assert.equal(forwarding.inFlight(n2), 0);
+
+    const back = testNode("n2");
+    await startPeerServer(t, back, { forward: { forward: async (b) => echo(b) } }, first.port);
+    await roundTrips(back, 1);
+    assert.deepEqual(messages(await forwarding.forward(n2, batch("d1", "d2"))), ["d1", "d2"]);
+  });
+
+  it("rejects the batches in flight when the pool sees the owner go down, though its stream stays open", async () => {
+    const gate = new GatedForwarder();
+    const peer = testNode("n2");
+    const { port } = await startPeerServer(t, peer, { forward: gate });
+    const { pool, forwarding } = connect(port);
+    await waitFor(() => pool.isUp(n2), { timeoutMs: 2_000, what: "n2 up" });
+    const sent = forwarding.forward(n2, batch("a1"));
+    await waitFor(() => gate.received.length === 1, { timeoutMs: 2_000, what: "the batch at n2" });
+    peer.silent = true; // n2 stops answering Pings; its Forward stream stays open and silent
+    const [outcome] = await settledWithin([sent], DOWN_AFTER_MS + 1_500);
+    assert.equal(pool.state(n2).condition, PeerCondition.DOWN);
+    assert.equal(outcome?.status, "rejected");
+    const err: unknown = outcome?.status === "rejected" ? outcome.reason : undefined;
+    assert.ok(isTwinmeshError(err) && err.retryable && err.code === 14);
+    assert.match(err.message, /^n2 is down; the batch may or may not have been applied/);
+  });
+
+  it("keeps at most maxInflightBatches unanswered and sends the waiting batches, in order, as answers come", async () => {
+    const gate = new GatedForwarder();
+    const peer = testNode("n2");
+    const { port } = await startPeerServer(t, peer, { forward: gate });
+    const { forwarding } = connect(port, 2);
+    const sent = ["a", "b", "c", "d", "e"].map((s) => forwarding.forward(n2, batch(s)));
+    await waitFor(() => gate.received.length === 2, { timeoutMs: 2_000, what: "two batches at n2" });
+    await roundTrips(peer);
+    assert.deepEqual(gate.firsts, ["a", "b"]);
+    assert.equal(forwarding.inFlight(n2), 2);
+    gate.release("b");
+    await waitFor(() => gate.received.length === 3, { timeoutMs: 2_000, what: "a third batch at n2" });
+    await roundTrips(peer);
+    assert.deepEqual(gate.firsts, ["a", "b", "c"]);
+    gate.release("a");
+    gate.release("c");
+    await waitFor(() => gate.received.length === 5, { timeoutMs: 2_000, what: "every batch at n2" });
+    gate.release("d");
+    gate.release("e");
+    assert.deepEqual((await Promise.all(sent)).map(messages), [["a"], ["b"], ["c"], ["d"], ["e"]]);
+    assert.deepEqual(gate.firsts, ["a", "b", "c", "d", "e"]);
+  });
+
+  it("answers a batch whose handler throws with a retryable rejection per event, and the stream carries on", async () => {
+    const signals: AbortSignal[] = [];
+    const { port } = await startPeerServer(t, testNode("n2"), {
+      forward: {
+        async forward(b, signal) {
+          signals.push(signal);
+          const first = b.events[0]?.sourceId;
+          if (first === "bug") throw new Error("a twinmesh bug");
+          if (first === "closing") throw new UnavailableError("SHUTTING_DOWN", "n2 is shutting down; retry on another node");
+          return echo(b);
+        },
+      },
+    });
+    const { forwarding } = connect(port);
+    const rejected = (reason: string, message: string) => ({ status: EventStatus.REJECTED, reason, message, retryable: true });
+    const view = (results: EventResult[]) => results.map(({ status, reason, message, retryable }) => ({ status, reason, message, retryable }));
+    const bug = rejected("FORWARD_FAILED", "node n2 failed to apply the forwarded batch (see its log); retry the events with the same seqs");
+    assert.deepEqual(view(await forwarding.forward(n2, batch("bug", "x"))), [bug, bug]);
+    const closing = rejected("SHUTTING_DOWN", "n2 is shutting down; retry on another node");
+    assert.deepEqual(view(await forwarding.forward(n2, batch("closing"))), [closing]);
+    assert.deepEqual(messages(await forwarding.forward(n2, batch("ok"))), ["ok"]);
+    // One stream served all three: each call has its own signal.
+    assert.equal(new Set(signals).size, 1);
+  });
+});
