@@ -23,6 +23,8 @@ export interface NodeProcessOptions {
   readonly dataDir?: string;
   /** @defaultValue `"local"` */
   readonly nodeId?: string;
+  /** @defaultValue 0 (any free port) */
+  readonly port?: number;
   /** @defaultValue `"warn"` */
   readonly logLevel?: string;
   /** More `twinmesh start` arguments. */
@@ -100,7 +102,7 @@ export class NodeProcess {
       "--data",
       dataDir,
       "--port",
-      "0",
+      String(options.port ?? 0),
       "--node-id",
       nodeId,
       "--log-level",

@@ -1,0 +1,150 @@
+import { createServer } from "node:net";
+import { TwinmeshClient } from "../../client/index.js";
+import { NodeProcess, type NodeProcessOptions } from "./node-process.js";
+import type { TestScope } from "./test-scope.js";
+
+/** One member of a {@link ClusterHarness}: its id, port and data directory, kept across restarts. */
+export interface ClusterMember {
+  readonly id: string;
+  readonly port: number;
+  readonly address: string;
+  readonly dataDir: string;
+}
+
+/** Options of {@link ClusterHarness.start}. */
+export interface ClusterOptions {
+  /** How many nodes. */
+  readonly size: number;
+  /** Twin modules every node loads. @defaultValue the example twins */
+  readonly twins?: readonly string[];
+  /** More `twinmesh start` arguments for every node (`--replication-factor 2`, say). */
+  readonly args?: readonly string[];
+  /** More arguments for one node, by id. */
+  readonly argsOf?: Readonly<Record<string, readonly string[]>>;
+  readonly logLevel?: string;
+}
+
+/**
+ * A static cluster of real `twinmesh start` child processes on 127.0.0.1 (`n1`, `n2`, …), each
+ * with its own data directory and a fixed port, so a node can be killed and started again at
+ * the same address. Everything is stopped and removed when the test ends.
+ *
+ * @example
+ * const cluster = await ClusterHarness.start(t, { size: 3 });
+ * const client = cluster.client("n2");
+ * await cluster.kill("n1");
+ */
+export class ClusterHarness {
+  private readonly processes = new Map<string, NodeProcess>();
+  /** Output of processes that have exited, kept for failure reports. */
+  private readonly past: string[] = [];
+
+  private constructor(
+    private readonly t: TestScope,
+    readonly members: readonly ClusterMember[],
+    private readonly options: ClusterOptions,
+  ) {}
+
+  /** Starts every member and waits until each is serving. */
+  static async start(t: TestScope, options: ClusterOptions): Promise<ClusterHarness> {
+    const ports = await freePorts(options.size);
+    const members = ports.map((port, i) => ({ id: `n${i + 1}`, port, address: `127.0.0.1:${port}`, dataDir: t.tempDir(`n${i + 1}`) }));
+    const cluster = new ClusterHarness(t, members, options);
+    t.defer(() => cluster.stopAll());
+    await Promise.all(members.map((m) => cluster.startMember(m.id)));
+    return cluster;
+  }
+
+  /** The `--peers` value of member `id`: every other member. */
+  peersOf(id: string): string {
+    return this.members
+      .filter((m) => m.id !== id)
+      .map((m) => `${m.id}@${m.address}`)
+      .join(",");
+  }
+
+  /** Starts (or starts again) member `id` on its port and data directory. */
+  async startMember(id: string, extra: Partial<NodeProcessOptions> = {}): Promise<NodeProcess> {
+    const member = this.member(id);
+    if (this.processes.get(id)?.running) throw new Error(`member ${id} is running`);
+    const node = await NodeProcess.start({
+      twins: this.options.twins,
+      dataDir: member.dataDir,
+      nodeId: id,
+      port: member.port,
+      logLevel: this.options.logLevel ?? "warn",
+      args: ["--peers", this.peersOf(id), ...(this.options.args ?? []), ...(this.options.argsOf?.[id] ?? [])],
+      ...extra,
+    });
+    this.processes.set(id, node);
+    return node;
+  }
+
+  /** The running process of member `id`. */
+  node(id: string): NodeProcess {
+    const node = this.processes.get(id);
+    if (node === undefined) throw new Error(`member ${id} was never started`);
+    return node;
+  }
+
+  /** A client of member `id`, closed when the test ends. */
+  client(id: string, deadlineMs = 20_000): TwinmeshClient {
+    const client = new TwinmeshClient(this.member(id).address, { deadlineMs });
+    this.t.defer(() => client.close());
+    return client;
+  }
+
+  /** SIGKILL: member `id` crashes. */
+  async kill(id: string): Promise<void> {
+    const node = this.node(id);
+    await node.kill();
+    this.past.push(`----- ${id} (killed) -----\n${node.output()}`);
+  }
+
+  /** SIGTERM: member `id` drains and stops. @returns its exit code */
+  async stop(id: string): Promise<number | null> {
+    const node = this.node(id);
+    const code = await node.stop();
+    this.past.push(`----- ${id} (stopped) -----\n${node.output()}`);
+    return code;
+  }
+
+  /** Prints every member's output when the current test failed; call it in `afterEach`. */
+  reportIfFailed(context: Mocha.Context): void {
+    if (context.currentTest?.state !== "failed") return;
+    for (const text of this.past) process.stderr.write(`\n${text}\n`);
+    for (const [id, node] of this.processes) if (node.running) node.reportIfFailed(context, `member ${id} (${node.address})`);
+  }
+
+  private member(id: string): ClusterMember {
+    const member = this.members.find((m) => m.id === id);
+    if (member === undefined) throw new Error(`no member ${id}; members are ${this.members.map((m) => m.id).join(", ")}`);
+    return member;
+  }
+
+  private async stopAll(): Promise<void> {
+    await Promise.all([...this.processes.values()].map((p) => p.kill()));
+  }
+}
+
+/** `count` ports free on 127.0.0.1 now (bound, read and released; a race with other processes is possible but rare). */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const server = createServer();
+          server.once("error", reject);
+          server.listen(0, "127.0.0.1", () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => {
+    const address = s.address();
+    if (address === null || typeof address === "string") throw new Error("no port");
+    return address.port;
+  });
+  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  return ports;
+}
