@@ -1,5 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
+import type { PeerAddress } from "../cluster/peer-list.js";
 import type { Durability, Logger } from "../runtime/index.js";
 import { withCliConventions } from "./commands/client-command.js";
 import { printNotice } from "./output.js";
@@ -42,6 +43,9 @@ interface StartOptions {
   cacheMb: number;
   heapBudgetMb: number;
   nodeId: string;
+  peers: string;
+  replicationFactor?: number;
+  partitions?: number;
   logLevel: string;
   demo: boolean;
   simulate?: number;
@@ -110,6 +114,24 @@ export function startCommand(): Command {
     )
     .addOption(new Option("--node-id <id>", "this node's id").env("TWINMESH_NODE_ID").default("local"))
     .addOption(
+      new Option(
+        "--peers <list>",
+        "the other nodes of a static cluster, as id@host:port,… (e.g. n2@127.0.0.1:7422,n3@127.0.0.1:7423); none: a one-node cluster",
+      )
+        .env("TWINMESH_PEERS")
+        .default(""),
+    )
+    .addOption(
+      new Option("--replication-factor <n>", "copies kept of each partition, capped at the cluster size (default 3)")
+        .env("TWINMESH_REPLICATION_FACTOR")
+        .argParser(wholeNumber("--replication-factor", 1, 64)),
+    )
+    .addOption(
+      new Option("--partitions <n>", "partitions of a new data directory; fixed once it is created (default 256)")
+        .env("TWINMESH_PARTITIONS")
+        .argParser(wholeNumber("--partitions", 1, 65_536)),
+    )
+    .addOption(
       new Option("--log-level <level>", "pino log level")
         .choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
         .env("TWINMESH_LOG_LEVEL")
@@ -122,11 +144,19 @@ export function startCommand(): Command {
       const modules = typeof opts.twins === "string" ? [opts.twins] : [...opts.twins];
       if (opts.demo) modules.push(DEMO_TWINS);
       if (modules.length === 0) command.error("no twin classes to run: pass --twins <module> (or --demo for the example twins)");
-      await start(opts, modules);
+      // Loaded here, not at the top: the client commands load no server code.
+      const { parseNodeId, parsePeers } = await import("../cluster/index.js");
+      let peers: PeerAddress[];
+      try {
+        peers = parsePeers(opts.peers, parseNodeId(opts.nodeId, "--node-id"));
+      } catch (err) {
+        command.error((err as Error).message);
+      }
+      await start(opts, modules, peers);
     });
 }
 
-async function start(opts: StartOptions, modules: readonly string[]): Promise<void> {
+async function start(opts: StartOptions, modules: readonly string[], peers: readonly PeerAddress[]): Promise<void> {
   // Loaded here, not at the top: the client commands load no server code (RocksDB, tsx, pino).
   const { createLogger } = await import("../runtime/index.js");
   const log = createLogger({ level: opts.logLevel });
@@ -156,6 +186,8 @@ async function start(opts: StartOptions, modules: readonly string[]): Promise<vo
     },
     queryOptions: opts.maxFilterCost === undefined ? undefined : { maxFilterCost: opts.maxFilterCost },
     storeOptions: { cacheBytes: opts.cacheMb * 1024 * 1024 },
+    partitions: opts.partitions,
+    cluster: { peers, replicationFactor: opts.replicationFactor },
     log,
   });
   const kinds = twins.map((t) => t.kind).sort();

@@ -137,6 +137,11 @@ export class TwinmeshClient {
     return this.unary(NodeService.method.describeNode, {});
   }
 
+  /** The members of this node's cluster as it sees them now (up, down, incompatible) and each partition's preference list. */
+  describeCluster() {
+    return this.unary(NodeService.method.describeCluster, {});
+  }
+
   getTwin(req: MessageInitShape<typeof TwinService.method.getTwin.input>) {
     return this.unary(TwinService.method.getTwin, req);
   }

@@ -3,6 +3,8 @@
  * detector, and the node-to-node transport (PeerService served, peers pinged, events forwarded).
  */
 
+export { ClusterNode, type ClusterOptions, DEFAULT_REPLICATION_FACTOR, type MemberView } from "./cluster-node.js";
+export { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
 export {
   DEFAULT_DOWN_AFTER_MS,
   FailureDetector,
@@ -29,4 +31,5 @@ export {
   type ReplicateHandler,
 } from "./peer-service.js";
 export { type NodeShare, partitionRingKey, RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
+export { copiesFor, ROUTED_BY_HEADER, RoutedCallError, RoutedCalls } from "./routed-calls.js";
 export { type ConsistencyLevel, LocalRouter, type TwinRouter } from "./twin-router.js";

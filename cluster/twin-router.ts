@@ -1,19 +1,19 @@
+import type { Event, EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import type {
   AggregateResult,
   Alert,
   AlertEvent,
   AlertListing,
   AlertPage,
-  IngestEvent,
   JsonObject,
   QuerySummary,
-  TurnOutcome,
   TwinAggregation,
   TwinDeletion,
   TwinQuery,
   TwinRuntime,
   TwinView,
 } from "../runtime/index.js";
+import { toEventResult, toIngestEvent } from "../server/proto-convert.js";
 
 /**
  * How many durable copies an answer waits for (design §5): `local` is the owner's, `quorum` a
@@ -29,7 +29,7 @@ export type ConsistencyLevel = "default" | "local" | "quorum" | "all";
  */
 export interface TwinRouter {
   /** Applies a batch; `results[i]` answers `events[i]`, each after the copies `consistency` asks for. */
-  publish(events: readonly IngestEvent[], consistency?: ConsistencyLevel): Promise<TurnOutcome[]>;
+  publish(events: readonly Event[], consistency: ConsistencyLevel): Promise<EventResult[]>;
   /** The node that owns a twin now. */
   ownerOf(kind: string, id: string): string;
   getTwin(kind: string, id: string): Promise<TwinView>;
@@ -47,8 +47,9 @@ export interface TwinRouter {
 export class LocalRouter implements TwinRouter {
   constructor(private readonly runtime: TwinRuntime) {}
 
-  publish(events: readonly IngestEvent[]): Promise<TurnOutcome[]> {
-    return this.runtime.host.publish(events);
+  async publish(events: readonly Event[]): Promise<EventResult[]> {
+    const outcomes = await this.runtime.host.publish(events.map(toIngestEvent));
+    return outcomes.map(toEventResult);
   }
 
   ownerOf(): string {

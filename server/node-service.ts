@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
-import type { NodeService } from "../proto/gen/twinmesh/v1/node_pb.js";
+import type { ClusterNode } from "../cluster/index.js";
+import { type DescribeClusterResponse, MemberState, type NodeService } from "../proto/gen/twinmesh/v1/node_pb.js";
 import type { TwinRuntime } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 
@@ -9,6 +10,13 @@ import type { ServiceImpl } from "./grpc/grpc-adapter.js";
  * node QUORUM (a majority of 1) and ALL are both that one copy.
  */
 export const SINGLE_NODE_REPLICATION_FACTOR = 1;
+
+const STATE: Readonly<Record<string, MemberState>> = {
+  self: MemberState.UP,
+  up: MemberState.UP,
+  down: MemberState.DOWN,
+  incompatible: MemberState.INCOMPATIBLE,
+};
 
 /** The twinmesh release, read once from the package's own package.json (beside dist/). */
 function packageVersion(): string {
@@ -20,22 +28,66 @@ function packageVersion(): string {
   }
 }
 
-/** `twinmesh.v1.NodeService` over a {@link TwinRuntime}: answers from configuration only. */
-export function nodeService(runtime: TwinRuntime): ServiceImpl<typeof NodeService> {
+/** `twinmesh.v1.NodeService` over a {@link TwinRuntime} (and its cluster, if it is in one): answers from configuration and membership only. */
+export function nodeService(runtime: TwinRuntime, cluster?: ClusterNode): ServiceImpl<typeof NodeService> {
   const version = packageVersion();
   const kinds = runtime.registry.kindNames().map((kind) => {
     const entry = runtime.registry.get(kind);
     return { $typeName: "twinmesh.v1.TwinKindInfo", kind, placement: entry.placement, stateVersion: entry.stateVersion } as const;
   });
+  const { partitions } = runtime.partitioning;
   return {
     describeNode() {
       return Promise.resolve({
         $typeName: "twinmesh.v1.DescribeNodeResponse",
         nodeId: runtime.host.nodeId,
         kinds,
-        replicationFactor: SINGLE_NODE_REPLICATION_FACTOR,
+        replicationFactor: cluster?.currentRing().replicationFactor ?? SINGLE_NODE_REPLICATION_FACTOR,
         version,
       });
+    },
+
+    describeCluster() {
+      if (cluster === undefined) {
+        const self = runtime.host.nodeId;
+        return Promise.resolve({
+          $typeName: "twinmesh.v1.DescribeClusterResponse",
+          epoch: 1n,
+          partitions,
+          replicationFactor: SINGLE_NODE_REPLICATION_FACTOR,
+          members: [
+            {
+              $typeName: "twinmesh.v1.ClusterMember",
+              nodeId: self,
+              address: "",
+              state: MemberState.UP,
+              problem: "",
+              ownedPartitions: partitions,
+              replicatedPartitions: 0,
+              self: true,
+            },
+          ],
+          placements: Array.from({ length: partitions }, () => ({ $typeName: "twinmesh.v1.PartitionPlacement", nodeIds: [self] }) as const),
+        } satisfies DescribeClusterResponse);
+      }
+      const ring = cluster.currentRing();
+      return Promise.resolve({
+        $typeName: "twinmesh.v1.DescribeClusterResponse",
+        epoch: ring.epoch,
+        partitions,
+        replicationFactor: ring.replicationFactor,
+        members: cluster.members().map((m) => ({
+          $typeName: "twinmesh.v1.ClusterMember",
+          nodeId: m.id,
+          address: m.address,
+          state: STATE[m.condition] ?? MemberState.UNSPECIFIED,
+          problem: m.problem ?? "",
+          ownedPartitions: m.owned,
+          replicatedPartitions: m.replicated,
+          self: m.condition === "self",
+        })),
+        placements: runtime.partitioning.all().map((p) => ({ $typeName: "twinmesh.v1.PartitionPlacement", nodeIds: [...ring.preferenceList(p)] }) as const),
+      } satisfies DescribeClusterResponse);
     },
   };
 }

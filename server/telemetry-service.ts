@@ -2,7 +2,7 @@ import type { TwinRouter } from "../cluster/index.js";
 import type { EventResult, PublishResponse, PublishStreamRequest, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { InvalidArgumentError, type Logger, quoteInput } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
-import { badConsistencyMessage, consistencyLevel, rejectedResult, toEventResult, toIngestEvent } from "./proto-convert.js";
+import { badConsistencyMessage, consistencyLevel, rejectedResult } from "./proto-convert.js";
 
 /** Limits of the telemetry service. */
 export interface TelemetryServiceLimits {
@@ -38,8 +38,7 @@ export function telemetryService(router: TwinRouter, limits: TelemetryServiceLim
           { field: "consistency", description: "CONSISTENCY_LOCAL, CONSISTENCY_QUORUM, CONSISTENCY_ALL or unset" },
         ]);
       }
-      const outcomes = await router.publish(req.events.map(toIngestEvent), consistency);
-      return { $typeName: "twinmesh.v1.PublishResponse", results: outcomes.map(toEventResult) };
+      return { $typeName: "twinmesh.v1.PublishResponse", results: await router.publish(req.events, consistency) };
     },
 
     async publishStream(input, out, call): Promise<void> {
@@ -112,8 +111,7 @@ const INTERNAL_RESULT = rejectedResult("INTERNAL", "the node failed to handle th
 /** Applies one stream batch; a synchronous throw becomes a rejection, so it cannot end the stream. */
 async function publishBatch(router: TwinRouter, req: PublishStreamRequest): Promise<EventResult[]> {
   // checkBatch refused a consistency that is not a level.
-  const outcomes = await router.publish(req.events.map(toIngestEvent), consistencyLevel(req.consistency));
-  return outcomes.map(toEventResult);
+  return router.publish(req.events, consistencyLevel(req.consistency) ?? "default");
 }
 
 function checkBatch(

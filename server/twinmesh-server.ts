@@ -1,7 +1,7 @@
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { LocalRouter } from "../cluster/index.js";
+import { ClusterNode, type ClusterOptions, LocalRouter, parseNodeId } from "../cluster/index.js";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { DeadLetterService } from "../proto/gen/twinmesh/v1/dead_letter_pb.js";
@@ -62,6 +62,10 @@ export interface NodeOptions extends ServeOptions {
   readonly queryOptions?: QueryOptions;
   /** RocksDB block cache and memtable sizes. */
   readonly storeOptions?: TwinRuntimeOptions["store"];
+  /** The partition count of a new data directory (`--partitions`). @defaultValue the directory's, or 256 */
+  readonly partitions?: number;
+  /** The static cluster this node is part of (`--peers`, `--replication-factor`); absent or without peers: a one-node cluster. */
+  readonly cluster?: ClusterOptions;
 }
 
 /** The default gRPC port of a node. */
@@ -121,6 +125,8 @@ export class TwinmeshNode {
     /** `host:port` the node listens on. */
     readonly address: string,
     private readonly log: Logger,
+    /** This node's part in its cluster; undefined for a one-node cluster. */
+    readonly cluster: ClusterNode | undefined,
   ) {}
 
   /**
@@ -133,7 +139,13 @@ export class TwinmeshNode {
     const serve = resolveServeOptions(options);
     const dataDir = options.dataDir ?? "./data";
     const existing = await entriesOf(dataDir);
+    const cluster =
+      options.cluster !== undefined && options.cluster.peers.length > 0
+        ? new ClusterNode(parseNodeId(options.nodeId ?? "local", "--node-id"), options.cluster, serve.log.child({ component: "cluster" }))
+        : undefined;
     const runtime = await TwinRuntime.open({
+      partitions: options.partitions,
+      ownership: cluster?.ownership,
       dataDir,
       twins: options.twins,
       durability: options.durability ?? Durability.WAL,
@@ -144,7 +156,7 @@ export class TwinmeshNode {
       log: serve.log,
     });
     try {
-      return await TwinmeshNode.listen(runtime, true, serve);
+      return await TwinmeshNode.listen(runtime, true, serve, cluster);
     } catch (err) {
       await runtime.close();
       // Only what this call created: an absent or empty directory held nothing of anyone's.
@@ -171,7 +183,7 @@ export class TwinmeshNode {
     return TwinmeshNode.listen(runtime, false, resolveServeOptions(options));
   }
 
-  private static async listen(runtime: TwinRuntime, ownsRuntime: boolean, options: ResolvedServeOptions): Promise<TwinmeshNode> {
+  private static async listen(runtime: TwinRuntime, ownsRuntime: boolean, options: ResolvedServeOptions, cluster?: ClusterNode): Promise<TwinmeshNode> {
     const { host, log, maxMessageBytes, maxBatchEvents, maxInflightBatches } = options;
     const server = new grpc.Server({
       // Well above our own limit, so the adapter answers oversize requests with our message;
@@ -182,12 +194,13 @@ export class TwinmeshNode {
     });
     const grpcLog = log.child({ component: "grpc" });
     const adapter = { maxMessageBytes, log: grpcLog };
-    const router = new LocalRouter(runtime);
+    const router = cluster === undefined ? new LocalRouter(runtime) : cluster.attach(runtime);
+    cluster?.serve(server, adapter);
     addService(server, TelemetryService, telemetryService(router, { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
     addService(server, TwinService, twinService(router), adapter);
     addService(server, AlertService, alertService(router), adapter);
     addService(server, DeadLetterService, deadLetterService(runtime), adapter);
-    addService(server, NodeService, nodeService(runtime), adapter);
+    addService(server, NodeService, nodeService(runtime, cluster), adapter);
     const health = new HealthState({
       "": Serving.SERVING,
       [TelemetryService.typeName]: Serving.SERVING,
@@ -212,8 +225,9 @@ export class TwinmeshNode {
         `cannot listen on ${hostPart}:${options.port}: ${listenProblem(err)}; pick another --port or stop the process using it`,
       );
     }
-    const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log);
+    const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log, cluster);
     node.watchServing();
+    cluster?.start();
     return node;
   }
 
@@ -253,6 +267,7 @@ export class TwinmeshNode {
         resolve();
       });
     });
+    await this.cluster?.close();
     if (this.ownsRuntime) await this.runtime.close();
     this.log.info("node stopped");
   }

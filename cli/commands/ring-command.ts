@@ -1,37 +1,59 @@
 import type { Command } from "commander";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../proto/gen/grpc/health/v1/health_pb.js";
+import { MemberState } from "../../proto/gen/twinmesh/v1/node_pb.js";
 import { formatTable, printJson, printLine } from "../output.js";
 import { type ClientCommandOptions, clientCommand, withClient } from "./client-command.js";
 
 /**
- * `twinmesh ring`: who owns which part of the hash ring. A single node owns all of it; the ring
- * of many nodes comes with the cluster, and this command will list it then.
+ * `twinmesh ring`: the members of the cluster as the asked node sees them (self, up, down,
+ * incompatible), and how many partitions each owns and holds replicas of.
  */
 export function ringCommand(): Command {
-  return clientCommand("ring", "show the nodes of the hash ring and what each owns")
+  return clientCommand("ring", "show the nodes of the hash ring, their state, and the partitions each owns and replicates")
     .addHelpText(
       "after",
       `
-Today a node runs alone, owns the whole ring and keeps one copy of each twin (replication
-factor 1), so every --consistency level means that one copy. Rings of several nodes, with
-replicas and handoff, come with the cluster; this command will then list each node's share.
+Twins are placed by partition: a twin's partition is a hash of its kind and id, and each
+partition's preference list names its owner (first) and its replicas. OWNS counts the partitions
+a node heads, REPLICATES those it follows on. STATE is how the asked node sees each member: up,
+down (silent for about a second) or incompatible (other partition count, replication factor or
+twin kinds). A node alone owns every partition and keeps one copy of each twin.
 
 Example:
-  twinmesh ring --json`,
+  twinmesh ring --address 127.0.0.1:7421 --json`,
     )
     .action(async (options: ClientCommandOptions, command: Command) => {
       await withClient(command, options, async (client) => {
-        const [{ status }, node] = await Promise.all([client.health(), client.describeNode()]);
+        const [{ status }, node, cluster] = await Promise.all([client.health(), client.describeNode(), client.describeCluster()]);
         const health = ServingStatus[status] ?? String(status);
         const kinds = node.kinds.map((k) => k.kind);
+        const members = cluster.members.map((m) => ({
+          nodeId: m.nodeId,
+          address: m.self ? options.address : m.address,
+          state: m.self ? "self" : (MemberState[m.state] ?? String(m.state)).toLowerCase().replace(/_/g, "-"),
+          owns: m.ownedPartitions,
+          replicates: m.replicatedPartitions,
+          ...(m.problem === "" ? {} : { problem: m.problem }),
+        }));
         if (options.json) {
-          printJson({ replicationFactor: node.replicationFactor, nodes: [{ nodeId: node.nodeId, address: options.address, health, owns: "all", kinds }] });
+          printJson({
+            epoch: Number(cluster.epoch),
+            partitions: cluster.partitions,
+            replicationFactor: cluster.replicationFactor,
+            health,
+            kinds,
+            nodes: members,
+          });
           return;
         }
-        const rows = [[node.nodeId, options.address, health, "the whole ring (single node)"]];
-        for (const line of formatTable(["node", "address", "health", "owns"], rows)) printLine(line);
-        const rf = node.replicationFactor;
-        printLine(`replication factor ${rf}: ${rf} ${rf === 1 ? "copy" : "copies"} of each twin; kinds ${kinds.join(", ") || "(none)"}`);
+        const rows = members.map((m) => [m.nodeId, m.address, m.state, String(m.owns), String(m.replicates), m.problem ?? ""]);
+        const headers = ["node", "address", "state", "owns", "replicates"];
+        const table = rows.some((r) => r[5] !== "") ? formatTable([...headers, "problem"], rows) : formatTable(headers, rows.map((r) => r.slice(0, 5)));
+        for (const line of table) printLine(line);
+        const rf = cluster.replicationFactor;
+        printLine(
+          `epoch ${cluster.epoch}, ${cluster.partitions} partitions, replication factor ${rf} (${rf} ${rf === 1 ? "copy" : "copies"} of each twin); ${node.nodeId} is ${health}; kinds ${kinds.join(", ") || "(none)"}`,
+        );
       });
     });
 }

@@ -1,5 +1,5 @@
 import { createServer } from "node:net";
-import { TwinmeshClient } from "../../client/index.js";
+import { MemberState, TwinmeshClient } from "../../client/index.js";
 import { NodeProcess, type NodeProcessOptions } from "./node-process.js";
 import type { TestScope } from "./test-scope.js";
 
@@ -47,11 +47,18 @@ export class ClusterHarness {
 
   /** Starts every member and waits until each is serving. */
   static async start(t: TestScope, options: ClusterOptions): Promise<ClusterHarness> {
+    const cluster = await ClusterHarness.prepare(t, options);
+    await Promise.all(cluster.members.map((m) => cluster.startMember(m.id)));
+    await cluster.formed();
+    return cluster;
+  }
+
+  /** Picks the members' ports and directories without starting any: start them with {@link startMember}. */
+  static async prepare(t: TestScope, options: ClusterOptions): Promise<ClusterHarness> {
     const ports = await freePorts(options.size);
     const members = ports.map((port, i) => ({ id: `n${i + 1}`, port, address: `127.0.0.1:${port}`, dataDir: t.tempDir(`n${i + 1}`) }));
     const cluster = new ClusterHarness(t, members, options);
     t.defer(() => cluster.stopAll());
-    await Promise.all(members.map((m) => cluster.startMember(m.id)));
     return cluster;
   }
 
@@ -78,6 +85,28 @@ export class ClusterHarness {
     });
     this.processes.set(id, node);
     return node;
+  }
+
+  /**
+   * Waits until every running member sees every other running member up (heartbeats answered,
+   * settings agreed), as `DescribeCluster` reports it.
+   */
+  async formed(timeoutMs = 10_000): Promise<void> {
+    const running = this.members.filter((m) => this.processes.get(m.id)?.running === true).map((m) => m.id);
+    const deadline = Date.now() + timeoutMs;
+    for (const id of running) {
+      const client = this.client(id);
+      for (;;) {
+        const { members } = await client.describeCluster();
+        const up = new Set(members.filter((m) => m.state === MemberState.UP).map((m) => m.nodeId));
+        if (running.every((r) => up.has(r))) break;
+        if (Date.now() > deadline)
+          throw new Error(
+            `the cluster did not form within ${timeoutMs} ms: ${id} sees ${JSON.stringify(members.map((m) => [m.nodeId, MemberState[m.state], m.problem]))}`,
+          );
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
   }
 
   /** The running process of member `id`. */

@@ -447,7 +447,7 @@ describe("twinmesh CLI against a node process", () => {
     assert.equal(end.code, 0);
   });
 
-  it("shows the single node owning the whole ring", async () => {
+  it("shows the single node owning every partition", async () => {
     assertResult(await cli("send", "patient", "bed-1", "bpm=72"), { code: 0 });
     const ring = await cli("ring");
     const addressWidth = Math.max("ADDRESS".length, node.address.length);
@@ -455,9 +455,9 @@ describe("twinmesh CLI against a node process", () => {
       code: 0,
       stderr: "",
       stdout: [
-        `NODE   ${"ADDRESS".padEnd(addressWidth)}  HEALTH   OWNS`,
-        `local  ${node.address.padEnd(addressWidth)}  SERVING  the whole ring (single node)`,
-        "replication factor 1: 1 copy of each twin; kinds fleet, patient, pump, vehicle, ward",
+        `NODE   ${"ADDRESS".padEnd(addressWidth)}  STATE  OWNS  REPLICATES`,
+        `local  ${node.address.padEnd(addressWidth)}  self   256   0`,
+        "epoch 1, 256 partitions, replication factor 1 (1 copy of each twin); local is SERVING; kinds fleet, patient, pump, vehicle, ward",
         "",
       ].join("\n"),
     });

@@ -163,16 +163,20 @@ describe("twinmesh CLI as a first user meets it", () => {
       code: 0,
       stderr: "",
       stdout: [
-        `NODE   ${"ADDRESS".padEnd(width)}  HEALTH   OWNS`,
-        `local  ${node.address.padEnd(width)}  SERVING  the whole ring (single node)`,
-        "replication factor 1: 1 copy of each twin; kinds fleet, patient, pump, vehicle, ward",
+        `NODE   ${"ADDRESS".padEnd(width)}  STATE  OWNS  REPLICATES`,
+        `local  ${node.address.padEnd(width)}  self   256   0`,
+        "epoch 1, 256 partitions, replication factor 1 (1 copy of each twin); local is SERVING; kinds fleet, patient, pump, vehicle, ward",
         "",
       ].join("\n"),
     });
     const ringJson = JSON.parse((await runCli(["ring", "--json", "--address", node.address])).stdout) as Record<string, unknown>;
     assert.deepEqual(ringJson, {
+      epoch: 1,
+      partitions: 256,
       replicationFactor: 1,
-      nodes: [{ nodeId: "local", address: node.address, health: "SERVING", owns: "all", kinds: ["fleet", "patient", "pump", "vehicle", "ward"] }],
+      health: "SERVING",
+      kinds: ["fleet", "patient", "pump", "vehicle", "ward"],
+      nodes: [{ nodeId: "local", address: node.address, state: "self", owns: 256, replicates: 0 }],
     });
 
     const help = await runCli(["send", "--help"]);

@@ -1,0 +1,230 @@
+import { type Event, type EventResult, EventStatus } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
+import {
+  type AggregateResult,
+  type Alert,
+  type AlertEvent,
+  type AlertListing,
+  type AlertPage,
+  isTwinmeshError,
+  type JsonObject,
+  type Logger,
+  type OwnershipGate,
+  type QuerySummary,
+  type TurnOutcome,
+  type TwinAggregation,
+  type TwinDeletion,
+  type TwinQuery,
+  type TwinRuntime,
+  type TwinView,
+} from "../runtime/index.js";
+import { rejectedResult, toEventResult, toIngestEvent } from "../server/proto-convert.js";
+import type { ForwardClient } from "./forward-client.js";
+import type { ForwardBatch, ForwardHandler } from "./forward-server.js";
+import type { NodeId } from "./node-id.js";
+import type { PeerPool } from "./peer-pool.js";
+import type { RingSnapshot } from "./ring-snapshot.js";
+import { consistencyOfLevel, copiesFor, type RoutedCalls } from "./routed-calls.js";
+import type { ConsistencyLevel, TwinRouter } from "./twin-router.js";
+
+/** What a {@link ClusterRouter} routes by. */
+export interface ClusterRouterConfig {
+  readonly self: NodeId;
+  readonly runtime: TwinRuntime;
+  /** The ring now. */
+  readonly ring: () => RingSnapshot;
+  readonly pool: PeerPool;
+  readonly forwarding: ForwardClient;
+  readonly calls: RoutedCalls;
+  readonly log: Logger;
+}
+
+/**
+ * Which node runs a twin now: the first node of its partition's preference list. Until replicas
+ * hold copies (replication is the next step of the cluster), a partition does not move when its
+ * owner is down: its twins are unavailable (retryable) rather than started afresh elsewhere,
+ * which would lose their state and diverge from the owner's when it returns.
+ */
+export class ClusterOwnership implements OwnershipGate {
+  constructor(
+    private readonly self: NodeId,
+    private readonly runtime: () => TwinRuntime | undefined,
+    private readonly ring: () => RingSnapshot | undefined,
+  ) {}
+
+  /** The node that owns `kind`/`id`, or undefined before the ring is known. */
+  ownerOf(kind: string, id: string): NodeId | undefined {
+    const ring = this.ring();
+    const runtime = this.runtime();
+    if (ring === undefined || runtime === undefined) return undefined;
+    return ring.preferenceList(runtime.partitioning.partitionOf(kind, id))[0] as NodeId | undefined;
+  }
+
+  refusal(kind: string, id: string): TurnOutcome | undefined {
+    const owner = this.ownerOf(kind, id);
+    if (owner === undefined) {
+      return { status: "rejected", reason: "NOT_SERVING", message: "the node is joining its cluster; retry in a moment", retryable: true };
+    }
+    if (owner === this.self) return undefined;
+    return {
+      status: "rejected",
+      reason: "NOT_OWNER",
+      message: `twin ${kind}/${id} is owned by ${owner}, not by this node (${this.self}); send it to ${owner}, or to any node, which forwards it`,
+      retryable: true,
+    };
+  }
+}
+
+/**
+ * Routes every RPC of a node in a static cluster: events are split by owner, the local ones
+ * applied here and the others forwarded over the pooled Forward streams, each answered after the
+ * owner's commit; single-twin operations go to the owner. Per-source order holds: all events of
+ * one source go to one owner, in one sub-batch, in their order.
+ */
+export class ClusterRouter implements TwinRouter, ForwardHandler {
+  readonly ownership: ClusterOwnership;
+
+  constructor(
+    private readonly config: ClusterRouterConfig,
+    ownership: ClusterOwnership,
+  ) {
+    this.ownership = ownership;
+  }
+
+  ownerOf(kind: string, id: string): string {
+    return this.ownership.ownerOf(kind, id) ?? this.config.self;
+  }
+
+  async publish(events: readonly Event[], consistency: ConsistencyLevel): Promise<EventResult[]> {
+    const results = new Array<EventResult>(events.length);
+    const ring = this.config.ring();
+    const copies = copiesFor(consistency, ring.replicationFactor);
+    if (copies > 1) {
+      // One copy is all this build keeps: answering "durable on a quorum" would be a lie.
+      const refusal = rejectedResult(
+        "NOT_ENOUGH_REPLICAS",
+        `${consistency} consistency asks for ${copies} durable copies, and this cluster keeps one copy of each twin for now (replication to ring successors is not built yet); publish with CONSISTENCY_LOCAL, or start the cluster with --replication-factor 1`,
+        false,
+      );
+      return events.map(() => refusal);
+    }
+    // Sub-batches by owner, keeping each event's index and the events' order.
+    const byOwner = new Map<NodeId, number[]>();
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i] as Event;
+      const owner = (this.ownership.ownerOf(e.kind, e.sourceId) ?? this.config.self) as NodeId;
+      let indexes = byOwner.get(owner);
+      if (indexes === undefined) {
+        indexes = [];
+        byOwner.set(owner, indexes);
+      }
+      indexes.push(i);
+    }
+    await Promise.all(
+      [...byOwner].map(async ([owner, indexes]) => {
+        const part = indexes.map((i) => events[i] as Event);
+        const answered = owner === this.config.self ? await this.applyLocal(part, copies) : await this.forwardTo(owner, part, consistency, ring.epoch);
+        for (let k = 0; k < indexes.length; k++) results[indexes[k] as number] = answered[k] as EventResult;
+      }),
+    );
+    return results;
+  }
+
+  /** PeerService.Forward on the owner: applies what this node owns, answers the rest NOT_OWNER. */
+  async forward(batch: ForwardBatch): Promise<EventResult[]> {
+    const copies = copiesFor(consistencyOfLevel(batch.consistency), this.config.ring().replicationFactor);
+    return this.applyLocal(batch.events, copies);
+  }
+
+  getTwin(kind: string, id: string): Promise<TwinView> {
+    const owner = this.remoteOwner(kind, id);
+    return owner === undefined ? this.config.runtime.host.getTwin(kind, id) : this.config.calls.getTwin(owner, kind, id);
+  }
+
+  sendToTwin(kind: string, id: string, message: JsonObject, idempotencyKey?: string): Promise<{ duplicate: boolean; version: number }> {
+    const owner = this.remoteOwner(kind, id);
+    return owner === undefined
+      ? this.config.runtime.host.sendToTwin(kind, id, message, idempotencyKey)
+      : this.config.calls.sendToTwin(owner, kind, id, message, idempotencyKey);
+  }
+
+  deleteTwin(kind: string, id: string, options: { keepTombstone?: boolean }): Promise<TwinDeletion> {
+    const owner = this.remoteOwner(kind, id);
+    return owner === undefined ? this.config.runtime.host.deleteTwin(kind, id, options) : this.config.calls.deleteTwin(owner, kind, id, options);
+  }
+
+  async acknowledgeAlert(id: string): Promise<Alert> {
+    const owner = this.alertOwner(id);
+    return owner === undefined ? this.config.runtime.host.acknowledgeAlert(id) : this.config.calls.acknowledgeAlert(owner, id);
+  }
+
+  async resolveAlert(id: string): Promise<Alert> {
+    const owner = this.alertOwner(id);
+    return owner === undefined ? this.config.runtime.host.resolveAlert(id) : this.config.calls.resolveAlert(owner, id);
+  }
+
+  // Reads cover this node's twins and alerts; the cluster-wide scatter-gather is a later step.
+  queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
+    return this.config.runtime.queries.query(query, signal);
+  }
+
+  aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult> {
+    return this.config.runtime.queries.aggregate(aggregation, signal);
+  }
+
+  listAlerts(listing: AlertListing): Promise<AlertPage> {
+    return this.config.runtime.alerts.list(listing);
+  }
+
+  watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
+    return this.config.runtime.alerts.watch(cursor, filter, signal);
+  }
+
+  private async applyLocal(events: readonly Event[], copies: number): Promise<EventResult[]> {
+    const outcomes = await this.config.runtime.host.publish(events.map(toIngestEvent), { copies });
+    return outcomes.map(toEventResult);
+  }
+
+  private async forwardTo(owner: NodeId, events: readonly Event[], consistency: ConsistencyLevel, epoch: bigint): Promise<EventResult[]> {
+    const { pool, forwarding } = this.config;
+    if (!pool.isUp(owner)) {
+      const state = pool.state(owner);
+      const refusal = rejectedResult(
+        "OWNER_UNAVAILABLE",
+        `these twins are owned by ${owner}, which is ${state.condition}${state.problem === undefined ? "" : ` (${state.problem})`}; retry with the same seqs (this cluster does not fail over yet)`,
+        true,
+      );
+      return events.map(() => refusal);
+    }
+    try {
+      return await forwarding.forward(owner, { epoch, consistency: consistencyOfLevel(consistency), events });
+    } catch (err) {
+      const reason = isTwinmeshError(err) ? err.reason : "PEER_UNAVAILABLE";
+      const refusal = rejectedResult(reason, `${(err as Error).message}`, !isTwinmeshError(err) || err.retryable);
+      return events.map(() => refusal);
+    }
+  }
+
+  /** The owner of a twin when it is another node; undefined when it is this one. */
+  private remoteOwner(kind: string, id: string): NodeId | undefined {
+    const owner = this.ownership.ownerOf(kind, id);
+    return owner === undefined || owner === this.config.self ? undefined : owner;
+  }
+
+  /** The owner of an alert's twin (its id is `kind/twin/code@n`) when it is another node. */
+  private alertOwner(alertId: string): NodeId | undefined {
+    const [kind, encodedTwinId] = alertId.split("/");
+    if (kind === undefined || encodedTwinId === undefined) return undefined; // answered NOT_FOUND locally
+    let twinId: string;
+    try {
+      twinId = decodeURIComponent(encodedTwinId);
+    } catch {
+      return undefined;
+    }
+    return this.remoteOwner(kind, twinId);
+  }
+}
+
+/** True when a result is a retryable rejection (for callers that retry elsewhere). */
+export function retryableRejection(result: EventResult): boolean {
+  return result.status === EventStatus.REJECTED && result.retryable;
+}

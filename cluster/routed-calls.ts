@@ -1,0 +1,195 @@
+import { create, type DescMethod, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import { AlertService, type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbState } from "../proto/gen/twinmesh/v1/alert_pb.js";
+import { Consistency } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { TwinService, type TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb.js";
+import { type Alert, AlertState, type JsonObject, StatusCode, type TwinDeletion, TwinmeshError, type TwinView } from "../runtime/index.js";
+import type { NodeId } from "./node-id.js";
+import { callFailure, methodPath } from "./peer-rpc.js";
+import type { ConsistencyLevel } from "./twin-router.js";
+
+/** Metadata that marks a call one node routed to another (the owner answers it itself). */
+export const ROUTED_BY_HEADER = "twinmesh-routed-by";
+
+/** Durable copies (the owner's included) a level asks for at replication factor `rf` (design §5). */
+export function copiesFor(level: ConsistencyLevel, rf: number): number {
+  switch (level) {
+    case "all":
+      return rf;
+    case "quorum":
+      return Math.floor(rf / 2) + 1;
+    default:
+      // "default" is LOCAL until replicas hold copies: see ClusterRouter.publish.
+      return 1;
+  }
+}
+
+const LEVEL_OF: Readonly<Record<number, ConsistencyLevel>> = {
+  [Consistency.UNSPECIFIED]: "default",
+  [Consistency.LOCAL]: "local",
+  [Consistency.QUORUM]: "quorum",
+  [Consistency.ALL]: "all",
+};
+const CONSISTENCY_OF: Readonly<Record<ConsistencyLevel, Consistency>> = {
+  default: Consistency.UNSPECIFIED,
+  local: Consistency.LOCAL,
+  quorum: Consistency.QUORUM,
+  all: Consistency.ALL,
+};
+
+/** The level of a wire `Consistency` (a checked one: PeerService refuses unknown values). */
+export function consistencyOfLevel(value: Consistency): ConsistencyLevel;
+/** The wire `Consistency` of a level. */
+export function consistencyOfLevel(value: ConsistencyLevel): Consistency;
+export function consistencyOfLevel(value: Consistency | ConsistencyLevel): ConsistencyLevel | Consistency {
+  return typeof value === "string" ? CONSISTENCY_OF[value] : (LEVEL_OF[value] ?? "default");
+}
+
+/**
+ * An owner's answer to a call routed to it, failed: the owner's status code, reason and message,
+ * passed on to the client as if this node had answered.
+ */
+export class RoutedCallError extends TwinmeshError {
+  override readonly name = "RoutedCallError";
+  constructor(
+    readonly code: StatusCode,
+    readonly reason: string,
+    message: string,
+    override readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+const SEVERITY: Record<number, Alert["severity"]> = { [PbSeverity.INFO]: "info", [PbSeverity.WARNING]: "warning", [PbSeverity.CRITICAL]: "critical" };
+const STATE: Record<number, Alert["state"]> = {
+  [PbState.OPEN]: AlertState.OPEN,
+  [PbState.ACKNOWLEDGED]: AlertState.ACKNOWLEDGED,
+  [PbState.RESOLVED]: AlertState.RESOLVED,
+};
+
+/**
+ * Single-twin operations sent to the twin's owner over the pool's channel to it, through the
+ * owner's public services (the owner runs them as for any client), marked as routed.
+ */
+export class RoutedCalls {
+  constructor(
+    private readonly self: NodeId,
+    private readonly channel: (peer: NodeId) => grpc.Client,
+    /** Whether a peer is up now: a call to a down owner fails at once instead of waiting for it. */
+    private readonly isUp: (peer: NodeId) => boolean,
+    private readonly deadlineMs = 30_000,
+  ) {}
+
+  async getTwin(owner: NodeId, kind: string, id: string): Promise<TwinView> {
+    const res = await this.call(owner, TwinService.method.getTwin, { kind, id });
+    return viewOf(res.twin, kind, id, owner);
+  }
+
+  async sendToTwin(owner: NodeId, kind: string, id: string, message: JsonObject, idempotencyKey?: string): Promise<{ duplicate: boolean; version: number }> {
+    const res = await this.call(owner, TwinService.method.sendToTwin, { kind, id, message, idempotencyKey: idempotencyKey ?? "" });
+    return { duplicate: res.duplicate, version: Number(res.version) };
+  }
+
+  async deleteTwin(owner: NodeId, kind: string, id: string, options: { keepTombstone?: boolean }): Promise<TwinDeletion> {
+    const res = await this.call(owner, TwinService.method.deleteTwin, { kind, id, keepTombstone: options.keepTombstone === true });
+    return {
+      existed: res.existed,
+      timersCancelled: res.timersCancelled,
+      resolvedAlertIds: [...res.resolvedAlertIds],
+      tombstone: res.tombstone,
+      tombstoneSeq: Number(res.tombstoneSeq),
+    };
+  }
+
+  async acknowledgeAlert(owner: NodeId, id: string): Promise<Alert> {
+    return alertOf((await this.call(owner, AlertService.method.acknowledgeAlert, { id })).alert);
+  }
+
+  async resolveAlert(owner: NodeId, id: string): Promise<Alert> {
+    return alertOf((await this.call(owner, AlertService.method.resolveAlert, { id })).alert);
+  }
+
+  private call<M extends DescMethod & { methodKind: "unary" }>(
+    owner: NodeId,
+    method: M,
+    request: MessageInitShape<M["input"]>,
+  ): Promise<MessageShape<M["output"]>> {
+    if (!this.isUp(owner)) {
+      return Promise.reject(
+        new RoutedCallError(
+          StatusCode.UNAVAILABLE,
+          "OWNER_UNAVAILABLE",
+          `this twin's owner ${owner} is down; retry later (this cluster does not fail over yet)`,
+          true,
+        ),
+      );
+    }
+    const metadata = new grpc.Metadata();
+    metadata.set(ROUTED_BY_HEADER, this.self);
+    // The owner is up: ride out a reconnect of the channel rather than failing at once.
+    metadata.setOptions({ waitForReady: true });
+    return new Promise((resolve, reject) => {
+      this.channel(owner).makeUnaryRequest<Buffer, MessageShape<M["output"]>>(
+        methodPath(method),
+        () => Buffer.from(toBinary(method.input, create(method.input, request))),
+        (bytes: Buffer) => fromBinary(method.output, bytes) as MessageShape<M["output"]>,
+        Buffer.alloc(0),
+        metadata,
+        { deadline: Date.now() + this.deadlineMs },
+        (err, res) => {
+          if (err === null && res !== undefined) resolve(res);
+          else reject(routedError(owner, err));
+        },
+      );
+    });
+  }
+}
+
+function routedError(owner: NodeId, err: unknown): RoutedCallError {
+  const failure = callFailure(err);
+  if (failure.reason !== undefined) {
+    return new RoutedCallError(failure.code as StatusCode, failure.reason, failure.message, failure.metadata.retryable === "true");
+  }
+  // No twinmesh reason: the owner did not answer (down, unreachable, timed out).
+  return new RoutedCallError(
+    StatusCode.UNAVAILABLE,
+    "OWNER_UNAVAILABLE",
+    `this twin's owner ${owner} did not answer (${failure.message}); retry (this cluster does not fail over yet)`,
+    true,
+  );
+}
+
+function ms(t: Timestamp | undefined): number {
+  return t === undefined ? 0 : timestampMs(t);
+}
+
+function viewOf(s: TwinSnapshot | undefined, kind: string, id: string, owner: NodeId): TwinView {
+  if (s === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", `${owner} answered GetTwin for ${kind}/${id} without a twin`, true);
+  return {
+    kind: s.kind,
+    id: s.id,
+    state: (s.state ?? {}) as JsonObject,
+    version: Number(s.version),
+    lastSeq: Number(s.lastSeq),
+    lastEventTime: s.lastEventTime === undefined ? undefined : ms(s.lastEventTime),
+    ownerNodeId: s.ownerNodeId,
+  };
+}
+
+function alertOf(a: PbAlert | undefined): Alert {
+  if (a === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", "the owner answered without an alert", true);
+  return {
+    id: a.id,
+    kind: a.kind,
+    twinId: a.twinId,
+    code: a.code,
+    severity: SEVERITY[a.severity] ?? "info",
+    message: a.message,
+    state: STATE[a.state] ?? AlertState.OPEN,
+    raisedAt: ms(a.raisedAt),
+    updatedAt: ms(a.updatedAt),
+    count: Number(a.count),
+  };
+}

@@ -1,0 +1,208 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { Consistency } from "../../client/index.js";
+import { RingSnapshot } from "../../cluster/index.js";
+import { Partitioning } from "../../runtime/index.js";
+import { runCli } from "../harness/cli-process.js";
+import { ClusterHarness } from "../harness/cluster-harness.js";
+import { ev, outcomes, statuses } from "../harness/events.js";
+import { useTestScope } from "../harness/test-scope.js";
+import { waitFor } from "../harness/wait-for.js";
+
+const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
+const MEMBERS = ["n1", "n2", "n3"];
+
+/** The owner of counter/`id` in a 3-node cluster of 256 partitions, as every node computes it. */
+function ownerOf(id: string, members = MEMBERS, rf = 3): string {
+  const partitioning = new Partitioning(256);
+  return new RingSnapshot(1n, members, partitioning, rf).preferenceList(partitioning.partitionOf("counter", id))[0] as string;
+}
+
+/** Source ids whose twins `owner` owns. */
+function sourcesOwnedBy(owner: string, count: number): string[] {
+  const ids: string[] = [];
+  for (let i = 0; ids.length < count; i++) if (ownerOf(`s-${i}`) === owner) ids.push(`s-${i}`);
+  return ids;
+}
+
+describe("a static cluster of three nodes (static-cluster)", function () {
+  this.timeout(60_000);
+  const t = useTestScope();
+  let cluster: ClusterHarness | undefined;
+  afterEach(function () {
+    cluster?.reportIfFailed(this);
+    cluster = undefined;
+  });
+
+  async function start(args: string[] = [], argsOf: Record<string, string[]> = {}): Promise<ClusterHarness> {
+    cluster = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args, argsOf });
+    return cluster;
+  }
+
+  it("applies a batch sent to any node on each twin's owner, once, and reads every twin the same through every node", async () => {
+    const c = await start();
+    const ids = Array.from({ length: 30 }, (_, i) => `s-${i}`);
+    const res = await c.client("n1").publish(ids.map((id) => ev("counter", id, 1, { v: 2 })));
+    assert.deepEqual(
+      statuses(res.results),
+      ids.map(() => "ACCEPTED"),
+    );
+    // A retry through another node is recognised by the owner.
+    const retry = await c.client("n3").publish(ids.map((id) => ev("counter", id, 1, { v: 2 })));
+    assert.deepEqual(
+      statuses(retry.results),
+      ids.map(() => "DUPLICATE"),
+    );
+    const owners = new Set<string>();
+    for (const id of ids) {
+      for (const via of MEMBERS) {
+        const { twin } = await c.client(via).getTwin({ kind: "counter", id });
+        assert.equal(twin?.ownerNodeId, ownerOf(id), `owner of ${id} read through ${via}`);
+        assert.equal((twin?.state as { count?: number } | undefined)?.count, 1, `${id} read through ${via}`);
+      }
+      owners.add(ownerOf(id));
+    }
+    assert.deepEqual([...owners].sort(), MEMBERS, "the 30 twins did not spread over the three nodes");
+  });
+
+  it("keeps each source's order across nodes: seqs sent alternately through every node apply in order, each once", async () => {
+    const c = await start();
+    const [id] = sourcesOwnedBy("n2", 1) as [string];
+    for (let seq = 1; seq <= 9; seq++) {
+      const via = MEMBERS[seq % 3] as string;
+      const res = await c.client(via).publish([ev("counter", id, seq, { v: seq })]);
+      assert.deepEqual(statuses(res.results), ["ACCEPTED"], `seq ${seq} through ${via}`);
+    }
+    const { twin } = await c.client("n1").getTwin({ kind: "counter", id });
+    assert.deepEqual(twin?.state, { count: 9, lastSeq: 9, total: 45, messages: 0 });
+  });
+
+  it("sends, deletes and reads a twin on its owner whichever node is asked", async () => {
+    const c = await start();
+    const [id] = sourcesOwnedBy("n3", 1) as [string];
+    const sent = await c.client("n1").sendToTwin({ kind: "counter", id, message: { add: 5 }, idempotencyKey: "k-1" });
+    assert.equal(sent.duplicate, false);
+    const again = await c.client("n2").sendToTwin({ kind: "counter", id, message: { add: 5 }, idempotencyKey: "k-1" });
+    assert.equal(again.duplicate, true);
+    assert.deepEqual((await c.client("n2").getTwin({ kind: "counter", id })).twin?.state, { count: 0, lastSeq: 0, total: 5, messages: 1 });
+    const deleted = await c.client("n1").deleteTwin({ kind: "counter", id });
+    assert.equal(deleted.existed, true);
+    await assert.rejects(c.client("n2").getTwin({ kind: "counter", id }), (err: { reason?: string }) => err.reason === "TWIN_NOT_FOUND");
+  });
+
+  it("refuses QUORUM and ALL while it keeps one copy per twin, applying nothing, and takes them at replication factor 1", async () => {
+    const c = await start();
+    const res = await c.client("n1").publish([ev("counter", "s-1", 1)], Consistency.QUORUM);
+    assert.deepEqual(
+      outcomes(res.results).map((o) => [o.reason, o.retryable]),
+      [["NOT_ENOUGH_REPLICAS", false]],
+    );
+    assert.match(outcomes(res.results)[0]?.message ?? "", /asks for 2 durable copies/);
+    await assert.rejects(c.client("n2").getTwin({ kind: "counter", id: "s-1" }));
+  });
+
+  it("answers a dead owner's twins OWNER_UNAVAILABLE (retryable) and the others ACCEPTED, and takes them again when it is back, with nothing acknowledged lost", async () => {
+    const c = await start(["--log-level", "info"]);
+    const onN2 = sourcesOwnedBy("n2", 3);
+    const onN1 = sourcesOwnedBy("n1", 3);
+    const first = await c.client("n1").publish([...onN2, ...onN1].map((id) => ev("counter", id, 1)));
+    assert.deepEqual(
+      statuses(first.results),
+      [...onN2, ...onN1].map(() => "ACCEPTED"),
+    );
+    await c.kill("n2");
+    await waitFor(
+      async () => {
+        const res = await c.client("n1").publish(onN2.map((id) => ev("counter", id, 2)));
+        return outcomes(res.results).every((o) => o.reason === "OWNER_UNAVAILABLE" && o.retryable);
+      },
+      { timeoutMs: 10_000, what: "n2's twins to be answered OWNER_UNAVAILABLE" },
+    );
+    const others = await c.client("n3").publish(onN1.map((id) => ev("counter", id, 2)));
+    assert.deepEqual(
+      statuses(others.results),
+      onN1.map(() => "ACCEPTED"),
+    );
+    await c.startMember("n2");
+    await c.formed();
+    await waitFor(
+      async () => statuses((await c.client("n1").publish(onN2.map((id) => ev("counter", id, 2)))).results).every((s) => s === "ACCEPTED" || s === "DUPLICATE"),
+      { timeoutMs: 10_000, what: "n2's twins to be accepted again" },
+    );
+    for (const id of onN2) {
+      const { twin } = await c.client("n3").getTwin({ kind: "counter", id });
+      assert.equal((twin?.state as { count?: number } | undefined)?.count, 2, `${id} after n2 came back`);
+    }
+  });
+
+  it("shows the members, their state and their partition shares in twinmesh ring", async () => {
+    const c = await start();
+    await c.kill("n3");
+    await waitFor(
+      async () => {
+        const ring = JSON.parse((await runCli(["ring", "--json", "--address", c.members[0]?.address ?? ""])).stdout) as { nodes: { state: string }[] };
+        return ring.nodes[2]?.state === "down";
+      },
+      { timeoutMs: 10_000, what: "n1 to see n3 down" },
+    );
+    const result = await runCli(["ring", "--json", "--address", c.members[0]?.address ?? ""]);
+    assert.equal(result.code, 0, result.stderr);
+    const ring = JSON.parse(result.stdout) as {
+      epoch: number;
+      partitions: number;
+      replicationFactor: number;
+      nodes: { nodeId: string; state: string; owns: number; replicates: number }[];
+    };
+    assert.deepEqual(
+      ring.nodes.map((n) => [n.nodeId, n.state]),
+      [
+        ["n1", "self"],
+        ["n2", "up"],
+        ["n3", "down"],
+      ],
+    );
+    assert.deepEqual([ring.epoch, ring.partitions, ring.replicationFactor], [1, 256, 3]);
+    assert.equal(
+      ring.nodes.reduce((sum, n) => sum + n.owns, 0),
+      256,
+    );
+    assert.equal(
+      ring.nodes.reduce((sum, n) => sum + n.replicates, 0),
+      512,
+    );
+    for (const n of ring.nodes) assert.ok(n.owns > 40, `${n.nodeId} owns only ${n.owns} of 256 partitions`);
+  });
+
+  it("starts with a peer that is not up yet and forwards to it once it answers", async () => {
+    // n1 alone of n1..n3 first: its peers are down, it serves its own twins.
+    const c = await ClusterHarness.prepare(t, { size: 3, twins: [FIXTURES] });
+    cluster = c;
+    await c.startMember("n1");
+    const [mine] = sourcesOwnedBy("n1", 1) as [string];
+    const [theirs] = sourcesOwnedBy("n3", 1) as [string];
+    const early = await c.client("n1").publish([ev("counter", mine, 1), ev("counter", theirs, 1)]);
+    assert.deepEqual(
+      outcomes(early.results).map((o) => o.reason),
+      ["", "OWNER_UNAVAILABLE"],
+    );
+    await Promise.all([c.startMember("n2"), c.startMember("n3")]);
+    await waitFor(async () => statuses((await c.client("n1").publish([ev("counter", theirs, 1)])).results)[0] === "ACCEPTED", {
+      timeoutMs: 10_000,
+      what: "n3 to be reachable from n1",
+    });
+  });
+
+  it("treats a node started with other settings as incompatible, naming the difference, and forwards nothing to it", async () => {
+    const c = await ClusterHarness.prepare(t, { size: 3, twins: [FIXTURES], argsOf: { n3: ["--partitions", "128"] } });
+    cluster = c;
+    await Promise.all(MEMBERS.map((id) => c.startMember(id)));
+    const [theirs] = sourcesOwnedBy("n3", 1) as [string];
+    await waitFor(
+      async () => {
+        const [o] = outcomes((await c.client("n1").publish([ev("counter", theirs, 1)])).results);
+        return o?.reason === "OWNER_UNAVAILABLE" && /incompatible/.test(o.message) && /128 partitions/.test(o.message);
+      },
+      { timeoutMs: 10_000, what: "n3 to be reported incompatible with its partition count" },
+    );
+  });
+});
