@@ -49,7 +49,8 @@ export interface PeerPoolOptions {
   readonly pingTimeoutMs?: number;
   /**
    * The longest wait between Pings to a peer that does not answer (the wait doubles from a
-   * quarter of `heartbeatIntervalMs` up to this); also grpc-js's longest reconnect backoff.
+   * quarter of `heartbeatIntervalMs` up to this). A peer that starts listening is up within
+   * about this long.
    * @defaultValue 1000
    */
   readonly maxRetryDelayMs?: number;
@@ -143,9 +144,11 @@ export class PeerPool {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
-      // grpc-js's defaults (1 s, growing to 120 s) would leave a restarted peer unreached for minutes.
+      // grpc-js's defaults (1 s, growing to 120 s) would leave a restarted peer unreached for
+      // minutes. Half the retry bound, because grpc-js adds up to 20 % jitter and a Ping follows
+      // the reconnect: a peer that starts listening is up within about maxRetryDelayMs.
       "grpc.initial_reconnect_backoff_ms": Math.min(100, maxRetryDelayMs),
-      "grpc.max_reconnect_backoff_ms": maxRetryDelayMs,
+      "grpc.max_reconnect_backoff_ms": Math.max(1, Math.floor(maxRetryDelayMs / 2)),
       "grpc.max_receive_message_length": MAX_PEER_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_PEER_MESSAGE_BYTES,
       // Forwarded batches are retried by the router with the same seqs; grpc-js must not resend on its own.
