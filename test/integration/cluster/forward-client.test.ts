@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { type ForwardBatch, ForwardClient, type ForwardClientOptions, type ForwardHandler, PeerCondition, PeerPool, parseNodeId, STATIC_EPOCH } from "../../../cluster/index.js";
+import {
+  type ForwardBatch,
+  ForwardClient,
+  type ForwardClientOptions,
+  type ForwardHandler,
+  PeerCondition,
+  PeerPool,
+  parseNodeId,
+  STATIC_EPOCH,
+} from "../../../cluster/index.js";
 import { Consistency, type EventResult, EventResultSchema, EventSchema, EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { isTwinmeshError, UnavailableError } from "../../../runtime/index.js";
 import { startPeerServer, type TestNode, testNode } from "../../harness/peer-server.js";
