@@ -78,8 +78,8 @@ export class ForwardClient {
    * @throws PeerUnavailableError (retryable) when the stream broke before the answer, or the client is closed.
    * @throws RangeError when `peer` is not in the pool.
    */
-  forward(peer: NodeId, batch: ForwardBatch, signal?: AbortSignal): Promise<EventResult[]> {
-    if (this.closed) return Promise.reject(this.closedError(peer));
+  async forward(peer: NodeId, batch: ForwardBatch, signal?: AbortSignal): Promise<EventResult[]> {
+    if (this.closed) throw this.closedError(peer);
     return this.stream(peer).send(batch, signal);
   }
 
@@ -88,7 +88,7 @@ export class ForwardClient {
     return this.streams.get(peer)?.inFlightBatches ?? 0;
   }
 
-  /** Rejects every batch in flight or waiting (retryable, `FORWARD_CLOSED`) and ends the streams. Idempotent. */
+  /** Rejects every batch in flight or waiting (retryable, `FORWARD_CLOSED`) and ends the streams. Idempotent. Close it before its pool. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -79,7 +79,18 @@ export class ForwardStream {
     await this.acquire(signal);
     try {
       if (this.closedBy !== undefined) throw this.closedBy;
-      const call = this.open();
+      let call: grpc.ClientDuplexStream<Buffer, Buffer>;
+      try {
+        call = this.open();
+      } catch (err) {
+        // grpc-js refuses calls on a closed channel: the pool is closing.
+        throw new PeerUnavailableError(
+          "PEER_UNAVAILABLE",
+          this.peer,
+          `cannot open a forward stream to ${this.peer} (${err instanceof Error ? err.message : String(err)}); retry the events with the same seqs`,
+          { cause: err },
+        );
+      }
       const batchId = this.nextBatchId++;
       const answer = new Promise<EventResult[]>((resolve, reject) => {
         const timer = setTimeout(

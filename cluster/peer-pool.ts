@@ -211,7 +211,10 @@ export class PeerPool {
     return this.record(peer).client;
   }
 
-  /** Stops the heartbeats and closes every channel (calls on them end CANCELLED or UNAVAILABLE). Idempotent. */
+  /**
+   * Stops the heartbeats and closes every channel. Close the clients that use the channels
+   * (ForwardClient) first, so their calls end with their own errors. Idempotent.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.stop.abort();

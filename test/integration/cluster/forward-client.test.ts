@@ -177,7 +177,8 @@ describe("ForwardClient", () => {
     const { forwarding } = connect(port, { answerTimeoutMs: 300 });
     const startedMs = performance.now();
     const [outcome] = await settledWithin([forwarding.forward(n2, batch("a1"))], 2_000);
-    assert.ok(performance.now() - startedMs >= 300);
+    // Node timers may fire a millisecond early by performance.now().
+    assert.ok(performance.now() - startedMs >= 295);
     const err: unknown = outcome?.status === "rejected" ? outcome.reason : undefined;
     assert.ok(isTwinmeshError(err) && err.retryable && err.code === 14, `not a retryable UNAVAILABLE error: ${String(err)}`);
     assert.match(err.message, /^n2 did not answer forwarded batch 1 within 300 ms; the batch may or may not have been applied/);
