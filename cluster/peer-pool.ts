@@ -123,6 +123,11 @@ export class PeerPool {
     peers: readonly PeerAddress[],
     options: PeerPoolOptions = {},
   ) {
+    const ids = new Set<NodeId>();
+    for (const peer of peers) {
+      if (ids.has(peer.id)) throw new RangeError(`peer ${peer.id} is listed twice`);
+      ids.add(peer.id);
+    }
     this.detector = new FailureDetector(
       peers.map((p) => p.id),
       options.failureDetector,
@@ -156,7 +161,6 @@ export class PeerPool {
       ...options.channelOptions,
     };
     for (const peer of peers) {
-      if (this.peers.has(peer.id)) throw new RangeError(`peer ${peer.id} is listed twice`);
       const rec: PeerRecord = {
         id: peer.id,
         address: peer.address,
@@ -310,7 +314,14 @@ export class PeerPool {
     const state: PeerState = { id: rec.id, address: rec.address, condition, epoch: rec.epoch, catchingUp: rec.catchingUp, problem: rec.problem };
     rec.reported = state;
     if (before.condition !== condition) this.log.info({ peer: rec.id, condition, problem: rec.problem }, "peer condition changed");
-    for (const listener of this.listeners) listener(state);
+    for (const listener of this.listeners) {
+      try {
+        listener(state);
+      } catch (err) {
+        // A listener's bug must not stop the heartbeats that called it.
+        this.log.error({ err, peer: rec.id }, "peer change listener failed");
+      }
+    }
   }
 
   private async pause(ms: number): Promise<void> {

@@ -210,6 +210,24 @@ describe("ForwardClient", () => {
     assert.deepEqual(gate.firsts, ["a", "b", "c", "d", "e"]);
   });
 
+  it("withdraws a batch still waiting for a slot when its signal aborts, and sends the next one in its place", async () => {
+    const gate = new GatedForwarder();
+    const { port } = await startPeerServer(t, testNode("n2"), { forward: gate });
+    const { forwarding } = connect(port, { maxInflightBatches: 1 });
+    const first = forwarding.forward(n2, batch("a"));
+    const controller = new AbortController();
+    const withdrawn = forwarding.forward(n2, batch("b"), controller.signal);
+    const third = forwarding.forward(n2, batch("c"));
+    await waitFor(() => gate.received.length === 1, { timeoutMs: 2_000, what: "the first batch at n2" });
+    controller.abort(new Error("the client went away"));
+    await assert.rejects(withdrawn, /the client went away/);
+    gate.release("a");
+    await waitFor(() => gate.received.length === 2, { timeoutMs: 2_000, what: "the third batch at n2" });
+    gate.release("c");
+    assert.deepEqual([messages(await first), messages(await third)], [["a"], ["c"]]);
+    assert.deepEqual(gate.firsts, ["a", "c"]);
+  });
+
   it("answers a batch whose handler throws with a retryable rejection per event, and the stream carries on", async () => {
     const signals: AbortSignal[] = [];
     const { port } = await startPeerServer(t, testNode("n2"), {
