@@ -3,6 +3,7 @@ import { create as createMessage, fromBinary, type MessageInitShape, toBinary } 
 import * as grpc from "@grpc/grpc-js";
 import type { ForwardHandler } from "../../../cluster/index.js";
 import {
+  FetchPartitionRequestSchema,
   ForwardRequestSchema,
   ForwardResponseSchema,
   GetPartitionStatesResponseSchema,
@@ -280,5 +281,37 @@ describe("PeerService Forward and Replicate requests", () => {
     assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
     assert.equal(error?.details, "Replicate shipment 0 (partition 256) names a partition outside this cluster's 256; send partitions 0-255");
     assert.deepEqual(seen, [3]);
+  });
+
+  it("answers a FetchPartition for a partition outside the cluster, or after a position of another partition, INVALID_ARGUMENT", async () => {
+    let calls = 0;
+    const { address } = await startPeerServer(t, testNode("n1"), {
+      fetchPartition: {
+        async fetchPartition() {
+          calls++;
+        },
+      },
+    });
+    const client = rawClient(address);
+    t.defer(() => client.close());
+    const fetch = (init: MessageInitShape<typeof FetchPartitionRequestSchema>) =>
+      new Promise<grpc.ServiceError | undefined>((resolve) => {
+        const raw = (b: Buffer): Buffer => b;
+        const bytes = Buffer.from(toBinary(FetchPartitionRequestSchema, createMessage(FetchPartitionRequestSchema, init)));
+        const call = client.makeServerStreamRequest<Buffer, Buffer>(methodPath(PeerService.method.fetchPartition), raw, raw, bytes);
+        call.on("data", () => undefined);
+        call.on("error", (err: grpc.ServiceError) => resolve(err));
+        call.on("status", (s: grpc.StatusObject) => {
+          if (s.code === grpc.status.OK) resolve(undefined);
+        });
+      });
+    assert.equal(await fetch({ partition: 4, nodeId: "n2", after: { partition: 4, epoch: 1n, position: 9n } }), undefined);
+    const outside = await fetch({ partition: 256, nodeId: "n2" });
+    assert.equal(outside?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(outside?.details, "partition 256 is outside this cluster's 256 partitions; send partitions 0-255");
+    const mixed = await fetch({ partition: 4, nodeId: "n2", after: { partition: 5, epoch: 1n, position: 9n } });
+    assert.equal(mixed?.code, grpc.status.INVALID_ARGUMENT);
+    assert.deepEqual(mixed && statusDetails(mixed).badRequest?.fieldViolations.map((v) => v.field), ["after.partition"]);
+    assert.equal(calls, 1);
   });
 });
