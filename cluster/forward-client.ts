@@ -1,7 +1,7 @@
 import type { EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { type Logger, silentLogger } from "../runtime/index.js";
 import type { ForwardBatch } from "./forward-server.js";
-import { ForwardStream } from "./forward-stream.js";
+import { ForwardStream, type ForwardStreamLimits } from "./forward-stream.js";
 import type { NodeId } from "./node-id.js";
 import { PeerUnavailableError } from "./peer-errors.js";
 import { PeerCondition, type PeerPool } from "./peer-pool.js";
@@ -13,19 +13,27 @@ export interface ForwardClientOptions {
    * @defaultValue 64
    */
   readonly maxInflightBatches?: number;
+  /**
+   * How long a sent batch may wait for its answer (the owner's commit at the batch's
+   * consistency) before the stream to that peer is given up as stuck and its batches in flight
+   * are rejected retryable.
+   * @defaultValue 30_000
+   */
+  readonly answerTimeoutMs?: number;
   /** @defaultValue a silent logger */
   readonly log?: Logger;
 }
 
 const DEFAULT_MAX_INFLIGHT_BATCHES = 64;
+const DEFAULT_ANSWER_TIMEOUT_MS = 30_000;
 
 /**
  * Sends events to the nodes that own them, over one long-lived Forward stream per peer on the
  * {@link PeerPool}'s channels. A stream opens at its first batch and again after a break.
  *
  * Guarantees: `forward` never hangs on a lost peer. A batch in flight when its stream breaks —
- * the connection dropped, the peer's server stopped, or the pool saw the peer go down or become
- * incompatible — is rejected with a retryable {@link PeerUnavailableError} (UNAVAILABLE), which a
+ * the connection dropped, the peer's server stopped, the pool saw the peer go down or become
+ * incompatible, or a batch went unanswered for `answerTimeoutMs` — is rejected with a retryable {@link PeerUnavailableError} (UNAVAILABLE), which a
  * router turns into a retryable `REJECTED` result for each event; the next batch opens a new
  * stream. At most `maxInflightBatches` batches per peer are unanswered at once: more wait, in
  * order, and are never dropped.
@@ -38,19 +46,22 @@ const DEFAULT_MAX_INFLIGHT_BATCHES = 64;
  */
 export class ForwardClient {
   private readonly streams = new Map<NodeId, ForwardStream>();
-  private readonly maxInflightBatches: number;
+  private readonly limits: ForwardStreamLimits;
   private readonly log: Logger;
   private readonly unsubscribe: () => void;
   private closed = false;
 
-  /** @throws RangeError when `maxInflightBatches` is not a positive whole number. */
+  /** @throws RangeError when a limit is not a positive whole number. */
   constructor(
     private readonly pool: PeerPool,
     options: ForwardClientOptions = {},
   ) {
-    this.maxInflightBatches = options.maxInflightBatches ?? DEFAULT_MAX_INFLIGHT_BATCHES;
-    if (!Number.isSafeInteger(this.maxInflightBatches) || this.maxInflightBatches < 1) {
-      throw new RangeError(`maxInflightBatches is ${this.maxInflightBatches}; use a whole number above 0`);
+    this.limits = {
+      maxInflightBatches: options.maxInflightBatches ?? DEFAULT_MAX_INFLIGHT_BATCHES,
+      answerTimeoutMs: options.answerTimeoutMs ?? DEFAULT_ANSWER_TIMEOUT_MS,
+    };
+    for (const [name, value] of Object.entries(this.limits)) {
+      if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} is ${value}; use a whole number above 0`);
     }
     this.log = (options.log ?? silentLogger()).child({ component: "forward-client" });
     // A peer that stopped answering may leave its stream open but silent (a cut link): waiting
@@ -67,8 +78,8 @@ export class ForwardClient {
    * @throws PeerUnavailableError (retryable) when the stream broke before the answer, or the client is closed.
    * @throws RangeError when `peer` is not in the pool.
    */
-  forward(peer: NodeId, batch: ForwardBatch, signal?: AbortSignal): Promise<EventResult[]> {
-    if (this.closed) return Promise.reject(this.closedError(peer));
+  async forward(peer: NodeId, batch: ForwardBatch, signal?: AbortSignal): Promise<EventResult[]> {
+    if (this.closed) throw this.closedError(peer);
     return this.stream(peer).send(batch, signal);
   }
 
@@ -77,7 +88,7 @@ export class ForwardClient {
     return this.streams.get(peer)?.inFlightBatches ?? 0;
   }
 
-  /** Rejects every batch in flight or waiting (retryable, `FORWARD_CLOSED`) and ends the streams. Idempotent. */
+  /** Rejects every batch in flight or waiting (retryable, `FORWARD_CLOSED`) and ends the streams. Idempotent. Close it before its pool. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -88,7 +99,7 @@ export class ForwardClient {
   private stream(peer: NodeId): ForwardStream {
     let stream = this.streams.get(peer);
     if (stream === undefined) {
-      stream = new ForwardStream(peer, this.pool.channel(peer), this.maxInflightBatches, this.log);
+      stream = new ForwardStream(peer, this.pool.channel(peer), this.limits, this.log);
       this.streams.set(peer, stream);
     }
     return stream;

@@ -47,7 +47,13 @@ export function serveForward(node: string, handler: ForwardHandler, limits: Forw
     const inflight = new Map<bigint, Promise<void>>();
     try {
       for await (const req of input) {
-        checkForwardRequest(req, inflight, limits);
+        try {
+          checkForwardRequest(req, inflight, limits);
+        } catch (err) {
+          // The sender has a bug; its batches in flight are still answered before the stream ends.
+          log.warn({ err, batchId: req.batchId, inFlight: inflight.size, peer: call.peer }, "forward stream ends at a malformed batch");
+          throw err;
+        }
         // Back-pressure: while the bound is reached, the next request stays unread in the stream
         // (and, through HTTP/2 flow control, in the sender), rather than queued here.
         while (inflight.size >= limits.maxInflightBatches) await Promise.race(inflight.values());

@@ -10,6 +10,8 @@ import { callFailure, methodPath } from "./peer-rpc.js";
 
 interface InFlight {
   readonly events: number;
+  /** Breaks the stream when the answer is overdue. */
+  readonly timer: NodeJS.Timeout;
   readonly resolve: (results: EventResult[]) => void;
   readonly reject: (err: PeerUnavailableError) => void;
 }
@@ -17,6 +19,14 @@ interface InFlight {
 interface SlotWaiter {
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
+}
+
+/** Limits of one Forward stream. */
+export interface ForwardStreamLimits {
+  /** Batches sent and unanswered at once. */
+  readonly maxInflightBatches: number;
+  /** How long a sent batch may wait for its answer before the stream is given up as stuck. */
+  readonly answerTimeoutMs: number;
 }
 
 /**
@@ -30,7 +40,9 @@ interface SlotWaiter {
  * most that many batches). When the stream breaks (the peer went away, the connection dropped,
  * {@link breakStream} was called), every batch in flight on it is rejected at once with a
  * retryable {@link PeerUnavailableError}: its events may or may not have been applied, and a
- * retry with the same seqs is deduplicated by the owner.
+ * retry with the same seqs is deduplicated by the owner. A batch unanswered after
+ * `answerTimeoutMs` breaks the stream the same way: an owner that keeps the connection but
+ * stopped answering must not hold its senders forever.
  */
 export class ForwardStream {
   private call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
@@ -43,7 +55,7 @@ export class ForwardStream {
   constructor(
     readonly peer: NodeId,
     private readonly client: grpc.Client,
-    private readonly maxInflightBatches: number,
+    private readonly limits: ForwardStreamLimits,
     private readonly log: Logger,
   ) {}
 
@@ -67,9 +79,26 @@ export class ForwardStream {
     await this.acquire(signal);
     try {
       if (this.closedBy !== undefined) throw this.closedBy;
-      const call = this.open();
+      let call: grpc.ClientDuplexStream<Buffer, Buffer>;
+      try {
+        call = this.open();
+      } catch (err) {
+        // grpc-js refuses calls on a closed channel: the pool is closing.
+        throw new PeerUnavailableError(
+          "PEER_UNAVAILABLE",
+          this.peer,
+          `cannot open a forward stream to ${this.peer} (${err instanceof Error ? err.message : String(err)}); retry the events with the same seqs`,
+          { cause: err },
+        );
+      }
       const batchId = this.nextBatchId++;
-      const answer = new Promise<EventResult[]>((resolve, reject) => this.inFlight.set(batchId, { events: batch.events.length, resolve, reject }));
+      const answer = new Promise<EventResult[]>((resolve, reject) => {
+        const timer = setTimeout(
+          () => this.breakStream(`${this.peer} did not answer forwarded batch ${batchId} within ${this.limits.answerTimeoutMs} ms`),
+          this.limits.answerTimeoutMs,
+        );
+        this.inFlight.set(batchId, { events: batch.events.length, timer, resolve, reject });
+      });
       const request = create(ForwardRequestSchema, { batchId, epoch: batch.epoch, consistency: batch.consistency, events: [...batch.events] });
       // No wait for "drain": the in-flight bound already limits what grpc-js buffers to
       // maxInflightBatches batches.
@@ -145,6 +174,7 @@ export class ForwardStream {
         problem = `${this.peer} answered batch ${res.batchId} with ${res.results.length} results for ${pending.events} events`;
       else {
         this.inFlight.delete(res.batchId);
+        clearTimeout(pending.timer);
         pending.resolve(res.results);
         return;
       }
@@ -163,12 +193,15 @@ export class ForwardStream {
     const pending = [...this.inFlight.values()];
     this.inFlight.clear();
     if (pending.length > 0) this.log.warn({ peer: this.peer, batches: pending.length, err: err.message }, "forward stream broke with batches in flight");
-    for (const p of pending) p.reject(err);
+    for (const p of pending) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
   }
 
   private acquire(signal: AbortSignal | undefined): Promise<void> {
     signal?.throwIfAborted();
-    if (this.active < this.maxInflightBatches && this.slotWaiters.length === 0) {
+    if (this.active < this.limits.maxInflightBatches && this.slotWaiters.length === 0) {
       this.active++;
       return Promise.resolve();
     }

@@ -49,7 +49,8 @@ export interface PeerPoolOptions {
   readonly pingTimeoutMs?: number;
   /**
    * The longest wait between Pings to a peer that does not answer (the wait doubles from a
-   * quarter of `heartbeatIntervalMs` up to this); also grpc-js's longest reconnect backoff.
+   * quarter of `heartbeatIntervalMs` up to this). A peer that starts listening is up within
+   * about this long.
    * @defaultValue 1000
    */
   readonly maxRetryDelayMs?: number;
@@ -122,6 +123,11 @@ export class PeerPool {
     peers: readonly PeerAddress[],
     options: PeerPoolOptions = {},
   ) {
+    const ids = new Set<NodeId>();
+    for (const peer of peers) {
+      if (ids.has(peer.id)) throw new RangeError(`peer ${peer.id} is listed twice`);
+      ids.add(peer.id);
+    }
     this.detector = new FailureDetector(
       peers.map((p) => p.id),
       options.failureDetector,
@@ -143,9 +149,11 @@ export class PeerPool {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
-      // grpc-js's defaults (1 s, growing to 120 s) would leave a restarted peer unreached for minutes.
+      // grpc-js's defaults (1 s, growing to 120 s) would leave a restarted peer unreached for
+      // minutes. Half the retry bound, because grpc-js adds up to 20 % jitter and a Ping follows
+      // the reconnect: a peer that starts listening is up within about maxRetryDelayMs.
       "grpc.initial_reconnect_backoff_ms": Math.min(100, maxRetryDelayMs),
-      "grpc.max_reconnect_backoff_ms": maxRetryDelayMs,
+      "grpc.max_reconnect_backoff_ms": Math.max(1, Math.floor(maxRetryDelayMs / 2)),
       "grpc.max_receive_message_length": MAX_PEER_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_PEER_MESSAGE_BYTES,
       // Forwarded batches are retried by the router with the same seqs; grpc-js must not resend on its own.
@@ -153,7 +161,6 @@ export class PeerPool {
       ...options.channelOptions,
     };
     for (const peer of peers) {
-      if (this.peers.has(peer.id)) throw new RangeError(`peer ${peer.id} is listed twice`);
       const rec: PeerRecord = {
         id: peer.id,
         address: peer.address,
@@ -208,7 +215,10 @@ export class PeerPool {
     return this.record(peer).client;
   }
 
-  /** Stops the heartbeats and closes every channel (calls on them end CANCELLED or UNAVAILABLE). Idempotent. */
+  /**
+   * Stops the heartbeats and closes every channel. Close the clients that use the channels
+   * (ForwardClient) first, so their calls end with their own errors. Idempotent.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.stop.abort();
@@ -304,7 +314,14 @@ export class PeerPool {
     const state: PeerState = { id: rec.id, address: rec.address, condition, epoch: rec.epoch, catchingUp: rec.catchingUp, problem: rec.problem };
     rec.reported = state;
     if (before.condition !== condition) this.log.info({ peer: rec.id, condition, problem: rec.problem }, "peer condition changed");
-    for (const listener of this.listeners) listener(state);
+    for (const listener of this.listeners) {
+      try {
+        listener(state);
+      } catch (err) {
+        // A listener's bug must not stop the heartbeats that called it.
+        this.log.error({ err, peer: rec.id }, "peer change listener failed");
+      }
+    }
   }
 
   private async pause(ms: number): Promise<void> {

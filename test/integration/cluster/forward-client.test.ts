@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { type ForwardBatch, ForwardClient, type ForwardHandler, PeerCondition, PeerPool, parseNodeId, STATIC_EPOCH } from "../../../cluster/index.js";
+import {
+  type ForwardBatch,
+  ForwardClient,
+  type ForwardClientOptions,
+  type ForwardHandler,
+  PeerCondition,
+  PeerPool,
+  parseNodeId,
+  STATIC_EPOCH,
+} from "../../../cluster/index.js";
 import { Consistency, type EventResult, EventResultSchema, EventSchema, EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { isTwinmeshError, UnavailableError } from "../../../runtime/index.js";
 import { startPeerServer, type TestNode, testNode } from "../../harness/peer-server.js";
@@ -63,13 +72,13 @@ describe("ForwardClient", () => {
   const t = useTestScope();
 
   /** n1's pool and forward client towards n2 at `port`, closed after the test. */
-  function connect(port: number, maxInflightBatches?: number) {
+  function connect(port: number, options: ForwardClientOptions = {}) {
     const pool = new PeerPool(testNode("n1"), [{ id: n2, address: `127.0.0.1:${port}` }], {
       heartbeatIntervalMs: 100,
       failureDetector: { downAfterMs: DOWN_AFTER_MS },
     });
     pool.start();
-    const forwarding = new ForwardClient(pool, { maxInflightBatches });
+    const forwarding = new ForwardClient(pool, options);
     t.defer(() => pool.close());
     t.defer(() => forwarding.close());
     return { pool, forwarding };
@@ -153,11 +162,36 @@ describe("ForwardClient", () => {
     assert.match(err.message, /^n2 is down; the batch may or may not have been applied/);
   });
 
+  it("gives up a stream whose owner keeps it open but does not answer within answerTimeoutMs, and the next batch opens a new one", async () => {
+    let stuck = true;
+    const calls = new Set<AbortSignal>();
+    const { port } = await startPeerServer(t, testNode("n2"), {
+      forward: {
+        // Ignores cancellation on purpose: an owner stuck in a handler.
+        forward: (b, signal) => {
+          calls.add(signal);
+          return stuck ? new Promise<never>(() => undefined) : Promise.resolve(echo(b));
+        },
+      },
+    });
+    const { forwarding } = connect(port, { answerTimeoutMs: 300 });
+    const startedMs = performance.now();
+    const [outcome] = await settledWithin([forwarding.forward(n2, batch("a1"))], 2_000);
+    // Node timers may fire a millisecond early by performance.now().
+    assert.ok(performance.now() - startedMs >= 295);
+    const err: unknown = outcome?.status === "rejected" ? outcome.reason : undefined;
+    assert.ok(isTwinmeshError(err) && err.retryable && err.code === 14, `not a retryable UNAVAILABLE error: ${String(err)}`);
+    assert.match(err.message, /^n2 did not answer forwarded batch 1 within 300 ms; the batch may or may not have been applied/);
+    stuck = false;
+    assert.deepEqual(messages(await forwarding.forward(n2, batch("b1"))), ["b1"]);
+    assert.equal(calls.size, 2);
+  });
+
   it("keeps at most maxInflightBatches unanswered and sends the waiting batches, in order, as answers come", async () => {
     const gate = new GatedForwarder();
     const peer = testNode("n2");
     const { port } = await startPeerServer(t, peer, { forward: gate });
-    const { forwarding } = connect(port, 2);
+    const { forwarding } = connect(port, { maxInflightBatches: 2 });
     const sent = ["a", "b", "c", "d", "e"].map((s) => forwarding.forward(n2, batch(s)));
     await waitFor(() => gate.received.length === 2, { timeoutMs: 2_000, what: "two batches at n2" });
     await roundTrips(peer);
@@ -174,6 +208,24 @@ describe("ForwardClient", () => {
     gate.release("e");
     assert.deepEqual((await Promise.all(sent)).map(messages), [["a"], ["b"], ["c"], ["d"], ["e"]]);
     assert.deepEqual(gate.firsts, ["a", "b", "c", "d", "e"]);
+  });
+
+  it("withdraws a batch still waiting for a slot when its signal aborts, and sends the next one in its place", async () => {
+    const gate = new GatedForwarder();
+    const { port } = await startPeerServer(t, testNode("n2"), { forward: gate });
+    const { forwarding } = connect(port, { maxInflightBatches: 1 });
+    const first = forwarding.forward(n2, batch("a"));
+    const controller = new AbortController();
+    const withdrawn = forwarding.forward(n2, batch("b"), controller.signal);
+    const third = forwarding.forward(n2, batch("c"));
+    await waitFor(() => gate.received.length === 1, { timeoutMs: 2_000, what: "the first batch at n2" });
+    controller.abort(new Error("the client went away"));
+    await assert.rejects(withdrawn, /the client went away/);
+    gate.release("a");
+    await waitFor(() => gate.received.length === 2, { timeoutMs: 2_000, what: "the third batch at n2" });
+    gate.release("c");
+    assert.deepEqual([messages(await first), messages(await third)], [["a"], ["c"]]);
+    assert.deepEqual(gate.firsts, ["a", "c"]);
   });
 
   it("answers a batch whose handler throws with a retryable rejection per event, and the stream carries on", async () => {

@@ -1,10 +1,20 @@
 import assert from "node:assert/strict";
-import { create } from "@bufbuild/protobuf";
+import { create as createMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { GetPartitionStatesResponseSchema, PeerService } from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
-import { rawClient, serviceError, statusDetails, unaryCall } from "../../harness/grpc-status.js";
-import { startPeerServer, TEST_SETTINGS, testNode } from "../../harness/peer-server.js";
+import type { ForwardHandler } from "../../../cluster/index.js";
+import {
+  FetchPartitionRequestSchema,
+  ForwardRequestSchema,
+  ForwardResponseSchema,
+  GetPartitionStatesResponseSchema,
+  PeerService,
+  ReplicateRequestSchema,
+} from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import { type Consistency, EventResultSchema, EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { methodPath, rawClient, serviceError, statusDetails, unaryCall } from "../../harness/grpc-status.js";
+import { capturingLogger, startPeerServer, TEST_SETTINGS, testNode } from "../../harness/peer-server.js";
 import { useTestScope } from "../../harness/test-scope.js";
+import { waitFor } from "../../harness/wait-for.js";
 
 describe("PeerService", () => {
   const t = useTestScope();
@@ -119,7 +129,7 @@ describe("PeerService", () => {
       partitionStates: {
         getPartitionStates: async () => {
           calls++;
-          return create(GetPartitionStatesResponseSchema, {});
+          return createMessage(GetPartitionStatesResponseSchema, {});
         },
       },
     });
@@ -131,6 +141,177 @@ describe("PeerService", () => {
       statusDetails(err).badRequest?.fieldViolations.map((v) => v.field),
       ["partitions[1]"],
     );
+    assert.equal(calls, 1);
+  });
+});
+
+/** Sends `requests` on one raw bidi call of `method`, half-closes, and resolves with the answers and the final status. */
+function bidi(client: grpc.Client, path: string, requests: Buffer[]): Promise<{ answers: Buffer[]; error: grpc.ServiceError | undefined }> {
+  return new Promise((resolve) => {
+    const raw = (b: Buffer): Buffer => b;
+    const call = client.makeBidiStreamRequest<Buffer, Buffer>(path, raw, raw, { deadline: Date.now() + 10_000 });
+    const answers: Buffer[] = [];
+    call.on("data", (b: Buffer) => answers.push(b));
+    call.on("error", (error: grpc.ServiceError) => resolve({ answers, error }));
+    call.on("status", (s: grpc.StatusObject) => {
+      if (s.code === grpc.status.OK) resolve({ answers, error: undefined });
+    });
+    for (const r of requests) call.write(r);
+    call.end();
+  });
+}
+
+describe("PeerService Forward and Replicate requests", () => {
+  const t = useTestScope();
+  const echo: ForwardHandler = {
+    forward: async (b) => b.events.map(() => createMessage(EventResultSchema, { status: EventStatus.ACCEPTED })),
+  };
+  const forwardRequest = (init: MessageInitShape<typeof ForwardRequestSchema>) =>
+    Buffer.from(toBinary(ForwardRequestSchema, createMessage(ForwardRequestSchema, init)));
+  const event = { kind: "pump", sourceId: "p-1", seq: 1n };
+
+  async function forwardCall(requests: Buffer[], handlers = { forward: echo }) {
+    const { address } = await startPeerServer(t, testNode("n1"), handlers, 0, { maxForwardBatchEvents: 2 });
+    const client = rawClient(address);
+    t.defer(() => client.close());
+    return bidi(client, methodPath(PeerService.method.forward), requests);
+  }
+
+  it("answers each well-formed batch with its batch_id and one result per event", async () => {
+    const { answers, error } = await forwardCall([
+      forwardRequest({ batchId: 7n, epoch: 1n, events: [event, event] }),
+      forwardRequest({ batchId: 8n, epoch: 1n, events: [] }),
+    ]);
+    assert.equal(error, undefined);
+    const decoded = answers.map((b) => fromBinary(ForwardResponseSchema, b)).map((r) => [r.batchId, r.results.length]);
+    assert.deepEqual(
+      decoded.sort((a, b) => Number(a[0]) - Number(b[0])),
+      [
+        [7n, 2],
+        [8n, 0],
+      ],
+    );
+  });
+
+  const malformed: [string, MessageInitShape<typeof ForwardRequestSchema>, string, string][] = [
+    [
+      "an epoch of 0",
+      { batchId: 2n, epoch: 0n, events: [event] },
+      "BAD_FIELD",
+      "forwarded batch 2 has epoch 0; send the epoch of the ring the batch was routed by (1 or more)",
+    ],
+    [
+      "an unknown consistency",
+      { batchId: 2n, epoch: 1n, consistency: 9 as Consistency, events: [event] },
+      "BAD_FIELD",
+      "forwarded batch 2 has consistency 9, which this node does not know; send LOCAL, QUORUM, ALL or unspecified",
+    ],
+    [
+      "too many events",
+      { batchId: 2n, epoch: 1n, events: [event, event, event] },
+      "BATCH_TOO_LARGE",
+      "forwarded batch 2 has 3 events, over this node's limit of 2; split it into smaller batches",
+    ],
+  ];
+  for (const [what, request, reason, message] of malformed) {
+    it(`ends a Forward stream INVALID_ARGUMENT at a batch with ${what}, after answering the batch before it`, async () => {
+      const { answers, error } = await forwardCall([forwardRequest({ batchId: 1n, epoch: 1n, events: [event] }), forwardRequest(request)]);
+      assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(error?.details, message);
+      assert.equal(error && statusDetails(error).errorInfo?.reason, reason);
+      assert.deepEqual(
+        answers.map((b) => fromBinary(ForwardResponseSchema, b).batchId),
+        [1n],
+      );
+    });
+  }
+
+  it("ends a Forward stream INVALID_ARGUMENT when a batch_id is reused while its batch is in flight, after answering that batch", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow: ForwardHandler = {
+      forward: async (b) => {
+        await held;
+        return b.events.map(() => createMessage(EventResultSchema, { status: EventStatus.ACCEPTED }));
+      },
+    };
+    const { log, entries } = capturingLogger();
+    const { address } = await startPeerServer(t, testNode("n1"), { forward: slow }, 0, { log });
+    const client = rawClient(address);
+    t.defer(() => client.close());
+    const same = forwardRequest({ batchId: 5n, epoch: 1n, events: [event] });
+    const result = bidi(client, methodPath(PeerService.method.forward), [same, same]);
+    await waitFor(() => entries.some((e) => e.msg === "forward stream ends at a malformed batch"), {
+      timeoutMs: 5_000,
+      what: "n1 to refuse the reused batch_id",
+    });
+    release();
+    const { answers, error } = await result;
+    assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(error && statusDetails(error).errorInfo?.reason, "BATCH_ID_IN_FLIGHT");
+    assert.deepEqual(
+      answers.map((b) => fromBinary(ForwardResponseSchema, b).batchId),
+      [5n],
+    );
+  });
+
+  it("answers Forward FAILED_PRECONDITION (NOT_SERVED) on a node without a forward handler", async () => {
+    const { error } = await forwardCall([forwardRequest({ batchId: 1n, epoch: 1n, events: [event] })], {} as { forward: ForwardHandler });
+    assert.equal(error?.code, grpc.status.FAILED_PRECONDITION);
+    assert.equal(error && statusDetails(error).errorInfo?.reason, "NOT_SERVED");
+  });
+
+  it("ends a Replicate stream INVALID_ARGUMENT at a shipment for a partition outside the cluster, before its handler sees it", async () => {
+    const seen: number[] = [];
+    const { address } = await startPeerServer(t, testNode("n1"), {
+      replicate: {
+        async replicate(requests) {
+          for await (const r of requests) seen.push(...r.shipments.map((s) => s.partition));
+        },
+      },
+    });
+    const client = rawClient(address);
+    t.defer(() => client.close());
+    const shipment = (partition: number) => ({ partition, epoch: 1n, position: 1n });
+    const req = (partition: number) =>
+      Buffer.from(toBinary(ReplicateRequestSchema, createMessage(ReplicateRequestSchema, { nodeId: "n2", shipments: [shipment(partition)] })));
+    const { error } = await bidi(client, methodPath(PeerService.method.replicate), [req(3), req(256)]);
+    assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(error?.details, "Replicate shipment 0 (partition 256) names a partition outside this cluster's 256; send partitions 0-255");
+    assert.deepEqual(seen, [3]);
+  });
+
+  it("answers a FetchPartition for a partition outside the cluster, or after a position of another partition, INVALID_ARGUMENT", async () => {
+    let calls = 0;
+    const { address } = await startPeerServer(t, testNode("n1"), {
+      fetchPartition: {
+        async fetchPartition() {
+          calls++;
+        },
+      },
+    });
+    const client = rawClient(address);
+    t.defer(() => client.close());
+    const fetch = (init: MessageInitShape<typeof FetchPartitionRequestSchema>) =>
+      new Promise<grpc.ServiceError | undefined>((resolve) => {
+        const raw = (b: Buffer): Buffer => b;
+        const bytes = Buffer.from(toBinary(FetchPartitionRequestSchema, createMessage(FetchPartitionRequestSchema, init)));
+        const call = client.makeServerStreamRequest<Buffer, Buffer>(methodPath(PeerService.method.fetchPartition), raw, raw, bytes);
+        call.on("data", () => undefined);
+        call.on("error", (err: grpc.ServiceError) => resolve(err));
+        call.on("status", (s: grpc.StatusObject) => {
+          if (s.code === grpc.status.OK) resolve(undefined);
+        });
+      });
+    assert.equal(await fetch({ partition: 4, nodeId: "n2", after: { partition: 4, epoch: 1n, position: 9n } }), undefined);
+    const outside = await fetch({ partition: 256, nodeId: "n2" });
+    assert.equal(outside?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(outside?.details, "partition 256 is outside this cluster's 256 partitions; send partitions 0-255");
+    const mixed = await fetch({ partition: 4, nodeId: "n2", after: { partition: 5, epoch: 1n, position: 9n } });
+    assert.equal(mixed?.code, grpc.status.INVALID_ARGUMENT);
+    assert.deepEqual(mixed && statusDetails(mixed).badRequest?.fieldViolations.map((v) => v.field), ["after.partition"]);
     assert.equal(calls, 1);
   });
 });
