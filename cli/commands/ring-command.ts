@@ -48,7 +48,12 @@ Example:
         }
         const rows = members.map((m) => [m.nodeId, m.address, m.state, String(m.owns), String(m.replicates), m.problem ?? ""]);
         const headers = ["node", "address", "state", "owns", "replicates"];
-        const table = rows.some((r) => r[5] !== "") ? formatTable([...headers, "problem"], rows) : formatTable(headers, rows.map((r) => r.slice(0, 5)));
+        const table = rows.some((r) => r[5] !== "")
+          ? formatTable([...headers, "problem"], rows)
+          : formatTable(
+              headers,
+              rows.map((r) => r.slice(0, 5)),
+            );
         for (const line of table) printLine(line);
         const rf = cluster.replicationFactor;
         printLine(
