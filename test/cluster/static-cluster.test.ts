@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { Consistency } from "../../client/index.js";
+import { ClusterClient, Consistency } from "../../client/index.js";
 import { RingSnapshot } from "../../cluster/index.js";
 import { Partitioning } from "../../runtime/index.js";
 import { runCli } from "../harness/cli-process.js";
@@ -171,6 +171,37 @@ describe("a static cluster of three nodes (static-cluster)", function () {
       512,
     );
     for (const n of ring.nodes) assert.ok(n.owns > 40, `${n.nodeId} owns only ${n.owns} of 256 partitions`);
+  });
+
+  it("ring-aware client: sends each event straight to its owner, and retries a dead owner's events with the same seqs once it is back", async () => {
+    const c = await start();
+    const client = await ClusterClient.connect([c.members[0]?.address ?? ""], { retryDelayMs: 200, attempts: 12 });
+    t.defer(() => client.close());
+    const ids = Array.from({ length: 12 }, (_, i) => `s-${i}`);
+    for (const id of ids) assert.equal(client.ownerOf("counter", id), ownerOf(id));
+    const first = await client.publish(ids.map((id) => ev("counter", id, 1)));
+    assert.deepEqual(
+      statuses(first.results),
+      ids.map(() => "ACCEPTED"),
+    );
+    // Straight to the owner: no node forwarded anything.
+    assert.equal(client.clientFor("counter", "s-1").address, c.members.find((m) => m.id === ownerOf("s-1"))?.address);
+    await c.kill("n2");
+    await c.client("n1").describeCluster(); // n1 is up
+    const onN2 = sourcesOwnedBy("n2", 2);
+    const retrying = client.publish([...onN2, "s-0"].map((id) => ev("counter", id, 2)));
+    // The scenario is time passing with the owner down: the client retries meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await c.startMember("n2");
+    const second = await retrying;
+    assert.deepEqual(
+      statuses(second.results).map((s) => (s === "DUPLICATE" ? "ACCEPTED" : s)),
+      ["ACCEPTED", "ACCEPTED", "ACCEPTED"],
+    );
+    for (const id of onN2) {
+      const { twin } = await c.client("n3").getTwin({ kind: "counter", id });
+      assert.equal((twin?.state as { count?: number } | undefined)?.count, 2, `${id} applied once`);
+    }
   });
 
   it("starts with a peer that is not up yet and forwards to it once it answers", async () => {
