@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { ClusterClient, Consistency } from "../../client/index.js";
+import { ClusterClient, Consistency, MemberState } from "../../client/index.js";
 import { RingSnapshot } from "../../cluster/index.js";
 import { Partitioning } from "../../runtime/index.js";
 import { runCli } from "../harness/cli-process.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
 import { ev, outcomes, statuses } from "../harness/events.js";
+import { StreamLoad } from "../harness/stream-load.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
 
@@ -202,6 +203,26 @@ describe("a static cluster of three nodes (static-cluster)", function () {
       const { twin } = await c.client("n3").getTwin({ kind: "counter", id });
       assert.equal((twin?.state as { count?: number } | undefined)?.count, 2, `${id} applied once`);
     }
+  });
+
+  it("does not take a saturated node for a dead one: its peers see it up throughout a sustained load", async () => {
+    const c = await start();
+    const load = new StreamLoad(c.client("n1"), { sources: 300, perSource: 10, inflight: 16 });
+    const running = load.run();
+    const observer = c.client("n2");
+    const seenDown: string[] = [];
+    const until = Date.now() + 4_000;
+    while (Date.now() < until && load.stoppedBy === undefined) {
+      const { members } = await observer.describeCluster();
+      const n1 = members.find((m) => m.nodeId === "n1");
+      if (n1?.state !== MemberState.UP) seenDown.push(`${MemberState[n1?.state ?? 0]} after ${load.ackedCount} events`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    load.stop();
+    await running;
+    assert.equal(load.stoppedBy, "stop()", `the load stopped early: ${load.failure?.message ?? [...load.answers].join()}`);
+    assert.ok(load.ackedCount > 10_000, `only ${load.ackedCount} events were acknowledged: the node was not saturated`);
+    assert.deepEqual(seenDown, [], "n2 saw the busy n1 as not up");
   });
 
   it("starts with a peer that is not up yet and forwards to it once it answers", async () => {
