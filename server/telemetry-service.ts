@@ -66,42 +66,54 @@ export function telemetryService(router: TwinRouter, limits: TelemetryServiceLim
         return done;
       };
 
-      for await (const req of input) {
-        while (writes.size >= limits.maxInflightBatches) {
-          await new Promise<void>((resolve) => {
-            slotFreed = resolve;
-          });
-        }
-        const batchId = req.batchId;
-        const problem = checkBatch(req, inflight, recent, limits);
-        if (problem !== undefined) {
-          // The batch_id as sent, even an over-long one: the client matches answers by it. A
-          // refusal of an id still in flight waits for that batch's answer, so the first
-          // answer with an id is always the first request's.
-          const results = req.events.map(() => problem);
-          const earlier = inflight.get(batchId);
-          const refusal = earlier === undefined ? answer(batchId, results, problem.reason) : earlier.then(() => answer(batchId, results, problem.reason));
-          void track(refusal, batchId); // awaited through `writes`
-          continue;
-        }
-        const done = track(
-          publishBatch(router, req)
-            .catch((err: unknown): EventResult[] => {
-              // A twinmesh bug, not the client's: nothing of the batch was applied if it threw
-              // before posting (every event is validated first). The stream goes on.
-              log.error({ err, batchId }, "could not apply a batch");
-              return req.events.map(() => INTERNAL_RESULT);
-            })
-            .then((results) => answer(batchId, results))
-            .finally(() => {
-              inflight.delete(batchId);
-              remember(recent, batchId);
-            }),
-          batchId,
-        );
-        inflight.set(batchId, done);
+      // A request that cannot be read ends the stream, but only after every batch read before it
+      // is answered: one of them may be applied already, and its answer must not be lost.
+      let unreadable: unknown;
+      try {
+        await readBatches();
+      } catch (err) {
+        unreadable = err;
       }
       await Promise.all(writes);
+      if (unreadable !== undefined) throw unreadable;
+
+      async function readBatches(): Promise<void> {
+        for await (const req of input) {
+          while (writes.size >= limits.maxInflightBatches) {
+            await new Promise<void>((resolve) => {
+              slotFreed = resolve;
+            });
+          }
+          const batchId = req.batchId;
+          const problem = checkBatch(req, inflight, recent, limits);
+          if (problem !== undefined) {
+            // The batch_id as sent, even an over-long one: the client matches answers by it. A
+            // refusal of an id still in flight waits for that batch's answer, so the first
+            // answer with an id is always the first request's.
+            const results = req.events.map(() => problem);
+            const earlier = inflight.get(batchId);
+            const refusal = earlier === undefined ? answer(batchId, results, problem.reason) : earlier.then(() => answer(batchId, results, problem.reason));
+            void track(refusal, batchId); // awaited through `writes`
+            continue;
+          }
+          const done = track(
+            publishBatch(router, req)
+              .catch((err: unknown): EventResult[] => {
+                // A twinmesh bug, not the client's: nothing of the batch was applied if it threw
+                // before posting (every event is validated first). The stream goes on.
+                log.error({ err, batchId }, "could not apply a batch");
+                return req.events.map(() => INTERNAL_RESULT);
+              })
+              .then((results) => answer(batchId, results))
+              .finally(() => {
+                inflight.delete(batchId);
+                remember(recent, batchId);
+              }),
+            batchId,
+          );
+          inflight.set(batchId, done);
+        }
+      }
     },
   };
 }

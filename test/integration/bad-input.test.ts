@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import { Consistency, PublishStreamRequestSchema, TelemetryService } from "../../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { Consistency, type PublishStreamResponse, PublishStreamRequestSchema, PublishStreamResponseSchema, TelemetryService } from "../../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
 import type { JsonObject } from "../../runtime/index.js";
-import { ACCEPTED, ev, outcomes, rejected } from "../harness/events.js";
+import { ACCEPTED, ev, outcomes, rejected, statuses } from "../harness/events.js";
 import { clientError, rawClient, serviceError, statusDetails, unaryBytes, unaryCall } from "../harness/grpc-status.js";
 import { startNode, twinState } from "../harness/start-node.js";
 import { useTestScope } from "../harness/test-scope.js";
@@ -196,6 +196,43 @@ describe("bad input over gRPC (bad-input)", () => {
       assert.equal(res.batchReason, "BAD_CONSISTENCY");
       const ok = await client.publish([ev("counter", "c-1", 1)], Consistency.QUORUM);
       assert.deepEqual(outcomes(ok.results), [ACCEPTED]);
+    });
+
+    it("answers every PublishStream batch read before an unreadable request, then ends the stream INVALID_ARGUMENT", async () => {
+      const { address, client } = await startNode(t);
+      const raw = rawClient(address);
+      t.defer(() => raw.close());
+      const call = raw.makeBidiStreamRequest(
+        `/${TelemetryService.typeName}/${TelemetryService.method.publishStream.name}`,
+        (b: Buffer) => b,
+        (b: Buffer) => fromBinary(PublishStreamResponseSchema, b),
+        new grpc.Metadata(),
+        { deadline: Date.now() + 20_000 },
+      );
+      const answers: string[] = [];
+      call.on("data", (r: PublishStreamResponse) => answers.push(`${r.batchId}:${r.batchReason || statuses(r.results).join(",")}`));
+      call.on("error", () => undefined);
+      const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+      const batch = (id: string, n: number): Buffer =>
+        Buffer.from(
+          toBinary(
+            PublishStreamRequestSchema,
+            create(PublishStreamRequestSchema, { batchId: id, events: Array.from({ length: n }, (_, i) => ev("counter", `${id}-${i}`, 1)) }),
+          ),
+        );
+      // The same id again while the first is in flight: its refusals wait for the first's answer.
+      for (let i = 0; i < 3; i++) call.write(batch("same", 2_000));
+      call.write(batch("other", 1));
+      call.write(Buffer.from([0x0a, 0xff, 0xff]));
+      call.write(batch("after", 1));
+      call.end();
+      const started = Date.now();
+      const { code } = await status;
+      assert.equal(code, grpc.status.INVALID_ARGUMENT);
+      assert.ok(Date.now() - started < 10_000, "the stream was not ended promptly");
+      assert.deepEqual([...answers].sort(), ["other:ACCEPTED", `same:${Array(2_000).fill("ACCEPTED").join(",")}`, "same:BATCH_ID_IN_FLIGHT", "same:BATCH_ID_IN_FLIGHT"].sort());
+      assert.deepEqual(await twinState(client, "counter", "other-0"), { count: 1, lastSeq: 1, total: 0, messages: 0 });
+      await assert.rejects(twinState(client, "counter", "after-0"));
     });
 
     it("answers bytes that are not a valid request with INVALID_ARGUMENT MALFORMED_MESSAGE", async () => {
