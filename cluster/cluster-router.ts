@@ -171,8 +171,8 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     return this.config.runtime.queries.aggregate(aggregation, signal);
   }
 
-  listAlerts(listing: AlertListing): Promise<AlertPage> {
-    return this.config.runtime.alerts.list(listing);
+  listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage> {
+    return this.config.runtime.alerts.list(listing, signal);
   }
 
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {

@@ -39,7 +39,7 @@ export interface TwinRouter {
   resolveAlert(id: string): Promise<Alert>;
   queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary>;
   aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult>;
-  listAlerts(listing: AlertListing): Promise<AlertPage>;
+  listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage>;
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent>;
 }
 
@@ -84,8 +84,8 @@ export class LocalRouter implements TwinRouter {
     return this.runtime.queries.aggregate(aggregation, signal);
   }
 
-  listAlerts(listing: AlertListing): Promise<AlertPage> {
-    return this.runtime.alerts.list(listing);
+  listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage> {
+    return this.runtime.alerts.list(listing, signal);
   }
 
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {

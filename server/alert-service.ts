@@ -10,8 +10,8 @@ const MAX_CURSOR_CHARS = 64;
 /** `twinmesh.v1.AlertService` over a {@link TwinRouter}. */
 export function alertService(router: TwinRouter): ServiceImpl<typeof AlertService> {
   return {
-    async listAlerts(req) {
-      const page = await router.listAlerts({ filter: req.filter, pageSize: req.pageSize, pageToken: req.pageToken });
+    async listAlerts(req, call) {
+      const page = await router.listAlerts({ filter: req.filter, pageSize: req.pageSize, pageToken: req.pageToken }, call.signal);
       return { $typeName: "twinmesh.v1.ListAlertsResponse", alerts: page.alerts.map(toPbAlert), nextPageToken: page.nextPageToken, cursor: page.cursor };
     },
 

@@ -99,7 +99,7 @@ export class AlertQueries {
    * was read (the page is re-read, up to a few times, to make that rare).
    * @throws InvalidArgumentError (BAD_FILTER, BAD_PAGE_TOKEN)
    */
-  async list(req: AlertListing): Promise<AlertPage> {
+  async list(req: AlertListing, signal?: AbortSignal): Promise<AlertPage> {
     const filter = CelFilter.compile(req.filter ?? "", ALERT_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
     const pageSize = req.pageSize === undefined || req.pageSize === 0 ? DEFAULT_PAGE : Math.min(req.pageSize, MAX_PAGE);
     const identity = JSON.stringify(["alerts", req.filter ?? ""]);
@@ -108,7 +108,7 @@ export class AlertQueries {
     let cursorSeq = 0;
     for (let attempt = 0; attempt < CURSOR_ATTEMPTS; attempt++) {
       cursorSeq = await this.lastLogSeq();
-      page = await this.readPage(filter, pageSize, afterId);
+      page = await this.readPage(filter, pageSize, afterId, signal);
       // No change committed while the page was read: the page and the cursor agree exactly.
       if ((await this.lastLogSeq()) === cursorSeq) break;
     }
@@ -120,7 +120,13 @@ export class AlertQueries {
   }
 
   /** One page from after `afterId`; `nextId` is where the next page resumes, undefined at the end. */
-  private async readPage(filter: CelFilter, pageSize: number, afterId: string | undefined): Promise<{ alerts: Alert[]; nextId: string | undefined }> {
+  private async readPage(
+    filter: CelFilter,
+    pageSize: number,
+    afterId: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<{ alerts: Alert[]; nextId: string | undefined }> {
+    const slice = new TimeSlice(filter.costly, signal);
     const alerts: Alert[] = [];
     let scanned = 0;
     let lastId = afterId;
@@ -130,6 +136,7 @@ export class AlertQueries {
         const id = this.keys.alertIdOf(key);
         if (scanned === ALERT_SCAN_PER_PAGE) return { alerts, nextId: lastId };
         const alert = JSON.parse(raw) as StoredAlert;
+        await slice.yieldIfDue();
         if (filter.matchesAll || matches(filter, alert)) {
           // A match beyond a full page: there is a next page, and it starts after the page's last alert.
           if (alerts.length === pageSize) return { alerts, nextId: lastId };
@@ -160,6 +167,7 @@ export class AlertQueries {
   async *watch(cursor: string | undefined, filterText: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
     const filter = CelFilter.compile(filterText ?? "", ALERT_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
     let seq = cursor ? this.feed.parseCursor(cursor) : this.feed.lastSeq;
+    const slice = new TimeSlice(filter.costly, signal);
     while (!signal.aborted) {
       let progressed = false;
       for await (const chunk of this.store.scan({ ...this.keys.alertLogRange(seq), limit: 1_000 })) {
@@ -173,6 +181,7 @@ export class AlertQueries {
           seq = next;
           progressed = true;
           const alert = strip(JSON.parse(raw) as StoredAlert);
+          await slice.yieldIfDue();
           if (filter.matchesAll || matches(filter, alert)) yield { alert, cursor: AlertFeed.cursor(seq) };
           if (signal.aborted) return;
         }
@@ -191,4 +200,30 @@ export class AlertQueries {
 function matches(filter: CelFilter, alert: Alert): boolean {
   const result = filter.evaluate(activation(alert));
   return "matched" in result && result.matched;
+}
+
+/** How long a costly filter may run on the event loop before it lets other work in. */
+const SLICE_MS = 5;
+
+/**
+ * Cooperative time slicing for alert filters, which run on the event loop: a costly filter
+ * (comprehensions, `matches()`) lets the loop run other work (acknowledging telemetry) every
+ * {@link SLICE_MS}, and stops when the call's signal aborts (its deadline passed, the client
+ * went away), so one listing cannot hold the node for longer than a slice at a time.
+ */
+class TimeSlice {
+  private started = performance.now();
+
+  constructor(
+    private readonly costly: boolean,
+    private readonly signal: AbortSignal | undefined,
+  ) {}
+
+  /** Yields to the event loop when the slice is used up. @throws the signal's reason once it aborts */
+  async yieldIfDue(): Promise<void> {
+    if (!this.costly || performance.now() - this.started < SLICE_MS) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    this.signal?.throwIfAborted();
+    this.started = performance.now();
+  }
 }

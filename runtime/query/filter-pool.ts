@@ -92,6 +92,11 @@ export class FilterPool {
     });
   }
 
+  /** Jobs waiting for a worker and jobs running now. */
+  get load(): { queued: number; running: number } {
+    return { queued: this.queue.length, running: this.slots.filter((s) => s.running !== undefined).length };
+  }
+
   /** Terminates every worker and fails what is queued or running. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -99,6 +99,11 @@ export class TwinQueries {
   /** Counters of what this node's queries have done. */
   readonly stats: QueryStats = { scans: 0, stopped: 0, scanned: 0 };
 
+  /** Filter jobs of costly scans waiting for a worker and running now. */
+  get filterLoad(): { queued: number; running: number } {
+    return this.pool.load;
+  }
+
   /** Counters of the filter workers. */
   get workerStats(): Readonly<FilterPoolStats> {
     return this.pool.stats;
@@ -325,6 +330,12 @@ export class TwinQueries {
     const job = { expression: filter.expression, variables: TWIN_FILTER_VARIABLES, maxCost: filter.maxCost };
     const inFlight: { entries: [string, string][]; reply: Promise<FilterReply> }[] = [];
     const chunks = this.store.scan(range);
+    // The scan's own cancel, also fired by the caller's: however the scan ends (a page filled, a
+    // job refused, the caller gone), no chunk it sent keeps a worker busy after it.
+    const own = new AbortController();
+    const cancel = (): void => own.abort(signal?.reason);
+    signal?.addEventListener("abort", cancel, { once: true });
+    const jobs = own.signal;
     try {
       let reading = true;
       while (reading || inFlight.length > 0) {
@@ -337,7 +348,7 @@ export class TwinQueries {
             break;
           }
           const entries = next.value.map(([key, raw]): [string, string] => [this.keys.twinIdOf(key, kind), raw]);
-          const reply = this.pool.run({ ...job, records: { kind, stateVersion, entries } }, signal);
+          const reply = this.pool.run({ ...job, records: { kind, stateVersion, entries } }, jobs);
           // Awaited below, or abandoned in `finally` when the scan ends early.
           reply.catch(() => undefined);
           inFlight.push({ entries, reply });
@@ -347,12 +358,15 @@ export class TwinQueries {
         const outcome = await head.reply;
         if (stopped()) return;
         if ("exceeded" in outcome) throw new Error("unreachable: the pool throws on an overrun");
-        const matches = await this.settleChunk(kind, head.entries, outcome, job, summary, noteError, signal, accept);
+        const matches = await this.settleChunk(kind, head.entries, outcome, job, summary, noteError, jobs, accept);
         if (matches.length > 0) yield matches;
         if (summary.matched === maxMatches) return;
       }
     } finally {
-      // Chunks still with the workers belong to no one now: their results are dropped.
+      signal?.removeEventListener("abort", cancel);
+      // Chunks still with the workers belong to no one now: their jobs are withdrawn (a running
+      // one's worker is replaced) and their results dropped.
+      if (inFlight.length > 0) own.abort(new DOMException("the scan ended before this chunk was needed", "AbortError"));
       inFlight.length = 0;
       // Releases the store's iterator and snapshot.
       await chunks.return(undefined);

@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import { Consistency, type PublishStreamResponse, PublishStreamRequestSchema, PublishStreamResponseSchema, TelemetryService } from "../../proto/gen/twinmesh/v1/telemetry_pb.js";
+import {
+  Consistency,
+  PublishStreamRequestSchema,
+  type PublishStreamResponse,
+  PublishStreamResponseSchema,
+  TelemetryService,
+} from "../../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
 import type { JsonObject } from "../../runtime/index.js";
 import { ACCEPTED, ev, outcomes, rejected, statuses } from "../harness/events.js";
@@ -230,7 +236,10 @@ describe("bad input over gRPC (bad-input)", () => {
       const { code } = await status;
       assert.equal(code, grpc.status.INVALID_ARGUMENT);
       assert.ok(Date.now() - started < 10_000, "the stream was not ended promptly");
-      assert.deepEqual([...answers].sort(), ["other:ACCEPTED", `same:${Array(2_000).fill("ACCEPTED").join(",")}`, "same:BATCH_ID_IN_FLIGHT", "same:BATCH_ID_IN_FLIGHT"].sort());
+      assert.deepEqual(
+        [...answers].sort(),
+        ["other:ACCEPTED", `same:${Array(2_000).fill("ACCEPTED").join(",")}`, "same:BATCH_ID_IN_FLIGHT", "same:BATCH_ID_IN_FLIGHT"].sort(),
+      );
       assert.deepEqual(await twinState(client, "counter", "other-0"), { count: 1, lastSeq: 1, total: 0, messages: 0 });
       await assert.rejects(twinState(client, "counter", "after-0"));
     });

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import type { TwinmeshClient } from "../../client/index.js";
+import { ListAlertsRequestSchema } from "../../proto/gen/twinmesh/v1/alert_pb.js";
 import { type QuerySummary, TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
 import { type EventInit, ev, outcomes } from "../harness/events.js";
 import { clientError, methodPath, rawClient } from "../harness/grpc-status.js";
@@ -172,6 +174,63 @@ describe("TwinService query safety (queries)", () => {
     const next = await summaryOf(node.client.queryTwins({ kind: "counter", filter: 'id.matches("^s-000[0-4]$")' }));
     assert.deepEqual([next.scanned, next.matched], [1_000n, 5n]);
     assert.ok(queries.workerStats.started > replaced, "a terminated worker is replaced");
+  });
+
+  it("withdraws the filter jobs of scans that fail on a full queue: no worker stays busy for a call that has ended", async () => {
+    const node = await startNode(t, { queryOptions: { ...SLOW_BUDGET, filterWorkers: 2, maxQueuedFilterChunks: 2 } });
+    await seed(node.client, 3_000);
+    const queries = node.node.runtime.queries;
+    const calls = Array.from({ length: 6 }, () =>
+      node.client.aggregateTwins({ kind: "counter", filter: SLOW_FILTER, field: "state.count" }).then(
+        () => "OK",
+        (err: unknown) => (err as { reason?: string }).reason ?? String(err),
+      ),
+    );
+    // The calls that get a slot are cancelled by closing the client's channel below; the others fail at once.
+    await waitFor(() => queries.stats.scans >= 6, { timeoutMs: 10_000, what: "the six scans to start" });
+    const refused = await Promise.race([Promise.all(calls.slice(2)), new Promise<string[]>((resolve) => setTimeout(() => resolve([]), 5_000))]);
+    assert.ok(refused.includes("QUERY_QUEUE_FULL"), `no call was refused QUERY_QUEUE_FULL: ${refused.join()}`);
+    node.client.close();
+    await Promise.all(calls);
+    await waitFor(() => queries.filterLoad.queued === 0 && queries.filterLoad.running === 0, {
+      timeoutMs: 3_000,
+      what: "the filter workers to be free once every call has ended",
+    });
+  });
+
+  it("answers a Publish while a costly ListAlerts filter is evaluated, and stops the listing at the call's deadline", async () => {
+    const node = await startNode(t, { queryOptions: SLOW_BUDGET });
+    const alarms = Array.from({ length: 300 }, (_, i) => ev("alarm", `a-${String(i).padStart(3, "0")}`, 1, { level: 120 }));
+    assert.deepEqual(
+      outcomes((await node.client.publish(alarms)).results).filter((o) => o.status !== "ACCEPTED"),
+      [],
+    );
+    const listing = node.client.listAlerts({ filter: SLOW_FILTER }).then(
+      () => "done",
+      () => "failed",
+    );
+    const order: string[] = [];
+    // The listing runs for seconds (300 alerts at ~160k units each): publish once it is under way.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const publish = node.client.publish([ev("counter", "during-listing", 1)]).then(() => order.push("publish"));
+    await Promise.all([publish, listing.then(() => order.push("listing"))]);
+    assert.deepEqual(order, ["publish", "listing"], "the Publish waited for the whole listing");
+
+    const raw = rawClient(node.address);
+    t.defer(() => raw.close());
+    const status = await new Promise<grpc.StatusObject>((resolve) => {
+      const call = raw.makeUnaryRequest(
+        "/twinmesh.v1.AlertService/ListAlerts",
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.from(toBinary(ListAlertsRequestSchema, create(ListAlertsRequestSchema, { filter: SLOW_FILTER }))),
+        new grpc.Metadata(),
+        { deadline: Date.now() + 200 },
+        () => undefined,
+      );
+      call.on("status", resolve);
+    });
+    assert.equal(status.code, grpc.status.DEADLINE_EXCEEDED);
   });
 
   it("refuses a forged or altered page token with INVALID_ARGUMENT BAD_PAGE_TOKEN, and accepts its own after a restart", async () => {
