@@ -275,13 +275,26 @@ function discardUnread(call: StreamCall): void {
 }
 
 function sink(call: StreamCall, schema: DescMessage, signal: AbortSignal): StreamSink<Message> {
+  // Writers that find the buffer full share one wait for "drain": a listener each would pile up
+  // (Node warns past ten) when many answers are written at once to a client that does not read.
+  let drained: Promise<void> | undefined;
   return {
     async write(msg) {
       signal.throwIfAborted();
       // grpc-js drops writes after a cancel without calling back, so "drain" may never come:
       // the wait must end with the signal.
       const bytes = msg instanceof Uint8Array ? asBuffer(msg) : encode(schema, msg);
-      if (!call.write(bytes)) await once(call, "drain", { signal });
+      if (call.write(bytes)) return;
+      drained ??= once(call, "drain", { signal }).then(
+        () => {
+          drained = undefined;
+        },
+        (err: unknown) => {
+          drained = undefined;
+          throw err;
+        },
+      );
+      await drained;
     },
   };
 }

@@ -11,8 +11,14 @@ const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 /** Packages only a node needs: the RocksDB binding, the TypeScript loader, the logger. */
 const SERVER_ONLY = /\/node_modules\/(rocksdb|leveldown|tsx|esbuild|pino[^/]*|@marcbachmann)\/|\/dist\/(runtime|server|cluster)\//;
 
+/**
+ * The partition function is part of the contract (a ring-aware client computes it, as design §5
+ * and the README say) and has no imports: the client may load it from the runtime's tree.
+ */
+const SHARED = /\/dist\/runtime\/partition\/partitioning\.js$/;
+
 function serverOnly(urls: readonly string[]): string[] {
-  return urls.filter((u) => SERVER_ONLY.test(u));
+  return urls.filter((u) => SERVER_ONLY.test(u) && !SHARED.test(u));
 }
 
 describe("the twinmesh package", () => {
