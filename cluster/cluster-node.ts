@@ -1,5 +1,5 @@
 import type * as grpc from "@grpc/grpc-js";
-import { ConfigError, type Logger, type TwinRuntime } from "../runtime/index.js";
+import { ConfigError, type Logger, type RemoteMessages, StatusCode, type TwinRuntime } from "../runtime/index.js";
 import type { AdapterOptions } from "../server/grpc/index.js";
 import { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
 import type { FailureDetectorOptions } from "./failure-detector.js";
@@ -11,7 +11,7 @@ import type { PeerAddress } from "./peer-list.js";
 import { PeerPool, type PeerState } from "./peer-pool.js";
 import { addPeerService, type LocalNode } from "./peer-service.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
-import { RoutedCalls } from "./routed-calls.js";
+import { RoutedCallError, RoutedCalls } from "./routed-calls.js";
 
 /** How a node takes part in a static cluster (`twinmesh start --peers …`). */
 export interface ClusterOptions {
@@ -49,6 +49,8 @@ export interface MemberView {
  */
 export class ClusterNode {
   readonly ownership: ClusterOwnership;
+  /** Twin-to-twin messages to another node's twins, sent to the owner as SendToTwin keyed by the message's id. */
+  readonly remoteMessages: RemoteMessages;
   readonly replicationFactor: number;
   private runtime: TwinRuntime | undefined;
   private ring: RingSnapshot | undefined;
@@ -56,6 +58,7 @@ export class ClusterNode {
   private forwarding: ForwardClient | undefined;
   private router: ClusterRouter | undefined;
   private local: LocalNode | undefined;
+  private calls: RoutedCalls | undefined;
 
   /** @throws ConfigError (BAD_OPTION) for a replication factor below 1. */
   constructor(
@@ -72,6 +75,18 @@ export class ClusterNode {
       () => this.runtime,
       () => this.ring,
     );
+    this.remoteMessages = {
+      send: async (entry) => {
+        const owner = this.ownership.ownerOf(entry.toKind, entry.toId);
+        const calls = this.calls;
+        if (owner === undefined || calls === undefined) {
+          throw new RoutedCallError(StatusCode.UNAVAILABLE, "NOT_SERVING", "the node is joining its cluster", true);
+        }
+        // The key is unique in the cluster (this node's outbox seq), so the owner's inbox marks
+        // recognise a redelivery after a lost answer.
+        await calls.sendToTwin(owner, entry.toKind, entry.toId, entry.message, `o:${this.self}:${entry.seq}`);
+      },
+    };
   }
 
   /** Builds the ring, the pool and the router over the open runtime. Call once. */
@@ -96,6 +111,11 @@ export class ClusterNode {
     });
     this.pool = pool;
     this.forwarding = new ForwardClient(pool, { log: this.log });
+    this.calls = new RoutedCalls(
+      this.self,
+      (peer) => pool.channel(peer),
+      (peer) => pool.isUp(peer),
+    );
     this.runtime = runtime;
     this.router = new ClusterRouter(
       {
@@ -104,11 +124,7 @@ export class ClusterNode {
         ring: () => this.currentRing(),
         pool,
         forwarding: this.forwarding,
-        calls: new RoutedCalls(
-          this.self,
-          (peer) => pool.channel(peer),
-          (peer) => pool.isUp(peer),
-        ),
+        calls: this.calls,
         log: this.log,
       },
       this.ownership,

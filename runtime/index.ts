@@ -29,7 +29,7 @@ export {
   UnknownKindError,
 } from "./errors.js";
 /** @internal The cluster's seams into the host, for cluster/ only; not covered by semver. */
-export type { OwnershipGate } from "./host/admission.js";
+export type { OwnershipGate, RemoteMessages } from "./host/admission.js";
 /** @internal The cluster's seams into the host, for cluster/ only; not covered by semver. */
 export type { HostObserver, ReplicationStage, StageFailure } from "./host/commit-completion.js";
 export type { HostOptions } from "./host/host-options.js";

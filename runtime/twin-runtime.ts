@@ -2,7 +2,7 @@ import { AlertQueries } from "./alerts/alert-queries.js";
 import { AlertRetention } from "./alerts/alert-retention.js";
 import { type Clock, SYSTEM_CLOCK } from "./clock.js";
 import { ConfigError, DataDirectoryError } from "./errors.js";
-import type { OwnershipGate } from "./host/admission.js";
+import type { OwnershipGate, RemoteMessages } from "./host/admission.js";
 import type { HostObserver, ReplicationStage } from "./host/commit-completion.js";
 import { type HostOptions, retentionSweepMs } from "./host/host-options.js";
 import type { IngestEvent } from "./host/ingest-event.js";
@@ -42,6 +42,8 @@ export interface TwinRuntimeOptions {
   readonly ownership?: OwnershipGate;
   /** Where committed groups go before they are acknowledged (the cluster's replication); absent: none. */
   readonly replication?: ReplicationStage;
+  /** Delivers twin-to-twin messages whose target another node owns; absent: every target is local. */
+  readonly remoteMessages?: RemoteMessages;
   /**
    * The cluster's partition count. Fixed when the data directory is created: a directory made
    * with another count is refused (`DATA_DIR_PARTITIONS`). Absent: the directory's count, or
@@ -107,6 +109,7 @@ export class TwinRuntime {
         observer: options.observer,
         ownership: options.ownership,
         replication: options.replication,
+        remoteMessages: options.remoteMessages,
         tokens,
       });
       // Before the host starts, so a failure here leaves only the store to close.

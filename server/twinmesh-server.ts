@@ -146,6 +146,7 @@ export class TwinmeshNode {
     const runtime = await TwinRuntime.open({
       partitions: options.partitions,
       ownership: cluster?.ownership,
+      remoteMessages: cluster?.remoteMessages,
       dataDir,
       twins: options.twins,
       durability: options.durability ?? Durability.WAL,

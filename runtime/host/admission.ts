@@ -1,5 +1,6 @@
 import type { Activation } from "./activation.js";
 import type { ResolvedHostOptions } from "./host-options.js";
+import type { OutboxEntry } from "./outbox-entry.js";
 import type { TurnOutcome } from "./twin-message.js";
 
 /**
@@ -11,6 +12,15 @@ import type { TurnOutcome } from "./twin-message.js";
 export interface OwnershipGate {
   /** Undefined when this node runs `kind`/`id` now; otherwise the retryable refusal. */
   refusal(kind: string, id: string): TurnOutcome | undefined;
+}
+
+/**
+ * Delivers a twin-to-twin message whose target another node owns (in a cluster). Resolves once
+ * the owner has applied it (or recognised it as a redelivery); rejects with a TwinmeshError whose
+ * `retryable` says whether to try again later or to give the message up to the dead letters.
+ */
+export interface RemoteMessages {
+  send(entry: OutboxEntry): Promise<void>;
 }
 
 /** What {@link Admission} needs of its host. */
@@ -92,6 +102,11 @@ export class Admission {
     if (act.tokens < 1) return false;
     act.tokens -= 1;
     return true;
+  }
+
+  /** The ownership gate's refusal of `kind`/`id` alone (no load checks), or undefined when this node runs it. */
+  ownerRefusal(kind: string, id: string): TurnOutcome | undefined {
+    return this.config.gate?.refusal(kind, id);
   }
 
   /** A telemetry event was admitted. */

@@ -8,6 +8,7 @@ import {
   HandlerFailedError,
   InternalError,
   InvalidArgumentError,
+  isTwinmeshError,
   NoHandlerError,
   OverloadedError,
   TwinDeletedError,
@@ -21,7 +22,7 @@ import { type JsonObject, stringifyJson } from "../util/json.js";
 import { checkJsonInput } from "../util/json-input.js";
 import type { Activation } from "./activation.js";
 import { ActivationDirectory } from "./activation-directory.js";
-import { Admission, type OwnershipGate } from "./admission.js";
+import { Admission, type OwnershipGate, type RemoteMessages } from "./admission.js";
 import { CommitCompletion, type HostObserver, type ReplicationStage } from "./commit-completion.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { DiskHealth } from "./disk-health.js";
@@ -57,6 +58,8 @@ export interface TwinHostConfig {
   readonly ownership?: OwnershipGate;
   /** Where committed groups go before they are acknowledged; absent: acknowledged after the local write. */
   readonly replication?: ReplicationStage;
+  /** Delivers messages to twins another node owns (with `ownership`); absent: every target is local. */
+  readonly remoteMessages?: RemoteMessages;
 }
 
 export type { HostObserver, ReplicationStage, StageFailure } from "./commit-completion.js";
@@ -119,6 +122,9 @@ export class TwinHost {
   /** Undeliverable messages: written here when a delivery fails; listed, retried and trimmed by their store. */
   readonly deadLetters: DeadLetterStore;
   private readonly admission: Admission;
+  private readonly remoteMessages: RemoteMessages | undefined;
+  /** Remote targets (twin keys) with a message on its way. */
+  private readonly remoteInFlight = new Set<string>();
   private readonly disk: DiskHealth;
   private closing = false;
   private closed: Promise<void> | undefined;
@@ -143,6 +149,7 @@ export class TwinHost {
     this.timers = new TimerService(this.store, this.keys, this.clock, this.log, this.options, (kind, id, name, dueMs, indexKey) =>
       this.postTimer(kind, id, name, dueMs, indexKey),
     );
+    this.remoteMessages = config.remoteMessages;
     this.admission = new Admission({
       options: this.options,
       closing: () => this.closing,
@@ -478,6 +485,14 @@ export class TwinHost {
   private deliver(entry: OutboxEntry): Delivery {
     const target = this.registry.find(entry.toKind);
     if (target === undefined) return "unknown-kind";
+    if (this.remoteMessages !== undefined && this.admission.ownerRefusal(entry.toKind, entry.toId) !== undefined) {
+      // One message at a time per remote target keeps the sender's order at the receiver.
+      const target = this.keys.twin(entry.toKind, entry.toId);
+      if (this.remoteInFlight.has(target)) return "busy";
+      this.remoteInFlight.add(target);
+      this.deliverRemote(this.remoteMessages, entry, target);
+      return "delivered";
+    }
     const key = this.keys.twin(entry.toKind, entry.toId);
     const existing = this.activations.get(key);
     if (existing !== undefined && existing.queued >= this.options.mailboxDepth) return "busy";
@@ -486,6 +501,41 @@ export class TwinHost {
     act.post({ type: "message", message: entry.message, messageId: `o:${entry.seq}`, outbox: entry, sink, index: 0 });
     this.schedule(act);
     return "delivered";
+  }
+
+  /**
+   * Hands a message to the node that owns its target. Applied there: its outbox entry is deleted
+   * here. Refused for good (the target's turn failed): it moves to the dead letters here, as a
+   * local failure would. Anything else: it is offered again later; the owner recognises a
+   * redelivery by the message's id.
+   */
+  private deliverRemote(remote: RemoteMessages, entry: OutboxEntry, target: string): void {
+    const key = this.keys.outbox(entry.seq);
+    remote
+      .send(entry)
+      .then(
+        () => this.store.write([{ type: "del", key }]).then(() => this.outbox.released(entry.seq, false)),
+        async (err: unknown) => {
+          if (isTwinmeshError(err) && !err.retryable) {
+            await this.store.write([{ type: "del", key }, ...this.deadLetters.record(entry, err.reason, err.message)]);
+            this.metrics.deadLetters++;
+            this.outbox.released(entry.seq, false);
+            return;
+          }
+          this.log.debug({ err, seq: entry.seq, to: `${entry.toKind}/${entry.toId}` }, "message to another node's twin not delivered yet; it is offered again");
+          this.outbox.released(entry.seq, true);
+        },
+      )
+      .catch((err: unknown) => {
+        // The outbox write failed: the entry is still there, so the message is offered again.
+        this.log.warn({ err, seq: entry.seq }, "could not record a message delivered to another node; it is offered again");
+        this.outbox.released(entry.seq, true);
+      })
+      .finally(() => {
+        this.remoteInFlight.delete(target);
+        this.outbox.targetFreed(entry.toKind, entry.toId);
+        this.checkIdle();
+      });
   }
 
   /** Moves an outbox entry that does not parse to the dead letters, in one batch with its delete. */

@@ -13,16 +13,16 @@ import { waitFor } from "../harness/wait-for.js";
 const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
 const MEMBERS = ["n1", "n2", "n3"];
 
-/** The owner of counter/`id` in a 3-node cluster of 256 partitions, as every node computes it. */
-function ownerOf(id: string, members = MEMBERS, rf = 3): string {
+/** The owner of `kind`/`id` in a 3-node cluster of 256 partitions, as every node computes it. */
+function ownerOf(id: string, kind = "counter"): string {
   const partitioning = new Partitioning(256);
-  return new RingSnapshot(1n, members, partitioning, rf).preferenceList(partitioning.partitionOf("counter", id))[0] as string;
+  return new RingSnapshot(1n, MEMBERS, partitioning, 3).preferenceList(partitioning.partitionOf(kind, id))[0] as string;
 }
 
-/** Source ids whose twins `owner` owns. */
-function sourcesOwnedBy(owner: string, count: number): string[] {
+/** Ids whose `kind` twins `owner` owns. */
+function sourcesOwnedBy(owner: string, count: number, kind = "counter"): string[] {
   const ids: string[] = [];
-  for (let i = 0; ids.length < count; i++) if (ownerOf(`s-${i}`) === owner) ids.push(`s-${i}`);
+  for (let i = 0; ids.length < count; i++) if (ownerOf(`s-${i}`, kind) === owner) ids.push(`s-${i}`);
   return ids;
 }
 
@@ -89,6 +89,33 @@ describe("a static cluster of three nodes (static-cluster)", function () {
     const deleted = await c.client("n1").deleteTwin({ kind: "counter", id });
     assert.equal(deleted.existed, true);
     await assert.rejects(c.client("n2").getTwin({ kind: "counter", id }), (err: { reason?: string }) => err.reason === "TWIN_NOT_FOUND");
+  });
+
+  it("delivers messages from a twin on one node to a twin another node owns, each once, in the order they were sent", async () => {
+    const c = await start();
+    const [relay] = sourcesOwnedBy("n1", 1, "relay") as [string];
+    const [sink] = sourcesOwnedBy("n2", 1, "sink") as [string];
+    const res = await c.client("n3").publish([1, 2, 3].map((seq) => ev("relay", relay, seq, {}, { attributes: { to: sink } })));
+    assert.deepEqual(statuses(res.results), ["ACCEPTED", "ACCEPTED", "ACCEPTED"]);
+    await waitFor(
+      async () => {
+        const { twin } = await c.client("n1").getTwin({ kind: "sink", id: sink });
+        return (twin?.state as { received?: number } | undefined)?.received === 3;
+      },
+      { timeoutMs: 10_000, what: "the three messages on n2's sink" },
+    ).catch(async (err: unknown) => {
+      throw new Error(
+        `${(err as Error).message}; sink state: ${JSON.stringify(
+          (await c
+            .client("n2")
+            .getTwin({ kind: "sink", id: sink })
+            .catch((e: unknown) => e)) as object,
+        )}`,
+      );
+    });
+    const { twin } = await c.client("n2").getTwin({ kind: "sink", id: sink });
+    assert.equal(twin?.ownerNodeId, "n2");
+    assert.deepEqual((twin?.state as { seen: string[] }).seen, [`${relay}#1`, `${relay}#2`, `${relay}#3`]);
   });
 
   it("refuses QUORUM and ALL while it keeps one copy per twin, applying nothing, and takes them at replication factor 1", async () => {
