@@ -23,8 +23,8 @@ import type { ForwardBatch, ForwardHandler } from "./forward-server.js";
 import type { NodeId } from "./node-id.js";
 import type { PeerPool } from "./peer-pool.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
-import { consistencyOfLevel, copiesFor, type RoutedCalls } from "./routed-calls.js";
-import type { ConsistencyLevel, TwinRouter } from "./twin-router.js";
+import { consistencyOfLevel, copiesFor, RoutedCallError, type RoutedCalls } from "./routed-calls.js";
+import type { ConsistencyLevel, ReadScope, TwinRouter } from "./twin-router.js";
 
 /** What a {@link ClusterRouter} routes by. */
 export interface ClusterRouterConfig {
@@ -167,8 +167,30 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     return this.config.runtime.queries.query(query, signal);
   }
 
-  aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult> {
-    return this.config.runtime.queries.aggregate(aggregation, signal);
+  /**
+   * Every node aggregates its own twins (each twin has one owner, so none is counted twice) and
+   * the partial results are combined exactly: counts, sums, minima and maxima per group, the
+   * average from the combined sum and count. A member that is down fails the call, retryably:
+   * an aggregate without its twins would be wrong without saying so.
+   */
+  async aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal, scope: ReadScope = "cluster"): Promise<AggregateResult> {
+    const local = this.config.runtime.queries.aggregate(aggregation, signal);
+    if (scope === "local") return local;
+    const peers = this.config.ring().nodes.filter((n) => n !== this.config.self) as NodeId[];
+    const remote = peers.map((peer) =>
+      this.config.calls.aggregateTwins(peer, aggregation).catch((err: unknown) => {
+        if (err instanceof RoutedCallError && err.reason === "OWNER_UNAVAILABLE") {
+          throw new RoutedCallError(
+            err.code,
+            "MEMBER_UNAVAILABLE",
+            `${peer} is not answering, so the twins it owns cannot be aggregated; retry when it is back (this cluster does not fail over yet)`,
+            true,
+          );
+        }
+        throw err;
+      }),
+    );
+    return mergeAggregates(await Promise.all([local, ...remote]));
   }
 
   listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage> {
@@ -227,4 +249,34 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
 /** True when a result is a retryable rejection (for callers that retry elsewhere). */
 export function retryableRejection(result: EventResult): boolean {
   return result.status === EventStatus.REJECTED && result.retryable;
+}
+
+/** Combines the partial aggregates of disjoint sets of twins into the aggregate of their union. */
+export function mergeAggregates(parts: readonly AggregateResult[]): AggregateResult {
+  const groups = new Map<string, { key: unknown; count: number; sum: number; min: number; max: number }>();
+  let scanned = 0;
+  let matched = 0;
+  let evaluationErrors = 0;
+  for (const part of parts) {
+    scanned += part.scanned;
+    matched += part.matched;
+    evaluationErrors += part.evaluationErrors;
+    for (const g of part.groups) {
+      const id = typeof g.key === "string" ? `s${g.key}` : JSON.stringify(g.key);
+      const merged = groups.get(id);
+      if (merged === undefined) groups.set(id, { key: g.key, count: g.count, sum: g.sum, min: g.min, max: g.max });
+      else {
+        merged.count += g.count;
+        merged.sum += g.sum;
+        merged.min = Math.min(merged.min, g.min);
+        merged.max = Math.max(merged.max, g.max);
+      }
+    }
+  }
+  return {
+    groups: [...groups.values()].map((g) => ({ key: g.key, count: g.count, sum: g.sum, avg: g.sum / g.count, min: g.min, max: g.max })),
+    scanned,
+    matched,
+    evaluationErrors,
+  };
 }

@@ -4,7 +4,7 @@
  */
 
 export { ClusterNode, type ClusterOptions, DEFAULT_REPLICATION_FACTOR, type MemberView } from "./cluster-node.js";
-export { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
+export { ClusterOwnership, ClusterRouter, mergeAggregates } from "./cluster-router.js";
 export {
   DEFAULT_DOWN_AFTER_MS,
   FailureDetector,
@@ -32,4 +32,4 @@ export {
 } from "./peer-service.js";
 export { type NodeShare, partitionRingKey, RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
 export { copiesFor, ROUTED_BY_HEADER, RoutedCallError, RoutedCalls } from "./routed-calls.js";
-export { type ConsistencyLevel, LocalRouter, type TwinRouter } from "./twin-router.js";
+export { type ConsistencyLevel, LocalRouter, type ReadScope, type TwinRouter } from "./twin-router.js";

@@ -1,10 +1,20 @@
-import { create, type DescMethod, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import { type Timestamp, timestampMs } from "@bufbuild/protobuf/wkt";
+import { create, type DescMethod, fromBinary, type MessageInitShape, type MessageShape, toBinary, toJson } from "@bufbuild/protobuf";
+import { type Timestamp, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { AlertService, type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbState } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { Consistency } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService, type TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb.js";
-import { type Alert, AlertState, type JsonObject, StatusCode, type TwinDeletion, TwinmeshError, type TwinView } from "../runtime/index.js";
+import {
+  type AggregateResult,
+  type Alert,
+  AlertState,
+  type JsonObject,
+  StatusCode,
+  type TwinAggregation,
+  type TwinDeletion,
+  TwinmeshError,
+  type TwinView,
+} from "../runtime/index.js";
 import type { NodeId } from "./node-id.js";
 import { callFailure, methodPath } from "./peer-rpc.js";
 import type { ConsistencyLevel } from "./twin-router.js";
@@ -103,6 +113,29 @@ export class RoutedCalls {
     };
   }
 
+  /** The aggregate of `owner`'s own twins (the call is marked routed: the owner does not scatter it again). */
+  async aggregateTwins(owner: NodeId, aggregation: TwinAggregation): Promise<AggregateResult> {
+    const res = await this.call(owner, TwinService.method.aggregateTwins, {
+      kind: aggregation.kind,
+      filter: aggregation.filter ?? "",
+      field: aggregation.field,
+      groupBy: aggregation.groupBy ?? "",
+    });
+    return {
+      groups: res.groups.map((g) => ({
+        key: g.key === undefined ? null : toJson(ValueSchema, g.key),
+        count: Number(g.count),
+        sum: g.sum,
+        avg: g.avg,
+        min: g.min,
+        max: g.max,
+      })),
+      scanned: Number(res.scanned),
+      matched: Number(res.matched),
+      evaluationErrors: Number(res.evaluationErrors),
+    };
+  }
+
   async acknowledgeAlert(owner: NodeId, id: string): Promise<Alert> {
     return alertOf((await this.call(owner, AlertService.method.acknowledgeAlert, { id })).alert);
   }
@@ -128,8 +161,6 @@ export class RoutedCalls {
     }
     const metadata = new grpc.Metadata();
     metadata.set(ROUTED_BY_HEADER, this.self);
-    // The owner is up: ride out a reconnect of the channel rather than failing at once.
-    metadata.setOptions({ waitForReady: true });
     return new Promise((resolve, reject) => {
       this.channel(owner).makeUnaryRequest<Buffer, MessageShape<M["output"]>>(
         methodPath(method),

@@ -21,6 +21,9 @@ import { toEventResult, toIngestEvent } from "../server/proto-convert.js";
  */
 export type ConsistencyLevel = "default" | "local" | "quorum" | "all";
 
+/** Whose twins a read covers: the whole cluster's (a client's call), or this node's (a peer's part of a cluster-wide read). */
+export type ReadScope = "cluster" | "local";
+
 /**
  * Where the gRPC services send work. Every RPC goes through it: the single-node router hands
  * everything to the local runtime; the cluster router forwards each twin's work to its owner
@@ -38,7 +41,11 @@ export interface TwinRouter {
   acknowledgeAlert(id: string): Promise<Alert>;
   resolveAlert(id: string): Promise<Alert>;
   queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary>;
-  aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult>;
+  /**
+   * Aggregates over every twin of the cluster; with `scope` `"local"` (a peer's routed call), over
+   * this node's twins only.
+   */
+  aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal, scope?: ReadScope): Promise<AggregateResult>;
   listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage>;
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent>;
 }

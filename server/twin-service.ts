@@ -1,4 +1,4 @@
-import type { TwinRouter } from "../cluster/index.js";
+import { ROUTED_BY_HEADER, type TwinRouter } from "../cluster/index.js";
 import type { QueryTwinsResponse, TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import { InvalidArgumentError, type QuerySummary, type TwinView } from "../runtime/index.js";
 import type { ServiceImpl, StreamSink } from "./grpc/grpc-adapter.js";
@@ -31,6 +31,8 @@ export function twinService(router: TwinRouter): ServiceImpl<typeof TwinService>
       const result = await router.aggregateTwins(
         { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, field: req.field, groupBy: req.groupBy },
         call.signal,
+        // A peer's part of a cluster-wide aggregate covers this node's own twins only.
+        call.metadata.get(ROUTED_BY_HEADER).length > 0 ? "local" : "cluster",
       );
       return {
         $typeName: "twinmesh.v1.AggregateTwinsResponse",

@@ -118,6 +118,32 @@ describe("a static cluster of three nodes (static-cluster)", function () {
     assert.deepEqual((twin?.state as { seen?: string[] } | undefined)?.seen, [`${relay}#1`, `${relay}#2`, `${relay}#3`]);
   });
 
+  it("aggregates over every node's twins, combined exactly, through any node, and refuses to answer without a member", async () => {
+    const c = await start();
+    const ids = Array.from({ length: 30 }, (_, i) => `s-${i}`);
+    const res = await c.client("n1").publish(ids.map((id, i) => ev("counter", id, 1, { v: i }, { attributes: { ward: i % 2 === 0 ? "even" : "odd" } })));
+    assert.deepEqual(
+      statuses(res.results),
+      ids.map(() => "ACCEPTED"),
+    );
+    const { groups, scanned, matched } = await c.client("n2").aggregateTwins({ kind: "counter", field: "state.total", groupBy: "state.ward" });
+    assert.deepEqual([scanned, matched], [30n, 30n]);
+    const byKey = Object.fromEntries(groups.map((g) => [String(g.key?.kind.value), [g.count, g.sum, g.min, g.max, g.avg]]));
+    assert.deepEqual(byKey, { even: [15n, 210, 0, 28, 14], odd: [15n, 225, 1, 29, 15] });
+    await c.kill("n3");
+    await waitFor(
+      async () =>
+        (await c
+          .client("n1")
+          .aggregateTwins({ kind: "counter", field: "state.total" })
+          .then(
+            () => "",
+            (err: { reason?: string }) => err.reason ?? "",
+          )) === "MEMBER_UNAVAILABLE",
+      { timeoutMs: 10_000, what: "the aggregate to be refused without n3" },
+    );
+  });
+
   it("refuses QUORUM and ALL while it keeps one copy per twin, applying nothing, and takes them at replication factor 1", async () => {
     const c = await start();
     const res = await c.client("n1").publish([ev("counter", "s-1", 1)], Consistency.QUORUM);
