@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
 import { clientCommands } from "./client-commands.js";
+import { clusterCommand } from "./cluster-command.js";
 import { withCliConventions } from "./commands/client-command.js";
 import { startCommand } from "./start-command.js";
 
@@ -8,6 +9,7 @@ import { startCommand } from "./start-command.js";
 const program = withCliConventions(new Command("twinmesh")).description("twinmesh: a runtime for real-time digital twins").version("0.1.0");
 
 program.addCommand(startCommand());
+program.addCommand(clusterCommand());
 for (const command of clientCommands()) program.addCommand(command);
 
 try {

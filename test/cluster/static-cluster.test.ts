@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { ClusterClient, Consistency, MemberState } from "../../client/index.js";
 import { RingSnapshot } from "../../cluster/index.js";
 import { Partitioning } from "../../runtime/index.js";
-import { runCli } from "../harness/cli-process.js";
-import { ClusterHarness } from "../harness/cluster-harness.js";
+import { CliProcess, runCli } from "../harness/cli-process.js";
+import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
 import { ev, outcomes, statuses } from "../harness/events.js";
 import { StreamLoad } from "../harness/stream-load.js";
 import { useTestScope } from "../harness/test-scope.js";
@@ -310,4 +311,43 @@ describe("a static cluster of three nodes (static-cluster)", function () {
       { timeoutMs: 10_000, what: "n3 to be reported incompatible with its partition count" },
     );
   });
+
+  it("twinmesh cluster starts N local nodes that form one cluster, and Ctrl-C stops them all", async () => {
+    const [basePort] = await freeConsecutivePorts(2);
+    const data = t.tempDir("cluster-command");
+    const run = CliProcess.spawn(["cluster", "--twins", FIXTURES, "--nodes", "2", "--base-port", String(basePort), "--data", data], { timeoutMs: 40_000 });
+    t.defer(() => run.signal("SIGKILL"));
+    await waitFor(() => /cluster of 2 serving/.test(run.stdout()), { timeoutMs: 20_000, what: "the cluster's ready line" });
+    const address = `127.0.0.1:${basePort}`;
+    await waitFor(
+      async () => {
+        const ring = JSON.parse((await runCli(["ring", "--json", "--address", address])).stdout) as { nodes: { nodeId: string; state: string }[] };
+        return ring.nodes.map((n) => `${n.nodeId}:${n.state}`).join() === "n1:self,n2:up";
+      },
+      { timeoutMs: 10_000, what: "n1 to see n2 up" },
+    );
+    const sent = await runCli(["send", "counter", "c-1", "v=3", "--address", `127.0.0.1:${(basePort as number) + 1}`]);
+    assert.equal(sent.code, 0, sent.stderr);
+    const end = await run.signal("SIGINT");
+    assert.equal(end.code, 0, end.stderr);
+    assert.match(end.stdout, /\[n1\] /);
+  });
 });
+
+/** `count` consecutive ports from a free one (checked free now). */
+async function freeConsecutivePorts(count: number): Promise<number[]> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const [base] = await freePorts(1);
+    const ports = Array.from({ length: count }, (_, i) => (base as number) + i);
+    if (ports.every((p) => p <= 65_000) && (await Promise.all(ports.map(isFree))).every(Boolean)) return ports;
+  }
+  throw new Error(`no ${count} consecutive free ports found`);
+}
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}

@@ -1,0 +1,117 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
+import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
+import { withCliConventions } from "./commands/client-command.js";
+import { printLine, printNotice } from "./output.js";
+
+interface ClusterOptions {
+  twins: string[];
+  nodes: number;
+  basePort: number;
+  data: string;
+  replicationFactor?: number;
+  logLevel: string;
+}
+
+function wholeNumber(name: string, min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new CommanderArgError(`${name} must be a whole number from ${min} to ${max}, got "${value}"`);
+    return n;
+  };
+}
+
+/** The member ids and addresses of a local cluster of `nodes` nodes on consecutive ports. */
+export function localMembers(nodes: number, basePort: number): { id: string; port: number; address: string }[] {
+  return Array.from({ length: nodes }, (_, i) => ({ id: `n${i + 1}`, port: basePort + i, address: `127.0.0.1:${basePort + i}` }));
+}
+
+/**
+ * `twinmesh cluster`: starts a static cluster of N nodes on this machine for trying the cluster
+ * out, each a `twinmesh start` child process with its own port, data directory and `--peers`.
+ * Their output is prefixed with the node id; SIGINT or SIGTERM stops them all (each drains).
+ */
+export function clusterCommand(): Command {
+  return withCliConventions(new Command("cluster"))
+    .description("start a cluster of N local nodes (n1, n2, …) on consecutive ports, for trying twinmesh's cluster out")
+    .addOption(new Option("--twins <module...>", "twin module(s) every node loads (.ts or .js)").makeOptionMandatory())
+    .addOption(new Option("--nodes <n>", "how many nodes").default(3).argParser(wholeNumber("--nodes", 1, 16)))
+    .addOption(new Option("--base-port <port>", "n1's port; n2 takes the next one, and so on").default(7421).argParser(wholeNumber("--base-port", 1, 65_000)))
+    .addOption(new Option("--data <dir>", "parent directory of the nodes' data directories (<dir>/n1, <dir>/n2, …)").default("./cluster-data"))
+    .addOption(
+      new Option("--replication-factor <n>", "copies kept of each partition, capped at the cluster size (default 3)").argParser(
+        wholeNumber("--replication-factor", 1, 64),
+      ),
+    )
+    .addOption(
+      new Option("--log-level <level>", "the nodes' log level").choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("warn"),
+    )
+    .addHelpText(
+      "after",
+      `
+Example:
+  twinmesh cluster --twins ./my-twins.ts --nodes 3
+  twinmesh ring --address 127.0.0.1:7421
+  twinmesh send patient bed-4 bpm=72 --address 127.0.0.1:7422   (any node takes any twin)`,
+    )
+    .action(async (opts: ClusterOptions) => {
+      await runCluster(opts);
+    });
+}
+
+async function runCluster(opts: ClusterOptions): Promise<void> {
+  const members = localMembers(opts.nodes, opts.basePort);
+  const main = process.argv[1] as string;
+  const children: ChildProcess[] = [];
+  const ready = members.map((m) => {
+    const peers = members.filter((p) => p.id !== m.id).map((p) => `${p.id}@${p.address}`);
+    const args = [
+      ...process.execArgv,
+      main,
+      "start",
+      ...opts.twins.flatMap((t) => ["--twins", t]),
+      "--node-id",
+      m.id,
+      "--port",
+      String(m.port),
+      "--data",
+      join(opts.data, m.id),
+      "--log-level",
+      opts.logLevel,
+      ...(peers.length > 0 ? ["--peers", peers.join(",")] : []),
+      ...(opts.replicationFactor === undefined ? [] : ["--replication-factor", String(opts.replicationFactor)]),
+    ];
+    // Their own process group: a Ctrl-C reaches them once, through stop() below, not twice
+    // (a second signal would end a draining node). The IPC channel stops them if this process dies.
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe", "ipc"], detached: true });
+    children.push(child);
+    return new Promise<boolean>((resolve) => {
+      const prefix = (stream: NodeJS.WritableStream) => (chunk: Buffer) => {
+        for (const line of chunk.toString("utf8").split("\n")) if (line !== "") stream.write(`[${m.id}] ${line}\n`);
+        if (/twinmesh node \S+ serving on /.test(chunk.toString("utf8"))) resolve(true);
+      };
+      child.stdout?.on("data", prefix(process.stdout));
+      child.stderr?.on("data", prefix(process.stderr));
+      child.once("exit", (code) => {
+        printNotice(`node ${m.id} exited (code ${code})`);
+        resolve(false);
+      });
+    });
+  });
+  const stop = (): void => {
+    for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  const started = await Promise.all(ready);
+  if (started.every(Boolean)) {
+    printLine(`cluster of ${members.length} serving: ${members.map((m) => `${m.id} ${m.address}`).join(", ")}. Try, in another terminal:`);
+    printLine(`  npx twinmesh ring --address ${members[0]?.address}`);
+    printLine("Ctrl-C stops every node.");
+  } else {
+    printNotice("not every node started (see its output above); stopping the others");
+    stop();
+  }
+  await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((resolve) => c.once("exit", resolve)) : Promise.resolve())));
+  if (!started.every(Boolean)) process.exitCode = 1;
+}
