@@ -86,9 +86,17 @@ async function runCluster(opts: ClusterOptions): Promise<void> {
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe", "ipc"], detached: true });
     children.push(child);
     return new Promise<boolean>((resolve) => {
-      const prefix = (stream: NodeJS.WritableStream) => (chunk: Buffer) => {
-        for (const line of chunk.toString("utf8").split("\n")) if (line !== "") stream.write(`[${m.id}] ${line}\n`);
-        if (/twinmesh node \S+ serving on /.test(chunk.toString("utf8"))) resolve(true);
+      const prefix = (stream: NodeJS.WritableStream) => {
+        let partial = "";
+        return (chunk: Buffer) => {
+          // Whole lines only: a line split across chunks is printed (and recognised) once complete.
+          const lines = (partial + chunk.toString("utf8")).split("\n");
+          partial = lines.pop() ?? "";
+          for (const line of lines) {
+            if (line !== "") stream.write(`[${m.id}] ${line}\n`);
+            if (/^twinmesh node \S+ serving on /.test(line)) resolve(true);
+          }
+        };
       };
       child.stdout?.on("data", prefix(process.stdout));
       child.stderr?.on("data", prefix(process.stderr));

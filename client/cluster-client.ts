@@ -49,6 +49,7 @@ export class ClusterClient {
   private readonly clients = new Map<string, TwinmeshClient>();
   private ring: RingView | undefined;
   private refreshing: Promise<void> | undefined;
+  private closed = false;
   private readonly timer: NodeJS.Timeout;
   private readonly attempts: number;
   private readonly retryDelayMs: number;
@@ -88,7 +89,8 @@ export class ClusterClient {
   /**
    * Publishes a batch: each event to its twin's owner, `results[i]` answering `events[i]`.
    * Retryable failures are retried (up to `attempts` per event); what still fails is answered
-   * with the last retryable rejection.
+   * with its last rejection, and a node that could not be asked answers its events `REJECTED`
+   * with the call's failure (the other nodes' answers are kept).
    */
   async publish(events: readonly EventInit[], consistency?: Consistency): Promise<PublishResponse> {
     const results = new Array<EventResult>(events.length);
@@ -115,9 +117,21 @@ export class ClusterClient {
           try {
             answered = (await this.clientOf(node).publish(part, consistency)).results;
           } catch (err) {
-            if (!(err instanceof TwinmeshClientError) || !err.retryable || last) throw err;
-            ringMoved = true;
-            retry.push(...indexes);
+            const retryable = err instanceof TwinmeshClientError && err.retryable;
+            if (retryable && !last) {
+              ringMoved = true;
+              retry.push(...indexes);
+              return;
+            }
+            // The other nodes' parts keep their answers: this part is answered with the failure.
+            const failed: EventResult = {
+              $typeName: "twinmesh.v1.EventResult",
+              status: EventStatus.REJECTED,
+              reason: err instanceof TwinmeshClientError ? (err.reason ?? grpc.status[err.code] ?? "UNAVAILABLE") : "UNAVAILABLE",
+              message: `node ${node} could not be asked: ${(err as Error).message}`,
+              retryable,
+            };
+            for (const i of indexes) results[i] = failed;
             return;
           }
           for (let k = 0; k < indexes.length; k++) {
@@ -155,6 +169,7 @@ export class ClusterClient {
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.timer);
     for (const client of this.clients.values()) client.close();
     this.clients.clear();
@@ -173,6 +188,7 @@ export class ClusterClient {
   }
 
   private clientOf(address: string): TwinmeshClient {
+    if (this.closed) throw new TwinmeshClientError(grpc.status.CANCELLED, "the ClusterClient is closed", "CLIENT_CLOSED", []);
     let client = this.clients.get(address);
     if (client === undefined) {
       client = new TwinmeshClient(address, this.options);
@@ -198,7 +214,7 @@ export class ClusterClient {
   }
 }
 
-/** Rejections another attempt (on the owner, or through another node) may turn into a success. */
+/** Retryable rejections another attempt (after a backoff, on the owner or through another node) may turn into a success. */
 const RETRY_ELSEWHERE = new Set([
   "NOT_OWNER",
   "OWNER_UNAVAILABLE",
@@ -207,6 +223,10 @@ const RETRY_ELSEWHERE = new Set([
   "SHUTTING_DOWN",
   "NOT_SERVING",
   "PRECEDING_EVENT_REJECTED",
+  "MAILBOX_FULL",
+  "INGEST_QUEUE_FULL",
+  "RATE_LIMITED",
+  "COMMIT_FAILED",
 ]);
 
 function ringView(asked: string, res: DescribeClusterResponse): RingView {

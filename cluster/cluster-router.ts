@@ -98,15 +98,8 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     const results = new Array<EventResult>(events.length);
     const ring = this.config.ring();
     const copies = copiesFor(consistency, ring.replicationFactor);
-    if (copies > 1) {
-      // One copy is all this build keeps: answering "durable on a quorum" would be a lie.
-      const refusal = rejectedResult(
-        "NOT_ENOUGH_REPLICAS",
-        `${consistency} consistency asks for ${copies} durable copies, and this cluster keeps one copy of each twin for now (replication to ring successors is not built yet); publish with CONSISTENCY_LOCAL, or start the cluster with --replication-factor 1`,
-        false,
-      );
-      return events.map(() => refusal);
-    }
+    const refusal = unsupportedCopies(consistency, copies);
+    if (refusal !== undefined) return events.map(() => refusal);
     // Sub-batches by owner, keeping each event's index and the events' order.
     const byOwner = new Map<NodeId, number[]>();
     for (let i = 0; i < events.length; i++) {
@@ -131,7 +124,10 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
 
   /** PeerService.Forward on the owner: applies what this node owns, answers the rest NOT_OWNER. */
   async forward(batch: ForwardBatch): Promise<EventResult[]> {
-    const copies = copiesFor(consistencyOfLevel(batch.consistency), this.config.ring().replicationFactor);
+    const level = consistencyOfLevel(batch.consistency);
+    const copies = copiesFor(level, this.config.ring().replicationFactor);
+    const refusal = unsupportedCopies(level, copies);
+    if (refusal !== undefined) return batch.events.map(() => refusal);
     return this.applyLocal(batch.events, copies);
   }
 
@@ -179,7 +175,7 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     const peers = this.config.ring().nodes.filter((n) => n !== this.config.self) as NodeId[];
     const remote = peers.map((peer) =>
       this.config.calls.aggregateTwins(peer, aggregation).catch((err: unknown) => {
-        if (err instanceof RoutedCallError && err.reason === "OWNER_UNAVAILABLE") {
+        if (isTwinmeshError(err) && err.reason === "OWNER_UNAVAILABLE") {
           throw new RoutedCallError(
             err.code,
             "MEMBER_UNAVAILABLE",
@@ -279,4 +275,18 @@ export function mergeAggregates(parts: readonly AggregateResult[]): AggregateRes
     matched,
     evaluationErrors,
   };
+}
+
+/**
+ * The refusal of a consistency level that asks for more than the one copy this cluster keeps
+ * (replication is not built yet): answering "durable on a quorum" after one copy would be a lie.
+ * Not retryable: the same request fails the same way until the cluster replicates.
+ */
+function unsupportedCopies(level: ConsistencyLevel, copies: number): EventResult | undefined {
+  if (copies <= 1) return undefined;
+  return rejectedResult(
+    "CONSISTENCY_UNAVAILABLE",
+    `${level} consistency asks for ${copies} durable copies, and this cluster keeps one copy of each twin for now (replication to ring successors is not built yet); publish with CONSISTENCY_LOCAL, or start the cluster with --replication-factor 1`,
+    false,
+  );
 }

@@ -183,13 +183,18 @@ function routedError(owner: NodeId, err: unknown): RoutedCallError {
   if (failure.reason !== undefined) {
     return new RoutedCallError(failure.code as StatusCode, failure.reason, failure.message, failure.metadata.retryable === "true");
   }
-  // No twinmesh reason: the owner did not answer (down, unreachable, timed out).
-  return new RoutedCallError(
-    StatusCode.UNAVAILABLE,
-    "OWNER_UNAVAILABLE",
-    `this twin's owner ${owner} did not answer (${failure.message}); retry (this cluster does not fail over yet)`,
-    true,
-  );
+  if (failure.code === grpc.status.UNAVAILABLE || failure.code === grpc.status.DEADLINE_EXCEEDED) {
+    // No twinmesh reason: the owner did not answer (down, unreachable, timed out).
+    return new RoutedCallError(
+      StatusCode.UNAVAILABLE,
+      "OWNER_UNAVAILABLE",
+      `this twin's owner ${owner} did not answer (${failure.message}); retry (this cluster does not fail over yet)`,
+      true,
+    );
+  }
+  // Anything else (a transport limit, a bug on the owner) is passed on as it is, not to be retried blindly.
+  const code = (Object.values(StatusCode) as number[]).includes(failure.code) ? (failure.code as StatusCode) : StatusCode.INTERNAL;
+  return new RoutedCallError(code, "OWNER_CALL_FAILED", `${owner} answered ${grpc.status[failure.code] ?? failure.code}: ${failure.message}`, false);
 }
 
 function ms(t: Timestamp | undefined): number {
@@ -197,7 +202,7 @@ function ms(t: Timestamp | undefined): number {
 }
 
 function viewOf(s: TwinSnapshot | undefined, kind: string, id: string, owner: NodeId): TwinView {
-  if (s === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", `${owner} answered GetTwin for ${kind}/${id} without a twin`, true);
+  if (s === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", `${owner} answered GetTwin for ${kind}/${id} without a twin`, false);
   return {
     kind: s.kind,
     id: s.id,
@@ -210,7 +215,7 @@ function viewOf(s: TwinSnapshot | undefined, kind: string, id: string, owner: No
 }
 
 function alertOf(a: PbAlert | undefined): Alert {
-  if (a === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", "the owner answered without an alert", true);
+  if (a === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", "the owner answered without an alert", false);
   return {
     id: a.id,
     kind: a.kind,

@@ -103,7 +103,8 @@ export class CommitCompletion {
     this.waiting++;
     const settled = (stage ?? Promise.resolve()).then(
       () => undefined,
-      (err: unknown) => err as StageFailure,
+      // Whatever the stage rejected with is a failure, even a value that is no Error.
+      (err: unknown): StageFailure => (err instanceof Error ? (err as StageFailure) : Object.assign(new Error(String(err)), { reason: "REPLICATION_FAILED" })),
     );
     this.tail = this.tail
       .then(() => settled)

@@ -485,7 +485,10 @@ export class TwinHost {
   private deliver(entry: OutboxEntry): Delivery {
     const target = this.registry.find(entry.toKind);
     if (target === undefined) return "unknown-kind";
-    if (this.remoteMessages !== undefined && this.admission.ownerRefusal(entry.toKind, entry.toId) !== undefined) {
+    const notHere = this.remoteMessages === undefined ? undefined : this.admission.ownerRefusal(entry.toKind, entry.toId);
+    // Not knowing yet who owns it (the node is joining its cluster): try again later.
+    if (notHere !== undefined && notHere.reason !== "NOT_OWNER") return "busy";
+    if (notHere !== undefined && this.remoteMessages !== undefined) {
       // One message at a time per remote target keeps the sender's order at the receiver.
       const target = this.keys.twin(entry.toKind, entry.toId);
       if (this.remoteInFlight.has(target)) return "busy";
@@ -511,21 +514,26 @@ export class TwinHost {
    */
   private deliverRemote(remote: RemoteMessages, entry: OutboxEntry, target: string): void {
     const key = this.keys.outbox(entry.seq);
-    remote
-      .send(entry)
-      .then(
-        () => this.store.write([{ type: "del", key }]).then(() => this.outbox.released(entry.seq, false)),
-        async (err: unknown) => {
-          if (isTwinmeshError(err) && !err.retryable) {
-            await this.store.write([{ type: "del", key }, ...this.deadLetters.record(entry, err.reason, err.message)]);
-            this.metrics.deadLetters++;
-            this.outbox.released(entry.seq, false);
-            return;
-          }
-          this.log.debug({ err, seq: entry.seq, to: `${entry.toKind}/${entry.toId}` }, "message to another node's twin not delivered yet; it is offered again");
-          this.outbox.released(entry.seq, true);
-        },
-      )
+    let delivered = false;
+    const finished = async (): Promise<void> => {
+      try {
+        await remote.send(entry);
+      } catch (err) {
+        if (isTwinmeshError(err) && !err.retryable) {
+          await this.store.write([{ type: "del", key }, ...this.deadLetters.record(entry, err.reason, err.message)]);
+          this.metrics.deadLetters++;
+          this.outbox.released(entry.seq, false);
+          return;
+        }
+        this.log.debug({ err, seq: entry.seq, to: `${entry.toKind}/${entry.toId}` }, "message to another node's twin not delivered yet; it is offered again");
+        this.outbox.released(entry.seq, true);
+        return;
+      }
+      await this.store.write([{ type: "del", key }]);
+      delivered = true;
+      this.outbox.released(entry.seq, false);
+    };
+    finished()
       .catch((err: unknown) => {
         // The outbox write failed: the entry is still there, so the message is offered again.
         this.log.warn({ err, seq: entry.seq }, "could not record a message delivered to another node; it is offered again");
@@ -533,7 +541,9 @@ export class TwinHost {
       })
       .finally(() => {
         this.remoteInFlight.delete(target);
-        this.outbox.targetFreed(entry.toKind, entry.toId);
+        // After a delivery the next message to that twin goes at once; after a failure it waits
+        // for the dispatcher's retry tick (offering it again at once would spin while the owner is down).
+        if (delivered) this.outbox.targetFreed(entry.toKind, entry.toId);
         this.checkIdle();
       });
   }

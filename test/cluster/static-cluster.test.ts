@@ -150,7 +150,7 @@ describe("a static cluster of three nodes (static-cluster)", function () {
     const res = await c.client("n1").publish([ev("counter", "s-1", 1)], Consistency.QUORUM);
     assert.deepEqual(
       outcomes(res.results).map((o) => [o.reason, o.retryable]),
-      [["NOT_ENOUGH_REPLICAS", false]],
+      [["CONSISTENCY_UNAVAILABLE", false]],
     );
     assert.match(outcomes(res.results)[0]?.message ?? "", /asks for 2 durable copies/);
     await assert.rejects(c.client("n2").getTwin({ kind: "counter", id: "s-1" }));
