@@ -119,6 +119,35 @@ describe("a static cluster of three nodes (static-cluster)", function () {
     assert.deepEqual((twin?.state as { seen?: string[] } | undefined)?.seen, [`${relay}#1`, `${relay}#2`, `${relay}#3`]);
   });
 
+  it("keeps messages for a dead owner's twin in the outbox without spinning, and delivers them once it is back", async () => {
+    const c = await start();
+    const [relay] = sourcesOwnedBy("n1", 1, "relay") as [string];
+    const [sink] = sourcesOwnedBy("n2", 1, "sink") as [string];
+    await c.kill("n2");
+    await waitFor(async () => statuses((await c.client("n1").publish([ev("counter", sourcesOwnedBy("n2", 1)[0] as string, 1)])).results)[0] === "REJECTED", {
+      timeoutMs: 10_000,
+      what: "n1 to see n2 down",
+    });
+    const res = await c.client("n1").publish([1, 2].map((seq) => ev("relay", relay, seq, {}, { attributes: { to: sink } })));
+    assert.deepEqual(statuses(res.results), ["ACCEPTED", "ACCEPTED"]);
+    // While the messages wait, n1 keeps answering and keeps heartbeating (n3 sees it up).
+    for (let i = 0; i < 10; i++) {
+      const { members } = await c.client("n3", 2_000).describeCluster();
+      assert.equal(members.find((m) => m.nodeId === "n1")?.state, MemberState.UP, "n1 stopped answering while messages for a dead owner waited");
+    }
+    await c.startMember("n2");
+    await waitFor(
+      async () => {
+        const got = await c
+          .client("n2")
+          .getTwin({ kind: "sink", id: sink })
+          .catch(() => undefined);
+        return (got?.twin?.state as { received?: number } | undefined)?.received === 2;
+      },
+      { timeoutMs: 15_000, what: "both messages on n2's sink once it is back" },
+    );
+  });
+
   it("aggregates over every node's twins, combined exactly, through any node, and refuses to answer without a member", async () => {
     const c = await start();
     const ids = Array.from({ length: 30 }, (_, i) => `s-${i}`);
