@@ -24,7 +24,7 @@ import type { NodeId } from "./node-id.js";
 import type { PeerPool } from "./peer-pool.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
 import { consistencyOfLevel, copiesFor, RoutedCallError, type RoutedCalls } from "./routed-calls.js";
-import type { ConsistencyLevel, ReadScope, TwinRouter } from "./twin-router.js";
+import { type ConsistencyLevel, LocalRouter, type ReadScope, type TwinRouter } from "./twin-router.js";
 
 /** What a {@link ClusterRouter} routes by. */
 export interface ClusterRouterConfig {
@@ -82,12 +82,14 @@ export class ClusterOwnership implements OwnershipGate {
  */
 export class ClusterRouter implements TwinRouter, ForwardHandler {
   readonly ownership: ClusterOwnership;
+  readonly localOnly: TwinRouter;
 
   constructor(
     private readonly config: ClusterRouterConfig,
     ownership: ClusterOwnership,
   ) {
     this.ownership = ownership;
+    this.localOnly = new LocalRouter(config.runtime);
   }
 
   ownerOf(kind: string, id: string): string {

@@ -32,4 +32,4 @@ export {
 } from "./peer-service.js";
 export { type NodeShare, partitionRingKey, RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
 export { copiesFor, ROUTED_BY_HEADER, RoutedCallError, RoutedCalls } from "./routed-calls.js";
-export { type ConsistencyLevel, LocalRouter, type ReadScope, type TwinRouter } from "./twin-router.js";
+export { type ConsistencyLevel, LocalRouter, type ReadScope, routerFor, type TwinRouter } from "./twin-router.js";

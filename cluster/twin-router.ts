@@ -14,6 +14,7 @@ import type {
   TwinView,
 } from "../runtime/index.js";
 import { toEventResult, toIngestEvent } from "../server/proto-convert.js";
+import { ROUTED_BY_HEADER } from "./routed-calls.js";
 
 /**
  * How many durable copies an answer waits for (design §5): `local` is the owner's, `quorum` a
@@ -31,6 +32,12 @@ export type ReadScope = "cluster" | "local";
  * the host.
  */
 export interface TwinRouter {
+  /**
+   * The router for a call another node routed here (it carries `twinmesh-routed-by`): this node
+   * answers it itself, never routes it on, so nodes that disagree about an owner cannot bounce
+   * a call between them. Absent: this router routes nothing (a single node).
+   */
+  readonly localOnly?: TwinRouter;
   /** Applies a batch; `results[i]` answers `events[i]`, each after the copies `consistency` asks for. */
   publish(events: readonly Event[], consistency: ConsistencyLevel): Promise<EventResult[]>;
   /** The node that owns a twin now. */
@@ -98,4 +105,9 @@ export class LocalRouter implements TwinRouter {
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
     return this.runtime.alerts.watch(cursor, filter, signal);
   }
+}
+
+/** The router a service uses for a call: {@link TwinRouter.localOnly} when another node routed it here. */
+export function routerFor(router: TwinRouter, call: { readonly metadata: { get(key: string): unknown[] } }): TwinRouter {
+  return call.metadata.get(ROUTED_BY_HEADER).length > 0 ? (router.localOnly ?? router) : router;
 }

@@ -1,4 +1,4 @@
-import type { TwinRouter } from "../cluster/index.js";
+import { routerFor, type TwinRouter } from "../cluster/index.js";
 import type { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
 import { hasControlCharacter, InvalidArgumentError, quoteInput } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
@@ -21,13 +21,13 @@ export function alertService(router: TwinRouter): ServiceImpl<typeof AlertServic
       }
     },
 
-    async acknowledgeAlert(req) {
-      const alert = await router.acknowledgeAlert(requireField(req.id, "id", '"patient/bed-4/tachycardia@12"'));
+    async acknowledgeAlert(req, call) {
+      const alert = await routerFor(router, call).acknowledgeAlert(requireField(req.id, "id", '"patient/bed-4/tachycardia@12"'));
       return { $typeName: "twinmesh.v1.AcknowledgeAlertResponse", alert: toPbAlert(alert) };
     },
 
-    async resolveAlert(req) {
-      const alert = await router.resolveAlert(requireField(req.id, "id", '"patient/bed-4/tachycardia@12"'));
+    async resolveAlert(req, call) {
+      const alert = await routerFor(router, call).resolveAlert(requireField(req.id, "id", '"patient/bed-4/tachycardia@12"'));
       return { $typeName: "twinmesh.v1.ResolveAlertResponse", alert: toPbAlert(alert) };
     },
   };

@@ -1,4 +1,4 @@
-import { ROUTED_BY_HEADER, type TwinRouter } from "../cluster/index.js";
+import { ROUTED_BY_HEADER, routerFor, type TwinRouter } from "../cluster/index.js";
 import type { QueryTwinsResponse, TwinService } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import { InvalidArgumentError, type QuerySummary, type TwinView } from "../runtime/index.js";
 import type { ServiceImpl, StreamSink } from "./grpc/grpc-adapter.js";
@@ -8,8 +8,8 @@ import { QueryTwinsPage } from "./snapshot-encoder.js";
 /** `twinmesh.v1.TwinService` over a {@link TwinRouter}. */
 export function twinService(router: TwinRouter): ServiceImpl<typeof TwinService> {
   return {
-    async getTwin(req) {
-      const view = await router.getTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'));
+    async getTwin(req, call) {
+      const view = await routerFor(router, call).getTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'));
       return { $typeName: "twinmesh.v1.GetTwinResponse", twin: toSnapshot(view) };
     },
 
@@ -43,7 +43,7 @@ export function twinService(router: TwinRouter): ServiceImpl<typeof TwinService>
       };
     },
 
-    async sendToTwin(req) {
+    async sendToTwin(req, call) {
       const kind = requireField(req.kind, "kind", '"ward"');
       const id = requireField(req.id, "id", '"ward-a"');
       // Keys are kept in the twin's record (its recent deliveries), so they must stay small.
@@ -52,12 +52,12 @@ export function twinService(router: TwinRouter): ServiceImpl<typeof TwinService>
           { field: "idempotency_key", description: "at most 256 characters" },
         ]);
       }
-      const result = await router.sendToTwin(kind, id, req.message ?? {}, req.idempotencyKey || undefined);
+      const result = await routerFor(router, call).sendToTwin(kind, id, req.message ?? {}, req.idempotencyKey || undefined);
       return { $typeName: "twinmesh.v1.SendToTwinResponse", duplicate: result.duplicate, version: BigInt(result.version) };
     },
 
-    async deleteTwin(req) {
-      const deletion = await router.deleteTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'), {
+    async deleteTwin(req, call) {
+      const deletion = await routerFor(router, call).deleteTwin(requireField(req.kind, "kind", '"patient"'), requireField(req.id, "id", '"bed-4"'), {
         keepTombstone: req.keepTombstone,
       });
       return {

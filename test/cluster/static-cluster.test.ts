@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
+import { create, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
 import { ClusterClient, Consistency, MemberState } from "../../client/index.js";
-import { RingSnapshot } from "../../cluster/index.js";
+import { RingSnapshot, ROUTED_BY_HEADER } from "../../cluster/index.js";
+import { SendToTwinRequestSchema, TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
 import { Partitioning } from "../../runtime/index.js";
 import { CliProcess, runCli } from "../harness/cli-process.js";
 import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
 import { ev, outcomes, statuses } from "../harness/events.js";
+import { rawClient } from "../harness/grpc-status.js";
 import { StreamLoad } from "../harness/stream-load.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
@@ -172,6 +176,30 @@ describe("a static cluster of three nodes (static-cluster)", function () {
           )) === "MEMBER_UNAVAILABLE",
       { timeoutMs: 10_000, what: "the aggregate to be refused without n3" },
     );
+  });
+
+  it("answers a call another node routed to it itself: one for a twin it does not own is refused NOT_OWNER, never routed on", async () => {
+    const c = await start();
+    const [theirs] = sourcesOwnedBy("n2", 1) as [string];
+    const raw = rawClient(c.members[0]?.address ?? "");
+    t.defer(() => raw.close());
+    const metadata = new grpc.Metadata();
+    metadata.set(ROUTED_BY_HEADER, "n3");
+    const err = await new Promise<grpc.ServiceError>((resolve) => {
+      raw.makeUnaryRequest(
+        `/${TwinService.typeName}/${TwinService.method.sendToTwin.name}`,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.from(toBinary(SendToTwinRequestSchema, create(SendToTwinRequestSchema, { kind: "counter", id: theirs, message: { add: 1 } }))),
+        metadata,
+        { deadline: Date.now() + 10_000 },
+        (e) => resolve(e as grpc.ServiceError),
+      );
+    });
+    assert.equal(err?.code, grpc.status.UNAVAILABLE);
+    assert.match(err.details, /is owned by n2, not by this node \(n1\)/);
+    // Nothing reached the owner.
+    await assert.rejects(c.client("n2").getTwin({ kind: "counter", id: theirs }));
   });
 
   it("refuses QUORUM and ALL while it keeps one copy per twin, applying nothing, and takes them at replication factor 1", async () => {
