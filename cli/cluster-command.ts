@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
-import { Command, InvalidArgumentError as CommanderArgError, Option } from "commander";
+import { Command, Option } from "commander";
 import { withCliConventions } from "./commands/client-command.js";
 import { printLine, printNotice } from "./output.js";
+import { wholeNumber } from "./start-command.js";
 
 interface ClusterOptions {
   twins: string[];
@@ -11,14 +12,6 @@ interface ClusterOptions {
   data: string;
   replicationFactor?: number;
   logLevel: string;
-}
-
-function wholeNumber(name: string, min: number, max: number): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min || n > max) throw new CommanderArgError(`${name} must be a whole number from ${min} to ${max}, got "${value}"`);
-    return n;
-  };
 }
 
 /** The member ids and addresses of a local cluster of `nodes` nodes on consecutive ports. */

@@ -7,7 +7,8 @@ import { printNotice } from "./output.js";
 
 const DEMO_TWINS = fileURLToPath(new URL("../twins/index.js", import.meta.url));
 
-function wholeNumber(name: string, min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+/** A commander parser of a whole-number flag in `[min, max]`, naming the flag in its error. */
+export function wholeNumber(name: string, min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {
     const n = Number(value);
     if (!Number.isSafeInteger(n) || n < min || n > max) {

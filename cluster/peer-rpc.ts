@@ -11,12 +11,13 @@ export function methodPath(method: DescMethod): string {
   return `/${method.parent.typeName}/${method.name}`;
 }
 
-/** Calls a unary method of a peer; rejects with the grpc-js ServiceError. */
+/** Calls a unary method of a peer (its PeerService, or its public services for a routed call); rejects with the grpc-js ServiceError. */
 export function callUnary<M extends DescMethod & { methodKind: "unary" }>(
   client: grpc.Client,
   method: M,
   request: MessageInitShape<M["input"]>,
   deadlineMs: number,
+  metadata: grpc.Metadata = new grpc.Metadata(),
 ): Promise<MessageShape<M["output"]>> {
   return new Promise((resolve, reject) => {
     client.makeUnaryRequest<Buffer, MessageShape<M["output"]>>(
@@ -24,7 +25,7 @@ export function callUnary<M extends DescMethod & { methodKind: "unary" }>(
       () => Buffer.from(toBinary(method.input, create(method.input, request))),
       (bytes: Buffer) => fromBinary(method.output, bytes) as MessageShape<M["output"]>,
       Buffer.alloc(0),
-      new grpc.Metadata(),
+      metadata,
       { deadline: Date.now() + deadlineMs },
       (err, res) => (err || res === undefined ? reject(err ?? new Error("empty answer")) : resolve(res)),
     );

@@ -1,4 +1,4 @@
-import { create, type DescMethod, fromBinary, type MessageInitShape, type MessageShape, toBinary, toJson } from "@bufbuild/protobuf";
+import { type DescMethod, type MessageInitShape, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { type Timestamp, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { AlertService, type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbState } from "../proto/gen/twinmesh/v1/alert_pb.js";
@@ -15,8 +15,9 @@ import {
   TwinmeshError,
   type TwinView,
 } from "../runtime/index.js";
+import { consistencyLevel } from "../server/proto-convert.js";
 import type { NodeId } from "./node-id.js";
-import { callFailure, methodPath } from "./peer-rpc.js";
+import { callFailure, callUnary } from "./peer-rpc.js";
 import type { ConsistencyLevel } from "./twin-router.js";
 
 /** Metadata that marks a call one node routed to another (the owner answers it itself). */
@@ -35,12 +36,6 @@ export function copiesFor(level: ConsistencyLevel, rf: number): number {
   }
 }
 
-const LEVEL_OF: Readonly<Record<number, ConsistencyLevel>> = {
-  [Consistency.UNSPECIFIED]: "default",
-  [Consistency.LOCAL]: "local",
-  [Consistency.QUORUM]: "quorum",
-  [Consistency.ALL]: "all",
-};
 const CONSISTENCY_OF: Readonly<Record<ConsistencyLevel, Consistency>> = {
   default: Consistency.UNSPECIFIED,
   local: Consistency.LOCAL,
@@ -53,7 +48,7 @@ export function consistencyOfLevel(value: Consistency): ConsistencyLevel;
 /** The wire `Consistency` of a level. */
 export function consistencyOfLevel(value: ConsistencyLevel): Consistency;
 export function consistencyOfLevel(value: Consistency | ConsistencyLevel): ConsistencyLevel | Consistency {
-  return typeof value === "string" ? CONSISTENCY_OF[value] : (LEVEL_OF[value] ?? "default");
+  return typeof value === "string" ? CONSISTENCY_OF[value] : (consistencyLevel(value) ?? "default");
 }
 
 /**
@@ -161,19 +156,8 @@ export class RoutedCalls {
     }
     const metadata = new grpc.Metadata();
     metadata.set(ROUTED_BY_HEADER, this.self);
-    return new Promise((resolve, reject) => {
-      this.channel(owner).makeUnaryRequest<Buffer, MessageShape<M["output"]>>(
-        methodPath(method),
-        () => Buffer.from(toBinary(method.input, create(method.input, request))),
-        (bytes: Buffer) => fromBinary(method.output, bytes) as MessageShape<M["output"]>,
-        Buffer.alloc(0),
-        metadata,
-        { deadline: Date.now() + this.deadlineMs },
-        (err, res) => {
-          if (err === null && res !== undefined) resolve(res);
-          else reject(routedError(owner, err));
-        },
-      );
+    return callUnary(this.channel(owner), method, request, this.deadlineMs, metadata).catch((err: unknown) => {
+      throw routedError(owner, err);
     });
   }
 }
