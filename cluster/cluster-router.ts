@@ -135,34 +135,34 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
 
   getTwin(kind: string, id: string): Promise<TwinView> {
     const owner = this.remoteOwner(kind, id);
-    return owner === undefined ? this.config.runtime.host.getTwin(kind, id) : this.config.calls.getTwin(owner, kind, id);
+    return owner === undefined ? this.localOnly.getTwin(kind, id) : this.config.calls.getTwin(owner, kind, id);
   }
 
   sendToTwin(kind: string, id: string, message: JsonObject, idempotencyKey?: string): Promise<{ duplicate: boolean; version: number }> {
     const owner = this.remoteOwner(kind, id);
     return owner === undefined
-      ? this.config.runtime.host.sendToTwin(kind, id, message, idempotencyKey)
+      ? this.localOnly.sendToTwin(kind, id, message, idempotencyKey)
       : this.config.calls.sendToTwin(owner, kind, id, message, idempotencyKey);
   }
 
   deleteTwin(kind: string, id: string, options: { keepTombstone?: boolean }): Promise<TwinDeletion> {
     const owner = this.remoteOwner(kind, id);
-    return owner === undefined ? this.config.runtime.host.deleteTwin(kind, id, options) : this.config.calls.deleteTwin(owner, kind, id, options);
+    return owner === undefined ? this.localOnly.deleteTwin(kind, id, options) : this.config.calls.deleteTwin(owner, kind, id, options);
   }
 
   async acknowledgeAlert(id: string): Promise<Alert> {
     const owner = this.alertOwner(id);
-    return owner === undefined ? this.config.runtime.host.acknowledgeAlert(id) : this.config.calls.acknowledgeAlert(owner, id);
+    return owner === undefined ? this.localOnly.acknowledgeAlert(id) : this.config.calls.acknowledgeAlert(owner, id);
   }
 
   async resolveAlert(id: string): Promise<Alert> {
     const owner = this.alertOwner(id);
-    return owner === undefined ? this.config.runtime.host.resolveAlert(id) : this.config.calls.resolveAlert(owner, id);
+    return owner === undefined ? this.localOnly.resolveAlert(id) : this.config.calls.resolveAlert(owner, id);
   }
 
   // Reads cover this node's twins and alerts; the cluster-wide scatter-gather is a later step.
   queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
-    return this.config.runtime.queries.query(query, signal);
+    return this.localOnly.queryTwins(query, signal);
   }
 
   /**
@@ -172,7 +172,7 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
    * an aggregate without its twins would be wrong without saying so.
    */
   async aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal, scope: ReadScope = "cluster"): Promise<AggregateResult> {
-    const local = this.config.runtime.queries.aggregate(aggregation, signal);
+    const local = this.localOnly.aggregateTwins(aggregation, signal);
     if (scope === "local") return local;
     const peers = this.config.ring().nodes.filter((n) => n !== this.config.self) as NodeId[];
     const remote = peers.map((peer) =>
@@ -192,11 +192,11 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
   }
 
   listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage> {
-    return this.config.runtime.alerts.list(listing, signal);
+    return this.localOnly.listAlerts(listing, signal);
   }
 
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
-    return this.config.runtime.alerts.watch(cursor, filter, signal);
+    return this.localOnly.watchAlerts(cursor, filter, signal);
   }
 
   private async applyLocal(events: readonly Event[], copies: number): Promise<EventResult[]> {
