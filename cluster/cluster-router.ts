@@ -89,7 +89,7 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     ownership: ClusterOwnership,
   ) {
     this.ownership = ownership;
-    this.localOnly = new LocalRouter(config.runtime);
+    this.localOnly = new LocalRouter(config.runtime, ownership);
   }
 
   ownerOf(kind: string, id: string): string {

@@ -6,6 +6,7 @@ import type {
   AlertListing,
   AlertPage,
   JsonObject,
+  OwnershipGate,
   QuerySummary,
   TwinAggregation,
   TwinDeletion,
@@ -13,6 +14,7 @@ import type {
   TwinRuntime,
   TwinView,
 } from "../runtime/index.js";
+import { UnavailableError } from "../runtime/index.js";
 import { toEventResult, toIngestEvent } from "../server/proto-convert.js";
 import { ROUTED_BY_HEADER } from "./routed-calls.js";
 
@@ -59,7 +61,11 @@ export interface TwinRouter {
 
 /** Routes everything to this node's runtime: a single node owns every partition and keeps one copy. */
 export class LocalRouter implements TwinRouter {
-  constructor(private readonly runtime: TwinRuntime) {}
+  constructor(
+    private readonly runtime: TwinRuntime,
+    /** In a cluster, which twins this node owns: a read of another node's twin is refused, not answered "not found". */
+    private readonly ownership?: OwnershipGate,
+  ) {}
 
   async publish(events: readonly Event[]): Promise<EventResult[]> {
     const outcomes = await this.runtime.host.publish(events.map(toIngestEvent));
@@ -71,6 +77,8 @@ export class LocalRouter implements TwinRouter {
   }
 
   getTwin(kind: string, id: string): Promise<TwinView> {
+    const refusal = this.ownership?.refusal(kind, id);
+    if (refusal !== undefined) return Promise.reject(new UnavailableError("NOT_OWNER", refusal.message ?? `twin ${kind}/${id} is not owned by this node`));
     return this.runtime.host.getTwin(kind, id);
   }
 

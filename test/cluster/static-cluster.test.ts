@@ -5,7 +5,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { ClusterClient, Consistency, MemberState } from "../../client/index.js";
 import { RingSnapshot, ROUTED_BY_HEADER } from "../../cluster/index.js";
-import { SendToTwinRequestSchema, TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
+import { GetTwinRequestSchema, SendToTwinRequestSchema, TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
 import { Partitioning } from "../../runtime/index.js";
 import { CliProcess, runCli } from "../harness/cli-process.js";
 import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
@@ -198,6 +198,20 @@ describe("a static cluster of three nodes (static-cluster)", function () {
     });
     assert.equal(err?.code, grpc.status.UNAVAILABLE);
     assert.match(err.details, /is owned by n2, not by this node \(n1\)/);
+    // A routed read of a twin this node does not own is refused the same way, not answered "not found".
+    const read = await new Promise<grpc.ServiceError>((resolve) => {
+      raw.makeUnaryRequest(
+        `/${TwinService.typeName}/${TwinService.method.getTwin.name}`,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.from(toBinary(GetTwinRequestSchema, create(GetTwinRequestSchema, { kind: "counter", id: theirs }))),
+        metadata,
+        { deadline: Date.now() + 10_000 },
+        (e) => resolve(e as grpc.ServiceError),
+      );
+    });
+    assert.equal(read?.code, grpc.status.UNAVAILABLE);
+    assert.match(read.details, /is owned by n2/);
     // Nothing reached the owner.
     await assert.rejects(c.client("n2").getTwin({ kind: "counter", id: theirs }));
   });
