@@ -1,5 +1,5 @@
 import type * as grpc from "@grpc/grpc-js";
-import { ConfigError, type Logger, type RemoteMessages, StatusCode, type TwinRuntime } from "../runtime/index.js";
+import { ConfigError, type Logger, outboxMessageId, type RemoteMessages, StatusCode, type TwinRuntime } from "../runtime/index.js";
 import type { AdapterOptions } from "../server/grpc/index.js";
 import { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
 import type { FailureDetectorOptions } from "./failure-detector.js";
@@ -82,9 +82,10 @@ export class ClusterNode {
         if (owner === undefined || calls === undefined) {
           throw new RoutedCallError(StatusCode.UNAVAILABLE, "NOT_SERVING", "the node is joining its cluster", true);
         }
-        // The key is unique in the cluster (this node's outbox seq), so the owner's inbox marks
-        // recognise a redelivery after a lost answer.
-        await calls.sendToTwin(owner, entry.toKind, entry.toId, entry.message, `o:${this.self}:${entry.seq}`);
+        // The key is unique in the cluster and names no node (the sender's partition and its
+        // outbox seq there), so the owner's inbox marks recognise a redelivery after a lost
+        // answer, also one that a new owner of the sender's partition sends after a failover.
+        await calls.sendToTwin(owner, entry.toKind, entry.toId, entry.message, outboxMessageId(entry));
       },
     };
   }

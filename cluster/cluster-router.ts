@@ -9,6 +9,7 @@ import {
   type JsonObject,
   type Logger,
   type OwnershipGate,
+  type PartitionId,
   type QuerySummary,
   type TurnOutcome,
   type TwinAggregation,
@@ -57,6 +58,17 @@ export class ClusterOwnership implements OwnershipGate {
     const runtime = this.runtime();
     if (ring === undefined || runtime === undefined) return undefined;
     return ring.preferenceList(runtime.partitioning.partitionOf(kind, id))[0] as NodeId | undefined;
+  }
+
+  /**
+   * True when this node owns partition `p` now (the first node of its preference list). Before
+   * the ring is known (the runtime starts before the node joins), every partition counts as
+   * owned, so the start-up reads of the outbox and the timer index miss nothing; once the ring
+   * is known or changes, `runtime.partitionsChanged` makes them follow it.
+   */
+  owns(p: PartitionId): boolean {
+    const ring = this.ring();
+    return ring === undefined || ring.preferenceList(p)[0] === this.self;
   }
 
   refusal(kind: string, id: string): TurnOutcome | undefined {

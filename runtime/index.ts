@@ -34,6 +34,8 @@ export type { OwnershipGate, RemoteMessages } from "./host/admission.js";
 export type { HostObserver, ReplicationStage, StageFailure } from "./host/commit-completion.js";
 export type { HostOptions } from "./host/host-options.js";
 export { type IngestEvent, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS } from "./host/ingest-event.js";
+/** @internal The id a receiving twin dedupes an outbox message by; for cluster/ only. */
+export { type OutboxEntry, outboxMessageId } from "./host/outbox-entry.js";
 export type { TwinDeletion } from "./host/twin-deletion.js";
 export type { TwinView } from "./host/twin-host.js";
 /** @internal For server/ and cluster/ only; not covered by semver. */

@@ -11,11 +11,12 @@ import type { TurnOutcome } from "./host/twin-message.js";
 import { TwinRegistry } from "./host/twin-registry.js";
 import type { Logger } from "./log.js";
 import { silentLogger } from "./log.js";
-import { DEFAULT_PARTITIONS, MAX_PARTITIONS, Partitioning } from "./partition/partitioning.js";
+import { DEFAULT_PARTITIONS, MAX_PARTITIONS, type PartitionId, Partitioning } from "./partition/partitioning.js";
 import { FilterPool } from "./query/filter-pool.js";
 import { PageTokens } from "./query/page-token.js";
 import { type QueryOptions, resolveQueryOptions } from "./query/query-options.js";
 import { TwinQueries } from "./query/twin-query.js";
+import { upgradeDataFormat } from "./store/format-upgrade.js";
 import { type Durability, RocksStore, type RocksStoreOptions } from "./store/rocks-store.js";
 import { storedTwinKinds } from "./store/stored-kinds.js";
 import type { TwinClass } from "./twin/twin.js";
@@ -98,6 +99,8 @@ export class TwinRuntime {
     const store = await RocksStore.open(options.dataDir, { ...options.store, durability: options.durability });
     try {
       const partitioning = await storedPartitioning(store, options.dataDir, options.partitions);
+      // An older directory is upgraded before anything reads it (a no-op for a current one).
+      await upgradeDataFormat(store, partitioning, log.child({ component: "store" }));
       const tokens = await PageTokens.open(store);
       const host = new TwinHost({
         store,
@@ -111,6 +114,7 @@ export class TwinRuntime {
         replication: options.replication,
         remoteMessages: options.remoteMessages,
         tokens,
+        partitioning,
       });
       // Before the host starts, so a failure here leaves only the store to close.
       const stored = await storedTwinKinds(store, host.keys);
@@ -141,7 +145,15 @@ export class TwinRuntime {
         registry,
         host,
         new TwinQueries(store, host.keys, registry, host, tokens, pool, queryOptions),
-        new AlertQueries(store, host.keys, host.alerts, tokens, queryOptions),
+        new AlertQueries(
+          store,
+          host.keys,
+          host.alerts,
+          tokens,
+          queryOptions,
+          (p) => options.ownership?.owns?.(p) ?? true,
+          (kind, id) => partitioning.partitionOf(kind, id),
+        ),
         alertRetention,
         pool,
         unloadedKinds,
@@ -164,6 +176,17 @@ export class TwinRuntime {
   /** A twin's last committed state. @throws TwinNotFoundError for a twin that never received anything */
   getTwin(kind: string, id: string): Promise<TwinView> {
     return this.host.getTwin(kind, id);
+  }
+
+  /**
+   * Tells the runtime that `partitions` changed hands (this node became or stopped being their
+   * owner), or that keys of theirs were written underneath (replicated from their owner). Their
+   * numbering (alert log, outbox, dead letters) is read again from the store and continues after
+   * the highest number there, so a new owner never reuses one; timers, the outbox and alert
+   * watches then follow ownership.
+   */
+  partitionsChanged(partitions: Iterable<PartitionId>): Promise<void> {
+    return this.host.partitionsChanged(partitions);
   }
 
   /** Drains the host (queued turns finish and commit), then closes the store. Idempotent. */

@@ -1,11 +1,14 @@
 import { routerFor, type TwinRouter } from "../cluster/index.js";
 import type { AlertService } from "../proto/gen/twinmesh/v1/alert_pb.js";
-import { hasControlCharacter, InvalidArgumentError, quoteInput } from "../runtime/index.js";
+import { hasControlCharacter, InvalidArgumentError, MAX_PARTITIONS, quoteInput } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { requireField, toPbAlert } from "./proto-convert.js";
 
-/** Cursors this node issues are at most 15 characters (`c1.` and 12 base-36 digits); longer input is not one. */
-const MAX_CURSOR_CHARS = 64;
+/**
+ * Cursors this node issues name one `<partition>-<seq>` pair (at most 16 characters with its
+ * separator) per partition with alert changes, after `c2.`; longer input is not one.
+ */
+const MAX_CURSOR_CHARS = 3 + 16 * MAX_PARTITIONS;
 
 /** `twinmesh.v1.AlertService` over a {@link TwinRouter}. */
 export function alertService(router: TwinRouter): ServiceImpl<typeof AlertService> {

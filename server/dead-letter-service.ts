@@ -15,7 +15,7 @@ export function deadLetterService(runtime: TwinRuntime): ServiceImpl<typeof Dead
     },
 
     async getDeadLetter(req) {
-      const d = await deadLetters.get(requireField(req.id, "id", '"17"'));
+      const d = await deadLetters.get(requireField(req.id, "id", '"3-17"'));
       return { $typeName: "twinmesh.v1.GetDeadLetterResponse", deadLetter: toPbDeadLetter(d) };
     },
 
@@ -45,7 +45,7 @@ function toSelection(req: { ids: string[]; all: boolean; filter?: PbDeadLetterFi
   if (req.all) return { all: true, filter: toFilter(req.filter) };
   throw new InvalidArgumentError(
     "BAD_FIELD",
-    'name the dead letters with ids, or set all (with an optional filter) to select every matching one; for example ids: ["17"]',
+    'name the dead letters with ids, or set all (with an optional filter) to select every matching one; for example ids: ["3-17"]',
     [{ field: "ids", description: "required unless all is set" }],
   );
 }

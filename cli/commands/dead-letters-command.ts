@@ -33,9 +33,9 @@ effectively once). The node trims old dead letters (twinmesh start --dead-letter
 
 Examples:
   twinmesh dead-letters list --to site
-  twinmesh dead-letters show 17
+  twinmesh dead-letters show 3-17
   twinmesh dead-letters retry --all --to site/site-a
-  twinmesh dead-letters delete 17 18`,
+  twinmesh dead-letters delete 3-17 3-18`,
     );
 }
 
@@ -131,8 +131,8 @@ Example:
 
 function showCommand(): Command {
   return clientCommand("show", "show one dead letter: why it died, when, from and to whom, and the message")
-    .argument("<id>", "the dead letter id, as 'dead-letters list' prints it, e.g. 17")
-    .addHelpText("after", "\nExample:\n  twinmesh dead-letters show 17")
+    .argument("<id>", "the dead letter id, as 'dead-letters list' prints it, e.g. 3-17")
+    .addHelpText("after", "\nExample:\n  twinmesh dead-letters show 3-17")
     .action(async (id: string, options: ClientCommandOptions, command: Command) => {
       await withClient(command, options, async (client) => {
         const { deadLetter: d } = await client.getDeadLetter(id);
@@ -162,7 +162,7 @@ function selection(ids: string[], options: SelectOptions, verb: string): { ids: 
   if (ids.length > 0 && (options.all || filter !== undefined))
     throw new UsageError(`name dead letters to ${verb}, or select them with --all and filters, not both`);
   if (ids.length === 0 && !options.all)
-    throw new UsageError(`name the dead letters to ${verb} (e.g. 17 18), or pass --all (with --to, --from or --reason to narrow it)`);
+    throw new UsageError(`name the dead letters to ${verb} (e.g. 3-17 3-18), or pass --all (with --to, --from or --reason to narrow it)`);
   return { ids, all: ids.length === 0, filter };
 }
 
@@ -178,7 +178,7 @@ again becomes a new dead letter. Named ids must all exist, or nothing is retried
 dead letters for a kind the node does not run are left in place and counted.
 
 Examples:
-  twinmesh dead-letters retry 17 18
+  twinmesh dead-letters retry 3-17 3-18
   twinmesh dead-letters retry --all --to site`,
     )
     .action(async (ids: string[], options: SelectOptions, command: Command) => {
@@ -200,7 +200,7 @@ function deleteCommand(): Command {
     .option("--all", "delete every dead letter that matches --to, --from and --reason (every one without them)")
     .addHelpText(
       "after",
-      "\nIds that do not exist are ignored.\n\nExamples:\n  twinmesh dead-letters delete 17\n  twinmesh dead-letters delete --all --reason NO_MESSAGE_HANDLER",
+      "\nIds that do not exist are ignored.\n\nExamples:\n  twinmesh dead-letters delete 3-17\n  twinmesh dead-letters delete --all --reason NO_MESSAGE_HANDLER",
     )
     .action(async (ids: string[], options: SelectOptions, command: Command) => {
       await withClient(command, options, async (client) => {

@@ -1,11 +1,12 @@
 import { CursorExpiredError, UnavailableError } from "../errors.js";
+import type { PartitionId } from "../partition/partitioning.js";
 import { CelFilter, type CelVariables } from "../query/cel-filter.js";
 import { isIdPosition, type PageTokens } from "../query/page-token.js";
 import { type ResolvedQueryOptions, resolveQueryOptions } from "../query/query-options.js";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
 import type { Alert } from "./alert.js";
-import { AlertFeed } from "./alert-feed.js";
+import { type AlertCursor, AlertFeed } from "./alert-feed.js";
 
 /** The variables an alert filter may use. */
 export const ALERT_FILTER_VARIABLES: CelVariables = Object.freeze({
@@ -41,6 +42,9 @@ export interface AlertPage {
 export interface AlertEvent {
   readonly alert: Alert;
   readonly cursor: string;
+  /** The partition whose log holds the change, and its number there: a change delivered again carries the same pair. */
+  readonly partition: PartitionId;
+  readonly seq: number;
 }
 
 const DEFAULT_PAGE = 100;
@@ -76,8 +80,10 @@ function strip(alert: StoredAlert): Alert {
 }
 
 /**
- * ListAlerts and WatchAlerts over the alert records and the alert change log in RocksDB.
- * A watcher reads the log itself, so it sees committed changes, in commit order, each once.
+ * ListAlerts and WatchAlerts over the alert records and the per-partition alert change logs in
+ * RocksDB, reading only the partitions this node owns (`owns`). A watcher reads the logs
+ * themselves, so it sees committed changes, each once, in commit order within a partition;
+ * changes of different partitions may reach it in another order than they committed.
  */
 export class AlertQueries {
   constructor(
@@ -86,6 +92,10 @@ export class AlertQueries {
     private readonly feed: AlertFeed,
     private readonly tokens: PageTokens,
     private readonly options: ResolvedQueryOptions = resolveQueryOptions(),
+    /** True for the partitions this node owns now; absent: all. */
+    private readonly owns: (p: PartitionId) => boolean = () => true,
+    /** The partition of an alert's twin. */
+    private readonly partitionOf: (kind: string, twinId: string) => PartitionId = () => 0 as PartitionId,
   ) {}
 
   /**
@@ -105,17 +115,17 @@ export class AlertQueries {
     const identity = JSON.stringify(["alerts", req.filter ?? ""]);
     const afterId = req.pageToken ? this.tokens.decode(req.pageToken, identity, isIdPosition(MAX_ALERT_ID_LENGTH)) : undefined;
     let page: { alerts: Alert[]; nextId: string | undefined } = { alerts: [], nextId: undefined };
-    let cursorSeq = 0;
+    let cursor = "";
     for (let attempt = 0; attempt < CURSOR_ATTEMPTS; attempt++) {
-      cursorSeq = await this.lastLogSeq();
+      cursor = AlertFeed.cursor(await this.logEnds());
       page = await this.readPage(filter, pageSize, afterId, signal);
       // No change committed while the page was read: the page and the cursor agree exactly.
-      if ((await this.lastLogSeq()) === cursorSeq) break;
+      if (AlertFeed.cursor(await this.logEnds()) === cursor) break;
     }
     return {
       alerts: page.alerts,
       nextPageToken: page.nextId === undefined ? "" : this.tokens.encode(identity, page.nextId),
-      cursor: AlertFeed.cursor(cursorSeq),
+      cursor,
     };
   }
 
@@ -137,7 +147,7 @@ export class AlertQueries {
         if (scanned === ALERT_SCAN_PER_PAGE) return { alerts, nextId: lastId };
         const alert = JSON.parse(raw) as StoredAlert;
         await slice.yieldIfDue();
-        if (filter.matchesAll || matches(filter, alert)) {
+        if (this.partitionOwned(alert) && (filter.matchesAll || matches(filter, alert))) {
           // A match beyond a full page: there is a next page, and it starts after the page's last alert.
           if (alerts.length === pageSize) return { alerts, nextId: lastId };
           alerts.push(strip(alert));
@@ -149,40 +159,47 @@ export class AlertQueries {
     return { alerts, nextId: undefined };
   }
 
-  /** The alert log's last committed position (at least what the feed knows). */
-  private async lastLogSeq(): Promise<number> {
-    let seq = this.feed.lastSeq;
-    for await (const chunk of this.store.scan({ ...this.keys.alertLogRange(0), limit: 1, reverse: true }, { values: false })) {
-      const key = chunk[0]?.[0];
-      if (key !== undefined) seq = Math.max(seq, this.keys.alertLogSeqOf(key));
+  private partitionOwned(alert: Alert): boolean {
+    return this.owns(this.partitionOf(alert.kind, alert.twinId));
+  }
+
+  /**
+   * Each owned partition's last committed log position (at least what the feed knows; the
+   * store's tail where a commit is in flight, so a listing's cursor repeats fewer changes).
+   */
+  private async logEnds(): Promise<Map<PartitionId, number>> {
+    const at = this.feed.now(this.owns);
+    for (const [p, log] of this.feed.partitions()) {
+      if (log.allocated <= log.last || !this.owns(p)) continue;
+      for await (const chunk of this.store.scan({ ...this.keys.alertLogRange(p, log.last), limit: 1, reverse: true }, { values: false })) {
+        const key = chunk[0]?.[0];
+        if (key !== undefined) at.set(p, Math.max(at.get(p) ?? 0, this.keys.alertLogSeqOf(key)));
+      }
     }
-    return seq;
+    return at;
   }
 
   /**
    * Streams alert changes after `cursor` (or after now), each with its resume cursor, until
-   * `signal` aborts. Back-pressure: the next chunk is read only when the consumer asks.
+   * `signal` aborts. Reads only the partitions this node owns. Order: within a partition, commit
+   * order; across partitions, no order is promised. Back-pressure: the next chunk is read only
+   * when the consumer asks.
    * @throws InvalidArgumentError (BAD_CURSOR, BAD_FILTER), CursorExpiredError
    */
   async *watch(cursor: string | undefined, filterText: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
     const filter = CelFilter.compile(filterText ?? "", ALERT_FILTER_VARIABLES, "filter", { maxCost: this.options.maxFilterCost });
-    let seq = cursor ? this.feed.parseCursor(cursor) : this.feed.lastSeq;
+    const at = cursor ? this.feed.parseCursor(cursor, this.owns) : this.feed.now(this.owns);
     const slice = new TimeSlice(filter.costly, signal);
     while (!signal.aborted) {
+      const generation = this.feed.changes;
       let progressed = false;
-      for await (const chunk of this.store.scan({ ...this.keys.alertLogRange(seq), limit: 1_000 })) {
-        for (const [key, raw] of chunk) {
-          const next = this.keys.alertLogSeqOf(key);
-          if (next !== seq + 1 && seq + 1 < this.feed.firstSeq) {
-            throw new CursorExpiredError(
-              `the watch fell behind the retained alert log (changes before ${this.feed.firstSeq} were trimmed); list alerts again and watch from the new cursor`,
-            );
-          }
-          seq = next;
+      for (const [p, log] of [...this.feed.partitions()]) {
+        const seen = at.get(p) ?? 0;
+        // Nothing was handed out after `seen` in this partition, or another node owns it.
+        if (log.allocated <= seen || !this.owns(p)) continue;
+        for await (const event of this.readPartition(p, at, filter, slice)) {
           progressed = true;
-          const alert = strip(JSON.parse(raw) as StoredAlert);
-          await slice.yieldIfDue();
-          if (filter.matchesAll || matches(filter, alert)) yield { alert, cursor: AlertFeed.cursor(seq) };
+          if (event !== undefined) yield event;
           if (signal.aborted) return;
         }
       }
@@ -190,12 +207,39 @@ export class AlertQueries {
       if (this.feed.closed)
         throw new UnavailableError(
           "SHUTTING_DOWN",
-          `the node is shutting down; reconnect with cursor ${AlertFeed.cursor(seq)} to continue where this watch stopped`,
+          `the node is shutting down; reconnect with cursor ${AlertFeed.cursor(at)} to continue where this watch stopped`,
         );
-      await this.feed.waitBeyond(seq, signal);
+      await this.feed.waitBeyond(generation, signal);
+    }
+  }
+
+  /**
+   * Reads up to one chunk of partition `p`'s changes after `at`, advancing `at`; yields each
+   * change, or undefined for one the filter drops.
+   */
+  private async *readPartition(p: PartitionId, at: Map<PartitionId, number>, filter: CelFilter, slice: TimeSlice): AsyncGenerator<AlertEvent | undefined> {
+    let seen = at.get(p) ?? 0;
+    for await (const chunk of this.store.scan({ ...this.keys.alertLogRange(p, seen), limit: WATCH_CHUNK })) {
+      for (const [key, raw] of chunk) {
+        const next = this.keys.alertLogSeqOf(key);
+        const first = this.feed.positions(p).first;
+        if (next !== seen + 1 && seen + 1 < first) {
+          throw new CursorExpiredError(
+            `the watch fell behind partition ${p}'s retained alert log (its changes before ${first} were trimmed); list alerts again and watch from the new cursor`,
+          );
+        }
+        seen = next;
+        at.set(p, seen);
+        const alert = strip(JSON.parse(raw) as StoredAlert);
+        await slice.yieldIfDue();
+        yield filter.matchesAll || matches(filter, alert) ? { alert, cursor: AlertFeed.cursor(at as AlertCursor), partition: p, seq: seen } : undefined;
+      }
     }
   }
 }
+
+/** Changes one watch reads from one partition before it looks at the next. */
+const WATCH_CHUNK = 256;
 
 function matches(filter: CelFilter, alert: Alert): boolean {
   const result = filter.evaluate(activation(alert));

@@ -1,3 +1,4 @@
+import type { PartitionId } from "../partition/partitioning.js";
 import type { AlertSeverity } from "../twin/twin.js";
 
 /** The lifecycle of an alert. */
@@ -28,7 +29,12 @@ export interface Alert {
 
 /** An entry of the alert change log: the alert as it was after the change, and its position. */
 export interface AlertChange {
-  /** Position in the node's change log (1, 2, 3, …), the basis of watch cursors. */
+  /** The partition of the alert's twin, whose change log holds the change. */
+  readonly partition: PartitionId;
+  /**
+   * Position in its partition's change log (1, 2, 3, …; never reused there), the basis of watch
+   * cursors. A change delivered again (after a failover) carries the same alert id and seq.
+   */
   readonly seq: number;
   readonly alert: Alert;
 }

@@ -3,9 +3,11 @@ import type { Clock } from "../clock.js";
 import { DeadLetterNotFoundError, InvalidArgumentError, UnavailableError } from "../errors.js";
 import type { OutboxEntry } from "../host/outbox-entry.js";
 import type { TwinRegistry } from "../host/twin-registry.js";
+import type { PartitionId } from "../partition/partitioning.js";
 import type { PageTokens } from "../query/page-token.js";
-import type { Keys } from "../store/keys.js";
+import { type Keys, PartitionMark } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
+import { sequenceEnds } from "../store/sequence-ends.js";
 import {
   type DeadLetter,
   type DeadLetterFilter,
@@ -27,9 +29,6 @@ const WRITE_BATCH = 500;
 /** Most ids one retry or delete may name. */
 export const MAX_DEAD_LETTER_IDS = 1_000;
 
-/** The last dead letter id handed out, kept when the newest letters are gone. */
-const DEAD_LETTER_SEQ_KEY = "\u0000meta\u0000dead-letter-seq";
-
 /** What the store needs of its node. */
 export interface DeadLetterStoreConfig {
   readonly store: RocksStore;
@@ -41,8 +40,10 @@ export interface DeadLetterStoreConfig {
   readonly tokens: PageTokens;
   /** Dead letters older than this are trimmed. */
   readonly retentionMs: number;
-  /** Most dead letters kept; the oldest beyond it are trimmed. */
+  /** Most dead letters kept per partition; the oldest beyond it are trimmed. */
   readonly maxCount: number;
+  /** The partition count. */
+  readonly partitions: number;
   /** How often the retention runs. */
   readonly sweepMs: number;
   /** Hands requeued messages to the outbox dispatcher, after they are durable in the outbox. */
@@ -68,14 +69,22 @@ export interface DeadLetterPage {
  * The dead letters of one node: written by the host when a delivery fails, listed, read, retried
  * and deleted by operators, and trimmed by age and count in the background.
  *
+ * A dead letter lives in its sender's partition, the partition whose outbox held the message:
+ * failing a delivery (outbox entry → dead letter) and retrying it (dead letter → outbox entry,
+ * same seq) then change one partition's keys, so a replica or a new owner of that partition sees
+ * the message in exactly one of the two. Each partition numbers its dead letters 1, 2, 3, … (a
+ * mark keeps numbers from being reused); the id is `<partition>-<seq>`. Listings are ordered by
+ * partition, then oldest first. Retention keeps at most `maxCount` per partition.
+ *
  * Guarantees: a retry writes the message back into the outbox (with its original outbox seq) and
  * deletes the dead letter in one RocksDB batch, so a message is never in both and never in
- * neither; delivery is then at least once, and the receiver's inbox dedupe (by outbox seq) makes
+ * neither; delivery is then at least once, and the receiver's inbox dedupe (by partition and outbox seq) makes
  * it effectively once. Retries, deletes and trims run one at a time, so two retries of the same
  * dead letter requeue it once.
  */
 export class DeadLetterStore {
-  private nextSeq = 0;
+  /** Per partition, the last dead letter seq handed out. */
+  private readonly lastSeqs = new Map<PartitionId, number>();
   private chain: Promise<unknown> = Promise.resolve();
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeping = false;
@@ -90,33 +99,55 @@ export class DeadLetterStore {
     this.log = config.log;
   }
 
-  /** Reads the last dead letter seq and starts the retention loop. */
+  /** Reads each partition's last dead letter seq and starts the retention loop. */
   async start(): Promise<void> {
+    const ends = await sequenceEnds(
+      this.store,
+      { range: (p) => this.keys.deadLettersFrom(p), keyOf: (key) => this.keys.deadLetterKeyOf(key) },
+      0 as PartitionId,
+      (this.config.partitions - 1) as PartitionId,
+    );
+    for (const [p, { last }] of ends) this.lastSeqs.set(p, last);
     // The newest dead letters may have been retried, deleted or trimmed: the mark keeps their
-    // ids from being handed out again (an operator's stale `retry 17` must not hit another letter).
-    this.nextSeq = Number(await this.store.get(DEAD_LETTER_SEQ_KEY)) || 0;
-    for await (const chunk of this.store.scan({ ...this.keys.deadLetterRange(), limit: 1, reverse: true }, { values: false })) {
-      const key = chunk[0]?.[0];
-      if (key !== undefined) this.nextSeq = Math.max(this.nextSeq, this.keys.deadLetterSeqOf(key));
+    // ids from being handed out again (an operator's stale `retry 3-17` must not hit another letter).
+    for await (const chunk of this.store.scan(this.keys.marks())) {
+      for (const [key, raw] of chunk) {
+        const { partition, name } = this.keys.markOf(key);
+        if (name === PartitionMark.DEAD_LETTER_SEQ) this.lastSeqs.set(partition, Math.max(this.lastSeqs.get(partition) ?? 0, Number(raw) || 0));
+      }
     }
     this.sweepTimer = setInterval(() => this.sweepSoon(), this.config.sweepMs);
     this.sweepTimer.unref();
   }
 
   /**
-   * The writes that record a failed delivery of `entry` (the dead letter and the id mark); the
-   * caller adds them to the batch that removes the entry from the outbox.
+   * Reads partition `p`'s last dead letter seq again, after keys of the partition were written
+   * underneath (replicated). Numbers only move forward, so an id is never handed out twice.
+   */
+  async resyncPartition(p: PartitionId): Promise<void> {
+    const last = (await sequenceEnds(this.store, { range: (q) => this.keys.deadLettersFrom(q), keyOf: (key) => this.keys.deadLetterKeyOf(key) }, p, p)).get(
+      p,
+    )?.last;
+    const mark = Number(await this.store.get(this.keys.mark(p, PartitionMark.DEAD_LETTER_SEQ))) || 0;
+    this.lastSeqs.set(p, Math.max(this.lastSeqs.get(p) ?? 0, last ?? 0, mark));
+  }
+
+  /**
+   * The writes that record a failed delivery of `entry` (the dead letter and the id mark, in the
+   * sender's partition); the caller adds them to the batch that removes the entry from the outbox.
    */
   record(entry: OutboxEntry, reason: string, errorMessage: string): BatchOp[] {
-    const seq = ++this.nextSeq;
+    const p = entry.partition;
+    const seq = (this.lastSeqs.get(p) ?? 0) + 1;
+    this.lastSeqs.set(p, seq);
     return [
-      { type: "put", key: this.keys.deadLetter(seq), value: encodeDeadLetter(entry, reason, errorMessage, this.config.clock.nowMs()) },
-      { type: "put", key: DEAD_LETTER_SEQ_KEY, value: String(seq) },
+      { type: "put", key: this.keys.deadLetter(p, seq), value: encodeDeadLetter(entry, reason, errorMessage, this.config.clock.nowMs()) },
+      { type: "put", key: this.keys.mark(p, PartitionMark.DEAD_LETTER_SEQ), value: String(seq) },
     ];
   }
 
   /**
-   * Lists dead letters matching `filter`, oldest first. Each page reads at most
+   * Lists dead letters matching `filter`, by partition, oldest first within one. Each page reads at most
    * {@link DEAD_LETTER_SCAN_PER_PAGE} records, so a page can be short, even empty, while
    * `nextPageToken` is set: follow it until it is empty.
    * @throws InvalidArgumentError (BAD_PAGE_TOKEN)
@@ -131,13 +162,16 @@ export class DeadLetterStore {
       req.filter?.fromId ?? "",
       req.filter?.reason ?? "",
     ]);
-    const from = req.pageToken ? this.config.tokens.decode(req.pageToken, identity, isSeqPosition) + 1 : 0;
+    const after = req.pageToken ? this.config.tokens.decode(req.pageToken, identity, isLetterPosition) : undefined;
+    const range = this.keys.deadLetterRange();
+    // A key followed by NUL is the first key after it.
+    const from = after === undefined ? range.gte : `${this.keys.deadLetter(after[0] as PartitionId, after[1])}\u0000`;
     const deadLetters: DeadLetter[] = [];
     let scanned = 0;
-    let lastSeq = from - 1;
+    let last = after;
     let more = false;
     // One more than the page is read so a full page knows whether anything follows it.
-    scan: for await (const chunk of this.store.scan({ ...this.keys.deadLettersFrom(from), limit: DEAD_LETTER_SCAN_PER_PAGE + 1 })) {
+    scan: for await (const chunk of this.store.scan({ gte: from, lt: range.lt, limit: DEAD_LETTER_SCAN_PER_PAGE + 1 })) {
       for (const [key, raw] of chunk) {
         if (scanned === DEAD_LETTER_SCAN_PER_PAGE) {
           more = true;
@@ -152,18 +186,19 @@ export class DeadLetterStore {
           deadLetters.push(d);
         }
         scanned++;
-        lastSeq = this.keys.deadLetterSeqOf(key);
+        const { partition, seq } = this.keys.deadLetterKeyOf(key);
+        last = [partition, seq];
       }
     }
-    return { deadLetters, nextPageToken: more ? this.config.tokens.encode(identity, lastSeq) : "" };
+    return { deadLetters, nextPageToken: more ? this.config.tokens.encode(identity, last ?? [0, 0]) : "" };
   }
 
   /** One dead letter. @throws InvalidArgumentError (BAD_FIELD) for a malformed id, DeadLetterNotFoundError */
   async get(id: string): Promise<DeadLetter> {
-    const seq = parseId(id, "id");
-    const raw = await this.store.get(this.keys.deadLetter(seq));
+    const { partition, seq } = parseId(id, "id");
+    const raw = await this.store.get(this.keys.deadLetter(partition, seq));
     if (raw === undefined) throw new DeadLetterNotFoundError(id);
-    return decodeDeadLetter(seq, raw, (k) => this.keys.outboxSeqOf(k));
+    return decodeDeadLetter(partition, seq, raw);
   }
 
   /**
@@ -183,7 +218,7 @@ export class DeadLetterStore {
         for (const d of letters) {
           const entry = outboxEntryOf(d);
           entries.push(entry);
-          ops.push({ type: "put", key: this.keys.outbox(entry.seq), value: JSON.stringify(entry) }, { type: "del", key: this.keys.deadLetter(Number(d.id)) });
+          ops.push({ type: "put", key: this.keys.outbox(entry.partition, entry.seq), value: JSON.stringify(entry) }, { type: "del", key: this.letterKey(d) });
         }
         await this.write(ops);
         this.config.requeued(entries);
@@ -216,7 +251,7 @@ export class DeadLetterStore {
     return this.exclusive(async () => {
       let deleted = 0;
       const remove = async (letters: DeadLetter[]): Promise<void> => {
-        await this.write(letters.map((d) => ({ type: "del", key: this.keys.deadLetter(Number(d.id)) })));
+        await this.write(letters.map((d) => ({ type: "del", key: this.letterKey(d) })));
         deleted += letters.length;
       };
       if ("ids" in selection) {
@@ -232,34 +267,38 @@ export class DeadLetterStore {
   }
 
   /**
-   * Trims dead letters past the retention age or beyond the most kept, oldest first, in
-   * batches of {@link WRITE_BATCH}. Resolves to how many were trimmed. The background loop calls it.
+   * Trims dead letters past the retention age or beyond the most kept per partition, oldest
+   * first, in batches of {@link WRITE_BATCH}. Resolves to how many were trimmed. The background
+   * loop calls it.
    */
   trim(): Promise<number> {
     return this.exclusive(async () => {
       const cutoffMs = this.config.clock.nowMs() - this.config.retentionMs;
-      // Seqs at or below this are beyond the count (fewer are kept when some were retried or deleted).
-      const countFloor = this.nextSeq - this.config.maxCount;
       let trimmed = 0;
-      for (;;) {
-        const ops: BatchOp[] = [];
-        let young = false;
-        for await (const chunk of this.store.scan({ ...this.keys.deadLetterRange(), limit: WRITE_BATCH })) {
-          for (const [key, raw] of chunk) {
-            const seq = this.keys.deadLetterSeqOf(key);
-            // Seqs are given in time order, so the first young dead letter ends the trim.
-            if (seq > countFloor && this.decode(key, raw).deadAtMs >= cutoffMs) {
-              young = true;
-              break;
+      for (const [p, lastSeq] of [...this.lastSeqs].sort((a, b) => a[0] - b[0])) {
+        // Seqs at or below this are beyond the count (fewer are kept when some were retried or deleted).
+        const countFloor = lastSeq - this.config.maxCount;
+        for (;;) {
+          const ops: BatchOp[] = [];
+          let young = false;
+          for await (const chunk of this.store.scan({ ...this.keys.deadLettersFrom(p), limit: WRITE_BATCH })) {
+            for (const [key, raw] of chunk) {
+              const { seq } = this.keys.deadLetterKeyOf(key);
+              // Seqs are given in time order, so the partition's first young dead letter ends its trim.
+              if (seq > countFloor && this.decode(key, raw).deadAtMs >= cutoffMs) {
+                young = true;
+                break;
+              }
+              ops.push({ type: "del", key });
             }
-            ops.push({ type: "del", key });
+            if (young) break;
           }
-          if (young) break;
+          if (ops.length === 0) break;
+          await this.write(ops);
+          trimmed += ops.length;
+          if (young || ops.length < WRITE_BATCH || this.closed) break;
         }
-        if (ops.length === 0) break;
-        await this.write(ops);
-        trimmed += ops.length;
-        if (young || ops.length < WRITE_BATCH || this.closed) break;
+        if (this.closed) break;
       }
       if (trimmed > 0) this.log.info({ trimmed }, "dead letters trimmed by retention");
       return trimmed;
@@ -294,17 +333,22 @@ export class DeadLetterStore {
         { field: "ids", description: `at most ${MAX_DEAD_LETTER_IDS}` },
       ]);
     }
-    const seqs = [...new Set(ids.map((id, i) => parseId(id, `ids[${i}]`)))].sort((a, b) => a - b);
-    const raws = await this.store.getMany(seqs.map((s) => this.keys.deadLetter(s)));
+    const byKey = new Map<string, { partition: PartitionId; seq: number }>();
+    for (let i = 0; i < ids.length; i++) {
+      const id = parseId(ids[i] as string, `ids[${i}]`);
+      byKey.set(this.keys.deadLetter(id.partition, id.seq), id);
+    }
+    const keys = [...byKey.keys()].sort();
+    const raws = await this.store.getMany(keys);
     const letters: DeadLetter[] = [];
-    for (let i = 0; i < seqs.length; i++) {
+    for (let i = 0; i < keys.length; i++) {
       const raw = raws[i];
-      const seq = seqs[i] as number;
+      const { partition, seq } = byKey.get(keys[i] as string) as { partition: PartitionId; seq: number };
       if (raw === undefined) {
-        if (mustExist) throw new DeadLetterNotFoundError(String(seq));
+        if (mustExist) throw new DeadLetterNotFoundError(`${partition}-${seq}`);
         continue;
       }
-      letters.push(decodeDeadLetter(seq, raw, (k) => this.keys.outboxSeqOf(k)));
+      letters.push(decodeDeadLetter(partition, seq, raw));
     }
     return letters;
   }
@@ -318,16 +362,17 @@ export class DeadLetterStore {
     signal: AbortSignal | undefined,
     act: (letters: DeadLetter[]) => Promise<number>,
   ): Promise<void> {
-    let from = 0;
+    const range = this.keys.deadLetterRange();
+    let from = range.gte;
     for (;;) {
       signal?.throwIfAborted();
       const letters: DeadLetter[] = [];
-      let last = -1;
+      let last = from;
       let read = 0;
-      for await (const chunk of this.store.scan({ ...this.keys.deadLettersFrom(from), limit: WRITE_BATCH * 4 })) {
+      for await (const chunk of this.store.scan({ gte: from, lt: range.lt, limit: WRITE_BATCH * 4 })) {
         for (const [key, raw] of chunk) {
           read++;
-          last = this.keys.deadLetterSeqOf(key);
+          last = key;
           const d = this.decode(key, raw);
           if (matchesDeadLetter(d, filter)) letters.push(d);
           if (letters.length === WRITE_BATCH) break;
@@ -336,12 +381,19 @@ export class DeadLetterStore {
       }
       if (read === 0) return;
       if (letters.length > 0) await act(letters);
-      from = last + 1;
+      // A key followed by NUL is the first key after it.
+      from = `${last}\u0000`;
     }
   }
 
   private decode(key: string, raw: string): DeadLetter {
-    return decodeDeadLetter(this.keys.deadLetterSeqOf(key), raw, (k) => this.keys.outboxSeqOf(k));
+    const { partition, seq } = this.keys.deadLetterKeyOf(key);
+    return decodeDeadLetter(partition, seq, raw);
+  }
+
+  private letterKey(d: DeadLetter): string {
+    const { partition, seq } = parseId(d.id, "id");
+    return this.keys.deadLetter(partition, seq);
   }
 
   private async write(ops: BatchOp[]): Promise<void> {
@@ -360,20 +412,33 @@ export class DeadLetterStore {
   }
 }
 
-/** A dead letter id: a decimal seq from 1. @throws InvalidArgumentError (BAD_FIELD) */
-function parseId(id: string, field: string): number {
-  const seq = /^\d{1,16}$/.test(id) ? Number(id) : Number.NaN;
-  if (!Number.isSafeInteger(seq) || seq < 1) {
+/** A dead letter id: `<partition>-<seq>`, both decimal, the seq from 1. @throws InvalidArgumentError (BAD_FIELD) */
+function parseId(id: string, field: string): { partition: PartitionId; seq: number } {
+  const match = /^(\d{1,5})-(\d{1,16})$/.exec(id);
+  const partition = match?.[1] === undefined ? Number.NaN : Number(match[1]);
+  const seq = match?.[2] === undefined ? Number.NaN : Number(match[2]);
+  if (!(partition <= MAX_PARTITION) || !Number.isSafeInteger(seq) || seq < 1) {
     throw new InvalidArgumentError(
       "BAD_FIELD",
-      `${field} ${JSON.stringify(id.slice(0, 40))} is not a dead letter id; ids are whole numbers such as "17", as ListDeadLetters returns them`,
-      [{ field, description: 'a dead letter id, e.g. "17"' }],
+      `${field} ${JSON.stringify(id.slice(0, 40))} is not a dead letter id; ids are a partition and a number such as "3-17", as ListDeadLetters returns them`,
+      [{ field, description: 'a dead letter id, e.g. "3-17"' }],
     );
   }
-  return seq;
+  return { partition: partition as PartitionId, seq };
 }
 
-/** A listing's page position: the seq of the last dead letter read, -1 before the first. */
-function isSeqPosition(position: unknown): position is number {
-  return typeof position === "number" && Number.isSafeInteger(position) && position >= -1;
+/** The largest partition number (four hex digits in keys). */
+const MAX_PARTITION = 0xffff;
+
+/** A listing's page position: the partition and seq of the last dead letter read. */
+function isLetterPosition(position: unknown): position is [number, number] {
+  return (
+    Array.isArray(position) &&
+    position.length === 2 &&
+    Number.isSafeInteger(position[0]) &&
+    Number.isSafeInteger(position[1]) &&
+    (position[0] as number) >= 0 &&
+    (position[0] as number) <= MAX_PARTITION &&
+    (position[1] as number) >= 0
+  );
 }

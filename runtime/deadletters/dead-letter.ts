@@ -1,4 +1,5 @@
 import type { OutboxEntry } from "../host/outbox-entry.js";
+import type { PartitionId } from "../partition/partitioning.js";
 import { isPlainObject, type JsonObject } from "../util/json.js";
 
 /**
@@ -7,8 +8,13 @@ import { isPlainObject, type JsonObject } from "../util/json.js";
  * outbox, so a message is always in exactly one of the two.
  */
 export interface DeadLetter {
-  /** Its id on this node: the decimal dead letter seq (1, 2, 3, …; later ones died later; never reused). */
+  /**
+   * Its id: `<partition>-<seq>` (e.g. `"3-17"`), the sender's partition and the dead letter's
+   * number there (1, 2, 3, …; later ones of a partition died later; never reused).
+   */
   readonly id: string;
+  /** The sender's partition, which holds the dead letter as it held the message's outbox entry. */
+  readonly partition: PartitionId;
   /** Why delivery failed: a stable code (`HANDLER_FAILED`, `TURN_TIMEOUT`, `NO_MESSAGE_HANDLER`, …). */
   readonly reason: string;
   /** The failure as a sentence. */
@@ -23,7 +29,7 @@ export interface DeadLetter {
   readonly toId: string;
   /** The message as the sender passed it to `ctx.send`. */
   readonly message: JsonObject;
-  /** Its seq in the outbox; a retry reuses it, so the receiver's dedupe recognises a redelivery. */
+  /** Its seq in its partition's outbox; a retry reuses it, so the receiver's dedupe recognises a redelivery. */
   readonly outboxSeq: number;
 }
 
@@ -79,11 +85,10 @@ export function encodeDeadLetter(entry: OutboxEntry, reason: string, errorMessag
 }
 
 /**
- * Reads a stored dead letter, in the current or the legacy form.
- * @param outboxSeqOf - reads the seq of a legacy `outboxKey`.
+ * Reads dead letter `seq` of partition `partition`, stored in the current or the legacy form.
  * A record that is not a JSON object reads as an `UNREADABLE` letter with its raw text.
  */
-export function decodeDeadLetter(seq: number, raw: string, outboxSeqOf: (key: string) => number): DeadLetter {
+export function decodeDeadLetter(partition: PartitionId, seq: number, raw: string): DeadLetter {
   let value: Partial<StoredDeadLetter> & Partial<LegacyDeadLetter>;
   try {
     value = JSON.parse(raw) as Partial<StoredDeadLetter> & Partial<LegacyDeadLetter>;
@@ -92,7 +97,8 @@ export function decodeDeadLetter(seq: number, raw: string, outboxSeqOf: (key: st
     // A damaged record must not block listing, retention or the other letters: it reads as a
     // letter that can be shown and deleted, not retried (it has no target).
     return {
-      id: String(seq),
+      id: `${partition}-${seq}`,
+      partition,
       reason: "UNREADABLE",
       errorMessage: `the stored dead letter could not be read (${(err as Error).message}); its raw text is in message.raw`,
       deadAtMs: 0,
@@ -106,7 +112,8 @@ export function decodeDeadLetter(seq: number, raw: string, outboxSeqOf: (key: st
   }
   if (value.o === undefined) {
     return {
-      id: String(seq),
+      id: `${partition}-${seq}`,
+      partition,
       reason: String(value.reason ?? ""),
       errorMessage: String(value.message ?? ""),
       deadAtMs: 0,
@@ -115,11 +122,13 @@ export function decodeDeadLetter(seq: number, raw: string, outboxSeqOf: (key: st
       toKind: "",
       toId: "",
       message: value.payload ?? {},
-      outboxSeq: typeof value.outboxKey === "string" ? outboxSeqOf(value.outboxKey) : 0,
+      // A legacy outbox key ends with the 16-hex seq (in every data format).
+      outboxSeq: typeof value.outboxKey === "string" ? Number.parseInt(value.outboxKey.slice(-16), 16) || 0 : 0,
     };
   }
   return {
-    id: String(seq),
+    id: `${partition}-${seq}`,
+    partition,
     reason: value.r ?? "",
     errorMessage: value.e ?? "",
     deadAtMs: value.at ?? 0,
@@ -146,5 +155,5 @@ export function matchesDeadLetter(d: DeadLetter, filter: DeadLetterFilter | unde
 
 /** The outbox entry a retry puts back: the original message with its original seq. */
 export function outboxEntryOf(d: DeadLetter): OutboxEntry {
-  return { seq: d.outboxSeq, fromKind: d.fromKind, fromId: d.fromId, toKind: d.toKind, toId: d.toId, message: d.message };
+  return { partition: d.partition, seq: d.outboxSeq, fromKind: d.fromKind, fromId: d.fromId, toKind: d.toKind, toId: d.toId, message: d.message };
 }

@@ -1,3 +1,4 @@
+import type { PartitionId } from "../partition/partitioning.js";
 import type { Activation } from "./activation.js";
 import type { ResolvedHostOptions } from "./host-options.js";
 import type { OutboxEntry } from "./outbox-entry.js";
@@ -12,6 +13,12 @@ import type { TurnOutcome } from "./twin-message.js";
 export interface OwnershipGate {
   /** Undefined when this node runs `kind`/`id` now; otherwise the retryable refusal. */
   refusal(kind: string, id: string): TurnOutcome | undefined;
+  /**
+   * True when this node owns partition `p` now: its timers fire here, its outbox is delivered
+   * from here, and its alerts are listed and watched here. Called often: keep it cheap.
+   * Absent: every partition.
+   */
+  owns?(p: PartitionId): boolean;
 }
 
 /**
@@ -107,6 +114,11 @@ export class Admission {
   /** The ownership gate's refusal of `kind`/`id` alone (no load checks), or undefined when this node runs it. */
   ownerRefusal(kind: string, id: string): TurnOutcome | undefined {
     return this.config.gate?.refusal(kind, id);
+  }
+
+  /** True when this node owns partition `p` (always, without an ownership gate). */
+  owns(p: PartitionId): boolean {
+    return this.config.gate?.owns?.(p) ?? true;
   }
 
   /** A telemetry event was admitted. */

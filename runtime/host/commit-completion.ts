@@ -88,7 +88,7 @@ export class CommitCompletion {
     // entry may be looked at again: a committed one is gone from the index, a failed one retries.
     else if (msg.type === "timer") timers.released(msg.indexKey);
     // A message answered without a commit (reloaded, write failed) is still in the outbox.
-    else if (msg.type === "message" && msg.outbox !== undefined) outbox.released(msg.outbox.seq, outcome.status === "rejected" && outcome.retryable === true);
+    else if (msg.type === "message" && msg.outbox !== undefined) outbox.released(msg.outbox, outcome.status === "rejected" && outcome.retryable === true);
     msg.sink.complete(msg.index, outcome);
   }
 

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { PartitionId } from "../partition/partitioning.js";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
 import { isPlainObject } from "../util/json.js";
@@ -25,6 +26,10 @@ export interface OutboxDispatcherConfig {
   readonly log: Logger;
   readonly deliver: Deliverer;
   readonly quarantine: Quarantine;
+  /** True for the partitions this node owns now: only their outboxes are read. Absent: all. */
+  readonly owns?: (p: PartitionId) => boolean;
+  /** The partition count: the outboxes read at start are those of every owned partition below it. */
+  readonly partitions: number;
   /** Called when the dispatcher may have become idle. */
   readonly settled: () => void;
   /** Most messages held in memory; beyond it they wait in RocksDB and are read when room returns. */
@@ -44,24 +49,25 @@ const DEFAULT_RETRY_MS = 200;
  * Messages wait in memory in one FIFO per target twin, so a busy target (its mailbox full) holds
  * up only its own messages, in order, and is offered them again when a commit of its turns frees
  * room or on the retry tick. At most `maxQueued` wait in memory; the rest stay in RocksDB and the
- * outbox is read, from the lowest seq memory may not know, once the queue has drained to half:
- * never a full re-read while a target is busy. An entry that does not parse is quarantined as a
+ * partitions' outboxes are read, each from the lowest seq memory may not know, once the queue has
+ * drained to half: never a full re-read while a target is busy. Only the outboxes of partitions
+ * this node owns are read; a partition that changed hands is read again ({@link partitionChanged}). An entry that does not parse is quarantined as a
  * dead letter. Messages to a kind that is not loaded are parked (left in the outbox, not retried)
  * until the node restarts with that kind.
  */
 export class OutboxDispatcher {
   /** Waiting messages per target (`kind NUL id`), oldest first. */
   private readonly waiting = new Map<string, OutboxEntry[]>();
-  /** The seqs of every waiting message. */
-  private readonly queued = new Set<number>();
-  /** Handed to their target, until the turn that took them commits or fails. */
-  private readonly inflight = new Map<number, OutboxEntry>();
-  /** Seqs of messages to kinds not loaded here, by kind (logged once per kind). */
-  private readonly parked = new Map<string, Set<number>>();
-  /** Outbox entries at or above this seq may be unknown to memory; undefined when none are. */
-  private scanFrom: number | undefined;
+  /** Every waiting message (by {@link entryId}). */
+  private readonly queued = new Set<string>();
+  /** Handed to their target, until the turn that took them commits or fails (by {@link entryId}). */
+  private readonly inflight = new Map<string, OutboxEntry>();
+  /** Messages to kinds not loaded here, by kind (logged once per kind). */
+  private readonly parked = new Map<string, Set<string>>();
+  /** Per partition, outbox entries at or above this seq may be unknown to memory. */
+  private readonly scanFrom = new Map<PartitionId, number>();
   /** Delivered while a scan ran: its snapshot may still hold them. */
-  private readonly doneDuringScan = new Set<number>();
+  private readonly doneDuringScan = new Set<string>();
   private scanning: Promise<void> | undefined;
   /** Set after a failed scan: the next one waits for it. */
   private rescanTimer: NodeJS.Timeout | undefined;
@@ -75,31 +81,54 @@ export class OutboxDispatcher {
     this.retryMs = config.retryMs ?? DEFAULT_RETRY_MS;
   }
 
-  /** Redelivers what the outbox held at start-up. */
+  /** Redelivers what the owned partitions' outboxes held at start-up. */
   start(): void {
-    this.missed(0);
+    for (let p = 0; p < this.config.partitions; p++) this.missed(p as PartitionId, 0);
     this.maybeScan();
+  }
+
+  /**
+   * Partition `p` changed hands or its outbox was written underneath (replicated): when this
+   * node owns it, its outbox is read again; when not, its waiting messages are dropped from
+   * memory (they stay in the outbox, for its owner).
+   */
+  partitionChanged(p: PartitionId): void {
+    if (this.closed) return;
+    if (this.owns(p)) {
+      this.missed(p, 0);
+      this.maybeScan();
+      return;
+    }
+    this.scanFrom.delete(p);
+    for (const [target, list] of this.waiting) {
+      const kept = list.filter((e) => e.partition !== p);
+      for (const e of list) if (e.partition === p) this.queued.delete(entryId(e));
+      if (kept.length === 0) this.waiting.delete(target);
+      else if (kept.length !== list.length) this.waiting.set(target, kept);
+    }
+    for (const ids of this.parked.values()) for (const id of ids) if (id.startsWith(`${p}:`)) ids.delete(id);
+    this.config.settled();
   }
 
   /** A committed turn sent this message (or a dead letter was requeued into the outbox). */
   enqueue(entry: OutboxEntry): void {
-    if (this.closed || this.queued.has(entry.seq) || this.inflight.has(entry.seq)) return;
+    const id = entryId(entry);
+    if (this.closed || this.queued.has(id) || this.inflight.has(id)) return;
     this.admit(entry);
   }
 
   /**
-   * The turn that took message `seq` ended. `stillInOutbox` when it did not commit (the twin was
+   * The turn that took `entry` ended. `stillInOutbox` when it did not commit (the twin was
    * reloaded, the write failed): the message is offered again.
    */
-  released(seq: number, stillInOutbox: boolean): void {
-    const entry = this.inflight.get(seq);
-    if (entry === undefined) return;
-    this.inflight.delete(seq);
+  released(entry: OutboxEntry, stillInOutbox: boolean): void {
+    const id = entryId(entry);
+    if (!this.inflight.delete(id)) return;
     if (this.closed) return;
     if (stillInOutbox) {
       this.admit(entry, false);
       this.scheduleRetry();
-    } else if (this.scanning !== undefined) this.doneDuringScan.add(seq);
+    } else if (this.scanning !== undefined) this.doneDuringScan.add(id);
     this.maybeScan();
   }
 
@@ -113,7 +142,7 @@ export class OutboxDispatcher {
 
   /** Nothing waiting to be handed over or in flight. */
   get idle(): boolean {
-    return this.queued.size === 0 && this.scanFrom === undefined && this.scanning === undefined && this.inflight.size === 0 && this.rescanTimer === undefined;
+    return this.queued.size === 0 && this.scanFrom.size === 0 && this.scanning === undefined && this.inflight.size === 0 && this.rescanTimer === undefined;
   }
 
   /** Messages waiting in memory, in flight and parked, for operators and tests. */
@@ -132,7 +161,7 @@ export class OutboxDispatcher {
     this.rescanTimer = undefined;
     this.waiting.clear();
     this.queued.clear();
-    this.scanFrom = undefined;
+    this.scanFrom.clear();
     await this.scanning;
     this.config.settled();
   }
@@ -144,7 +173,7 @@ export class OutboxDispatcher {
       return;
     }
     if (this.queued.size >= this.maxQueued) {
-      this.missed(entry.seq); // it is durable: a later scan reads it
+      this.missed(entry.partition, entry.seq); // it is durable: a later scan reads it
       return;
     }
     const target = targetKey(entry.toKind, entry.toId);
@@ -156,7 +185,7 @@ export class OutboxDispatcher {
     // Offered again after a failed turn, it goes back before later messages to the same twin.
     if (deliverNow) list.push(entry);
     else insertBySeq(list, entry);
-    this.queued.add(entry.seq);
+    this.queued.add(entryId(entry));
     if (deliverNow && list.length === 1) this.offer(target, list);
     if (this.waiting.has(target)) this.scheduleRetry();
   }
@@ -168,8 +197,8 @@ export class OutboxDispatcher {
       const result = this.config.deliver(entry);
       if (result === "busy") break;
       taken++;
-      this.queued.delete(entry.seq);
-      if (result === "delivered") this.inflight.set(entry.seq, entry);
+      this.queued.delete(entryId(entry));
+      if (result === "delivered") this.inflight.set(entryId(entry), entry);
       else this.park(entry);
     }
     if (taken === list.length) this.waiting.delete(target);
@@ -177,16 +206,16 @@ export class OutboxDispatcher {
   }
 
   private park(entry: OutboxEntry): void {
-    let seqs = this.parked.get(entry.toKind);
-    if (seqs === undefined) {
-      seqs = new Set();
-      this.parked.set(entry.toKind, seqs);
+    let ids = this.parked.get(entry.toKind);
+    if (ids === undefined) {
+      ids = new Set();
+      this.parked.set(entry.toKind, ids);
       this.config.log.warn(
         { kind: entry.toKind },
         "messages to a twin kind that is not loaded stay in the outbox; they are delivered when the node restarts with that kind",
       );
     }
-    seqs.add(entry.seq);
+    ids.add(entryId(entry));
   }
 
   private scheduleRetry(): void {
@@ -200,17 +229,22 @@ export class OutboxDispatcher {
     this.retryTimer.unref();
   }
 
-  /** Outbox entries from `seq` on may not be in memory. */
-  private missed(seq: number): void {
-    if (this.scanFrom === undefined || seq < this.scanFrom) this.scanFrom = seq;
+  private owns(p: PartitionId): boolean {
+    return this.config.owns?.(p) ?? true;
   }
 
-  /** Reads the outbox when memory may miss entries and has room for them (half empty). */
+  /** Partition `p`'s outbox entries from `seq` on may not be in memory. */
+  private missed(p: PartitionId, seq: number): void {
+    const from = this.scanFrom.get(p);
+    if (from === undefined || seq < from) this.scanFrom.set(p, seq);
+  }
+
+  /** Reads the outboxes when memory may miss entries and has room for them (half empty). */
   private maybeScan(): void {
-    if (this.closed || this.scanFrom === undefined || this.scanning !== undefined || this.rescanTimer !== undefined) return;
+    if (this.closed || this.scanFrom.size === 0 || this.scanning !== undefined || this.rescanTimer !== undefined) return;
     if (this.queued.size > this.maxQueued / 2) return;
-    const from = this.scanFrom;
-    this.scanFrom = undefined;
+    const from = [...this.scanFrom].sort((a, b) => a[0] - b[0]);
+    this.scanFrom.clear();
     this.scanning = this.scan(from).finally(() => {
       this.scanning = undefined;
       this.doneDuringScan.clear();
@@ -219,32 +253,44 @@ export class OutboxDispatcher {
     });
   }
 
-  private async scan(from: number): Promise<void> {
+  /** Reads the owned partitions among `from`, each from its seq; others are left to their owner. */
+  private async scan(from: [PartitionId, number][]): Promise<void> {
     const { store, keys, log } = this.config;
     const unreadable: [string, string, string][] = [];
+    let i = 0;
     try {
-      outer: for await (const chunk of store.scan({ gte: keys.outbox(from), lt: keys.outboxRange().lt })) {
-        for (const [key, raw] of chunk) {
-          if (this.closed) return;
-          const seq = keys.outboxSeqOf(key);
-          if (this.queued.has(seq) || this.inflight.has(seq) || this.doneDuringScan.has(seq)) continue;
-          const entry = parseOutboxEntry(raw, seq);
-          if (typeof entry === "string") {
-            unreadable.push([key, raw, entry]);
-            continue;
+      outer: for (; i < from.length; i++) {
+        const [p, fromSeq] = from[i] as [PartitionId, number];
+        if (!this.owns(p)) continue;
+        for await (const chunk of store.scan(keys.outboxFrom(p, fromSeq))) {
+          for (const [key, raw] of chunk) {
+            if (this.closed) return;
+            const { seq } = keys.outboxKeyOf(key);
+            const id = `${p}:${seq}`;
+            if (this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id)) continue;
+            const entry = parseOutboxEntry(raw, p, seq);
+            if (typeof entry === "string") {
+              unreadable.push([key, raw, entry]);
+              continue;
+            }
+            if (this.queued.size >= this.maxQueued) {
+              this.missed(p, seq);
+              i++;
+              break outer;
+            }
+            this.admit(entry);
           }
-          if (this.queued.size >= this.maxQueued) {
-            this.missed(seq);
-            break outer;
-          }
-          this.admit(entry);
         }
       }
     } catch (err) {
       if (this.closed) return;
       log.warn({ err }, "outbox scan failed; retrying");
-      this.missed(from);
       this.scheduleRescan();
+    }
+    // What this scan did not reach (it stopped at a full queue or failed) is read by the next.
+    for (; i < from.length; i++) {
+      const [p, fromSeq] = from[i] as [PartitionId, number];
+      this.missed(p, fromSeq);
     }
     for (const [key, raw, problem] of unreadable) {
       if (this.closed) return;
@@ -253,7 +299,8 @@ export class OutboxDispatcher {
         log.error({ key, problem }, "an outbox entry could not be read; it was moved to the dead letters");
       } catch (err) {
         log.warn({ err, key }, "could not move an unreadable outbox entry to the dead letters; retrying");
-        this.missed(keys.outboxSeqOf(key));
+        const { partition, seq } = keys.outboxKeyOf(key);
+        this.missed(partition, seq);
         this.scheduleRescan();
       }
     }
@@ -270,18 +317,26 @@ export class OutboxDispatcher {
   }
 }
 
+/** Puts `entry` back before the later messages of its sender's partition (seqs of different partitions do not compare). */
 function insertBySeq(list: OutboxEntry[], entry: OutboxEntry): void {
-  let i = list.length;
-  while (i > 0 && (list[i - 1] as OutboxEntry).seq > entry.seq) i--;
-  list.splice(i, 0, entry);
+  const i = list.findIndex((e) => e.partition === entry.partition && e.seq > entry.seq);
+  list.splice(i === -1 ? list.length : i, 0, entry);
+}
+
+/** An outbox entry's identity in memory: seqs are numbered per partition. */
+function entryId(entry: OutboxEntry): string {
+  return `${entry.partition}:${entry.seq}`;
 }
 
 function targetKey(kind: string, id: string): string {
   return `${kind}\u0000${id}`;
 }
 
-/** Reads a stored outbox entry; a string says why it is not one. */
-export function parseOutboxEntry(raw: string, seq: number): OutboxEntry | string {
+/**
+ * Reads a stored outbox entry of partition `partition` (its key says which); a string says why
+ * it is not one.
+ */
+export function parseOutboxEntry(raw: string, partition: PartitionId, seq: number): OutboxEntry | string {
   let value: unknown;
   try {
     value = JSON.parse(raw);
@@ -291,9 +346,12 @@ export function parseOutboxEntry(raw: string, seq: number): OutboxEntry | string
   if (!isPlainObject(value)) return "not a JSON object";
   const { fromKind, fromId, toKind, toId, message } = value;
   if (value.seq !== seq) return `its seq ${JSON.stringify(value.seq)} does not match its key's ${seq}`;
+  if (value.partition !== undefined && value.partition !== partition) {
+    return `its partition ${JSON.stringify(value.partition)} does not match its key's ${partition}`;
+  }
   if (typeof fromKind !== "string" || typeof fromId !== "string" || typeof toKind !== "string" || typeof toId !== "string") {
     return "its sender or target is missing";
   }
   if (!isPlainObject(message)) return "its message is not a JSON object";
-  return { seq, fromKind, fromId, toKind, toId, message };
+  return { partition, seq, fromKind, fromId, toKind, toId, message };
 }

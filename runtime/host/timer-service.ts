@@ -1,11 +1,18 @@
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
+import type { PartitionId, Partitioning } from "../partition/partitioning.js";
 import type { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
 import type { ResolvedHostOptions } from "./host-options.js";
 
 /** Posts a due timer to its twin; false when the twin's kind is not loaded. */
 export type TimerPoster = (kind: string, id: string, name: string, dueMs: number, indexKey: string) => boolean;
+
+/** Which timers this node fires: those of twins in the partitions it owns. */
+export interface TimerOwnership {
+  readonly partitioning: Partitioning;
+  readonly owns: (p: PartitionId) => boolean;
+}
 
 /** The latest due time the index can hold (12 hex digits). */
 const LAST_DUE_MS = 0xffff_ffff_fffe;
@@ -16,7 +23,9 @@ const LAST_DUE_MS = 0xffff_ffff_fffe;
  * The index is read forward from the earliest time not yet fired (not from its head, where
  * deleted entries pile up), at most `maxConcurrentTimers` fire at once, and an entry stays in
  * the index until its turn commits, so a timer fires at least once, also after a crash. Timers
- * that came due during downtime fire once, late, paced by that concurrency bound.
+ * that came due during downtime fire once, late, paced by that concurrency bound. Only timers of
+ * twins in partitions this node owns fire here; the others are passed over (they do not hold the
+ * scan back) until {@link partitionsChanged} says ownership moved.
  */
 export class TimerService {
   private readonly inflight = new Set<string>();
@@ -36,6 +45,7 @@ export class TimerService {
     private readonly log: Logger,
     private readonly options: ResolvedHostOptions,
     private readonly post: TimerPoster,
+    private readonly ownership?: TimerOwnership,
   ) {}
 
   /** Starts polling for due timers with the real clock. */
@@ -67,6 +77,15 @@ export class TimerService {
     if (this.scanning !== undefined && dueMs < this.armedDuringScan) this.armedDuringScan = dueMs;
   }
 
+  /**
+   * Partitions changed hands or had timers written underneath (replicated): the next scan reads
+   * the index from its head, so a newly owned partition's due timers fire.
+   */
+  partitionsChanged(): void {
+    this.floorMs = 0;
+    if (this.scanning !== undefined) this.armedDuringScan = 0;
+  }
+
   /** A timer's turn committed (or failed): its index entry may be read again. */
   released(indexKey: string): void {
     this.inflight.delete(indexKey);
@@ -95,6 +114,8 @@ export class TimerService {
           newFloor ??= timer.dueMs;
           continue;
         }
+        // Another node owns its twin: that node fires it.
+        if (this.ownership !== undefined && !this.ownership.owns(this.ownership.partitioning.partitionOf(timer.kind, timer.id))) continue;
         if (this.inflight.size >= this.options.maxConcurrentTimers) {
           newFloor ??= timer.dueMs;
           break outer;

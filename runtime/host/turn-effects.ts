@@ -3,8 +3,10 @@ import { type Alert, AlertState, alertId } from "../alerts/alert.js";
 import type { AlertFeed } from "../alerts/alert-feed.js";
 import { resolvedAlertIndexOp } from "../alerts/alert-retention.js";
 import type { Clock } from "../clock.js";
-import type { Keys } from "../store/keys.js";
+import type { PartitionId, Partitioning } from "../partition/partitioning.js";
+import { type Keys, PartitionMark } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
+import { type PartitionedSequence, sequenceEnds } from "../store/sequence-ends.js";
 import type { JsonObject } from "../util/json.js";
 import type { Activation } from "./activation.js";
 import type { CommitGroup } from "./commit-group.js";
@@ -13,9 +15,6 @@ import type { ResolvedHostOptions } from "./host-options.js";
 import type { OutboxEntry } from "./outbox-entry.js";
 import type { AlertEffect, TurnContext } from "./turn-context.js";
 import type { TwinRecordData } from "./twin-record.js";
-
-/** The last outbox seq handed out: delivered entries are deleted, so the outbox's tail cannot tell it. */
-const OUTBOX_SEQ_KEY = "\u0000meta\u0000outbox-seq";
 
 /** What {@link TurnEffects} needs of its host. */
 export interface TurnEffectsConfig {
@@ -26,39 +25,76 @@ export interface TurnEffectsConfig {
   readonly alerts: AlertFeed;
   readonly metrics: HostMetrics;
   readonly options: ResolvedHostOptions;
+  readonly partitioning: Partitioning;
 }
 
 /**
  * Turns a successful turn's effects (alerts raised and resolved, timers set and cancelled,
- * messages sent) into writes of its commit group, and numbers what is numbered node-wide: alert
- * log changes and outbox messages. After a commit it advances the alert feed and trims the log.
+ * messages sent) into writes of its commit group, and numbers what is numbered per partition:
+ * alert log changes and outbox messages, both in the partition of the twin whose turn produced
+ * them (for a message, its sender). After a commit it advances the alert feed and trims the logs.
+ *
+ * Alert log retention: `alertLogRetention` is one budget for all partitions together. When the
+ * logs hold more, the partition holding the most loses its oldest changes (never its last one,
+ * which keeps its numbering), so a busy partition keeps most of the budget and a quiet one keeps
+ * its few changes.
  */
 export class TurnEffects {
-  private nextLogSeq = 0;
-  private nextOutboxSeq = 0;
+  /** Per partition, the last outbox seq handed out. */
+  private readonly outboxSeqs = new Map<PartitionId, number>();
+  /** Changes retained in all partitions' logs (an upper bound: numbers of failed writes count too). */
+  private retained = 0;
   private trimming = false;
   private readonly store: RocksStore;
   private readonly keys: Keys;
   private readonly clock: Clock;
   private readonly alerts: AlertFeed;
+  private readonly partitioning: Partitioning;
+  private readonly alertLog: PartitionedSequence;
+  private readonly outboxLog: PartitionedSequence;
 
   constructor(private readonly config: TurnEffectsConfig) {
     this.store = config.store;
     this.keys = config.keys;
     this.clock = config.clock;
     this.alerts = config.alerts;
+    this.partitioning = config.partitioning;
+    const keys = config.keys;
+    this.alertLog = { range: (p) => keys.alertLogRange(p, -1), keyOf: (key) => keys.alertLogKeyOf(key) };
+    this.outboxLog = { range: (p) => keys.outboxFrom(p), keyOf: (key) => keys.outboxKeyOf(key) };
   }
 
-  /** Reads the alert log's and the outbox's positions. */
+  /** Reads every partition's alert log and outbox positions (a few seeks per partition in use). */
   async start(): Promise<void> {
-    const lastLog = await this.lastKey(this.keys.alertLogRange(0));
-    const firstLog = await this.firstKey(this.keys.alertLogRange(0));
-    this.nextLogSeq = lastLog === undefined ? 0 : this.keys.alertLogSeqOf(lastLog);
-    this.alerts.lastSeq = this.nextLogSeq;
-    this.alerts.firstSeq = firstLog === undefined ? this.nextLogSeq + 1 : this.keys.alertLogSeqOf(firstLog);
-    const lastOutbox = await this.lastKey(this.keys.outboxRange());
-    const outboxMark = Number(await this.store.get(OUTBOX_SEQ_KEY)) || 0;
-    this.nextOutboxSeq = Math.max(lastOutbox === undefined ? 0 : this.keys.outboxSeqOf(lastOutbox), outboxMark);
+    const last = (this.partitioning.partitions - 1) as PartitionId;
+    for (const [p, ends] of await sequenceEnds(this.store, this.alertLog, 0 as PartitionId, last)) this.alerts.resync(p, ends);
+    for (const [p, ends] of await sequenceEnds(this.store, this.outboxLog, 0 as PartitionId, last)) this.outboxSeqs.set(p, ends.last);
+    for await (const chunk of this.store.scan(this.keys.marks())) {
+      for (const [key, raw] of chunk) {
+        const { partition, name } = this.keys.markOf(key);
+        if (name === PartitionMark.OUTBOX_SEQ) this.outboxSeqs.set(partition, Math.max(this.outboxSeqs.get(partition) ?? 0, Number(raw) || 0));
+      }
+    }
+    this.recount();
+  }
+
+  /**
+   * Reads partition `p`'s alert log and outbox positions again, after keys of the partition
+   * were written underneath (replicated from its owner). Numbers only move forward: a node that
+   * becomes the partition's owner continues its numbering and never reuses a number.
+   */
+  async resyncPartition(p: PartitionId): Promise<void> {
+    const log = (await sequenceEnds(this.store, this.alertLog, p, p)).get(p);
+    this.alerts.resync(p, log);
+    const outbox = (await sequenceEnds(this.store, this.outboxLog, p, p)).get(p);
+    const mark = Number(await this.store.get(this.keys.mark(p, PartitionMark.OUTBOX_SEQ))) || 0;
+    this.outboxSeqs.set(p, Math.max(this.outboxSeqs.get(p) ?? 0, outbox?.last ?? 0, mark));
+    this.recount();
+  }
+
+  private recount(): void {
+    this.retained = 0;
+    for (const [, log] of this.alerts.partitions()) this.retained += Math.max(0, log.last - log.first + 1);
   }
 
   /** Adds a successful turn's alert, timer and message effects to `group`, updating `rec`. */
@@ -72,7 +108,9 @@ export class TurnEffects {
   committed(group: CommitGroup): void {
     const changes = group.alertChanges;
     if (changes.length === 0) return;
-    this.alerts.committed((changes[changes.length - 1] as { seq: number }).seq);
+    // Each partition's changes are in seq order within the group.
+    for (const change of changes) this.alerts.committed(change.partition, change.seq);
+    this.retained += changes.length;
     this.trimAlertLog();
   }
 
@@ -127,15 +165,15 @@ export class TurnEffects {
 
   /** Stores an alert and appends the change to the log that watchers read. */
   logAlert(group: CommitGroup, alert: Alert): Alert {
-    const seq = ++this.nextLogSeq;
-    this.alerts.allocated = seq;
-    // Stored alerts carry the seq of their last logged change: listings derive cursors from it.
+    const partition = this.partitioning.partitionOf(alert.kind, alert.twinId);
+    const seq = this.alerts.allocate(partition);
+    // Stored alerts carry the seq of their last logged change (in their partition's log).
     const stored = { ...alert, seq };
     const json = JSON.stringify(stored);
-    group.ops.push({ type: "put", key: this.keys.alert(alert.id), value: json }, { type: "put", key: this.keys.alertLog(seq), value: json });
+    group.ops.push({ type: "put", key: this.keys.alert(alert.id), value: json }, { type: "put", key: this.keys.alertLog(partition, seq), value: json });
     const indexOp = resolvedAlertIndexOp(this.keys, alert);
     if (indexOp !== undefined) group.ops.push(indexOp);
-    group.alertChanges.push({ seq, alert });
+    group.alertChanges.push({ partition, seq, alert });
     this.config.metrics.alertChanges++;
     return stored;
   }
@@ -159,54 +197,65 @@ export class TurnEffects {
   }
 
   private applySends(act: Activation, sends: readonly { kind: string; id: string; message: JsonObject }[], group: CommitGroup): void {
+    if (sends.length === 0) return;
+    const partition = this.partitioning.partitionOf(act.entry.kind, act.id);
+    let seq = this.outboxSeqs.get(partition) ?? 0;
     for (const send of sends) {
       const entry: OutboxEntry = {
-        seq: ++this.nextOutboxSeq,
+        partition,
+        seq: ++seq,
         fromKind: act.entry.kind,
         fromId: act.id,
         toKind: send.kind,
         toId: send.id,
         message: send.message,
       };
-      group.ops.push({ type: "put", key: this.keys.outbox(entry.seq), value: JSON.stringify(entry) });
+      group.ops.push({ type: "put", key: this.keys.outbox(partition, entry.seq), value: JSON.stringify(entry) });
       group.outbox.push(entry);
     }
+    this.outboxSeqs.set(partition, seq);
     // Delivered entries are deleted, so the outbox's last key cannot tell the next seq after a
-    // restart; message ids (`o:<seq>`) must never repeat, or receivers would drop new messages.
-    group.ops.push({ type: "put", key: OUTBOX_SEQ_KEY, value: String(this.nextOutboxSeq) });
+    // restart; message ids (`o:<partition>:<seq>`) must never repeat, or receivers would drop new messages.
+    group.ops.push({ type: "put", key: this.keys.mark(partition, PartitionMark.OUTBOX_SEQ), value: String(seq) });
   }
 
   private trimAlertLog(): void {
-    const excess = this.alerts.lastSeq - this.alerts.firstSeq + 1 - this.config.options.alertLogRetention;
+    const budget = this.config.options.alertLogRetention;
+    const excess = this.retained - budget;
     // Trim in chunks of at least 1,000 so the cost is amortised.
-    if (excess < Math.min(1_000, this.config.options.alertLogRetention)) return;
-    if (this.trimming) return;
-    const from = this.alerts.firstSeq;
-    const upto = from + excess - 1;
+    if (excess < Math.min(1_000, budget) || this.trimming) return;
+    let largest: PartitionId | undefined;
+    let size = 0;
+    for (const [p, log] of this.alerts.partitions()) {
+      const held = log.last - log.first + 1;
+      if (held > size) {
+        largest = p;
+        size = held;
+      }
+    }
+    // A partition keeps its last change: its numbering is read from it at start.
+    const count = Math.min(excess, size - 1);
+    if (largest === undefined || count <= 0) return;
+    const p = largest;
+    const from = this.alerts.positions(p).first;
+    const upto = from + count - 1;
     // Advanced before the write, so a watcher never reads past a hole without noticing.
-    this.alerts.firstSeq = upto + 1;
-    const ops: BatchOp[] = [];
-    for (let s = from; s <= upto; s++) ops.push({ type: "del", key: this.keys.alertLog(s) });
+    this.alerts.trimmedTo(p, upto + 1);
+    this.retained -= count;
     this.trimming = true;
+    const ops: BatchOp[] = [];
+    for (let seq = from; seq <= upto; seq++) ops.push({ type: "del", key: this.keys.alertLog(p, seq) });
     this.store.write(ops).then(
       () => {
         this.trimming = false;
       },
       (err: unknown) => {
         // The batch is atomic: nothing was deleted. The next commit with alert changes retries.
-        this.alerts.firstSeq = from;
+        this.alerts.trimmedTo(p, from);
+        this.retained += count;
         this.trimming = false;
         this.config.log.warn({ err }, "alert log trim failed; it will be retried");
       },
     );
-  }
-
-  private async lastKey(range: { gte: string; lt: string }): Promise<string | undefined> {
-    for await (const chunk of this.store.scan({ ...range, limit: 1, reverse: true }, { values: false })) return chunk[0]?.[0];
-    return undefined;
-  }
-  private async firstKey(range: { gte: string; lt: string }): Promise<string | undefined> {
-    for await (const chunk of this.store.scan({ ...range, limit: 1 }, { values: false })) return chunk[0]?.[0];
-    return undefined;
   }
 }

@@ -166,7 +166,7 @@ export class TurnRunner {
       );
     }
     if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
-      if (msg.outbox !== undefined) group.ops.push({ type: "del", key: this.config.keys.outbox(msg.outbox.seq) });
+      if (msg.outbox !== undefined) group.ops.push({ type: "del", key: this.config.keys.outbox(msg.outbox.partition, msg.outbox.seq) });
       this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
       return undefined;
     }
@@ -182,7 +182,7 @@ export class TurnRunner {
       (ctx) => handler.call(instance, msg.message, ctx),
       (g) => {
         if (msg.messageId !== undefined) rememberDelivery(rec, msg.messageId, INBOX_REMEMBER);
-        if (msg.outbox !== undefined) g.ops.push({ type: "del", key: this.config.keys.outbox(msg.outbox.seq) });
+        if (msg.outbox !== undefined) g.ops.push({ type: "del", key: this.config.keys.outbox(msg.outbox.partition, msg.outbox.seq) });
       },
     );
   }
@@ -455,7 +455,7 @@ export class TurnRunner {
     const { outbox } = msg;
     if (outbox === undefined) throw new Error("deadLetter() called for a message that did not come from the outbox");
     const group = this.config.pipeline.current;
-    group.ops.push({ type: "del", key: this.config.keys.outbox(outbox.seq) }, ...this.config.deadLetters.record(outbox, reason, message));
+    group.ops.push({ type: "del", key: this.config.keys.outbox(outbox.partition, outbox.seq) }, ...this.config.deadLetters.record(outbox, reason, message));
     this.config.metrics.deadLetters++;
     this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
   }

@@ -15,6 +15,7 @@ import {
   TwinNotFoundError,
   UnavailableError,
 } from "../errors.js";
+import { type PartitionId, Partitioning } from "../partition/partitioning.js";
 import type { PageTokens } from "../query/page-token.js";
 import { Keys } from "../store/keys.js";
 import type { RocksStore } from "../store/rocks-store.js";
@@ -30,7 +31,7 @@ import { HostMetrics } from "./host-metrics.js";
 import { type HostOptions, type ResolvedHostOptions, resolveHostOptions, retentionSweepMs } from "./host-options.js";
 import { type IngestEvent, readableEventTime, validateBatch } from "./ingest-event.js";
 import { type Delivery, OutboxDispatcher } from "./outbox-dispatcher.js";
-import type { OutboxEntry } from "./outbox-entry.js";
+import { type OutboxEntry, outboxMessageId } from "./outbox-entry.js";
 import { PendingBatch } from "./pending-batch.js";
 import { TimerService } from "./timer-service.js";
 import { TurnEffects } from "./turn-effects.js";
@@ -60,6 +61,8 @@ export interface TwinHostConfig {
   readonly replication?: ReplicationStage;
   /** Delivers messages to twins another node owns (with `ownership`); absent: every target is local. */
   readonly remoteMessages?: RemoteMessages;
+  /** How twins map to partitions (the data directory's count). @defaultValue 256 partitions */
+  readonly partitioning?: Partitioning;
 }
 
 export type { HostObserver, ReplicationStage, StageFailure } from "./commit-completion.js";
@@ -112,6 +115,8 @@ export class TwinHost {
   private readonly log: Logger;
   /** This node's id, reported as twins' owner. */
   readonly nodeId: string;
+  /** How twins map to partitions. */
+  readonly partitioning: Partitioning;
   private readonly activations: ActivationDirectory;
   private readonly loader: TwinLoader;
   private readonly pipeline: CommitPipeline;
@@ -140,14 +145,22 @@ export class TwinHost {
     this.clock = config.clock;
     this.log = config.log;
     this.nodeId = config.nodeId;
+    this.partitioning = config.partitioning ?? new Partitioning();
+    const owns = (p: PartitionId): boolean => this.admission.owns(p);
     this.pipeline = new CommitPipeline(
       this.store,
       this.options.maxGroupEvents,
       { committed: (g) => this.completion.written(g), failed: (groups, err) => this.completion.failed(groups, err) },
       this.log,
     );
-    this.timers = new TimerService(this.store, this.keys, this.clock, this.log, this.options, (kind, id, name, dueMs, indexKey) =>
-      this.postTimer(kind, id, name, dueMs, indexKey),
+    this.timers = new TimerService(
+      this.store,
+      this.keys,
+      this.clock,
+      this.log,
+      this.options,
+      (kind, id, name, dueMs, indexKey) => this.postTimer(kind, id, name, dueMs, indexKey),
+      config.ownership?.owns === undefined ? undefined : { partitioning: this.partitioning, owns },
     );
     this.remoteMessages = config.remoteMessages;
     this.admission = new Admission({
@@ -179,6 +192,7 @@ export class TwinHost {
       alerts: this.alerts,
       metrics: this.metrics,
       options: this.options,
+      partitioning: this.partitioning,
     });
     this.outbox = new OutboxDispatcher({
       store: this.store,
@@ -186,6 +200,8 @@ export class TwinHost {
       log: this.log.child({ component: "outbox" }),
       deliver: (entry) => this.deliver(entry),
       quarantine: (key, raw, problem) => this.quarantineOutboxEntry(key, raw, problem),
+      owns,
+      partitions: this.partitioning.partitions,
       settled: () => this.checkIdle(),
     });
     this.deadLetters = new DeadLetterStore({
@@ -197,6 +213,7 @@ export class TwinHost {
       tokens: config.tokens,
       retentionMs: this.options.deadLetterRetentionMs,
       maxCount: this.options.maxDeadLetters,
+      partitions: this.partitioning.partitions,
       sweepMs: retentionSweepMs(this.options, this.options.deadLetterRetentionMs),
       requeued: (entries) => {
         for (const entry of entries) this.outbox.enqueue(entry);
@@ -241,6 +258,21 @@ export class TwinHost {
     this.timers.start();
     this.sweepTimer = setInterval(() => this.activations.sweepIdle(), Math.min(this.options.idleTimeoutMs, 10_000));
     this.sweepTimer.unref();
+  }
+
+  /**
+   * Partitions changed hands, or keys of theirs were written underneath (replicated from their
+   * owner): re-reads their alert log, outbox and dead letter positions, so numbering continues
+   * after the highest number in the store and never reuses one, and makes the timer service and
+   * the outbox dispatcher read them again (when owned) or forget them (when not).
+   */
+  async partitionsChanged(partitions: Iterable<PartitionId>): Promise<void> {
+    for (const p of partitions) {
+      await this.effects.resyncPartition(p);
+      await this.deadLetters.resyncPartition(p);
+      this.outbox.partitionChanged(p);
+    }
+    this.timers.partitionsChanged();
   }
 
   /** The registered kinds. */
@@ -501,7 +533,7 @@ export class TwinHost {
     if (existing !== undefined && existing.queued >= this.options.mailboxDepth) return "busy";
     const act = this.activations.activate(target, entry.toId, key);
     const sink: OutcomeSink = { complete: () => undefined };
-    act.post({ type: "message", message: entry.message, messageId: `o:${entry.seq}`, outbox: entry, sink, index: 0 });
+    act.post({ type: "message", message: entry.message, messageId: outboxMessageId(entry), outbox: entry, sink, index: 0 });
     this.schedule(act);
     return "delivered";
   }
@@ -513,7 +545,7 @@ export class TwinHost {
    * redelivery by the message's id.
    */
   private deliverRemote(remote: RemoteMessages, entry: OutboxEntry, target: string): void {
-    const key = this.keys.outbox(entry.seq);
+    const key = this.keys.outbox(entry.partition, entry.seq);
     let delivered = false;
     const finished = async (): Promise<void> => {
       try {
@@ -522,22 +554,22 @@ export class TwinHost {
         if (isTwinmeshError(err) && !err.retryable) {
           await this.store.write([{ type: "del", key }, ...this.deadLetters.record(entry, err.reason, err.message)]);
           this.metrics.deadLetters++;
-          this.outbox.released(entry.seq, false);
+          this.outbox.released(entry, false);
           return;
         }
         this.log.debug({ err, seq: entry.seq, to: `${entry.toKind}/${entry.toId}` }, "message to another node's twin not delivered yet; it is offered again");
-        this.outbox.released(entry.seq, true);
+        this.outbox.released(entry, true);
         return;
       }
       await this.store.write([{ type: "del", key }]);
       delivered = true;
-      this.outbox.released(entry.seq, false);
+      this.outbox.released(entry, false);
     };
     finished()
       .catch((err: unknown) => {
         // The outbox write failed: the entry is still there, so the message is offered again.
         this.log.warn({ err, seq: entry.seq }, "could not record a message delivered to another node; it is offered again");
-        this.outbox.released(entry.seq, true);
+        this.outbox.released(entry, true);
       })
       .finally(() => {
         this.remoteInFlight.delete(target);
@@ -550,8 +582,8 @@ export class TwinHost {
 
   /** Moves an outbox entry that does not parse to the dead letters, in one batch with its delete. */
   private async quarantineOutboxEntry(key: string, raw: string, problem: string): Promise<void> {
-    const seq = this.keys.outboxSeqOf(key);
-    const stand: OutboxEntry = { seq, fromKind: "", fromId: "", toKind: "", toId: "", message: { unreadable: raw } };
+    const { partition, seq } = this.keys.outboxKeyOf(key);
+    const stand: OutboxEntry = { partition, seq, fromKind: "", fromId: "", toKind: "", toId: "", message: { unreadable: raw } };
     await this.store.write([{ type: "del", key }, ...this.deadLetters.record(stand, "UNREADABLE_MESSAGE", `the outbox entry could not be read: ${problem}`)]);
     this.metrics.deadLetters++;
   }

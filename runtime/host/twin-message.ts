@@ -40,7 +40,7 @@ export interface TelemetryMessage extends Base {
 export interface UserMessage extends Base {
   readonly type: "message";
   readonly message: JsonObject;
-  /** Dedupe id: `o:<outbox seq>` or `k:<idempotency key>`. */
+  /** Dedupe id: `o:<partition>:<outbox seq>` (see outboxMessageId) or `k:<idempotency key>`. */
   readonly messageId?: string;
   /**
    * The outbox entry this delivers (sender, target, message), absent for `SendToTwin`: deleted

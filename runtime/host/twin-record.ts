@@ -27,7 +27,7 @@ export interface TwinRecordData {
   timers?: Record<string, number>;
   /** Open or acknowledged alerts by code. */
   alerts?: Record<string, Alert>;
-  /** Recently delivered outbox message ids (`o:<seq>`), oldest first, bounded. */
+  /** Recently delivered outbox message ids (`o:<partition>:<seq>`), oldest first, bounded. */
   inbox?: string[];
   /**
    * Recently used SendToTwin idempotency keys (`k:<key>`), oldest first, bounded: kept apart

@@ -90,11 +90,13 @@ export const DEFAULT_WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
 const FORMAT_KEY = "\u0000meta\u0000format";
 const FORMAT_NAME = "twinmesh-data";
 /**
- * The data format this build writes. It reads every older one, and stamps the newer number on
- * open so that an older build refuses the directory instead of misreading it. 2: a twin record
- * is `<meta>\n<state>` (1: one JSON object).
+ * The data format this build writes. It reads every older one: a new directory is stamped at
+ * open; an older one is upgraded by the runtime (`upgradeDataFormat`), which stamps the number
+ * when it is done, so that an older build refuses the directory instead of misreading it.
+ * 3: the alert log, outbox and dead letters are numbered per partition, with per-partition marks
+ * (`m`); 2: a twin record is `<meta>\n<state>` (1: one JSON object).
  */
-export const DATA_FORMAT_VERSION = 2;
+export const DATA_FORMAT_VERSION = 3;
 
 function openDb(db: LevelDown, createIfMissing: boolean, options: RocksStoreOptions, readOnly = false): Promise<void> {
   return promisify<void>((cb) =>
@@ -148,6 +150,11 @@ export class RocksStore {
   private closing: Promise<void> | undefined;
   /** False between a reopen's close and its open, and after close. */
   private dbOpen = true;
+  /**
+   * The data format the directory holds: {@link DATA_FORMAT_VERSION}, or an older one (also
+   * while an upgrade from it is unfinished) until `upgradeDataFormat` stamps the new one.
+   */
+  formatVersion = DATA_FORMAT_VERSION;
 
   private constructor(
     private db: LevelDown,
@@ -178,9 +185,10 @@ export class RocksStore {
     }
     const store = new RocksStore(db, path, options.durability ?? Durability.WAL, options);
     try {
-      if ((await store.checkFormat(fresh)) < DATA_FORMAT_VERSION) {
-        await store.write([{ type: "put", key: FORMAT_KEY, value: JSON.stringify({ format: FORMAT_NAME, version: DATA_FORMAT_VERSION }) }]);
-      }
+      const version = await store.checkFormat(fresh);
+      // A new directory is stamped now; an older one keeps its number until it is upgraded.
+      if (version === 0) await store.stampFormat(DATA_FORMAT_VERSION);
+      else store.formatVersion = version;
     } catch (err) {
       await store.close();
       throw isTwinmeshError(err) ? err : RocksStore.openError(path, err);
@@ -263,7 +271,20 @@ export class RocksStore {
     );
   }
 
-  /** Checks the format marker and returns its version: 0 when there is none yet and the database is empty, so it may be stamped. */
+  /**
+   * Stamps the format marker. With `upgradingFrom`, the marker says {@link DATA_FORMAT_VERSION}
+   * (so an older build refuses the half-upgraded directory) while this build reads it as
+   * `upgradingFrom` and finishes the upgrade.
+   */
+  async stampFormat(version: number, upgradingFrom?: number): Promise<void> {
+    await this.write([{ type: "put", key: FORMAT_KEY, value: JSON.stringify({ format: FORMAT_NAME, version, upgradingFrom }) }]);
+    this.formatVersion = upgradingFrom ?? version;
+  }
+
+  /**
+   * Checks the format marker and returns its version (the version an unfinished upgrade started
+   * from): 0 when there is none yet and the database is empty, so it may be stamped.
+   */
   private async checkFormat(fresh: boolean): Promise<number> {
     const raw = await this.get(FORMAT_KEY);
     if (raw === undefined) {
@@ -277,7 +298,7 @@ export class RocksStore {
       }
       return 0;
     }
-    let marker: { format?: unknown; version?: unknown };
+    let marker: { format?: unknown; version?: unknown; upgradingFrom?: unknown };
     try {
       marker = JSON.parse(raw) as typeof marker;
     } catch {
@@ -297,7 +318,7 @@ export class RocksStore {
         `${this.path} holds data format ${marker.version}, newer than this twinmesh reads (${DATA_FORMAT_VERSION}); run a newer twinmesh`,
       );
     }
-    return marker.version;
+    return typeof marker.upgradingFrom === "number" ? marker.upgradingFrom : marker.version;
   }
 
   private async firstKey(): Promise<string | undefined> {

@@ -1,5 +1,5 @@
 import type { OutboxEntry } from "../../runtime/host/outbox-entry.js";
-import { type HostOptions, type Logger, type TurnOutcome, type TwinClass, TwinRuntime, VirtualClock } from "../../runtime/index.js";
+import { type HostOptions, type Logger, type OwnershipGate, type TurnOutcome, type TwinClass, TwinRuntime, VirtualClock } from "../../runtime/index.js";
 import type { TestScope } from "./test-scope.js";
 
 /** A {@link TwinRuntime} in this process on a test-owned data directory, with virtual time. */
@@ -25,6 +25,8 @@ export interface OpenRuntimeOptions {
   readonly dataDir?: string;
   readonly clock?: VirtualClock;
   readonly log?: Logger;
+  /** Which partitions this node owns (a cluster's gate); absent: all. */
+  readonly ownership?: OwnershipGate;
 }
 
 /** 2026-01-01T00:00:00Z, where virtual time starts. */
@@ -45,6 +47,7 @@ export async function openRuntime(t: TestScope, options: OpenRuntimeOptions): Pr
     clock,
     durability: options.durability,
     log: options.log,
+    ownership: options.ownership,
     host: { timerPollMs: 3_600_000, ...options.host },
     observer: { messageSent: (entry) => void sent.push(entry) },
   });

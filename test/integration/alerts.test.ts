@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import type { TwinmeshClient } from "../../client/index.js";
 import { type Alert, AlertSeverity, AlertState, type WatchAlertsResponse } from "../../proto/gen/twinmesh/v1/alert_pb.js";
+import { Partitioning } from "../../runtime/index.js";
 import { ev } from "../harness/events.js";
 import { clientError } from "../harness/grpc-status.js";
 import { startNode } from "../harness/start-node.js";
@@ -42,6 +43,18 @@ function watch(t: TestScope, client: TwinmeshClient, cursor: string, filter = ""
     },
     close,
   };
+}
+
+/** Alert changes grouped by twin, each twin's in the order seen: the order a watch promises (per partition). */
+function byTwin(changes: ReturnType<typeof brief>[]): Record<string, unknown[]> {
+  const groups: Record<string, unknown[]> = {};
+  for (const c of changes) (groups[c?.twin ?? ""] ??= []).push(c);
+  return groups;
+}
+
+/** The cursor part `<partition>-<seq>` (base 36) of an alarm twin's partition (256 partitions). */
+function at(id: string, seq: number): string {
+  return `${new Partitioning(256).partitionOf("alarm", id).toString(36)}-${seq.toString(36)}`;
 }
 
 /** Publishes `level` readings to alarm twins, one seq after another per twin. */
@@ -116,7 +129,7 @@ describe("AlertService (alerts)", () => {
     assert.equal(mismatched.reason, "BAD_PAGE_TOKEN");
   });
 
-  it("streams, from the cursor ListAlerts returned, exactly the changes after the listing, each once and in order", async () => {
+  it("streams, from the cursor ListAlerts returned, exactly the changes after the listing, each once and in order per twin", async () => {
     const { client } = await startNode(t);
     const publish = levels(client);
     await publish(["a-1", 120]);
@@ -130,13 +143,20 @@ describe("AlertService (alerts)", () => {
     await publish(["a-9", 100]); // the sentinel
     const seen = [];
     for (let i = 0; i < 5; i++) seen.push(brief((await w.next()).alert));
-    assert.deepEqual(seen, [
-      { id: "alarm/a-2/high@1", twin: "a-2", severity: "CRITICAL", state: "OPEN", message: "level 150", count: 1 },
-      { id: "alarm/a-1/high@1", twin: "a-1", severity: "WARNING", state: "ACKNOWLEDGED", message: "level 120", count: 1 },
-      { id: "alarm/a-1/high@1", twin: "a-1", severity: "WARNING", state: "ACKNOWLEDGED", message: "level 140", count: 3 },
-      { id: "alarm/a-2/high@1", twin: "a-2", severity: "CRITICAL", state: "RESOLVED", message: "level 150", count: 1 },
-      { id: "alarm/a-9/high@1", twin: "a-9", severity: "WARNING", state: "OPEN", message: "level 100", count: 1 },
-    ]);
+    // Changes of one partition (so of one twin) come in commit order; partitions interleave.
+    assert.deepEqual(byTwin(seen), {
+      "a-2": [
+        { id: "alarm/a-2/high@1", twin: "a-2", severity: "CRITICAL", state: "OPEN", message: "level 150", count: 1 },
+        { id: "alarm/a-2/high@1", twin: "a-2", severity: "CRITICAL", state: "RESOLVED", message: "level 150", count: 1 },
+      ],
+      "a-1": [
+        { id: "alarm/a-1/high@1", twin: "a-1", severity: "WARNING", state: "ACKNOWLEDGED", message: "level 120", count: 1 },
+        { id: "alarm/a-1/high@1", twin: "a-1", severity: "WARNING", state: "ACKNOWLEDGED", message: "level 140", count: 3 },
+      ],
+      "a-9": [{ id: "alarm/a-9/high@1", twin: "a-9", severity: "WARNING", state: "OPEN", message: "level 100", count: 1 }],
+    });
+    // Nothing else is pending.
+    await assert.rejects(w.next(200), /no alert change within 200 ms/);
   });
 
   it("resumes a watch from its last cursor without losing or repeating a change", async () => {
@@ -147,17 +167,21 @@ describe("AlertService (alerts)", () => {
     await publish(["a-1", 100], ["a-2", 100], ["a-3", 100]);
     const a = await first.next();
     const b = await first.next();
-    assert.deepEqual([a.alert?.twinId, b.alert?.twinId], ["a-1", "a-2"]);
+    const seenFirst = [a.alert?.twinId, b.alert?.twinId];
     first.close();
     await publish(["a-4", 100]);
     await publish(["a-1", 10]);
     const second = watch(t, client, b.cursor);
     const rest = [];
     for (let i = 0; i < 3; i++) rest.push(brief((await second.next()).alert));
-    assert.deepEqual(
-      rest.map((r) => `${r?.twin} ${r?.state}`),
-      ["a-3 OPEN", "a-4 OPEN", "a-1 RESOLVED"],
-    );
+    // Each change once: the two seen before, then the rest (in partition order, not commit order).
+    assert.deepEqual([...seenFirst.map((id) => `${id} OPEN`), ...rest.map((r) => `${r?.twin} ${r?.state}`)].sort(), [
+      "a-1 OPEN",
+      "a-1 RESOLVED",
+      "a-2 OPEN",
+      "a-3 OPEN",
+      "a-4 OPEN",
+    ]);
     // Nothing else is pending: the next change seen is a new one.
     await publish(["a-5", 100]);
     assert.equal((await second.next()).alert?.twinId, "a-5");
@@ -167,7 +191,8 @@ describe("AlertService (alerts)", () => {
     const { client } = await startNode(t);
     for (const [cursor, message] of [
       ["garbage", 'cursor "garbage" is not a cursor this node issued; pass one from ListAlerts or WatchAlerts, or none to start from now'],
-      ["c1.zz", 'cursor "c1.zz" is ahead of this node\'s alert log (last change 0); was it issued by another data directory?'],
+      ["c2.0-zz", 'cursor "c2.0-zz" names changes of partition 0, which has logged none here; was it issued by another data directory?'],
+      ["c2.0-1.0-2", 'cursor "c2.0-1.0-2" is not a cursor this node issued; pass one from ListAlerts or WatchAlerts, or none to start from now'],
     ] as const) {
       const err = await clientError(watch(t, client, cursor).next());
       assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
@@ -184,23 +209,39 @@ describe("AlertService (alerts)", () => {
     const { client, node } = await startNode(t, { hostOptions: { alertLogRetention: 5 } });
     const publish = levels(client);
     const { cursor: old } = await client.listAlerts();
-    assert.equal(old, "c1.0");
+    assert.equal(old, "c2.");
     // Ten changes: with a retention of 5, the log is trimmed (in chunks of at least 5) to changes 6-10.
     for (let i = 0; i < 5; i++) await publish(["a-1", 120], ["a-1", 10]);
     await waitFor(() => node.runtime.host.idle, { timeoutMs: 5_000, what: "the alert changes to commit" });
     const err = await clientError(watch(t, client, old).next());
     assert.equal(err.code, grpc.status.OUT_OF_RANGE);
     assert.equal(err.reason, "CURSOR_EXPIRED");
-    assert.equal(err.message, 'cursor "c1.0" is older than the retained alert log (changes before 6 were trimmed); list alerts again to get a fresh cursor');
+    const p = new Partitioning(256).partitionOf("alarm", "a-1");
+    assert.equal(
+      err.message,
+      `cursor "c2." is older than partition ${p}'s retained alert log (its changes before 6 were trimmed); list alerts again to get a fresh cursor`,
+    );
     // The oldest retained position still works: it replays changes 6-10.
-    const edge = watch(t, client, "c1.5");
-    assert.deepEqual([(await edge.next()).cursor, (await edge.next()).cursor], ["c1.6", "c1.7"]);
+    const edge = watch(t, client, `c2.${at("a-1", 5)}`);
+    assert.deepEqual([(await edge.next()).cursor, (await edge.next()).cursor], [`c2.${at("a-1", 6)}`, `c2.${at("a-1", 7)}`]);
     const { cursor: fresh } = await client.listAlerts();
-    assert.equal(fresh, "c1.a");
+    assert.equal(fresh, `c2.${at("a-1", 10)}`);
     const w = watch(t, client, fresh);
     await publish(["a-2", 150]);
     const change = await w.next();
-    assert.deepEqual([change.alert?.twinId, change.cursor], ["a-2", "c1.b"]);
+    // a-1's partition (118) sorts before a-2's (255); a-2's partition numbers its first change 1.
+    assert.deepEqual([change.alert?.twinId, change.cursor], ["a-2", `c2.${at("a-1", 10)}.${at("a-2", 1)}`]);
+  });
+
+  it("answers WatchAlerts with a cursor of data format 2 (c1.) with OUT_OF_RANGE, telling to list again", async () => {
+    const { client } = await startNode(t);
+    const err = await clientError(watch(t, client, "c1.5").next());
+    assert.equal(err.code, grpc.status.OUT_OF_RANGE);
+    assert.equal(err.reason, "CURSOR_EXPIRED");
+    assert.equal(
+      err.message,
+      'cursor "c1.5" was issued before this node numbered alert changes per partition (data format 3); list alerts again to get a fresh cursor',
+    );
   });
 
   it("acknowledges and resolves an alert; acknowledging or resolving it again changes nothing", async () => {

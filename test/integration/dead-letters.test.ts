@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import type { DeadLetter, TwinmeshClient } from "../../client/index.js";
+import type { PartitionId } from "../../runtime/index.js";
 import { fixtureTwins } from "../fixtures/index.js";
 import { MAIL_TWINS } from "../fixtures/mail-twins.js";
 import { ev } from "../harness/events.js";
@@ -74,7 +75,7 @@ describe("DeadLetterService (dead letters)", () => {
 
   it("answers NOT_FOUND for an id that does not exist and INVALID_ARGUMENT for one that is not an id", async () => {
     const { client } = await start(t);
-    const missing = await clientError(client.getDeadLetter("12345"));
+    const missing = await clientError(client.getDeadLetter("7-12345"));
     assert.equal(missing.code, grpc.status.NOT_FOUND);
     assert.equal(missing.reason, "DEAD_LETTER_NOT_FOUND");
     const bad = await clientError(client.getDeadLetter("seven"));
@@ -141,9 +142,11 @@ describe("DeadLetterService (dead letters)", () => {
     const paged = await allDeadLetters(node.client, {}, 5);
     assert.equal(paged.length, 24);
     assert.equal(new Set(paged.map((d) => d.id)).size, 24);
+    // By partition, then oldest first: ids are `<partition>-<seq>`.
+    const order = paged.map((d) => d.id.split("-").map(Number) as [number, number]);
     assert.deepEqual(
-      paged.map((d) => Number(d.id)),
-      paged.map((d) => Number(d.id)).sort((a, b) => a - b),
+      order,
+      [...order].sort((a, b) => a[0] - b[0] || a[1] - b[1]),
     );
     assert.deepEqual((await allDeadLetters(node.client, { toId: "picky-2" }, 5)).map(brief), [
       { from: "poster/q-1", to: "picky/picky-2", reason: "HANDLER_FAILED", message: { from: "q-1", seq: 1 } },
@@ -160,8 +163,8 @@ describe("DeadLetterService (dead letters)", () => {
     const node = await start(t);
     await deadLettersFor(node, "picky-1", ["p-1", "p-2"]);
     await deadLettersFor(node, "picky-2", ["p-3"]);
-    const [first] = await allDeadLetters(node.client);
-    assert.equal((await node.client.deleteDeadLetters({ ids: [first?.id ?? "", "999"] })).deletedCount, 1n);
+    const first = (await allDeadLetters(node.client)).find((d) => d.fromId === "p-1");
+    assert.equal((await node.client.deleteDeadLetters({ ids: [first?.id ?? "", "0-999"] })).deletedCount, 1n);
     assert.equal((await node.client.deleteDeadLetters({ all: true, filter: { toId: "picky-2" } })).deletedCount, 1n);
     assert.deepEqual(
       (await allDeadLetters(node.client)).map((d) => d.fromId),
@@ -171,15 +174,27 @@ describe("DeadLetterService (dead letters)", () => {
 
   it("never hands out a dead letter id again, also after the newest letters were deleted and the node restarted", async () => {
     const first = await start(t);
-    await deadLettersFor(first, "picky-1", ["p-1", "p-2"]);
+    // One sender: its dead letters are numbered in its partition.
+    await deadLettersFor(first, "picky-1", ["p-1"], 1);
+    await deadLettersFor(first, "picky-1", ["p-1"], 2);
     const before = await allDeadLetters(first.client);
+    assert.deepEqual(
+      before.map((d) => d.message),
+      [
+        { from: "p-1", seq: 1 },
+        { from: "p-1", seq: 2 },
+      ],
+    );
     await first.client.deleteDeadLetters({ ids: [before[1]?.id ?? ""] });
     const node = await first.restart();
-    await deadLettersFor(node, "picky-1", ["p-3"]);
+    await deadLettersFor(node, "picky-1", ["p-1"], 3);
     const after = await allDeadLetters(node.client);
     assert.deepEqual(
-      after.map((d) => d.fromId),
-      ["p-1", "p-3"],
+      after.map((d) => d.message),
+      [
+        { from: "p-1", seq: 1 },
+        { from: "p-1", seq: 3 },
+      ],
     );
     assert.ok(!before.some((d) => d.id === after[1]?.id), `the new dead letter reused the id ${after[1]?.id} of a deleted one`);
   });
@@ -188,7 +203,10 @@ describe("DeadLetterService (dead letters)", () => {
     const node = await start(t);
     await deadLettersFor(node, "picky-1", ["p-1"]);
     const { host, store } = node.node.runtime;
-    await store.write([{ type: "put", key: host.keys.deadLetter(1_000), value: "{torn" }]);
+    const [real] = await allDeadLetters(node.client);
+    assert.ok(real !== undefined);
+    // In the real letter's partition, after it: listings are ordered by partition, then seq.
+    await store.write([{ type: "put", key: host.keys.deadLetter(Number(real.id.split("-")[0]) as PartitionId, 1_000), value: "{torn" }]);
     const all = await allDeadLetters(node.client);
     assert.deepEqual(
       all.map((d) => d.reason),
@@ -239,7 +257,8 @@ describe("DeadLetterService (dead letters)", () => {
 
   it("trims dead letters beyond the most kept, oldest first, and those older than the retention", async () => {
     const node = await start(t, { maxDeadLetters: 2, retentionSweepMs: 20 });
-    await deadLettersFor(node, "picky-1", ["p-1", "p-2", "p-3", "p-4", "p-5"]);
+    // One sender, so all five are in one partition: at most 2 are kept per partition.
+    for (let seq = 1; seq <= 5; seq++) await deadLettersFor(node, "picky-1", ["p-1"], seq);
     const newest = (await waitFor(
       async () => {
         const left = await allDeadLetters(node.client);
@@ -247,9 +266,12 @@ describe("DeadLetterService (dead letters)", () => {
       },
       { timeoutMs: 10_000, what: "retention to keep 2 dead letters" },
     )) as DeadLetter[];
-    const ids = newest.map((d) => Number(d.id));
-    assert.deepEqual(ids, [ids[0] as number, (ids[0] as number) + 1]);
-    assert.equal(ids[1], 5);
+    const ids = newest.map((d) => d.id.split("-").map(Number));
+    const p = ids[0]?.[0] as number;
+    assert.deepEqual(ids, [
+      [p, 4],
+      [p, 5],
+    ]);
 
     const aged = await start(t, { deadLetterRetentionMs: 300, retentionSweepMs: 20 });
     await deadLettersFor(aged, "picky-1", ["p-1", "p-2"]);

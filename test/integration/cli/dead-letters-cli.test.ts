@@ -19,7 +19,10 @@ function assertExit(result: CliResult, code: number): CliResult {
   return result;
 }
 
-/** Two posters' messages to picky-1, which refuses them: two dead letters. */
+/**
+ * Two posters' messages to picky-1, which refuses them: two dead letters, each in its sender's
+ * partition (of 256): `252-1` from p-1 and `212-1` from p-2, listed by partition.
+ */
 async function twoDeadLetters(node: StartedNode): Promise<void> {
   await node.client.publish([ev("poster", "p-1", 1), ev("poster", "p-2", 1)]);
   await waitFor(() => node.node.runtime.host.metrics.deadLetters === 2, { timeoutMs: 10_000, what: "two dead letters" });
@@ -36,7 +39,7 @@ describe("twinmesh dead-letters", () => {
     const table = assertExit(await runCli(["dead-letters", "list", ...address]), 0);
     const lines = table.stdout.trimEnd().split("\n");
     assert.match(lines[0] ?? "", /^ID\s+DIED\s+REASON\s+FROM\s+TO\s+MESSAGE$/);
-    assert.match(lines[1] ?? "", /^1\s+\d{4}-\d\d-\d\dT\S+Z\s+HANDLER_FAILED\s+poster\/p-1\s+picky\/picky-1\s+\{"from":"p-1","seq":1\}$/);
+    assert.match(lines[1] ?? "", /^212-1\s+\d{4}-\d\d-\d\dT\S+Z\s+HANDLER_FAILED\s+poster\/p-2\s+picky\/picky-1\s+\{"from":"p-2","seq":1\}$/);
     assert.equal(lines[3], "2 dead letters");
     assert.equal(table.stderr, "");
 
@@ -46,14 +49,14 @@ describe("twinmesh dead-letters", () => {
     };
     assert.deepEqual(
       json.deadLetters.map((d) => [d.id, d.reason, d.fromId, d.toKind, d.toId, d.message, d.outboxSeq]),
-      [["2", "HANDLER_FAILED", "p-2", "picky", "picky-1", { from: "p-2", seq: 1 }, 2]],
+      [["212-1", "HANDLER_FAILED", "p-2", "picky", "picky-1", { from: "p-2", seq: 1 }, 1]],
     );
     assert.equal(json.nextPageToken, "");
 
-    const shown = assertExit(await runCli(["dead-letters", "show", "1", ...address]), 0);
+    const shown = assertExit(await runCli(["dead-letters", "show", "252-1", ...address]), 0);
     assert.match(
       shown.stdout,
-      /^id: {6}1\ndied: {4}\S+\nreason: {2}HANDLER_FAILED\nerror: {3}picky\/picky-1 onMessage failed: picky picky-1 refuses messages\nfrom: {4}poster\/p-1\nto: {6}picky\/picky-1\nmessage: \{"from":"p-1","seq":1\}\n$/,
+      /^id: {6}252-1\ndied: {4}\S+\nreason: {2}HANDLER_FAILED\nerror: {3}picky\/picky-1 onMessage failed: picky picky-1 refuses messages\nfrom: {4}poster\/p-1\nto: {6}picky\/picky-1\nmessage: \{"from":"p-1","seq":1\}\n$/,
     );
   });
 
@@ -63,13 +66,13 @@ describe("twinmesh dead-letters", () => {
     await twoDeadLetters(node);
     const address = ["--address", node.address];
     await node.client.publish([ev("picky", "picky-1", 1, { accept: 1 })]);
-    const retried = assertExit(await runCli(["dead-letters", "retry", "1", ...address]), 0);
+    const retried = assertExit(await runCli(["dead-letters", "retry", "252-1", ...address]), 0);
     assert.equal(retried.stdout, "requeued 1 dead letter for delivery\n");
     await waitFor(async () => ((await twinState(node.client, "picky", "picky-1")).seen as string[]).join(), { timeoutMs: 10_000, what: "the retried message" });
     assert.deepEqual((await twinState(node.client, "picky", "picky-1")).seen, ["p-1#1"]);
 
-    const missing = assertExit(await runCli(["dead-letters", "show", "1", ...address]), 1);
-    assert.match(missing.stderr, /^twinmesh: dead letter "1" does not exist: .* \(DEAD_LETTER_NOT_FOUND\)\n$/);
+    const missing = assertExit(await runCli(["dead-letters", "show", "252-1", ...address]), 1);
+    assert.match(missing.stderr, /^twinmesh: dead letter "252-1" does not exist: .* \(DEAD_LETTER_NOT_FOUND\)\n$/);
     const usage = assertExit(await runCli(["dead-letters", "retry", ...address]), 2);
     assert.match(usage.stderr, /^twinmesh: name the dead letters to retry .*\n$/);
     assert.equal(usage.stderr.split("\n").length, 2, "one line");

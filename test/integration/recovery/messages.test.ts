@@ -20,7 +20,9 @@ describe("messages between twins across failures (recovery/messages)", () => {
     await host.whenIdle();
     assert.deepEqual((await host.getTwin("sink", "sink-1")).state, { received: 1, seen: ["f-1#1"] });
     assert.deepEqual(await keysIn(runtime, host.keys.outboxRange()), []);
-    const outboxKey = host.keys.outbox((sent[0] as { seq: number }).seq);
+    const delivered = sent[0];
+    assert.ok(delivered !== undefined);
+    const outboxKey = host.keys.outbox(delivered.partition, delivered.seq);
     const sinkKey = host.keys.twin("sink", "sink-1");
     const receiving = writes.writes.filter((w) => w.ops.some((op) => op.type === "put" && op.key === sinkKey));
     assert.equal(receiving.length, 1);
@@ -39,7 +41,7 @@ describe("messages between twins across failures (recovery/messages)", () => {
     // redelivery): the receiver's inbox marks must recognise its id.
     const entry = first.sent[0];
     assert.ok(entry !== undefined);
-    await first.runtime.store.write([{ type: "put", key: first.runtime.host.keys.outbox(entry.seq), value: JSON.stringify(entry) }]);
+    await first.runtime.store.write([{ type: "put", key: first.runtime.host.keys.outbox(entry.partition, entry.seq), value: JSON.stringify(entry) }]);
 
     const second = await first.reopen();
     await second.runtime.host.whenIdle();
@@ -93,7 +95,7 @@ describe("dead-lettering while the outbox is rescanned (recovery/messages)", () 
       if (range.gte.startsWith(outboxPrefix) && range.limit === undefined) await scanGate;
       yield* scan.call(this, range, options);
     };
-    const outboxPrefix = new Keys().outbox(0).slice(0, -16);
+    const outboxPrefix = new Keys().outboxRange().gte;
     const runtime = await TwinRuntime.open({ dataDir: t.tempDir("rescan"), twins: [ForwardTwin, RefuseTwin], host: { timerPollMs: 3_600_000 } });
     t.defer(() => runtime.close());
     const { host } = runtime;

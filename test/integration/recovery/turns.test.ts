@@ -19,7 +19,7 @@ describe("failed and abandoned turns (recovery/turns)", () => {
     await host.whenIdle();
     assert.deepEqual((await host.getTwin("trip", "t-1")).state, { count: 1, fired: [] });
     assert.deepEqual(await keysIn(runtime, host.keys.alerts()), []);
-    assert.deepEqual(await keysIn(runtime, host.keys.alertLogRange(0)), []);
+    assert.deepEqual(await keysIn(runtime, host.keys.alertLogs()), []);
     assert.deepEqual(await keysIn(runtime, host.keys.timersDue(0, START_MS + 3_600_000)), []);
     assert.deepEqual(await keysIn(runtime, host.keys.outboxRange()), []);
     await assert.rejects(host.getTwin("sink", "sink-1"), { reason: "TWIN_NOT_FOUND" });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type Delivery, OutboxDispatcher } from "../../../../runtime/host/outbox-dispatcher.js";
 import type { OutboxEntry } from "../../../../runtime/host/outbox-entry.js";
-import { silentLogger } from "../../../../runtime/index.js";
+import { type PartitionId, silentLogger } from "../../../../runtime/index.js";
 import { Keys } from "../../../../runtime/store/keys.js";
 import { type KeyRange, RocksStore } from "../../../../runtime/store/rocks-store.js";
 import { type TestScope, useTestScope } from "../../../harness/test-scope.js";
@@ -9,8 +9,10 @@ import { waitFor } from "../../../harness/wait-for.js";
 
 const keys = new Keys();
 
-function entry(seq: number, toId = "sink-1", toKind = "sink"): OutboxEntry {
-  return { seq, fromKind: "forward", fromId: "f-1", toKind, toId, message: { n: seq } };
+const P0 = 0 as PartitionId;
+
+function entry(seq: number, toId = "sink-1", toKind = "sink", partition = P0): OutboxEntry {
+  return { partition, seq, fromKind: "forward", fromId: "f-1", toKind, toId, message: { n: seq } };
 }
 
 /** A dispatcher over a real store, with a deliverer the test steers and a record of what it did. */
@@ -22,15 +24,20 @@ class Harness {
   /** Targets whose mailbox is full. */
   readonly busy = new Set<string>();
   readonly unknownKinds = new Set<string>();
+  /** Partitions this node owns; undefined: all. */
+  owned: Set<number> | undefined;
+  /** Every delivery, as `partition:seq`. */
+  readonly handed: string[] = [];
   settledCalls = 0;
   dispatcher!: OutboxDispatcher;
 
   constructor(readonly store: RocksStore) {}
 
-  static async open(t: TestScope, options: { maxQueued?: number; retryMs?: number } = {}): Promise<Harness> {
+  static async open(t: TestScope, options: { maxQueued?: number; retryMs?: number; partitions?: number; owned?: number[] } = {}): Promise<Harness> {
     const store = await RocksStore.open(t.tempDir("outbox"));
     t.defer(() => store.close());
     const h = new Harness(store);
+    h.owned = options.owned === undefined ? undefined : new Set(options.owned);
     const scan = store.scan.bind(store);
     store.scan = (range, opts) => {
       h.scans.push(range);
@@ -48,6 +55,8 @@ class Harness {
       settled: () => {
         h.settledCalls++;
       },
+      owns: (p) => h.owned?.has(p) ?? true,
+      partitions: options.partitions ?? 1,
       maxQueued: options.maxQueued ?? 100,
       retryMs: options.retryMs ?? 10,
     });
@@ -60,18 +69,19 @@ class Harness {
     if (this.unknownKinds.has(e.toKind)) return "unknown-kind";
     if (this.busy.has(e.toId)) return "busy";
     this.delivered.push(e.seq);
+    this.handed.push(`${e.partition}:${e.seq}`);
     return "delivered";
   }
 
   /** Writes entries to the outbox as committed turns would. */
   async persist(...entries: OutboxEntry[]): Promise<void> {
-    await this.store.write(entries.map((e) => ({ type: "put", key: keys.outbox(e.seq), value: JSON.stringify(e) })));
+    await this.store.write(entries.map((e) => ({ type: "put", key: keys.outbox(e.partition, e.seq), value: JSON.stringify(e) })));
   }
 
-  /** Commits the delivery of `seq`: its outbox entry is deleted and it is released. */
-  async commit(seq: number): Promise<void> {
-    await this.store.write([{ type: "del", key: keys.outbox(seq) }]);
-    this.dispatcher.released(seq, false);
+  /** Commits the delivery of `seq` (of partition `p`): its outbox entry is deleted and it is released. */
+  async commit(seq: number, p = P0): Promise<void> {
+    await this.store.write([{ type: "del", key: keys.outbox(p, seq) }]);
+    this.dispatcher.released(entry(seq, "", "", p), false);
   }
 }
 
@@ -131,7 +141,7 @@ describe("OutboxDispatcher", () => {
     h.dispatcher.enqueue(entry(1, "hot"));
     h.busy.add("hot");
     h.dispatcher.enqueue(entry(2, "hot"));
-    h.dispatcher.released(1, true);
+    h.dispatcher.released(entry(1, "hot"), true);
     h.busy.delete("hot");
     h.dispatcher.targetFreed("sink", "hot");
     assert.deepEqual(h.delivered, [1, 1, 2]);
@@ -141,7 +151,7 @@ describe("OutboxDispatcher", () => {
     const h = await Harness.open(t, { retryMs: 10 });
     await h.persist(entry(1));
     h.dispatcher.enqueue(entry(1));
-    h.dispatcher.released(1, true);
+    h.dispatcher.released(entry(1), true);
     await waitFor(() => h.delivered.length === 2, { timeoutMs: 2_000, what: "the second delivery" });
     assert.deepEqual(h.delivered, [1, 1]);
   });
@@ -160,7 +170,7 @@ describe("OutboxDispatcher", () => {
     assert.deepEqual(h.delivered, [1, 2, 3, 4]);
     for (const seq of [1, 2, 3, 4]) await h.commit(seq);
     await waitFor(() => h.delivered.length >= 8, { timeoutMs: 2_000, what: "the second scan" });
-    assert.equal(h.scans[1]?.gte, keys.outbox(5), "the second scan did not resume where the first stopped");
+    assert.equal(h.scans[1]?.gte, keys.outbox(P0, 5), "the second scan did not resume where the first stopped");
     h.dispatcher.targetFreed("sink", "hot");
     for (const seq of [5, 6, 7, 8]) await h.commit(seq);
     await waitFor(() => h.delivered.length === 10, { timeoutMs: 2_000, what: "the last two" });
@@ -188,15 +198,15 @@ describe("OutboxDispatcher", () => {
     const h = await Harness.open(t);
     await h.persist(entry(1), entry(3));
     await h.store.write([
-      { type: "put", key: keys.outbox(2), value: "{not json" },
-      { type: "put", key: keys.outbox(4), value: JSON.stringify({ ...entry(4), seq: 99 }) },
+      { type: "put", key: keys.outbox(P0, 2), value: "{not json" },
+      { type: "put", key: keys.outbox(P0, 4), value: JSON.stringify({ ...entry(4), seq: 99 }) },
     ]);
     h.dispatcher.start();
     await waitFor(() => h.quarantined.length === 2, { timeoutMs: 2_000, what: "quarantine" });
     assert.deepEqual(h.delivered, [1, 3]);
     assert.deepEqual(
       h.quarantined.map((q) => q.key),
-      [keys.outbox(2), keys.outbox(4)],
+      [keys.outbox(P0, 2), keys.outbox(P0, 4)],
     );
     assert.match(h.quarantined[0]?.problem ?? "", /not JSON/);
     assert.match(h.quarantined[1]?.problem ?? "", /does not match/);
@@ -229,5 +239,51 @@ describe("OutboxDispatcher", () => {
     for (let seq = 1; seq <= 30_000; seq++) h.dispatcher.enqueue(entry(seq, "hot"));
     assert.equal(h.offered.length, 1);
     assert.equal(h.dispatcher.counts.queued, 30_000);
+  });
+
+  it("keeps messages of different partitions with the same seq apart: each is delivered and released on its own", async () => {
+    const h = await Harness.open(t, { partitions: 4, retryMs: 10 });
+    const a = entry(1, "sink-1", "sink", 1 as PartitionId);
+    const b = entry(1, "sink-2", "sink", 2 as PartitionId);
+    await h.persist(a, b);
+    h.dispatcher.enqueue(a);
+    h.dispatcher.enqueue(b);
+    assert.deepEqual(h.handed, ["1:1", "2:1"]);
+    // Partition 2's turn did not commit: only it is offered again.
+    h.dispatcher.released(b, true);
+    await waitFor(() => h.handed.length === 3, { timeoutMs: 2_000, what: "the second offer" });
+    assert.deepEqual(h.handed, ["1:1", "2:1", "2:1"]);
+    await h.commit(1, 1 as PartitionId);
+    await h.commit(1, 2 as PartitionId);
+    assert.equal(h.dispatcher.idle, true);
+  });
+
+  it("reads only the outboxes of owned partitions, reads one when it becomes owned and forgets one it lost", async () => {
+    const h = await Harness.open(t, { partitions: 4, owned: [0, 2], retryMs: 60_000 });
+    await h.persist(
+      entry(1, "a", "sink", 0 as PartitionId),
+      entry(1, "b", "sink", 1 as PartitionId),
+      entry(1, "c", "sink", 2 as PartitionId),
+      entry(7, "d", "sink", 3 as PartitionId),
+    );
+    h.dispatcher.start();
+    await waitFor(() => h.handed.length === 2 && h.dispatcher.counts.inflight === 2, { timeoutMs: 2_000, what: "the start-up scan" });
+    assert.deepEqual(h.handed, ["0:1", "2:1"]);
+    assert.deepEqual(
+      h.scans.map((r) => keys.outboxKeyOf(r.gte).partition),
+      [0, 2],
+      "a partition this node does not own was read",
+    );
+    // Partition 3 moves here.
+    h.owned?.add(3);
+    h.dispatcher.partitionChanged(3 as PartitionId);
+    await waitFor(() => h.handed.includes("3:7"), { timeoutMs: 2_000, what: "partition 3's message" });
+    // Partition 0 moves away while its target is busy: its waiting message is dropped from memory.
+    h.busy.add("e");
+    h.dispatcher.enqueue(entry(2, "e", "sink", 0 as PartitionId));
+    assert.equal(h.dispatcher.counts.queued, 1);
+    h.owned?.delete(0);
+    h.dispatcher.partitionChanged(0 as PartitionId);
+    assert.equal(h.dispatcher.counts.queued, 0);
   });
 });
