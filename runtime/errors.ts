@@ -141,6 +141,8 @@ export class UnavailableError extends TwinmeshError {
       | "SHUTTING_DOWN"
       | "LOAD_FAILED"
       | "NOT_OWNER"
+      | "PARTITION_MOVING"
+      | "OWNER_UNAVAILABLE"
       | "STALE_EPOCH"
       | "NOT_ENOUGH_REPLICAS"
       | "REPLICATION_FAILED",

@@ -32,6 +32,7 @@ export {
 export type { OwnershipGate, RemoteMessages } from "./host/admission.js";
 /** @internal The cluster's seams into the host, for cluster/ only; not covered by semver. */
 export type { HostObserver, ReplicationStage, StageFailure } from "./host/commit-completion.js";
+export type { CommitGroup } from "./host/commit-group.js";
 export type { HostOptions } from "./host/host-options.js";
 export { type IngestEvent, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS } from "./host/ingest-event.js";
 /** @internal The id a receiving twin dedupes an outbox message by; for cluster/ only. */
@@ -55,7 +56,8 @@ export {
 export { CelFilter, TWIN_FILTER_VARIABLES } from "./query/cel-filter.js";
 export { DEFAULT_MAX_FILTER_COST, type QueryOptions } from "./query/query-options.js";
 export type { AggregateGroup, AggregateResult, QuerySummary, TwinAggregation, TwinQuery } from "./query/twin-query.js";
-export { Durability } from "./store/rocks-store.js";
+export { Keys } from "./store/keys.js";
+export { type BatchOp, Durability } from "./store/rocks-store.js";
 export type { Telemetry } from "./twin/telemetry.js";
 export {
   AlertSeverity,

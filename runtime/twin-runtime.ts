@@ -144,7 +144,16 @@ export class TwinRuntime {
         store,
         registry,
         host,
-        new TwinQueries(store, host.keys, registry, host, tokens, pool, queryOptions),
+        new TwinQueries(
+          store,
+          host.keys,
+          registry,
+          host,
+          tokens,
+          pool,
+          queryOptions,
+          options.ownership?.owns === undefined ? undefined : (kind, id) => options.ownership?.owns?.(partitioning.partitionOf(kind, id)) ?? true,
+        ),
         new AlertQueries(
           store,
           host.keys,

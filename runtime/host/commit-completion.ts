@@ -23,6 +23,13 @@ export interface HostObserver {
  * copies the callers asked for are durable (design §5); a single node has none.
  */
 export interface ReplicationStage {
+  /** Durable copies (this node's included) a single-twin operation's answer waits for. @defaultValue 1 */
+  readonly operationCopies?: number;
+  /**
+   * Called once per group just before its local write, in commit order, when the group is
+   * complete: the stage may add writes (its own bookkeeping) to the group's batch. Must not throw.
+   */
+  prepare?(group: CommitGroup): void;
   /**
    * Called once per locally written group, in commit order. Returns undefined when the group
    * needs no other copy; otherwise a promise that resolves once `group.copies` copies (this

@@ -6,6 +6,8 @@ import { serializeRecord } from "./twin-record.js";
 
 /** What the host does when a group is durable, or when its write failed. */
 export interface CommitHooks {
+  /** The group is complete and about to be written: the last moment to add writes to its batch. */
+  sealed?(group: CommitGroup): void;
   committed(group: CommitGroup): void;
   /** `groups` are the failed group and the open one built on top of it. */
   failed(groups: CommitGroup[], err: Error): void;
@@ -93,6 +95,7 @@ export class CommitPipeline {
       this.done(group);
       return;
     }
+    this.hooks.sealed?.(group);
     this.writing = group;
     const started = performance.now();
     this.written = this.store.write(group.ops).then(

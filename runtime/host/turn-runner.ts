@@ -6,6 +6,7 @@ import type { Keys } from "../store/keys.js";
 import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
 import type { Activation } from "./activation.js";
 import type { ActivationDirectory } from "./activation-directory.js";
+import type { OwnershipGate } from "./admission.js";
 import type { CommitCompletion } from "./commit-completion.js";
 import type { CommitGroup } from "./commit-group.js";
 import type { CommitPipeline } from "./commit-pipeline.js";
@@ -48,6 +49,11 @@ export interface TurnRunnerConfig {
   readonly activations: ActivationDirectory;
   readonly timers: TimerService;
   readonly deadLetters: DeadLetterStore;
+  /**
+   * Which twins this node runs (in a cluster), checked again at each turn: work admitted while
+   * this node owned a twin is refused (retryable) once its partition has moved.
+   */
+  readonly gate?: OwnershipGate;
   /** The host may have become idle. */
   readonly settled: () => void;
 }
@@ -104,6 +110,11 @@ export class TurnRunner {
   private turn(act: Activation, msg: TwinMessage): Promise<void> | undefined {
     const rec = act.record as TwinRecordData;
     const { instance } = act.entry;
+    const moved = this.config.gate?.refusal(act.entry.kind, act.id);
+    if (moved !== undefined && msg.type !== "control") {
+      this.finish(msg, moved);
+      return undefined;
+    }
     switch (msg.type) {
       case "telemetry": {
         const seq = msg.telemetry.seq;

@@ -18,7 +18,7 @@ import {
 import { type PartitionId, Partitioning } from "../partition/partitioning.js";
 import type { PageTokens } from "../query/page-token.js";
 import { Keys } from "../store/keys.js";
-import type { RocksStore } from "../store/rocks-store.js";
+import type { BatchOp, RocksStore } from "../store/rocks-store.js";
 import { type JsonObject, stringifyJson } from "../util/json.js";
 import { checkJsonInput } from "../util/json-input.js";
 import type { Activation } from "./activation.js";
@@ -120,6 +120,8 @@ export class TwinHost {
   private readonly activations: ActivationDirectory;
   private readonly loader: TwinLoader;
   private readonly pipeline: CommitPipeline;
+  /** Durable copies a single-twin operation's answer waits for (a cluster's QUORUM). */
+  private readonly operationCopies: number;
   private readonly turns: TurnRunner;
   private readonly timers: TimerService;
   private readonly outbox: OutboxDispatcher;
@@ -139,6 +141,7 @@ export class TwinHost {
   private readonly servingListeners = new Set<(serving: boolean) => void>();
 
   constructor(config: TwinHostConfig) {
+    this.operationCopies = config.replication?.operationCopies ?? 1;
     this.options = resolveHostOptions(config.options);
     this.store = config.store;
     this.registry = config.registry;
@@ -150,7 +153,11 @@ export class TwinHost {
     this.pipeline = new CommitPipeline(
       this.store,
       this.options.maxGroupEvents,
-      { committed: (g) => this.completion.written(g), failed: (groups, err) => this.completion.failed(groups, err) },
+      {
+        sealed: (g) => config.replication?.prepare?.(g),
+        committed: (g) => this.completion.written(g),
+        failed: (groups, err) => this.completion.failed(groups, err),
+      },
       this.log,
     );
     this.timers = new TimerService(
@@ -246,6 +253,7 @@ export class TwinHost {
       activations: this.activations,
       timers: this.timers,
       deadLetters: this.deadLetters,
+      gate: config.ownership,
       settled: () => this.checkIdle(),
     });
   }
@@ -378,7 +386,7 @@ export class TwinHost {
     const outcome = await this.postOne(entry, id, (sink) => ({
       type: "message",
       message,
-      messageId: idempotencyKey ? `k:${idempotencyKey}` : undefined,
+      messageId: idempotencyKey ? messageIdOfKey(idempotencyKey) : undefined,
       sink,
       index: 0,
     }));
@@ -429,7 +437,8 @@ export class TwinHost {
     const key = this.keys.twin(entry.kind, id);
     const refusal = this.admission.refusal(entry.kind, id, this.activations.get(key), 0);
     if (refusal !== undefined) throw outcomeError(refusal, entry.kind);
-    const batch = new PendingBatch(1);
+    // Operations wait for the copies a cluster asks of them (QUORUM), like default events.
+    const batch = new PendingBatch(1, this.operationCopies);
     const act = this.activations.activate(entry, id, key);
     const msg = make(batch);
     if (control) act.postControl(msg as ControlMessage);
@@ -615,6 +624,19 @@ export class TwinHost {
     for (const wake of waiters) wake();
   }
 
+  /**
+   * Writes another node's committed changes (a replica's shipment, or a catch-up copy) in one
+   * batch, without running handlers, and forgets any twin of theirs held in memory here, which
+   * can only be stale: its next use reads the written record.
+   */
+  async writeReplicated(ops: readonly BatchOp[]): Promise<void> {
+    await this.store.write(ops);
+    for (const op of ops) {
+      const act = this.activations.get(op.key);
+      if (act !== undefined) this.activations.evict(act);
+    }
+  }
+
   /** Fires due timers now (the test kit calls this after moving virtual time). */
   fireDueTimers(): Promise<number> {
     return this.timers.fireDue();
@@ -687,4 +709,13 @@ function outcomeError(outcome: TurnOutcome, kind: string): Error {
     default:
       return new HandlerFailedError("HANDLER_FAILED", message);
   }
+}
+
+/**
+ * The inbox mark of a SendToTwin idempotency key: `k:<key>`, except for the id of a twin-to-twin
+ * message (`o:<partition>:<seq>`), which another node delivers by SendToTwin and which must dedupe
+ * against the same message delivered locally before a failover. Such keys are reserved.
+ */
+function messageIdOfKey(key: string): string {
+  return /^o:\d{1,5}:\d{1,16}$/.test(key) ? key : `k:${key}`;
 }

@@ -2,7 +2,7 @@ import { InvalidArgumentError } from "../errors.js";
 import type { TwinHost, TwinView } from "../host/twin-host.js";
 import type { TwinRegistry } from "../host/twin-registry.js";
 import type { Keys } from "../store/keys.js";
-import type { RocksStore } from "../store/rocks-store.js";
+import type { KeyRange, RocksStore } from "../store/rocks-store.js";
 import type { JsonObject } from "../util/json.js";
 import { CelFilter, TWIN_FILTER_VARIABLES } from "./cel-filter.js";
 import { compareTwins, type OrderBy, parseFieldPath, parseOrderBy, type TwinFields } from "./field-path.js";
@@ -94,7 +94,25 @@ export class TwinQueries {
     private readonly tokens: PageTokens,
     private readonly pool: FilterPool,
     private readonly options: ResolvedQueryOptions = resolveQueryOptions(),
+    /** True for the twins this node owns now (a cluster's partitions); absent: all. */
+    private readonly ownsTwin?: (kind: string, id: string) => boolean,
   ) {}
+
+  /**
+   * The records of `range` (one kind's), without those of partitions this node does not own:
+   * in a cluster its store also holds replicas, which their owners answer for.
+   */
+  private async *scanOwned(range: KeyRange, kind: string): AsyncGenerator<[string, string][]> {
+    const owns = this.ownsTwin;
+    if (owns === undefined) {
+      yield* this.store.scan(range);
+      return;
+    }
+    for await (const chunk of this.store.scan(range)) {
+      const owned = chunk.filter(([key]) => owns(kind, this.keys.twinIdOf(key, kind)));
+      if (owned.length > 0) yield owned;
+    }
+  }
 
   /** Counters of what this node's queries have done. */
   readonly stats: QueryStats = { scans: 0, stopped: 0, scanned: 0 };
@@ -294,7 +312,7 @@ export class TwinQueries {
     const stopped = (): boolean => signal?.aborted === true;
 
     if (!filter.costly) {
-      for await (const chunk of this.store.scan(range)) {
+      for await (const chunk of this.scanOwned(range, kind)) {
         if (stopped()) return;
         const matches: Candidate[] = [];
         for (const [key, raw] of chunk) {
@@ -329,7 +347,7 @@ export class TwinQueries {
     const stateVersion = this.registry.get(kind).stateVersion;
     const job = { expression: filter.expression, variables: TWIN_FILTER_VARIABLES, maxCost: filter.maxCost };
     const inFlight: { entries: [string, string][]; reply: Promise<FilterReply> }[] = [];
-    const chunks = this.store.scan(range);
+    const chunks = this.scanOwned(range, kind);
     // The scan's own cancel, also fired by the caller's: however the scan ends (a page filled, a
     // job refused, the caller gone), no chunk it sent keeps a worker busy after it.
     const own = new AbortController();
