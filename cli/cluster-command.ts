@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { Command, Option } from "commander";
+import { TwinmeshClient } from "../client/index.js";
 import { withCliConventions } from "./commands/client-command.js";
 import { printLine, printNotice } from "./output.js";
 import { wholeNumber } from "./start-command.js";
@@ -105,6 +106,9 @@ async function runCluster(opts: ClusterOptions): Promise<void> {
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   const started = await Promise.all(ready);
+  if (started.every(Boolean) && !(await formed(members.map((m) => m.address)))) {
+    printNotice("the nodes serve, but have not taken every partition between them within 30 s; `twinmesh ring` shows where they stand");
+  }
   if (started.every(Boolean)) {
     printLine(`cluster of ${members.length} serving: ${members.map((m) => `${m.id} ${m.address}`).join(", ")}. Try, in another terminal:`);
     printLine(`  npx twinmesh ring --address ${members[0]?.address}`);
@@ -115,4 +119,24 @@ async function runCluster(opts: ClusterOptions): Promise<void> {
   }
   await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((resolve) => c.once("exit", resolve)) : Promise.resolve())));
   if (!started.every(Boolean)) process.exitCode = 1;
+}
+
+/**
+ * Waits (up to 30 s) until the nodes serve every partition between them, each by its own
+ * account: the moment events are taken at QUORUM without a retry.
+ */
+async function formed(addresses: readonly string[]): Promise<boolean> {
+  const clients = addresses.map((a) => new TwinmeshClient(a, { deadlineMs: 2_000 }));
+  try {
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      const described = await Promise.all(clients.map((c) => c.describeCluster().catch(() => undefined)));
+      const owned = described.reduce((sum, d) => sum + (d?.members.find((m) => m.self)?.ownedPartitions ?? 0), 0);
+      if (described.every((d) => d !== undefined) && owned === described[0]?.partitions) return true;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return false;
+  } finally {
+    for (const c of clients) c.close();
+  }
 }

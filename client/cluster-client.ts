@@ -227,6 +227,9 @@ const RETRY_ELSEWHERE = new Set([
   "INGEST_QUEUE_FULL",
   "RATE_LIMITED",
   "COMMIT_FAILED",
+  "PARTITION_MOVING",
+  "NOT_ENOUGH_REPLICAS",
+  "REPLICATION_TIMEOUT",
 ]);
 
 function ringView(asked: string, res: DescribeClusterResponse): RingView {

@@ -1,5 +1,5 @@
 import type * as grpc from "@grpc/grpc-js";
-import { ConfigError, type Logger, outboxMessageId, type RemoteMessages, StatusCode, type TwinRuntime } from "../runtime/index.js";
+import { ConfigError, type Logger, outboxMessageId, type RemoteMessages, type ReplicationStage, StatusCode, type TwinRuntime } from "../runtime/index.js";
 import type { AdapterOptions } from "../server/grpc/index.js";
 import { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
 import type { FailureDetectorOptions } from "./failure-detector.js";
@@ -7,11 +7,18 @@ import { ForwardClient } from "./forward-client.js";
 import { type NodeInfo, STATIC_EPOCH, StaticMembership } from "./membership.js";
 import type { NodeId } from "./node-id.js";
 import { resolveNodeSettings } from "./node-settings.js";
+import { PartitionCopies } from "./partition-copies.js";
+import { PartitionOwnership } from "./partition-ownership.js";
+import { PartitionReplica } from "./partition-replica.js";
 import type { PeerAddress } from "./peer-list.js";
 import { PeerPool, type PeerState } from "./peer-pool.js";
 import { addPeerService, type LocalNode } from "./peer-service.js";
+import { type ReplicaPeers, Replicator } from "./replicator.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
 import { RoutedCallError, RoutedCalls } from "./routed-calls.js";
+
+/** How long a starting node waits for its peers to answer before catching up from those that do. */
+const CATCH_UP_PEER_WAIT_MS = 3000;
 
 /** How a node takes part in a static cluster (`twinmesh start --peers …`). */
 export interface ClusterOptions {
@@ -51,8 +58,12 @@ export class ClusterNode {
   readonly ownership: ClusterOwnership;
   /** Twin-to-twin messages to another node's twins, sent to the owner as SendToTwin keyed by the message's id. */
   readonly remoteMessages: RemoteMessages;
+  /** The host's replication stage: ships each committed group to the replicas of its partitions. */
+  readonly replication: ReplicationStage;
   readonly replicationFactor: number;
-  private runtime: TwinRuntime | undefined;
+  private replicator: Replicator | undefined;
+  private replica: PartitionReplica | undefined;
+  private partitions: PartitionOwnership | undefined;
   private ring: RingSnapshot | undefined;
   private pool: PeerPool | undefined;
   private forwarding: ForwardClient | undefined;
@@ -70,11 +81,13 @@ export class ClusterNode {
     if (!Number.isSafeInteger(this.replicationFactor) || this.replicationFactor < 1 || this.replicationFactor > 64) {
       throw new ConfigError("BAD_OPTION", `--replication-factor is ${this.replicationFactor}; use a whole number from 1 to 64`);
     }
-    this.ownership = new ClusterOwnership(
-      self,
-      () => this.runtime,
-      () => this.ring,
-    );
+    this.ownership = new ClusterOwnership();
+    const clusterSize = Math.min(this.replicationFactor, options.peers.length + 1);
+    this.replication = {
+      operationCopies: Math.floor(clusterSize / 2) + 1,
+      prepare: (group) => this.replicator?.prepare(group),
+      replicate: (group) => this.replicator?.replicate(group),
+    };
     this.remoteMessages = {
       send: async (entry) => {
         const owner = this.ownership.ownerOf(entry.toKind, entry.toId);
@@ -90,9 +103,10 @@ export class ClusterNode {
     };
   }
 
-  /** Builds the ring, the pool and the router over the open runtime. Call once. */
-  attach(runtime: TwinRuntime): ClusterRouter {
+  /** Builds the ring, the pool, replication and the router over the open runtime. Call once. */
+  async attach(runtime: TwinRuntime): Promise<ClusterRouter> {
     if (this.router !== undefined) return this.router;
+    const copies = await PartitionCopies.load(runtime.store, runtime.partitioning.partitions);
     const members: NodeInfo[] = [{ id: this.self, address: "", labels: {} }, ...this.options.peers.map((p) => ({ id: p.id, address: p.address, labels: {} }))];
     const membership = new StaticMembership(members, runtime.partitioning, this.replicationFactor);
     const settings = resolveNodeSettings({
@@ -100,7 +114,7 @@ export class ClusterNode {
       replicationFactor: this.replicationFactor,
       kinds: runtime.registry.kindNames(),
     });
-    this.local = { id: this.self, settings, epoch: () => STATIC_EPOCH, catchingUp: () => false };
+    this.local = { id: this.self, settings, epoch: () => STATIC_EPOCH, catchingUp: () => this.partitions?.catchingUp ?? true };
     const pool = new PeerPool(this.local, this.options.peers, {
       log: this.log,
       failureDetector: this.options.failureDetector,
@@ -111,13 +125,42 @@ export class ClusterNode {
       this.log[level]({ peer: peer.id, address: peer.address, condition: peer.condition, problem: peer.problem }, `peer ${peer.id} is ${peer.condition}`);
     });
     this.pool = pool;
+    const peers: ReplicaPeers = {
+      isUp: (peer) => pool.isUp(peer),
+      isCurrent: (peer) => pool.isUp(peer) && !pool.state(peer).catchingUp,
+      channel: (peer) => pool.channel(peer),
+    };
+    const log = this.log;
+    const ring = (): RingSnapshot => this.currentRing();
+    this.replicator = new Replicator({ self: this.self, runtime, ring, peers, copies, log: log.child({ component: "replicator" }) });
+    this.replica = new PartitionReplica({
+      self: this.self,
+      runtime,
+      copies,
+      replicator: this.replicator,
+      channel: (peer) => pool.channel(peer),
+      holds: (p) => this.partitions?.holding(p) ?? false,
+      log: log.child({ component: "replica" }),
+    });
+    this.partitions = new PartitionOwnership({
+      self: this.self,
+      runtime,
+      ring,
+      peers,
+      copies,
+      replica: this.replica,
+      replicator: this.replicator,
+      log: log.child({ component: "ownership" }),
+    });
+    this.ownership.attach(this.partitions);
+    pool.onChange(() => this.partitions?.nudge());
     this.forwarding = new ForwardClient(pool, { log: this.log });
     this.calls = new RoutedCalls(
       this.self,
       (peer) => pool.channel(peer),
       (peer) => pool.isUp(peer),
     );
-    this.runtime = runtime;
+    this.ring = membership.current().ring;
     this.router = new ClusterRouter(
       {
         self: this.self,
@@ -130,7 +173,6 @@ export class ClusterNode {
       },
       this.ownership,
     );
-    this.ring = membership.current().ring;
     return this.router;
   }
 
@@ -139,27 +181,45 @@ export class ClusterNode {
     const local = this.local;
     const router = this.router;
     if (local === undefined || router === undefined) throw new Error("ClusterNode.serve before attach");
-    addPeerService(server, local, { forward: router }, { adapter, log: this.log });
+    const replica = this.replica;
+    addPeerService(server, local, { forward: router, replicate: replica, fetchPartition: replica, partitionStates: replica }, { adapter, log: this.log });
   }
 
-  /** Starts the heartbeats. Peers need not be reachable: they are tried until they answer. */
+  /**
+   * Starts the heartbeats, then catches up from the partitions' owners (peers need not be
+   * reachable: they are tried until they answer) and takes this node's partitions.
+   */
   start(): void {
     this.pool?.start();
+    this.partitions?.start(CATCH_UP_PEER_WAIT_MS).catch((err: unknown) => this.log.error({ err }, "joining the cluster failed"));
+  }
+
+  /** True while this node catches up: it owns nothing yet, and gRPC health says NOT_SERVING. */
+  get catchingUp(): boolean {
+    return this.partitions?.catchingUp ?? true;
+  }
+
+  /** Calls `listener` when {@link catchingUp} may have changed; returns the unsubscribe function. */
+  onCatchingUpChange(listener: () => void): () => void {
+    return this.partitions?.onChange(listener) ?? (() => undefined);
   }
 
   /** Every member with its condition and partition shares, this node first. */
   members(): MemberView[] {
     const ring = this.currentRing();
     const peers = new Map<string, PeerState>((this.pool?.states() ?? []).map((p) => [p.id, p]));
+    const live = (id: string): boolean => (id === this.self ? !this.catchingUp : peers.get(id)?.condition === "up" && peers.get(id)?.catchingUp !== true);
     return ring.nodes.map((id) => {
-      const share = ring.shareOf(id);
+      const share = ring.shareOf(id, live);
       const peer = peers.get(id);
+      const catching = id === this.self ? this.catchingUp : peer?.condition === "up" && peer.catchingUp;
       return {
         id,
         address: peer?.address ?? "",
-        condition: id === this.self ? "self" : (peer?.condition ?? "down"),
+        condition: catching ? "catching-up" : id === this.self ? "self" : (peer?.condition ?? "down"),
         problem: peer?.problem,
-        owned: share.owned,
+        // This node knows what it has taken; of a peer, only what it should own.
+        owned: id === this.self ? (this.partitions?.ownedCount ?? 0) : share.owned,
         replicated: share.replicated,
       };
     });
@@ -173,6 +233,9 @@ export class ClusterNode {
 
   /** Stops forwarding and heartbeats. Idempotent. */
   async close(): Promise<void> {
+    this.partitions?.close();
+    this.replica?.close();
+    this.replicator?.close();
     await this.forwarding?.close();
     await this.pool?.close();
   }

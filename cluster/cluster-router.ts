@@ -22,6 +22,7 @@ import { rejectedResult, toEventResult, toIngestEvent } from "../server/proto-co
 import type { ForwardClient } from "./forward-client.js";
 import type { ForwardBatch, ForwardHandler } from "./forward-server.js";
 import type { NodeId } from "./node-id.js";
+import type { PartitionOwnership } from "./partition-ownership.js";
 import type { PeerPool } from "./peer-pool.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
 import { consistencyOfLevel, copiesFor, RoutedCallError, type RoutedCalls } from "./routed-calls.js";
@@ -40,49 +41,40 @@ export interface ClusterRouterConfig {
 }
 
 /**
- * Which node runs a twin now: the first node of its partition's preference list. Until replicas
- * hold copies (replication is the next step of the cluster), a partition does not move when its
- * owner is down: its twins are unavailable (retryable) rather than started afresh elsewhere,
- * which would lose their state and diverge from the owner's when it returns.
+ * Which node runs a twin: made before the runtime opens (the host's admission consults it), it
+ * refuses everything (retryable) until the node has joined, then answers from the node's
+ * {@link PartitionOwnership}.
  */
 export class ClusterOwnership implements OwnershipGate {
-  constructor(
-    private readonly self: NodeId,
-    private readonly runtime: () => TwinRuntime | undefined,
-    private readonly ring: () => RingSnapshot | undefined,
-  ) {}
+  private partitions: PartitionOwnership | undefined;
 
-  /** The node that owns `kind`/`id`, or undefined before the ring is known. */
+  /** Starts answering from `partitions`. */
+  attach(partitions: PartitionOwnership): void {
+    this.partitions = partitions;
+  }
+
+  /** The node that runs `kind`/`id` now, or undefined before the node joined or when no copy is live. */
   ownerOf(kind: string, id: string): NodeId | undefined {
-    const ring = this.ring();
-    const runtime = this.runtime();
-    if (ring === undefined || runtime === undefined) return undefined;
-    return ring.preferenceList(runtime.partitioning.partitionOf(kind, id))[0] as NodeId | undefined;
+    return this.partitions?.ownerOf(kind, id);
+  }
+
+  /** Copies of the twin's partition that can be durable now (0 before the node joined). */
+  liveCopies(partition: PartitionId): number {
+    return this.partitions?.liveCopies(partition) ?? 0;
   }
 
   /**
-   * True when this node owns partition `p` now (the first node of its preference list). Before
-   * the ring is known (the runtime starts before the node joins), every partition counts as
-   * owned, so the start-up reads of the outbox and the timer index miss nothing; once the ring
-   * is known or changes, `runtime.partitionsChanged` makes them follow it.
+   * True when this node serves `partition` now. Nothing is owned before the node joined: the
+   * outbox and timers of a partition are read when the node takes it (`runtime.partitionsChanged`).
    */
-  owns(p: PartitionId): boolean {
-    const ring = this.ring();
-    return ring === undefined || ring.preferenceList(p)[0] === this.self;
+  owns(partition: PartitionId): boolean {
+    return this.partitions?.owns(partition) ?? false;
   }
 
   refusal(kind: string, id: string): TurnOutcome | undefined {
-    const owner = this.ownerOf(kind, id);
-    if (owner === undefined) {
+    if (this.partitions === undefined)
       return { status: "rejected", reason: "NOT_SERVING", message: "the node is joining its cluster; retry in a moment", retryable: true };
-    }
-    if (owner === this.self) return undefined;
-    return {
-      status: "rejected",
-      reason: "NOT_OWNER",
-      message: `twin ${kind}/${id} is owned by ${owner}, not by this node (${this.self}); send it to ${owner}, or to any node, which forwards it`,
-      retryable: true,
-    };
+    return this.partitions.refusal(kind, id);
   }
 }
 
@@ -112,8 +104,6 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     const results = new Array<EventResult>(events.length);
     const ring = this.config.ring();
     const copies = copiesFor(consistency, ring.replicationFactor);
-    const refusal = unsupportedCopies(consistency, copies);
-    if (refusal !== undefined) return events.map(() => refusal);
     // Sub-batches by owner, keeping each event's index and the events' order.
     const byOwner = new Map<NodeId, number[]>();
     for (let i = 0; i < events.length; i++) {
@@ -139,10 +129,7 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
   /** PeerService.Forward on the owner: applies what this node owns, answers the rest NOT_OWNER. */
   async forward(batch: ForwardBatch): Promise<EventResult[]> {
     const level = consistencyOfLevel(batch.consistency);
-    const copies = copiesFor(level, this.config.ring().replicationFactor);
-    const refusal = unsupportedCopies(level, copies);
-    if (refusal !== undefined) return batch.events.map(() => refusal);
-    return this.applyLocal(batch.events, copies);
+    return this.applyLocal(batch.events, copiesFor(level, this.config.ring().replicationFactor));
   }
 
   getTwin(kind: string, id: string): Promise<TwinView> {
@@ -193,7 +180,7 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
           throw new RoutedCallError(
             err.code,
             "MEMBER_UNAVAILABLE",
-            `${peer} is not answering, so the twins it owns cannot be aggregated; retry when it is back (this cluster does not fail over yet)`,
+            `${peer} is not answering, so the twins it owns cannot be aggregated; retry in a moment`,
             true,
           );
         }
@@ -211,9 +198,35 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     return this.localOnly.watchAlerts(cursor, filter, signal);
   }
 
+  /**
+   * Applies events this node owns, each answered once `copies` copies are durable. An event
+   * whose partition has fewer live copies than that is refused before it is applied (retryable):
+   * nothing is half-applied for want of replicas.
+   */
   private async applyLocal(events: readonly Event[], copies: number): Promise<EventResult[]> {
-    const outcomes = await this.config.runtime.host.publish(events.map(toIngestEvent), { copies });
-    return outcomes.map(toEventResult);
+    if (copies <= 1) return (await this.config.runtime.host.publish(events.map(toIngestEvent), { copies })).map(toEventResult);
+    const { partitioning } = this.config.runtime;
+    const results = new Array<EventResult>(events.length);
+    const admitted: number[] = [];
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i] as Event;
+      const partition = partitioning.partitionOf(e.kind, e.sourceId);
+      const live = this.ownership.liveCopies(partition);
+      if (live >= copies) admitted.push(i);
+      else
+        results[i] = rejectedResult(
+          "NOT_ENOUGH_REPLICAS",
+          `${copies} durable copies were asked for, and only ${live} of partition ${partition}'s are live (${this.config.ring().preferenceList(partition).join(", ")}); nothing was applied: retry with the same seq, or ask for fewer copies`,
+          true,
+        );
+    }
+    if (admitted.length === 0) return results;
+    const outcomes = await this.config.runtime.host.publish(
+      admitted.map((i) => toIngestEvent(events[i] as Event)),
+      { copies },
+    );
+    for (let k = 0; k < admitted.length; k++) results[admitted[k] as number] = toEventResult(outcomes[k] as TurnOutcome);
+    return results;
   }
 
   private async forwardTo(owner: NodeId, events: readonly Event[], consistency: ConsistencyLevel, epoch: bigint): Promise<EventResult[]> {
@@ -222,7 +235,7 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
       const state = pool.state(owner);
       const refusal = rejectedResult(
         "OWNER_UNAVAILABLE",
-        `these twins are owned by ${owner}, which is ${state.condition}${state.problem === undefined ? "" : ` (${state.problem})`}; retry with the same seqs (this cluster does not fail over yet)`,
+        `these twins are owned by ${owner}, which is ${state.condition}${state.problem === undefined ? "" : ` (${state.problem})`}; retry with the same seqs`,
         true,
       );
       return events.map(() => refusal);
@@ -289,18 +302,4 @@ export function mergeAggregates(parts: readonly AggregateResult[]): AggregateRes
     matched,
     evaluationErrors,
   };
-}
-
-/**
- * The refusal of a consistency level that asks for more than the one copy this cluster keeps
- * (replication is not built yet): answering "durable on a quorum" after one copy would be a lie.
- * Not retryable: the same request fails the same way until the cluster replicates.
- */
-function unsupportedCopies(level: ConsistencyLevel, copies: number): EventResult | undefined {
-  if (copies <= 1) return undefined;
-  return rejectedResult(
-    "CONSISTENCY_UNAVAILABLE",
-    `${level} consistency asks for ${copies} durable copies, and this cluster keeps one copy of each twin for now (replication to ring successors is not built yet); publish with CONSISTENCY_LOCAL, or start the cluster with --replication-factor 1`,
-    false,
-  );
 }

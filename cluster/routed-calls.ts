@@ -29,9 +29,10 @@ export function copiesFor(level: ConsistencyLevel, rf: number): number {
     case "all":
       return rf;
     case "quorum":
+    case "default":
+      // A cluster's default is QUORUM (design §5).
       return Math.floor(rf / 2) + 1;
     default:
-      // "default" is LOCAL until replicas hold copies: see ClusterRouter.publish.
       return 1;
   }
 }

@@ -78,7 +78,11 @@ export class LocalRouter implements TwinRouter {
 
   getTwin(kind: string, id: string): Promise<TwinView> {
     const refusal = this.ownership?.refusal(kind, id);
-    if (refusal !== undefined) return Promise.reject(new UnavailableError("NOT_OWNER", refusal.message ?? `twin ${kind}/${id} is not owned by this node`));
+    if (refusal !== undefined) {
+      const reason =
+        refusal.reason === "PARTITION_MOVING" || refusal.reason === "OWNER_UNAVAILABLE" || refusal.reason === "NOT_SERVING" ? refusal.reason : "NOT_OWNER";
+      return Promise.reject(new UnavailableError(reason, refusal.message ?? `twin ${kind}/${id} is not owned by this node`));
+    }
     return this.runtime.host.getTwin(kind, id);
   }
 

@@ -16,6 +16,7 @@ const STATE: Readonly<Record<string, MemberState>> = {
   up: MemberState.UP,
   down: MemberState.DOWN,
   incompatible: MemberState.INCOMPATIBLE,
+  "catching-up": MemberState.CATCHING_UP,
 };
 
 /** The twinmesh release, read once from the package's own package.json (beside dist/). */
@@ -84,7 +85,7 @@ export function nodeService(runtime: TwinRuntime, cluster?: ClusterNode): Servic
           problem: m.problem ?? "",
           ownedPartitions: m.owned,
           replicatedPartitions: m.replicated,
-          self: m.condition === "self",
+          self: m.id === cluster.self,
         })),
         placements: runtime.partitioning.all().map((p) => ({ $typeName: "twinmesh.v1.PartitionPlacement", nodeIds: [...ring.preferenceList(p)] }) as const),
       } satisfies DescribeClusterResponse);

@@ -147,6 +147,7 @@ export class TwinmeshNode {
       partitions: options.partitions,
       ownership: cluster?.ownership,
       remoteMessages: cluster?.remoteMessages,
+      replication: cluster?.replication,
       dataDir,
       twins: options.twins,
       durability: options.durability ?? Durability.WAL,
@@ -195,7 +196,7 @@ export class TwinmeshNode {
     });
     const grpcLog = log.child({ component: "grpc" });
     const adapter = { maxMessageBytes, log: grpcLog };
-    const router = cluster === undefined ? new LocalRouter(runtime) : cluster.attach(runtime);
+    const router = cluster === undefined ? new LocalRouter(runtime) : await cluster.attach(runtime);
     cluster?.serve(server, adapter);
     addService(server, TelemetryService, telemetryService(router, { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
     addService(server, TwinService, twinService(router), adapter);
@@ -227,17 +228,32 @@ export class TwinmeshNode {
       );
     }
     const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log, cluster);
-    node.watchServing();
     cluster?.start();
+    node.watchServing();
     return node;
   }
 
-  /** Mirrors the runtime's serving state (read-only on a full disk) into gRPC health. */
+  /**
+   * Mirrors the runtime's serving state (read-only on a full disk) and, in a cluster, catching
+   * up after a start, into gRPC health: NOT_SERVING while either holds.
+   */
   private watchServing(): void {
-    this.stopWatch = this.runtime.host.onServingChange((serving) => {
+    let diskServing = true;
+    const update = (): void => {
+      const serving = diskServing && this.cluster?.catchingUp !== true;
       const status = serving ? Serving.SERVING : Serving.NOT_SERVING;
       for (const service of this.health.list().keys()) this.health.set(service, status);
+    };
+    const stopDisk = this.runtime.host.onServingChange((serving) => {
+      diskServing = serving;
+      update();
     });
+    const stopCluster = this.cluster?.onCatchingUpChange(update) ?? (() => undefined);
+    this.stopWatch = () => {
+      stopDisk();
+      stopCluster();
+    };
+    update();
   }
   private stopWatch: () => void = () => undefined;
 

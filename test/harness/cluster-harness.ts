@@ -1,5 +1,7 @@
 import { createServer } from "node:net";
-import { MemberState, TwinmeshClient } from "../../client/index.js";
+import { type DescribeClusterResponse, MemberState, TwinmeshClient } from "../../client/index.js";
+import { HealthCheckResponse_ServingStatus } from "../../proto/gen/grpc/health/v1/health_pb.js";
+import { Partitioning } from "../../runtime/index.js";
 import { NodeProcess, type NodeProcessOptions } from "./node-process.js";
 import type { TestScope } from "./test-scope.js";
 
@@ -38,6 +40,8 @@ export class ClusterHarness {
   private readonly processes = new Map<string, NodeProcess>();
   /** Output of processes that have exited, kept for failure reports. */
   private readonly past: string[] = [];
+  /** The placement as a member first described it (static membership never changes it). */
+  private placement: { readonly partitioning: Partitioning; readonly lists: readonly (readonly string[])[] } | undefined;
 
   private constructor(
     private readonly t: TestScope,
@@ -79,7 +83,7 @@ export class ClusterHarness {
       dataDir: member.dataDir,
       nodeId: id,
       port: member.port,
-      logLevel: this.options.logLevel ?? "warn",
+      logLevel: this.options.logLevel ?? process.env.TWINMESH_TEST_LOG_LEVEL ?? "warn",
       args: ["--peers", this.peersOf(id), ...(this.options.args ?? []), ...(this.options.argsOf?.[id] ?? [])],
       ...extra,
     });
@@ -99,7 +103,10 @@ export class ClusterHarness {
       for (;;) {
         const { members } = await client.describeCluster();
         const up = new Set(members.filter((m) => m.state === MemberState.UP).map((m) => m.nodeId));
-        if (running.every((r) => up.has(r))) break;
+        // Formed: every running node sees the others up, and has taken the partitions it owns.
+        const self = members.find((m) => m.self);
+        const expected = running.length === this.members.length ? undefined : 0;
+        if (running.every((r) => up.has(r)) && self !== undefined && (expected === undefined ? await this.ownersComplete(running) : true)) break;
         if (Date.now() > deadline)
           throw new Error(
             `the cluster did not form within ${timeoutMs} ms: ${id} sees ${JSON.stringify(members.map((m) => [m.nodeId, MemberState[m.state], m.problem]))}`,
@@ -107,6 +114,109 @@ export class ClusterHarness {
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }
+  }
+
+  /** True when the running members together serve every partition, each by its own account. */
+  private async ownersComplete(running: readonly string[]): Promise<boolean> {
+    let owned = 0;
+    let partitions = 0;
+    for (const id of running) {
+      const { members, partitions: count } = await this.client(id).describeCluster();
+      partitions = count;
+      owned += members.find((m) => m.self)?.ownedPartitions ?? 0;
+    }
+    return owned === partitions;
+  }
+
+  /** Ids of the members whose process is running now, in member order. */
+  runningIds(): string[] {
+    return this.members.filter((m) => this.processes.get(m.id)?.running === true).map((m) => m.id);
+  }
+
+  /**
+   * The preference list of twin `kind`/`id`: its partition (the documented partition hash over
+   * `DescribeCluster`'s partition count) and that partition's placement as a running member
+   * describes it, static owner first, then its replicas. Read once per harness: static
+   * membership never changes the placement.
+   */
+  async preferenceList(kind: string, id: string): Promise<readonly string[]> {
+    if (this.placement === undefined) {
+      const [via] = this.runningIds();
+      if (via === undefined) throw new Error("no member is running to describe the cluster");
+      const client = new TwinmeshClient(this.member(via).address, { deadlineMs: 10_000 });
+      let described: DescribeClusterResponse;
+      try {
+        described = await client.describeCluster();
+      } finally {
+        client.close();
+      }
+      this.placement = { partitioning: new Partitioning(described.partitions), lists: described.placements.map((p) => [...p.nodeIds]) };
+    }
+    const partition = this.placement.partitioning.partitionOf(kind, id);
+    const list = this.placement.lists[partition];
+    if (list === undefined || list.length === 0) throw new Error(`DescribeCluster has no placement for partition ${partition} (${kind}/${id})`);
+    return list;
+  }
+
+  /** The static owner of `kind`/`id`: the head of its preference list (it owns the twin while it is up). */
+  async ownerOf(kind: string, id: string): Promise<string> {
+    return (await this.preferenceList(kind, id))[0] as string;
+  }
+
+  /** The owner `kind`/`id` should have now: the first running member of its preference list. */
+  async liveOwnerOf(kind: string, id: string): Promise<string | undefined> {
+    const running = new Set(this.runningIds());
+    return (await this.preferenceList(kind, id)).find((n) => running.has(n));
+  }
+
+  /** Of `ids`, those whose static owner is `owner`, in order. */
+  async ownedBy(owner: string, kind: string, ids: readonly string[]): Promise<string[]> {
+    const out: string[] = [];
+    for (const id of ids) if ((await this.ownerOf(kind, id)) === owner) out.push(id);
+    return out;
+  }
+
+  /** Waits until every running member other than `id` sees member `id` in `state` (`DescribeCluster`). */
+  async waitForState(id: string, state: MemberState, timeoutMs = 10_000): Promise<void> {
+    const observers = this.runningIds().filter((r) => r !== id);
+    const deadline = Date.now() + timeoutMs;
+    for (const observer of observers) {
+      const client = this.client(observer, 5_000);
+      for (;;) {
+        const seen = await client.describeCluster().then(
+          (d) => d.members.find((m) => m.nodeId === id)?.state,
+          (err: unknown) => `describeCluster failed: ${(err as Error).message}`,
+        );
+        if (seen === state) break;
+        if (Date.now() > deadline) {
+          throw new Error(
+            `${observer} did not see ${id} ${MemberState[state]} within ${timeoutMs} ms; it sees ${typeof seen === "number" ? MemberState[seen] : String(seen)}`,
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  }
+
+  /**
+   * Waits until member `id` has caught up: its gRPC health says SERVING (it says NOT_SERVING
+   * while it catches up) and every other running member sees it UP (not CATCHING_UP).
+   */
+  async caughtUp(id: string, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const client = this.client(id, 5_000);
+    for (;;) {
+      const status = await client.health().then(
+        (h) => HealthCheckResponse_ServingStatus[h.status],
+        (err: unknown) => `health failed: ${(err as Error).message}`,
+      );
+      if (status === "SERVING") break;
+      if (Date.now() > deadline) throw new Error(`${id} did not say SERVING within ${timeoutMs} ms; its health is ${status}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await this.waitForState(id, MemberState.UP, Math.max(1_000, deadline - Date.now()));
+    // And it has taken back the partitions it owns.
+    await this.formed(Math.max(1_000, deadline - Date.now()));
   }
 
   /** The running process of member `id`. */

@@ -106,7 +106,7 @@ export class NodeProcess {
       "--node-id",
       nodeId,
       "--log-level",
-      options.logLevel ?? "warn",
+      options.logLevel ?? process.env.TWINMESH_TEST_LOG_LEVEL ?? "warn",
       ...(options.args ?? []),
     ];
     const child = spawn(process.execPath, ["--enable-source-maps", ...args], {

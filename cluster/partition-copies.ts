@@ -1,0 +1,153 @@
+import type { BatchOp, PartitionId, TwinRuntime } from "../runtime/index.js";
+
+type RocksStore = TwinRuntime["store"];
+
+/** Where an epoch began in a partition's history: the first position written in it. */
+export interface EpochStart {
+  readonly epoch: number;
+  readonly start: number;
+}
+
+/** A point of a partition's history: the owner epoch and the last position applied. */
+export interface PartitionPoint {
+  readonly epoch: number;
+  readonly position: number;
+}
+
+/** The node-local key of a partition's replication state. Never replicated: each copy keeps its own. */
+const PREFIX = "\u0000meta\u0000repl\u0000";
+
+function keyOf(partition: PartitionId): string {
+  return `${PREFIX}${partition.toString(16).padStart(4, "0")}`;
+}
+
+/**
+ * This node's copy of one partition: the epoch of the owner it follows (or is), the last
+ * position applied, and the epochs of its history. Positions count the partition's shipments
+ * (one per committed group that touched it); an epoch is an owner's term, raised by each new
+ * owner when it takes the partition, so two copies at the same position agree exactly when their
+ * histories agree up to it (as Kafka's leader epochs).
+ */
+export class PartitionCopy {
+  epoch = 0;
+  position = 0;
+  history: EpochStart[] = [];
+  /** The highest position whose group is written on this node (the owner ships only those). */
+  written = 0;
+
+  constructor(readonly partition: PartitionId) {}
+
+  get point(): PartitionPoint {
+    return { epoch: this.epoch, position: this.position };
+  }
+
+  /**
+   * The last position `epoch` covers in this copy's history: the position before the next
+   * epoch's start, or this copy's position for its current epoch; undefined when the epoch is
+   * not in its history.
+   */
+  endOf(epoch: number): number | undefined {
+    const i = this.history.findIndex((h) => h.epoch === epoch);
+    if (i === -1) return undefined;
+    const next = this.history[i + 1];
+    return next === undefined ? this.position : next.start - 1;
+  }
+
+  /**
+   * True when a copy standing at `other` holds a prefix of this copy's history: everything up
+   * to `other.position` agrees. An empty copy is a prefix of every history.
+   */
+  extends(other: PartitionPoint): boolean {
+    if (other.position === 0) return true;
+    const end = this.endOf(other.epoch);
+    return end !== undefined && other.position <= end;
+  }
+
+  /** Starts a new epoch at the next position: this node takes the partition as its owner. */
+  beginEpoch(epoch: number): void {
+    this.epoch = epoch;
+    this.history = [...this.history, { epoch, start: this.position + 1 }];
+  }
+
+  /** Becomes a copy of another node's history at `point` (after a catch-up). */
+  adopt(point: PartitionPoint, history: readonly EpochStart[]): void {
+    this.epoch = point.epoch;
+    this.position = point.position;
+    this.written = point.position;
+    this.history = history.filter((h) => h.start <= point.position + 1).map((h) => ({ ...h }));
+  }
+
+  /** Forgets everything: the copy is being replaced by a whole-range copy. */
+  clear(): void {
+    this.epoch = 0;
+    this.position = 0;
+    this.written = 0;
+    this.history = [];
+  }
+
+  /** The write that stores this state (in the same batch as the changes it describes). */
+  op(): BatchOp {
+    if (this.position === 0 && this.history.length === 0) return { type: "del", key: keyOf(this.partition) };
+    return {
+      type: "put",
+      key: keyOf(this.partition),
+      value: JSON.stringify({ e: this.epoch, p: this.position, h: this.history.map((h) => [h.epoch, h.start]) }),
+    };
+  }
+
+  /** The state as another node may read it. */
+  snapshot(): { readonly point: PartitionPoint; readonly history: readonly EpochStart[] } {
+    return { point: this.point, history: this.history.map((h) => ({ ...h })) };
+  }
+}
+
+/** Parses a stored state; undefined for a damaged one (the copy then counts as empty and is copied again). */
+export function parseCopyState(raw: string): { point: PartitionPoint; history: EpochStart[] } | undefined {
+  try {
+    const v = JSON.parse(raw) as { e?: unknown; p?: unknown; h?: unknown };
+    if (!Number.isSafeInteger(v.e) || !Number.isSafeInteger(v.p) || !Array.isArray(v.h)) return undefined;
+    const history: EpochStart[] = [];
+    for (const entry of v.h as unknown[]) {
+      if (!Array.isArray(entry) || !Number.isSafeInteger(entry[0]) || !Number.isSafeInteger(entry[1])) return undefined;
+      history.push({ epoch: entry[0] as number, start: entry[1] as number });
+    }
+    return { point: { epoch: v.e as number, position: v.p as number }, history };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every partition's copy on this node, loaded from its data directory. */
+export class PartitionCopies {
+  private readonly copies: PartitionCopy[];
+
+  private constructor(partitions: number) {
+    this.copies = Array.from({ length: partitions }, (_, p) => new PartitionCopy(p as PartitionId));
+  }
+
+  /** Reads the stored states of `partitions` partitions. */
+  static async load(store: RocksStore, partitions: number): Promise<PartitionCopies> {
+    const copies = new PartitionCopies(partitions);
+    for await (const chunk of store.scan({ gte: PREFIX, lt: `${PREFIX}\u{10FFFF}` })) {
+      for (const [key, value] of chunk) {
+        const partition = Number.parseInt(key.slice(PREFIX.length), 16);
+        const copy = copies.copies[partition];
+        const state = parseCopyState(value);
+        if (copy === undefined || state === undefined) continue;
+        copy.adopt(state.point, state.history);
+      }
+    }
+    return copies;
+  }
+
+  get(partition: PartitionId): PartitionCopy {
+    const copy = this.copies[partition];
+    if (copy === undefined) throw new RangeError(`partition ${partition} is out of range`);
+    return copy;
+  }
+
+  /** The key of a partition's state, to recognise it in a whole-store scan. */
+  static keyOf(partition: PartitionId): string {
+    return keyOf(partition);
+  }
+}

@@ -1,0 +1,383 @@
+import { type PartitionState, PeerService } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import type { Logger, OwnershipGate, PartitionId, TurnOutcome, TwinRuntime } from "../runtime/index.js";
+import type { NodeId } from "./node-id.js";
+import type { PartitionCopies, PartitionPoint } from "./partition-copies.js";
+import type { PartitionReplica } from "./partition-replica.js";
+import { callUnary } from "./peer-rpc.js";
+import type { ReplicaPeers, Replicator } from "./replicator.js";
+import type { RingSnapshot } from "./ring-snapshot.js";
+
+/** What {@link PartitionOwnership} works with. */
+export interface PartitionOwnershipConfig {
+  readonly self: NodeId;
+  readonly runtime: TwinRuntime;
+  readonly ring: () => RingSnapshot;
+  readonly peers: ReplicaPeers;
+  readonly copies: PartitionCopies;
+  readonly replica: PartitionReplica;
+  readonly replicator: Replicator;
+  readonly log: Logger;
+  /**
+   * For this long after the node starts, taking a partition waits for every copy of it to answer
+   * (not just a majority), so a whole cluster restarted at once keeps writes acknowledged at
+   * LOCAL, which only the previous owner holds. @defaultValue 10000
+   */
+  readonly startupGraceMs?: number;
+  /** How long a new owner waits for the previous one to let a partition go. @defaultValue 5000 */
+  readonly handoffTimeoutMs?: number;
+}
+
+enum Hold {
+  NONE = 0,
+  ACQUIRING = 1,
+  OWNED = 2,
+}
+
+/** How often ownership is reconciled with who is live, besides every membership change. */
+const RECONCILE_MS = 200;
+/** A peer asked for its partition states answers within this. */
+const STATES_DEADLINE_MS = 2000;
+/** After letting a partition go, this node still reports it held this long: turns that started before finish. */
+const RELEASE_GRACE_MS = 500;
+/** Partitions caught up at once. */
+const CATCH_UP_CONCURRENCY = 4;
+
+function ahead(a: PartitionPoint, b: PartitionPoint): boolean {
+  return a.epoch > b.epoch || (a.epoch === b.epoch && a.position > b.position);
+}
+
+/**
+ * Which node runs each partition, and this node's part in moving partitions (design §5). The
+ * owner of a partition is the first node of its preference list that is live and caught up.
+ * When that becomes this node, it *takes* the partition before serving it: it asks the other
+ * copies where they stand (a majority must answer; all of them during the startup grace),
+ * waits while one of them still holds it (a handoff), catches up from the most advanced copy
+ * when that is ahead of its own, and only then begins a new epoch and serves. When another node
+ * becomes the owner, this one refuses new work for the partition at once (retryable) and keeps
+ * reporting it held until its last writes are out.
+ *
+ * A restarted node first catches up every partition it holds a copy of from its current owner,
+ * reporting itself `catching up` meanwhile: its peers neither give it partitions nor count it.
+ *
+ * Static membership cannot fence: a node cut off from its peers but not from clients keeps
+ * serving what it owned until it notices, as the etcd issue's leases will prevent.
+ */
+export class PartitionOwnership implements OwnershipGate {
+  private readonly holds: Hold[];
+  private readonly releasedAt: number[];
+  private readonly handoffSince = new Map<number, number>();
+  /** Peers that answered since this node started: one of them that then went silent is known down. */
+  private readonly seenUp = new Set<NodeId>();
+  private readonly startedAt = performance.now();
+  private timer: NodeJS.Timeout | undefined;
+  private acquiring = false;
+  private startingUp = true;
+  private closed = false;
+  private readonly listeners = new Set<() => void>();
+
+  constructor(private readonly config: PartitionOwnershipConfig) {
+    const n = config.runtime.partitioning.partitions;
+    this.holds = new Array<Hold>(n).fill(Hold.NONE);
+    this.releasedAt = new Array<number>(n).fill(Number.NEGATIVE_INFINITY);
+  }
+
+  /** True while this node catches up after its start: it owns nothing and counts toward no quorum. */
+  get catchingUp(): boolean {
+    return this.startingUp;
+  }
+
+  /** Calls `listener` when this node's catching-up state or a partition it owns changes. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Catches up, then reconciles ownership every {@link RECONCILE_MS} and at `nudge`. */
+  async start(waitForPeersMs: number): Promise<void> {
+    await this.catchUpAll(waitForPeersMs);
+    this.startingUp = false;
+    this.notify();
+    this.timer = setInterval(() => this.reconcile(), RECONCILE_MS);
+    this.timer.unref();
+    this.reconcile();
+  }
+
+  /** Reconciles now (a peer's condition changed). */
+  nudge(): void {
+    if (!this.startingUp) this.reconcile();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== undefined) clearInterval(this.timer);
+  }
+
+  /** The node that should run `partition` now, or undefined when no copy of it is live. */
+  ownerOfPartition(partition: PartitionId): NodeId | undefined {
+    const { self, peers } = this.config;
+    for (const node of this.config.ring().preferenceList(partition)) {
+      if (node === self) {
+        if (!this.catchingUp) return self;
+      } else if (peers.isCurrent(node as NodeId)) return node as NodeId;
+    }
+    return undefined;
+  }
+
+  /** The node that should run `kind`/`id` now. */
+  ownerOf(kind: string, id: string): NodeId | undefined {
+    return this.ownerOfPartition(this.config.runtime.partitioning.partitionOf(kind, id));
+  }
+
+  /** True when this node serves `partition` now. */
+  owns(partition: PartitionId): boolean {
+    return this.holds[partition] === Hold.OWNED && this.ownerOfPartition(partition) === this.config.self;
+  }
+
+  /** How many partitions this node serves now. */
+  get ownedCount(): number {
+    let n = 0;
+    for (const p of this.config.runtime.partitioning.all()) if (this.owns(p)) n++;
+    return n;
+  }
+
+  /** True while this node serves `partition`, or may still write to it (just let go of it). */
+  holding(partition: PartitionId): boolean {
+    const copy = this.config.copies.get(partition);
+    return this.holds[partition] === Hold.OWNED || copy.written < copy.position || performance.now() - (this.releasedAt[partition] ?? 0) < RELEASE_GRACE_MS;
+  }
+
+  /** Copies of `partition` that can be durable now: this node's and each live, caught-up replica's. */
+  liveCopies(partition: PartitionId): number {
+    let live = 0;
+    for (const node of this.config.ring().preferenceList(partition)) {
+      if (node === this.config.self ? !this.catchingUp : this.config.peers.isCurrent(node as NodeId)) live++;
+    }
+    return live;
+  }
+
+  refusal(kind: string, id: string): TurnOutcome | undefined {
+    const partition = this.config.runtime.partitioning.partitionOf(kind, id);
+    const owner = this.ownerOfPartition(partition);
+    if (owner === this.config.self) {
+      if (this.holds[partition] === Hold.OWNED) return undefined;
+      return {
+        status: "rejected",
+        reason: "PARTITION_MOVING",
+        message: `partition ${partition} (twin ${kind}/${id}) is moving to this node (${this.config.self}), which is taking the most advanced copy first; retry in a moment`,
+        retryable: true,
+      };
+    }
+    if (owner === undefined) {
+      return {
+        status: "rejected",
+        reason: this.catchingUp ? "NOT_SERVING" : "OWNER_UNAVAILABLE",
+        message: this.catchingUp
+          ? `this node (${this.config.self}) is catching up after its start; retry in a moment, or send to another node`
+          : `no copy of partition ${partition} (twin ${kind}/${id}) is live: ${this.config.ring().preferenceList(partition).join(", ")} are all down; retry with the same seqs when one is back`,
+        retryable: true,
+      };
+    }
+    return {
+      status: "rejected",
+      reason: "NOT_OWNER",
+      message: `twin ${kind}/${id} is owned by ${owner}, not by this node (${this.config.self}); send it to ${owner}, or to any node, which forwards it`,
+      retryable: true,
+    };
+  }
+
+  /** Takes the partitions this node should own and lets go of the others. */
+  private reconcile(): void {
+    if (this.closed) return;
+    const { self, runtime, peers } = this.config;
+    for (const node of this.config.ring().nodes) if (node !== self && peers.isUp(node as NodeId)) this.seenUp.add(node as NodeId);
+    const wanted: PartitionId[] = [];
+    for (const p of runtime.partitioning.all()) {
+      const owner = this.ownerOfPartition(p);
+      if (owner === self) {
+        if (this.holds[p] === Hold.NONE) wanted.push(p);
+      } else if (this.holds[p] === Hold.OWNED) {
+        this.holds[p] = Hold.NONE;
+        this.releasedAt[p] = performance.now();
+        this.config.log.info({ partition: p, owner }, "partition moved to another node");
+        this.notify();
+      }
+    }
+    if (wanted.length > 0 && !this.acquiring) {
+      this.acquiring = true;
+      void this.acquire(wanted)
+        .catch((err: unknown) => this.config.log.error({ err }, "taking partitions failed; retrying"))
+        .finally(() => {
+          this.acquiring = false;
+        });
+    }
+  }
+
+  /** Takes `partitions`: reads where their copies stand, catches up from the most advanced, begins new epochs. */
+  private async acquire(partitions: PartitionId[]): Promise<void> {
+    const { self, ring: currentRing, copies, replica, log } = this.config;
+    const ring = currentRing();
+    for (const p of partitions) this.holds[p] = Hold.ACQUIRING;
+    const states = await this.peerStates(partitions, ring);
+    const grace = performance.now() - this.startedAt < (this.config.startupGraceMs ?? 10_000);
+    const ready: PartitionId[] = [];
+    const catchUps: { partition: PartitionId; source: NodeId }[] = [];
+    for (const p of partitions) {
+      const list = ring.preferenceList(p).filter((n) => n !== self) as NodeId[];
+      const answered = list.filter((n) => states.get(n)?.has(p));
+      // A majority of the copies (this one included); in the startup grace every copy but those
+      // seen up and then lost, so a cluster restarted at once waits for the node with the writes.
+      const majority = Math.floor((list.length + 1) / 2);
+      const needed = grace ? Math.max(majority, list.filter((n) => !(this.seenUp.has(n) && !this.config.peers.isUp(n))).length) : majority;
+      const held = answered.filter((n) => states.get(n)?.get(p)?.owned === true);
+      // In the grace, a node ahead of this one in the list that is up but still catching up
+      // will own the partition in a moment: taking it meanwhile would only move it twice.
+      const aheadCatching = grace && this.aheadCatchingUp(p, ring);
+      if (aheadCatching || answered.length < needed || (held.length > 0 && !this.handoffExpired(p))) {
+        this.holds[p] = Hold.NONE; // tried again at the next reconcile
+        continue;
+      }
+      this.handoffSince.delete(p);
+      let best: { node: NodeId; point: PartitionPoint } | undefined;
+      for (const node of answered) {
+        const point = pointOf(states.get(node)?.get(p));
+        if (ahead(point, best?.point ?? copies.get(p).point)) best = { node, point };
+      }
+      if (best === undefined) ready.push(p);
+      else catchUps.push({ partition: p, source: best.node });
+    }
+    await runLimited(catchUps, CATCH_UP_CONCURRENCY, async ({ partition, source }) => {
+      if (await replica.catchUp(partition, source)) ready.push(partition);
+      else this.holds[partition] = Hold.NONE;
+    });
+    if (ready.length === 0) return;
+    const ops = [];
+    for (const p of ready) {
+      if (this.ownerOfPartition(p) !== self) {
+        this.holds[p] = Hold.NONE;
+        continue;
+      }
+      let top = copies.get(p).epoch;
+      for (const peerStates of states.values()) top = Math.max(top, pointOf(peerStates.get(p)).epoch, ...historyEpochs(peerStates.get(p)));
+      const copy = copies.get(p);
+      copy.beginEpoch(nextEpoch(top, ring.nodes.indexOf(self)));
+      this.config.replicator.forget(p);
+      ops.push(copy.op());
+    }
+    await this.config.runtime.host.writeReplicated(ops);
+    let taken = 0;
+    for (const p of ready) {
+      if (this.holds[p] !== Hold.ACQUIRING) continue;
+      this.holds[p] = Hold.OWNED;
+      taken++;
+    }
+    if (taken > 0) {
+      log.info({ partitions: taken }, "took partitions");
+      // Their outbox, timers and numbering were written by another owner: read them now.
+      await this.config.runtime.partitionsChanged(ready);
+      this.notify();
+    }
+  }
+
+  private aheadCatchingUp(partition: PartitionId, ring: RingSnapshot): boolean {
+    for (const node of ring.preferenceList(partition)) {
+      if (node === this.config.self) return false;
+      if (this.config.peers.isUp(node as NodeId)) return true;
+    }
+    return false;
+  }
+
+  private handoffExpired(partition: number): boolean {
+    const since = this.handoffSince.get(partition);
+    const now = performance.now();
+    if (since === undefined) {
+      this.handoffSince.set(partition, now);
+      return false;
+    }
+    if (now - since < (this.config.handoffTimeoutMs ?? 5000)) return false;
+    this.config.log.warn({ partition }, "the previous owner did not let the partition go in time; taking it anyway");
+    return true;
+  }
+
+  /** Where each live peer's copies of `partitions` stand. */
+  private async peerStates(partitions: PartitionId[], ring: RingSnapshot): Promise<Map<NodeId, Map<number, PartitionState>>> {
+    const { self, peers } = this.config;
+    const ask = new Map<NodeId, number[]>();
+    for (const p of partitions) {
+      for (const node of ring.preferenceList(p)) {
+        if (node === self || !peers.isUp(node as NodeId)) continue;
+        let list = ask.get(node as NodeId);
+        if (list === undefined) ask.set(node as NodeId, (list = []));
+        list.push(p);
+      }
+    }
+    const result = new Map<NodeId, Map<number, PartitionState>>();
+    await Promise.all(
+      [...ask].map(async ([node, list]) => {
+        try {
+          const res = await callUnary(peers.channel(node), PeerService.method.getPartitionStates, { partitions: list }, STATES_DEADLINE_MS);
+          result.set(node, new Map(res.partitions.map((s) => [s.partition, s])));
+        } catch (err) {
+          this.config.log.debug({ peer: node, err }, "a peer did not say where its partitions stand");
+        }
+      }),
+    );
+    return result;
+  }
+
+  /** At start: catches up every partition this node holds a copy of from its current owner. */
+  private async catchUpAll(waitForPeersMs: number): Promise<void> {
+    const { self, ring: currentRing, peers, replica, log, runtime } = this.config;
+    const ring = currentRing();
+    const deadline = performance.now() + waitForPeersMs;
+    const others = ring.nodes.filter((n) => n !== self) as NodeId[];
+    while (performance.now() < deadline && others.some((n) => !peers.isUp(n))) await new Promise((r) => setTimeout(r, 50));
+    const work: { partition: PartitionId; source: NodeId }[] = [];
+    for (const p of runtime.partitioning.all()) {
+      if (!ring.preferenceList(p).includes(self)) continue;
+      const owner = this.ownerOfPartition(p);
+      if (owner !== undefined && owner !== self) work.push({ partition: p, source: owner });
+    }
+    if (work.length === 0) return;
+    const started = performance.now();
+    log.info({ partitions: work.length }, "catching up from the partitions' owners");
+    let caught = 0;
+    await runLimited(work, CATCH_UP_CONCURRENCY, async ({ partition, source }) => {
+      if (await replica.catchUp(partition, source)) caught++;
+    });
+    log.info({ partitions: work.length, caughtUp: caught, ms: Math.round(performance.now() - started) }, "caught up");
+  }
+
+  private notify(): void {
+    for (const listener of this.listeners) listener();
+  }
+}
+
+/**
+ * The epoch a node begins when it takes a partition: above every epoch it has heard of, and its
+ * own (the low byte is the node's index among the members), so two nodes that take a partition
+ * without hearing of each other (one of them was down) never begin the same epoch, and their
+ * histories tell their writes apart.
+ */
+export function nextEpoch(highest: number, nodeIndex: number): number {
+  return (Math.floor(highest / EPOCH_NODE_SLOTS) + 1) * EPOCH_NODE_SLOTS + nodeIndex;
+}
+
+/** Members an epoch tells apart. */
+const EPOCH_NODE_SLOTS = 256;
+
+function pointOf(state: PartitionState | undefined): PartitionPoint {
+  return { epoch: Number(state?.last?.epoch ?? 0n), position: Number(state?.last?.position ?? 0n) };
+}
+
+function historyEpochs(state: PartitionState | undefined): number[] {
+  return (state?.history ?? []).map((h) => Number(h.epoch));
+}
+
+async function runLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await work(items[next++] as T);
+    }),
+  );
+}

@@ -1,0 +1,371 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  type FetchPartitionRequest,
+  FetchPartitionRequestSchema,
+  type FetchPartitionResponse,
+  FetchPartitionResponseSchema,
+  type GetPartitionStatesRequest,
+  type GetPartitionStatesResponse,
+  GetPartitionStatesResponseSchema,
+  type KeyChange,
+  KeyChangeSchema,
+  type PartitionPosition,
+  PartitionPositionSchema,
+  PartitionRangeSchema,
+  PartitionStateSchema,
+  PeerService,
+  type ReplicateRequest,
+  type ReplicateResponse,
+  ReplicateResponseSchema,
+  type Shipment,
+} from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import { type BatchOp, Keys, type Logger, type PartitionId, type TwinRuntime } from "../runtime/index.js";
+import type { CallContext, StreamSink } from "../server/grpc/index.js";
+import type { NodeId } from "./node-id.js";
+import { type EpochStart, PartitionCopies, type PartitionCopy, type PartitionPoint, parseCopyState } from "./partition-copies.js";
+import { methodPath } from "./peer-rpc.js";
+import type { FetchPartitionHandler, PartitionStatesHandler, ReplicateHandler } from "./peer-service.js";
+import type { Replicator } from "./replicator.js";
+
+/** What a {@link PartitionReplica} works with. */
+export interface PartitionReplicaConfig {
+  readonly self: NodeId;
+  readonly runtime: TwinRuntime;
+  readonly copies: PartitionCopies;
+  readonly replicator: Replicator;
+  /** The channel to a peer. */
+  readonly channel: (peer: NodeId) => grpc.Client;
+  /** True while this node serves `partition` as its owner, or still finishes writes it took as one. */
+  readonly holds: (partition: PartitionId) => boolean;
+  readonly log: Logger;
+}
+
+/** Keys per chunk of a whole-range copy. */
+const RANGE_CHUNK_KEYS = 512;
+/** Shipments held per partition while it catches up; beyond it they are dropped and fetched again. */
+const MAX_BUFFERED = 10_000;
+/** How long one catch-up may take before it is given up (and tried again at the next gap). */
+const FETCH_DEADLINE_MS = 120_000;
+
+/**
+ * The replica's side of replication, and catch-up. Shipments are applied in one RocksDB batch
+ * per request, without running handlers, only on top of the position before them and only from
+ * the epoch the copy follows: a replayed shipment is acknowledged and skipped, one from an older
+ * epoch (a deposed owner) is ignored, and a gap or a newer epoch makes the copy catch up from
+ * the sender first (FetchPartition), holding the shipments that arrive meanwhile. A partition's
+ * copy thus never moves backwards and never mixes two histories.
+ *
+ * Catch-up asks for the shipments after the copy's position; the source sends them when it still
+ * keeps them all and the copy's history is a prefix of its own, and otherwise its whole key
+ * range, which replaces the copy (it may hold writes the source never saw).
+ */
+export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler, PartitionStatesHandler {
+  /** Replica writes, one at a time: a partition's position is read and written under it. */
+  private lock: Promise<void> = Promise.resolve();
+  /** Partitions catching up, with the shipments that arrived meanwhile. */
+  private readonly catching = new Map<number, { readonly buffered: Shipment[]; readonly done: Promise<boolean> }>();
+  /** The stream each owner ships on, to report a catch-up's result. */
+  private readonly owners = new Map<NodeId, StreamSink<ReplicateResponse>>();
+  private closed = false;
+  /** Counters for `twinmesh ring` and tests. */
+  readonly stats = { applied: 0, catchUps: 0, rangeCopies: 0 };
+
+  constructor(private readonly config: PartitionReplicaConfig) {}
+
+  /** True while some partition catches up. */
+  get catchingUp(): boolean {
+    return this.catching.size > 0;
+  }
+
+  async replicate(requests: AsyncIterable<ReplicateRequest>, out: StreamSink<ReplicateResponse>): Promise<void> {
+    for await (const req of requests) {
+      const from = req.nodeId as NodeId;
+      this.owners.set(from, out);
+      const touched = await this.locked(() => this.applyShipments(from, req.shipments));
+      await out.write(create(ReplicateResponseSchema, { durable: touched.map((p) => this.positionOf(p)) }));
+    }
+  }
+
+  async fetchPartition(req: FetchPartitionRequest, out: StreamSink<FetchPartitionResponse>, call: CallContext): Promise<void> {
+    const partition = req.partition as PartitionId;
+    const copy = this.config.copies.get(partition);
+    const after: PartitionPoint = { epoch: Number(req.after?.epoch ?? 0n), position: Number(req.after?.position ?? 0n) };
+    const kept = copy.extends(after) ? this.config.replicator.shipmentsAfter(partition, after.position) : undefined;
+    if (kept !== undefined) {
+      for (const shipment of kept) await out.write(create(FetchPartitionResponseSchema, { body: { case: "shipment", value: shipment } }));
+      const end = kept.length === 0 ? after.position : Number((kept[kept.length - 1] as Shipment).position);
+      await out.write(this.completion(copy, { epoch: copy.epoch, position: Math.max(end, after.position) }, copy.history, false));
+      return;
+    }
+    this.config.log.info({ partition, peer: req.nodeId, after }, "copying a partition's whole key range to a peer");
+    const { runtime } = this.config;
+    const stateKey = PartitionCopies.keyOf(partition);
+    let state: { point: PartitionPoint; history: EpochStart[] } | undefined;
+    let puts: KeyChange[] = [];
+    let first = true;
+    // One iterator, one snapshot: the partition's keys and its position agree.
+    for await (const chunk of runtime.store.scan({ gte: "", lt: "\u{10FFFF}" })) {
+      if (call.signal.aborted) return;
+      for (const [key, value] of chunk) {
+        if (key === stateKey) state = parseCopyState(value);
+        else if (Keys.partitionOfKey(key, runtime.partitioning) === partition)
+          puts.push(create(KeyChangeSchema, { key: Buffer.from(key), value: Buffer.from(value) }));
+      }
+      if (puts.length >= RANGE_CHUNK_KEYS) {
+        await out.write(create(FetchPartitionResponseSchema, { body: { case: "range", value: create(PartitionRangeSchema, { puts, first }) } }));
+        first = false;
+        puts = [];
+      }
+    }
+    const point = state?.point ?? { epoch: 0, position: 0 };
+    const last = this.completion(copy, point, state?.history ?? [], first);
+    if (last.body.case === "range") last.body.value.puts = puts;
+    await out.write(last);
+  }
+
+  async getPartitionStates(req: GetPartitionStatesRequest): Promise<GetPartitionStatesResponse> {
+    const { copies, holds } = this.config;
+    const partitions = req.partitions.length > 0 ? req.partitions : Array.from({ length: this.config.runtime.partitioning.partitions }, (_, p) => p);
+    return create(GetPartitionStatesResponseSchema, {
+      partitions: partitions.map((p) => {
+        const copy = copies.get(p as PartitionId);
+        // A partition catching up is a partial copy: never the most advanced one.
+        const point = this.catching.has(p) ? { epoch: 0, position: 0 } : copy.point;
+        return create(PartitionStateSchema, {
+          partition: p,
+          last: create(PartitionPositionSchema, { partition: p, epoch: BigInt(point.epoch), position: BigInt(point.position) }),
+          history: copy.history.map((h) => ({ epoch: BigInt(h.epoch), startPosition: BigInt(h.start) })),
+          owned: holds(p as PartitionId),
+        });
+      }),
+    });
+  }
+
+  /**
+   * Brings `partition`'s copy up to `source`'s: the shipments after its position, or the whole
+   * range. Resolves true when the copy caught up. A catch-up already running for it is joined.
+   */
+  catchUp(partition: PartitionId, source: NodeId): Promise<boolean> {
+    const running = this.catching.get(partition);
+    if (running !== undefined) return running.done;
+    const buffered: Shipment[] = [];
+    const done = this.fetch(partition, source, buffered).then(
+      async (caught) => {
+        if (caught) await this.locked(() => this.applyBuffered(partition, buffered));
+        return caught;
+      },
+      (err: unknown) => {
+        if (!this.closed) this.config.log.warn({ partition, source, err }, "catch-up failed; the next shipment retries it");
+        return false;
+      },
+    );
+    const entry = { buffered, done };
+    this.catching.set(partition, entry);
+    void done.finally(() => {
+      if (this.catching.get(partition) === entry) this.catching.delete(partition);
+      // Tell the owner how far the copy got: its waiting answers may be satisfied now.
+      this.owners
+        .get(source)
+        ?.write(create(ReplicateResponseSchema, { durable: [this.positionOf(partition)] }))
+        .catch(() => undefined);
+    });
+    return done;
+  }
+
+  /** Stops catching up; writes in flight finish. */
+  close(): void {
+    this.closed = true;
+  }
+
+  private async fetch(partition: PartitionId, source: NodeId, _buffered: Shipment[]): Promise<boolean> {
+    this.stats.catchUps++;
+    const copy = this.config.copies.get(partition);
+    const request = create(FetchPartitionRequestSchema, {
+      partition,
+      after: create(PartitionPositionSchema, { partition, epoch: BigInt(copy.epoch), position: BigInt(copy.position) }),
+      nodeId: this.config.self,
+    });
+    const raw = (bytes: Buffer): Buffer => bytes;
+    const call = this.config
+      .channel(source)
+      .makeServerStreamRequest<Buffer, Buffer>(
+        methodPath(PeerService.method.fetchPartition),
+        raw,
+        raw,
+        Buffer.from(toBinary(FetchPartitionRequestSchema, request)),
+        new grpc.Metadata(),
+        { deadline: Date.now() + FETCH_DEADLINE_MS },
+      );
+    let complete = false;
+    for await (const bytes of call as AsyncIterable<Buffer>) {
+      if (this.closed) {
+        call.cancel();
+        return false;
+      }
+      const res = fromBinary(FetchPartitionResponseSchema, bytes);
+      if (res.body.case === "shipment") {
+        const shipment = res.body.value;
+        await this.locked(async () => {
+          if (Number(shipment.position) !== copy.position + 1) return;
+          await this.write(copy, { epoch: Number(shipment.epoch), position: Number(shipment.position) }, changesOf([shipment]));
+        });
+      } else if (res.body.case === "range") {
+        const range = res.body.value;
+        await this.locked(async () => {
+          const ops: BatchOp[] = [];
+          if (range.first) {
+            this.stats.rangeCopies++;
+            ops.push(...(await this.deletesOf(partition)));
+            copy.clear();
+          }
+          for (const put of range.puts)
+            ops.push({ type: "put", key: Buffer.from(put.key).toString(), value: Buffer.from(put.value ?? new Uint8Array()).toString() });
+          const at = range.completeAt;
+          if (at !== undefined) {
+            copy.adopt(
+              { epoch: Number(at.epoch), position: Number(at.position) },
+              range.history.map((h) => ({ epoch: Number(h.epoch), start: Number(h.startPosition) })),
+            );
+            complete = true;
+          }
+          ops.push(copy.op());
+          await this.config.runtime.host.writeReplicated(ops);
+        });
+      }
+    }
+    if (complete) this.config.log.debug({ partition, source, position: copy.position }, "partition caught up");
+    return complete;
+  }
+
+  /** Applies what arrived during a catch-up, from where the copy now stands. */
+  private async applyBuffered(partition: PartitionId, buffered: Shipment[]): Promise<void> {
+    const copy = this.config.copies.get(partition);
+    const next = buffered.filter((s) => Number(s.epoch) === copy.epoch && Number(s.position) > copy.position).sort((a, b) => Number(a.position - b.position));
+    const apply: Shipment[] = [];
+    let at = copy.position;
+    for (const s of next) {
+      if (Number(s.position) !== at + 1) break;
+      apply.push(s);
+      at++;
+    }
+    if (apply.length > 0) await this.write(copy, { epoch: copy.epoch, position: at }, changesOf(apply));
+  }
+
+  /** Applies an owner's shipments (under the lock); returns the partitions they named. */
+  private async applyShipments(from: NodeId, shipments: readonly Shipment[]): Promise<number[]> {
+    const touched: number[] = [];
+    const runs = new Map<number, Shipment[]>();
+    for (const s of shipments) {
+      if (!touched.includes(s.partition)) touched.push(s.partition);
+      const partition = s.partition as PartitionId;
+      const catching = this.catching.get(partition);
+      if (catching !== undefined) {
+        if (catching.buffered.length < MAX_BUFFERED) catching.buffered.push(s);
+        continue;
+      }
+      const copy = this.config.copies.get(partition);
+      const run = runs.get(partition) ?? [];
+      const at = copy.position + run.length;
+      const epoch = Number(s.epoch);
+      if (epoch < copy.epoch) continue; // a deposed owner's: ignored, the answer shows where the copy stands
+      if (epoch === copy.epoch && Number(s.position) <= at) continue; // already applied
+      if (epoch === copy.epoch && Number(s.position) === at + 1) {
+        run.push(s);
+        runs.set(partition, run);
+        continue;
+      }
+      // A gap, or an owner of a newer epoch: first make sure the copy follows its history.
+      void this.catchUp(partition, from);
+      this.catching.get(partition)?.buffered.push(s);
+    }
+    if (runs.size > 0) {
+      const ops: BatchOp[] = [];
+      const applied: [PartitionCopy, number][] = [];
+      for (const [partition, run] of runs) {
+        const copy = this.config.copies.get(partition as PartitionId);
+        ops.push(...changesOf(run));
+        applied.push([copy, copy.position]);
+        copy.position += run.length;
+        copy.written = copy.position;
+        ops.push(copy.op());
+      }
+      try {
+        await this.config.runtime.host.writeReplicated(ops);
+        this.stats.applied += ops.length;
+      } catch (err) {
+        for (const [copy, position] of applied) {
+          copy.position = position;
+          copy.written = position;
+        }
+        this.config.log.error({ err, from }, "writing replicated changes failed; the owner's answers wait, and the copy catches up later");
+      }
+    }
+    return touched;
+  }
+
+  /** Writes `changes` and the copy's new point (under the lock). */
+  private async write(copy: PartitionCopy, point: PartitionPoint, changes: BatchOp[]): Promise<void> {
+    const before = copy.point;
+    copy.epoch = point.epoch;
+    copy.position = point.position;
+    copy.written = point.position;
+    if (copy.endOf(point.epoch) === undefined) copy.history = [...copy.history, { epoch: point.epoch, start: before.position + 1 }];
+    try {
+      await this.config.runtime.host.writeReplicated([...changes, copy.op()]);
+    } catch (err) {
+      copy.epoch = before.epoch;
+      copy.position = before.position;
+      copy.written = before.position;
+      throw err;
+    }
+  }
+
+  /** Deletes of every key of `partition` on this node: a whole-range copy replaces them. */
+  private async deletesOf(partition: PartitionId): Promise<BatchOp[]> {
+    const { runtime } = this.config;
+    const ops: BatchOp[] = [];
+    for await (const chunk of runtime.store.scan({ gte: "", lt: "\u{10FFFF}" }, { values: false })) {
+      for (const [key] of chunk) if (Keys.partitionOfKey(key, runtime.partitioning) === partition) ops.push({ type: "del", key });
+    }
+    return ops;
+  }
+
+  private completion(copy: PartitionCopy, point: PartitionPoint, history: readonly EpochStart[], first: boolean): FetchPartitionResponse {
+    return create(FetchPartitionResponseSchema, {
+      body: {
+        case: "range",
+        value: create(PartitionRangeSchema, {
+          first,
+          completeAt: create(PartitionPositionSchema, { partition: copy.partition, epoch: BigInt(point.epoch), position: BigInt(point.position) }),
+          history: history.map((h) => ({ epoch: BigInt(h.epoch), startPosition: BigInt(h.start) })),
+        }),
+      },
+    });
+  }
+
+  private positionOf(partition: number): PartitionPosition {
+    const copy = this.config.copies.get(partition as PartitionId);
+    return create(PartitionPositionSchema, { partition, epoch: BigInt(copy.epoch), position: BigInt(copy.position) });
+  }
+
+  private locked<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(work);
+    this.lock = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+}
+
+function changesOf(shipments: readonly Shipment[]): BatchOp[] {
+  const ops: BatchOp[] = [];
+  for (const s of shipments) {
+    for (const c of s.changes) {
+      const key = Buffer.from(c.key).toString();
+      ops.push(c.value === undefined ? { type: "del", key } : { type: "put", key, value: Buffer.from(c.value).toString() });
+    }
+  }
+  return ops;
+}

@@ -1,0 +1,99 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  PeerService,
+  ReplicateRequestSchema,
+  type ReplicateResponse,
+  ReplicateResponseSchema,
+  type Shipment,
+} from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import type { Logger } from "../runtime/index.js";
+import type { NodeId } from "./node-id.js";
+import { callFailure, methodPath } from "./peer-rpc.js";
+
+/** What a {@link ReplicateStream} reports to its owner. */
+export interface ReplicateStreamEvents {
+  /** The replica says what is durable on it (an answer to a request, or news after a catch-up). */
+  durable(peer: NodeId, response: ReplicateResponse): void;
+  /** The stream broke: nothing sent on it will be answered. */
+  lost(peer: NodeId, why: string): void;
+}
+
+/**
+ * The Replicate stream from this owner to one replica: opened at the first shipment, opened
+ * again at the first shipment after a break. Shipments are written in commit order; the replica
+ * applies them in that order and answers with the positions durable on it. A break loses the
+ * answers of what was in flight: the owner's waiters give up on this replica, and the replica,
+ * seeing a gap at the next shipment, catches up from the owner.
+ */
+export class ReplicateStream {
+  private call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
+  private closed = false;
+
+  constructor(
+    readonly self: NodeId,
+    readonly peer: NodeId,
+    private readonly client: () => grpc.Client,
+    private readonly events: ReplicateStreamEvents,
+    private readonly log: Logger,
+  ) {}
+
+  /** Sends shipments in order. Returns false when the stream cannot be opened (the peer's channel is closed). */
+  send(shipments: Shipment[]): boolean {
+    if (this.closed) return false;
+    let call: grpc.ClientDuplexStream<Buffer, Buffer>;
+    try {
+      call = this.open();
+    } catch (err) {
+      this.log.warn({ peer: this.peer, err }, "cannot open a replicate stream");
+      return false;
+    }
+    call.write(Buffer.from(toBinary(ReplicateRequestSchema, create(ReplicateRequestSchema, { nodeId: this.self, shipments }))));
+    return true;
+  }
+
+  /** Ends the stream; later sends are refused. */
+  close(): void {
+    this.closed = true;
+    this.breakStream("the node is closing");
+  }
+
+  /** Ends the current stream (the next send opens a new one). */
+  breakStream(why: string): void {
+    const call = this.call;
+    if (call === undefined) return;
+    this.broke(call, why);
+    call.cancel();
+  }
+
+  private open(): grpc.ClientDuplexStream<Buffer, Buffer> {
+    if (this.call !== undefined) return this.call;
+    const raw = (bytes: Buffer): Buffer => bytes;
+    const call = this.client().makeBidiStreamRequest<Buffer, Buffer>(methodPath(PeerService.method.replicate), raw, raw);
+    this.call = call;
+    call.on("data", (bytes: Buffer) => {
+      if (call !== this.call) return;
+      let res: ReplicateResponse;
+      try {
+        res = fromBinary(ReplicateResponseSchema, bytes);
+      } catch (err) {
+        this.log.error({ peer: this.peer, err }, "replica sent an unreadable answer; reopening the stream");
+        this.breakStream(`${this.peer} sent an unreadable replicate answer`);
+        return;
+      }
+      this.events.durable(this.peer, res);
+    });
+    call.on("error", (err: unknown) => {
+      const failure = callFailure(err);
+      this.broke(call, `the replicate stream to ${this.peer} broke (${grpc.status[failure.code] ?? failure.code}: ${failure.message})`);
+    });
+    call.on("end", () => this.broke(call, `${this.peer} ended the replicate stream`));
+    return call;
+  }
+
+  private broke(call: grpc.ClientDuplexStream<Buffer, Buffer>, why: string): void {
+    if (call !== this.call) return;
+    this.call = undefined;
+    this.events.lost(this.peer, why);
+  }
+}

@@ -1,0 +1,266 @@
+import { create } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import { KeyChangeSchema, type ReplicateResponse, type Shipment, ShipmentSchema } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import { type CommitGroup, Keys, type Logger, type PartitionId, type ReplicationStage, type StageFailure, type TwinRuntime } from "../runtime/index.js";
+import type { NodeId } from "./node-id.js";
+import type { PartitionCopies } from "./partition-copies.js";
+import { ReplicateStream } from "./replicate-stream.js";
+import type { RingSnapshot } from "./ring-snapshot.js";
+
+/** Which peers may hold copies now. */
+export interface ReplicaPeers {
+  /** True when the peer answers heartbeats. */
+  isUp(peer: NodeId): boolean;
+  /** True when the peer answers and has caught up: its acknowledgements count toward a quorum. */
+  isCurrent(peer: NodeId): boolean;
+  channel(peer: NodeId): grpc.Client;
+}
+
+/** What a {@link Replicator} works with. */
+export interface ReplicatorConfig {
+  readonly self: NodeId;
+  readonly runtime: TwinRuntime;
+  readonly ring: () => RingSnapshot;
+  readonly peers: ReplicaPeers;
+  readonly copies: PartitionCopies;
+  readonly log: Logger;
+  /** How long an answer waits for its replicas before it is refused (retryable). @defaultValue 5000 */
+  readonly ackTimeoutMs?: number;
+  /** Shipments kept per partition for replicas that fall a little behind. @defaultValue 256 */
+  readonly retainedPerPartition?: number;
+}
+
+interface Waiter {
+  readonly partition: number;
+  readonly position: number;
+  readonly needed: number;
+  acked: number;
+  readonly pending: Set<NodeId>;
+  settle(failure: StageFailure | undefined): void;
+}
+
+/** A replication failure: the group is written on the owner but not on enough copies. */
+class ReplicationShortfall extends Error implements StageFailure {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The owner's side of replication (design §5), plugged into the host's commit stages. Before a
+ * group is written, its key changes are split by partition into one shipment each, numbered by
+ * the partition's next position and stamped with the owner's epoch; the new position is written
+ * in the same batch, so the owner's copy and its position never disagree. After the write, each
+ * shipment goes to the partition's other live copies over one ordered Replicate stream per
+ * replica, and the group's answers wait until each shipment is durable on `copies - 1` replicas.
+ *
+ * Recent shipments are kept per partition, so a replica that missed a few (a broken stream, a
+ * short restart) catches up from them; one further behind copies the partition's key range.
+ */
+export class Replicator implements ReplicationStage {
+  private readonly streams = new Map<NodeId, ReplicateStream>();
+  private readonly prepared = new WeakMap<CommitGroup, Shipment[]>();
+  private readonly waiters = new Map<number, Waiter[]>();
+  private readonly retained = new Map<number, Shipment[]>();
+  private readonly ackTimeoutMs: number;
+  private readonly retainedPerPartition: number;
+  /** Shipments sent, and answers that waited for replicas, for metrics and benches. */
+  readonly stats = { shipments: 0, waits: 0, shortfalls: 0 };
+
+  constructor(private readonly config: ReplicatorConfig) {
+    this.ackTimeoutMs = config.ackTimeoutMs ?? 5000;
+    this.retainedPerPartition = config.retainedPerPartition ?? 256;
+  }
+
+  prepare(group: CommitGroup): void {
+    const { runtime, copies } = this.config;
+    const byPartition = new Map<number, Shipment>();
+    for (const op of group.ops) {
+      const partition = Keys.partitionOfKey(op.key, runtime.partitioning);
+      if (partition === undefined) continue;
+      let shipment = byPartition.get(partition);
+      if (shipment === undefined) {
+        shipment = create(ShipmentSchema, { partition });
+        byPartition.set(partition, shipment);
+      }
+      shipment.changes.push(create(KeyChangeSchema, { key: Buffer.from(op.key), value: op.type === "put" ? Buffer.from(op.value) : undefined }));
+    }
+    if (byPartition.size === 0) return;
+    const shipments: Shipment[] = [];
+    for (const [partition, shipment] of byPartition) {
+      const copy = copies.get(partition as PartitionId);
+      if (copy.epoch === 0) {
+        // Written by a node that never took the partition (a turn that outlived its ownership):
+        // no replica would accept it. It stays on this copy, which the owner's history replaces.
+        this.config.log.warn({ partition }, "a commit touched a partition this node never owned; not shipped");
+        continue;
+      }
+      copy.position++;
+      shipment.epoch = BigInt(copy.epoch);
+      shipment.position = BigInt(copy.position);
+      group.ops.push(copy.op());
+      shipments.push(shipment);
+    }
+    this.prepared.set(group, shipments);
+  }
+
+  replicate(group: CommitGroup): Promise<void> | undefined {
+    const shipments = this.prepared.get(group);
+    if (shipments === undefined || shipments.length === 0) return undefined;
+    this.prepared.delete(group);
+    const { self, ring: currentRing, peers, copies } = this.config;
+    const ring = currentRing();
+    const needed = Math.min(group.copies, ring.replicationFactor) - 1;
+    const perPeer = new Map<NodeId, Shipment[]>();
+    const waits: Promise<void>[] = [];
+    for (const shipment of shipments) {
+      const partition = shipment.partition as PartitionId;
+      const copy = copies.get(partition);
+      copy.written = Math.max(copy.written, Number(shipment.position));
+      this.retain(shipment);
+      const targets = new Set<NodeId>();
+      for (const node of ring.preferenceList(partition)) {
+        if (node === self || !peers.isUp(node as NodeId)) continue;
+        targets.add(node as NodeId);
+        let list = perPeer.get(node as NodeId);
+        if (list === undefined) perPeer.set(node as NodeId, (list = []));
+        list.push(shipment);
+      }
+      if (needed > 0) waits.push(this.waitFor(shipment, targets, needed));
+    }
+    for (const [peer, list] of perPeer) {
+      this.stats.shipments += list.length;
+      if (!this.stream(peer).send(list)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
+    }
+    if (waits.length === 0) return undefined;
+    this.stats.waits++;
+    return Promise.all(waits).then(() => undefined);
+  }
+
+  /** The shipments of `partition` after `position`, when every one of them is still kept. */
+  shipmentsAfter(partition: PartitionId, position: number): Shipment[] | undefined {
+    const copy = this.config.copies.get(partition);
+    if (position >= copy.written) return [];
+    const kept = this.retained.get(partition) ?? [];
+    const first = kept[0];
+    if (first === undefined || Number(first.position) > position + 1) return undefined;
+    return kept.filter((s) => Number(s.position) > position && Number(s.position) <= copy.written);
+  }
+
+  /** Forgets the shipments kept for `partition` (its history changed under them). */
+  forget(partition: PartitionId): void {
+    this.retained.delete(partition);
+  }
+
+  /** The replica `peer` reports what is durable on it. */
+  durable(peer: NodeId, response: ReplicateResponse): void {
+    for (const point of response.durable) {
+      const waiters = this.waiters.get(point.partition);
+      if (waiters === undefined) continue;
+      const position = Number(point.position);
+      const epoch = Number(point.epoch);
+      let done = 0;
+      for (const w of waiters) {
+        if (w.position > position) break;
+        if (!w.pending.delete(peer) || Number(this.config.copies.get(w.partition as PartitionId).epoch) !== epoch) continue;
+        w.acked++;
+        if (w.acked >= w.needed) w.settle(undefined);
+      }
+      // Settled waiters leave from the front (positions ascend); others leave when they settle.
+      while (done < waiters.length && (waiters[done] as Waiter).acked >= (waiters[done] as Waiter).needed) done++;
+      if (done > 0) waiters.splice(0, done);
+      if (waiters.length === 0) this.waiters.delete(point.partition);
+    }
+  }
+
+  /** The stream to `peer` broke: nothing in flight on it will be acknowledged. */
+  lost(peer: NodeId, why: string): void {
+    for (const waiters of this.waiters.values()) {
+      for (const w of [...waiters]) {
+        if (!w.pending.delete(peer)) continue;
+        if (w.acked + w.pending.size < w.needed) {
+          w.settle(new ReplicationShortfall("NOT_ENOUGH_REPLICAS", `${why}; ${w.acked + 1} of the ${w.needed + 1} copies asked for are durable`));
+        }
+      }
+    }
+  }
+
+  /** Closes every stream; answers still waiting are refused. */
+  close(): void {
+    for (const stream of this.streams.values()) stream.close();
+    for (const waiters of [...this.waiters.values()]) {
+      for (const w of [...waiters]) w.settle(new ReplicationShortfall("SHUTTING_DOWN", "the node is shutting down"));
+    }
+  }
+
+  private waitFor(shipment: Shipment, targets: Set<NodeId>, needed: number): Promise<void> {
+    const partition = shipment.partition;
+    if (targets.size < needed) {
+      this.stats.shortfalls++;
+      return Promise.reject(
+        new ReplicationShortfall("NOT_ENOUGH_REPLICAS", `only ${targets.size + 1} of the ${needed + 1} copies asked for are live for partition ${partition}`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiter.settle(
+          new ReplicationShortfall(
+            "REPLICATION_TIMEOUT",
+            `partition ${partition}'s replicas did not confirm within ${this.ackTimeoutMs} ms (${waiter.acked + 1} of ${needed + 1} copies durable)`,
+          ),
+        );
+      }, this.ackTimeoutMs);
+      let settled = false;
+      const waiter: Waiter = {
+        partition,
+        position: Number(shipment.position),
+        needed,
+        acked: 0,
+        pending: new Set(targets),
+        settle: (failure) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          const list = this.waiters.get(partition);
+          if (failure !== undefined) {
+            this.stats.shortfalls++;
+            if (list !== undefined) {
+              const i = list.indexOf(waiter);
+              if (i >= 0) list.splice(i, 1);
+              if (list.length === 0) this.waiters.delete(partition);
+            }
+            reject(failure);
+          } else resolve();
+        },
+      };
+      let list = this.waiters.get(partition);
+      if (list === undefined) this.waiters.set(partition, (list = []));
+      list.push(waiter);
+    });
+  }
+
+  private retain(shipment: Shipment): void {
+    let kept = this.retained.get(shipment.partition);
+    if (kept === undefined) this.retained.set(shipment.partition, (kept = []));
+    kept.push(shipment);
+    if (kept.length > this.retainedPerPartition) kept.splice(0, kept.length - this.retainedPerPartition);
+  }
+
+  private stream(peer: NodeId): ReplicateStream {
+    let stream = this.streams.get(peer);
+    if (stream === undefined) {
+      stream = new ReplicateStream(
+        this.config.self,
+        peer,
+        () => this.config.peers.channel(peer),
+        { durable: (p, res) => this.durable(p, res), lost: (p, why) => this.lost(p, why) },
+        this.config.log,
+      );
+      this.streams.set(peer, stream);
+    }
+    return stream;
+  }
+}
