@@ -78,6 +78,8 @@ export interface PoolPlan {
   /** Seq base of the run (ms × 1000), or 0 for contiguous seqs. */
   readonly seqBase: number;
   readonly seed: number;
+  /** The batches' `Consistency` (wire value); absent: the server's default. */
+  readonly consistency?: number;
 }
 
 /** One pre-encoded batch and what it holds. */
@@ -142,7 +144,10 @@ export function encodePool(book: SeqBook, plan: PoolPlan): EncodedPool {
         });
       }
       const encoded = Buffer.from(
-        toBinary(PublishStreamRequestSchema, create(PublishStreamRequestSchema, { batchId: "0".repeat(BATCH_ID_CHARS), events: evs })),
+        toBinary(
+          PublishStreamRequestSchema,
+          create(PublishStreamRequestSchema, { batchId: "0".repeat(BATCH_ID_CHARS), events: evs, consistency: plan.consistency ?? 0 }),
+        ),
       );
       if (encoded[0] !== BATCH_ID_TAG || encoded[1] !== BATCH_ID_CHARS) throw new Error("batch_id is not where the encoder expects it; cannot patch batch ids");
       batches.push({ bytes: encoded, events: n, twins, seqs });

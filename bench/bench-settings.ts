@@ -1,7 +1,7 @@
 import type { SeqMode } from "./load-protocol.js";
 
 /** The scenarios `--only` can pick, in the order they run. */
-export const SCENARIOS = ["ceiling-grpc", "ceiling-rocks", "ceiling-pipeline", "ingest-wal", "ingest-fsync", "memory", "large"] as const;
+export const SCENARIOS = ["ceiling-grpc", "ceiling-rocks", "ceiling-pipeline", "ingest-wal", "ingest-fsync", "memory", "large", "cluster"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 /** Names that stand for several scenarios in `--only`. */
@@ -18,6 +18,7 @@ export const SCENARIO_GROUPS: Readonly<Record<string, readonly Scenario[]>> = {
   stall: ["large"],
   restart: ["large"],
   "1m": ["large"],
+  failover: ["cluster"],
 };
 
 /** Everything a bench run is parameterised by; written into the results file. */
@@ -73,6 +74,8 @@ export interface BenchSettings {
   /** Events/s the first saturation pool is sized for; later runs size from the previous run. */
   readonly expectedRate: number;
   readonly restarts: number;
+  /** Load the cluster scenario runs while one node is down, before it restarts and catches up (ms). */
+  readonly catchUpLoadMs: number;
   /** Where node CPU profiles go (`--cpu-prof`), or undefined. */
   readonly cpuProfDir: string | undefined;
   /** Extra Node.js flags for the node under test (`--node-args`). */
@@ -136,6 +139,7 @@ export function resolveSettings(flags: BenchFlags): BenchSettings {
     pipelineGroupMaxEvents: 5_000,
     expectedRate: 120_000,
     restarts: quick ? 1 : 3,
+    catchUpLoadMs: quick ? 3_000 : 30_000,
     cpuProfDir: flags.cpuProf === undefined || flags.cpuProf === false ? undefined : flags.cpuProf === true ? "bench/results/profiles" : flags.cpuProf,
     nodeArgs: flags.nodeArgs === undefined ? [] : flags.nodeArgs.split(/\s+/).filter((arg) => arg !== ""),
     keepData: flags.keepData === true,

@@ -111,12 +111,14 @@ async function saturate(req: SaturateRequest): Promise<SaturateResult> {
   const pool = encodePool(book, {
     from: req.from ?? 0,
     to: req.to ?? req.twins,
+    list: req.list === undefined ? undefined : Uint32Array.from(req.list),
     streams,
     batchEvents: req.batchEvents,
     order: "random",
     eventsPerStream: Math.ceil(poolEvents / streams),
     seqBase: seqBase(req),
     seed: req.seed,
+    consistency: req.consistency,
   });
   const client = clientOf(req.address);
   const sessions = Array.from({ length: streams }, () => client.openPublishStream());
@@ -243,6 +245,8 @@ async function openLoop(req: OpenLoopRequest): Promise<OpenLoopResult> {
     eventsPerStream: Math.ceil(totalBatches / streams) * req.batchEvents,
     seqBase: seqBase(req),
     seed: req.seed,
+    list: req.list === undefined ? undefined : Uint32Array.from(req.list),
+    consistency: req.consistency,
   });
   const client = clientOf(req.address);
   const sessions = Array.from({ length: streams }, () => client.openPublishStream());

@@ -24,12 +24,16 @@ export interface TwinSelection {
   /** Twins `[from, to)`; default the whole set. */
   readonly from?: number;
   readonly to?: number;
+  /** Exactly these twins (indexes), instead of a range: a ring-aware client's share of one node. */
+  readonly list?: readonly number[];
   readonly seqs: SeqMode;
 }
 
 /** Common settings of a PublishStream run. */
 export interface StreamRun extends TwinSelection {
   readonly address: string;
+  /** The batches' `Consistency` (wire value); absent: the server's default. */
+  readonly consistency?: number;
   readonly streams: number;
   readonly batchEvents: number;
   readonly warmupMs: number;

@@ -21,6 +21,10 @@ export interface NodeSpec {
   /** Extra Node.js flags, before the script. */
   readonly nodeArgs?: readonly string[];
   readonly readyTimeoutMs: number;
+  /** Port to listen on; default any free one. */
+  readonly port?: number;
+  /** More `twinmesh start` arguments (`--node-id`, `--peers`, …). */
+  readonly args?: readonly string[];
 }
 
 /** A node child process that printed its ready line. */
@@ -46,13 +50,14 @@ export async function startNode(spec: NodeSpec): Promise<StartedNode> {
     "--host",
     "127.0.0.1",
     "--port",
-    "0",
+    String(spec.port ?? 0),
     "--durability",
     spec.durability,
     "--log-level",
     "warn",
   ];
   if (spec.maxActive !== undefined) args.push("--max-active", String(spec.maxActive));
+  args.push(...(spec.args ?? []));
   const nodeArgs = [...(spec.nodeArgs ?? [])];
   if (spec.cpuProfDir !== undefined) nodeArgs.push("--cpu-prof", "--cpu-prof-dir", spec.cpuProfDir, "--cpu-prof-name", `${spec.name}-${Date.now()}.cpuprofile`);
   const child = BenchChild.spawn(CLI_SCRIPT, args, { name: spec.name, nodeArgs });

@@ -9,13 +9,18 @@
  * stdout and `bench/results/<name>.json`. See bench/README.md for what each figure means.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { type AddressInfo, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError, Option } from "commander";
+import { Consistency, EventStatus, TwinmeshClient } from "../client/index.js";
+import { HealthCheckResponse_ServingStatus } from "../proto/gen/grpc/health/v1/health_pb.js";
+import { Partitioning } from "../runtime/index.js";
 import type { PipelineCeilingRequest, PipelineCeilingResult } from "./bare-pipeline.js";
 import type { RocksCeilingRequest, RocksCeilingResult } from "./bare-rocks.js";
+import { BENCH_KIND, twinId, twinIdWidth } from "./batch-encoder.js";
 import { BenchChild, killAllChildren } from "./bench-child.js";
 import { type BenchResults, finishRows, formatValue, type ResultRow, renderTable, type Target, writeResults } from "./bench-report.js";
 import { type BenchFlags, type BenchSettings, resolveSettings, SCENARIO_GROUPS, SCENARIOS, type Scenario } from "./bench-settings.js";
@@ -172,6 +177,38 @@ function rowSpecs(s: BenchSettings): [string, RowSpec][] {
       "large.rssMax",
       { scenario: `node RSS max, ${big} stored / ${active} active, all receiving`, unit: "MiB", target: { op: "<=", value: 500, fullSizeOnly: true } },
     ],
+    ["cluster.single.eventsPerSec", { scenario: `1 node (this run), PublishStream wal, ${n(s.ingestTwins)} twins, saturated`, unit: "events/s" }],
+    ...(["local", "quorum", "all"] as const).flatMap((level): [string, RowSpec][] => [
+      [
+        `cluster.${level}.eventsPerSec`,
+        {
+          scenario: `3 nodes RF 3, ${level.toUpperCase()}, ring-aware clients, saturated`,
+          unit: "events/s",
+          ratioTo: [{ id: "cluster.single.eventsPerSec", label: "1 node" }],
+        },
+      ],
+      [`cluster.${level}.sat.p50`, { scenario: `3 nodes, ${level.toUpperCase()}, ring-aware, p50 batch ack`, unit: "ms" }],
+      [`cluster.${level}.sat.p99`, { scenario: `3 nodes, ${level.toUpperCase()}, ring-aware, p99 batch ack`, unit: "ms" }],
+    ]),
+    ["cluster.quorumShare", { scenario: "3 nodes QUORUM ring-aware ÷ 1 node", unit: "%", target: { op: ">=", value: 35, fullSizeOnly: true } }],
+    [
+      "cluster.random.eventsPerSec",
+      {
+        scenario: "3 nodes, QUORUM, clients sending to random nodes (forwarding), saturated",
+        unit: "events/s",
+        ratioTo: [{ id: "cluster.quorum.eventsPerSec", label: "ring-aware" }],
+      },
+    ],
+    ["cluster.randomShare", { scenario: "3 nodes QUORUM random nodes ÷ ring-aware", unit: "%", target: { op: ">=", value: 70, fullSizeOnly: true } }],
+    [
+      "cluster.quorum.open.p99",
+      { scenario: "3 nodes, QUORUM, ring-aware, p99 batch ack at half the saturated rate", unit: "ms", target: { op: "<=", value: 50, fullSizeOnly: true } },
+    ],
+    [
+      "cluster.failover.ms",
+      { scenario: "failover: kill -9 to the first acknowledged event of one of its twins", unit: "ms", target: { op: "<=", value: 3_000 } },
+    ],
+    ["cluster.catchUp.ms", { scenario: `catch-up: restart to SERVING and owning again, after ${n(s.catchUpLoadMs / 1000)} s of load without it`, unit: "ms" }],
     ["large.storedBytesPerTwin", { scenario: `data directory bytes per stored twin (${big})`, unit: "B" }],
     [
       "query.selective.ms",
@@ -873,6 +910,254 @@ async function ingestUnderQueryLoad(b: Bench, address: string, dataset: string):
   }
 }
 
+/** Ports free on 127.0.0.1 now (for a cluster's nodes, which must know each other's addresses before they start). */
+async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const server = createServer();
+          server.once("error", reject);
+          server.listen(0, "127.0.0.1", () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((server) => (server.address() as AddressInfo).port);
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  return ports;
+}
+
+/** Waits until the running members serve every partition between them, each by its own account. */
+async function clusterFormed(addresses: readonly string[], timeoutMs: number): Promise<void> {
+  const clients = addresses.map((a) => new TwinmeshClient(a, { deadlineMs: 2_000 }));
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const described = await Promise.all(clients.map((c) => c.describeCluster().catch(() => undefined)));
+      const owned = described.reduce((sum, d) => sum + (d?.members.find((m) => m.self)?.ownedPartitions ?? 0), 0);
+      const health = await Promise.all(
+        clients.map((c) =>
+          c.health().then(
+            (h) => h.status,
+            () => undefined,
+          ),
+        ),
+      );
+      if (described.every((d) => d !== undefined) && owned === described[0]?.partitions && health.every((h) => h === HealthCheckResponse_ServingStatus.SERVING))
+        return;
+      if (Date.now() > deadline) throw new Error(`the cluster did not form within ${timeoutMs} ms (${owned} partitions owned)`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    for (const c of clients) c.close();
+  }
+}
+
+/**
+ * Three nodes at replication factor 3 on this machine (sharing its cores with each other and the
+ * load generator), beside one node measured in the same run: saturated throughput and batch-ack
+ * latency at LOCAL, QUORUM and ALL with ring-aware clients (each client sends the twins one node
+ * owns to that node), at QUORUM with clients sending to random nodes (two thirds forwarded), p99
+ * at half the saturated rate, failover time and catch-up time.
+ */
+async function clusterBench(b: Bench): Promise<void> {
+  const s = b.settings;
+  const twins = s.ingestTwins;
+  const dataset = "cluster";
+  // The single node of this run, on the same twins.
+  const single = await b.node("cluster-single", "wal", join(b.root, "cluster-single"));
+  try {
+    await b.setupLoad("cluster-single", single.address, "cluster-single", twins);
+    for (let r = 0; r < s.runs; r++)
+      b.collect.add("cluster.single.eventsPerSec", (await b.saturate("cluster-single", single.address, "cluster-single", twins, 900 + r)).eventsPerSec);
+  } finally {
+    await b.stopNode(single);
+  }
+  const ids = ["n1", "n2", "n3"];
+  const ports = await freePorts(3);
+  const addressOf = (i: number): string => `127.0.0.1:${ports[i]}`;
+  const start = (i: number): Promise<StartedNode> =>
+    startNode({
+      name: `cluster-${ids[i]}`,
+      dataDir: join(b.root, "cluster", ids[i] as string),
+      durability: "wal",
+      port: ports[i],
+      nodeArgs: s.nodeArgs,
+      readyTimeoutMs: NODE_READY_TIMEOUT_MS,
+      args: [
+        "--node-id",
+        ids[i] as string,
+        "--replication-factor",
+        "3",
+        "--peers",
+        ids.flatMap((id, j) => (j === i ? [] : [`${id}@${addressOf(j)}`])).join(","),
+      ],
+    });
+  const nodes: (StartedNode | undefined)[] = await Promise.all([0, 1, 2].map(start));
+  try {
+    await clusterFormed([0, 1, 2].map(addressOf), 30_000);
+    b.log(`cluster: 3 nodes formed on ${[0, 1, 2].map(addressOf).join(", ")}`);
+    await b.setupLoad("cluster", addressOf(0), dataset, twins);
+    // Each node's share of the twins (ring-aware) and a third of them each (random nodes).
+    const described = await new TwinmeshClient(addressOf(0)).describeCluster();
+    const partitioning = new Partitioning(described.partitions);
+    const width = twinIdWidth(twins);
+    const owned: number[][] = [[], [], []];
+    const thirds: number[][] = [[], [], []];
+    for (let i = 0; i < twins; i++) {
+      const head = described.placements[partitioning.partitionOf(BENCH_KIND, twinId(i, width))]?.nodeIds[0] ?? "n1";
+      owned[ids.indexOf(head)]?.push(i);
+      thirds[i % 3]?.push(i);
+    }
+    const together = async (key: string, lists: number[][], consistency: Consistency, seed: number): Promise<SaturateResult[]> =>
+      Promise.all(
+        lists.map((list, i) =>
+          b.load<SaturateResult>(
+            {
+              cmd: "saturate",
+              address: addressOf(i),
+              dataset,
+              twins,
+              list,
+              consistency,
+              seqs: b.seqs,
+              streams: Math.max(1, Math.round(s.streams / 3)),
+              window: s.window,
+              batchEvents: s.batchEvents,
+              warmupMs: s.warmupMs,
+              durationMs: s.durationMs,
+              seed: seed + i,
+              recycle: false,
+              expectedRate: 60_000,
+              maxPoolEvents: 1_000_000,
+            },
+            b.runTimeoutMs(),
+          ),
+        ),
+      ).then((results) => {
+        const eps = results.reduce((sum, r) => sum + r.eventsPerSec, 0);
+        const p50 = Math.max(...results.map((r) => r.latencyMs.p50));
+        const p99 = Math.max(...results.map((r) => r.latencyMs.p99));
+        b.log(`${key}: ${fmtRate(eps)} events/s, ack p50 ${fmtMs(p50)} ms p99 ${fmtMs(p99)} ms${results.map((r) => rejections(r.counts)).join("")}`);
+        return results;
+      });
+    const levels = [
+      ["local", Consistency.LOCAL],
+      ["quorum", Consistency.QUORUM],
+      ["all", Consistency.ALL],
+    ] as const;
+    let quorumRate = Number.NaN;
+    for (let r = 0; r < s.runs; r++) {
+      for (const [level, consistency] of levels) {
+        const results = await together(`cluster ${level}`, owned, consistency, 1000 + r * 10);
+        const eps = results.reduce((sum, x) => sum + x.eventsPerSec, 0);
+        if (level === "quorum") quorumRate = eps;
+        b.collect.add(`cluster.${level}.eventsPerSec`, eps);
+        b.collect.add(`cluster.${level}.sat.p50`, Math.max(...results.map((x) => x.latencyMs.p50)));
+        b.collect.add(`cluster.${level}.sat.p99`, Math.max(...results.map((x) => x.latencyMs.p99)));
+      }
+      const random = await together("cluster random nodes", thirds, Consistency.QUORUM, 1100 + r * 10);
+      b.collect.add(
+        "cluster.random.eventsPerSec",
+        random.reduce((sum, x) => sum + x.eventsPerSec, 0),
+      );
+      // p99 at half the saturated QUORUM rate, ring-aware.
+      const open = await Promise.all(
+        owned.map((list, i) =>
+          b.load<OpenLoopResult>(
+            {
+              cmd: "openLoop",
+              address: addressOf(i),
+              dataset,
+              twins,
+              list,
+              consistency: Consistency.QUORUM,
+              seqs: b.seqs,
+              streams: 2,
+              batchEvents: s.batchEvents,
+              warmupMs: s.warmupMs,
+              durationMs: s.durationMs,
+              seed: 1200 + r * 10 + i,
+              rate: Math.max(1_000, Math.round((quorumRate / 2) * (list.length / twins))),
+              maxOutstandingBatches: Math.ceil((quorumRate * 10) / s.batchEvents),
+              drainTimeoutMs: 15_000,
+            },
+            b.runTimeoutMs(),
+          ),
+        ),
+      );
+      b.collect.add("cluster.quorum.open.p99", Math.max(...open.map((o) => o.latencyMs.p99)));
+      b.log(`cluster quorum at ${fmtRate(quorumRate / 2)}/s offered: p99 ${fmtMs(Math.max(...open.map((o) => o.latencyMs.p99)))} ms`);
+    }
+    // Failover: kill -9 n2, time until an event of one of its twins is acknowledged through n1.
+    await b.step("cluster failover", async () => {
+      const victim = nodes[1] as StartedNode;
+      const twin = twinId(owned[1]?.[0] ?? 0, width);
+      const client = new TwinmeshClient(addressOf(0), { deadlineMs: 2_000 });
+      try {
+        let seq = BigInt(Date.now()) * 1000n;
+        victim.child.kill("SIGKILL");
+        nodes[1] = undefined;
+        const killedAt = performance.now();
+        for (;;) {
+          seq++;
+          const res = await client.publish([{ kind: BENCH_KIND, sourceId: twin, seq, channels: { value: 1 } }]).catch(() => undefined);
+          if (res?.results[0]?.status === EventStatus.ACCEPTED) break;
+          if (performance.now() - killedAt > 30_000) throw new Error("no event of the killed node's twins was acknowledged within 30 s");
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        const ms = performance.now() - killedAt;
+        b.collect.add("cluster.failover.ms", ms);
+        b.log(`cluster failover: ${fmtMs(ms)} ms from kill -9 to the first acknowledged event of a twin it owned`);
+      } finally {
+        client.close();
+      }
+    });
+    // Catch-up: load without n2, then restart it and time until it serves and owns again.
+    await b.step("cluster catch-up", async () => {
+      await b.load({ cmd: "forget", address: addressOf(1) }, 10_000).catch(() => undefined);
+      const loadUntil = performance.now() + s.catchUpLoadMs;
+      let r = 0;
+      while (performance.now() < loadUntil) {
+        await Promise.all(
+          [0, 2].map((i) =>
+            b.load<SaturateResult>(
+              {
+                cmd: "saturate",
+                address: addressOf(i),
+                dataset,
+                twins,
+                list: thirds[i],
+                seqs: b.seqs,
+                streams: 2,
+                window: s.window,
+                batchEvents: s.batchEvents,
+                warmupMs: 0,
+                durationMs: Math.min(5_000, Math.max(500, loadUntil - performance.now())),
+                seed: 1300 + r++ * 10 + i,
+                recycle: false,
+                expectedRate: 60_000,
+                maxPoolEvents: 1_000_000,
+              },
+              b.runTimeoutMs(),
+            ),
+          ),
+        );
+      }
+      const restartedAt = performance.now();
+      nodes[1] = await start(1);
+      await clusterFormed([0, 1, 2].map(addressOf), 120_000);
+      const ms = performance.now() - restartedAt;
+      b.collect.add("cluster.catchUp.ms", ms);
+      b.log(`cluster catch-up: ${fmtMs(ms)} ms from restart to serving and owning again after ${(s.catchUpLoadMs / 1000).toFixed(0)} s of load without it`);
+    });
+  } finally {
+    for (const [i, node] of nodes.entries()) if (node !== undefined) await b.load({ cmd: "forget", address: addressOf(i) }, 10_000).catch(() => undefined);
+    await Promise.all(nodes.map((node) => (node === undefined ? Promise.resolve() : node.child.stop(NODE_STOP_GRACE_MS))));
+  }
+}
+
 const RUNNERS: Record<Scenario, (b: Bench) => Promise<void>> = {
   "ceiling-grpc": ceilingGrpc,
   "ceiling-rocks": ceilingRocks,
@@ -881,6 +1166,7 @@ const RUNNERS: Record<Scenario, (b: Bench) => Promise<void>> = {
   "ingest-fsync": (b) => ingest(b, "fsync"),
   memory,
   large,
+  cluster: clusterBench,
 };
 
 // ------------------------------------------------------------------------------------ main
@@ -1000,6 +1286,25 @@ async function main(): Promise<number> {
     };
     finishRows([share]);
     rows.splice(rows.indexOf(wal) + 1, 0, share);
+  }
+  // Derived: the cluster's QUORUM rate as a share of one node's, and forwarding's of ring-aware.
+  for (const [id, over, under] of [
+    ["cluster.quorumShare", "cluster.quorum.eventsPerSec", "cluster.single.eventsPerSec"],
+    ["cluster.randomShare", "cluster.random.eventsPerSec", "cluster.quorum.eventsPerSec"],
+  ] as const) {
+    const top = rows.find((r) => r.id === over);
+    const bottom = rows.find((r) => r.id === under);
+    if (top === undefined || bottom === undefined) continue;
+    const spec = bench.collect.specs.get(id) as RowSpec;
+    const share: ResultRow = {
+      id,
+      scenario: spec.scenario,
+      unit: spec.unit,
+      target: spec.target,
+      runs: top.runs.map((v, i) => (v / (bottom.runs[i] ?? bottom.median ?? Number.NaN)) * 100),
+    };
+    finishRows([share]);
+    rows.splice(rows.indexOf(top) + 1, 0, share);
   }
   const finishedAt = new Date();
   const durationMs = finishedAt.getTime() - startedAt.getTime();

@@ -57,7 +57,7 @@ Example:
         for (const line of table) printLine(line);
         const rf = cluster.replicationFactor;
         printLine(
-          `epoch ${cluster.epoch}, ${cluster.partitions} partitions, replication factor ${rf}${rf === 1 ? " (1 copy of each twin)" : " (replicas are placed; replication is not built yet: 1 copy of each twin)"}; ${node.nodeId} is ${health}; kinds ${kinds.join(", ") || "(none)"}`,
+          `epoch ${cluster.epoch}, ${cluster.partitions} partitions, replication factor ${rf}${rf === 1 ? " (1 copy of each twin)" : ` (${rf} copies of each twin)`}; ${node.nodeId} is ${health}; kinds ${kinds.join(", ") || "(none)"}`,
         );
       });
     });

@@ -54,9 +54,9 @@ REJECTED (exit 1; the reason says why). With --file, a summary counts each outco
 exits 1 if any event was rejected.
 
 Consistency counts durable copies of the twin, the owner's included: local is one, quorum a
-majority of the replication factor, all every copy. Today one node keeps one copy
-(replication factor 1), so quorum and all are met by that copy, as local is: the answer
-is as durable as asked ('twinmesh ring' shows the factor).
+majority of the replication factor, all every copy. A cluster's default is quorum; a
+single node keeps one copy (replication factor 1), so there quorum and all are met by that
+copy, as local is ('twinmesh ring' shows the factor).
 
 Examples:
   twinmesh send patient bed-4 bpm=72 spo2=97 --seq 1 --attr ward=ward-a
