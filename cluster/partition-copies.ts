@@ -34,6 +34,12 @@ export class PartitionCopy {
   history: EpochStart[] = [];
   /** The highest position whose group is written on this node (the owner ships only those). */
   written = 0;
+  /**
+   * The epoch this node began as the partition's owner, while it is the epoch the copy follows;
+   * 0 otherwise. Only writes under it are numbered and shipped: a node that caught up from a
+   * newer owner never writes under that owner's epoch.
+   */
+  writer = 0;
 
   constructor(readonly partition: PartitionId) {}
 
@@ -66,11 +72,13 @@ export class PartitionCopy {
   /** Starts a new epoch at the next position: this node takes the partition as its owner. */
   beginEpoch(epoch: number): void {
     this.epoch = epoch;
+    this.writer = epoch;
     this.history = [...this.history, { epoch, start: this.position + 1 }];
   }
 
   /** Becomes a copy of another node's history at `point` (after a catch-up). */
   adopt(point: PartitionPoint, history: readonly EpochStart[]): void {
+    if (point.epoch !== this.writer) this.writer = 0;
     this.epoch = point.epoch;
     this.position = point.position;
     this.written = point.position;
@@ -79,6 +87,7 @@ export class PartitionCopy {
 
   /** Forgets everything: the copy is being replaced by a whole-range copy. */
   clear(): void {
+    this.writer = 0;
     this.epoch = 0;
     this.position = 0;
     this.written = 0;

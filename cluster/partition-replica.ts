@@ -38,6 +38,8 @@ export interface PartitionReplicaConfig {
   readonly channel: (peer: NodeId) => grpc.Client;
   /** True while this node serves `partition` as its owner, or still finishes writes it took as one. */
   readonly holds: (partition: PartitionId) => boolean;
+  /** Another node owns `partition` under a newer epoch than this one's: this node stops serving it. */
+  readonly superseded: (partition: PartitionId) => void;
   readonly log: Logger;
 }
 
@@ -150,12 +152,23 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     const running = this.catching.get(partition);
     if (running !== undefined) return running.done;
     const buffered: Shipment[] = [];
+    // The entry leaves `catching` under the lock, in the same step that applies what it held: a
+    // shipment that arrives after that step is applied (or fetched) like any other.
+    const finish = (): void => {
+      if (this.catching.get(partition) === entry) this.catching.delete(partition);
+    };
     const done = this.fetch(partition, source, buffered).then(
-      async (caught) => {
-        if (caught) await this.locked(() => this.applyBuffered(partition, buffered));
-        return caught;
-      },
+      async (caught) =>
+        this.locked(async () => {
+          try {
+            if (caught) await this.applyBuffered(partition, buffered);
+          } finally {
+            finish();
+          }
+          return caught;
+        }),
       (err: unknown) => {
+        finish();
         if (!this.closed) this.config.log.warn({ partition, source, err }, "catch-up failed; the next shipment retries it");
         return false;
       },
@@ -163,7 +176,6 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     const entry = { buffered, done };
     this.catching.set(partition, entry);
     void done.finally(() => {
-      if (this.catching.get(partition) === entry) this.catching.delete(partition);
       // Tell the owner how far the copy got: its waiting answers may be satisfied now.
       this.owners
         .get(source)
@@ -222,6 +234,14 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
           for (const put of range.puts)
             ops.push({ type: "put", key: Buffer.from(put.key).toString(), value: Buffer.from(put.value ?? new Uint8Array()).toString() });
           const at = range.completeAt;
+          // The end of a stream of shipments: the copy must have reached it, or it missed one.
+          if (at !== undefined && !range.first && range.puts.length === 0 && copy.position !== Number(at.position) && copy.epoch !== 0) {
+            this.config.log.warn(
+              { partition, source, at: Number(at.position), position: copy.position },
+              "catch-up ended short of its source; tried again later",
+            );
+            return;
+          }
           if (at !== undefined) {
             copy.adopt(
               { epoch: Number(at.epoch), position: Number(at.position) },
@@ -275,7 +295,9 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         runs.set(partition, run);
         continue;
       }
-      // A gap, or an owner of a newer epoch: first make sure the copy follows its history.
+      // A gap, or an owner of a newer epoch: first make sure the copy follows its history (and
+      // stop serving the partition, if this node still did: the sender took it since).
+      if (epoch > copy.epoch) this.config.superseded(partition);
       void this.catchUp(partition, from);
       this.catching.get(partition)?.buffered.push(s);
     }
@@ -307,6 +329,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   /** Writes `changes` and the copy's new point (under the lock). */
   private async write(copy: PartitionCopy, point: PartitionPoint, changes: BatchOp[]): Promise<void> {
     const before = copy.point;
+    const history = copy.history;
     copy.epoch = point.epoch;
     copy.position = point.position;
     copy.written = point.position;
@@ -317,6 +340,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       copy.epoch = before.epoch;
       copy.position = before.position;
       copy.written = before.position;
+      copy.history = history;
       throw err;
     }
   }
