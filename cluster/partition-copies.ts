@@ -25,8 +25,9 @@ function keyOf(partition: PartitionId): string {
  * This node's copy of one partition: the epoch of the owner it follows (or is), the last
  * position applied, and the epochs of its history. Positions count the partition's shipments
  * (one per committed group that touched it); an epoch is an owner's term, raised by each new
- * owner when it takes the partition, so two copies at the same position agree exactly when their
- * histories agree up to it (as Kafka's leader epochs).
+ * owner when it takes the partition and unique to that owner (only the epoch a node began is
+ * written under), so two copies agree up to a position when their histories agree up to it (as
+ * Kafka's leader epochs).
  */
 export class PartitionCopy {
   epoch = 0;
@@ -74,6 +75,9 @@ export class PartitionCopy {
     this.epoch = epoch;
     this.writer = epoch;
     this.history = [...this.history, { epoch, start: this.position + 1 }];
+    // The epoch's first position is an empty shipment that tells the replicas of the new epoch.
+    this.position++;
+    this.written = this.position;
   }
 
   /** Becomes a copy of another node's history at `point` (after a catch-up). */

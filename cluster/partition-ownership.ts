@@ -295,6 +295,7 @@ export class PartitionOwnership implements OwnershipGate {
     }
     if (taken > 0) {
       log.info({ partitions: taken }, "took partitions");
+      this.config.replicator.announce(ready.filter((p) => this.holds[p] === Hold.OWNED));
       // Their outbox, timers and numbering were written by another owner: read them now.
       await this.config.runtime.partitionsChanged(ready);
       this.notify();

@@ -45,8 +45,10 @@ export interface PartitionReplicaConfig {
 
 /** Keys per chunk of a whole-range copy. */
 const RANGE_CHUNK_KEYS = 512;
-/** Shipments held per partition while it catches up; beyond it they are dropped and fetched again. */
+/** Shipments held per partition while it catches up; beyond it they are dropped, and the next shipment finds the gap and fetches again. */
 const MAX_BUFFERED = 10_000;
+/** Catch-ups that fetch at once. */
+const MAX_FETCHES = 4;
 /** How long one catch-up may take before it is given up (and tried again at the next gap). */
 const FETCH_DEADLINE_MS = 120_000;
 
@@ -56,7 +58,7 @@ const FETCH_DEADLINE_MS = 120_000;
  * the epoch the copy follows: a replayed shipment is acknowledged and skipped, one from an older
  * epoch (a deposed owner) is ignored, and a gap or a newer epoch makes the copy catch up from
  * the sender first (FetchPartition), holding the shipments that arrive meanwhile. A partition's
- * copy thus never moves backwards and never mixes two histories.
+ * copy thus never moves backwards, and takes another history only as a whole.
  *
  * Catch-up asks for the shipments after the copy's position; the source sends them when it still
  * keeps them all and the copy's history is a prefix of its own, and otherwise its whole key
@@ -70,6 +72,8 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   /** The stream each owner ships on, to report a catch-up's result. */
   private readonly owners = new Map<NodeId, StreamSink<ReplicateResponse>>();
   private closed = false;
+  private fetching = 0;
+  private readonly fetchQueue: (() => void)[] = [];
   /** Counters for `twinmesh ring` and tests. */
   readonly stats = { applied: 0, catchUps: 0, rangeCopies: 0 };
 
@@ -93,6 +97,14 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     const partition = req.partition as PartitionId;
     const copy = this.config.copies.get(partition);
     const after: PartitionPoint = { epoch: Number(req.after?.epoch ?? 0n), position: Number(req.after?.position ?? 0n) };
+    if (after.epoch === copy.epoch && after.position > copy.position) {
+      // The caller is ahead of this copy in the same epoch (it holds writes of the same owner that
+      // this one has not seen yet, such as its own acknowledged at LOCAL): nothing here may
+      // replace them. The answer says "stay". (A caller at another epoch is not known to extend
+      // this history: it takes this copy's.)
+      await out.write(this.completion(copy, after, [], false));
+      return;
+    }
     const kept = copy.extends(after) ? this.config.replicator.shipmentsAfter(partition, after.position) : undefined;
     if (kept !== undefined) {
       for (const shipment of kept) await out.write(create(FetchPartitionResponseSchema, { body: { case: "shipment", value: shipment } }));
@@ -157,7 +169,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     const finish = (): void => {
       if (this.catching.get(partition) === entry) this.catching.delete(partition);
     };
-    const done = this.fetch(partition, source, buffered).then(
+    const done = this.fetch(partition, source).then(
       async (caught) =>
         this.locked(async () => {
           try {
@@ -190,7 +202,20 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     this.closed = true;
   }
 
-  private async fetch(partition: PartitionId, source: NodeId, _buffered: Shipment[]): Promise<boolean> {
+  /** At most {@link MAX_FETCHES} catch-ups fetch at once (a broken stream may set off one per partition); the others queue. */
+  private async fetch(partition: PartitionId, source: NodeId): Promise<boolean> {
+    if (this.fetching >= MAX_FETCHES) await new Promise<void>((resolve) => this.fetchQueue.push(resolve));
+    else this.fetching++;
+    try {
+      return await this.fetchNow(partition, source);
+    } finally {
+      const next = this.fetchQueue.shift();
+      if (next !== undefined) next();
+      else this.fetching--;
+    }
+  }
+
+  private async fetchNow(partition: PartitionId, source: NodeId): Promise<boolean> {
     this.stats.catchUps++;
     const copy = this.config.copies.get(partition);
     const request = create(FetchPartitionRequestSchema, {
@@ -234,6 +259,18 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
           for (const put of range.puts)
             ops.push({ type: "put", key: Buffer.from(put.key).toString(), value: Buffer.from(put.value ?? new Uint8Array()).toString() });
           const at = range.completeAt;
+          // The source is behind this copy: it stays as it is.
+          if (
+            at !== undefined &&
+            !range.first &&
+            range.puts.length === 0 &&
+            range.history.length === 0 &&
+            Number(at.epoch) === copy.epoch &&
+            Number(at.position) === copy.position
+          ) {
+            complete = true;
+            return;
+          }
           // The end of a stream of shipments: the copy must have reached it, or it missed one.
           if (at !== undefined && !range.first && range.puts.length === 0 && copy.position !== Number(at.position) && copy.epoch !== 0) {
             this.config.log.warn(
@@ -285,6 +322,9 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         continue;
       }
       const copy = this.config.copies.get(partition);
+      const epochOf = Number(s.epoch);
+      // This node serves the partition: only an owner of a newer epoch may replace it (below).
+      if (this.config.holds(partition) && epochOf <= copy.epoch) continue;
       const run = runs.get(partition) ?? [];
       const at = copy.position + run.length;
       const epoch = Number(s.epoch);

@@ -155,7 +155,9 @@ export class Replicator implements ReplicationStage {
   /** The shipments of `partition` after `position` up to what is written, when every one of them is still kept. */
   shipmentsAfter(partition: PartitionId, position: number): Shipment[] | undefined {
     const copy = this.config.copies.get(partition);
-    if (position >= copy.written) return [];
+    // Nothing after `position` is written yet: only when the copy really stands there (writes in
+    // flight are sent by the stream); anything else is answered with the whole range.
+    if (position >= copy.written) return position >= copy.position || copy.written === copy.position ? [] : undefined;
     const wanted = (this.retained.get(partition) ?? []).filter((s) => Number(s.position) > position && Number(s.position) <= copy.written);
     // Only an unbroken run reaches the copy's position: a hole (a write that failed and was
     // numbered again) means the whole range instead.
@@ -166,6 +168,29 @@ export class Replicator implements ReplicationStage {
   /** Forgets the shipments kept for `partition` (its history changed under them). */
   forget(partition: PartitionId): void {
     this.retained.delete(partition);
+  }
+
+  /**
+   * This node began a new epoch of `partitions` (durably): sends each epoch's first, empty
+   * shipment to the partition's live replicas, so they learn the epoch (and catch up to it) now,
+   * not at the next write. A later owner then begins an epoch above it.
+   */
+  announce(partitions: readonly PartitionId[]): void {
+    const { self, ring: currentRing, peers, copies } = this.config;
+    const ring = currentRing();
+    const perPeer = new Map<NodeId, Shipment[]>();
+    for (const partition of partitions) {
+      const copy = copies.get(partition);
+      const shipment = create(ShipmentSchema, { partition, epoch: BigInt(copy.epoch), position: BigInt(copy.position) });
+      this.retain(shipment);
+      for (const node of ring.preferenceList(partition)) {
+        if (node === self || !peers.isUp(node as NodeId)) continue;
+        let list = perPeer.get(node as NodeId);
+        if (list === undefined) perPeer.set(node as NodeId, (list = []));
+        list.push(shipment);
+      }
+    }
+    for (const [peer, list] of perPeer) if (!this.stream(peer).send(list)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
   }
 
   /** The replica `peer` reports what is durable on it. */
