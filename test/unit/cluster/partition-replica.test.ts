@@ -63,6 +63,7 @@ async function replicaOn(store: FakeStore): Promise<{ replica: PartitionReplica;
       throw new Error("this test expects no catch-up");
     },
     holds: () => false,
+    superseded: () => undefined,
     log: silentLogger(),
   });
   return { replica, copies };
