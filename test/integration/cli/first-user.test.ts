@@ -180,6 +180,9 @@ describe("twinmesh CLI as a first user meets it", () => {
     });
 
     const help = await runCli(["send", "--help"]);
-    assert.match(help.stdout.replace(/\s+/g, " "), /a single node keeps one copy \(replication factor 1\), so there quorum and all are met by that copy, as local is/);
+    assert.match(
+      help.stdout.replace(/\s+/g, " "),
+      /a single node keeps one copy \(replication factor 1\), so there quorum and all are met by that copy, as local is/,
+    );
   });
 });
