@@ -21,12 +21,14 @@ import {
 import { rejectedResult, toEventResult, toIngestEvent } from "../server/proto-convert.js";
 import type { ForwardClient } from "./forward-client.js";
 import type { ForwardBatch, ForwardHandler } from "./forward-server.js";
+import { MemberReads } from "./member-reads.js";
 import type { NodeId } from "./node-id.js";
 import type { PartitionOwnership } from "./partition-ownership.js";
 import type { PeerPool } from "./peer-pool.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
 import { consistencyOfLevel, copiesFor, RoutedCallError, type RoutedCalls } from "./routed-calls.js";
-import { type ConsistencyLevel, LocalRouter, type ReadScope, type TwinRouter } from "./twin-router.js";
+import { ScatterReads } from "./scatter-reads.js";
+import type { ConsistencyLevel, ReadScope, TwinRouter } from "./twin-router.js";
 
 /** What a {@link ClusterRouter} routes by. */
 export interface ClusterRouterConfig {
@@ -58,6 +60,11 @@ export class ClusterOwnership implements OwnershipGate {
     return this.partitions?.ownerOf(kind, id);
   }
 
+  /** The node that serves `partition` now, or undefined before the node joined or when no copy is live. */
+  ownerOfPartition(partition: PartitionId): NodeId | undefined {
+    return this.partitions?.ownerOfPartition(partition);
+  }
+
   /** Copies of the twin's partition that can be durable now (0 before the node joined). */
   liveCopies(partition: PartitionId): number {
     return this.partitions?.liveCopies(partition) ?? 0;
@@ -87,13 +94,23 @@ export class ClusterOwnership implements OwnershipGate {
 export class ClusterRouter implements TwinRouter, ForwardHandler {
   readonly ownership: ClusterOwnership;
   readonly localOnly: TwinRouter;
+  private readonly reads: ScatterReads;
 
   constructor(
     private readonly config: ClusterRouterConfig,
     ownership: ClusterOwnership,
   ) {
     this.ownership = ownership;
-    this.localOnly = new LocalRouter(config.runtime, ownership);
+    this.localOnly = new MemberReads(config.runtime, ownership);
+    this.reads = new ScatterReads({
+      self: config.self,
+      local: this.localOnly,
+      calls: config.calls,
+      partitions: () => config.runtime.partitioning.all(),
+      ownerOfPartition: (p) => ownership.ownerOfPartition(p),
+      isUp: (peer) => config.pool.isUp(peer),
+      log: config.log.child({ component: "scatter-reads" }),
+    });
   }
 
   ownerOf(kind: string, id: string): string {
@@ -159,9 +176,9 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     return owner === undefined ? this.localOnly.resolveAlert(id) : this.config.calls.resolveAlert(owner, id);
   }
 
-  // Reads cover this node's twins and alerts; the cluster-wide scatter-gather is a later step.
+  /** Every twin of the cluster, merged from the owners' pages (see {@link ScatterReads.queryTwins}). */
   queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
-    return this.localOnly.queryTwins(query, signal);
+    return this.reads.queryTwins(query, signal);
   }
 
   /**
@@ -190,12 +207,14 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     return mergeAggregates(await Promise.all([local, ...remote]));
   }
 
+  /** The alerts of every twin, merged from the owners' pages (see {@link ScatterReads.listAlerts}). */
   listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage> {
-    return this.localOnly.listAlerts(listing, signal);
+    return this.reads.listAlerts(listing, signal);
   }
 
+  /** The alert changes of every twin, through failovers (see {@link ScatterReads.watchAlerts}). */
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
-    return this.localOnly.watchAlerts(cursor, filter, signal);
+    return this.reads.watchAlerts(cursor, filter, signal);
   }
 
   /**

@@ -1,4 +1,4 @@
-import { type DescMethod, type MessageInitShape, type MessageShape, toJson } from "@bufbuild/protobuf";
+import { create, type DescMethod, fromBinary, type MessageInitShape, type MessageShape, toBinary, toJson } from "@bufbuild/protobuf";
 import { type Timestamp, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { AlertService, type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbState } from "../proto/gen/twinmesh/v1/alert_pb.js";
@@ -7,17 +7,21 @@ import { TwinService, type TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb
 import {
   type AggregateResult,
   type Alert,
+  type AlertListing,
+  type AlertPage,
   AlertState,
   type JsonObject,
+  type QuerySummary,
   StatusCode,
   type TwinAggregation,
   type TwinDeletion,
   TwinmeshError,
+  type TwinQuery,
   type TwinView,
 } from "../runtime/index.js";
 import { consistencyLevel } from "../server/proto-convert.js";
 import type { NodeId } from "./node-id.js";
-import { callFailure, callUnary } from "./peer-rpc.js";
+import { callFailure, callUnary, methodPath } from "./peer-rpc.js";
 import type { ConsistencyLevel } from "./twin-router.js";
 
 /** Metadata that marks a call one node routed to another (the owner answers it itself). */
@@ -132,6 +136,85 @@ export class RoutedCalls {
     };
   }
 
+  /**
+   * `member`'s page of a cluster-wide query: the twins of the partitions it owns, read whole (at
+   * most the query's limit) with its summary. Marked routed: the member does not scatter it again.
+   */
+  async queryTwins(member: NodeId, query: TwinQuery, signal?: AbortSignal): Promise<{ twins: TwinView[]; summary: QuerySummary }> {
+    const method = TwinService.method.queryTwins;
+    const request = { kind: query.kind, filter: query.filter ?? "", orderBy: query.orderBy ?? "", limit: query.limit ?? 0, pageToken: query.pageToken ?? "" };
+    const twins: TwinView[] = [];
+    let summary: QuerySummary | undefined;
+    for await (const res of this.stream(member, method, request, signal)) {
+      for (const s of res.twins) twins.push(viewOf(s, query.kind, "", member));
+      if (res.summary !== undefined) {
+        const m = res.summary;
+        summary = {
+          matched: Number(m.matched),
+          scanned: Number(m.scanned),
+          evaluationErrors: Number(m.evaluationErrors),
+          firstEvaluationError: m.firstEvaluationError === "" ? undefined : m.firstEvaluationError,
+          nextPageToken: m.nextPageToken,
+        };
+      }
+    }
+    if (summary === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", `${member} ended QueryTwins without a summary`, false);
+    return { twins, summary };
+  }
+
+  /** `member`'s page of a cluster-wide alert listing (the alerts of the partitions it owns, their log ends as its cursor). */
+  async listAlerts(member: NodeId, listing: AlertListing): Promise<AlertPage> {
+    const res = await this.call(member, AlertService.method.listAlerts, {
+      filter: listing.filter ?? "",
+      pageSize: listing.pageSize ?? 0,
+      pageToken: listing.pageToken ?? "",
+    });
+    return { alerts: res.alerts.map((a) => alertOf(a)), nextPageToken: res.nextPageToken, cursor: res.cursor };
+  }
+
+  /**
+   * `member`'s watch of the partitions it owns, from `cursor`, until `signal` aborts or the
+   * member ends it (a failure is thrown as a {@link RoutedCallError}).
+   */
+  async *watchAlerts(member: NodeId, cursor: string, filter: string | undefined, signal: AbortSignal): AsyncGenerator<{ alert: Alert; cursor: string }> {
+    for await (const res of this.stream(member, AlertService.method.watchAlerts, { cursor, filter: filter ?? "" }, signal, false)) {
+      yield { alert: alertOf(res.alert), cursor: res.cursor };
+    }
+  }
+
+  /** A server-streaming call to `member`, marked routed; ends quietly when `signal` aborts. */
+  private async *stream<M extends DescMethod & { methodKind: "server_streaming" }>(
+    member: NodeId,
+    method: M,
+    request: MessageInitShape<M["input"]>,
+    signal: AbortSignal | undefined,
+    deadline = true,
+  ): AsyncGenerator<MessageShape<M["output"]>> {
+    if (!this.isUp(member)) throw unavailable(member, "is down");
+    const metadata = new grpc.Metadata();
+    metadata.set(ROUTED_BY_HEADER, this.self);
+    const raw = (bytes: Buffer): Buffer => bytes;
+    const call = this.channel(member).makeServerStreamRequest<Buffer, Buffer>(
+      methodPath(method),
+      raw,
+      raw,
+      Buffer.from(toBinary(method.input, create(method.input, request))),
+      metadata,
+      deadline ? { deadline: Date.now() + this.deadlineMs } : {},
+    );
+    const cancel = (): void => call.cancel();
+    signal?.addEventListener("abort", cancel, { once: true });
+    try {
+      for await (const bytes of call as AsyncIterable<Buffer>) yield fromBinary(method.output, bytes) as MessageShape<M["output"]>;
+    } catch (err) {
+      if (signal?.aborted === true) return;
+      throw routedError(member, err);
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+      call.cancel();
+    }
+  }
+
   async acknowledgeAlert(owner: NodeId, id: string): Promise<Alert> {
     return alertOf((await this.call(owner, AlertService.method.acknowledgeAlert, { id })).alert);
   }
@@ -161,6 +244,10 @@ export class RoutedCalls {
       throw routedError(owner, err);
     });
   }
+}
+
+function unavailable(member: NodeId, why: string): RoutedCallError {
+  return new RoutedCallError(StatusCode.UNAVAILABLE, "OWNER_UNAVAILABLE", `${member} ${why}; retry in a moment`, true);
 }
 
 function routedError(owner: NodeId, err: unknown): RoutedCallError {

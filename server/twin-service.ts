@@ -14,7 +14,7 @@ export function twinService(router: TwinRouter): ServiceImpl<typeof TwinService>
     },
 
     async queryTwins(req, out, call) {
-      const results = router.queryTwins(
+      const results = routerFor(router, call).queryTwins(
         { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, orderBy: req.orderBy, limit: req.limit, pageToken: req.pageToken },
         call.signal,
       );

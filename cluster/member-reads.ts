@@ -1,0 +1,45 @@
+import type { AlertListing, AlertPage, OwnershipGate, QuerySummary, TwinQuery, TwinRuntime, TwinView } from "../runtime/index.js";
+import { alertListingIdentity, ClusterPageTokens, isAnyPosition, isIdPosition, twinQueryIdentity } from "./scatter-token.js";
+import { LocalRouter } from "./twin-router.js";
+
+/**
+ * A member's part of a cluster-wide read (a call another node routed here, or this node's own
+ * part): the reads of {@link LocalRouter}, over the partitions this node owns, with page tokens in
+ * the cluster's node-independent format. A cluster token is turned into this node's signed token
+ * before the runtime reads it, and the runtime's next token back into a cluster token, so the
+ * node that merges the members' pages can read every member's position.
+ */
+export class MemberReads extends LocalRouter {
+  constructor(
+    private readonly node: TwinRuntime,
+    ownership: OwnershipGate,
+  ) {
+    super(node, ownership);
+  }
+
+  override async *queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
+    const identity = twinQueryIdentity(query);
+    const pageToken = this.toLocal(query.pageToken, identity);
+    const summary = yield* super.queryTwins({ ...query, pageToken }, signal);
+    return { ...summary, nextPageToken: this.toCluster(summary.nextPageToken, identity) };
+  }
+
+  override async listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage> {
+    const identity = alertListingIdentity(listing);
+    const page = await super.listAlerts({ ...listing, pageToken: this.toLocal(listing.pageToken, identity) }, signal);
+    return { ...page, nextPageToken: this.toCluster(page.nextPageToken, identity) };
+  }
+
+  /** A cluster token as this node's token for the same position; any other token as it is (the runtime checks it). */
+  private toLocal(token: string | undefined, identity: string): string | undefined {
+    if (token === undefined || !ClusterPageTokens.is(token)) return token;
+    return this.node.pageTokens.encode(identity, ClusterPageTokens.decode(token, identity, isAnyPosition));
+  }
+
+  private toCluster(token: string, identity: string): string {
+    if (token === "") return "";
+    // The runtime's own token for this very query: its position has the shape the query wrote.
+    const position = this.node.pageTokens.decode(token, identity, (p): p is unknown => isAnyPosition(p) || isIdPosition(p));
+    return ClusterPageTokens.encode(identity, position);
+  }
+}
