@@ -26,9 +26,9 @@ import type { NodeId } from "./node-id.js";
 import type { PartitionOwnership } from "./partition-ownership.js";
 import type { PeerPool } from "./peer-pool.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
-import { consistencyOfLevel, copiesFor, RoutedCallError, type RoutedCalls } from "./routed-calls.js";
+import { consistencyOfLevel, copiesFor, decodePartitions, PARTITIONS_HEADER, RoutedCallError, type RoutedCalls } from "./routed-calls.js";
 import { ScatterReads } from "./scatter-reads.js";
-import type { ConsistencyLevel, ReadScope, TwinRouter } from "./twin-router.js";
+import type { CallMetadata, ConsistencyLevel, ReadScope, TwinRouter } from "./twin-router.js";
 
 /** What a {@link ClusterRouter} routes by. */
 export interface ClusterRouterConfig {
@@ -104,13 +104,19 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     this.localOnly = new MemberReads(config.runtime, ownership);
     this.reads = new ScatterReads({
       self: config.self,
-      local: this.localOnly,
+      localFor: (partitions) => new MemberReads(config.runtime, ownership, partitions),
       calls: config.calls,
       partitions: () => config.runtime.partitioning.all(),
       ownerOfPartition: (p) => ownership.ownerOfPartition(p),
       isUp: (peer) => config.pool.isUp(peer),
       log: config.log.child({ component: "scatter-reads" }),
     });
+  }
+
+  /** A peer's part of a cluster-wide read covers the partitions it names (or, naming none, what this node owns). */
+  routed(metadata: CallMetadata): TwinRouter {
+    const named = metadata.get(PARTITIONS_HEADER)[0];
+    return typeof named === "string" ? new MemberReads(this.config.runtime, this.ownership, decodePartitions(named) as PartitionId[]) : this.localOnly;
   }
 
   ownerOf(kind: string, id: string): string {

@@ -1,4 +1,15 @@
-import type { AlertListing, AlertPage, OwnershipGate, QuerySummary, TwinQuery, TwinRuntime, TwinView } from "../runtime/index.js";
+import {
+  type AlertEvent,
+  type AlertListing,
+  type AlertPage,
+  type OwnershipGate,
+  type PartitionId,
+  type QuerySummary,
+  type TwinQuery,
+  type TwinRuntime,
+  type TwinView,
+  UnavailableError,
+} from "../runtime/index.js";
 import { alertListingIdentity, ClusterPageTokens, isAnyPosition, isIdPosition, twinQueryIdentity } from "./scatter-token.js";
 import { LocalRouter } from "./twin-router.js";
 
@@ -12,12 +23,15 @@ import { LocalRouter } from "./twin-router.js";
 export class MemberReads extends LocalRouter {
   constructor(
     private readonly node: TwinRuntime,
-    ownership: OwnershipGate,
+    private readonly gate: OwnershipGate,
+    /** The partitions the reading node counts on this one to cover; absent: whatever it owns. */
+    private readonly expected?: readonly PartitionId[],
   ) {
-    super(node, ownership);
+    super(node, gate);
   }
 
   override async *queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
+    this.checkServed();
     const identity = twinQueryIdentity(query);
     const pageToken = this.toLocal(query.pageToken, identity);
     const summary = yield* super.queryTwins({ ...query, pageToken }, signal);
@@ -25,9 +39,30 @@ export class MemberReads extends LocalRouter {
   }
 
   override async listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage> {
+    this.checkServed();
     const identity = alertListingIdentity(listing);
     const page = await super.listAlerts({ ...listing, pageToken: this.toLocal(listing.pageToken, identity) }, signal);
     return { ...page, nextPageToken: this.toCluster(page.nextPageToken, identity) };
+  }
+
+  override async *watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
+    this.checkServed();
+    yield* super.watchAlerts(cursor, filter, signal);
+  }
+
+  /**
+   * Refuses the part, retryably, unless this node serves every partition the reading node counts
+   * on it for: one it has not taken yet (it is catching up its copy) would be missed silently.
+   * @throws UnavailableError `PARTITION_MOVING`
+   */
+  private checkServed(): void {
+    const missing = this.expected?.filter((p) => this.gate.owns?.(p) === false) ?? [];
+    if (missing.length > 0) {
+      throw new UnavailableError(
+        "PARTITION_MOVING",
+        `${this.node.host.nodeId} does not serve partition${missing.length === 1 ? "" : "s"} ${missing.slice(0, 8).join(", ")}${missing.length > 8 ? ", …" : ""} yet (it is taking them over, or has let them go); retry in a moment`,
+      );
+    }
   }
 
   /** A cluster token as this node's token for the same position; any other token as it is (the runtime checks it). */

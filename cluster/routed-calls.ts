@@ -27,6 +27,28 @@ import type { ConsistencyLevel } from "./twin-router.js";
 /** Metadata that marks a call one node routed to another (the owner answers it itself). */
 export const ROUTED_BY_HEADER = "twinmesh-routed-by";
 
+/**
+ * Metadata of a member's part of a cluster-wide read: the partitions the reading node counts on
+ * it to cover (a bitmap, base64url). The member refuses the part, retryably, unless it serves
+ * every one of them, so a partition whose new owner has not taken it yet is not silently missed.
+ */
+export const PARTITIONS_HEADER = "twinmesh-partitions";
+
+/** The {@link PARTITIONS_HEADER} value naming `partitions`. */
+export function encodePartitions(partitions: readonly number[]): string {
+  const bits = Buffer.alloc(Math.ceil((Math.max(-1, ...partitions) + 1) / 8));
+  for (const p of partitions) bits[p >> 3] = (bits[p >> 3] ?? 0) | (1 << (p & 7));
+  return bits.toString("base64url");
+}
+
+/** The partitions a {@link PARTITIONS_HEADER} value names. */
+export function decodePartitions(value: string): number[] {
+  const bits = Buffer.from(value, "base64url");
+  const partitions: number[] = [];
+  for (let i = 0; i < bits.length * 8; i++) if (((bits[i >> 3] ?? 0) >> (i & 7)) & 1) partitions.push(i);
+  return partitions;
+}
+
 /** Durable copies (the owner's included) a level asks for at replication factor `rf` (design §5). */
 export function copiesFor(level: ConsistencyLevel, rf: number): number {
   switch (level) {
@@ -140,12 +162,17 @@ export class RoutedCalls {
    * `member`'s page of a cluster-wide query: the twins of the partitions it owns, read whole (at
    * most the query's limit) with its summary. Marked routed: the member does not scatter it again.
    */
-  async queryTwins(member: NodeId, query: TwinQuery, signal?: AbortSignal): Promise<{ twins: TwinView[]; summary: QuerySummary }> {
+  async queryTwins(
+    member: NodeId,
+    query: TwinQuery,
+    partitions: readonly number[],
+    signal?: AbortSignal,
+  ): Promise<{ twins: TwinView[]; summary: QuerySummary }> {
     const method = TwinService.method.queryTwins;
     const request = { kind: query.kind, filter: query.filter ?? "", orderBy: query.orderBy ?? "", limit: query.limit ?? 0, pageToken: query.pageToken ?? "" };
     const twins: TwinView[] = [];
     let summary: QuerySummary | undefined;
-    for await (const res of this.stream(member, method, request, signal)) {
+    for await (const res of this.stream(member, method, request, signal, partitions)) {
       for (const s of res.twins) twins.push(viewOf(s, query.kind, "", member));
       if (res.summary !== undefined) {
         const m = res.summary;
@@ -163,12 +190,17 @@ export class RoutedCalls {
   }
 
   /** `member`'s page of a cluster-wide alert listing (the alerts of the partitions it owns, their log ends as its cursor). */
-  async listAlerts(member: NodeId, listing: AlertListing): Promise<AlertPage> {
-    const res = await this.call(member, AlertService.method.listAlerts, {
-      filter: listing.filter ?? "",
-      pageSize: listing.pageSize ?? 0,
-      pageToken: listing.pageToken ?? "",
-    });
+  async listAlerts(member: NodeId, listing: AlertListing, partitions: readonly number[]): Promise<AlertPage> {
+    const res = await this.call(
+      member,
+      AlertService.method.listAlerts,
+      {
+        filter: listing.filter ?? "",
+        pageSize: listing.pageSize ?? 0,
+        pageToken: listing.pageToken ?? "",
+      },
+      partitions,
+    );
     return { alerts: res.alerts.map((a) => alertOf(a)), nextPageToken: res.nextPageToken, cursor: res.cursor };
   }
 
@@ -176,8 +208,14 @@ export class RoutedCalls {
    * `member`'s watch of the partitions it owns, from `cursor`, until `signal` aborts or the
    * member ends it (a failure is thrown as a {@link RoutedCallError}).
    */
-  async *watchAlerts(member: NodeId, cursor: string, filter: string | undefined, signal: AbortSignal): AsyncGenerator<{ alert: Alert; cursor: string }> {
-    for await (const res of this.stream(member, AlertService.method.watchAlerts, { cursor, filter: filter ?? "" }, signal, false)) {
+  async *watchAlerts(
+    member: NodeId,
+    cursor: string,
+    filter: string | undefined,
+    partitions: readonly number[],
+    signal: AbortSignal,
+  ): AsyncGenerator<{ alert: Alert; cursor: string }> {
+    for await (const res of this.stream(member, AlertService.method.watchAlerts, { cursor, filter: filter ?? "" }, signal, partitions, false)) {
       yield { alert: alertOf(res.alert), cursor: res.cursor };
     }
   }
@@ -188,11 +226,13 @@ export class RoutedCalls {
     method: M,
     request: MessageInitShape<M["input"]>,
     signal: AbortSignal | undefined,
+    partitions: readonly number[],
     deadline = true,
   ): AsyncGenerator<MessageShape<M["output"]>> {
     if (!this.isUp(member)) throw unavailable(member, "is down");
     const metadata = new grpc.Metadata();
     metadata.set(ROUTED_BY_HEADER, this.self);
+    metadata.set(PARTITIONS_HEADER, encodePartitions(partitions));
     const raw = (bytes: Buffer): Buffer => bytes;
     const call = this.channel(member).makeServerStreamRequest<Buffer, Buffer>(
       methodPath(method),
@@ -227,6 +267,7 @@ export class RoutedCalls {
     owner: NodeId,
     method: M,
     request: MessageInitShape<M["input"]>,
+    partitions?: readonly number[],
   ): Promise<MessageShape<M["output"]>> {
     if (!this.isUp(owner)) {
       return Promise.reject(
@@ -240,6 +281,7 @@ export class RoutedCalls {
     }
     const metadata = new grpc.Metadata();
     metadata.set(ROUTED_BY_HEADER, this.self);
+    if (partitions !== undefined) metadata.set(PARTITIONS_HEADER, encodePartitions(partitions));
     return callUnary(this.channel(owner), method, request, this.deadlineMs, metadata).catch((err: unknown) => {
       throw routedError(owner, err);
     });

@@ -21,8 +21,8 @@ import type { TwinRouter } from "./twin-router.js";
 /** What {@link ScatterReads} reads through. */
 export interface ScatterReadsConfig {
   readonly self: NodeId;
-  /** This node's part of every read (its owned partitions, cluster tokens). */
-  readonly local: TwinRouter;
+  /** This node's part of a read: the partitions given, with cluster tokens. */
+  readonly localFor: (partitions: readonly PartitionId[]) => TwinRouter;
   readonly calls: RoutedCalls;
   /** Every partition of the cluster. */
   readonly partitions: () => readonly PartitionId[];
@@ -65,17 +65,17 @@ export class ScatterReads {
     // Checked here first, so a bad token is refused before anything is scattered.
     if (query.pageToken) ClusterPageTokens.decode<unknown>(query.pageToken, identity, ordered ? isOrderPosition : isIdPosition);
     const limit = query.limit === undefined || query.limit === 0 ? DEFAULT_QUERY_LIMIT : query.limit;
-    const parts = await this.each(async (member) => {
+    const parts = await this.each(async (member, partitions) => {
       if (member === this.config.self) {
         const twins: TwinView[] = [];
-        const results = this.config.local.queryTwins(query, signal);
+        const results = this.config.localFor(partitions).queryTwins(query, signal);
         for (;;) {
           const next = await results.next();
           if (next.done === true) return { twins, summary: next.value };
           twins.push(next.value);
         }
       }
-      return this.config.calls.queryTwins(member, query, signal);
+      return this.config.calls.queryTwins(member, query, partitions, signal);
     });
     const compare = compareTwins(order);
     const all = parts.flatMap((p) => p.twins).sort(compare);
@@ -109,8 +109,8 @@ export class ScatterReads {
     const identity = alertListingIdentity(listing);
     if (listing.pageToken) ClusterPageTokens.decode(listing.pageToken, identity, isIdPosition);
     const pageSize = listing.pageSize === undefined || listing.pageSize === 0 ? 100 : Math.min(listing.pageSize, 1_000);
-    const parts = await this.each((member) =>
-      member === this.config.self ? this.config.local.listAlerts(listing, signal) : this.config.calls.listAlerts(member, listing),
+    const parts = await this.each((member, partitions) =>
+      member === this.config.self ? this.config.localFor(partitions).listAlerts(listing, signal) : this.config.calls.listAlerts(member, listing, partitions),
     );
     let bound: string | undefined;
     for (const part of parts) {
@@ -143,22 +143,27 @@ export class ScatterReads {
   async *watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
     // Without a cursor: from now, as the owners' log ends say (a listing of one alert each).
     const at = parseCursor(cursor ?? (await this.listAlerts({ pageSize: 1 }, signal)).cursor);
+    let backoff = false;
     while (!signal.aborted) {
-      const members = await this.waitForOwners(signal);
-      if (members === undefined) return;
+      // After a part failed, a moment for the failover (or the taking of a partition) to progress.
+      if (backoff) await pause(OWNERS_CHECK_MS, signal);
+      backoff = false;
+      const owners = await this.waitForOwners(signal);
+      if (owners === undefined) return;
+      const members = [...owners.keys()];
       const round = new AbortController();
       const stop = (): void => round.abort();
       signal.addEventListener("abort", stop, { once: true });
       const start = formatCursor(at);
       const inbox = new Inbox();
       const seen = new Map<NodeId, Map<PartitionId, number>>();
-      const pumps = members.map(async (member) => {
+      const pumps = [...owners].map(async ([member, partitions]) => {
         seen.set(member, new Map(at));
         try {
           const changes =
             member === this.config.self
-              ? (this.config.local.watchAlerts(start, filter, round.signal) as AsyncGenerator<{ alert: Alert; cursor: string }>)
-              : this.config.calls.watchAlerts(member, start, filter, round.signal);
+              ? (this.config.localFor(partitions).watchAlerts(start, filter, round.signal) as AsyncGenerator<{ alert: Alert; cursor: string }>)
+              : this.config.calls.watchAlerts(member, start, filter, partitions, round.signal);
           for await (const change of changes) {
             if (round.signal.aborted) return;
             await inbox.put({ member, change });
@@ -170,20 +175,21 @@ export class ScatterReads {
         }
       });
       const check = setInterval(() => {
-        if (!sameMembers(members, this.ownersNow())) inbox.wake();
+        if (!sameOwners(owners, this.ownersNow())) inbox.wake();
       }, OWNERS_CHECK_MS);
       try {
         for (;;) {
           const item = await inbox.take(signal);
           if (item === undefined) {
             // Woken: the owners changed (or the caller left). Reopen from the combined cursor.
-            if (signal.aborted || !sameMembers(members, this.ownersNow())) break;
+            if (signal.aborted || !sameOwners(owners, this.ownersNow())) break;
             continue;
           }
           if ("error" in item) {
             const err = item.error;
             if (isTwinmeshError(err) && !err.retryable) throw err;
             this.config.log.info({ member: item.member, err: (err as Error).message }, "alert watch part ended; reopening on the owners of now");
+            backoff = true;
             break;
           }
           const before = seen.get(item.member) ?? new Map<PartitionId, number>();
@@ -211,36 +217,44 @@ export class ScatterReads {
     }
   }
 
-  /** The owners of every partition now, or undefined while a partition has no live owner. */
-  private ownersNow(): NodeId[] | undefined {
-    const owners = new Set<NodeId>();
+  /** Each owner of now and the partitions it serves, or undefined while a partition has no live owner. */
+  private ownersNow(): Map<NodeId, PartitionId[]> | undefined {
+    const owners = new Map<NodeId, PartitionId[]>();
     for (const p of this.config.partitions()) {
       const owner = this.config.ownerOfPartition(p);
       if (owner === undefined || (owner !== this.config.self && !this.config.isUp(owner))) return undefined;
-      owners.add(owner);
+      let partitions = owners.get(owner);
+      if (partitions === undefined) {
+        partitions = [];
+        owners.set(owner, partitions);
+      }
+      partitions.push(p);
     }
-    return [...owners].sort();
+    return owners;
   }
 
   /** Waits (bounded) until every partition has a live owner; undefined when `signal` aborts first. */
-  private async waitForOwners(signal: AbortSignal): Promise<NodeId[] | undefined> {
+  private async waitForOwners(signal: AbortSignal): Promise<Map<NodeId, PartitionId[]> | undefined> {
     const deadline = performance.now() + WATCH_OWNERLESS_MS;
     for (;;) {
       const owners = this.ownersNow();
       if (owners !== undefined) return owners;
       if (signal.aborted) return undefined;
       if (performance.now() > deadline) throw ownerless();
-      await new Promise((resolve) => setTimeout(resolve, OWNERS_CHECK_MS));
+      await pause(OWNERS_CHECK_MS, signal);
     }
   }
 
-  /** Runs `read` on every owner of now; fails, retryably, when a partition has no live owner or an owner does not answer. */
-  private async each<T>(read: (member: NodeId) => Promise<T>): Promise<T[]> {
-    const members = this.ownersNow();
-    if (members === undefined) throw ownerless();
+  /**
+   * Runs `read` on every owner of now, naming the partitions it must cover; fails, retryably,
+   * when a partition has no live owner, an owner does not answer, or does not serve them all yet.
+   */
+  private async each<T>(read: (member: NodeId, partitions: readonly PartitionId[]) => Promise<T>): Promise<T[]> {
+    const owners = this.ownersNow();
+    if (owners === undefined) throw ownerless();
     return Promise.all(
-      members.map((member) =>
-        read(member).catch((err: unknown) => {
+      [...owners].map(([member, partitions]) =>
+        read(member, partitions).catch((err: unknown) => {
           if (isTwinmeshError(err) && err.reason === "OWNER_UNAVAILABLE") {
             throw new RoutedCallError(
               StatusCode.UNAVAILABLE,
@@ -265,8 +279,26 @@ function ownerless(): RoutedCallError {
   );
 }
 
-function sameMembers(a: readonly NodeId[], b: readonly NodeId[] | undefined): boolean {
-  return b !== undefined && a.length === b.length && a.every((m, i) => m === b[i]);
+function sameOwners(a: ReadonlyMap<NodeId, readonly PartitionId[]>, b: ReadonlyMap<NodeId, readonly PartitionId[]> | undefined): boolean {
+  if (b === undefined || a.size !== b.size) return false;
+  for (const [member, partitions] of a) {
+    const other = b.get(member);
+    if (other === undefined || other.length !== partitions.length || partitions.some((p, i) => p !== other[i])) return false;
+  }
+  return true;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** A `c2.` cursor's per-partition positions (what is not one reads as none: the members refuse it). */
