@@ -15,6 +15,7 @@ export {
 } from "./failure-detector.js";
 export { ForwardClient, type ForwardClientOptions } from "./forward-client.js";
 export type { ForwardBatch, ForwardHandler } from "./forward-server.js";
+export { MemberReads } from "./member-reads.js";
 export { type Membership, type NodeInfo, STATIC_EPOCH, StaticMembership } from "./membership.js";
 export { NODE_ID_PATTERN, type NodeId, parseNodeId } from "./node-id.js";
 export { type NodeSettings, type NodeWithSettings, resolveNodeSettings, settingsDifference } from "./node-settings.js";
@@ -31,5 +32,7 @@ export {
   type ReplicateHandler,
 } from "./peer-service.js";
 export { type NodeShare, partitionRingKey, RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
-export { copiesFor, ROUTED_BY_HEADER, RoutedCallError, RoutedCalls } from "./routed-calls.js";
+export { copiesFor, decodePartitions, encodePartitions, PARTITIONS_HEADER, ROUTED_BY_HEADER, RoutedCallError, RoutedCalls } from "./routed-calls.js";
+export { ScatterReads, type ScatterReadsConfig } from "./scatter-reads.js";
+export { ClusterPageTokens } from "./scatter-token.js";
 export { type ConsistencyLevel, LocalRouter, type ReadScope, routerFor, type TwinRouter } from "./twin-router.js";

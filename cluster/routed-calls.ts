@@ -274,7 +274,7 @@ export class RoutedCalls {
         new RoutedCallError(
           StatusCode.UNAVAILABLE,
           "OWNER_UNAVAILABLE",
-          `this twin's owner ${owner} is down; retry later (this cluster does not fail over yet)`,
+          `this twin's owner ${owner} is down; retry in a moment (its partitions fail over to a replica)`,
           true,
         ),
       );
@@ -302,7 +302,7 @@ function routedError(owner: NodeId, err: unknown): RoutedCallError {
     return new RoutedCallError(
       StatusCode.UNAVAILABLE,
       "OWNER_UNAVAILABLE",
-      `this twin's owner ${owner} did not answer (${failure.message}); retry (this cluster does not fail over yet)`,
+      `this twin's owner ${owner} did not answer (${failure.message}); retry in a moment (its partitions fail over to a replica)`,
       true,
     );
   }

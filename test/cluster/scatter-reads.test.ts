@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
 import type { TwinmeshClient } from "../../client/index.js";
+import { encodePartitions, PARTITIONS_HEADER, RingSnapshot, ROUTED_BY_HEADER } from "../../cluster/index.js";
+import { AlertService, ListAlertsRequestSchema, ListAlertsResponseSchema } from "../../proto/gen/twinmesh/v1/alert_pb.js";
+import { Partitioning } from "../../runtime/index.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
 import { ev, statuses } from "../harness/events.js";
+import { rawClient, statusDetails } from "../harness/grpc-status.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
 
@@ -136,6 +142,47 @@ describe("cluster-wide reads through any node of three (scatter-reads)", functio
     const orderedRest = await queryPage(n3, { kind: "counter", orderBy: "state.total desc", limit: 100, pageToken: ordered.next });
     assert.deepEqual([...ordered.ids, ...orderedRest.ids], [...ids].reverse());
     assert.deepEqual(await listAll([n3], 100), []);
+  });
+
+  it("refuses a member's part of a read, retryably, when it names a partition the member does not serve, and answers the part naming only its own", async () => {
+    const { c, clients } = await start(3);
+    const alarms = range(30).map((i) => `m-${String(i).padStart(2, "0")}`);
+    assert.deepEqual(
+      statuses((await (clients[0] as TwinmeshClient).publish(alarms.map((id) => ev("alarm", id, 1, { level: 120 })))).results),
+      alarms.map(() => "ACCEPTED"),
+    );
+    const partitioning = new Partitioning(256);
+    const ring = new RingSnapshot(1n, [...MEMBERS], partitioning, 3);
+    const own = partitioning.all().filter((p) => ring.preferenceList(p)[0] === "n1");
+    const raw = rawClient(c.members[0]?.address ?? "");
+    t.defer(() => raw.close());
+    const listPart = (partitions: readonly number[]): Promise<{ alerts: string[] } | grpc.ServiceError> => {
+      const metadata = new grpc.Metadata();
+      metadata.set(ROUTED_BY_HEADER, "n3");
+      metadata.set(PARTITIONS_HEADER, encodePartitions(partitions));
+      return new Promise((resolve) => {
+        raw.makeUnaryRequest(
+          `/${AlertService.typeName}/${AlertService.method.listAlerts.name}`,
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.from(toBinary(ListAlertsRequestSchema, create(ListAlertsRequestSchema, {}))),
+          metadata,
+          { deadline: Date.now() + 10_000 },
+          (e, res) => resolve(e ? (e as grpc.ServiceError) : { alerts: fromBinary(ListAlertsResponseSchema, res as Buffer).alerts.map((a) => a.id) }),
+        );
+      });
+    };
+    const refused = await listPart(partitioning.all());
+    assert.ok("code" in refused, "a part naming every partition was answered by n1 alone");
+    const { code, errorInfo } = statusDetails(refused);
+    assert.deepEqual([code, errorInfo?.reason, errorInfo?.metadata.retryable], [grpc.status.UNAVAILABLE, "PARTITION_MOVING", "true"]);
+    const answered = await listPart(own);
+    assert.ok(!("code" in answered), `n1 refused its own partitions: ${"details" in answered ? String(answered.details) : ""}`);
+    const mine = (await Promise.all(alarms.map(async (id) => ((await c.ownerOf("alarm", id)) === "n1" ? `alarm/${id}/high@1` : undefined)))).filter(
+      (id) => id !== undefined,
+    );
+    assert.ok(mine.length > 0);
+    assert.deepEqual(answered.alerts, mine);
   });
 
   it("refuses a cluster-wide read UNAVAILABLE, retryably, while a partition has no live copy, rather than answer a partial page", async () => {
