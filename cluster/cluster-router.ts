@@ -26,7 +26,7 @@ import type { NodeId } from "./node-id.js";
 import type { PartitionOwnership } from "./partition-ownership.js";
 import type { PeerPool } from "./peer-pool.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
-import { consistencyOfLevel, copiesFor, decodePartitions, PARTITIONS_HEADER, RoutedCallError, type RoutedCalls } from "./routed-calls.js";
+import { consistencyOfLevel, copiesFor, decodePartitions, PARTITIONS_HEADER, type RoutedCalls } from "./routed-calls.js";
 import { ScatterReads } from "./scatter-reads.js";
 import type { CallMetadata, ConsistencyLevel, ReadScope, TwinRouter } from "./twin-router.js";
 
@@ -188,29 +188,11 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
   }
 
   /**
-   * Every node aggregates its own twins (each twin has one owner, so none is counted twice) and
-   * the partial results are combined exactly: counts, sums, minima and maxima per group, the
-   * average from the combined sum and count. A member that is down fails the call, retryably:
-   * an aggregate without its twins would be wrong without saying so.
+   * Every owner aggregates the partitions it serves and the partial results are combined exactly
+   * (see {@link ScatterReads.aggregateTwins}); with `scope` `"local"`, this node's own twins.
    */
-  async aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal, scope: ReadScope = "cluster"): Promise<AggregateResult> {
-    const local = this.localOnly.aggregateTwins(aggregation, signal);
-    if (scope === "local") return local;
-    const peers = this.config.ring().nodes.filter((n) => n !== this.config.self) as NodeId[];
-    const remote = peers.map((peer) =>
-      this.config.calls.aggregateTwins(peer, aggregation).catch((err: unknown) => {
-        if (isTwinmeshError(err) && err.reason === "OWNER_UNAVAILABLE") {
-          throw new RoutedCallError(
-            err.code,
-            "MEMBER_UNAVAILABLE",
-            `${peer} is not answering, so the twins it owns cannot be aggregated; retry in a moment`,
-            true,
-          );
-        }
-        throw err;
-      }),
-    );
-    return mergeAggregates(await Promise.all([local, ...remote]));
+  aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal, scope: ReadScope = "cluster"): Promise<AggregateResult> {
+    return scope === "local" ? this.localOnly.aggregateTwins(aggregation, signal) : this.reads.aggregateTwins(aggregation, signal);
   }
 
   /** The alerts of every twin, merged from the owners' pages (see {@link ScatterReads.listAlerts}). */
@@ -297,34 +279,4 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
 /** True when a result is a retryable rejection (for callers that retry elsewhere). */
 export function retryableRejection(result: EventResult): boolean {
   return result.status === EventStatus.REJECTED && result.retryable;
-}
-
-/** Combines the partial aggregates of disjoint sets of twins into the aggregate of their union. */
-export function mergeAggregates(parts: readonly AggregateResult[]): AggregateResult {
-  const groups = new Map<string, { key: unknown; count: number; sum: number; min: number; max: number }>();
-  let scanned = 0;
-  let matched = 0;
-  let evaluationErrors = 0;
-  for (const part of parts) {
-    scanned += part.scanned;
-    matched += part.matched;
-    evaluationErrors += part.evaluationErrors;
-    for (const g of part.groups) {
-      const id = typeof g.key === "string" ? `s${g.key}` : JSON.stringify(g.key);
-      const merged = groups.get(id);
-      if (merged === undefined) groups.set(id, { key: g.key, count: g.count, sum: g.sum, min: g.min, max: g.max });
-      else {
-        merged.count += g.count;
-        merged.sum += g.sum;
-        merged.min = Math.min(merged.min, g.min);
-        merged.max = Math.max(merged.max, g.max);
-      }
-    }
-  }
-  return {
-    groups: [...groups.values()].map((g) => ({ key: g.key, count: g.count, sum: g.sum, avg: g.sum / g.count, min: g.min, max: g.max })),
-    scanned,
-    matched,
-    evaluationErrors,
-  };
 }

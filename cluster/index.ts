@@ -4,7 +4,7 @@
  */
 
 export { ClusterNode, type ClusterOptions, DEFAULT_REPLICATION_FACTOR, type MemberView } from "./cluster-node.js";
-export { ClusterOwnership, ClusterRouter, mergeAggregates } from "./cluster-router.js";
+export { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
 export {
   DEFAULT_DOWN_AFTER_MS,
   FailureDetector,
@@ -17,6 +17,7 @@ export { ForwardClient, type ForwardClientOptions } from "./forward-client.js";
 export type { ForwardBatch, ForwardHandler } from "./forward-server.js";
 export { MemberReads } from "./member-reads.js";
 export { type Membership, type NodeInfo, STATIC_EPOCH, StaticMembership } from "./membership.js";
+export { mergeAggregates } from "./merge-aggregates.js";
 export { NODE_ID_PATTERN, type NodeId, parseNodeId } from "./node-id.js";
 export { type NodeSettings, type NodeWithSettings, resolveNodeSettings, settingsDifference } from "./node-settings.js";
 export { IncompatiblePeerError, NotServedError, PeerUnavailableError } from "./peer-errors.js";

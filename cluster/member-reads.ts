@@ -1,10 +1,12 @@
 import {
+  type AggregateResult,
   type AlertEvent,
   type AlertListing,
   type AlertPage,
   type OwnershipGate,
   type PartitionId,
   type QuerySummary,
+  type TwinAggregation,
   type TwinQuery,
   type TwinRuntime,
   type TwinView,
@@ -43,6 +45,15 @@ export class MemberReads extends LocalRouter {
     const identity = alertListingIdentity(listing);
     const page = await super.listAlerts({ ...listing, pageToken: this.toLocal(listing.pageToken, identity) }, signal);
     return { ...page, nextPageToken: this.toCluster(page.nextPageToken, identity) };
+  }
+
+  override aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult> {
+    try {
+      this.checkServed();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return super.aggregateTwins(aggregation, signal);
   }
 
   override async *watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {

@@ -136,13 +136,18 @@ export class RoutedCalls {
   }
 
   /** The aggregate of `owner`'s own twins (the call is marked routed: the owner does not scatter it again). */
-  async aggregateTwins(owner: NodeId, aggregation: TwinAggregation): Promise<AggregateResult> {
-    const res = await this.call(owner, TwinService.method.aggregateTwins, {
-      kind: aggregation.kind,
-      filter: aggregation.filter ?? "",
-      field: aggregation.field,
-      groupBy: aggregation.groupBy ?? "",
-    });
+  async aggregateTwins(owner: NodeId, aggregation: TwinAggregation, partitions?: readonly number[]): Promise<AggregateResult> {
+    const res = await this.call(
+      owner,
+      TwinService.method.aggregateTwins,
+      {
+        kind: aggregation.kind,
+        filter: aggregation.filter ?? "",
+        field: aggregation.field,
+        groupBy: aggregation.groupBy ?? "",
+      },
+      partitions,
+    );
     return {
       groups: res.groups.map((g) => ({
         key: g.key === undefined ? null : toJson(ValueSchema, g.key),

@@ -1,4 +1,5 @@
 import {
+  type AggregateResult,
   type Alert,
   type AlertEvent,
   type AlertListing,
@@ -10,9 +11,11 @@ import {
   parseOrderBy,
   type QuerySummary,
   StatusCode,
+  type TwinAggregation,
   type TwinQuery,
   type TwinView,
 } from "../runtime/index.js";
+import { mergeAggregates } from "./merge-aggregates.js";
 import type { NodeId } from "./node-id.js";
 import { RoutedCallError, type RoutedCalls } from "./routed-calls.js";
 import { alertListingIdentity, ClusterPageTokens, isIdPosition, isOrderPosition, type OrderPosition, twinQueryIdentity } from "./scatter-token.js";
@@ -101,6 +104,19 @@ export class ScatterReads {
   }
 
   /**
+   * Aggregates over every twin: each owner aggregates the partitions it serves (each twin has one
+   * owner, so none is counted twice) and the partial results are combined exactly.
+   */
+  async aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal): Promise<AggregateResult> {
+    const parts = await this.each((member, partitions) =>
+      member === this.config.self
+        ? this.config.localFor(partitions).aggregateTwins(aggregation, signal)
+        : this.config.calls.aggregateTwins(member, aggregation, partitions),
+    );
+    return mergeAggregates(parts);
+  }
+
+  /**
    * One page of the alerts of every twin, by id. A member whose page was cut short by its scan
    * budget bounds the merged page (nothing after its position is returned yet), so no alert is
    * skipped. The cursor names each partition's log end as its owner read it.
@@ -150,7 +166,7 @@ export class ScatterReads {
       backoff = false;
       const owners = await this.waitForOwners(signal);
       if (owners === undefined) return;
-      const members = [...owners.keys()];
+      const _members = [...owners.keys()];
       const round = new AbortController();
       const stop = (): void => round.abort();
       signal.addEventListener("abort", stop, { once: true });

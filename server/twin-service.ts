@@ -28,7 +28,7 @@ export function twinService(router: TwinRouter): ServiceImpl<typeof TwinService>
     },
 
     async aggregateTwins(req, call) {
-      const result = await router.aggregateTwins(
+      const result = await routerFor(router, call).aggregateTwins(
         { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, field: req.field, groupBy: req.groupBy },
         call.signal,
         // A peer's part of a cluster-wide aggregate covers this node's own twins only.

@@ -206,6 +206,7 @@ describe("cluster-wide reads through any node of three (scatter-reads)", functio
     );
     assert.deepEqual([err?.code, err?.reason], [14, "PARTITION_UNAVAILABLE"]);
     assert.equal(await reasonOf(n1.listAlerts({})), "PARTITION_UNAVAILABLE");
+    assert.equal(await reasonOf(n1.aggregateTwins({ kind: "counter", field: "state.total" })), "PARTITION_UNAVAILABLE");
     await c.startMember("n3");
     await c.formed();
     await waitFor(async () => (await reasonOf(queryPage(n1, { kind: "counter" }))) === "", { timeoutMs: 15_000, what: "n3's partitions back" });
