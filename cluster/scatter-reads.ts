@@ -26,7 +26,7 @@ export interface ScatterReadsConfig {
   readonly self: NodeId;
   /** This node's part of a read: the partitions given, with cluster tokens. */
   readonly localFor: (partitions: readonly PartitionId[]) => TwinRouter;
-  readonly calls: RoutedCalls;
+  readonly calls: Pick<RoutedCalls, "queryTwins" | "listAlerts" | "watchAlerts" | "aggregateTwins">;
   /** Every partition of the cluster. */
   readonly partitions: () => readonly PartitionId[];
   /** The node serving a partition now, or undefined while no copy of it is live. */
