@@ -68,6 +68,29 @@ function reasonOf(call: Promise<unknown>): Promise<string> {
   );
 }
 
+/** Reads `n` changes of a WatchAlerts call through `client` from `cursor`, each within `timeoutMs`, then ends the call. */
+async function watchN(client: TwinmeshClient, cursor: string, n: number, what: string, timeoutMs = 10_000): Promise<{ changes: string[]; cursor: string }> {
+  const controller = new AbortController();
+  const it = client.watchAlerts({ cursor }, controller.signal)[Symbol.asyncIterator]();
+  const changes: string[] = [];
+  let last = cursor;
+  try {
+    while (changes.length < n) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: ${changes.length} of ${n} changes came within ${timeoutMs} ms: ${changes.join(", ")}`)), timeoutMs);
+      });
+      const r = await Promise.race([it.next(), timeout]).finally(() => clearTimeout(timer));
+      if (r.done === true) throw new Error(`${what}: the watch ended after ${changes.length} changes`);
+      changes.push(`${r.value.alert?.id} ${r.value.alert?.state}`);
+      last = r.value.cursor;
+    }
+    return { changes, cursor: last };
+  } finally {
+    controller.abort();
+  }
+}
+
 describe("cluster-wide reads through any node of three (scatter-reads)", function () {
   this.timeout(60_000);
   let cluster: ClusterHarness | undefined;
@@ -117,6 +140,34 @@ describe("cluster-wide reads through any node of three (scatter-reads)", functio
     assert.deepEqual(await queryAll(clients, { kind: "counter", limit: 9 }), { ids, pages: 5 }, "pages read through n1, n2, n3 in turn");
     assert.deepEqual((await queryAll(clients, { kind: "counter", orderBy: "state.total desc", limit: 4 })).ids, byTotalDesc);
     assert.deepEqual(await listAll(clients, 3), alertIds);
+  });
+
+  it("watches every node's alerts through one node, and a cursor it gave continues through another node with exactly the changes after it", async () => {
+    const { c, clients } = await start(3);
+    const [n1, n2, n3] = clients as [TwinmeshClient, TwinmeshClient, TwinmeshClient];
+    const alarms = range(12).map((i) => `w-${String(i).padStart(2, "0")}`);
+    assert.equal(new Set(await Promise.all(alarms.map((id) => c.ownerOf("alarm", id)))).size, 3, "the alarms did not spread over the three nodes");
+    const { cursor } = await n1.listAlerts({});
+    const first = alarms.slice(0, 6);
+    assert.deepEqual(
+      statuses((await n2.publish(first.map((id) => ev("alarm", id, 1, { level: 120 })))).results),
+      first.map(() => "ACCEPTED"),
+    );
+    const seen = await watchN(n1, cursor, 6, "the first raises through n1");
+    assert.deepEqual(
+      [...seen.changes].sort(),
+      first.map((id) => `alarm/${id}/high@1 1`),
+    );
+    const later = [...alarms.slice(6).map((id) => ev("alarm", id, 1, { level: 120 })), ...first.slice(0, 3).map((id) => ev("alarm", id, 2, { level: 10 }))];
+    assert.deepEqual(
+      statuses((await n2.publish(later)).results),
+      later.map(() => "ACCEPTED"),
+    );
+    const resumed = await watchN(n3, seen.cursor, 9, "the later changes through n3");
+    assert.deepEqual(
+      [...resumed.changes].sort(),
+      [...alarms.slice(6).map((id) => `alarm/${id}/high@1 1`), ...first.slice(0, 3).map((id) => `alarm/${id}/high@1 3`)].sort(),
+    );
   });
 
   it("continues a page token after a failover moved the killed owner's partitions to the survivors, missing no twin and repeating none", async () => {
