@@ -1022,7 +1022,7 @@ async function clusterBench(b: Bench): Promise<void> {
               list,
               consistency,
               seqs: b.seqs,
-              streams: Math.max(1, Math.round(s.streams / 3)),
+              streams: s.streams,
               window: s.window,
               batchEvents: s.batchEvents,
               warmupMs: s.warmupMs,

@@ -87,6 +87,7 @@ export class ClusterNode {
       operationCopies: Math.floor(clusterSize / 2) + 1,
       prepare: (group) => this.replicator?.prepare(group),
       replicate: (group) => this.replicator?.replicate(group),
+      aborted: (group) => this.replicator?.aborted(group),
     };
     this.remoteMessages = {
       send: async (entry) => {
@@ -140,6 +141,7 @@ export class ClusterNode {
       replicator: this.replicator,
       channel: (peer) => pool.channel(peer),
       holds: (p) => this.partitions?.holding(p) ?? false,
+      superseded: (p) => this.partitions?.superseded(p),
       log: log.child({ component: "replica" }),
     });
     this.partitions = new PartitionOwnership({

@@ -25,8 +25,9 @@ function keyOf(partition: PartitionId): string {
  * This node's copy of one partition: the epoch of the owner it follows (or is), the last
  * position applied, and the epochs of its history. Positions count the partition's shipments
  * (one per committed group that touched it); an epoch is an owner's term, raised by each new
- * owner when it takes the partition, so two copies at the same position agree exactly when their
- * histories agree up to it (as Kafka's leader epochs).
+ * owner when it takes the partition and unique to that owner (only the epoch a node began is
+ * written under), so two copies agree up to a position when their histories agree up to it (as
+ * Kafka's leader epochs).
  */
 export class PartitionCopy {
   epoch = 0;
@@ -34,6 +35,12 @@ export class PartitionCopy {
   history: EpochStart[] = [];
   /** The highest position whose group is written on this node (the owner ships only those). */
   written = 0;
+  /**
+   * The epoch this node began as the partition's owner, while it is the epoch the copy follows;
+   * 0 otherwise. Only writes under it are numbered and shipped: a node that caught up from a
+   * newer owner never writes under that owner's epoch.
+   */
+  writer = 0;
 
   constructor(readonly partition: PartitionId) {}
 
@@ -66,11 +73,16 @@ export class PartitionCopy {
   /** Starts a new epoch at the next position: this node takes the partition as its owner. */
   beginEpoch(epoch: number): void {
     this.epoch = epoch;
+    this.writer = epoch;
     this.history = [...this.history, { epoch, start: this.position + 1 }];
+    // The epoch's first position is an empty shipment that tells the replicas of the new epoch.
+    this.position++;
+    this.written = this.position;
   }
 
   /** Becomes a copy of another node's history at `point` (after a catch-up). */
   adopt(point: PartitionPoint, history: readonly EpochStart[]): void {
+    if (point.epoch !== this.writer) this.writer = 0;
     this.epoch = point.epoch;
     this.position = point.position;
     this.written = point.position;
@@ -79,6 +91,7 @@ export class PartitionCopy {
 
   /** Forgets everything: the copy is being replaced by a whole-range copy. */
   clear(): void {
+    this.writer = 0;
     this.epoch = 0;
     this.position = 0;
     this.written = 0;

@@ -38,13 +38,17 @@ export interface PartitionReplicaConfig {
   readonly channel: (peer: NodeId) => grpc.Client;
   /** True while this node serves `partition` as its owner, or still finishes writes it took as one. */
   readonly holds: (partition: PartitionId) => boolean;
+  /** Another node owns `partition` under a newer epoch than this one's: this node stops serving it. */
+  readonly superseded: (partition: PartitionId) => void;
   readonly log: Logger;
 }
 
 /** Keys per chunk of a whole-range copy. */
 const RANGE_CHUNK_KEYS = 512;
-/** Shipments held per partition while it catches up; beyond it they are dropped and fetched again. */
+/** Shipments held per partition while it catches up; beyond it they are dropped, and the next shipment finds the gap and fetches again. */
 const MAX_BUFFERED = 10_000;
+/** Catch-ups that fetch at once. */
+const MAX_FETCHES = 4;
 /** How long one catch-up may take before it is given up (and tried again at the next gap). */
 const FETCH_DEADLINE_MS = 120_000;
 
@@ -54,7 +58,7 @@ const FETCH_DEADLINE_MS = 120_000;
  * the epoch the copy follows: a replayed shipment is acknowledged and skipped, one from an older
  * epoch (a deposed owner) is ignored, and a gap or a newer epoch makes the copy catch up from
  * the sender first (FetchPartition), holding the shipments that arrive meanwhile. A partition's
- * copy thus never moves backwards and never mixes two histories.
+ * copy thus never moves backwards, and takes another history only as a whole.
  *
  * Catch-up asks for the shipments after the copy's position; the source sends them when it still
  * keeps them all and the copy's history is a prefix of its own, and otherwise its whole key
@@ -68,6 +72,8 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   /** The stream each owner ships on, to report a catch-up's result. */
   private readonly owners = new Map<NodeId, StreamSink<ReplicateResponse>>();
   private closed = false;
+  private fetching = 0;
+  private readonly fetchQueue: (() => void)[] = [];
   /** Counters for `twinmesh ring` and tests. */
   readonly stats = { applied: 0, catchUps: 0, rangeCopies: 0 };
 
@@ -91,6 +97,14 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     const partition = req.partition as PartitionId;
     const copy = this.config.copies.get(partition);
     const after: PartitionPoint = { epoch: Number(req.after?.epoch ?? 0n), position: Number(req.after?.position ?? 0n) };
+    if (after.epoch === copy.epoch && after.position > copy.position) {
+      // The caller is ahead of this copy in the same epoch (it holds writes of the same owner that
+      // this one has not seen yet, such as its own acknowledged at LOCAL): nothing here may
+      // replace them. The answer says "stay". (A caller at another epoch is not known to extend
+      // this history: it takes this copy's.)
+      await out.write(this.completion(copy, after, [], false));
+      return;
+    }
     const kept = copy.extends(after) ? this.config.replicator.shipmentsAfter(partition, after.position) : undefined;
     if (kept !== undefined) {
       for (const shipment of kept) await out.write(create(FetchPartitionResponseSchema, { body: { case: "shipment", value: shipment } }));
@@ -150,12 +164,23 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     const running = this.catching.get(partition);
     if (running !== undefined) return running.done;
     const buffered: Shipment[] = [];
-    const done = this.fetch(partition, source, buffered).then(
-      async (caught) => {
-        if (caught) await this.locked(() => this.applyBuffered(partition, buffered));
-        return caught;
-      },
+    // The entry leaves `catching` under the lock, in the same step that applies what it held: a
+    // shipment that arrives after that step is applied (or fetched) like any other.
+    const finish = (): void => {
+      if (this.catching.get(partition) === entry) this.catching.delete(partition);
+    };
+    const done = this.fetch(partition, source).then(
+      async (caught) =>
+        this.locked(async () => {
+          try {
+            if (caught) await this.applyBuffered(partition, buffered);
+          } finally {
+            finish();
+          }
+          return caught;
+        }),
       (err: unknown) => {
+        finish();
         if (!this.closed) this.config.log.warn({ partition, source, err }, "catch-up failed; the next shipment retries it");
         return false;
       },
@@ -163,7 +188,6 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     const entry = { buffered, done };
     this.catching.set(partition, entry);
     void done.finally(() => {
-      if (this.catching.get(partition) === entry) this.catching.delete(partition);
       // Tell the owner how far the copy got: its waiting answers may be satisfied now.
       this.owners
         .get(source)
@@ -178,7 +202,20 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     this.closed = true;
   }
 
-  private async fetch(partition: PartitionId, source: NodeId, _buffered: Shipment[]): Promise<boolean> {
+  /** At most {@link MAX_FETCHES} catch-ups fetch at once (a broken stream may set off one per partition); the others queue. */
+  private async fetch(partition: PartitionId, source: NodeId): Promise<boolean> {
+    if (this.fetching >= MAX_FETCHES) await new Promise<void>((resolve) => this.fetchQueue.push(resolve));
+    else this.fetching++;
+    try {
+      return await this.fetchNow(partition, source);
+    } finally {
+      const next = this.fetchQueue.shift();
+      if (next !== undefined) next();
+      else this.fetching--;
+    }
+  }
+
+  private async fetchNow(partition: PartitionId, source: NodeId): Promise<boolean> {
     this.stats.catchUps++;
     const copy = this.config.copies.get(partition);
     const request = create(FetchPartitionRequestSchema, {
@@ -222,6 +259,26 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
           for (const put of range.puts)
             ops.push({ type: "put", key: Buffer.from(put.key).toString(), value: Buffer.from(put.value ?? new Uint8Array()).toString() });
           const at = range.completeAt;
+          // The source is behind this copy: it stays as it is.
+          if (
+            at !== undefined &&
+            !range.first &&
+            range.puts.length === 0 &&
+            range.history.length === 0 &&
+            Number(at.epoch) === copy.epoch &&
+            Number(at.position) === copy.position
+          ) {
+            complete = true;
+            return;
+          }
+          // The end of a stream of shipments: the copy must have reached it, or it missed one.
+          if (at !== undefined && !range.first && range.puts.length === 0 && copy.position !== Number(at.position) && copy.epoch !== 0) {
+            this.config.log.warn(
+              { partition, source, at: Number(at.position), position: copy.position },
+              "catch-up ended short of its source; tried again later",
+            );
+            return;
+          }
           if (at !== undefined) {
             copy.adopt(
               { epoch: Number(at.epoch), position: Number(at.position) },
@@ -265,6 +322,9 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         continue;
       }
       const copy = this.config.copies.get(partition);
+      const epochOf = Number(s.epoch);
+      // This node serves the partition: only an owner of a newer epoch may replace it (below).
+      if (this.config.holds(partition) && epochOf <= copy.epoch) continue;
       const run = runs.get(partition) ?? [];
       const at = copy.position + run.length;
       const epoch = Number(s.epoch);
@@ -275,7 +335,9 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         runs.set(partition, run);
         continue;
       }
-      // A gap, or an owner of a newer epoch: first make sure the copy follows its history.
+      // A gap, or an owner of a newer epoch: first make sure the copy follows its history (and
+      // stop serving the partition, if this node still did: the sender took it since).
+      if (epoch > copy.epoch) this.config.superseded(partition);
       void this.catchUp(partition, from);
       this.catching.get(partition)?.buffered.push(s);
     }
@@ -307,6 +369,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   /** Writes `changes` and the copy's new point (under the lock). */
   private async write(copy: PartitionCopy, point: PartitionPoint, changes: BatchOp[]): Promise<void> {
     const before = copy.point;
+    const history = copy.history;
     copy.epoch = point.epoch;
     copy.position = point.position;
     copy.written = point.position;
@@ -317,6 +380,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       copy.epoch = before.epoch;
       copy.position = before.position;
       copy.written = before.position;
+      copy.history = history;
       throw err;
     }
   }

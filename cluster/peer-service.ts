@@ -12,7 +12,7 @@ import {
   type ReplicateRequest,
   type ReplicateResponse,
 } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
-import { type FieldViolation, InvalidArgumentError, KIND_PATTERN, type Logger, quoteInput, silentLogger } from "../runtime/index.js";
+import { type FieldViolation, InvalidArgumentError, Keys, KIND_PATTERN, type Logger, Partitioning, quoteInput, silentLogger } from "../runtime/index.js";
 import { type AdapterOptions, addService, type CallContext, type StreamSink } from "../server/grpc/index.js";
 import { type ForwardHandler, serveForward } from "./forward-server.js";
 import { NODE_ID_PATTERN, type NodeId } from "./node-id.js";
@@ -164,7 +164,10 @@ function ping(self: LocalNode, req: PingRequest): PingResponse {
   });
 }
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>, partitions: number): AsyncGenerator<ReplicateRequest> {
+  const partitioning = new Partitioning(partitions);
   for await (const req of input) {
     if (!NODE_ID_PATTERN.test(req.nodeId)) {
       throw new InvalidArgumentError("BAD_FIELD", `Replicate request names node ${quoteInput(req.nodeId)}, which is not a node id; send the owner's node id`, [
@@ -177,6 +180,19 @@ async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>,
         throw new InvalidArgumentError("BAD_FIELD", `${where} names a partition outside this cluster's ${partitions}; send partitions 0-${partitions - 1}`, [
           { field: `shipments[${i}].partition`, description: `below ${partitions}` },
         ]);
+      }
+      if (shipment.epoch > MAX_SAFE || shipment.position > MAX_SAFE) {
+        throw new InvalidArgumentError("BAD_FIELD", `${where} has epoch ${shipment.epoch} and position ${shipment.position}; both are below 2^53`, [
+          { field: `shipments[${i}]`, description: "epoch and position below 2^53" },
+        ]);
+      }
+      const stray = shipment.changes.findIndex((c) => Keys.partitionOfKey(Buffer.from(c.key).toString(), partitioning) !== shipment.partition);
+      if (stray >= 0) {
+        throw new InvalidArgumentError(
+          "BAD_FIELD",
+          `${where} carries a key of another partition (change ${stray}); a shipment holds only its own partition's keys`,
+          [{ field: `shipments[${i}].changes[${stray}].key`, description: `a key of partition ${shipment.partition}` }],
+        );
       }
       if (shipment.epoch === 0n || shipment.position === 0n) {
         throw new InvalidArgumentError("BAD_FIELD", `${where} has epoch ${shipment.epoch} and position ${shipment.position}; both start at 1`, [

@@ -11,6 +11,9 @@ import type { Logger } from "../runtime/index.js";
 import type { NodeId } from "./node-id.js";
 import { callFailure, methodPath } from "./peer-rpc.js";
 
+/** Bytes a replicate stream may hold unsent before it is given up. */
+const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+
 /** What a {@link ReplicateStream} reports to its owner. */
 export interface ReplicateStreamEvents {
   /** The replica says what is durable on it (an answer to a request, or news after a catch-up). */
@@ -49,6 +52,12 @@ export class ReplicateStream {
       return false;
     }
     call.write(Buffer.from(toBinary(ReplicateRequestSchema, create(ReplicateRequestSchema, { nodeId: this.self, shipments }))));
+    // A replica that reads slower than the owner commits must not grow the owner's memory: past
+    // the bound the stream is given up, and the replica catches up from the owner instead.
+    if (call.writableLength > MAX_BUFFERED_BYTES) {
+      this.log.warn({ peer: this.peer, bufferedBytes: call.writableLength }, "a replica is too far behind its stream; it catches up instead");
+      this.breakStream(`${this.peer} fell more than ${MAX_BUFFERED_BYTES >> 20} MiB behind its replicate stream`);
+    }
     return true;
   }
 

@@ -92,10 +92,11 @@ export class Replicator implements ReplicationStage {
     const shipments: Shipment[] = [];
     for (const [partition, shipment] of byPartition) {
       const copy = copies.get(partition as PartitionId);
-      if (copy.epoch === 0) {
-        // Written by a node that never took the partition (a turn that outlived its ownership):
-        // no replica would accept it. It stays on this copy, which the owner's history replaces.
-        this.config.log.warn({ partition }, "a commit touched a partition this node never owned; not shipped");
+      if (copy.writer === 0 || copy.writer !== copy.epoch) {
+        // Written by a node that is not the partition's owner under its own epoch (a turn that
+        // outlived its ownership): no replica may take it. It stays on this copy only, which the
+        // owner's history replaces when this node catches up.
+        this.config.log.warn({ partition, epoch: copy.epoch }, "a commit touched a partition this node does not own; not shipped");
         continue;
       }
       copy.position++;
@@ -140,19 +141,56 @@ export class Replicator implements ReplicationStage {
     return Promise.all(waits).then(() => undefined);
   }
 
-  /** The shipments of `partition` after `position`, when every one of them is still kept. */
+  /** The write of a prepared group failed: its positions are handed out again. */
+  aborted(group: CommitGroup): void {
+    const shipments = this.prepared.get(group);
+    if (shipments === undefined) return;
+    this.prepared.delete(group);
+    for (const shipment of shipments) {
+      const copy = this.config.copies.get(shipment.partition as PartitionId);
+      copy.position = Math.min(copy.position, Number(shipment.position) - 1);
+    }
+  }
+
+  /** The shipments of `partition` after `position` up to what is written, when every one of them is still kept. */
   shipmentsAfter(partition: PartitionId, position: number): Shipment[] | undefined {
     const copy = this.config.copies.get(partition);
-    if (position >= copy.written) return [];
-    const kept = this.retained.get(partition) ?? [];
-    const first = kept[0];
-    if (first === undefined || Number(first.position) > position + 1) return undefined;
-    return kept.filter((s) => Number(s.position) > position && Number(s.position) <= copy.written);
+    // Nothing after `position` is written yet: only when the copy really stands there (writes in
+    // flight are sent by the stream); anything else is answered with the whole range.
+    if (position >= copy.written) return position >= copy.position || copy.written === copy.position ? [] : undefined;
+    const wanted = (this.retained.get(partition) ?? []).filter((s) => Number(s.position) > position && Number(s.position) <= copy.written);
+    // Only an unbroken run reaches the copy's position: a hole (a write that failed and was
+    // numbered again) means the whole range instead.
+    for (let i = 0; i < wanted.length; i++) if (Number((wanted[i] as Shipment).position) !== position + 1 + i) return undefined;
+    return wanted.length === copy.written - position ? wanted : undefined;
   }
 
   /** Forgets the shipments kept for `partition` (its history changed under them). */
   forget(partition: PartitionId): void {
     this.retained.delete(partition);
+  }
+
+  /**
+   * This node began a new epoch of `partitions` (durably): sends each epoch's first, empty
+   * shipment to the partition's live replicas, so they learn the epoch (and catch up to it) now,
+   * not at the next write. A later owner then begins an epoch above it.
+   */
+  announce(partitions: readonly PartitionId[]): void {
+    const { self, ring: currentRing, peers, copies } = this.config;
+    const ring = currentRing();
+    const perPeer = new Map<NodeId, Shipment[]>();
+    for (const partition of partitions) {
+      const copy = copies.get(partition);
+      const shipment = create(ShipmentSchema, { partition, epoch: BigInt(copy.epoch), position: BigInt(copy.position) });
+      this.retain(shipment);
+      for (const node of ring.preferenceList(partition)) {
+        if (node === self || !peers.isUp(node as NodeId)) continue;
+        let list = perPeer.get(node as NodeId);
+        if (list === undefined) perPeer.set(node as NodeId, (list = []));
+        list.push(shipment);
+      }
+    }
+    for (const [peer, list] of perPeer) if (!this.stream(peer).send(list)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
   }
 
   /** The replica `peer` reports what is durable on it. */
@@ -165,7 +203,8 @@ export class Replicator implements ReplicationStage {
       let done = 0;
       for (const w of waiters) {
         if (w.position > position) break;
-        if (!w.pending.delete(peer) || Number(this.config.copies.get(w.partition as PartitionId).epoch) !== epoch) continue;
+        // A copy at another epoch holds another history: it does not count (yet).
+        if (this.config.copies.get(w.partition as PartitionId).epoch !== epoch || !w.pending.delete(peer)) continue;
         w.acked++;
         if (w.acked >= w.needed) w.settle(undefined);
       }

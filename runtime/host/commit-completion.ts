@@ -30,6 +30,8 @@ export interface ReplicationStage {
    * complete: the stage may add writes (its own bookkeeping) to the group's batch. Must not throw.
    */
   prepare?(group: CommitGroup): void;
+  /** The write of a prepared group failed: whatever `prepare` numbered for it is taken back. Must not throw. */
+  aborted?(group: CommitGroup): void;
   /**
    * Called once per locally written group, in commit order. Returns undefined when the group
    * needs no other copy; otherwise a promise that resolves once `group.copies` copies (this
@@ -123,6 +125,7 @@ export class CommitCompletion {
 
   /** The write of `groups` (the failed one and the open one on top of it) failed. */
   failed(groups: CommitGroup[], err: Error): void {
+    for (const group of groups) this.config.replication?.aborted?.(group);
     const outcome: TurnOutcome = {
       status: "rejected",
       reason: "COMMIT_FAILED",

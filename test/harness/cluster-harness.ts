@@ -240,6 +240,21 @@ export class ClusterHarness {
     this.past.push(`----- ${id} (killed) -----\n${node.output()}`);
   }
 
+  /**
+   * SIGSTOP: member `id` freezes, as a node whose process stalls, until {@link resume}; resumed
+   * at the end of the test at the latest, so it can be stopped.
+   */
+  pause(id: string): void {
+    const node = this.node(id);
+    node.pause();
+    this.t.defer(() => node.resume());
+  }
+
+  /** SIGCONT: a paused member `id` goes on. */
+  resume(id: string): void {
+    this.node(id).resume();
+  }
+
   /** SIGTERM: member `id` drains and stops. @returns its exit code */
   async stop(id: string): Promise<number | null> {
     const node = this.node(id);

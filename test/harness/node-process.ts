@@ -167,6 +167,16 @@ export class NodeProcess {
     return this.exited;
   }
 
+  /** SIGSTOP: the process freezes (no heartbeats, no answers) without losing its connections. */
+  pause(): void {
+    if (this.running) this.child.kill("SIGSTOP");
+  }
+
+  /** SIGCONT: a paused process goes on where it stopped. */
+  resume(): void {
+    if (this.running) this.child.kill("SIGCONT");
+  }
+
   /** SIGKILL: a crash, not a shutdown. @returns null (killed by a signal) or the code it had exited with */
   kill(): Promise<number | null> {
     return this.stop("SIGKILL");

@@ -1,0 +1,179 @@
+import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import type { NodeId } from "../../../cluster/node-id.js";
+import { PartitionCopies, PartitionCopy } from "../../../cluster/partition-copies.js";
+import { nextEpoch } from "../../../cluster/partition-ownership.js";
+import { PartitionReplica } from "../../../cluster/partition-replica.js";
+import type { Replicator } from "../../../cluster/replicator.js";
+import {
+  KeyChangeSchema,
+  type ReplicateRequest,
+  ReplicateRequestSchema,
+  type ReplicateResponse,
+  type Shipment,
+  ShipmentSchema,
+} from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import { type BatchOp, type PartitionId, Partitioning, silentLogger, type TwinRuntime } from "../../../runtime/index.js";
+import type { StreamSink } from "../../../server/grpc/index.js";
+
+const PARTITION = 3 as PartitionId;
+const OWNER = "n1" as NodeId;
+
+/** A node's store as a map, whose writes the test may hold back. */
+class FakeStore {
+  readonly data = new Map<string, string>();
+  /** Set to hold the next writes until `release()`. */
+  hold = false;
+  private held: (() => void)[] = [];
+  private onWrite: (() => void)[] = [];
+
+  async write(ops: readonly BatchOp[]): Promise<void> {
+    for (const f of this.onWrite.splice(0)) f();
+    if (this.hold) await new Promise<void>((resolve) => this.held.push(resolve));
+    for (const op of ops) {
+      if (op.type === "put") this.data.set(op.key, op.value);
+      else this.data.delete(op.key);
+    }
+  }
+
+  /** Resolves when the next write begins. */
+  nextWrite(): Promise<void> {
+    return new Promise((resolve) => this.onWrite.push(resolve));
+  }
+
+  release(): void {
+    this.hold = false;
+    for (const f of this.held.splice(0)) f();
+  }
+
+  async *scan(): AsyncIterable<[string, string][]> {}
+}
+
+async function replicaOn(store: FakeStore): Promise<{ replica: PartitionReplica; copies: PartitionCopies }> {
+  const partitioning = new Partitioning(16);
+  const runtime = { store, partitioning, host: { writeReplicated: (ops: readonly BatchOp[]) => store.write(ops) } } as unknown as TwinRuntime;
+  const copies = await PartitionCopies.load(runtime.store, 16);
+  const replica = new PartitionReplica({
+    self: "n2" as NodeId,
+    runtime,
+    copies,
+    replicator: {} as Replicator,
+    channel: (): grpc.Client => {
+      throw new Error("this test expects no catch-up");
+    },
+    holds: () => false,
+    superseded: () => undefined,
+    log: silentLogger(),
+  });
+  return { replica, copies };
+}
+
+function shipment(epoch: number, position: number, value: string): Shipment {
+  return create(ShipmentSchema, {
+    partition: PARTITION,
+    epoch: BigInt(epoch),
+    position: BigInt(position),
+    changes: [create(KeyChangeSchema, { key: Buffer.from("k"), value: Buffer.from(value) })],
+  });
+}
+
+function request(...shipments: Shipment[]): ReplicateRequest {
+  return create(ReplicateRequestSchema, { nodeId: OWNER, shipments });
+}
+
+/** Sends `requests` on one Replicate stream and returns the answers, in order. */
+function stream(replica: PartitionReplica, requests: readonly ReplicateRequest[]): { answers: ReplicateResponse[]; done: Promise<void> } {
+  const answers: ReplicateResponse[] = [];
+  const out = {
+    write: async (m: ReplicateResponse): Promise<void> => {
+      answers.push(m);
+    },
+  } as unknown as StreamSink<ReplicateResponse>;
+  async function* source(): AsyncIterable<ReplicateRequest> {
+    yield* requests;
+  }
+  return { answers, done: replica.replicate(source(), out) };
+}
+
+function durableOf(answer: ReplicateResponse | undefined): string {
+  return (answer?.durable ?? []).map((d) => `p${d.partition}@${d.epoch}:${d.position}`).join(",");
+}
+
+describe("PartitionReplica", () => {
+  const EPOCH = nextEpoch(0, 0);
+
+  it("answers a shipment only once its write is durable", async () => {
+    const store = new FakeStore();
+    const { replica, copies } = await replicaOn(store);
+    copies.get(PARTITION).adopt({ epoch: EPOCH, position: 0 }, [{ epoch: EPOCH, start: 1 }]);
+    store.hold = true;
+    const writing = store.nextWrite();
+    const { answers, done } = stream(replica, [request(shipment(EPOCH, 1, "v1"))]);
+    await writing;
+    // The write is held: give the replica a few turns of the event loop to (wrongly) answer.
+    for (let i = 0; i < 5; i++) await new Promise(setImmediate);
+    assert.deepEqual(answers.map(durableOf), [], "an answer before the write was durable");
+    store.release();
+    await done;
+    assert.deepEqual(answers.map(durableOf), [`p${PARTITION}@${EPOCH}:1`]);
+    assert.equal(store.data.get("k"), "v1");
+  });
+
+  it("never moves a copy backwards: a replayed older shipment is acknowledged and skipped, and a deposed owner's is ignored", async () => {
+    const store = new FakeStore();
+    const { replica, copies } = await replicaOn(store);
+    const copy = copies.get(PARTITION);
+    copy.adopt({ epoch: EPOCH, position: 0 }, [{ epoch: EPOCH, start: 1 }]);
+    const first = stream(replica, [request(shipment(EPOCH, 1, "v1"), shipment(EPOCH, 2, "v2")), request(shipment(EPOCH, 1, "v1"))]);
+    await first.done;
+    assert.deepEqual(first.answers.map(durableOf), [`p${PARTITION}@${EPOCH}:2`, `p${PARTITION}@${EPOCH}:2`]);
+    assert.equal(store.data.get("k"), "v2", "the replayed shipment 1 overwrote shipment 2's value");
+    assert.deepEqual(copy.point, { epoch: EPOCH, position: 2 });
+
+    // A new owner took the partition at position 3; the deposed owner still ships its position 3.
+    const next = nextEpoch(EPOCH, 1);
+    copy.adopt({ epoch: next, position: 3 }, [
+      { epoch: EPOCH, start: 1 },
+      { epoch: next, start: 3 },
+    ]);
+    store.data.set("k", "new owner's");
+    const deposed = stream(replica, [request(shipment(EPOCH, 3, "deposed"), shipment(EPOCH, 4, "deposed"))]);
+    await deposed.done;
+    assert.equal(store.data.get("k"), "new owner's", "a deposed owner's shipment was applied");
+    assert.deepEqual(copy.point, { epoch: next, position: 3 });
+  });
+});
+
+describe("nextEpoch", () => {
+  it("gives two nodes taking a partition from the same highest epoch different epochs, above it", () => {
+    for (const highest of [0, 1, 255, 256, 257, 1000]) {
+      const epochs = [0, 1, 2].map((node) => nextEpoch(highest, node));
+      assert.equal(new Set(epochs).size, 3, `from ${highest}: ${epochs.join(",")}`);
+      for (const e of epochs) assert.ok(e > highest, `from ${highest}: ${e}`);
+    }
+  });
+
+  it("keeps the histories of two owners that took a partition without hearing of each other apart", () => {
+    // n1 owned the partition up to position 10. n2 took it and wrote 11..12 while n3 was down;
+    // then n2 died and n3 took it from n1's copy, never having heard of n2's epoch.
+    const base = nextEpoch(0, 0);
+    const n2 = copyAt(base, 10);
+    const n3 = copyAt(base, 10);
+    n2.beginEpoch(nextEpoch(base, 1));
+    n2.position = 12;
+    n3.beginEpoch(nextEpoch(base, 2));
+    n3.position = 15;
+    // n2 returns: its 11..12 must not pass for a prefix of n3's history.
+    assert.equal(n3.extends(n2.point), false, `n3 ${JSON.stringify(n3.history)} extends n2 at ${JSON.stringify(n2.point)}`);
+    // Its copy up to 10, from n1's epoch, does.
+    assert.equal(n3.extends({ epoch: base, position: 10 }), true);
+  });
+});
+
+/** A copy of the partition standing at `position` of a history that began `epoch` at position 1. */
+function copyAt(epoch: number, position: number): PartitionCopy {
+  const copy = new PartitionCopy(PARTITION);
+  copy.adopt({ epoch, position }, [{ epoch, start: 1 }]);
+  return copy;
+}
