@@ -160,6 +160,8 @@ export class ScatterReads {
     // Without a cursor: from now, as the owners' log ends say (a listing of one alert each).
     const at = parseCursor(cursor ?? (await this.listAlerts({ pageSize: 1 }, signal)).cursor);
     let backoff = false;
+    /** Until when a member's BAD_CURSOR is taken for a new owner that has not read its partition's log yet. */
+    let settlingUntil = Number.NEGATIVE_INFINITY;
     while (!signal.aborted) {
       // After a part failed, a moment for the failover (or the taking of a partition) to progress.
       if (backoff) await pause(OWNERS_CHECK_MS, signal);
@@ -198,13 +200,22 @@ export class ScatterReads {
           const item = await inbox.take(signal);
           if (item === undefined) {
             // Woken: the owners changed (or the caller left). Reopen from the combined cursor.
-            if (signal.aborted || !sameOwners(owners, this.ownersNow())) break;
+            if (signal.aborted) break;
+            if (!sameOwners(owners, this.ownersNow())) {
+              settlingUntil = performance.now() + WATCH_OWNERLESS_MS;
+              break;
+            }
             continue;
           }
           if ("error" in item) {
             const err = item.error;
-            if (isTwinmeshError(err) && !err.retryable) throw err;
+            // A node that just took a partition serves it a moment before it has read the partition's
+            // alert log positions, and meanwhile calls a cursor naming them ahead of its log: after a
+            // change of owners this watch saw, that is retried (bounded), not a bad cursor.
+            const settling = isTwinmeshError(err) && err.reason === "BAD_CURSOR" && performance.now() < settlingUntil;
+            if (isTwinmeshError(err) && !err.retryable && !settling) throw err;
             this.config.log.info({ member: item.member, err: (err as Error).message }, "alert watch part ended; reopening on the owners of now");
+            if (!settling) settlingUntil = performance.now() + WATCH_OWNERLESS_MS;
             backoff = true;
             break;
           }
