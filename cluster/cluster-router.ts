@@ -21,12 +21,14 @@ import {
 import { rejectedResult, toEventResult, toIngestEvent } from "../server/proto-convert.js";
 import type { ForwardClient } from "./forward-client.js";
 import type { ForwardBatch, ForwardHandler } from "./forward-server.js";
+import { MemberReads } from "./member-reads.js";
 import type { NodeId } from "./node-id.js";
 import type { PartitionOwnership } from "./partition-ownership.js";
 import type { PeerPool } from "./peer-pool.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
-import { consistencyOfLevel, copiesFor, RoutedCallError, type RoutedCalls } from "./routed-calls.js";
-import { type ConsistencyLevel, LocalRouter, type ReadScope, type TwinRouter } from "./twin-router.js";
+import { consistencyOfLevel, copiesFor, decodePartitions, PARTITIONS_HEADER, type RoutedCalls } from "./routed-calls.js";
+import { ScatterReads } from "./scatter-reads.js";
+import type { CallMetadata, ConsistencyLevel, ReadScope, TwinRouter } from "./twin-router.js";
 
 /** What a {@link ClusterRouter} routes by. */
 export interface ClusterRouterConfig {
@@ -58,6 +60,11 @@ export class ClusterOwnership implements OwnershipGate {
     return this.partitions?.ownerOf(kind, id);
   }
 
+  /** The node that serves `partition` now, or undefined before the node joined or when no copy is live. */
+  ownerOfPartition(partition: PartitionId): NodeId | undefined {
+    return this.partitions?.ownerOfPartition(partition);
+  }
+
   /** Copies of the twin's partition that can be durable now (0 before the node joined). */
   liveCopies(partition: PartitionId): number {
     return this.partitions?.liveCopies(partition) ?? 0;
@@ -87,13 +94,29 @@ export class ClusterOwnership implements OwnershipGate {
 export class ClusterRouter implements TwinRouter, ForwardHandler {
   readonly ownership: ClusterOwnership;
   readonly localOnly: TwinRouter;
+  private readonly reads: ScatterReads;
 
   constructor(
     private readonly config: ClusterRouterConfig,
     ownership: ClusterOwnership,
   ) {
     this.ownership = ownership;
-    this.localOnly = new LocalRouter(config.runtime, ownership);
+    this.localOnly = new MemberReads(config.runtime, ownership);
+    this.reads = new ScatterReads({
+      self: config.self,
+      localFor: (partitions) => new MemberReads(config.runtime, ownership, partitions),
+      calls: config.calls,
+      partitions: () => config.runtime.partitioning.all(),
+      ownerOfPartition: (p) => ownership.ownerOfPartition(p),
+      isUp: (peer) => config.pool.isUp(peer),
+      log: config.log.child({ component: "scatter-reads" }),
+    });
+  }
+
+  /** A peer's part of a cluster-wide read covers the partitions it names (or, naming none, what this node owns). */
+  routed(metadata: CallMetadata): TwinRouter {
+    const named = metadata.get(PARTITIONS_HEADER)[0];
+    return typeof named === "string" ? new MemberReads(this.config.runtime, this.ownership, decodePartitions(named) as PartitionId[]) : this.localOnly;
   }
 
   ownerOf(kind: string, id: string): string {
@@ -159,43 +182,27 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     return owner === undefined ? this.localOnly.resolveAlert(id) : this.config.calls.resolveAlert(owner, id);
   }
 
-  // Reads cover this node's twins and alerts; the cluster-wide scatter-gather is a later step.
+  /** Every twin of the cluster, merged from the owners' pages (see {@link ScatterReads.queryTwins}). */
   queryTwins(query: TwinQuery, signal?: AbortSignal): AsyncGenerator<TwinView, QuerySummary> {
-    return this.localOnly.queryTwins(query, signal);
+    return this.reads.queryTwins(query, signal);
   }
 
   /**
-   * Every node aggregates its own twins (each twin has one owner, so none is counted twice) and
-   * the partial results are combined exactly: counts, sums, minima and maxima per group, the
-   * average from the combined sum and count. A member that is down fails the call, retryably:
-   * an aggregate without its twins would be wrong without saying so.
+   * Every owner aggregates the partitions it serves and the partial results are combined exactly
+   * (see {@link ScatterReads.aggregateTwins}); with `scope` `"local"`, this node's own twins.
    */
-  async aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal, scope: ReadScope = "cluster"): Promise<AggregateResult> {
-    const local = this.localOnly.aggregateTwins(aggregation, signal);
-    if (scope === "local") return local;
-    const peers = this.config.ring().nodes.filter((n) => n !== this.config.self) as NodeId[];
-    const remote = peers.map((peer) =>
-      this.config.calls.aggregateTwins(peer, aggregation).catch((err: unknown) => {
-        if (isTwinmeshError(err) && err.reason === "OWNER_UNAVAILABLE") {
-          throw new RoutedCallError(
-            err.code,
-            "MEMBER_UNAVAILABLE",
-            `${peer} is not answering, so the twins it owns cannot be aggregated; retry in a moment`,
-            true,
-          );
-        }
-        throw err;
-      }),
-    );
-    return mergeAggregates(await Promise.all([local, ...remote]));
+  aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal, scope: ReadScope = "cluster"): Promise<AggregateResult> {
+    return scope === "local" ? this.localOnly.aggregateTwins(aggregation, signal) : this.reads.aggregateTwins(aggregation, signal);
   }
 
+  /** The alerts of every twin, merged from the owners' pages (see {@link ScatterReads.listAlerts}). */
   listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage> {
-    return this.localOnly.listAlerts(listing, signal);
+    return this.reads.listAlerts(listing, signal);
   }
 
+  /** The alert changes of every twin, through failovers (see {@link ScatterReads.watchAlerts}). */
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
-    return this.localOnly.watchAlerts(cursor, filter, signal);
+    return this.reads.watchAlerts(cursor, filter, signal);
   }
 
   /**
@@ -272,34 +279,4 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
 /** True when a result is a retryable rejection (for callers that retry elsewhere). */
 export function retryableRejection(result: EventResult): boolean {
   return result.status === EventStatus.REJECTED && result.retryable;
-}
-
-/** Combines the partial aggregates of disjoint sets of twins into the aggregate of their union. */
-export function mergeAggregates(parts: readonly AggregateResult[]): AggregateResult {
-  const groups = new Map<string, { key: unknown; count: number; sum: number; min: number; max: number }>();
-  let scanned = 0;
-  let matched = 0;
-  let evaluationErrors = 0;
-  for (const part of parts) {
-    scanned += part.scanned;
-    matched += part.matched;
-    evaluationErrors += part.evaluationErrors;
-    for (const g of part.groups) {
-      const id = typeof g.key === "string" ? `s${g.key}` : JSON.stringify(g.key);
-      const merged = groups.get(id);
-      if (merged === undefined) groups.set(id, { key: g.key, count: g.count, sum: g.sum, min: g.min, max: g.max });
-      else {
-        merged.count += g.count;
-        merged.sum += g.sum;
-        merged.min = Math.min(merged.min, g.min);
-        merged.max = Math.max(merged.max, g.max);
-      }
-    }
-  }
-  return {
-    groups: [...groups.values()].map((g) => ({ key: g.key, count: g.count, sum: g.sum, avg: g.sum / g.count, min: g.min, max: g.max })),
-    scanned,
-    matched,
-    evaluationErrors,
-  };
 }

@@ -4,7 +4,7 @@
  */
 
 export { ClusterNode, type ClusterOptions, DEFAULT_REPLICATION_FACTOR, type MemberView } from "./cluster-node.js";
-export { ClusterOwnership, ClusterRouter, mergeAggregates } from "./cluster-router.js";
+export { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
 export {
   DEFAULT_DOWN_AFTER_MS,
   FailureDetector,
@@ -15,7 +15,9 @@ export {
 } from "./failure-detector.js";
 export { ForwardClient, type ForwardClientOptions } from "./forward-client.js";
 export type { ForwardBatch, ForwardHandler } from "./forward-server.js";
+export { MemberReads } from "./member-reads.js";
 export { type Membership, type NodeInfo, STATIC_EPOCH, StaticMembership } from "./membership.js";
+export { mergeAggregates } from "./merge-aggregates.js";
 export { NODE_ID_PATTERN, type NodeId, parseNodeId } from "./node-id.js";
 export { type NodeSettings, type NodeWithSettings, resolveNodeSettings, settingsDifference } from "./node-settings.js";
 export { IncompatiblePeerError, NotServedError, PeerUnavailableError } from "./peer-errors.js";
@@ -31,5 +33,7 @@ export {
   type ReplicateHandler,
 } from "./peer-service.js";
 export { type NodeShare, partitionRingKey, RingSnapshot, VNODES_PER_NODE } from "./ring-snapshot.js";
-export { copiesFor, ROUTED_BY_HEADER, RoutedCallError, RoutedCalls } from "./routed-calls.js";
+export { copiesFor, decodePartitions, encodePartitions, PARTITIONS_HEADER, ROUTED_BY_HEADER, RoutedCallError, RoutedCalls } from "./routed-calls.js";
+export { ScatterReads, type ScatterReadsConfig } from "./scatter-reads.js";
+export { ClusterPageTokens } from "./scatter-token.js";
 export { type ConsistencyLevel, LocalRouter, type ReadScope, routerFor, type TwinRouter } from "./twin-router.js";

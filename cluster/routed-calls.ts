@@ -1,4 +1,4 @@
-import { type DescMethod, type MessageInitShape, type MessageShape, toJson } from "@bufbuild/protobuf";
+import { create, type DescMethod, fromBinary, type MessageInitShape, type MessageShape, toBinary, toJson } from "@bufbuild/protobuf";
 import { type Timestamp, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { AlertService, type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbState } from "../proto/gen/twinmesh/v1/alert_pb.js";
@@ -7,21 +7,47 @@ import { TwinService, type TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb
 import {
   type AggregateResult,
   type Alert,
+  type AlertListing,
+  type AlertPage,
   AlertState,
   type JsonObject,
+  type QuerySummary,
   StatusCode,
   type TwinAggregation,
   type TwinDeletion,
   TwinmeshError,
+  type TwinQuery,
   type TwinView,
 } from "../runtime/index.js";
 import { consistencyLevel } from "../server/proto-convert.js";
 import type { NodeId } from "./node-id.js";
-import { callFailure, callUnary } from "./peer-rpc.js";
+import { callFailure, callUnary, methodPath } from "./peer-rpc.js";
 import type { ConsistencyLevel } from "./twin-router.js";
 
 /** Metadata that marks a call one node routed to another (the owner answers it itself). */
 export const ROUTED_BY_HEADER = "twinmesh-routed-by";
+
+/**
+ * Metadata of a member's part of a cluster-wide read: the partitions the reading node counts on
+ * it to cover (a bitmap, base64url). The member refuses the part, retryably, unless it serves
+ * every one of them, so a partition whose new owner has not taken it yet is not silently missed.
+ */
+export const PARTITIONS_HEADER = "twinmesh-partitions";
+
+/** The {@link PARTITIONS_HEADER} value naming `partitions`. */
+export function encodePartitions(partitions: readonly number[]): string {
+  const bits = Buffer.alloc(Math.ceil((Math.max(-1, ...partitions) + 1) / 8));
+  for (const p of partitions) bits[p >> 3] = (bits[p >> 3] ?? 0) | (1 << (p & 7));
+  return bits.toString("base64url");
+}
+
+/** The partitions a {@link PARTITIONS_HEADER} value names. */
+export function decodePartitions(value: string): number[] {
+  const bits = Buffer.from(value, "base64url");
+  const partitions: number[] = [];
+  for (let i = 0; i < bits.length * 8; i++) if (((bits[i >> 3] ?? 0) >> (i & 7)) & 1) partitions.push(i);
+  return partitions;
+}
 
 /** Durable copies (the owner's included) a level asks for at replication factor `rf` (design §5). */
 export function copiesFor(level: ConsistencyLevel, rf: number): number {
@@ -110,13 +136,18 @@ export class RoutedCalls {
   }
 
   /** The aggregate of `owner`'s own twins (the call is marked routed: the owner does not scatter it again). */
-  async aggregateTwins(owner: NodeId, aggregation: TwinAggregation): Promise<AggregateResult> {
-    const res = await this.call(owner, TwinService.method.aggregateTwins, {
-      kind: aggregation.kind,
-      filter: aggregation.filter ?? "",
-      field: aggregation.field,
-      groupBy: aggregation.groupBy ?? "",
-    });
+  async aggregateTwins(owner: NodeId, aggregation: TwinAggregation, partitions?: readonly number[]): Promise<AggregateResult> {
+    const res = await this.call(
+      owner,
+      TwinService.method.aggregateTwins,
+      {
+        kind: aggregation.kind,
+        filter: aggregation.filter ?? "",
+        field: aggregation.field,
+        groupBy: aggregation.groupBy ?? "",
+      },
+      partitions,
+    );
     return {
       groups: res.groups.map((g) => ({
         key: g.key === undefined ? null : toJson(ValueSchema, g.key),
@@ -132,6 +163,103 @@ export class RoutedCalls {
     };
   }
 
+  /**
+   * `member`'s page of a cluster-wide query: the twins of the partitions it owns, read whole (at
+   * most the query's limit) with its summary. Marked routed: the member does not scatter it again.
+   */
+  async queryTwins(
+    member: NodeId,
+    query: TwinQuery,
+    partitions: readonly number[],
+    signal?: AbortSignal,
+  ): Promise<{ twins: TwinView[]; summary: QuerySummary }> {
+    const method = TwinService.method.queryTwins;
+    const request = { kind: query.kind, filter: query.filter ?? "", orderBy: query.orderBy ?? "", limit: query.limit ?? 0, pageToken: query.pageToken ?? "" };
+    const twins: TwinView[] = [];
+    let summary: QuerySummary | undefined;
+    for await (const res of this.stream(member, method, request, signal, partitions)) {
+      for (const s of res.twins) twins.push(viewOf(s, query.kind, "", member));
+      if (res.summary !== undefined) {
+        const m = res.summary;
+        summary = {
+          matched: Number(m.matched),
+          scanned: Number(m.scanned),
+          evaluationErrors: Number(m.evaluationErrors),
+          firstEvaluationError: m.firstEvaluationError === "" ? undefined : m.firstEvaluationError,
+          nextPageToken: m.nextPageToken,
+        };
+      }
+    }
+    if (summary === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", `${member} ended QueryTwins without a summary`, false);
+    return { twins, summary };
+  }
+
+  /** `member`'s page of a cluster-wide alert listing (the alerts of the partitions it owns, their log ends as its cursor). */
+  async listAlerts(member: NodeId, listing: AlertListing, partitions: readonly number[]): Promise<AlertPage> {
+    const res = await this.call(
+      member,
+      AlertService.method.listAlerts,
+      {
+        filter: listing.filter ?? "",
+        pageSize: listing.pageSize ?? 0,
+        pageToken: listing.pageToken ?? "",
+      },
+      partitions,
+    );
+    return { alerts: res.alerts.map((a) => alertOf(a)), nextPageToken: res.nextPageToken, cursor: res.cursor };
+  }
+
+  /**
+   * `member`'s watch of the partitions it owns, from `cursor`, until `signal` aborts or the
+   * member ends it (a failure is thrown as a {@link RoutedCallError}).
+   */
+  async *watchAlerts(
+    member: NodeId,
+    cursor: string,
+    filter: string | undefined,
+    partitions: readonly number[],
+    signal: AbortSignal,
+  ): AsyncGenerator<{ alert: Alert; cursor: string }> {
+    for await (const res of this.stream(member, AlertService.method.watchAlerts, { cursor, filter: filter ?? "" }, signal, partitions, false)) {
+      yield { alert: alertOf(res.alert), cursor: res.cursor };
+    }
+  }
+
+  /** A server-streaming call to `member`, marked routed; ends quietly when `signal` aborts. */
+  private async *stream<M extends DescMethod & { methodKind: "server_streaming" }>(
+    member: NodeId,
+    method: M,
+    request: MessageInitShape<M["input"]>,
+    signal: AbortSignal | undefined,
+    partitions: readonly number[],
+    deadline = true,
+  ): AsyncGenerator<MessageShape<M["output"]>> {
+    if (!this.isUp(member)) throw unavailable(member, "is down");
+    const metadata = new grpc.Metadata();
+    metadata.set(ROUTED_BY_HEADER, this.self);
+    metadata.set(PARTITIONS_HEADER, encodePartitions(partitions));
+    const raw = (bytes: Buffer): Buffer => bytes;
+    const call = this.channel(member).makeServerStreamRequest<Buffer, Buffer>(
+      methodPath(method),
+      raw,
+      raw,
+      Buffer.from(toBinary(method.input, create(method.input, request))),
+      metadata,
+      deadline ? { deadline: Date.now() + this.deadlineMs } : {},
+    );
+    const cancel = (): void => call.cancel();
+    signal?.addEventListener("abort", cancel, { once: true });
+    try {
+      for await (const bytes of call as AsyncIterable<Buffer>) yield fromBinary(method.output, bytes) as MessageShape<M["output"]>;
+    } catch (err) {
+      if (signal?.aborted === true) return;
+      throw routedError(member, err);
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+      call.cancel();
+    }
+  }
+
   async acknowledgeAlert(owner: NodeId, id: string): Promise<Alert> {
     return alertOf((await this.call(owner, AlertService.method.acknowledgeAlert, { id })).alert);
   }
@@ -144,23 +272,29 @@ export class RoutedCalls {
     owner: NodeId,
     method: M,
     request: MessageInitShape<M["input"]>,
+    partitions?: readonly number[],
   ): Promise<MessageShape<M["output"]>> {
     if (!this.isUp(owner)) {
       return Promise.reject(
         new RoutedCallError(
           StatusCode.UNAVAILABLE,
           "OWNER_UNAVAILABLE",
-          `this twin's owner ${owner} is down; retry later (this cluster does not fail over yet)`,
+          `this twin's owner ${owner} is down; retry in a moment (its partitions fail over to a replica)`,
           true,
         ),
       );
     }
     const metadata = new grpc.Metadata();
     metadata.set(ROUTED_BY_HEADER, this.self);
+    if (partitions !== undefined) metadata.set(PARTITIONS_HEADER, encodePartitions(partitions));
     return callUnary(this.channel(owner), method, request, this.deadlineMs, metadata).catch((err: unknown) => {
       throw routedError(owner, err);
     });
   }
+}
+
+function unavailable(member: NodeId, why: string): RoutedCallError {
+  return new RoutedCallError(StatusCode.UNAVAILABLE, "OWNER_UNAVAILABLE", `${member} ${why}; retry in a moment`, true);
 }
 
 function routedError(owner: NodeId, err: unknown): RoutedCallError {
@@ -173,7 +307,7 @@ function routedError(owner: NodeId, err: unknown): RoutedCallError {
     return new RoutedCallError(
       StatusCode.UNAVAILABLE,
       "OWNER_UNAVAILABLE",
-      `this twin's owner ${owner} did not answer (${failure.message}); retry (this cluster does not fail over yet)`,
+      `this twin's owner ${owner} did not answer (${failure.message}); retry in a moment (its partitions fail over to a replica)`,
       true,
     );
   }

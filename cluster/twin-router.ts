@@ -40,6 +40,11 @@ export interface TwinRouter {
    * a call between them. Absent: this router routes nothing (a single node).
    */
   readonly localOnly?: TwinRouter;
+  /**
+   * The router for a routed call, given its metadata (a member's part of a cluster-wide read
+   * names the partitions it must cover). Absent: {@link localOnly}.
+   */
+  routed?(metadata: CallMetadata): TwinRouter;
   /** Applies a batch; `results[i]` answers `events[i]`, each after the copies `consistency` asks for. */
   publish(events: readonly Event[], consistency: ConsistencyLevel): Promise<EventResult[]>;
   /** The node that owns a twin now. */
@@ -119,7 +124,13 @@ export class LocalRouter implements TwinRouter {
   }
 }
 
-/** The router a service uses for a call: {@link TwinRouter.localOnly} when another node routed it here. */
-export function routerFor(router: TwinRouter, call: { readonly metadata: { get(key: string): unknown[] } }): TwinRouter {
-  return call.metadata.get(ROUTED_BY_HEADER).length > 0 ? (router.localOnly ?? router) : router;
+/** A call's metadata, as the router reads it. */
+export interface CallMetadata {
+  get(key: string): unknown[];
+}
+
+/** The router a service uses for a call: {@link TwinRouter.routed} or {@link TwinRouter.localOnly} when another node routed it here. */
+export function routerFor(router: TwinRouter, call: { readonly metadata: CallMetadata }): TwinRouter {
+  if (call.metadata.get(ROUTED_BY_HEADER).length === 0) return router;
+  return router.routed?.(call.metadata) ?? router.localOnly ?? router;
 }

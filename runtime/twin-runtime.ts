@@ -85,6 +85,8 @@ export class TwinRuntime {
      * Found at open with one seek per stored kind (at most `MAX_STORED_KINDS`); sorted.
      */
     readonly unloadedKinds: readonly string[],
+    /** @internal The node's page token key: cluster/ turns positions into this node's tokens and back. */
+    readonly pageTokens: PageTokens,
   ) {}
 
   /**
@@ -166,6 +168,7 @@ export class TwinRuntime {
         alertRetention,
         pool,
         unloadedKinds,
+        tokens,
       );
     } catch (err) {
       await store.close();

@@ -14,12 +14,12 @@ const MAX_CURSOR_CHARS = 3 + 16 * MAX_PARTITIONS;
 export function alertService(router: TwinRouter): ServiceImpl<typeof AlertService> {
   return {
     async listAlerts(req, call) {
-      const page = await router.listAlerts({ filter: req.filter, pageSize: req.pageSize, pageToken: req.pageToken }, call.signal);
+      const page = await routerFor(router, call).listAlerts({ filter: req.filter, pageSize: req.pageSize, pageToken: req.pageToken }, call.signal);
       return { $typeName: "twinmesh.v1.ListAlertsResponse", alerts: page.alerts.map(toPbAlert), nextPageToken: page.nextPageToken, cursor: page.cursor };
     },
 
     async watchAlerts(req, out, call) {
-      for await (const change of router.watchAlerts(checkCursor(req.cursor), req.filter, call.signal)) {
+      for await (const change of routerFor(router, call).watchAlerts(checkCursor(req.cursor), req.filter, call.signal)) {
         await out.write({ $typeName: "twinmesh.v1.WatchAlertsResponse", alert: toPbAlert(change.alert), cursor: change.cursor });
       }
     },

@@ -14,7 +14,7 @@ export function twinService(router: TwinRouter): ServiceImpl<typeof TwinService>
     },
 
     async queryTwins(req, out, call) {
-      const results = router.queryTwins(
+      const results = routerFor(router, call).queryTwins(
         { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, orderBy: req.orderBy, limit: req.limit, pageToken: req.pageToken },
         call.signal,
       );
@@ -28,7 +28,7 @@ export function twinService(router: TwinRouter): ServiceImpl<typeof TwinService>
     },
 
     async aggregateTwins(req, call) {
-      const result = await router.aggregateTwins(
+      const result = await routerFor(router, call).aggregateTwins(
         { kind: requireField(req.kind, "kind", '"patient"'), filter: req.filter, field: req.field, groupBy: req.groupBy },
         call.signal,
         // A peer's part of a cluster-wide aggregate covers this node's own twins only.

@@ -272,8 +272,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     }
   });
 
-  // Pending: WatchAlerts covers the twins of the node it is sent to; the cluster-wide watch (scatter to the owners, merge by per-partition cursor) is the next step of issue 10.
-  it.skip("lets an alert watch through a surviving node miss no change of a killed owner's twin, before and after the kill", async () => {
+  it("lets an alert watch through a surviving node miss no change of a killed owner's twin, before and after the kill", async () => {
     const { c, clients } = await start();
     const victim = "n2";
     const n1 = clients.get("n1") as TwinmeshClient;
