@@ -287,6 +287,10 @@ export class PartitionOwnership implements OwnershipGate {
       }
       throw err;
     }
+    // Their numbering (alert log, outbox, dead letters) was written by another owner: read it
+    // before serving, so the first watch or turn here continues it. Read again once owned, when
+    // the outbox and timers of owned partitions are scanned.
+    await this.config.runtime.partitionsChanged(ready);
     let taken = 0;
     for (const p of ready) {
       if (this.holds[p] !== Hold.ACQUIRING) continue;
