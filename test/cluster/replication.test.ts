@@ -258,7 +258,8 @@ describe("replication and failover in a cluster of three nodes at replication fa
         const states = await Promise.all(sinks.map(async (id) => (await n2.getTwin({ kind: "sink", id })).twin?.state as { received: number; seen: string[] }));
         return states.reduce((n, s) => n + s.received, 0) >= 100 ? states : undefined;
       },
-      { timeoutMs: 15_000, what: `the 100 messages of ${victim}'s relays to reach the sinks` },
+      // Messages to one target go one at a time, each at QUORUM: on a loaded machine 100 of them take a while.
+      { timeoutMs: 40_000, what: `the 100 messages of ${victim}'s relays to reach the sinks` },
     );
     assert.ok(received);
     received.forEach((state, k) => {
