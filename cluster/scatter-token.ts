@@ -1,5 +1,4 @@
-import { createHash } from "node:crypto";
-import { InvalidArgumentError, type PositionCheck } from "../runtime/index.js";
+import { badToken, type PositionCheck, queryHash } from "../runtime/index.js";
 
 /** The prefix of a cluster page token (version 1). */
 const PREFIX = "s1.";
@@ -77,16 +76,4 @@ export function isOrderPosition(position: unknown): position is OrderPosition {
 /** A twin position or an alert position: either shape. */
 export function isAnyPosition(position: unknown): position is string | OrderPosition {
   return isIdPosition(position) || isOrderPosition(position);
-}
-
-function queryHash(identity: string): string {
-  return createHash("sha256").update(identity).digest("base64url").slice(0, 12);
-}
-
-function badToken(why: string): InvalidArgumentError {
-  return new InvalidArgumentError(
-    "BAD_PAGE_TOKEN",
-    `page_token is not valid: ${why}; pass the next_page_token of a previous response with the same parameters, or none for the first page`,
-    [{ field: "page_token", description: "must be a next_page_token returned for the same query" }],
-  );
 }

@@ -57,7 +57,7 @@ export { CelFilter, TWIN_FILTER_VARIABLES } from "./query/cel-filter.js";
 /** @internal For cluster/ only: a merged query orders and resumes exactly as one node's does. */
 export { compareTwins, type OrderBy, parseOrderBy, type TwinFields } from "./query/field-path.js";
 /** @internal For cluster/ only. */
-export { PageTokens, type PositionCheck } from "./query/page-token.js";
+export { badToken, PageTokens, type PositionCheck, queryHash } from "./query/page-token.js";
 export { DEFAULT_MAX_FILTER_COST, type QueryOptions } from "./query/query-options.js";
 export type { AggregateGroup, AggregateResult, QuerySummary, TwinAggregation, TwinQuery } from "./query/twin-query.js";
 export { Keys } from "./store/keys.js";

@@ -89,11 +89,13 @@ export function isIdPosition(maxLength = 1024): PositionCheck<string> {
   return (position): position is string => typeof position === "string" && position.length <= maxLength;
 }
 
-function queryHash(query: string): string {
+/** A short hash of a query's parameters, which binds a page token to its query. */
+export function queryHash(query: string): string {
   return createHash("sha256").update(query).digest("base64url").slice(0, 12);
 }
 
-function badToken(why: string): InvalidArgumentError {
+/** The refusal of a page token that is not valid for its query (INVALID_ARGUMENT, BAD_PAGE_TOKEN). */
+export function badToken(why: string): InvalidArgumentError {
   return new InvalidArgumentError(
     "BAD_PAGE_TOKEN",
     `page_token is not valid: ${why}; pass the next_page_token of a previous response with the same parameters, or none for the first page`,
