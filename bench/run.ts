@@ -969,8 +969,14 @@ async function clusterBench(b: Bench): Promise<void> {
   const single = await b.node("cluster-single", "wal", join(b.root, "cluster-single"));
   try {
     await b.setupLoad("cluster-single", single.address, "cluster-single", twins);
-    for (let r = 0; r < s.runs; r++)
-      b.collect.add("cluster.single.eventsPerSec", (await b.saturate("cluster-single", single.address, "cluster-single", twins, 900 + r)).eventsPerSec);
+    const cpuPerEvent: number[] = [];
+    for (let r = 0; r < s.runs; r++) {
+      const cpuBefore = cpuSeconds(single.child.pid);
+      const sat = await b.saturate("cluster-single", single.address, "cluster-single", twins, 900 + r);
+      cpuPerEvent.push(((cpuSeconds(single.child.pid) - cpuBefore) * 1e6) / sat.totalAccepted);
+      b.collect.add("cluster.single.eventsPerSec", sat.eventsPerSec);
+    }
+    b.collect.note("cluster.single.eventsPerSec", `node CPU ${formatValue(median(cpuPerEvent), "")} µs/event`);
   } finally {
     await b.stopNode(single);
   }
@@ -984,6 +990,7 @@ async function clusterBench(b: Bench): Promise<void> {
       durability: "wal",
       port: ports[i],
       nodeArgs: s.nodeArgs,
+      cpuProfDir: s.cpuProfDir,
       readyTimeoutMs: NODE_READY_TIMEOUT_MS,
       args: [
         "--node-id",
@@ -1010,8 +1017,13 @@ async function clusterBench(b: Bench): Promise<void> {
       owned[ids.indexOf(head)]?.push(i);
       thirds[i % 3]?.push(i);
     }
-    const together = async (key: string, lists: number[][], consistency: Consistency, seed: number): Promise<SaturateResult[]> =>
-      Promise.all(
+    // CPU µs the three nodes spent per acknowledged event, per figure: steadier than events/s
+    // when the machine drifts, and it says whether a level costs work or only waiting.
+    const clusterCpu = new Map<string, number[]>();
+    const together = async (key: string, lists: number[][], consistency: Consistency, seed: number): Promise<SaturateResult[]> => {
+      const pids = nodes.map((n) => n?.child.pid ?? -1);
+      const cpuBefore = pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+      return Promise.all(
         lists.map((list, i) =>
           b.load<SaturateResult>(
             {
@@ -1039,9 +1051,14 @@ async function clusterBench(b: Bench): Promise<void> {
         const eps = results.reduce((sum, r) => sum + r.eventsPerSec, 0);
         const p50 = Math.max(...results.map((r) => r.latencyMs.p50));
         const p99 = Math.max(...results.map((r) => r.latencyMs.p99));
-        b.log(`${key}: ${fmtRate(eps)} events/s, ack p50 ${fmtMs(p50)} ms p99 ${fmtMs(p99)} ms${results.map((r) => rejections(r.counts)).join("")}`);
+        const cpuUs = ((pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - cpuBefore) * 1e6) / results.reduce((sum, r) => sum + r.totalAccepted, 0);
+        clusterCpu.set(key, [...(clusterCpu.get(key) ?? []), cpuUs]);
+        b.log(
+          `${key}: ${fmtRate(eps)} events/s, ack p50 ${fmtMs(p50)} ms p99 ${fmtMs(p99)} ms, nodes' CPU ${formatValue(cpuUs, "")} µs/event${results.map((r) => rejections(r.counts)).join("")}`,
+        );
         return results;
       });
+    };
     const levels = [
       ["local", Consistency.LOCAL],
       ["quorum", Consistency.QUORUM],
@@ -1088,6 +1105,10 @@ async function clusterBench(b: Bench): Promise<void> {
         ),
       );
       b.collect.add("cluster.quorum.open.p99", Math.max(...open.map((o) => o.latencyMs.p99)));
+      for (const [level] of levels) {
+        const cpu = clusterCpu.get(`cluster ${level}`);
+        if (cpu !== undefined) b.collect.note(`cluster.${level}.eventsPerSec`, `nodes' CPU ${formatValue(median(cpu), "")} µs/event`);
+      }
       b.log(`cluster quorum at ${fmtRate(quorumRate / 2)}/s offered: p99 ${fmtMs(Math.max(...open.map((o) => o.latencyMs.p99)))} ms`);
     }
     // Failover: kill -9 n2, time until an event of one of its twins is acknowledged through n1.
