@@ -33,7 +33,10 @@ interface LevelDown {
   getMany(keys: string[], options: { asBuffer: false }, cb: Callback<(string | undefined)[]>): void;
 }
 interface Binding {
-  batch_do(db: unknown, ops: readonly BatchOp[], options: { sync: boolean }, cb: Callback): void;
+  batch_init(db: unknown): unknown;
+  batch_put(batch: unknown, key: string, value: string | Uint8Array): void;
+  batch_del(batch: unknown, key: string): void;
+  batch_write(batch: unknown, options: { sync: boolean }, cb: Callback): void;
   iterator_init(db: unknown, options: IteratorOptions): unknown;
   iterator_next(it: unknown, cb: (err: Error | null, entries: string[], finished: boolean) => void): void;
   iterator_end(it: unknown, cb: Callback): void;
@@ -47,7 +50,11 @@ const leveldown = require("rocksdb") as (location: string) => LevelDown;
 const binding = require("rocksdb/binding") as Binding;
 
 /** One operation of a write batch. */
-export type BatchOp = { readonly type: "put"; readonly key: string; readonly value: string } | { readonly type: "del"; readonly key: string };
+/**
+ * One write of a batch. A value is a string (stored as its UTF-8 bytes) or those bytes already
+ * encoded (a replica writes the bytes it received as they are).
+ */
+export type BatchOp = { readonly type: "put"; readonly key: string; readonly value: string | Uint8Array } | { readonly type: "del"; readonly key: string };
 
 /** How a write batch reaches the disk. */
 export const Durability = {
@@ -374,12 +381,19 @@ export class RocksStore {
   /**
    * Applies `ops` as one atomic write batch (synced in `fsync` mode). Calls the native binding
    * directly: abstract-leveldown's `batch()` copies and re-validates every op, which cost more
-   * than the native call itself on the group-commit path; our ops are already well formed.
+   * than the native call itself on the group-commit path; our ops are already well formed. The
+   * batch is built one native call per op (`batch_put`): half the cost of handing over the op
+   * array (`batch_do`), which reads three properties of every op through N-API.
    */
   write(ops: readonly BatchOp[]): Promise<void> {
     if (this.closed || this.reopening) return Promise.reject(new Error(`store is ${this.closed ? "closed" : "reopening"}`));
     if (ops.length === 0) return Promise.resolve();
-    return promisify<void>((cb) => binding.batch_do(this.db.context, ops, { sync: this.durability === Durability.FSYNC }, cb));
+    const batch = binding.batch_init(this.db.context);
+    for (const op of ops) {
+      if (op.type === "put") binding.batch_put(batch, op.key, op.value);
+      else binding.batch_del(batch, op.key);
+    }
+    return promisify<void>((cb) => binding.batch_write(batch, { sync: this.durability === Durability.FSYNC }, cb));
   }
 
   /**

@@ -3,9 +3,14 @@ import type { BatchOp } from "../../runtime/store/rocks-store.js";
 import type { TestScope } from "./test-scope.js";
 
 type Callback = (err: Error | null | undefined) => void;
-type BatchDo = (db: unknown, ops: readonly BatchOp[], options: { sync: boolean }, cb: Callback) => void;
+/** The binding's chained-batch calls, through which `RocksStore.write` builds and writes a batch. */
+interface BatchBinding {
+  batch_init(db: unknown): object;
+  batch_put(batch: object, key: string, value: string | Uint8Array): void;
+  batch_del(batch: object, key: string): void;
+  batch_write(batch: object, options: { sync: boolean }, cb: Callback): void;
+}
 
-/** One write batch as `RocksStore` handed it to the native binding. */
 export interface SpiedWrite {
   readonly ops: readonly BatchOp[];
   /** The `sync` write option: true means RocksDB syncs the WAL before it answers. */
@@ -14,8 +19,9 @@ export interface SpiedWrite {
 
 /**
  * Watches (and can hold) every write batch this process hands to the `rocksdb` native binding,
- * the one call through which `RocksStore.write` reaches the disk. It wraps the binding's
- * `batch_do` in the module cache, so the store under test is unchanged; the scope restores it.
+ * the one path through which `RocksStore.write` reaches the disk. It wraps the binding's
+ * chained-batch calls (`batch_put`, `batch_del`, `batch_write`) in the module cache, so the store
+ * under test is unchanged; the scope restores them.
  *
  * @example
  * const writes = WriteSpy.install(t);
@@ -30,19 +36,35 @@ export class WriteSpy {
 
   private constructor() {}
 
-  /** Wraps the binding's `batch_do` until the end of the test. */
+  /** Wraps the binding's batch calls until the end of the test. */
   static install(t: TestScope): WriteSpy {
-    const binding = createRequire(import.meta.url)("rocksdb/binding") as { batch_do: BatchDo };
-    const original = binding.batch_do;
+    const binding = createRequire(import.meta.url)("rocksdb/binding") as BatchBinding;
+    const original = { put: binding.batch_put, del: binding.batch_del, write: binding.batch_write };
     const spy = new WriteSpy();
-    binding.batch_do = (db, ops, options, cb) => {
-      spy.writes.push({ ops: [...ops], sync: options.sync });
-      const issue = (): void => original.call(binding, db, ops, options, cb);
+    const opsOf = new WeakMap<object, BatchOp[]>();
+    const record = (batch: object, op: BatchOp): void => {
+      const ops = opsOf.get(batch);
+      if (ops === undefined) opsOf.set(batch, [op]);
+      else ops.push(op);
+    };
+    binding.batch_put = (batch, key, value) => {
+      record(batch, { type: "put", key, value });
+      original.put.call(binding, batch, key, value);
+    };
+    binding.batch_del = (batch, key) => {
+      record(batch, { type: "del", key });
+      original.del.call(binding, batch, key);
+    };
+    binding.batch_write = (batch, options, cb) => {
+      spy.writes.push({ ops: opsOf.get(batch) ?? [], sync: options.sync });
+      const issue = (): void => original.write.call(binding, batch, options, cb);
       if (spy.holding) spy.held.push(issue);
       else issue();
     };
     t.defer(() => {
-      binding.batch_do = original;
+      binding.batch_put = original.put;
+      binding.batch_del = original.del;
+      binding.batch_write = original.write;
       spy.release();
     });
     return spy;

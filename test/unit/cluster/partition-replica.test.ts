@@ -32,7 +32,7 @@ class FakeStore {
     for (const f of this.onWrite.splice(0)) f();
     if (this.hold) await new Promise<void>((resolve) => this.held.push(resolve));
     for (const op of ops) {
-      if (op.type === "put") this.data.set(op.key, op.value);
+      if (op.type === "put") this.data.set(op.key, typeof op.value === "string" ? op.value : Buffer.from(op.value).toString());
       else this.data.delete(op.key);
     }
   }

@@ -94,7 +94,7 @@ describe("CommitPipeline", () => {
     turn(pipeline, a);
     await waitFor(() => store.writes.length === 1, { timeoutMs: 1_000, what: "the write" });
     assert.deepEqual(keysOf(store.writes[0]?.ops ?? []), ["t/a"]);
-    assert.ok(store.writes[0]?.ops[0]?.type === "put" && store.writes[0].ops[0].value.endsWith('{"count":2}'));
+    assert.ok(store.writes[0]?.ops[0]?.type === "put" && String(store.writes[0].ops[0].value).endsWith('{"count":2}'));
     assert.equal(a.uncommitted, 1);
     store.writes[0]?.settle();
     await pipeline.whenIdle();
