@@ -633,7 +633,19 @@ export class TwinHost {
     await this.store.write(ops);
     for (const op of ops) {
       const act = this.activations.get(op.key);
-      if (act !== undefined) this.activations.evict(act);
+      if (act === undefined) continue;
+      this.activations.evict(act);
+      // Work queued for the twin was taken for the twin, not for the copy of its state that was
+      // just replaced: it runs on the state written here (or is refused there, when this node
+      // does not own the twin). Left on the evicted activation, it would never be answered.
+      const queued = act.takeAll();
+      if (queued.length === 0) continue;
+      const fresh = this.activations.activate(act.entry, act.id, act.key);
+      for (const msg of queued) {
+        if (msg.type === "control") fresh.postControl(msg);
+        else fresh.post(msg);
+      }
+      this.schedule(fresh);
     }
   }
 

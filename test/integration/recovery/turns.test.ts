@@ -49,6 +49,26 @@ describe("failed and abandoned turns (recovery/turns)", () => {
     assert.deepEqual((await host.getTwin("late", "l-1")).state, { count: 2 });
   });
 
+  it("answers the work queued on a twin whose record a replica write replaced: it runs on the written record", async () => {
+    const { runtime } = await openRuntime(t, { twins: [GateTwin] });
+    const { host } = runtime;
+    assert.equal((await publishOne(runtime, "gate", "g-1", 1)).status, "accepted");
+    const key = host.keys.twin("gate", "g-1");
+    const written = await runtime.store.get(key);
+    assert.ok(written !== undefined);
+    gate.close();
+    const running = publishOne(runtime, "gate", "g-1", 2);
+    await waitFor(() => gate.entered === 2, { timeoutMs: 5_000, what: "the second turn to wait at the gate" });
+    const queued = publishOne(runtime, "gate", "g-1", 3);
+    // Another node's copy of the twin (here: the record as seq 1 left it) is written underneath.
+    await host.writeReplicated([{ type: "put", key, value: written }]);
+    gate.open();
+    // The turn that ran on the replaced record is not written; the queued one runs on the new record.
+    assert.equal((await running).status, "rejected");
+    assert.equal((await queued).status, "accepted");
+    assert.deepEqual((await host.getTwin("gate", "g-1")).state, { count: 2, lastSeq: 3 });
+  });
+
   it("runs a control message (delete) queued behind telemetry before that telemetry", async () => {
     const { runtime } = await openRuntime(t, { twins: [GateTwin] });
     const { host } = runtime;
