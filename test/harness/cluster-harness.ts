@@ -277,6 +277,8 @@ export class ClusterHarness {
   }
 
   private async stopAll(): Promise<void> {
+    // The scope stops the members before `afterEach` reports: keep what they wrote for it.
+    for (const [id, node] of this.processes) if (node.running) this.past.push(`----- ${id} (running at the end of the test) -----\n${node.output()}`);
     await Promise.all([...this.processes.values()].map((p) => p.kill()));
   }
 }
