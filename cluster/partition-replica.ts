@@ -43,6 +43,17 @@ export interface PartitionReplicaConfig {
   readonly log: Logger;
 }
 
+/** One owner's Replicate request, waiting for the replica's next write. */
+interface QueuedRequest {
+  readonly from: NodeId;
+  readonly shipments: readonly Shipment[];
+  /** The owner's stream, answered after the write. */
+  readonly out: StreamSink<ReplicateResponse>;
+  readonly bytes: number;
+}
+
+/** Bytes of replicate requests queued behind the write in flight before the streams stop being read. */
+const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
 /** Keys per chunk of a whole-range copy. */
 const RANGE_CHUNK_KEYS = 512;
 /** Shipments held per partition while it catches up; beyond it they are dropped, and the next shipment finds the gap and fetches again. */
@@ -72,6 +83,12 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   /** The stream each owner ships on, to report a catch-up's result. */
   private readonly owners = new Map<NodeId, StreamSink<ReplicateResponse>>();
   private closed = false;
+  /** Replicate requests waiting for the next write, from every owner's stream. */
+  private queue: QueuedRequest[] = [];
+  private queuedBytes = 0;
+  private draining = false;
+  private readonly roomWaiters: (() => void)[] = [];
+  private readonly drainedWaiters: (() => void)[] = [];
   private fetching = 0;
   private readonly fetchQueue: (() => void)[] = [];
   /** Counters for `twinmesh ring` and tests. */
@@ -88,8 +105,55 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     for await (const req of requests) {
       const from = req.nodeId as NodeId;
       this.owners.set(from, out);
-      const touched = await this.locked(() => this.applyShipments(from, req.shipments));
-      await out.write(create(ReplicateResponseSchema, { durable: touched.map((p) => this.positionOf(p)) }));
+      await this.enqueue({ from, shipments: req.shipments, out, bytes: bytesOf(req.shipments) });
+    }
+    // The owner ended its stream: what it sent is still answered before the call ends.
+    if (this.draining) await new Promise<void>((resolve) => this.drainedWaiters.push(resolve));
+  }
+
+  /**
+   * Queues a request for the next write. Resolves when the queue has room for another: a replica
+   * that cannot keep up stops reading its owners' streams, and their own bounds take over.
+   */
+  private enqueue(request: QueuedRequest): Promise<void> {
+    this.queue.push(request);
+    this.queuedBytes += request.bytes;
+    void this.drain();
+    if (this.queuedBytes <= MAX_QUEUED_BYTES) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  /**
+   * Writes what is queued, one batch at a time: the requests that arrive while a write is in
+   * flight (from every owner) go into the next one, as the host's group commit does. Each
+   * stream is then answered with where its partitions stand.
+   */
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) {
+        const requests = this.queue;
+        this.queue = [];
+        this.queuedBytes = 0;
+        for (const wake of this.roomWaiters.splice(0)) wake();
+        let answers: Map<StreamSink<ReplicateResponse>, Set<number>>;
+        try {
+          answers = await this.locked(() => this.applyRequests(requests));
+        } catch (err) {
+          // A bug, not a write failure (those are handled inside): the owners' answers time out.
+          this.config.log.error({ err }, "applying replicated shipments failed");
+          continue;
+        }
+        for (const [out, partitions] of answers) {
+          const durable = [...partitions].map((p) => this.positionOf(p));
+          // A stream that ended meanwhile is the owner's to notice.
+          out.write(create(ReplicateResponseSchema, { durable })).catch(() => undefined);
+        }
+      }
+    } finally {
+      this.draining = false;
+      for (const wake of this.drainedWaiters.splice(0)) wake();
     }
   }
 
@@ -309,12 +373,28 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     if (apply.length > 0) await this.write(copy, { epoch: copy.epoch, position: at }, changesOf(apply));
   }
 
-  /** Applies an owner's shipments (under the lock); returns the partitions they named. */
-  private async applyShipments(from: NodeId, shipments: readonly Shipment[]): Promise<number[]> {
-    const touched: number[] = [];
+  /**
+   * Applies queued requests in one batch (under the lock), in arrival order; returns, for each
+   * stream, the partitions its requests named.
+   */
+  private async applyRequests(requests: readonly QueuedRequest[]): Promise<Map<StreamSink<ReplicateResponse>, Set<number>>> {
+    const answers = new Map<StreamSink<ReplicateResponse>, Set<number>>();
     const runs = new Map<number, Shipment[]>();
+    let from: NodeId | undefined;
+    for (const request of requests) {
+      let touched = answers.get(request.out);
+      if (touched === undefined) answers.set(request.out, (touched = new Set()));
+      from = request.from;
+      this.planShipments(request.from, request.shipments, runs, touched);
+    }
+    if (runs.size > 0) await this.writeRuns(runs, from);
+    return answers;
+  }
+
+  /** Sorts an owner's shipments: the next ones of each partition join its run; the others are skipped, held, or set off a catch-up. */
+  private planShipments(from: NodeId, shipments: readonly Shipment[], runs: Map<number, Shipment[]>, touched: Set<number>): void {
     for (const s of shipments) {
-      if (!touched.includes(s.partition)) touched.push(s.partition);
+      touched.add(s.partition);
       const partition = s.partition as PartitionId;
       const catching = this.catching.get(partition);
       if (catching !== undefined) {
@@ -341,29 +421,30 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       void this.catchUp(partition, from);
       this.catching.get(partition)?.buffered.push(s);
     }
-    if (runs.size > 0) {
-      const ops: BatchOp[] = [];
-      const applied: [PartitionCopy, number][] = [];
-      for (const [partition, run] of runs) {
-        const copy = this.config.copies.get(partition as PartitionId);
-        ops.push(...changesOf(run));
-        applied.push([copy, copy.position]);
-        copy.position += run.length;
-        copy.written = copy.position;
-        ops.push(copy.op());
-      }
-      try {
-        await this.config.runtime.host.writeReplicated(ops);
-        this.stats.applied += ops.length;
-      } catch (err) {
-        for (const [copy, position] of applied) {
-          copy.position = position;
-          copy.written = position;
-        }
-        this.config.log.error({ err, from }, "writing replicated changes failed; the owner's answers wait, and the copy catches up later");
-      }
+  }
+
+  /** Writes the runs and the copies' new positions in one batch; a failed write leaves the copies where they were. */
+  private async writeRuns(runs: Map<number, Shipment[]>, from: NodeId | undefined): Promise<void> {
+    const ops: BatchOp[] = [];
+    const applied: [PartitionCopy, number][] = [];
+    for (const [partition, run] of runs) {
+      const copy = this.config.copies.get(partition as PartitionId);
+      pushChanges(ops, run);
+      applied.push([copy, copy.position]);
+      copy.position += run.length;
+      copy.written = copy.position;
+      ops.push(copy.op());
     }
-    return touched;
+    try {
+      await this.config.runtime.host.writeReplicated(ops);
+      this.stats.applied += ops.length;
+    } catch (err) {
+      for (const [copy, position] of applied) {
+        copy.position = position;
+        copy.written = position;
+      }
+      this.config.log.error({ err, from }, "writing replicated changes failed; the owner's answers wait, and the copy catches up later");
+    }
   }
 
   /** Writes `changes` and the copy's new point (under the lock). */
@@ -425,11 +506,25 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
 
 function changesOf(shipments: readonly Shipment[]): BatchOp[] {
   const ops: BatchOp[] = [];
+  pushChanges(ops, shipments);
+  return ops;
+}
+
+const utf8 = new TextDecoder();
+
+/** Appends the shipments' changes to `ops`; values stay the bytes received (views into the request), written as they are. */
+function pushChanges(ops: BatchOp[], shipments: readonly Shipment[]): void {
   for (const s of shipments) {
     for (const c of s.changes) {
-      const key = Buffer.from(c.key).toString();
-      ops.push(c.value === undefined ? { type: "del", key } : { type: "put", key, value: Buffer.from(c.value).toString() });
+      const key = utf8.decode(c.key);
+      ops.push(c.value === undefined ? { type: "del", key } : { type: "put", key, value: c.value });
     }
   }
-  return ops;
+}
+
+/** About how many bytes a request's shipments hold (their keys and values). */
+function bytesOf(shipments: readonly Shipment[]): number {
+  let bytes = 0;
+  for (const s of shipments) for (const c of s.changes) bytes += c.key.length + (c.value?.length ?? 0) + 16;
+  return bytes;
 }

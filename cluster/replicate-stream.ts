@@ -41,8 +41,13 @@ export class ReplicateStream {
     private readonly log: Logger,
   ) {}
 
-  /** Sends shipments in order. Returns false when the stream cannot be opened (the peer's channel is closed). */
-  send(shipments: Shipment[]): boolean {
+  /** A Replicate request of `self`'s shipments, encoded once (it may go to several replicas). */
+  static encode(self: NodeId, shipments: Shipment[]): Uint8Array {
+    return toBinary(ReplicateRequestSchema, create(ReplicateRequestSchema, { nodeId: self, shipments }));
+  }
+
+  /** Sends an {@link encode}d request, in order. Returns false when the stream cannot be opened (the peer's channel is closed). */
+  send(request: Uint8Array): boolean {
     if (this.closed) return false;
     let call: grpc.ClientDuplexStream<Buffer, Buffer>;
     try {
@@ -51,7 +56,8 @@ export class ReplicateStream {
       this.log.warn({ peer: this.peer, err }, "cannot open a replicate stream");
       return false;
     }
-    call.write(Buffer.from(toBinary(ReplicateRequestSchema, create(ReplicateRequestSchema, { nodeId: this.self, shipments }))));
+    // A view, not a copy: grpc-js frames the bytes as they are.
+    call.write(Buffer.from(request.buffer, request.byteOffset, request.byteLength));
     // A replica that reads slower than the owner commits must not grow the owner's memory: past
     // the bound the stream is given up, and the replica catches up from the owner instead.
     if (call.writableLength > MAX_BUFFERED_BYTES) {

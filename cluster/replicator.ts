@@ -1,7 +1,16 @@
 import { create } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { KeyChangeSchema, type ReplicateResponse, type Shipment, ShipmentSchema } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
-import { type CommitGroup, Keys, type Logger, type PartitionId, type ReplicationStage, type StageFailure, type TwinRuntime } from "../runtime/index.js";
+import {
+  type BatchOp,
+  type CommitGroup,
+  Keys,
+  type Logger,
+  type PartitionId,
+  type ReplicationStage,
+  type StageFailure,
+  type TwinRuntime,
+} from "../runtime/index.js";
 import type { NodeId } from "./node-id.js";
 import type { PartitionCopies } from "./partition-copies.js";
 import { ReplicateStream } from "./replicate-stream.js";
@@ -30,13 +39,22 @@ export interface ReplicatorConfig {
   readonly retainedPerPartition?: number;
 }
 
+/** A group's answers, waiting for its shipments to be durable on enough replicas. */
+interface GroupWait {
+  /** Shipments not yet durable on enough replicas. */
+  remaining: number;
+  settled: boolean;
+  settle(failure: StageFailure | undefined): void;
+}
+
+/** One shipment of a waiting group: the replicas that may still confirm it, and how many did. */
 interface Waiter {
   readonly partition: number;
   readonly position: number;
   readonly needed: number;
   acked: number;
   readonly pending: Set<NodeId>;
-  settle(failure: StageFailure | undefined): void;
+  readonly group: GroupWait;
 }
 
 /** A replication failure: the group is written on the owner but not on enough copies. */
@@ -78,7 +96,9 @@ export class Replicator implements ReplicationStage {
   prepare(group: CommitGroup): void {
     const { runtime, copies } = this.config;
     const byPartition = new Map<number, Shipment>();
-    for (const op of group.ops) {
+    const { ops } = group;
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i] as BatchOp;
       const partition = Keys.partitionOfKey(op.key, runtime.partitioning);
       if (partition === undefined) continue;
       let shipment = byPartition.get(partition);
@@ -86,7 +106,13 @@ export class Replicator implements ReplicationStage {
         shipment = create(ShipmentSchema, { partition });
         byPartition.set(partition, shipment);
       }
-      shipment.changes.push(create(KeyChangeSchema, { key: Buffer.from(op.key), value: op.type === "put" ? Buffer.from(op.value) : undefined }));
+      let value: Uint8Array | undefined;
+      if (op.type === "put") {
+        // Encoded once: the same bytes go to the local batch and to the replicas.
+        value = typeof op.value === "string" ? Buffer.from(op.value) : op.value;
+        if (value !== op.value) ops[i] = { type: "put", key: op.key, value };
+      }
+      shipment.changes.push(create(KeyChangeSchema, { key: Buffer.from(op.key), value }));
     }
     if (byPartition.size === 0) return;
     const shipments: Shipment[] = [];
@@ -116,7 +142,7 @@ export class Replicator implements ReplicationStage {
     const ring = currentRing();
     const needed = Math.min(group.copies, ring.replicationFactor) - 1;
     const perPeer = new Map<NodeId, Shipment[]>();
-    const waits: Promise<void>[] = [];
+    const waiting: [Shipment, Set<NodeId>][] = [];
     for (const shipment of shipments) {
       const partition = shipment.partition as PartitionId;
       const copy = copies.get(partition);
@@ -130,15 +156,27 @@ export class Replicator implements ReplicationStage {
         if (list === undefined) perPeer.set(node as NodeId, (list = []));
         list.push(shipment);
       }
-      if (needed > 0) waits.push(this.waitFor(shipment, targets, needed));
+      if (needed > 0) waiting.push([shipment, targets]);
     }
+    this.send(perPeer, shipments.length);
+    if (waiting.length === 0) return undefined;
+    this.stats.waits++;
+    return this.waitFor(waiting, needed);
+  }
+
+  /**
+   * Sends each peer its shipments. A peer that gets every shipment of the group (each peer, when
+   * the ring has no more nodes than copies) shares one encoding of the request.
+   */
+  private send(perPeer: Map<NodeId, Shipment[]>, all: number): void {
+    let whole: Uint8Array | undefined;
     for (const [peer, list] of perPeer) {
       this.stats.shipments += list.length;
-      if (!this.stream(peer).send(list)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
+      let request: Uint8Array;
+      if (list.length === all) request = whole ??= ReplicateStream.encode(this.config.self, list);
+      else request = ReplicateStream.encode(this.config.self, list);
+      if (!this.stream(peer).send(request)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
     }
-    if (waits.length === 0) return undefined;
-    this.stats.waits++;
-    return Promise.all(waits).then(() => undefined);
   }
 
   /** The write of a prepared group failed: its positions are handed out again. */
@@ -190,7 +228,8 @@ export class Replicator implements ReplicationStage {
         list.push(shipment);
       }
     }
-    for (const [peer, list] of perPeer) if (!this.stream(peer).send(list)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
+    for (const [peer, list] of perPeer)
+      if (!this.stream(peer).send(ReplicateStream.encode(self, list))) this.lost(peer, `cannot open a replicate stream to ${peer}`);
   }
 
   /** The replica `peer` reports what is durable on it. */
@@ -200,16 +239,17 @@ export class Replicator implements ReplicationStage {
       if (waiters === undefined) continue;
       const position = Number(point.position);
       const epoch = Number(point.epoch);
+      // A copy at another epoch holds another history: it does not count (yet).
+      const current = this.config.copies.get(point.partition as PartitionId).epoch === epoch;
       let done = 0;
       for (const w of waiters) {
         if (w.position > position) break;
-        // A copy at another epoch holds another history: it does not count (yet).
-        if (this.config.copies.get(w.partition as PartitionId).epoch !== epoch || !w.pending.delete(peer)) continue;
+        if (!current || !w.pending.delete(peer)) continue;
         w.acked++;
-        if (w.acked >= w.needed) w.settle(undefined);
+        if (w.acked === w.needed && --w.group.remaining === 0) w.group.settle(undefined);
       }
-      // Settled waiters leave from the front (positions ascend); others leave when they settle.
-      while (done < waiters.length && (waiters[done] as Waiter).acked >= (waiters[done] as Waiter).needed) done++;
+      // Confirmed waiters, and those of groups that gave up, leave from the front (positions ascend).
+      while (done < waiters.length && finished(waiters[done] as Waiter)) done++;
       if (done > 0) waiters.splice(0, done);
       if (waiters.length === 0) this.waiters.delete(point.partition);
     }
@@ -218,67 +258,83 @@ export class Replicator implements ReplicationStage {
   /** The stream to `peer` broke: nothing in flight on it will be acknowledged. */
   lost(peer: NodeId, why: string): void {
     for (const waiters of this.waiters.values()) {
-      for (const w of [...waiters]) {
-        if (!w.pending.delete(peer)) continue;
+      for (const w of waiters) {
+        if (w.group.settled || !w.pending.delete(peer)) continue;
         if (w.acked + w.pending.size < w.needed) {
-          w.settle(new ReplicationShortfall("NOT_ENOUGH_REPLICAS", `${why}; ${w.acked + 1} of the ${w.needed + 1} copies asked for are durable`));
+          w.group.settle(new ReplicationShortfall("NOT_ENOUGH_REPLICAS", `${why}; ${w.acked + 1} of the ${w.needed + 1} copies asked for are durable`));
         }
       }
     }
+    this.sweep();
   }
 
   /** Closes every stream; answers still waiting are refused. */
   close(): void {
     for (const stream of this.streams.values()) stream.close();
-    for (const waiters of [...this.waiters.values()]) {
-      for (const w of [...waiters]) w.settle(new ReplicationShortfall("SHUTTING_DOWN", "the node is shutting down"));
-    }
+    for (const waiters of this.waiters.values())
+      for (const w of waiters) w.group.settle(new ReplicationShortfall("SHUTTING_DOWN", "the node is shutting down"));
+    this.waiters.clear();
   }
 
-  private waitFor(shipment: Shipment, targets: Set<NodeId>, needed: number): Promise<void> {
-    const partition = shipment.partition;
-    if (targets.size < needed) {
-      this.stats.shortfalls++;
-      return Promise.reject(
-        new ReplicationShortfall("NOT_ENOUGH_REPLICAS", `only ${targets.size + 1} of the ${needed + 1} copies asked for are live for partition ${partition}`),
-      );
-    }
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        waiter.settle(
+  /**
+   * Waits until each shipment is durable on `needed` of its targets: one promise and one timer
+   * for the whole group, however many partitions it touched.
+   */
+  private waitFor(shipments: readonly [Shipment, Set<NodeId>][], needed: number): Promise<void> {
+    for (const [shipment, targets] of shipments) {
+      if (targets.size < needed) {
+        this.stats.shortfalls++;
+        return Promise.reject(
           new ReplicationShortfall(
-            "REPLICATION_TIMEOUT",
-            `partition ${partition}'s replicas did not confirm within ${this.ackTimeoutMs} ms (${waiter.acked + 1} of ${needed + 1} copies durable)`,
+            "NOT_ENOUGH_REPLICAS",
+            `only ${targets.size + 1} of the ${needed + 1} copies asked for are live for partition ${shipment.partition}`,
           ),
         );
+      }
+    }
+    return new Promise((resolve, reject) => {
+      const waiters: Waiter[] = [];
+      const timer = setTimeout(() => {
+        const late = waiters.find((w) => w.acked < w.needed) ?? waiters[0];
+        group.settle(
+          new ReplicationShortfall(
+            "REPLICATION_TIMEOUT",
+            `partition ${late?.partition}'s replicas did not confirm within ${this.ackTimeoutMs} ms (${(late?.acked ?? 0) + 1} of ${needed + 1} copies durable)`,
+          ),
+        );
+        this.sweep();
       }, this.ackTimeoutMs);
-      let settled = false;
-      const waiter: Waiter = {
-        partition,
-        position: Number(shipment.position),
-        needed,
-        acked: 0,
-        pending: new Set(targets),
+      const group: GroupWait = {
+        remaining: shipments.length,
+        settled: false,
         settle: (failure) => {
-          if (settled) return;
-          settled = true;
+          if (group.settled) return;
+          group.settled = true;
           clearTimeout(timer);
-          const list = this.waiters.get(partition);
-          if (failure !== undefined) {
+          if (failure === undefined) resolve();
+          else {
             this.stats.shortfalls++;
-            if (list !== undefined) {
-              const i = list.indexOf(waiter);
-              if (i >= 0) list.splice(i, 1);
-              if (list.length === 0) this.waiters.delete(partition);
-            }
             reject(failure);
-          } else resolve();
+          }
         },
       };
-      let list = this.waiters.get(partition);
-      if (list === undefined) this.waiters.set(partition, (list = []));
-      list.push(waiter);
+      for (const [shipment, targets] of shipments) {
+        const waiter: Waiter = { partition: shipment.partition, position: Number(shipment.position), needed, acked: 0, pending: new Set(targets), group };
+        waiters.push(waiter);
+        let list = this.waiters.get(shipment.partition);
+        if (list === undefined) this.waiters.set(shipment.partition, (list = []));
+        list.push(waiter);
+      }
     });
+  }
+
+  /** Drops the waiters of groups that gave up. */
+  private sweep(): void {
+    for (const [partition, waiters] of this.waiters) {
+      const left = waiters.filter((w) => !w.group.settled);
+      if (left.length === 0) this.waiters.delete(partition);
+      else if (left.length !== waiters.length) this.waiters.set(partition, left);
+    }
   }
 
   private retain(shipment: Shipment): void {
@@ -302,4 +358,9 @@ export class Replicator implements ReplicationStage {
     }
     return stream;
   }
+}
+
+/** True when a waiter needs nothing more: its shipment is confirmed, or its group gave up. */
+function finished(w: Waiter): boolean {
+  return w.acked >= w.needed || w.group.settled;
 }
