@@ -428,7 +428,9 @@ export class TurnRunner {
     // Roll back: the handler may have mutated the state object in place, and a timed-out
     // handler may still hold it, so the twin continues on a fresh copy of the last good state.
     act.state = JSON.parse(act.stateJson as string) as JsonObject;
-    this.config.metrics.handlerErrors++;
+    const { metrics } = this.config;
+    metrics.handlerErrors++;
+    metrics.handlerErrorsByKind.set(act.entry.kind, (metrics.handlerErrorsByKind.get(act.entry.kind) ?? 0) + 1);
     const text = err instanceof Error ? err.message : String(err);
     act.log(this.config.log).warn({ err, reason, trigger: msg.type }, "turn failed; state left as before the turn");
     const what = msg.type === "telemetry" ? "onTelemetry" : msg.type === "timer" ? `onTimer("${msg.name}")` : "onMessage";
