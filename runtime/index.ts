@@ -36,7 +36,7 @@ export type { CommitGroup } from "./host/commit-group.js";
 /** @internal What the host counts, read by server/metrics; not covered by semver. */
 export { type KindEventCounts, OTHER_KIND } from "./host/event-counts.js";
 /** @internal What the host counts, read by server/metrics; not covered by semver. */
-export type { CommitObserver, HostMetrics } from "./host/host-metrics.js";
+export type { HostMetrics, HostTimings } from "./host/host-metrics.js";
 export type { HostOptions } from "./host/host-options.js";
 export { type IngestEvent, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS } from "./host/ingest-event.js";
 /** @internal The id a receiving twin dedupes an outbox message by; for cluster/ only. */

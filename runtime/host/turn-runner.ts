@@ -88,6 +88,9 @@ export class TurnRunner {
         return;
       }
       let pending: Promise<void> | undefined;
+      // Timed only while metrics are on: two clock reads per turn.
+      const timings = this.config.metrics.timings;
+      const started = timings === undefined ? 0 : performance.now();
       try {
         pending = this.turn(act, msg);
       } catch (err) {
@@ -96,11 +99,15 @@ export class TurnRunner {
       }
       if (pending !== undefined) {
         pending.then(
-          () => this.drain(act),
+          () => {
+            timings?.turned((performance.now() - started) / 1000);
+            this.drain(act);
+          },
           (err: unknown) => this.turnBroke(act, msg, err),
         );
         return;
       }
+      timings?.turned((performance.now() - started) / 1000);
     }
     this.config.pipeline.schedule();
     setImmediate(() => this.drain(act));

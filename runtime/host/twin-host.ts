@@ -170,11 +170,11 @@ export class TwinHost {
       this.options.maxGroupEvents,
       {
         sealed: (g) => {
-          if (this.metrics.commitObserver !== undefined) g.sealedAtMs = performance.now();
+          if (this.metrics.timings !== undefined) g.sealedAtMs = performance.now();
           config.replication?.prepare?.(g);
         },
         committed: (g) => {
-          if (g.sealedAtMs !== undefined) this.metrics.commitObserver?.committed((performance.now() - g.sealedAtMs) / 1000, g.events);
+          if (g.sealedAtMs !== undefined) this.metrics.timings?.committed((performance.now() - g.sealedAtMs) / 1000, g.events);
           this.completion.written(g);
         },
         failed: (groups, err) => this.completion.failed(groups, err),

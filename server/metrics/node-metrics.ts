@@ -14,6 +14,8 @@ const SHED_REASONS: ReadonlySet<string> = new Set(["INGEST_QUEUE_FULL", "MAILBOX
 
 /** Seconds: from a quick WAL append to a slow fsync under load. */
 const COMMIT_SECONDS_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** Seconds: most turns take microseconds; an async handler may wait up to the turn timeout. */
+const TURN_SECONDS_BUCKETS = [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1, 1, 10];
 /** Events per commit group, up to the default `maxGroupEvents` and beyond. */
 const BATCH_SIZE_BUCKETS = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
 
@@ -148,10 +150,18 @@ function register(meter: Meter, sources: MetricSources): () => void {
     description: "Telemetry events in one commit group",
     advice: { explicitBucketBoundaries: BATCH_SIZE_BUCKETS },
   });
-  m.commitObserver = {
+  const turns: Histogram = meter.createHistogram("twinmesh.turn.duration", {
+    description: "Time one turn took, from its start to its handler's end (async handlers included)",
+    unit: "s",
+    advice: { explicitBucketBoundaries: TURN_SECONDS_BUCKETS },
+  });
+  m.timings = {
     committed(seconds, events) {
       duration.record(seconds);
       batchSize.record(events);
+    },
+    turned(seconds) {
+      turns.record(seconds);
     },
   };
 
@@ -168,7 +178,7 @@ function register(meter: Meter, sources: MetricSources): () => void {
   if (cluster !== undefined) registerCluster(meter, cluster);
 
   return () => {
-    m.commitObserver = undefined;
+    m.timings = undefined;
   };
 }
 

@@ -56,6 +56,9 @@ describe("a node's Prometheus endpoint (metrics)", () => {
     assert.equal(moved("twinmesh_commit_batch_size_sum"), 6);
     assert.equal(after.value("twinmesh_commit_duration_seconds_bucket", { le: "+Inf" }), after.value("twinmesh_commit_duration_seconds_count"));
 
+    // A turn per event that reached its twin: the six applied, the two duplicates, the one that threw.
+    assert.equal(moved("twinmesh_turn_duration_seconds_count"), 9);
+
     // c-1, c-2, f-1 and a-1 are in memory; the rejected events activated nobody.
     assert.equal(after.value("twinmesh_twins_active"), 4);
     assert.equal(moved("twinmesh_twins_activated_total"), 4);
