@@ -43,7 +43,7 @@ export class PrometheusServer {
   private output = "";
 
   private constructor(
-    private readonly child: ChildProcess,
+    child: ChildProcess,
     /** `127.0.0.1:<port>` of its web API. */
     readonly address: string,
   ) {
