@@ -122,6 +122,13 @@ function register(meter: Meter, sources: MetricSources): () => void {
   });
   counter(meter, "twinmesh.twins.activated", "Twins brought into memory (loaded or created)", () => m.activations);
   counter(meter, "twinmesh.twins.passivated", "Twins taken out of memory", () => m.passivations);
+  counter(
+    meter,
+    "twinmesh.turn.timeouts",
+    "Turns whose async handler did not finish within the turn timeout (also counted as handler errors)",
+    () => m.timeouts,
+  );
+  counter(meter, "twinmesh.alerts.changes", "Alert changes logged (opened, severity or message changed, acknowledged, resolved)", () => m.alertChanges);
   counter(meter, "twinmesh.timers.fired", "Twin timers whose handler ran", () => m.timersFired);
   counter(meter, "twinmesh.dead_letters", "Messages moved to the dead letters", () => m.deadLetters);
   counter(meter, "twinmesh.commit.failures", "Commit groups whose disk write failed", () => m.commitFailures);

@@ -49,6 +49,7 @@ describe("a node's Prometheus endpoint (metrics)", () => {
     assert.equal(moved("twinmesh_handler_errors_total", { kind: "faulty" }), 1);
     assert.equal(moved("twinmesh_alerts_raised_total", { severity: "warning" }), 1);
     assert.equal(moved("twinmesh_alerts_raised_total", { severity: "critical" }), 0);
+    assert.equal(moved("twinmesh_alerts_changes_total"), 1);
 
     // Every accepted event was in some commit group; commits took measurable time.
     assert.ok(moved("twinmesh_commit_duration_seconds_count") > 0, "no commit recorded");
