@@ -79,6 +79,10 @@ export class TurnRunner {
 
   /** Runs queued turns back to back; an async handler continues the loop when it settles. */
   private drain(act: Activation): void {
+    // Timed only while metrics are on. Turns run back to back, so one turn's end is the next
+    // one's start: one clock read per turn.
+    const timings = this.config.metrics.timings;
+    let started = timings === undefined ? 0 : performance.now();
     for (let n = 0; n < TURNS_PER_SLICE; n++) {
       const msg = act.next();
       if (msg === undefined) {
@@ -88,9 +92,6 @@ export class TurnRunner {
         return;
       }
       let pending: Promise<void> | undefined;
-      // Timed only while metrics are on: two clock reads per turn.
-      const timings = this.config.metrics.timings;
-      const started = timings === undefined ? 0 : performance.now();
       try {
         pending = this.turn(act, msg);
       } catch (err) {
@@ -98,16 +99,21 @@ export class TurnRunner {
         return;
       }
       if (pending !== undefined) {
+        const from = started;
         pending.then(
           () => {
-            timings?.turned((performance.now() - started) / 1000);
+            timings?.turned((performance.now() - from) / 1000);
             this.drain(act);
           },
           (err: unknown) => this.turnBroke(act, msg, err),
         );
         return;
       }
-      timings?.turned((performance.now() - started) / 1000);
+      if (timings !== undefined) {
+        const now = performance.now();
+        timings.turned((now - started) / 1000);
+        started = now;
+      }
     }
     this.config.pipeline.schedule();
     setImmediate(() => this.drain(act));
