@@ -55,6 +55,9 @@ export async function startNode(spec: NodeSpec): Promise<StartedNode> {
     spec.durability,
     "--log-level",
     "warn",
+    // Off: several bench nodes would all ask for 9464 (spec.args may turn it on again on a free port).
+    "--metrics-port",
+    "0",
   ];
   if (spec.maxActive !== undefined) args.push("--max-active", String(spec.maxActive));
   args.push(...(spec.args ?? []));

@@ -10,14 +10,21 @@ interface ClusterOptions {
   twins: string[];
   nodes: number;
   basePort: number;
+  metricsBasePort: number;
   data: string;
   replicationFactor?: number;
   logLevel: string;
 }
 
 /** The member ids and addresses of a local cluster of `nodes` nodes on consecutive ports. */
-export function localMembers(nodes: number, basePort: number): { id: string; port: number; address: string }[] {
-  return Array.from({ length: nodes }, (_, i) => ({ id: `n${i + 1}`, port: basePort + i, address: `127.0.0.1:${basePort + i}` }));
+export function localMembers(nodes: number, basePort: number, metricsBasePort = 0): { id: string; port: number; address: string; metricsPort: number }[] {
+  return Array.from({ length: nodes }, (_, i) => ({
+    id: `n${i + 1}`,
+    port: basePort + i,
+    address: `127.0.0.1:${basePort + i}`,
+    // Consecutive as well, so three local nodes do not all ask for 9464; 0 keeps every node's endpoint off.
+    metricsPort: metricsBasePort === 0 ? 0 : metricsBasePort + i,
+  }));
 }
 
 /**
@@ -31,6 +38,11 @@ export function clusterCommand(): Command {
     .addOption(new Option("--twins <module...>", "twin module(s) every node loads (.ts or .js)").makeOptionMandatory())
     .addOption(new Option("--nodes <n>", "how many nodes").default(3).argParser(wholeNumber("--nodes", 1, 16)))
     .addOption(new Option("--base-port <port>", "n1's port; n2 takes the next one, and so on").default(7421).argParser(wholeNumber("--base-port", 1, 65_000)))
+    .addOption(
+      new Option("--metrics-base-port <port>", "n1's Prometheus endpoint port; n2 takes the next one, and so on (0 = no metrics endpoints)")
+        .default(9464)
+        .argParser(wholeNumber("--metrics-base-port", 0, 65_000)),
+    )
     .addOption(new Option("--data <dir>", "parent directory of the nodes' data directories (<dir>/n1, <dir>/n2, …)").default("./cluster-data"))
     .addOption(
       new Option("--replication-factor <n>", "copies kept of each partition, capped at the cluster size (default 3)").argParser(
@@ -54,7 +66,7 @@ Example:
 }
 
 async function runCluster(opts: ClusterOptions): Promise<void> {
-  const members = localMembers(opts.nodes, opts.basePort);
+  const members = localMembers(opts.nodes, opts.basePort, opts.metricsBasePort);
   const main = process.argv[1] as string;
   const children: ChildProcess[] = [];
   const ready = members.map((m) => {
@@ -68,6 +80,8 @@ async function runCluster(opts: ClusterOptions): Promise<void> {
       m.id,
       "--port",
       String(m.port),
+      "--metrics-port",
+      String(m.metricsPort),
       "--data",
       join(opts.data, m.id),
       "--log-level",

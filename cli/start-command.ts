@@ -35,6 +35,8 @@ interface StartOptions {
   data: string;
   host: string;
   port: number;
+  metricsPort: number;
+  metricsHost?: string;
   durability: Durability;
   maxActive?: number;
   deadLetterRetention?: number;
@@ -66,6 +68,13 @@ export function startCommand(): Command {
         .default(7420)
         .argParser(wholeNumber("--port", 0, 65_535)),
     )
+    .addOption(
+      new Option("--metrics-port <port>", "port of the Prometheus endpoint GET /metrics (0 = no metrics endpoint)")
+        .env("TWINMESH_METRICS_PORT")
+        .default(9464)
+        .argParser(wholeNumber("--metrics-port", 0, 65_535)),
+    )
+    .addOption(new Option("--metrics-host <address>", "address the metrics endpoint listens on (default: the --host address)").env("TWINMESH_METRICS_HOST"))
     .addOption(
       new Option("--durability <mode>", "wal: survives kill -9; fsync: survives power loss")
         .choices(["wal", "fsync"])
@@ -189,6 +198,8 @@ async function start(opts: StartOptions, modules: readonly string[], peers: read
     storeOptions: { cacheBytes: opts.cacheMb * 1024 * 1024 },
     partitions: opts.partitions,
     cluster: { peers, replicationFactor: opts.replicationFactor },
+    // --metrics-port 0 turns the endpoint off (in the library API, port 0 picks a free port).
+    metrics: opts.metricsPort === 0 ? undefined : { host: opts.metricsHost ?? opts.host, port: opts.metricsPort },
     log,
   });
   const kinds = twins.map((t) => t.kind).sort();
@@ -199,6 +210,7 @@ async function start(opts: StartOptions, modules: readonly string[], peers: read
       `warning: ${opts.data} holds twins of kinds this node does not load (${unloaded.join(", ")}): their events are rejected UNKNOWN_KIND and their timers wait; load their modules with --twins, or give these twins their own --data directory`,
     );
   }
+  if (node.metricsAddress !== undefined) process.stdout.write(`twinmesh node ${opts.nodeId} metrics on http://${node.metricsAddress}/metrics\n`);
   // The one line a supervisor (or a test harness) waits for.
   process.stdout.write(`twinmesh node ${opts.nodeId} serving on ${node.address} (data ${opts.data}, ${opts.durability}, kinds ${kinds.join(", ")})\n`);
 

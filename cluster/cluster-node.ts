@@ -54,6 +54,26 @@ export interface MemberView {
  * through. Made before the runtime opens, because the host's admission consults its ownership;
  * {@link attach}ed once the runtime is open.
  */
+/** What {@link ClusterNode.metricsView} reports. Counters only grow while the node runs. */
+export interface ClusterMetricsView {
+  /** The ring epoch this node routes by. */
+  readonly epoch: bigint;
+  /** Nodes in the ring, and those up as this node sees them (itself included once it serves). */
+  readonly members: number;
+  readonly membersUp: number;
+  /** Partitions this node serves as owner now. */
+  readonly ownedPartitions: number;
+  /** True while this node catches up after a start and owns nothing. */
+  readonly catchingUp: boolean;
+  /** Batches and events this node forwarded to other owners. */
+  readonly forwardedBatches: number;
+  readonly forwardedEvents: number;
+  /** Replication shipments sent, answers that waited for replica acks, and waits that fell short. */
+  readonly shipments: number;
+  readonly replicaWaits: number;
+  readonly replicaShortfalls: number;
+}
+
 export class ClusterNode {
   readonly ownership: ClusterOwnership;
   /** Twin-to-twin messages to another node's twins, sent to the owner as SendToTwin keyed by the message's id. */
@@ -225,6 +245,30 @@ export class ClusterNode {
         replicated: share.replicated,
       };
     });
+  }
+
+  /**
+   * This node's view of its cluster for the metrics exporter, read when it is scraped: nothing
+   * here is counted on the event path beyond the forward and replication stats it reads.
+   */
+  metricsView(): ClusterMetricsView {
+    const ring = this.ring;
+    let peersUp = 0;
+    for (const peer of this.pool?.states() ?? []) if (peer.condition === "up") peersUp++;
+    const replicated = this.replicator?.stats;
+    return {
+      epoch: ring?.epoch ?? 0n,
+      members: ring?.nodes.length ?? 0,
+      // This node counts itself up once it serves (it has caught up).
+      membersUp: peersUp + (this.catchingUp ? 0 : 1),
+      ownedPartitions: this.partitions?.ownedCount ?? 0,
+      catchingUp: this.catchingUp,
+      forwardedBatches: this.forwarding?.stats.batches ?? 0,
+      forwardedEvents: this.forwarding?.stats.events ?? 0,
+      shipments: replicated?.shipments ?? 0,
+      replicaWaits: replicated?.waits ?? 0,
+      replicaShortfalls: replicated?.shortfalls ?? 0,
+    };
   }
 
   /** The ring now. */

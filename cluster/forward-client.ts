@@ -50,6 +50,8 @@ export class ForwardClient {
   private readonly log: Logger;
   private readonly unsubscribe: () => void;
   private closed = false;
+  /** Batches and events handed to owners, for metrics. */
+  readonly stats = { batches: 0, events: 0 };
 
   /** @throws RangeError when a limit is not a positive whole number. */
   constructor(
@@ -80,6 +82,8 @@ export class ForwardClient {
    */
   async forward(peer: NodeId, batch: ForwardBatch, signal?: AbortSignal): Promise<EventResult[]> {
     if (this.closed) throw this.closedError(peer);
+    this.stats.batches++;
+    this.stats.events += batch.events.length;
     return this.stream(peer).send(batch, signal);
   }
 

@@ -33,6 +33,10 @@ export type { OwnershipGate, RemoteMessages } from "./host/admission.js";
 /** @internal The cluster's seams into the host, for cluster/ only; not covered by semver. */
 export type { HostObserver, ReplicationStage, StageFailure } from "./host/commit-completion.js";
 export type { CommitGroup } from "./host/commit-group.js";
+/** @internal What the host counts, read by server/metrics; not covered by semver. */
+export { type KindEventCounts, OTHER_KIND } from "./host/event-counts.js";
+/** @internal What the host counts, read by server/metrics; not covered by semver. */
+export type { HostMetrics, HostTimings } from "./host/host-metrics.js";
 export type { HostOptions } from "./host/host-options.js";
 export { type IngestEvent, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS } from "./host/ingest-event.js";
 /** @internal The id a receiving twin dedupes an outbox message by; for cluster/ only. */
@@ -40,7 +44,7 @@ export { type OutboxEntry, outboxMessageId } from "./host/outbox-entry.js";
 export type { TwinDeletion } from "./host/twin-deletion.js";
 export type { TwinView } from "./host/twin-host.js";
 /** @internal For server/ and cluster/ only; not covered by semver. */
-export { type PublishOptions, TwinHost } from "./host/twin-host.js";
+export { type HostLoad, type PublishOptions, TwinHost } from "./host/twin-host.js";
 export type { TurnOutcome } from "./host/twin-message.js";
 export { KIND_PATTERN } from "./host/twin-registry.js";
 export { createLogger, type Logger, type LoggerOptions, silentLogger } from "./log.js";

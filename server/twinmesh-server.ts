@@ -21,9 +21,10 @@ import {
 } from "../runtime/index.js";
 import { alertService } from "./alert-service.js";
 import { deadLetterService } from "./dead-letter-service.js";
-import { addService, DEFAULT_MAX_MESSAGE_BYTES } from "./grpc/grpc-adapter.js";
+import { type AdapterOptions, addService, DEFAULT_MAX_MESSAGE_BYTES } from "./grpc/grpc-adapter.js";
 import { addHealthService, HealthState } from "./grpc/health-service.js";
 import { addReflectionService } from "./grpc/reflection-service.js";
+import { DEFAULT_METRICS_PORT, GrpcCallCounts, type MetricsOptions, NodeMetrics } from "./metrics/index.js";
 import { nodeService } from "./node-service.js";
 import { telemetryService } from "./telemetry-service.js";
 import { twinService } from "./twin-service.js";
@@ -44,6 +45,11 @@ export interface ServeOptions {
   readonly maxInflightBatches?: number;
   /** @defaultValue a silent logger */
   readonly log?: Logger;
+  /**
+   * Serve OpenTelemetry metrics for Prometheus at `GET http://<host>:<port>/metrics` (port 0: any
+   * free port). Absent: no metrics endpoint (the `twinmesh start` command serves one on 9464 by default).
+   */
+  readonly metrics?: MetricsOptions;
 }
 
 /** Options of one twinmesh node ({@link TwinmeshNode.start}). Every field but `twins` is optional. */
@@ -74,6 +80,7 @@ export const DEFAULT_PORT = 7420;
 const MAX_PORT = 65_535;
 
 interface ResolvedServeOptions {
+  readonly metrics: MetricsOptions | undefined;
   readonly host: string;
   readonly port: number;
   readonly maxMessageBytes: number;
@@ -85,6 +92,7 @@ interface ResolvedServeOptions {
 /** Applies the defaults and checks the limits. @throws ConfigError (BAD_OPTION) naming the bad option */
 function resolveServeOptions(options: ServeOptions): ResolvedServeOptions {
   const resolved = {
+    metrics: options.metrics,
     host: options.host ?? "127.0.0.1",
     port: options.port ?? DEFAULT_PORT,
     maxMessageBytes: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
@@ -127,7 +135,13 @@ export class TwinmeshNode {
     private readonly log: Logger,
     /** This node's part in its cluster; undefined for a one-node cluster. */
     readonly cluster: ClusterNode | undefined,
+    private readonly metrics: NodeMetrics | undefined,
   ) {}
+
+  /** `host:port` of the Prometheus endpoint (`GET /metrics`); undefined when metrics are off. */
+  get metricsAddress(): string | undefined {
+    return this.metrics?.address;
+  }
 
   /**
    * Opens the data directory and starts serving. When the port cannot be bound, the runtime is
@@ -195,7 +209,8 @@ export class TwinmeshNode {
       "grpc.keepalive_permit_without_calls": 1,
     });
     const grpcLog = log.child({ component: "grpc" });
-    const adapter = { maxMessageBytes, log: grpcLog };
+    const calls = options.metrics === undefined ? undefined : new GrpcCallCounts();
+    const adapter: AdapterOptions = { maxMessageBytes, log: grpcLog, calls };
     const router = cluster === undefined ? new LocalRouter(runtime) : await cluster.attach(runtime);
     cluster?.serve(server, adapter);
     addService(server, TelemetryService, telemetryService(router, { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
@@ -227,7 +242,21 @@ export class TwinmeshNode {
         `cannot listen on ${hostPart}:${options.port}: ${listenProblem(err)}; pick another --port or stop the process using it`,
       );
     }
-    const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log, cluster);
+    let metrics: NodeMetrics | undefined;
+    if (options.metrics !== undefined) {
+      try {
+        metrics = await NodeMetrics.start(
+          { runtime, cluster, calls },
+          { host: options.metrics.host ?? host, port: options.metrics.port ?? DEFAULT_METRICS_PORT },
+          log.child({ component: "metrics" }),
+        );
+      } catch (err) {
+        server.forceShutdown();
+        health.close();
+        throw err;
+      }
+    }
+    const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log, cluster, metrics);
     cluster?.start();
     node.watchServing();
     return node;
@@ -285,6 +314,7 @@ export class TwinmeshNode {
       });
     });
     await this.cluster?.close();
+    await this.metrics?.close();
     if (this.ownsRuntime) await this.runtime.close();
     this.log.info("node stopped");
   }

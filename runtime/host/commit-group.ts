@@ -24,6 +24,8 @@ export class CommitGroup {
   /** Earliest timer due time set in this group. */
   earliestTimerMs = Number.POSITIVE_INFINITY;
   events = 0;
+  /** When the group was sealed for its write (performance.now()), set only while commit durations are observed. */
+  sealedAtMs: number | undefined;
 
   get empty(): boolean {
     return this.ackMessages.length === 0 && this.ops.length === 0 && this.twins.size === 0;

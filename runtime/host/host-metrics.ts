@@ -1,6 +1,21 @@
+import type { AlertSeverity } from "../twin/twin.js";
+import { EventCounts } from "./event-counts.js";
+
 /**
- * Counters of one host. Plain numbers on the hot path; the metrics exporter (OpenTelemetry,
- * in a later issue) reads them as observable counters, so counting costs one increment.
+ * Told how long the host's work took: each group written to disk (in commit order) and each
+ * turn. Must be cheap and must not throw: it runs on the commit path and the turn loop.
+ */
+export interface HostTimings {
+  /** A group of `events` telemetry events (and other changes) took `seconds` to write. */
+  committed(seconds: number, events: number): void;
+  /** One turn (a handler run, or the check that found a duplicate) took `seconds`, up to its async handler settling. */
+  turned(seconds: number): void;
+}
+
+/**
+ * Counters of one host. Plain numbers on the hot path; the metrics exporter (server/metrics)
+ * reads them as observable counters, so counting costs one increment. Durations, which need
+ * histograms, go to the {@link timings} when one is set.
  */
 export class HostMetrics {
   received = 0;
@@ -18,4 +33,12 @@ export class HostMetrics {
   commitFailures = 0;
   /** Turns whose bookkeeping threw (twinmesh bugs, contained). */
   internalErrors = 0;
+  /** Telemetry events by kind and outcome, counted as they are answered. */
+  readonly events = new EventCounts();
+  /** Handler failures (thrown, timed out, bad state) by twin kind. */
+  readonly handlerErrorsByKind = new Map<string, number>();
+  /** Alerts opened by twins' turns, by severity (a raise of an open alert is not counted again). */
+  readonly alertsRaised: Record<AlertSeverity, number> = { info: 0, warning: 0, critical: 0 };
+  /** Where commit and turn durations go; none by default, and then nothing is timed. */
+  timings: HostTimings | undefined;
 }

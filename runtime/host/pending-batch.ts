@@ -1,4 +1,11 @@
+import type { EventCounts } from "./event-counts.js";
 import type { OutcomeSink, TurnOutcome } from "./twin-message.js";
+
+/** The kinds of a batch's events and where their outcomes are counted. */
+export interface BatchTally {
+  readonly kinds: readonly { readonly kind: string }[];
+  readonly counts: EventCounts;
+}
 
 /** Collects the outcomes of one request's events and resolves when all are known. */
 export class PendingBatch implements OutcomeSink {
@@ -10,10 +17,12 @@ export class PendingBatch implements OutcomeSink {
   /**
    * @param size - how many outcomes to wait for
    * @param copies - durable copies (the owner's included) each answer waits for
+   * @param tally - counts each event's outcome by kind as it is answered (telemetry batches)
    */
   constructor(
     size: number,
     readonly copies = 1,
+    private readonly tally?: BatchTally,
   ) {
     this.results = new Array<TurnOutcome>(size);
     this.remaining = size;
@@ -26,6 +35,7 @@ export class PendingBatch implements OutcomeSink {
   complete(index: number, outcome: TurnOutcome): void {
     if (this.results[index] !== undefined) return;
     this.results[index] = outcome;
+    if (this.tally !== undefined) this.tally.counts.count((this.tally.kinds[index] as { kind: string }).kind, outcome);
     if (--this.remaining === 0) this.resolveDone(this.results);
   }
 }

@@ -144,6 +144,7 @@ export class TurnEffects {
           count: 1,
         };
         (rec.alerts ??= {})[effect.code] = this.logAlert(group, alert);
+        this.config.metrics.alertsRaised[severity]++;
         continue;
       }
       const bumped: Alert = { ...open, severity, message, count: open.count + 1, updatedAt: nowMs };

@@ -79,6 +79,10 @@ export class TurnRunner {
 
   /** Runs queued turns back to back; an async handler continues the loop when it settles. */
   private drain(act: Activation): void {
+    // Timed only while metrics are on. Turns run back to back, so one turn's end is the next
+    // one's start: one clock read per turn.
+    const timings = this.config.metrics.timings;
+    let started = timings === undefined ? 0 : performance.now();
     for (let n = 0; n < TURNS_PER_SLICE; n++) {
       const msg = act.next();
       if (msg === undefined) {
@@ -95,11 +99,20 @@ export class TurnRunner {
         return;
       }
       if (pending !== undefined) {
+        const from = started;
         pending.then(
-          () => this.drain(act),
+          () => {
+            timings?.turned((performance.now() - from) / 1000);
+            this.drain(act);
+          },
           (err: unknown) => this.turnBroke(act, msg, err),
         );
         return;
+      }
+      if (timings !== undefined) {
+        const now = performance.now();
+        timings.turned((now - started) / 1000);
+        started = now;
       }
     }
     this.config.pipeline.schedule();
@@ -428,7 +441,9 @@ export class TurnRunner {
     // Roll back: the handler may have mutated the state object in place, and a timed-out
     // handler may still hold it, so the twin continues on a fresh copy of the last good state.
     act.state = JSON.parse(act.stateJson as string) as JsonObject;
-    this.config.metrics.handlerErrors++;
+    const { metrics } = this.config;
+    metrics.handlerErrors++;
+    metrics.handlerErrorsByKind.set(act.entry.kind, (metrics.handlerErrorsByKind.get(act.entry.kind) ?? 0) + 1);
     const text = err instanceof Error ? err.message : String(err);
     act.log(this.config.log).warn({ err, reason, trigger: msg.type }, "turn failed; state left as before the turn");
     const what = msg.type === "telemetry" ? "onTelemetry" : msg.type === "timer" ? `onTimer("${msg.name}")` : "onMessage";

@@ -95,6 +95,20 @@ const PRECEDING_REJECTED: TurnOutcome = {
   retryable: true,
 };
 
+/** A host's queues and in-flight work at one moment (see {@link TwinHost.load}). */
+export interface HostLoad {
+  /** Twins in memory. */
+  readonly activeTwins: number;
+  /** Telemetry events admitted and not yet answered (the ingest queue). */
+  readonly eventsInFlight: number;
+  /** Due timers whose turn is queued or running. */
+  readonly timersInFlight: number;
+  /** Outbox messages waiting to be delivered, being delivered, and parked behind an unavailable target. */
+  readonly outboxQueued: number;
+  readonly outboxInFlight: number;
+  readonly outboxParked: number;
+}
+
 /**
  * One node's twins: activation and passivation, mailboxes, atomic turns, group commit, alerts,
  * timers and the outbox. Knows nothing of the network: the gRPC services, the test kit and the
@@ -145,6 +159,7 @@ export class TwinHost {
     this.options = resolveHostOptions(config.options);
     this.store = config.store;
     this.registry = config.registry;
+    for (const kind of this.registry.kindNames()) this.metrics.events.register(kind);
     this.clock = config.clock;
     this.log = config.log;
     this.nodeId = config.nodeId;
@@ -154,8 +169,14 @@ export class TwinHost {
       this.store,
       this.options.maxGroupEvents,
       {
-        sealed: (g) => config.replication?.prepare?.(g),
-        committed: (g) => this.completion.written(g),
+        sealed: (g) => {
+          if (this.metrics.timings !== undefined) g.sealedAtMs = performance.now();
+          config.replication?.prepare?.(g);
+        },
+        committed: (g) => {
+          if (g.sealedAtMs !== undefined) this.metrics.timings?.committed((performance.now() - g.sealedAtMs) / 1000, g.events);
+          this.completion.written(g);
+        },
         failed: (groups, err) => this.completion.failed(groups, err),
       },
       this.log,
@@ -293,6 +314,19 @@ export class TwinHost {
     return this.activations.size;
   }
 
+  /** What is queued and in flight now, read by the metrics exporter when it is scraped. */
+  get load(): HostLoad {
+    const outbox = this.outbox.counts;
+    return {
+      activeTwins: this.activations.size,
+      eventsInFlight: this.admission.inflight,
+      timersInFlight: this.timers.counts.inflight,
+      outboxQueued: outbox.queued,
+      outboxInFlight: outbox.inflight,
+      outboxParked: outbox.parked,
+    };
+  }
+
   /** False while the disk refuses writes; the node then answers NOT_SERVING. */
   get serving(): boolean {
     return this.disk.readOnly === undefined && !this.closing;
@@ -318,7 +352,7 @@ export class TwinHost {
   publish(events: readonly IngestEvent[], options: PublishOptions = {}): Promise<TurnOutcome[]> {
     // Every event is checked before any is posted: nothing below throws on bad input.
     const validated = validateBatch(events, this.registry, this.options, this.clock.nowMs());
-    const batch = new PendingBatch(events.length, options.copies);
+    const batch = new PendingBatch(events.length, options.copies, { kinds: events, counts: this.metrics.events });
     let blocked: Set<string> | undefined;
     for (let i = 0; i < events.length; i++) {
       const e = events[i] as IngestEvent;

@@ -7,6 +7,7 @@
 import { type EventEmitter, once } from "node:events";
 import { type DescMessage, type DescMethod, type DescService, fromBinary, type Message, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
+import { status as GrpcStatus } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { ConfigError, InvalidArgumentError, MAX_JSON_INPUT_DEPTH, StatusCode, TwinmeshError } from "../../runtime/index.js";
 import type { Encoded } from "./encoded.js";
@@ -91,6 +92,14 @@ export interface AdapterOptions {
   readonly maxMessageBytes?: number;
   /** Where handler bugs are logged. @defaultValue a pino logger named `twinmesh.grpc` on stdout. */
   readonly log?: ErrorLog;
+  /** Told how each call ended (its method path and status code), for metrics. @defaultValue none */
+  readonly calls?: CallCounter;
+}
+
+/** Counts finished calls by method and status; must be cheap and must not throw. */
+export interface CallCounter {
+  /** A call of `method` (`/package.Service/Method`) ended with `code` (CANCELLED when the client went away). */
+  ended(method: string, code: GrpcStatus): void;
 }
 
 /** {@link AdapterOptions} with defaults applied and limits checked. */
@@ -99,6 +108,8 @@ export interface ResolvedAdapterOptions {
   readonly maxMessageBytes: number;
   /** See {@link AdapterOptions.log}. */
   readonly log: ErrorLog;
+  /** See {@link AdapterOptions.calls}. */
+  readonly calls: CallCounter | undefined;
 }
 
 /**
@@ -113,7 +124,7 @@ export function resolveAdapterOptions(options: AdapterOptions = {}): ResolvedAda
       `maxMessageBytes must be a positive integer number of bytes, got ${maxMessageBytes}; omit it for ${DEFAULT_MAX_MESSAGE_BYTES}`,
     );
   }
-  return { maxMessageBytes, log: options.log ?? pino({ name: "twinmesh.grpc" }) };
+  return { maxMessageBytes, log: options.log ?? pino({ name: "twinmesh.grpc" }), calls: options.calls };
 }
 
 /**
@@ -200,8 +211,10 @@ function unaryCall(rpc: Rpc, handler: AnyUnary): grpc.handleUnaryCall<Buffer, Bu
       try {
         const res = await handler(decode(rpc, call.request), context);
         callback(null, encode(rpc.output, res));
+        rpc.options.calls?.ended(rpc.path, GrpcStatus.OK);
       } catch (err) {
         const status = failureStatus(err, context.signal, rpc);
+        rpc.options.calls?.ended(rpc.path, status?.code ?? GrpcStatus.CANCELLED);
         if (status !== undefined) callback(status);
       } finally {
         release();
@@ -251,8 +264,10 @@ async function runStream(call: StreamCall, rpc: Rpc, body: (context: CallContext
     await body(context);
     discardUnread(call);
     if (!context.signal.aborted) call.end();
+    rpc.options.calls?.ended(rpc.path, context.signal.aborted ? GrpcStatus.CANCELLED : GrpcStatus.OK);
   } catch (err) {
     const status = failureStatus(err, context.signal, rpc);
+    rpc.options.calls?.ended(rpc.path, status?.code ?? GrpcStatus.CANCELLED);
     discardUnread(call);
     // grpc-js's own "error" listener records this status and ends the call after the writes
     // already queued, so messages sent before the failure still reach the client.

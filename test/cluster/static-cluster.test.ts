@@ -352,8 +352,12 @@ describe("a static cluster of three nodes (static-cluster)", function () {
 
   it("twinmesh cluster starts N local nodes that form one cluster, and Ctrl-C stops them all", async () => {
     const [basePort] = await freeConsecutivePorts(2);
+    const [metricsBasePort] = await freeConsecutivePorts(2);
     const data = t.tempDir("cluster-command");
-    const run = CliProcess.spawn(["cluster", "--twins", FIXTURES, "--nodes", "2", "--base-port", String(basePort), "--data", data], { timeoutMs: 40_000 });
+    const run = CliProcess.spawn(
+      ["cluster", "--twins", FIXTURES, "--nodes", "2", "--base-port", String(basePort), "--metrics-base-port", String(metricsBasePort), "--data", data],
+      { timeoutMs: 40_000 },
+    );
     t.defer(() => run.signal("SIGKILL"));
     await waitFor(() => /cluster of 2 serving/.test(run.stdout()), { timeoutMs: 20_000, what: "the cluster's ready line" });
     const address = `127.0.0.1:${basePort}`;
@@ -364,6 +368,11 @@ describe("a static cluster of three nodes (static-cluster)", function () {
       },
       { timeoutMs: 10_000, what: "n1 to see n2 up" },
     );
+    // Each node serves its own metrics, on consecutive ports from --metrics-base-port.
+    for (const [i, id] of ["n1", "n2"].entries()) {
+      const text = await (await fetch(`http://127.0.0.1:${(metricsBasePort as number) + i}/metrics`)).text();
+      assert.match(text, /^twinmesh_cluster_members 2$/m, `${id}'s metrics`);
+    }
     const sent = await runCli(["send", "counter", "c-1", "v=3", "--address", `127.0.0.1:${(basePort as number) + 1}`]);
     assert.equal(sent.code, 0, sent.stderr);
     const end = await run.signal("SIGINT");

@@ -14,6 +14,7 @@ export const EXAMPLE_TWINS = join(DIST, "twins", "index.js");
 /** Output kept per process; older output is dropped (the end of a log says the most). */
 const MAX_OUTPUT_CHARS = 1_000_000;
 const READY_LINE = /^twinmesh node (\S+) serving on (\S+) /m;
+const METRICS_LINE = /^twinmesh node \S+ metrics on http:\/\/(\S+)\/metrics$/m;
 
 /** Options of {@link NodeProcess.start}; every field is optional. */
 export interface NodeProcessOptions {
@@ -86,6 +87,11 @@ export class NodeProcess {
 
   /** `host:port` from the ready line. */
   address = "";
+
+  /** `host:port` of the node's metrics endpoint, from its "metrics on" line; empty when metrics are off. */
+  get metricsAddress(): string {
+    return METRICS_LINE.exec(this.text)?.[1] ?? "";
+  }
 
   /**
    * Starts a node and waits for its ready line.
@@ -189,7 +195,11 @@ export class NodeProcess {
   }
 }
 
-/** This process's environment without TWINMESH_* settings, which would change the node or the CLI under test. */
+/**
+ * This process's environment without TWINMESH_* settings, which would change the node or the CLI
+ * under test, and with the metrics endpoint off (`TWINMESH_METRICS_PORT=0`): nodes of tests running
+ * side by side would all ask for port 9464. A test that scrapes passes `--metrics-port <free port>`.
+ */
 export function cleanEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("TWINMESH_")));
+  return { ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("TWINMESH_"))), TWINMESH_METRICS_PORT: "0" };
 }

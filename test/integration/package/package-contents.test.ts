@@ -8,8 +8,8 @@ import { CLI_MAIN } from "../../harness/node-process.js";
 const run = promisify(execFile);
 /** The clone (the package root), two levels above dist/test. */
 const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
-/** Packages only a node needs: the RocksDB binding, the TypeScript loader, the logger. */
-const SERVER_ONLY = /\/node_modules\/(rocksdb|leveldown|tsx|esbuild|pino[^/]*|@marcbachmann)\/|\/dist\/(runtime|server|cluster)\//;
+/** Packages only a node needs: the RocksDB binding, the TypeScript loader, the logger, OpenTelemetry. */
+const SERVER_ONLY = /\/node_modules\/(rocksdb|leveldown|tsx|esbuild|pino[^/]*|@marcbachmann|@opentelemetry)\/|\/dist\/(runtime|server|cluster)\//;
 
 /**
  * The partition function is part of the contract (a ring-aware client computes it, as design §5

@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { Consistency } from "../../client/index.js";
+import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
+import { ev, statuses } from "../harness/events.js";
+import { Scrape } from "../harness/prometheus-text.js";
+import { useTestScope } from "../harness/test-scope.js";
+import { waitFor } from "../harness/wait-for.js";
+
+const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
+const MEMBERS = ["n1", "n2", "n3"];
+
+describe("a three-node cluster's metrics (cluster-metrics)", function () {
+  this.timeout(60_000);
+  const t = useTestScope();
+  let cluster: ClusterHarness | undefined;
+  afterEach(function () {
+    cluster?.reportIfFailed(this);
+    cluster = undefined;
+  });
+
+  it("reports every member up, the ring epoch, and partitions owned that add up to the partition count", async () => {
+    const ports = await freePorts(MEMBERS.length);
+    const argsOf = Object.fromEntries(MEMBERS.map((id, i) => [id, ["--metrics-port", String(ports[i])]]));
+    cluster = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], argsOf, args: ["--partitions", "64"] });
+    const c = cluster;
+    const addresses = MEMBERS.map((id) => c.node(id).metricsAddress);
+    assert.deepEqual(
+      addresses,
+      ports.map((p) => `127.0.0.1:${p}`),
+    );
+
+    // formed() waited for each node's own account of the partitions it owns; the gauges read the same state.
+    const scrapes = await Promise.all(addresses.map((a) => Scrape.of(a)));
+    for (const [i, s] of scrapes.entries()) {
+      assert.equal(s.value("twinmesh_cluster_members"), 3, `${MEMBERS[i]}: members`);
+      assert.equal(s.value("twinmesh_cluster_members_up"), 3, `${MEMBERS[i]}: members up`);
+      assert.equal(s.value("twinmesh_cluster_catching_up"), 0, `${MEMBERS[i]}: catching up`);
+      assert.ok((s.value("twinmesh_cluster_ring_epoch") ?? 0) >= 1, `${MEMBERS[i]}: ring epoch ${s.value("twinmesh_cluster_ring_epoch")}`);
+    }
+    assert.equal(
+      scrapes.reduce((sum, s) => sum + (s.value("twinmesh_cluster_partitions_owned") ?? 0), 0),
+      64,
+    );
+
+    // Events sent to n1 for twins others own are forwarded, and each is counted once, on its owner.
+    const sent = await c.client("n1").publish(
+      Array.from({ length: 30 }, (_, i) => ev("counter", `m-${i}`, 1)),
+      Consistency.QUORUM,
+    );
+    assert.deepEqual(
+      sent.results.filter((r) => statuses([r])[0] !== "ACCEPTED").map((r) => r.reason),
+      [],
+    );
+    const after = await Promise.all(addresses.map((a) => Scrape.of(a)));
+    assert.equal(
+      after.reduce((sum, s) => sum + s.count("twinmesh_events_total", { kind: "counter", outcome: "accepted" }), 0),
+      30,
+    );
+    assert.ok((after[0]?.count("twinmesh_cluster_forwarded_events_total") ?? 0) > 0, "n1 forwarded nothing");
+    await waitFor(async () => (await Promise.all(addresses.map((a) => Scrape.of(a)))).every((s) => s.count("twinmesh_replication_shipments_total") > 0), {
+      timeoutMs: 10_000,
+      what: "every owner to ship to its replicas",
+    });
+  });
+});
