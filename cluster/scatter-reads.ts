@@ -5,6 +5,7 @@ import {
   type AlertListing,
   type AlertPage,
   compareTwins,
+  InvalidArgumentError,
   isTwinmeshError,
   type Logger,
   type PartitionId,
@@ -157,8 +158,16 @@ export class ScatterReads {
    * number).
    */
   async *watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
+    // A cursor that is not one would read as no positions, and replay every change from the start.
+    if (cursor !== undefined && cursor !== "" && !CURSOR_SHAPE.test(cursor)) {
+      throw new InvalidArgumentError(
+        "BAD_CURSOR",
+        `cursor ${JSON.stringify(cursor.slice(0, 64))} is not a cursor this cluster issued; pass one from ListAlerts or WatchAlerts, or none to start from now`,
+        [{ field: "cursor", description: "must be a cursor returned by ListAlerts or WatchAlerts" }],
+      );
+    }
     // Without a cursor: from now, as the owners' log ends say (a listing of one alert each).
-    const at = parseCursor(cursor ?? (await this.listAlerts({ pageSize: 1 }, signal)).cursor);
+    const at = parseCursor(cursor || (await this.listAlerts({ pageSize: 1 }, signal)).cursor);
     let backoff = false;
     /** Until when a member's BAD_CURSOR is taken for a new owner that has not read its partition's log yet. */
     let settlingUntil = Number.NEGATIVE_INFINITY;
@@ -327,6 +336,9 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
     signal.addEventListener("abort", done, { once: true });
   });
 }
+
+/** The shape of a `c2.` cursor (as the runtime's alert feed writes it): partition-position pairs in base 36. */
+const CURSOR_SHAPE = /^c2\.(?:[0-9a-z]{1,4}-[0-9a-z]{1,11}(?:\.[0-9a-z]{1,4}-[0-9a-z]{1,11})*)?$/;
 
 /** A `c2.` cursor's per-partition positions (what is not one reads as none: the members refuse it). */
 export function parseCursor(cursor: string): Map<PartitionId, number> {

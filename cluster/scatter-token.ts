@@ -70,7 +70,19 @@ export function isIdPosition(position: unknown): position is string {
 export function isOrderPosition(position: unknown): position is OrderPosition {
   if (typeof position !== "object" || position === null || Array.isArray(position)) return false;
   const { v, i } = position as { v?: unknown; i?: unknown };
-  return Object.keys(position).length === 2 && v !== undefined && typeof i === "string" && i.length <= 1024;
+  return Object.keys(position).length === 2 && v !== undefined && typeof i === "string" && i.length <= 1024 && nestsAtMost(v, MAX_POSITION_DEPTH);
+}
+
+/**
+ * How deep an `order_by` value in a token may nest. A forged token can nest arrays tens of
+ * thousands deep within its length limit, and re-encoding that overflows the stack (INTERNAL).
+ */
+const MAX_POSITION_DEPTH = 64;
+
+function nestsAtMost(value: unknown, depth: number): boolean {
+  if (typeof value !== "object" || value === null) return true;
+  if (depth === 0) return false;
+  return Object.values(value).every((v) => nestsAtMost(v, depth - 1));
 }
 
 /** A twin position or an alert position: either shape. */
