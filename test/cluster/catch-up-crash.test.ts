@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { Consistency, MemberState, type TwinmeshClient } from "../../client/index.js";
+import { HealthCheckResponse_ServingStatus } from "../../proto/gen/grpc/health/v1/health_pb.js";
+import { ClusterHarness } from "../harness/cluster-harness.js";
+import { SeqWriter } from "../harness/seq-writer.js";
+import { useTestScope } from "../harness/test-scope.js";
+import { waitFor } from "../harness/wait-for.js";
+
+const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
+const MEMBERS = ["n1", "n2", "n3"] as const;
+/** Seqs acknowledged without the node before it comes back (about 15 s of this load). */
+const DOWN_SEQS = Number(process.env.TWINMESH_CATCH_UP_DOWN_SEQS ?? "3000");
+
+function range(n: number, from = 0): number[] {
+  return Array.from({ length: n }, (_, i) => from + i);
+}
+
+function sumTo(n: number): number {
+  return (n * (n + 1)) / 2;
+}
+
+describe("a node killed with kill -9 while it catches up after a restart (catch-up-crash)", function () {
+  this.timeout(120_000);
+  let cluster: ClusterHarness | undefined;
+  afterEach(function () {
+    cluster?.reportIfFailed(this);
+    cluster = undefined;
+  });
+  const t = useTestScope();
+
+  for (const round of range(Number(process.env.TWINMESH_CATCH_UP_ROUNDS ?? "2"), 1)) {
+    it(`converges and loses no seq acknowledged at QUORUM, reporting CATCHING_UP meanwhile (round ${round})`, async () => {
+      const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", "3"] });
+      cluster = c;
+      const clients = new Map(MEMBERS.map((id) => [id as string, c.client(id, 5_000)]));
+      const live = (): TwinmeshClient[] => c.runningIds().map((id) => clients.get(id) as TwinmeshClient);
+      const ids = range(300).map((i) => `k${round}-${i}`);
+      const writer = new SeqWriter({ kind: "counter", ids, clients: live, consistency: Consistency.QUORUM, maxAttempts: 400 });
+      const running = writer.run();
+      await waitFor(() => writer.failure !== undefined || writer.ackedCount >= 600, { timeoutMs: 20_000, what: "600 seqs acknowledged" });
+      await c.kill("n2");
+      const before = writer.ackedCount;
+      await waitFor(() => writer.failure !== undefined || writer.ackedCount >= before + DOWN_SEQS, {
+        timeoutMs: 40_000,
+        what: `${DOWN_SEQS} seqs acknowledged without n2`,
+      });
+      // Back, at info level: its log says when it starts catching up; kill it right then.
+      const first = await c.startMember("n2", { logLevel: "info" });
+      await waitFor(() => /catching up from the partitions' owners/.test(first.output()) || undefined, {
+        timeoutMs: 15_000,
+        what: "n2 to start catching up",
+      });
+      const health = await c.client("n2", 2_000).health();
+      const seen = (await c.client("n1", 5_000).describeCluster()).members.find((m) => m.nodeId === "n2")?.state;
+      const caughtUpAlready = /"caught up"/.test(first.output());
+      await c.kill("n2");
+      assert.equal(caughtUpAlready, false, "n2 caught up before it could be killed: make the load larger");
+      assert.equal(HealthCheckResponse_ServingStatus[health.status], "NOT_SERVING", "n2's health while it caught up");
+      process.stderr.write(`      n1 saw n2 ${MemberState[seen ?? 0]} while n2 caught up\n`);
+      const restarted = Date.now();
+      await c.startMember("n2");
+      await c.waitForState("n2", MemberState.CATCHING_UP, 40_000).catch(() => undefined);
+      process.stderr.write(`      n1 and n3 saw n2 CATCHING_UP ${Date.now() - restarted} ms after its second start (or never)\n`);
+      await c.caughtUp("n2", 40_000);
+      process.stderr.write(`      n2 caught up ${Date.now() - restarted} ms after its second start\n`);
+      writer.stop();
+      await running;
+      assert.equal(writer.failure?.message, undefined, "the load failed");
+      const wrong: string[] = [];
+      for (const via of MEMBERS) {
+        const client = c.client(via, 10_000);
+        for (const [id, n] of writer.acked) {
+          const { twin } = await client.getTwin({ kind: "counter", id });
+          const s = (twin?.state ?? {}) as { count?: number; lastSeq?: number; total?: number };
+          const got = `${s.count} ${s.lastSeq} ${s.total}`;
+          if (got !== `${n} ${n} ${sumTo(n)}`) wrong.push(`${id} through ${via}: got ${got}, want ${n} ${n} ${sumTo(n)}`);
+        }
+      }
+      assert.deepEqual(wrong.slice(0, 10), [], `${wrong.length} reads differ; answers ${writer.describe()}`);
+    });
+  }
+});
