@@ -145,6 +145,7 @@ export class UnavailableError extends TwinmeshError {
       | "OWNER_UNAVAILABLE"
       | "STALE_EPOCH"
       | "NOT_ENOUGH_REPLICAS"
+      | "REPLICATION_TIMEOUT"
       | "REPLICATION_FAILED",
     message: string,
   ) {

@@ -738,9 +738,14 @@ function outcomeError(outcome: TurnOutcome, kind: string): Error {
     case "COMMIT_FAILED":
     case "SHUTTING_DOWN":
     case "LOAD_FAILED":
+    // Every refusal of a cluster's ownership gate and replication stage is retryable: mapped to
+    // anything else (HANDLER_FAILED), a sender's outbox gives the message up to its dead letters.
     case "NOT_OWNER":
+    case "PARTITION_MOVING":
+    case "OWNER_UNAVAILABLE":
     case "STALE_EPOCH":
     case "NOT_ENOUGH_REPLICAS":
+    case "REPLICATION_TIMEOUT":
     case "REPLICATION_FAILED":
       return new UnavailableError(outcome.reason, message);
     case "TURN_TIMEOUT":

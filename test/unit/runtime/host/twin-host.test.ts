@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import {
+  isTwinmeshError,
+  type OwnershipGate,
+  outboxMessageId,
+  type PartitionId,
+  Partitioning,
+  type RemoteMessages,
+  type ReplicationStage,
+  type StageFailure,
+  StatusCode,
+  type TurnOutcome,
+  TwinRuntime,
+} from "../../../../runtime/index.js";
+import { CounterTwin, RelayTwin, SinkTwin } from "../../../fixtures/index.js";
+import { type TestScope, useTestScope } from "../../../harness/test-scope.js";
+import { waitFor } from "../../../harness/wait-for.js";
+
+const partitioning = new Partitioning(256);
+const p = (kind: string, id: string): PartitionId => partitioning.partitionOf(kind, id);
+
+/** The refusals a cluster's ownership gate gives (cluster/partition-ownership.ts), each retryable. */
+const GATE_REFUSALS = ["NOT_OWNER", "PARTITION_MOVING", "OWNER_UNAVAILABLE", "NOT_SERVING"] as const;
+
+/** A gate that refuses the partitions in `refused` with their reason, and runs the others. */
+function gate(refused: Map<number, string>): OwnershipGate {
+  return {
+    refusal: (kind, id): TurnOutcome | undefined => {
+      const reason = refused.get(p(kind, id));
+      return reason === undefined ? undefined : { status: "rejected", reason, message: `${kind}/${id}: ${reason}`, retryable: true };
+    },
+    owns: (partition) => !refused.has(partition),
+  };
+}
+
+async function open(
+  t: TestScope,
+  name: string,
+  extra: { ownership?: OwnershipGate; replication?: ReplicationStage; remoteMessages?: RemoteMessages },
+): Promise<TwinRuntime> {
+  const runtime = await TwinRuntime.open({
+    dataDir: t.tempDir(name),
+    twins: [CounterTwin, RelayTwin, SinkTwin],
+    host: { timerPollMs: 3_600_000 },
+    partitions: partitioning.partitions,
+    ...extra,
+  });
+  t.defer(() => runtime.close());
+  await runtime.host.whenIdle();
+  return runtime;
+}
+
+/** What an operation's rejection says about itself, as the gRPC boundary and a sender's outbox read it. */
+async function refusalOf(operation: Promise<unknown>): Promise<unknown> {
+  try {
+    await operation;
+  } catch (err) {
+    return isTwinmeshError(err) ? { code: err.code, reason: err.reason, retryable: err.retryable } : err;
+  }
+  return "answered";
+}
+
+const unavailable = (reason: string) => ({ code: StatusCode.UNAVAILABLE, reason, retryable: true });
+
+describe("TwinHost: how a refused single-twin operation is answered (twin-host)", () => {
+  const t = useTestScope();
+
+  it("refuses SendToTwin and DeleteTwin UNAVAILABLE and retryable, with the gate's own reason, for each refusal of the ownership gate", async () => {
+    const refused = new Map<number, string>();
+    const runtime = await open(t, "gate", { ownership: gate(refused) });
+    for (const reason of GATE_REFUSALS) {
+      refused.set(p("counter", "c-1"), reason);
+      assert.deepEqual(await refusalOf(runtime.host.sendToTwin("counter", "c-1", { add: 1 }, "o:7:1")), unavailable(reason), `SendToTwin, ${reason}`);
+      assert.deepEqual(await refusalOf(runtime.host.deleteTwin("counter", "c-1")), unavailable(reason), `DeleteTwin, ${reason}`);
+    }
+    refused.clear();
+    // Nothing of the refused calls was applied: the first message accepted is the first one.
+    assert.deepEqual(await runtime.host.sendToTwin("counter", "c-1", { add: 1 }, "o:7:1"), { duplicate: false, version: 1 });
+  });
+
+  it("refuses a message admitted while its twin was here UNAVAILABLE and retryable when the partition starts moving before its turn", async () => {
+    const refused = new Map<number, string>();
+    const runtime = await open(t, "moved", { ownership: gate(refused) });
+    const sending = runtime.host.sendToTwin("counter", "c-2", { add: 1 }, "o:7:2");
+    // Admitted above (synchronously); the turn, after the twin's load, finds the partition moving.
+    refused.set(p("counter", "c-2"), "PARTITION_MOVING");
+    assert.deepEqual(await refusalOf(sending), unavailable("PARTITION_MOVING"));
+  });
+
+  it("refuses SendToTwin UNAVAILABLE and retryable when its replicas did not confirm in time (REPLICATION_TIMEOUT)", async () => {
+    const timeout: StageFailure = Object.assign(new Error("partition 3's replicas did not confirm within 5000 ms"), { reason: "REPLICATION_TIMEOUT" });
+    const runtime = await open(t, "timeout", { replication: { operationCopies: 2, replicate: () => Promise.reject(timeout) } });
+    assert.deepEqual(await refusalOf(runtime.host.sendToTwin("counter", "c-3", { add: 1 }, "o:7:3")), unavailable("REPLICATION_TIMEOUT"));
+  });
+
+  it("delivers a twin's messages to another node's twin whose partition was still moving there at the first try, each once, none dead-lettered", async () => {
+    const relay = "r-1";
+    const sink = "s-1";
+    assert.notEqual(p("relay", relay), p("sink", sink));
+    // The sink's new owner: taking the sink's partition at the first delivery, serving it afterwards.
+    const moving = new Map<number, string>([[p("sink", sink), "PARTITION_MOVING"]]);
+    const owner = await open(t, "owner", { ownership: gate(moving) });
+    let tries = 0;
+    // As cluster-node.ts sends one: SendToTwin to the owner, keyed by the message's id.
+    const remoteMessages: RemoteMessages = {
+      send: async (entry) => {
+        tries++;
+        await owner.host.sendToTwin(entry.toKind, entry.toId, entry.message, outboxMessageId(entry));
+      },
+    };
+    const sender = await open(t, "sender", { ownership: gate(new Map([[p("sink", sink), "NOT_OWNER"]])), remoteMessages });
+    const results = await sender.host.publish([1, 2].map((seq) => ({ kind: "relay", sourceId: relay, seq, channels: {}, attributes: { to: sink } })));
+    assert.deepEqual(results, [{ status: "accepted" }, { status: "accepted" }]);
+    await waitFor(() => tries >= 1, { timeoutMs: 5_000, what: "the first delivery, refused while the partition moves" });
+    moving.clear();
+    // Idle: nothing left in the sender's outbox, delivered or given up to its dead letters.
+    await sender.host.whenIdle();
+    assert.deepEqual((await owner.host.getTwin("sink", sink)).state, { received: 2, seen: [`${relay}#1`, `${relay}#2`] });
+    assert.deepEqual((await sender.host.deadLetters.list({})).deadLetters, []);
+  });
+});
