@@ -72,6 +72,8 @@ export interface ClusterMetricsView {
   readonly shipments: number;
   readonly replicaWaits: number;
   readonly replicaShortfalls: number;
+  /** Per replica: shipments of the partitions this node owns that it was sent and has not confirmed. */
+  readonly replicationLag: ReadonlyMap<string, number>;
 }
 
 export class ClusterNode {
@@ -268,6 +270,7 @@ export class ClusterNode {
       shipments: replicated?.shipments ?? 0,
       replicaWaits: replicated?.waits ?? 0,
       replicaShortfalls: replicated?.shortfalls ?? 0,
+      replicationLag: this.replicator?.lag() ?? new Map(),
     };
   }
 

@@ -87,6 +87,9 @@ export class Replicator implements ReplicationStage {
   private readonly retainedPerPartition: number;
   /** Shipments sent, and answers that waited for replicas, for metrics and benches. */
   readonly stats = { shipments: 0, waits: 0, shortfalls: 0 };
+  /** Per replica: the last position sent and the last one it confirmed, by partition (the lag metric). */
+  private readonly sentTo = new Map<NodeId, Float64Array>();
+  private readonly ackedBy = new Map<NodeId, Float64Array>();
 
   constructor(private readonly config: ReplicatorConfig) {
     this.ackTimeoutMs = config.ackTimeoutMs ?? 5000;
@@ -176,7 +179,34 @@ export class Replicator implements ReplicationStage {
       if (list.length === all) request = whole ??= ReplicateStream.encode(this.config.self, list);
       else request = ReplicateStream.encode(this.config.self, list);
       if (!this.stream(peer).send(request)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
+      const sent = this.positions(this.sentTo, peer);
+      for (const shipment of list) sent[shipment.partition] = Number(shipment.position);
     }
+  }
+
+  /**
+   * Shipments each replica has been sent and has not confirmed yet, summed over the partitions
+   * this node ships: how far behind it is (a metric; 0 for a replica that keeps up).
+   */
+  lag(): Map<NodeId, number> {
+    const lag = new Map<NodeId, number>();
+    for (const [peer, sent] of this.sentTo) {
+      const acked = this.positions(this.ackedBy, peer);
+      let behind = 0;
+      for (let p = 0; p < sent.length; p++) {
+        // Only partitions this node still writes: another owner's shipments are not its to wait for.
+        const copy = this.config.copies.get(p as PartitionId);
+        if (copy.writer !== 0 && copy.writer === copy.epoch) behind += Math.max(0, (sent[p] as number) - (acked[p] as number));
+      }
+      lag.set(peer, behind);
+    }
+    return lag;
+  }
+
+  private positions(table: Map<NodeId, Float64Array>, peer: NodeId): Float64Array {
+    let positions = table.get(peer);
+    if (positions === undefined) table.set(peer, (positions = new Float64Array(this.config.runtime.partitioning.partitions)));
+    return positions;
   }
 
   /** The write of a prepared group failed: its positions are handed out again. */
@@ -235,12 +265,17 @@ export class Replicator implements ReplicationStage {
   /** The replica `peer` reports what is durable on it. */
   durable(peer: NodeId, response: ReplicateResponse): void {
     for (const point of response.durable) {
-      const waiters = this.waiters.get(point.partition);
-      if (waiters === undefined) continue;
+      if (point.partition >= this.config.runtime.partitioning.partitions) continue;
       const position = Number(point.position);
       const epoch = Number(point.epoch);
       // A copy at another epoch holds another history: it does not count (yet).
       const current = this.config.copies.get(point.partition as PartitionId).epoch === epoch;
+      if (current) {
+        const acked = this.positions(this.ackedBy, peer);
+        if (position > (acked[point.partition] ?? 0)) acked[point.partition] = position;
+      }
+      const waiters = this.waiters.get(point.partition);
+      if (waiters === undefined) continue;
       let done = 0;
       for (const w of waiters) {
         if (w.position > position) break;

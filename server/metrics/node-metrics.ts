@@ -202,6 +202,13 @@ function registerCluster(meter: Meter, cluster: ClusterNode): void {
   counter(meter, "twinmesh.replication.shipments", "Replication shipments sent to replicas", () => view().shipments);
   counter(meter, "twinmesh.replication.waits", "Answers that waited for replica acknowledgements", () => view().replicaWaits);
   counter(meter, "twinmesh.replication.shortfalls", "Waits for replica acknowledgements that fell short (answered retryable)", () => view().replicaShortfalls);
+  meter
+    .createObservableGauge("twinmesh.replication.lag", {
+      description: "Shipments of the partitions this node owns sent to a replica and not yet confirmed by it",
+    })
+    .addCallback((r: ObservableResult) => {
+      for (const [peer, behind] of view().replicationLag) r.observe(behind, { peer });
+    });
 }
 
 function counter(meter: Meter, name: string, description: string, read: () => number): void {

@@ -62,5 +62,33 @@ describe("a three-node cluster's metrics (cluster-metrics)", function () {
       timeoutMs: 10_000,
       what: "every owner to ship to its replicas",
     });
+
+    // Replication lag: 0 once every replica has confirmed; a frozen replica falls behind (writes
+    // at LOCAL do not wait for it), and catches up to 0 again when it resumes.
+    const lagOf = async (peer: string): Promise<number> => {
+      const all = await Promise.all(MEMBERS.filter((id) => id !== peer).map((id) => Scrape.of(c.node(id).metricsAddress)));
+      return all.reduce((sum, s) => sum + (s.value("twinmesh_replication_lag", { peer }) ?? 0), 0);
+    };
+    await waitFor(async () => (await lagOf("n3")) === 0, { timeoutMs: 10_000, what: "n3 to confirm every shipment" });
+    const n1s = await c.ownedBy(
+      "n1",
+      "counter",
+      Array.from({ length: 30 }, (_, i) => `m-${i}`),
+    );
+    c.pause("n3");
+    try {
+      const local = await c.client("n1").publish(
+        n1s.map((id) => ev("counter", id, 2)),
+        Consistency.LOCAL,
+      );
+      assert.deepEqual(
+        statuses(local.results),
+        n1s.map(() => "ACCEPTED"),
+      );
+      assert.ok((await lagOf("n3")) > 0, "a frozen replica shows no lag");
+    } finally {
+      c.resume("n3");
+    }
+    await waitFor(async () => (await lagOf("n3")) === 0, { timeoutMs: 15_000, what: "n3's lag back to 0 once it resumes" });
   });
 });
