@@ -564,7 +564,7 @@ export class PartitionOwnership implements OwnershipGate {
   private async checkLostData(ring: RingSnapshot): Promise<void> {
     const { self, copies, runtime } = this.config;
     const mine = runtime.partitioning.all().filter((p) => ring.preferenceList(p).includes(self));
-    for (const p of mine) if (copies.get(p).rebuilding) this.rebuilding++;
+    for (const p of runtime.partitioning.all()) if (copies.get(p).rebuilding) this.rebuilding++;
     if (ring.nodes.length < 2 || mine.length === 0) return;
     const states = await this.peerStates(mine, ring);
     let why: string | undefined;
