@@ -23,6 +23,11 @@ export interface ClusterOptions {
   readonly args?: readonly string[];
   /** More arguments for one node, by id. */
   readonly argsOf?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * The data directory of some members, by id (one on a small tmpfs the test mounted, say); the
+   * test owns it and removes it. @defaultValue a temp dir of the test scope
+   */
+  readonly dataDirOf?: Readonly<Record<string, string>>;
   readonly logLevel?: string;
 }
 
@@ -60,7 +65,12 @@ export class ClusterHarness {
   /** Picks the members' ports and directories without starting any: start them with {@link startMember}. */
   static async prepare(t: TestScope, options: ClusterOptions): Promise<ClusterHarness> {
     const ports = await freePorts(options.size);
-    const members = ports.map((port, i) => ({ id: `n${i + 1}`, port, address: `127.0.0.1:${port}`, dataDir: t.tempDir(`n${i + 1}`) }));
+    const members = ports.map((port, i) => ({
+      id: `n${i + 1}`,
+      port,
+      address: `127.0.0.1:${port}`,
+      dataDir: options.dataDirOf?.[`n${i + 1}`] ?? t.tempDir(`n${i + 1}`),
+    }));
     const cluster = new ClusterHarness(t, members, options);
     t.defer(() => cluster.stopAll());
     return cluster;

@@ -1,0 +1,209 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Consistency, type TwinmeshClient } from "../../client/index.js";
+import { HealthCheckResponse_ServingStatus as Serving } from "../../proto/gen/grpc/health/v1/health_pb.js";
+import type { BlobState } from "../fixtures/blob-twin.js";
+import { runCli } from "../harness/cli-process.js";
+import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
+import { type EventInit, ev, type Outcome, outcomes } from "../harness/events.js";
+import { Scrape } from "../harness/prometheus-text.js";
+import { useTestScope } from "../harness/test-scope.js";
+import { waitFor } from "../harness/wait-for.js";
+
+const BLOB = fileURLToPath(new URL("../fixtures/blob-twin.js", import.meta.url));
+const MEMBERS = ["n1", "n2", "n3"] as const;
+/** Free space left on n3's tmpfs once the filler is written: a few hundred blob writes. */
+const LEFT_BYTES = 4 * 1024 * 1024;
+
+/** An outcome in one line. */
+function brief(o: Outcome): string {
+  return o.status === "REJECTED" ? `REJECTED ${o.reason} (retryable: ${o.retryable}): ${o.message}` : o.status;
+}
+
+/** A blob twin as `client` reads it: its owner, events applied and last seq, or why the read failed. */
+async function blobVia(client: TwinmeshClient, id: string): Promise<string> {
+  try {
+    const { twin } = await client.getTwin({ kind: "blob", id });
+    const s = (twin?.state ?? {}) as Partial<BlobState>;
+    return JSON.stringify({ owner: twin?.ownerNodeId, n: s.n, lastSeq: s.lastSeq, blobBytes: s.blob?.length });
+  } catch (err) {
+    return `GetTwin failed: ${(err as { reason?: string }).reason ?? ""} ${(err as Error).message}`;
+  }
+}
+
+/** Mounts a tmpfs of `size` at a new directory; undefined when this process may not (not root, not Linux, no CAP_SYS_ADMIN). */
+function mountTmpfs(size: string): string | undefined {
+  if (process.platform !== "linux" || process.getuid?.() !== 0) return undefined;
+  const mountPoint = mkdtempSync(join(tmpdir(), "twinmesh-replica-full-"));
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mountPoint], { stdio: "pipe" });
+    return mountPoint;
+  } catch {
+    rmSync(mountPoint, { recursive: true, force: true });
+    return undefined;
+  }
+}
+
+describe("a cluster of three nodes whose replica's disk is full (replica-disk-full)", function () {
+  this.timeout(60_000);
+  let cluster: ClusterHarness | undefined;
+  // Registered before the test scope's, so it prints the members' output before they are stopped.
+  afterEach(function () {
+    cluster?.reportIfFailed(this);
+    cluster = undefined;
+  });
+  const t = useTestScope();
+
+  it("keeps accepting QUORUM through every node with 2 of 3 copies, refuses ALL retryably, reports n3 NOT_SERVING with a disk problem, and once space returns n3 catches up: every acknowledged seq is there once, on n3 too", async function () {
+    // A real full disk needs a small filesystem of our own: a tmpfs, which needs root. CI runs as
+    // root, so there a tmpfs that cannot be mounted is a failure, not a skip.
+    const mountPoint = mountTmpfs("64m");
+    if (mountPoint === undefined) {
+      if (process.env.CI === "true") assert.fail("CI=true but a tmpfs cannot be mounted (needs root on Linux): the replica full-disk test cannot run");
+      this.skip();
+    }
+    t.defer(() => {
+      execFileSync("umount", [mountPoint]);
+      rmSync(mountPoint, { recursive: true, force: true });
+    });
+    const n3Dir = join(mountPoint, "n3");
+    mkdirSync(n3Dir);
+    const ports = await freePorts(MEMBERS.length);
+    const argsOf = Object.fromEntries(MEMBERS.map((id, i) => [id, ["--metrics-port", String(ports[i])]]));
+    const c = await ClusterHarness.start(t, {
+      size: 3,
+      twins: [BLOB],
+      args: ["--replication-factor", "3", "--partitions", "32"],
+      argsOf,
+      dataDirOf: { n3: n3Dir },
+    });
+    cluster = c;
+    const clients = new Map(MEMBERS.map((id) => [id as string, c.client(id, 10_000)]));
+    const client = (id: string): TwinmeshClient => clients.get(id) as TwinmeshClient;
+
+    // Twins n1 and n2 own: n3 only replicates them (RF=3), so its disk takes every write of theirs.
+    const candidates = Array.from({ length: 80 }, (_, i) => `d-${i}`);
+    const ids = [...(await c.ownedBy("n1", "blob", candidates)).slice(0, 4), ...(await c.ownedBy("n2", "blob", candidates)).slice(0, 4)];
+    assert.equal(ids.length, 8);
+    /** Per twin: the seqs acknowledged (ACCEPTED, or DUPLICATE for the retry of a refused one). */
+    const acked = new Map<string, Set<number>>(ids.map((id) => [id, new Set()]));
+    let seq = 0;
+    const nextRound = (): EventInit[] => {
+      seq++;
+      return ids.map((id) => ev("blob", id, seq));
+    };
+    const record = (events: readonly EventInit[], results: readonly Outcome[]): void => {
+      results.forEach((o, i) => {
+        const e = events[i] as EventInit;
+        if (o.status === "ACCEPTED" || o.status === "DUPLICATE") acked.get(e.sourceId as string)?.add(Number(e.seq));
+      });
+    };
+
+    // Leave n3 a few MiB, then write until its disk refuses.
+    const fs = statfsSync(mountPoint);
+    const filler = join(mountPoint, "filler");
+    writeFileSync(filler, Buffer.alloc(Number(fs.bavail * fs.bsize) - LEFT_BYTES));
+    const n3Health = async (): Promise<Serving> => (await client("n3").health()).status;
+    let rounds = 0;
+    for (; rounds < 150 && (await n3Health()) === Serving.SERVING; rounds++) {
+      const events = nextRound();
+      const via = MEMBERS[rounds % 3] as string;
+      const results = outcomes((await client(via).publish(events, Consistency.QUORUM)).results);
+      record(events, results);
+      assert.deepEqual(
+        results.map(brief),
+        events.map(() => "ACCEPTED"),
+        `QUORUM round ${rounds} through ${via}, filling n3's disk`,
+      );
+    }
+    assert.equal(
+      await n3Health(),
+      Serving.NOT_SERVING,
+      `n3 still says SERVING after ${rounds} rounds of ${ids.length} × 20 KB into its last ${LEFT_BYTES} bytes`,
+    );
+
+    // What an operator sees on n3: `twinmesh ring` names the problem on its own line.
+    const ring = JSON.parse((await runCli(["ring", "--json", "--address", c.members[2]?.address ?? ""])).stdout) as {
+      nodes: { nodeId: string; state: string; problem?: string }[];
+    };
+    const self = ring.nodes.find((n) => n.nodeId === "n3");
+    assert.match(self?.problem ?? "", /disk/i, `twinmesh ring through n3 says nothing of its disk: ${JSON.stringify(ring.nodes)}`);
+
+    // QUORUM through every node, n3 included, is still accepted: the owner and the healthy replica.
+    for (const via of MEMBERS) {
+      const events = nextRound();
+      const results = outcomes((await client(via).publish(events, Consistency.QUORUM)).results);
+      record(events, results);
+      assert.deepEqual(
+        results.map(brief),
+        events.map(() => "ACCEPTED"),
+        `QUORUM through ${via} with n3's disk full`,
+      );
+    }
+    // ALL cannot be: refused, retryably, for lack of copies.
+    const all = nextRound();
+    const refused = outcomes((await client("n1").publish(all, Consistency.ALL)).results);
+    for (const [k, o] of refused.entries()) {
+      assert.deepEqual([o.status, o.retryable], ["REJECTED", true], `ALL with n3's disk full, event ${k}: ${brief(o)}`);
+      assert.ok(["REPLICATION_TIMEOUT", "NOT_ENOUGH_REPLICAS"].includes(o.reason), `ALL with n3's disk full, event ${k}: ${brief(o)}`);
+    }
+
+    // Space returns: n3 serves again by itself, and the refused ALL events, retried with the same
+    // seqs, are applied once (DUPLICATE when the owner kept them, ACCEPTED when not).
+    rmSync(filler);
+    await waitFor(async () => (await n3Health()) === Serving.SERVING, { timeoutMs: 10_000, what: "n3 to say SERVING once space returned" });
+    let open = all.map((_, i) => i);
+    const final = new Array<Outcome>(all.length);
+    const deadline = Date.now() + 20_000;
+    while (open.length > 0 && Date.now() < deadline) {
+      const events = open.map((i) => all[i] as EventInit);
+      const results = outcomes((await client("n2").publish(events, Consistency.ALL)).results);
+      results.forEach((o, k) => {
+        final[open[k] as number] = o;
+      });
+      open = open.filter((_, k) => results[k]?.status === "REJECTED" && results[k]?.retryable === true);
+    }
+    assert.deepEqual(
+      final.map((o) => (o.status === "DUPLICATE" ? "ACCEPTED" : brief(o))),
+      all.map(() => "ACCEPTED"),
+      "the refused ALL events retried once n3's disk has room",
+    );
+    record(all, final);
+
+    // n3 confirms every shipment of n1 and n2 (the lag they report for it is 0), and reads the same.
+    const lagOfN3 = async (): Promise<number> => {
+      const scrapes = await Promise.all(["n1", "n2"].map((id) => Scrape.of(c.node(id).metricsAddress)));
+      return scrapes.reduce((sum, s) => sum + (s.value("twinmesh_replication_lag", { peer: "n3" }) ?? 0), 0);
+    };
+    await waitFor(async () => (await lagOfN3()) === 0, { timeoutMs: 10_000, what: "n1 and n2 to see n3 confirm every shipment" });
+    const want = async (owner: (id: string) => Promise<string>): Promise<Map<string, string>> => {
+      const out = new Map<string, string>();
+      for (const [id, seqs] of acked)
+        out.set(id, JSON.stringify({ owner: await owner(id), n: seqs.size, lastSeq: Math.max(...seqs), blobBytes: 20_000 + String(Math.max(...seqs)).length }));
+      return out;
+    };
+    const assertReads = async (via: readonly string[], expected: ReadonlyMap<string, string>, what: string): Promise<void> => {
+      const wrong: string[] = [];
+      for (const node of via)
+        for (const [id, w] of expected) {
+          const got = await blobVia(client(node), id);
+          if (got !== w) wrong.push(`${id} through ${node}: got ${got}, want ${w}`);
+        }
+      assert.equal(wrong.length, 0, `${what}:\n  ${wrong.slice(0, 10).join("\n  ")}`);
+    };
+    for (const seqs of acked.values()) assert.equal(seqs.size, seq, "some seq was never acknowledged");
+    await assertReads(MEMBERS, await want((id) => c.ownerOf("blob", id)), "after n3's disk had room again");
+
+    // n3's own copy: with n1 and n2 gone it serves every twin from what it holds.
+    await Promise.all([c.kill("n1"), c.kill("n2")]);
+    await waitFor(async () => (await Promise.all(ids.map((id) => blobVia(client("n3"), id)))).every((r) => r.includes('"owner":"n3"')), {
+      timeoutMs: 15_000,
+      what: "n3 to own every twin once n1 and n2 are killed",
+    });
+    await assertReads(["n3"], await want(async () => "n3"), "n3's own copy, n1 and n2 killed");
+  });
+});
