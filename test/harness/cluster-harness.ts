@@ -45,6 +45,8 @@ export class ClusterHarness {
   private readonly processes = new Map<string, NodeProcess>();
   /** Output of processes that have exited, kept for failure reports. */
   private readonly past: string[] = [];
+  /** Processes whose output is in {@link past} already. */
+  private readonly recorded = new WeakSet<NodeProcess>();
   /** The placement as a member first described it (static membership never changes it). */
   private placement: { readonly partitioning: Partitioning; readonly lists: readonly (readonly string[])[] } | undefined;
 
@@ -248,6 +250,7 @@ export class ClusterHarness {
     const node = this.node(id);
     await node.kill();
     this.past.push(`----- ${id} (killed) -----\n${node.output()}`);
+    this.recorded.add(node);
   }
 
   /**
@@ -270,6 +273,7 @@ export class ClusterHarness {
     const node = this.node(id);
     const code = await node.stop();
     this.past.push(`----- ${id} (stopped) -----\n${node.output()}`);
+    this.recorded.add(node);
     return code;
   }
 
@@ -277,7 +281,11 @@ export class ClusterHarness {
   reportIfFailed(context: Mocha.Context): void {
     if (context.currentTest?.state !== "failed") return;
     for (const text of this.past) process.stderr.write(`\n${text}\n`);
-    for (const [id, node] of this.processes) if (node.running) node.reportIfFailed(context, `member ${id} (${node.address})`);
+    for (const [id, node] of this.processes) {
+      if (node.running) node.reportIfFailed(context, `member ${id} (${node.address})`);
+      // A member that exited by itself (a crash the test did not cause) says why.
+      else if (!this.recorded.has(node)) node.reportIfFailed(context, `member ${id} (${node.address}, exited by itself)`);
+    }
   }
 
   private member(id: string): ClusterMember {
