@@ -479,7 +479,10 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       // The disk refuses writes (the host is read-only now): these partitions catch up from their
       // owners once it takes writes again. Another failure: the next shipment finds the gap.
       if (this.config.runtime.host.diskProblem !== undefined) for (const [partition, source] of sources) this.stale.set(partition, source);
-      this.config.log.error({ err, from: [...new Set(sources.values())] }, "writing replicated changes failed; the owner's answers wait, and the copy catches up later");
+      this.config.log.error(
+        { err, from: [...new Set(sources.values())] },
+        "writing replicated changes failed; the owner's answers wait, and the copy catches up later",
+      );
     }
   }
 

@@ -425,7 +425,8 @@ export class RocksStore {
       const read = new Promise<IteratorChunk>((resolve, reject) => {
         // Closing or reopening the database (a full disk's probe) ended this iterator: reading it
         // again would reach a freed handle and crash the process, so the scan fails instead.
-        if (this.closed || this.reopening || !this.dbOpen || this.db !== db) reject(new Error(`store is ${this.closed ? "closed" : "reopening"}; the scan was ended`));
+        if (this.closed || this.reopening || !this.dbOpen || this.db !== db)
+          reject(new Error(`store is ${this.closed ? "closed" : "reopening"}; the scan was ended`));
         else binding.iterator_next(it, (err, entries, finished) => (err ? reject(err) : resolve({ entries, finished })));
       });
       // A read ahead fails while the caller is away, before anyone awaits it: that must not count
