@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Consistency, type TwinmeshClient } from "../../client/index.js";
@@ -12,6 +10,7 @@ import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
 import { type EventInit, ev, type Outcome, outcomes } from "../harness/events.js";
 import { Scrape } from "../harness/prometheus-text.js";
 import { useTestScope } from "../harness/test-scope.js";
+import { mountTmpfs } from "../harness/tmpfs.js";
 import { waitFor } from "../harness/wait-for.js";
 
 const BLOB = fileURLToPath(new URL("../fixtures/blob-twin.js", import.meta.url));
@@ -35,19 +34,6 @@ async function blobVia(client: TwinmeshClient, id: string): Promise<string> {
   }
 }
 
-/** Mounts a tmpfs of `size` at a new directory; undefined when this process may not (not root, not Linux, no CAP_SYS_ADMIN). */
-function mountTmpfs(size: string): string | undefined {
-  if (process.platform !== "linux" || process.getuid?.() !== 0) return undefined;
-  const mountPoint = mkdtempSync(join(tmpdir(), "twinmesh-replica-full-"));
-  try {
-    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mountPoint], { stdio: "pipe" });
-    return mountPoint;
-  } catch {
-    rmSync(mountPoint, { recursive: true, force: true });
-    return undefined;
-  }
-}
-
 describe("a cluster of three nodes whose replica's disk is full (replica-disk-full)", function () {
   this.timeout(60_000);
   let cluster: ClusterHarness | undefined;
@@ -59,17 +45,8 @@ describe("a cluster of three nodes whose replica's disk is full (replica-disk-fu
   const t = useTestScope();
 
   it("keeps accepting QUORUM through every node with 2 of 3 copies, refuses ALL retryably, reports n3 NOT_SERVING with a disk problem, and once space returns n3 catches up: every acknowledged seq is there once, on n3 too", async function () {
-    // A real full disk needs a small filesystem of our own: a tmpfs, which needs root. CI runs as
-    // root, so there a tmpfs that cannot be mounted is a failure, not a skip.
-    const mountPoint = mountTmpfs("64m");
-    if (mountPoint === undefined) {
-      if (process.env.CI === "true") assert.fail("CI=true but a tmpfs cannot be mounted (needs root on Linux): the replica full-disk test cannot run");
-      this.skip();
-    }
-    t.defer(() => {
-      execFileSync("umount", [mountPoint]);
-      rmSync(mountPoint, { recursive: true, force: true });
-    });
+    // Unmounted after the members stop (the scope runs its cleanups in reverse).
+    const mountPoint = mountTmpfs(t, this, "64m");
     const n3Dir = join(mountPoint, "n3");
     mkdirSync(n3Dir);
     const ports = await freePorts(MEMBERS.length);
