@@ -41,8 +41,20 @@ export class PartitionCopy {
    * newer owner never writes under that owner's epoch.
    */
   writer = 0;
+  /**
+   * True while this copy is rebuilt after this node lost data (design §5, "a node that lost its
+   * data"): it may lack writes this node acknowledged, so it counts toward no majority that takes
+   * the partition. Stored with the copy's state, so a crash while rebuilding keeps it; a
+   * whole-range copy keeps it too (it is about this node, not the history it follows).
+   */
+  rebuilding = false;
 
   constructor(readonly partition: PartitionId) {}
+
+  /** True when the copy holds nothing: no position and no history. */
+  get empty(): boolean {
+    return this.position === 0 && this.history.length === 0;
+  }
 
   get point(): PartitionPoint {
     return { epoch: this.epoch, position: this.position };
@@ -100,12 +112,10 @@ export class PartitionCopy {
 
   /** The write that stores this state (in the same batch as the changes it describes). */
   op(): BatchOp {
-    if (this.position === 0 && this.history.length === 0) return { type: "del", key: keyOf(this.partition) };
-    return {
-      type: "put",
-      key: keyOf(this.partition),
-      value: JSON.stringify({ e: this.epoch, p: this.position, h: this.history.map((h) => [h.epoch, h.start]) }),
-    };
+    if (this.empty && !this.rebuilding) return { type: "del", key: keyOf(this.partition) };
+    const state: { e: number; p: number; h: number[][]; r?: 1 } = { e: this.epoch, p: this.position, h: this.history.map((h) => [h.epoch, h.start]) };
+    if (this.rebuilding) state.r = 1;
+    return { type: "put", key: keyOf(this.partition), value: JSON.stringify(state) };
   }
 
   /** The state as another node may read it. */
@@ -115,16 +125,16 @@ export class PartitionCopy {
 }
 
 /** Parses a stored state; undefined for a damaged one (the copy then counts as empty and is copied again). */
-export function parseCopyState(raw: string): { point: PartitionPoint; history: EpochStart[] } | undefined {
+export function parseCopyState(raw: string): { point: PartitionPoint; history: EpochStart[]; rebuilding: boolean } | undefined {
   try {
-    const v = JSON.parse(raw) as { e?: unknown; p?: unknown; h?: unknown };
+    const v = JSON.parse(raw) as { e?: unknown; p?: unknown; h?: unknown; r?: unknown };
     if (!Number.isSafeInteger(v.e) || !Number.isSafeInteger(v.p) || !Array.isArray(v.h)) return undefined;
     const history: EpochStart[] = [];
     for (const entry of v.h as unknown[]) {
       if (!Array.isArray(entry) || !Number.isSafeInteger(entry[0]) || !Number.isSafeInteger(entry[1])) return undefined;
       history.push({ epoch: entry[0] as number, start: entry[1] as number });
     }
-    return { point: { epoch: v.e as number, position: v.p as number }, history };
+    return { point: { epoch: v.e as number, position: v.p as number }, history, rebuilding: v.r === 1 };
   } catch {
     return undefined;
   }
@@ -148,6 +158,7 @@ export class PartitionCopies {
         const state = parseCopyState(value);
         if (copy === undefined || state === undefined) continue;
         copy.adopt(state.point, state.history);
+        copy.rebuilding = state.rebuilding;
       }
     }
     return copies;

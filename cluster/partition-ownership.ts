@@ -41,6 +41,8 @@ const STATES_DEADLINE_MS = 2000;
 const RELEASE_GRACE_MS = 500;
 /** Partitions caught up at once. */
 const CATCH_UP_CONCURRENCY = 4;
+/** How often a node rebuilding its copies asks its peers whether they have caught up with a majority. */
+const REBUILD_CHECK_MS = 1000;
 
 function ahead(a: PartitionPoint, b: PartitionPoint): boolean {
   return a.epoch > b.epoch || (a.epoch === b.epoch && a.position > b.position);
@@ -58,6 +60,11 @@ function ahead(a: PartitionPoint, b: PartitionPoint): boolean {
  *
  * A restarted node first catches up every partition it holds a copy of from its current owner,
  * reporting itself `catching up` meanwhile: its peers neither give it partitions nor count it.
+ * A node that finds at its start that it lost data (its peers' histories name epochs it began
+ * and has no record of, or its data directory is empty and no peer answers) marks its copies
+ * `rebuilding` and stays catching up until each copy holds all that the most advanced of a
+ * majority of the other, trusted copies holds: a copy that lost writes this node acknowledged
+ * must not outvote the one copy left with them.
  *
  * Static membership cannot fence: a node cut off from its peers but not from clients keeps
  * serving what it owned until it notices, as the etcd issue's leases will prevent.
@@ -72,6 +79,14 @@ export class PartitionOwnership implements OwnershipGate {
   private timer: NodeJS.Timeout | undefined;
   private acquiring = false;
   private startingUp = true;
+  /** Copies of this node marked {@link PartitionCopy.rebuilding}: while any is, this node catches up. */
+  private rebuilding = 0;
+  /** For a rebuilding copy, the most advanced point of a trusted majority it has yet to reach. */
+  private readonly rebuildTargets = new Map<number, PartitionPoint>();
+  private lastRebuildCheck = Number.NEGATIVE_INFINITY;
+  private checkingRebuilt = false;
+  /** Peers current at the last reconcile: one that becomes current is asked whether it follows a newer epoch of a partition this node owns. */
+  private readonly currentPeers = new Set<NodeId>();
   private closed = false;
   private readonly listeners = new Set<() => void>();
 
@@ -81,9 +96,12 @@ export class PartitionOwnership implements OwnershipGate {
     this.releasedAt = new Array<number>(n).fill(Number.NEGATIVE_INFINITY);
   }
 
-  /** True while this node catches up after its start: it owns nothing and counts toward no quorum. */
+  /**
+   * True while this node catches up after its start, or rebuilds copies after it lost data: it
+   * owns nothing and counts toward no quorum.
+   */
   get catchingUp(): boolean {
-    return this.startingUp;
+    return this.startingUp || this.rebuilding > 0;
   }
 
   /** Calls `listener` when this node's catching-up state or a partition it owns changes. */
@@ -199,6 +217,16 @@ export class PartitionOwnership implements OwnershipGate {
     if (this.closed) return;
     const { self, runtime, peers } = this.config;
     for (const node of this.config.ring().nodes) if (node !== self && peers.isUp(node as NodeId)) this.seenUp.add(node as NodeId);
+    this.checkReturnedPeers();
+    if (this.rebuilding > 0 && !this.checkingRebuilt && performance.now() - this.lastRebuildCheck >= REBUILD_CHECK_MS) {
+      this.checkingRebuilt = true;
+      this.lastRebuildCheck = performance.now();
+      void this.checkRebuilt()
+        .catch((err: unknown) => this.config.log.warn({ err }, "checking rebuilt copies failed; checked again in a second"))
+        .finally(() => {
+          this.checkingRebuilt = false;
+        });
+    }
     const wanted: PartitionId[] = [];
     for (const p of runtime.partitioning.all()) {
       const owner = this.ownerOfPartition(p);
@@ -230,9 +258,19 @@ export class PartitionOwnership implements OwnershipGate {
     const grace = performance.now() - this.startedAt < (this.config.startupGraceMs ?? 10_000);
     const ready: PartitionId[] = [];
     const catchUps: { partition: PartitionId; source: NodeId; point: PartitionPoint }[] = [];
+    const lost: PartitionId[] = [];
     for (const p of partitions) {
       const list = ring.preferenceList(p).filter((n) => n !== self) as NodeId[];
       const answered = list.filter((n) => states.get(n)?.has(p));
+      if (answered.some((n) => this.lostData(p, states.get(n)?.get(p)))) {
+        lost.push(p);
+        this.holds[p] = Hold.NONE;
+        continue;
+      }
+      // Only a copy that is current (its node does not catch up) and trusted (not rebuilding
+      // after its node lost data) speaks for the partition: an empty or partial copy would let
+      // a lagging copy outvote the one that holds acknowledged writes.
+      const voters = answered.filter((n) => this.config.peers.isCurrent(n) && states.get(n)?.get(p)?.rebuilding !== true);
       // A majority of the copies (this one included); in the startup grace every copy but those
       // seen up and then lost, so a cluster restarted at once waits for the node with the writes.
       const majority = Math.floor((list.length + 1) / 2);
@@ -241,19 +279,20 @@ export class PartitionOwnership implements OwnershipGate {
       // In the grace, a node ahead of this one in the list that is up but still catching up
       // will own the partition in a moment: taking it meanwhile would only move it twice.
       const aheadCatching = grace && this.aheadCatchingUp(p, ring);
-      if (aheadCatching || answered.length < needed || (held.length > 0 && !this.handoffExpired(p))) {
+      if (aheadCatching || voters.length < needed || (held.length > 0 && !this.handoffExpired(p))) {
         this.holds[p] = Hold.NONE; // tried again at the next reconcile
         continue;
       }
       this.handoffSince.delete(p);
       let best: { node: NodeId; point: PartitionPoint } | undefined;
-      for (const node of answered) {
+      for (const node of voters) {
         const point = pointOf(states.get(node)?.get(p));
         if (ahead(point, best?.point ?? copies.get(p).point)) best = { node, point };
       }
       if (best === undefined) ready.push(p);
       else catchUps.push({ partition: p, source: best.node, point: best.point });
     }
+    if (lost.length > 0) await this.markRebuilding(lost, "a peer's copy names an epoch this node began and has no record of");
     await runLimited(catchUps, CATCH_UP_CONCURRENCY, async ({ partition, source, point }) => {
       // A catch-up joined from another source may stop short of the most advanced copy: check.
       if ((await replica.catchUp(partition, source)) && !ahead(point, copies.get(partition).point)) ready.push(partition);
@@ -303,6 +342,143 @@ export class PartitionOwnership implements OwnershipGate {
       // Their outbox, timers and numbering were written by another owner: read them now.
       await this.config.runtime.partitionsChanged(ready);
       this.notify();
+    }
+  }
+
+  /**
+   * True when `state` (a peer's copy of `partition`) names an epoch this node began (its low byte
+   * is this node's index), newer than this node's copy, that this copy has no record of: this
+   * node wrote it durably before it served under it, so it lost data since.
+   */
+  private lostData(partition: PartitionId, state: PartitionState | undefined): boolean {
+    const index = this.config.ring().nodes.indexOf(this.config.self);
+    const copy = this.config.copies.get(partition);
+    for (const h of state?.history ?? []) {
+      const epoch = Number(h.epoch);
+      if (epoch % EPOCH_NODE_SLOTS === index && epoch > copy.epoch && copy.endOf(epoch) === undefined) return true;
+    }
+    return false;
+  }
+
+  /** Marks this node's copies of `partitions` rebuilding (durably, before anything else is written to them). */
+  private async markRebuilding(partitions: readonly PartitionId[], why: string): Promise<void> {
+    const ops = [];
+    const marked: PartitionCopy[] = [];
+    for (const p of partitions) {
+      const copy = this.config.copies.get(p);
+      if (copy.rebuilding) continue;
+      copy.rebuilding = true;
+      marked.push(copy);
+      ops.push(copy.op());
+    }
+    if (ops.length === 0) return;
+    try {
+      await this.config.runtime.host.writeReplicated(ops);
+    } catch (err) {
+      for (const copy of marked) copy.rebuilding = false;
+      throw err;
+    }
+    const wasCatchingUp = this.catchingUp;
+    this.rebuilding += marked.length;
+    this.config.log.warn(
+      { partitions: marked.length, why },
+      "this node lost data: its copies are rebuilt and count toward no majority until they hold what a majority of the other copies holds",
+    );
+    if (!wasCatchingUp) this.notify();
+  }
+
+  /**
+   * Clears the mark of each rebuilding copy that now holds all that the most advanced copy of a
+   * majority of the partition's copies (trusted ones, this one not counted) held when asked:
+   * every write acknowledged before this node lost its data is on that copy, so this one may
+   * count again. A partition no copy of a majority (this one included) holds anything of was
+   * never written: its mark is cleared at once (a cluster starting on empty directories).
+   */
+  private async checkRebuilt(): Promise<void> {
+    const { self, ring: currentRing, copies, replica, peers, log } = this.config;
+    const ring = currentRing();
+    const marked = this.config.runtime.partitioning.all().filter((p) => copies.get(p).rebuilding);
+    const states = await this.peerStates(marked, ring);
+    const cleared: PartitionCopy[] = [];
+    const catchUps: { partition: PartitionId; source: NodeId }[] = [];
+    for (const p of marked) {
+      const copy = copies.get(p);
+      if (replica.isCatchingUp(p)) continue;
+      const list = ring.preferenceList(p).filter((n) => n !== self) as NodeId[];
+      const answers = list.filter((n) => peers.isCurrent(n) && states.get(n)?.has(p));
+      const majority = Math.floor((list.length + 1) / 2) + 1;
+      const neverWritten = copy.empty && answers.length + 1 >= majority && answers.every((n) => isEmpty(states.get(n)?.get(p)));
+      const trusted = answers.filter((n) => states.get(n)?.get(p)?.rebuilding !== true);
+      if (!neverWritten && trusted.length >= majority) {
+        let best: { node: NodeId; point: PartitionPoint } | undefined;
+        for (const n of trusted) {
+          const point = pointOf(states.get(n)?.get(p));
+          if (best === undefined || ahead(point, best.point)) best = { node: n, point };
+        }
+        const target = this.rebuildTargets.get(p);
+        if (best !== undefined && (target === undefined || ahead(best.point, target))) this.rebuildTargets.set(p, best.point);
+        // A copy short of it is brought up to it now: its owner may have nothing new to ship.
+        if (best !== undefined && !copy.extends(best.point)) catchUps.push({ partition: p, source: best.node });
+      }
+      const target = this.rebuildTargets.get(p);
+      if (neverWritten || (target !== undefined && copy.extends(target))) cleared.push(copy);
+    }
+    await runLimited(catchUps, CATCH_UP_CONCURRENCY, async ({ partition, source }) => {
+      await replica.catchUp(partition, source);
+    });
+    if (cleared.length === 0) return;
+    for (const copy of cleared) copy.rebuilding = false;
+    try {
+      await this.config.runtime.host.writeReplicated(cleared.map((c) => c.op()));
+    } catch (err) {
+      for (const copy of cleared) copy.rebuilding = true;
+      throw err;
+    }
+    for (const copy of cleared) this.rebuildTargets.delete(copy.partition);
+    this.rebuilding -= cleared.length;
+    log.info({ partitions: cleared.length, left: this.rebuilding }, "rebuilt copies hold what a majority of the other copies holds");
+    if (this.rebuilding === 0) {
+      log.warn("this node rebuilt its copies after it lost data; it counts toward majorities again");
+      this.notify();
+      this.reconcile();
+    }
+  }
+
+  /**
+   * Asks each peer that became current since the last reconcile where its copies of the
+   * partitions this node owns stand: a peer that follows a newer epoch of one (another node took
+   * it while this one was paused or cut off) has writes this node lacks, so this node lets the
+   * partition go and takes it again, catching up from the most advanced copy first.
+   */
+  private checkReturnedPeers(): void {
+    const { self, peers } = this.config;
+    const ring = this.config.ring();
+    for (const node of ring.nodes) {
+      if (node === self) continue;
+      const peer = node as NodeId;
+      if (!peers.isCurrent(peer)) {
+        this.currentPeers.delete(peer);
+        continue;
+      }
+      if (this.currentPeers.has(peer)) continue;
+      this.currentPeers.add(peer);
+      const owned = this.config.runtime.partitioning.all().filter((p) => this.holds[p] === Hold.OWNED && ring.preferenceList(p).includes(peer));
+      if (owned.length === 0) continue;
+      void callUnary(peers.channel(peer), PeerService.method.getPartitionStates, { partitions: owned }, STATES_DEADLINE_MS).then(
+        (res) => {
+          let newer = 0;
+          for (const state of res.partitions) {
+            const p = state.partition as PartitionId;
+            const epoch = Math.max(pointOf(state).epoch, ...historyEpochs(state));
+            if (epoch <= this.config.copies.get(p).epoch || this.holds[p] !== Hold.OWNED) continue;
+            newer++;
+            this.superseded(p);
+          }
+          if (newer > 0)
+            this.config.log.warn({ peer, partitions: newer }, "a returning peer follows newer epochs of partitions this node owned; taking them again");
+        },
+        (err: unknown) => this.config.log.debug({ peer, err }, "a returning peer did not say where its partitions stand"),
+      );
     }
   }
 
@@ -359,6 +535,7 @@ export class PartitionOwnership implements OwnershipGate {
     const deadline = performance.now() + waitForPeersMs;
     const others = ring.nodes.filter((n) => n !== self) as NodeId[];
     while (performance.now() < deadline && others.some((n) => !peers.isUp(n))) await new Promise((r) => setTimeout(r, 50));
+    await this.checkLostData(ring);
     const work: { partition: PartitionId; source: NodeId }[] = [];
     for (const p of runtime.partitioning.all()) {
       if (!ring.preferenceList(p).includes(self)) continue;
@@ -376,6 +553,34 @@ export class PartitionOwnership implements OwnershipGate {
     if (caught === work.length) log.info({ partitions: work.length, ms }, "caught up");
     // The others catch up at their owner's next shipment, and are never taken without catching up.
     else log.warn({ partitions: work.length, caughtUp: caught, ms }, "some partitions did not catch up at start; they do at their owners' next shipments");
+  }
+
+  /**
+   * At start, before catching up: marks every copy of this node rebuilding when a peer's history
+   * names an epoch this node began and has no record of (it lost its data directory, or got an
+   * older one back), or when its data directory is empty and no peer answers (it cannot tell a
+   * new cluster from a lost disk; a partition no majority ever wrote clears at once).
+   */
+  private async checkLostData(ring: RingSnapshot): Promise<void> {
+    const { self, copies, runtime } = this.config;
+    const mine = runtime.partitioning.all().filter((p) => ring.preferenceList(p).includes(self));
+    for (const p of runtime.partitioning.all()) if (copies.get(p).rebuilding) this.rebuilding++;
+    if (ring.nodes.length < 2 || mine.length === 0) return;
+    const states = await this.peerStates(mine, ring);
+    let why: string | undefined;
+    for (const [peer, peerStates] of states) {
+      for (const [p, state] of peerStates) {
+        if (!this.lostData(p as PartitionId, state)) continue;
+        why = `${peer}'s copy of partition ${p} names an epoch this node began and has no record of`;
+        break;
+      }
+      if (why !== undefined) break;
+    }
+    if (why === undefined && states.size === 0 && mine.every((p) => copies.get(p).empty)) {
+      why = "the data directory is empty and no peer answered: a new cluster cannot be told from a lost disk";
+    }
+    if (why !== undefined) await this.markRebuilding(mine, why);
+    if (this.rebuilding > 0) this.notify();
   }
 
   private notify(): void {
@@ -398,6 +603,10 @@ const EPOCH_NODE_SLOTS = 256;
 
 function pointOf(state: PartitionState | undefined): PartitionPoint {
   return { epoch: Number(state?.last?.epoch ?? 0n), position: Number(state?.last?.position ?? 0n) };
+}
+
+function isEmpty(state: PartitionState | undefined): boolean {
+  return state !== undefined && pointOf(state).position === 0 && state.history.length === 0;
 }
 
 function historyEpochs(state: PartitionState | undefined): number[] {

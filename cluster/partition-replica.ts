@@ -111,6 +111,11 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     return this.catching.size > 0;
   }
 
+  /** True while `partition`'s copy catches up (it is partial). */
+  isCatchingUp(partition: PartitionId): boolean {
+    return this.catching.has(partition);
+  }
+
   async replicate(requests: AsyncIterable<ReplicateRequest>, out: StreamSink<ReplicateResponse>): Promise<void> {
     for await (const req of requests) {
       const from = req.nodeId as NodeId;
@@ -225,6 +230,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
           last: create(PartitionPositionSchema, { partition: p, epoch: BigInt(point.epoch), position: BigInt(point.position) }),
           history: copy.history.map((h) => ({ epoch: BigInt(h.epoch), startPosition: BigInt(h.start) })),
           owned: holds(p as PartitionId),
+          rebuilding: copy.rebuilding,
         });
       }),
     });
