@@ -92,6 +92,7 @@ export class ClusterNode {
   private router: ClusterRouter | undefined;
   private local: LocalNode | undefined;
   private calls: RoutedCalls | undefined;
+  private runtime: TwinRuntime | undefined;
 
   /** @throws ConfigError (BAD_OPTION) for a replication factor below 1. */
   constructor(
@@ -129,6 +130,7 @@ export class ClusterNode {
   /** Builds the ring, the pool, replication and the router over the open runtime. Call once. */
   async attach(runtime: TwinRuntime): Promise<ClusterRouter> {
     if (this.router !== undefined) return this.router;
+    this.runtime = runtime;
     const copies = await PartitionCopies.load(runtime.store, runtime.partitioning.partitions);
     const members: NodeInfo[] = [{ id: this.self, address: "", labels: {} }, ...this.options.peers.map((p) => ({ id: p.id, address: p.address, labels: {} }))];
     const membership = new StaticMembership(members, runtime.partitioning, this.replicationFactor);
@@ -241,7 +243,8 @@ export class ClusterNode {
         id,
         address: peer?.address ?? "",
         condition: catching ? "catching-up" : id === this.self ? "self" : (peer?.condition ?? "down"),
-        problem: peer?.problem,
+        // Of itself, this node also knows whether its disk takes writes (a full disk: what to free).
+        problem: id === this.self ? this.runtime?.host.diskProblem : peer?.problem,
         // This node knows what it has taken; of a peer, only what it should own.
         owned: id === this.self ? (this.partitions?.ownedCount ?? 0) : share.owned,
         replicated: share.replicated,

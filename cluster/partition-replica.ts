@@ -91,10 +91,20 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   private readonly drainedWaiters: (() => void)[] = [];
   private fetching = 0;
   private readonly fetchQueue: (() => void)[] = [];
+  /**
+   * Partitions whose shipments this node could not write (its disk refused them), with the owner
+   * that sent them: caught up from it once the disk takes writes again. Bounded by the partition count.
+   */
+  private readonly stale = new Map<number, NodeId>();
+  private readonly stopDiskWatch: () => void;
   /** Counters for `twinmesh ring` and tests. */
   readonly stats = { applied: 0, catchUps: 0, rangeCopies: 0 };
 
-  constructor(private readonly config: PartitionReplicaConfig) {}
+  constructor(private readonly config: PartitionReplicaConfig) {
+    this.stopDiskWatch = config.runtime.host.onServingChange((serving) => {
+      if (serving) this.catchUpStale();
+    });
+  }
 
   /** True while some partition catches up. */
   get catchingUp(): boolean {
@@ -251,7 +261,9 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         }),
       (err: unknown) => {
         finish();
-        if (!this.closed) this.config.log.warn({ partition, source, err }, "catch-up failed; the next shipment retries it");
+        if (this.closed) return false;
+        if (!this.config.runtime.host.serving) this.stale.set(partition, source);
+        else this.config.log.warn({ partition, source, err }, "catch-up failed; the next shipment retries it");
         return false;
       },
     );
@@ -270,6 +282,19 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   /** Stops catching up; writes in flight finish. */
   close(): void {
     this.closed = true;
+    this.stopDiskWatch();
+  }
+
+  /**
+   * The disk takes writes again: each partition whose shipments it refused meanwhile catches up
+   * from the owner that sent them (no further shipment may come to show the gap).
+   */
+  private catchUpStale(): void {
+    if (this.closed || this.stale.size === 0) return;
+    this.config.log.info({ partitions: this.stale.size }, "disk takes writes again; catching up the partitions whose shipments it refused");
+    const stale = [...this.stale];
+    this.stale.clear();
+    for (const [partition, source] of stale) void this.catchUp(partition as PartitionId, source);
   }
 
   /** At most {@link MAX_FETCHES} catch-ups fetch at once (a broken stream may set off one per partition); the others queue. */
@@ -386,22 +411,30 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   private async applyRequests(requests: readonly QueuedRequest[]): Promise<Map<StreamSink<ReplicateResponse>, Set<number>>> {
     const answers = new Map<StreamSink<ReplicateResponse>, Set<number>>();
     const runs = new Map<number, Shipment[]>();
-    let from: NodeId | undefined;
+    /** The owner that sent each run. */
+    const sources = new Map<number, NodeId>();
     for (const request of requests) {
       let touched = answers.get(request.out);
       if (touched === undefined) answers.set(request.out, (touched = new Set()));
-      from = request.from;
       this.planShipments(request.from, request.shipments, runs, touched);
+      for (const partition of runs.keys()) if (!sources.has(partition)) sources.set(partition, request.from);
     }
-    if (runs.size > 0) await this.writeRuns(runs, from);
+    if (runs.size > 0) await this.writeRuns(runs, sources);
     return answers;
   }
 
   /** Sorts an owner's shipments: the next ones of each partition join its run; the others are skipped, held, or set off a catch-up. */
   private planShipments(from: NodeId, shipments: readonly Shipment[], runs: Map<number, Shipment[]>, touched: Set<number>): void {
+    // While the disk refuses writes nothing is applied or fetched (it would only fail): the owner's
+    // answers show where the copy stands, and the partition catches up once the disk takes writes.
+    const refusing = this.config.runtime.host.diskProblem !== undefined;
     for (const s of shipments) {
       touched.add(s.partition);
       const partition = s.partition as PartitionId;
+      if (refusing && !this.catching.has(partition)) {
+        this.stale.set(partition, from);
+        continue;
+      }
       const catching = this.catching.get(partition);
       if (catching !== undefined) {
         if (catching.buffered.length < MAX_BUFFERED) catching.buffered.push(s);
@@ -430,7 +463,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   }
 
   /** Writes the runs and the copies' new positions in one batch; a failed write leaves the copies where they were. */
-  private async writeRuns(runs: Map<number, Shipment[]>, from: NodeId | undefined): Promise<void> {
+  private async writeRuns(runs: Map<number, Shipment[]>, sources: ReadonlyMap<number, NodeId>): Promise<void> {
     const ops: BatchOp[] = [];
     const applied: [PartitionCopy, number][] = [];
     for (const [partition, run] of runs) {
@@ -449,7 +482,13 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         copy.position = position;
         copy.written = position;
       }
-      this.config.log.error({ err, from }, "writing replicated changes failed; the owner's answers wait, and the copy catches up later");
+      // The disk refuses writes (the host is read-only now): these partitions catch up from their
+      // owners once it takes writes again. Another failure: the next shipment finds the gap.
+      if (this.config.runtime.host.diskProblem !== undefined) for (const [partition, source] of sources) this.stale.set(partition, source);
+      this.config.log.error(
+        { err, from: [...new Set(sources.values())] },
+        "writing replicated changes failed; the owner's answers wait, and the copy catches up later",
+      );
     }
   }
 

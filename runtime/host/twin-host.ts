@@ -332,6 +332,13 @@ export class TwinHost {
     return this.disk.readOnly === undefined && !this.closing;
   }
 
+  /** What an operator should know while the disk refuses writes (for `twinmesh ring`), else undefined. */
+  get diskProblem(): string | undefined {
+    const err = this.disk.readOnly;
+    if (err === undefined) return undefined;
+    return `disk refuses writes (${err.message}); read-only and NOT_SERVING until space is freed in ${this.store.path}, then it serves and catches up by itself`;
+  }
+
   /** Calls `listener` whenever {@link serving} changes; returns the unsubscribe function. */
   onServingChange(listener: (serving: boolean) => void): () => void {
     this.servingListeners.add(listener);
@@ -661,10 +668,20 @@ export class TwinHost {
   /**
    * Writes another node's committed changes (a replica's shipment, or a catch-up copy) in one
    * batch, without running handlers, and forgets any twin of theirs held in memory here, which
-   * can only be stale: its next use reads the written record.
+   * can only be stale: its next use reads the written record. A write that fails for lack of
+   * space makes the node read-only (NOT_SERVING) as a failed commit does; while it is, every such
+   * write is refused without touching the store, and {@link onServingChange} says when it ends.
+   * @throws the store's error, or the one that made the disk read-only; nothing was written then.
    */
   async writeReplicated(ops: readonly BatchOp[]): Promise<void> {
-    await this.store.write(ops);
+    const refusing = this.disk.readOnly;
+    if (refusing !== undefined) throw refusing;
+    try {
+      await this.store.write(ops);
+    } catch (err) {
+      this.disk.writeFailed(err as Error);
+      throw err;
+    }
     for (const op of ops) {
       const act = this.activations.get(op.key);
       if (act === undefined) continue;

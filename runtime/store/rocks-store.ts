@@ -155,7 +155,10 @@ export class RocksStore {
   private reopened: Promise<void> | undefined;
   /** The close in progress or done. */
   private closing: Promise<void> | undefined;
-  /** False between a reopen's close and its open, and after close. */
+  /**
+   * False between a reopen's close and its open, after a reopen that failed to open (until one
+   * succeeds), and after close: no native call may then reach the closed handle.
+   */
   private dbOpen = true;
   /**
    * The data format the directory holds: {@link DATA_FORMAT_VERSION}, or an older one (also
@@ -347,7 +350,8 @@ export class RocksStore {
     this.reopening = true;
     this.reopened ??= (async () => {
       try {
-        await promisify<void>((cb) => this.db.close(cb));
+        // After a reopen that could not open (the disk still full), the old handle is closed already.
+        if (this.dbOpen) await promisify<void>((cb) => this.db.close(cb));
         this.dbOpen = false;
         const db = leveldown(this.path);
         await openDb(db, false, this.options);
@@ -386,7 +390,7 @@ export class RocksStore {
    * array (`batch_do`), which reads three properties of every op through N-API.
    */
   write(ops: readonly BatchOp[]): Promise<void> {
-    if (this.closed || this.reopening) return Promise.reject(new Error(`store is ${this.closed ? "closed" : "reopening"}`));
+    if (this.closed || this.reopening || !this.dbOpen) return Promise.reject(new Error(`store is ${this.closed ? "closed" : "reopening"}`));
     if (ops.length === 0) return Promise.resolve();
     const batch = binding.batch_init(this.db.context);
     for (const op of ops) {
@@ -403,7 +407,7 @@ export class RocksStore {
    * Breaking out of the loop releases the iterator.
    */
   async *scan(range: KeyRange, options: { keys?: boolean; values?: boolean } = {}): AsyncGenerator<[string, string][]> {
-    if (this.closed || this.reopening) throw new Error(`store is ${this.closed ? "closed" : "reopening"}`);
+    if (this.closed || this.reopening || !this.dbOpen) throw new Error(`store is ${this.closed ? "closed" : "reopening"}`);
     const it = binding.iterator_init(this.db.context, {
       gte: range.gte,
       lt: range.lt,
@@ -419,7 +423,11 @@ export class RocksStore {
     const db = this.db;
     const next = (): Promise<IteratorChunk> => {
       const read = new Promise<IteratorChunk>((resolve, reject) => {
-        binding.iterator_next(it, (err, entries, finished) => (err ? reject(err) : resolve({ entries, finished })));
+        // Closing or reopening the database (a full disk's probe) ended this iterator: reading it
+        // again would reach a freed handle and crash the process, so the scan fails instead.
+        if (this.closed || this.reopening || !this.dbOpen || this.db !== db)
+          reject(new Error(`store is ${this.closed ? "closed" : "reopening"}; the scan was ended`));
+        else binding.iterator_next(it, (err, entries, finished) => (err ? reject(err) : resolve({ entries, finished })));
       });
       // A read ahead fails while the caller is away, before anyone awaits it: that must not count
       // as an unhandled rejection (which would end the process). The await below still throws.

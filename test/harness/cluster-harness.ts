@@ -23,6 +23,11 @@ export interface ClusterOptions {
   readonly args?: readonly string[];
   /** More arguments for one node, by id. */
   readonly argsOf?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * The data directory of some members, by id (one on a small tmpfs the test mounted, say); the
+   * test owns it and removes it. @defaultValue a temp dir of the test scope
+   */
+  readonly dataDirOf?: Readonly<Record<string, string>>;
   readonly logLevel?: string;
 }
 
@@ -40,6 +45,8 @@ export class ClusterHarness {
   private readonly processes = new Map<string, NodeProcess>();
   /** Output of processes that have exited, kept for failure reports. */
   private readonly past: string[] = [];
+  /** Processes whose output is in {@link past} already. */
+  private readonly recorded = new WeakSet<NodeProcess>();
   /** The placement as a member first described it (static membership never changes it). */
   private placement: { readonly partitioning: Partitioning; readonly lists: readonly (readonly string[])[] } | undefined;
 
@@ -60,7 +67,12 @@ export class ClusterHarness {
   /** Picks the members' ports and directories without starting any: start them with {@link startMember}. */
   static async prepare(t: TestScope, options: ClusterOptions): Promise<ClusterHarness> {
     const ports = await freePorts(options.size);
-    const members = ports.map((port, i) => ({ id: `n${i + 1}`, port, address: `127.0.0.1:${port}`, dataDir: t.tempDir(`n${i + 1}`) }));
+    const members = ports.map((port, i) => ({
+      id: `n${i + 1}`,
+      port,
+      address: `127.0.0.1:${port}`,
+      dataDir: options.dataDirOf?.[`n${i + 1}`] ?? t.tempDir(`n${i + 1}`),
+    }));
     const cluster = new ClusterHarness(t, members, options);
     t.defer(() => cluster.stopAll());
     return cluster;
@@ -238,6 +250,7 @@ export class ClusterHarness {
     const node = this.node(id);
     await node.kill();
     this.past.push(`----- ${id} (killed) -----\n${node.output()}`);
+    this.recorded.add(node);
   }
 
   /**
@@ -260,6 +273,7 @@ export class ClusterHarness {
     const node = this.node(id);
     const code = await node.stop();
     this.past.push(`----- ${id} (stopped) -----\n${node.output()}`);
+    this.recorded.add(node);
     return code;
   }
 
@@ -267,7 +281,11 @@ export class ClusterHarness {
   reportIfFailed(context: Mocha.Context): void {
     if (context.currentTest?.state !== "failed") return;
     for (const text of this.past) process.stderr.write(`\n${text}\n`);
-    for (const [id, node] of this.processes) if (node.running) node.reportIfFailed(context, `member ${id} (${node.address})`);
+    for (const [id, node] of this.processes) {
+      if (node.running) node.reportIfFailed(context, `member ${id} (${node.address})`);
+      // A member that exited by itself (a crash the test did not cause) says why.
+      else if (!this.recorded.has(node)) node.reportIfFailed(context, `member ${id} (${node.address}, exited by itself)`);
+    }
   }
 
   private member(id: string): ClusterMember {

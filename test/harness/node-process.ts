@@ -70,8 +70,9 @@ export class NodeProcess {
     child.stdout?.on("data", append);
     child.stderr?.on("data", append);
     this.exited = new Promise<number | null>((resolve) => {
-      child.once("exit", (code) => {
+      child.once("exit", (code, signal) => {
         this.exitCode = code;
+        this.text += `\n[harness] the node exited (code ${code}, signal ${signal})\n`;
         resolve(code);
       });
       child.once("error", (err) => {

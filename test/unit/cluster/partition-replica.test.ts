@@ -52,7 +52,13 @@ class FakeStore {
 
 async function replicaOn(store: FakeStore): Promise<{ replica: PartitionReplica; copies: PartitionCopies }> {
   const partitioning = new Partitioning(16);
-  const runtime = { store, partitioning, host: { writeReplicated: (ops: readonly BatchOp[]) => store.write(ops) } } as unknown as TwinRuntime;
+  const host = {
+    writeReplicated: (ops: readonly BatchOp[]) => store.write(ops),
+    serving: true,
+    diskProblem: undefined,
+    onServingChange: () => () => undefined,
+  };
+  const runtime = { store, partitioning, host } as unknown as TwinRuntime;
   const copies = await PartitionCopies.load(runtime.store, 16);
   const replica = new PartitionReplica({
     self: "n2" as NodeId,
