@@ -22,17 +22,11 @@ function sumTo(n: number): number {
 
 describe("a node killed with kill -9 while it catches up after a restart (catch-up-crash)", function () {
   this.timeout(120_000);
-  let cluster: ClusterHarness | undefined;
-  afterEach(function () {
-    cluster?.reportIfFailed(this);
-    cluster = undefined;
-  });
   const t = useTestScope();
 
   for (const round of range(Number(process.env.TWINMESH_CATCH_UP_ROUNDS ?? "1"), 1)) {
     it(`converges and loses no seq acknowledged at QUORUM, reporting CATCHING_UP meanwhile (round ${round})`, async () => {
       const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", "3"] });
-      cluster = c;
       const clients = new Map(MEMBERS.map((id) => [id as string, c.client(id, 5_000)]));
       const live = (): TwinmeshClient[] => c.runningIds().map((id) => clients.get(id) as TwinmeshClient);
       const ids = range(300).map((i) => `k${round}-${i}`);

@@ -13,17 +13,11 @@ const MEMBERS = ["n1", "n2", "n3"];
 describe("a three-node cluster's metrics (cluster-metrics)", function () {
   this.timeout(60_000);
   const t = useTestScope();
-  let cluster: ClusterHarness | undefined;
-  afterEach(function () {
-    cluster?.reportIfFailed(this);
-    cluster = undefined;
-  });
 
   it("reports every member up, the ring epoch, and partitions owned that add up to the partition count", async () => {
     const ports = await freePorts(MEMBERS.length);
     const argsOf = Object.fromEntries(MEMBERS.map((id, i) => [id, ["--metrics-port", String(ports[i])]]));
-    cluster = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], argsOf, args: ["--partitions", "64"] });
-    const c = cluster;
+    const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], argsOf, args: ["--partitions", "64"] });
     const addresses = MEMBERS.map((id) => c.node(id).metricsAddress);
     assert.deepEqual(
       addresses,

@@ -37,12 +37,6 @@ async function blobVia(client: TwinmeshClient, id: string): Promise<string> {
 
 describe("a cluster of three nodes whose replica's disk is full (replica-disk-full)", function () {
   this.timeout(60_000);
-  let cluster: ClusterHarness | undefined;
-  // Registered before the test scope's, so it prints the members' output before they are stopped.
-  afterEach(function () {
-    cluster?.reportIfFailed(this);
-    cluster = undefined;
-  });
   const t = useTestScope();
 
   it("keeps accepting QUORUM through every node with 2 of 3 copies, refuses ALL retryably, reports n3 NOT_SERVING with a disk problem, and once space returns n3 catches up: every acknowledged seq is there once, on n3 too", async function () {
@@ -59,7 +53,6 @@ describe("a cluster of three nodes whose replica's disk is full (replica-disk-fu
       argsOf,
       dataDirOf: { n3: n3Dir },
     });
-    cluster = c;
     const clients = new Map(MEMBERS.map((id) => [id as string, c.client(id, 10_000)]));
     const client = (id: string): TwinmeshClient => clients.get(id) as TwinmeshClient;
 

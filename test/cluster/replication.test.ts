@@ -131,17 +131,10 @@ function watch(client: TwinmeshClient, cursor: string, filter: string, signal: A
 
 describe("replication and failover in a cluster of three nodes at replication factor 3 (replication)", function () {
   this.timeout(60_000);
-  let cluster: ClusterHarness | undefined;
-  // Registered before the test scope's, so it prints the members' output before they are stopped.
-  afterEach(function () {
-    cluster?.reportIfFailed(this);
-    cluster = undefined;
-  });
   const t = useTestScope();
 
   async function start(): Promise<{ c: ClusterHarness; clients: Map<string, TwinmeshClient>; live: () => TwinmeshClient[] }> {
     const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", "3"] });
-    cluster = c;
     const clients = new Map(MEMBERS.map((id) => [id as string, c.client(id, 5_000)]));
     return { c, clients, live: () => c.runningIds().map((id) => clients.get(id) as TwinmeshClient) };
   }

@@ -33,16 +33,10 @@ async function queryAll(client: TwinmeshClient, req: Parameters<TwinmeshClient["
 
 describe("cluster-wide reads through a non-owner node given hostile input (scatter-hostile)", function () {
   this.timeout(60_000);
-  let cluster: ClusterHarness | undefined;
-  afterEach(function () {
-    cluster?.reportIfFailed(this);
-    cluster = undefined;
-  });
   const t = useTestScope();
 
   async function start(): Promise<{ c: ClusterHarness; n2: TwinmeshClient }> {
     const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", "3"] });
-    cluster = c;
     const n2 = c.client("n2", 10_000);
     const events = range(60).map((i) => ev("counter", `c-${i}`, 1, { v: i }));
     assert.deepEqual(new Set(statuses((await n2.publish(events)).results)), new Set(["ACCEPTED"]));

@@ -93,16 +93,10 @@ async function watchN(client: TwinmeshClient, cursor: string, n: number, what: s
 
 describe("cluster-wide reads through any node of three (scatter-reads)", function () {
   this.timeout(60_000);
-  let cluster: ClusterHarness | undefined;
-  afterEach(function () {
-    cluster?.reportIfFailed(this);
-    cluster = undefined;
-  });
   const t = useTestScope();
 
   async function start(rf: number): Promise<{ c: ClusterHarness; clients: TwinmeshClient[] }> {
     const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", String(rf)] });
-    cluster = c;
     return { c, clients: MEMBERS.map((id) => c.client(id, 5_000)) };
   }
 

@@ -35,15 +35,9 @@ function sourcesOwnedBy(owner: string, count: number, kind = "counter"): string[
 describe("a static cluster of three nodes (static-cluster)", function () {
   this.timeout(60_000);
   const t = useTestScope();
-  let cluster: ClusterHarness | undefined;
-  afterEach(function () {
-    cluster?.reportIfFailed(this);
-    cluster = undefined;
-  });
 
   async function start(args: string[] = [], argsOf: Record<string, string[]> = {}): Promise<ClusterHarness> {
-    cluster = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args, argsOf });
-    return cluster;
+    return ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args, argsOf });
   }
 
   it("applies a batch sent to any node on each twin's owner, once, and reads every twin the same through every node", async () => {
@@ -313,7 +307,6 @@ describe("a static cluster of three nodes (static-cluster)", function () {
   it("starts before its peers, takes no partition alone, and serves once they answer", async () => {
     // n1 alone of n1..n3 first: its peers are down, it serves its own twins.
     const c = await ClusterHarness.prepare(t, { size: 3, twins: [FIXTURES] });
-    cluster = c;
     await c.startMember("n1");
     const [mine] = sourcesOwnedBy("n1", 1) as [string];
     const [theirs] = sourcesOwnedBy("n3", 1) as [string];
@@ -334,7 +327,6 @@ describe("a static cluster of three nodes (static-cluster)", function () {
 
   it("treats a node started with other settings as incompatible, naming the difference, and forwards nothing to it", async () => {
     const c = await ClusterHarness.prepare(t, { size: 3, twins: [FIXTURES], argsOf: { n3: ["--partitions", "128"] } });
-    cluster = c;
     await Promise.all(MEMBERS.map((id) => c.startMember(id)));
     const [theirs] = sourcesOwnedBy("n3", 1) as [string];
     await waitFor(

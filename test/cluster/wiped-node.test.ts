@@ -77,16 +77,10 @@ function wipe(c: ClusterHarness, id: string): void {
 
 describe("a node restarted on a wiped data directory in a cluster of three at replication factor 3 (wiped-node)", function () {
   this.timeout(90_000);
-  let cluster: ClusterHarness | undefined;
-  afterEach(function () {
-    cluster?.reportIfFailed(this);
-    cluster = undefined;
-  });
   const t = useTestScope();
 
   async function start(): Promise<{ c: ClusterHarness; live: () => TwinmeshClient[] }> {
     const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", "3"] });
-    cluster = c;
     const clients = new Map(MEMBERS.map((id) => [id as string, c.client(id, 5_000)]));
     return { c, live: () => c.runningIds().map((id) => clients.get(id) as TwinmeshClient) };
   }

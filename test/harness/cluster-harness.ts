@@ -74,7 +74,7 @@ export class ClusterHarness {
       dataDir: options.dataDirOf?.[`n${i + 1}`] ?? t.tempDir(`n${i + 1}`),
     }));
     const cluster = new ClusterHarness(t, members, options);
-    t.defer(() => cluster.stopAll());
+    t.defer((failed) => cluster.stopAll(failed));
     return cluster;
   }
 
@@ -277,26 +277,22 @@ export class ClusterHarness {
     return code;
   }
 
-  /** Prints every member's output when the current test failed; call it in `afterEach`. */
-  reportIfFailed(context: Mocha.Context): void {
-    if (context.currentTest?.state !== "failed") return;
-    for (const text of this.past) process.stderr.write(`\n${text}\n`);
-    for (const [id, node] of this.processes) {
-      if (node.running) node.reportIfFailed(context, `member ${id} (${node.address})`);
-      // A member that exited by itself (a crash the test did not cause) says why.
-      else if (!this.recorded.has(node)) node.reportIfFailed(context, `member ${id} (${node.address}, exited by itself)`);
-    }
-  }
-
   private member(id: string): ClusterMember {
     const member = this.members.find((m) => m.id === id);
     if (member === undefined) throw new Error(`no member ${id}; members are ${this.members.map((m) => m.id).join(", ")}`);
     return member;
   }
 
-  private async stopAll(): Promise<void> {
-    // The scope stops the members before `afterEach` reports: keep what they wrote for it.
-    for (const [id, node] of this.processes) if (node.running) this.past.push(`----- ${id} (running at the end of the test) -----\n${node.output()}`);
+  /** Stops every member; when the test failed, first prints what every member wrote (those killed or stopped earlier included). */
+  private async stopAll(failed: boolean): Promise<void> {
+    if (failed) {
+      for (const text of this.past) process.stderr.write(`\n${text}\n`);
+      for (const [id, node] of this.processes) {
+        if (node.running) node.report(`member ${id} (${node.address})`);
+        // A member that exited by itself (a crash the test did not cause) says why.
+        else if (!this.recorded.has(node)) node.report(`member ${id} (${node.address}, exited by itself)`);
+      }
+    }
     await Promise.all([...this.processes.values()].map((p) => p.kill()));
   }
 }

@@ -190,8 +190,12 @@ export class NodeProcess {
   }
 
   /** Prints the node's output to stderr when the current mocha test failed; call it in `afterEach`. */
-  reportIfFailed(context: Mocha.Context, label = `node ${this.nodeId} (${this.address || "not ready"})`): void {
-    if (context.currentTest?.state !== "failed") return;
+  reportIfFailed(context: Mocha.Context, label?: string): void {
+    if (context.currentTest?.state === "failed") this.report(label);
+  }
+
+  /** Prints everything the node wrote. */
+  report(label = `node ${this.nodeId} (${this.address || "not ready"})`): void {
     process.stderr.write(`\n----- output of ${label} -----\n${this.text}\n----- end of ${label} -----\n`);
   }
 }

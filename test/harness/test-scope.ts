@@ -9,8 +9,8 @@ import { join } from "node:path";
 export interface TestScope {
   /** A fresh, empty temp directory, removed after the test. */
   tempDir(label?: string): string;
-  /** Runs `cleanup` after the test (in reverse order of registration). */
-  defer(cleanup: () => unknown): void;
+  /** Runs `cleanup` after the test (in reverse order of registration), told whether the test failed. */
+  defer(cleanup: (failed: boolean) => unknown): void;
 }
 
 /**
@@ -24,14 +24,15 @@ export interface TestScope {
  * });
  */
 export function useTestScope(): TestScope {
-  let cleanups: (() => unknown)[] = [];
-  afterEach(async () => {
+  let cleanups: ((failed: boolean) => unknown)[] = [];
+  afterEach(async function (this: Mocha.Context) {
+    const failed = this.currentTest?.state === "failed";
     const pending = cleanups.reverse();
     cleanups = [];
     const failures: unknown[] = [];
     for (const cleanup of pending) {
       try {
-        await cleanup();
+        await cleanup(failed);
       } catch (err) {
         failures.push(err);
       }
