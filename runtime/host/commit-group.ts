@@ -24,8 +24,8 @@ export class CommitGroup {
   /** Earliest timer due time set in this group. */
   earliestTimerMs = Number.POSITIVE_INFINITY;
   events = 0;
-  /** When the group was sealed for its write (performance.now()), set only while commit durations are observed. */
-  sealedAtMs: number | undefined;
+  /** How long its local RocksDB write took, in ms, once written (set by the pipeline). */
+  writeMs = 0;
 
   get empty(): boolean {
     return this.ackMessages.length === 0 && this.ops.length === 0 && this.twins.size === 0;

@@ -102,7 +102,8 @@ export class CommitPipeline {
       () => {
         this.stats.groups++;
         this.stats.events += group.events;
-        this.stats.writeMs += performance.now() - started;
+        group.writeMs = performance.now() - started;
+        this.stats.writeMs += group.writeMs;
         this.writing = undefined;
         this.done(group);
       },

@@ -169,12 +169,9 @@ export class TwinHost {
       this.store,
       this.options.maxGroupEvents,
       {
-        sealed: (g) => {
-          if (this.metrics.timings !== undefined) g.sealedAtMs = performance.now();
-          config.replication?.prepare?.(g);
-        },
+        sealed: (g) => config.replication?.prepare?.(g),
         committed: (g) => {
-          if (g.sealedAtMs !== undefined) this.metrics.timings?.committed((performance.now() - g.sealedAtMs) / 1000, g.events);
+          this.metrics.timings?.committed(g.writeMs / 1000, g.events);
           this.completion.written(g);
         },
         failed: (groups, err) => this.completion.failed(groups, err),
