@@ -56,6 +56,11 @@ export class PartitionCopy {
     return this.position === 0 && this.history.length === 0;
   }
 
+  /** True while this node owns the partition under the epoch it began: only then are its writes numbered and shipped. */
+  get writing(): boolean {
+    return this.writer !== 0 && this.writer === this.epoch;
+  }
+
   get point(): PartitionPoint {
     return { epoch: this.epoch, position: this.position };
   }

@@ -121,7 +121,7 @@ export class Replicator implements ReplicationStage {
     const shipments: Shipment[] = [];
     for (const [partition, shipment] of byPartition) {
       const copy = copies.get(partition as PartitionId);
-      if (copy.writer === 0 || copy.writer !== copy.epoch) {
+      if (!copy.writing) {
         // Written by a node that is not the partition's owner under its own epoch (a turn that
         // outlived its ownership): no replica may take it. It stays on this copy only, which the
         // owner's history replaces when this node catches up.
@@ -141,7 +141,7 @@ export class Replicator implements ReplicationStage {
     const shipments = this.prepared.get(group);
     if (shipments === undefined || shipments.length === 0) return undefined;
     this.prepared.delete(group);
-    const { self, ring: currentRing, peers, copies } = this.config;
+    const { ring: currentRing, copies } = this.config;
     const ring = currentRing();
     const needed = Math.min(group.copies, ring.replicationFactor) - 1;
     const perPeer = new Map<NodeId, Shipment[]>();
@@ -151,20 +151,27 @@ export class Replicator implements ReplicationStage {
       const copy = copies.get(partition);
       copy.written = Math.max(copy.written, Number(shipment.position));
       this.retain(shipment);
-      const targets = new Set<NodeId>();
-      for (const node of ring.preferenceList(partition)) {
-        if (node === self || !peers.isUp(node as NodeId)) continue;
-        targets.add(node as NodeId);
-        let list = perPeer.get(node as NodeId);
-        if (list === undefined) perPeer.set(node as NodeId, (list = []));
-        list.push(shipment);
-      }
+      const targets = this.route(shipment, ring, perPeer);
       if (needed > 0) waiting.push([shipment, targets]);
     }
     this.send(perPeer, shipments.length);
     if (waiting.length === 0) return undefined;
     this.stats.waits++;
     return this.waitFor(waiting, needed);
+  }
+
+  /** Adds `shipment` to the list of each live replica of its partition; returns those replicas. */
+  private route(shipment: Shipment, ring: RingSnapshot, perPeer: Map<NodeId, Shipment[]>): Set<NodeId> {
+    const { self, peers } = this.config;
+    const targets = new Set<NodeId>();
+    for (const node of ring.preferenceList(shipment.partition as PartitionId)) {
+      if (node === self || !peers.isUp(node as NodeId)) continue;
+      targets.add(node as NodeId);
+      let list = perPeer.get(node as NodeId);
+      if (list === undefined) perPeer.set(node as NodeId, (list = []));
+      list.push(shipment);
+    }
+    return targets;
   }
 
   /**
@@ -175,9 +182,7 @@ export class Replicator implements ReplicationStage {
     let whole: Uint8Array | undefined;
     for (const [peer, list] of perPeer) {
       this.stats.shipments += list.length;
-      let request: Uint8Array;
-      if (list.length === all) request = whole ??= ReplicateStream.encode(this.config.self, list);
-      else request = ReplicateStream.encode(this.config.self, list);
+      const request = list.length === all ? (whole ??= ReplicateStream.encode(this.config.self, list)) : ReplicateStream.encode(this.config.self, list);
       if (!this.stream(peer).send(request)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
       const sent = this.positions(this.sentTo, peer);
       for (const shipment of list) sent[shipment.partition] = Number(shipment.position);
@@ -196,7 +201,7 @@ export class Replicator implements ReplicationStage {
       for (let p = 0; p < sent.length; p++) {
         // Only partitions this node still writes: another owner's shipments are not its to wait for.
         const copy = this.config.copies.get(p as PartitionId);
-        if (copy.writer !== 0 && copy.writer === copy.epoch) behind += Math.max(0, (sent[p] as number) - (acked[p] as number));
+        if (copy.writing) behind += Math.max(0, (sent[p] as number) - (acked[p] as number));
       }
       lag.set(peer, behind);
     }
@@ -244,19 +249,14 @@ export class Replicator implements ReplicationStage {
    * not at the next write. A later owner then begins an epoch above it.
    */
   announce(partitions: readonly PartitionId[]): void {
-    const { self, ring: currentRing, peers, copies } = this.config;
+    const { self, ring: currentRing, copies } = this.config;
     const ring = currentRing();
     const perPeer = new Map<NodeId, Shipment[]>();
     for (const partition of partitions) {
       const copy = copies.get(partition);
       const shipment = create(ShipmentSchema, { partition, epoch: BigInt(copy.epoch), position: BigInt(copy.position) });
       this.retain(shipment);
-      for (const node of ring.preferenceList(partition)) {
-        if (node === self || !peers.isUp(node as NodeId)) continue;
-        let list = perPeer.get(node as NodeId);
-        if (list === undefined) perPeer.set(node as NodeId, (list = []));
-        list.push(shipment);
-      }
+      this.route(shipment, ring, perPeer);
     }
     for (const [peer, list] of perPeer)
       if (!this.stream(peer).send(ReplicateStream.encode(self, list))) this.lost(peer, `cannot open a replicate stream to ${peer}`);
