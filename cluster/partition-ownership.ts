@@ -284,11 +284,8 @@ export class PartitionOwnership implements OwnershipGate {
         continue;
       }
       this.handoffSince.delete(p);
-      let best: { node: NodeId; point: PartitionPoint } | undefined;
-      for (const node of voters) {
-        const point = pointOf(states.get(node)?.get(p));
-        if (ahead(point, best?.point ?? copies.get(p).point)) best = { node, point };
-      }
+      const most = mostAdvanced(voters, states, p);
+      const best = most !== undefined && ahead(most.point, copies.get(p).point) ? most : undefined;
       if (best === undefined) ready.push(p);
       else catchUps.push({ partition: p, source: best.node, point: best.point });
     }
@@ -410,11 +407,7 @@ export class PartitionOwnership implements OwnershipGate {
       const neverWritten = copy.empty && answers.length + 1 >= majority && answers.every((n) => isEmpty(states.get(n)?.get(p)));
       const trusted = answers.filter((n) => states.get(n)?.get(p)?.rebuilding !== true);
       if (!neverWritten && trusted.length >= majority) {
-        let best: { node: NodeId; point: PartitionPoint } | undefined;
-        for (const n of trusted) {
-          const point = pointOf(states.get(n)?.get(p));
-          if (best === undefined || ahead(point, best.point)) best = { node: n, point };
-        }
+        const best = mostAdvanced(trusted, states, p);
         const target = this.rebuildTargets.get(p);
         if (best !== undefined && (target === undefined || ahead(best.point, target))) this.rebuildTargets.set(p, best.point);
         // A copy short of it is brought up to it now: its owner may have nothing new to ship.
@@ -600,6 +593,20 @@ export function nextEpoch(highest: number, nodeIndex: number): number {
 
 /** Members an epoch tells apart. */
 const EPOCH_NODE_SLOTS = 256;
+
+/** The node among `nodes` whose copy of `partition` is the most advanced (the first of equals), and its point. */
+function mostAdvanced(
+  nodes: readonly NodeId[],
+  states: ReadonlyMap<NodeId, ReadonlyMap<number, PartitionState>>,
+  partition: PartitionId,
+): { node: NodeId; point: PartitionPoint } | undefined {
+  let best: { node: NodeId; point: PartitionPoint } | undefined;
+  for (const node of nodes) {
+    const point = pointOf(states.get(node)?.get(partition));
+    if (best === undefined || ahead(point, best.point)) best = { node, point };
+  }
+  return best;
+}
 
 function pointOf(state: PartitionState | undefined): PartitionPoint {
   return { epoch: Number(state?.last?.epoch ?? 0n), position: Number(state?.last?.position ?? 0n) };
