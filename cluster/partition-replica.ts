@@ -351,8 +351,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
             ops.push(...(await this.deletesOf(partition)));
             copy.clear();
           }
-          for (const put of range.puts)
-            ops.push({ type: "put", key: Buffer.from(put.key).toString(), value: Buffer.from(put.value ?? new Uint8Array()).toString() });
+          for (const put of range.puts) ops.push({ type: "put", key: utf8.decode(put.key), value: put.value ?? new Uint8Array() });
           const at = range.completeAt;
           // The source is behind this copy: it stays as it is.
           if (
