@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { Consistency, MemberState, type TwinmeshClient } from "../../client/index.js";
 import { HealthCheckResponse_ServingStatus } from "../../proto/gen/grpc/health/v1/health_pb.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
+import { counterVia, range, sumTo } from "../harness/counters.js";
 import { SeqWriter } from "../harness/seq-writer.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
@@ -11,14 +12,6 @@ const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url))
 const MEMBERS = ["n1", "n2", "n3"] as const;
 /** Seqs acknowledged without the node before it comes back (about 15 s of this load). */
 const DOWN_SEQS = Number(process.env.TWINMESH_CATCH_UP_DOWN_SEQS ?? "3000");
-
-function range(n: number, from = 0): number[] {
-  return Array.from({ length: n }, (_, i) => from + i);
-}
-
-function sumTo(n: number): number {
-  return (n * (n + 1)) / 2;
-}
 
 describe("a node killed with kill -9 while it catches up after a restart (catch-up-crash)", function () {
   this.timeout(120_000);
@@ -65,9 +58,9 @@ describe("a node killed with kill -9 while it catches up after a restart (catch-
       for (const via of MEMBERS) {
         const client = c.client(via, 10_000);
         for (const [id, n] of writer.acked) {
-          const { twin } = await client.getTwin({ kind: "counter", id });
-          const s = (twin?.state ?? {}) as { count?: number; lastSeq?: number; total?: number };
-          const got = `${s.count} ${s.lastSeq} ${s.total}`;
+          const read = await counterVia(client, id);
+          if (typeof read === "string") throw new Error(`${id} through ${via}: ${read}`);
+          const got = `${read.count} ${read.lastSeq} ${read.total}`;
           if (got !== `${n} ${n} ${sumTo(n)}`) wrong.push(`${id} through ${via}: got ${got}, want ${n} ${n} ${sumTo(n)}`);
         }
       }

@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { AlertState, Consistency, MemberState, type TwinmeshClient, type WatchAlertsResponse } from "../../client/index.js";
 import { runCli } from "../harness/cli-process.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
+import { type CounterView, counterVia, range, sumTo } from "../harness/counters.js";
 import { type EventInit, ev, type Outcome, outcomes } from "../harness/events.js";
 import { SeqWriter } from "../harness/seq-writer.js";
 import { useTestScope } from "../harness/test-scope.js";
@@ -11,34 +12,7 @@ import { waitFor } from "../harness/wait-for.js";
 const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
 const MEMBERS = ["n1", "n2", "n3"] as const;
 
-function range(n: number, from = 0): number[] {
-  return Array.from({ length: n }, (_, i) => from + i);
-}
-
 /** 1 + 2 + … + n: a counter's `total` after seqs 1..n, each sent with `v = seq`, each applied once. */
-function sumTo(n: number): number {
-  return (n * (n + 1)) / 2;
-}
-
-/** What a counter twin should show after seqs 1..n, each applied once. */
-interface CounterView {
-  readonly owner: string | undefined;
-  readonly count: number;
-  readonly lastSeq: number;
-  readonly total: number;
-}
-
-/** A counter twin as `via` reads it, or why it could not (`TWIN_NOT_FOUND`, …). */
-async function counterVia(client: TwinmeshClient, id: string): Promise<CounterView | string> {
-  try {
-    const { twin } = await client.getTwin({ kind: "counter", id });
-    const s = (twin?.state ?? {}) as { count?: number; lastSeq?: number; total?: number };
-    return { owner: twin?.ownerNodeId, count: s.count ?? -1, lastSeq: s.lastSeq ?? -1, total: s.total ?? -1 };
-  } catch (err) {
-    return `GetTwin failed: ${(err as { reason?: string }).reason ?? ""} ${(err as Error).message}`;
-  }
-}
-
 /**
  * Reads every counter in `want` through every node in `via` and fails listing the reads that
  * differ (at most 10 of them), so one message shows the shape of a loss or a double apply.

@@ -3,14 +3,11 @@ import { fileURLToPath } from "node:url";
 import { type TwinmeshClient, TwinmeshClientError } from "../../client/index.js";
 import { ClusterPageTokens } from "../../cluster/scatter-token.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
+import { range } from "../harness/counters.js";
 import { ev, statuses } from "../harness/events.js";
 import { useTestScope } from "../harness/test-scope.js";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
-
-function range(n: number, from = 0): number[] {
-  return Array.from({ length: n }, (_, i) => from + i);
-}
 
 /** The gRPC status name and reason a call failed with, or `OK`. */
 async function outcomeOf(call: () => Promise<unknown>): Promise<string> {

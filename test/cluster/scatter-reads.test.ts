@@ -7,6 +7,7 @@ import { encodePartitions, PARTITIONS_HEADER, RingSnapshot, ROUTED_BY_HEADER } f
 import { AlertService, ListAlertsRequestSchema, ListAlertsResponseSchema } from "../../proto/gen/twinmesh/v1/alert_pb.js";
 import { Partitioning } from "../../runtime/index.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
+import { range } from "../harness/counters.js";
 import { ev, statuses } from "../harness/events.js";
 import { rawClient, statusDetails } from "../harness/grpc-status.js";
 import { useTestScope } from "../harness/test-scope.js";
@@ -14,10 +15,6 @@ import { waitFor } from "../harness/wait-for.js";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
 const MEMBERS = ["n1", "n2", "n3"] as const;
-
-function range(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i);
-}
 
 /** One QueryTwins page: the ids in the order they came, and the next token. */
 async function queryPage(

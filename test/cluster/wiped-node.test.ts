@@ -3,6 +3,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Consistency, MemberState, type TwinmeshClient } from "../../client/index.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
+import { counterVia, range, sumTo } from "../harness/counters.js";
 import { SeqWriter } from "../harness/seq-writer.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
@@ -12,23 +13,10 @@ const MEMBERS = ["n1", "n2", "n3"] as const;
 /** Each variant runs this many times (the loss was seen in 2 of 4 manual runs). */
 const ROUNDS = Number(process.env.TWINMESH_WIPED_ROUNDS ?? "1");
 
-function range(n: number, from = 0): number[] {
-  return Array.from({ length: n }, (_, i) => from + i);
-}
-
-function sumTo(n: number): number {
-  return (n * (n + 1)) / 2;
-}
-
 /** What a counter shows after seqs 1..n, each applied once: `count lastSeq total`, or why it could not be read. */
-async function counterVia(client: TwinmeshClient, id: string): Promise<string> {
-  try {
-    const { twin } = await client.getTwin({ kind: "counter", id });
-    const s = (twin?.state ?? {}) as { count?: number; lastSeq?: number; total?: number };
-    return `${s.count ?? -1} ${s.lastSeq ?? -1} ${s.total ?? -1}`;
-  } catch (err) {
-    return `GetTwin failed: ${(err as { reason?: string }).reason ?? ""} ${(err as Error).message}`;
-  }
+async function counterText(client: TwinmeshClient, id: string): Promise<string> {
+  const read = await counterVia(client, id);
+  return typeof read === "string" ? read : `${read.count} ${read.lastSeq} ${read.total}`;
 }
 
 /** Reads every twin of `writer` through every node of `via`; fails listing the twins whose acknowledged seqs are not each there once. */
@@ -39,7 +27,7 @@ async function assertAllAcked(c: ClusterHarness, via: readonly string[], writer:
       for (const node of via) {
         const client = c.client(node, 10_000);
         for (const id of writer.acked.keys()) {
-          const got = await counterVia(client, id);
+          const got = await counterText(client, id);
           if (/PARTITION_MOVING|UNAVAILABLE|NOT_SERVING|OWNER_UNAVAILABLE/.test(got)) return undefined;
         }
       }
@@ -52,7 +40,7 @@ async function assertAllAcked(c: ClusterHarness, via: readonly string[], writer:
   for (const node of via) {
     const client = c.client(node, 10_000);
     for (const [id, n] of writer.acked) {
-      const got = await counterVia(client, id);
+      const got = await counterText(client, id);
       const want = `${n} ${n} ${sumTo(n)}`;
       if (got !== want) {
         wrong.push(`${id} (owner ${await c.ownerOf("counter", id)}) through ${node}: got ${got}, want ${want}`);
@@ -131,7 +119,7 @@ describe("a node restarted on a wiped data directory in a cluster of three at re
     const n3 = clients.get("n3") as TwinmeshClient;
     const takenWithout = await waitFor(
       async () => {
-        for (const id of ids.slice(0, 20)) if (/failed/.test(await counterVia(n3, id))) return undefined;
+        for (const id of ids.slice(0, 20)) if (/failed/.test(await counterText(n3, id))) return undefined;
         return true;
       },
       { timeoutMs: 15_000, what: "n3 to serve the twins without n2" },
