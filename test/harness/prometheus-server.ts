@@ -1,6 +1,7 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { unmet } from "./requirement.js";
 import type { TestScope } from "./test-scope.js";
 import { waitFor } from "./wait-for.js";
 
@@ -17,17 +18,9 @@ export function prometheusInstalled(): boolean {
   }
 }
 
-/**
- * Skips the calling test (with the reason on stderr) when `installed` is false, or fails it under
- * CI (`CI` set, as CI services do), where `.ci/run` installs the tool: a missing tool there is a
- * broken CI, not a skip.
- */
+/** Skips the calling test when `installed` is false (fails it under CI): see {@link unmet}. */
 export function requireTool(context: Mocha.Context, installed: boolean, what: string, install: string): void {
-  if (installed) return;
-  const reason = `${what} is not installed (${install})`;
-  if (process.env.CI) throw new Error(`${reason}; CI (CI is set) must install it`);
-  process.stderr.write(`      skipped: ${reason}\n`);
-  context.skip();
+  if (!installed) unmet(context, `${what} is not installed (${install})`);
 }
 
 /** One result of an instant query: the series' labels and its value. */

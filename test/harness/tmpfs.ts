@@ -1,16 +1,16 @@
-import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { unmet } from "./requirement.js";
 import type { TestScope } from "./test-scope.js";
 
 /**
  * Mounts a tmpfs of `size` (`"24m"`) at a new directory, unmounted and removed when the test ends
  * (register it before anything that writes there, so that stops first). A real full disk needs a
- * small filesystem of the test's own, which needs root on Linux: elsewhere the test is skipped,
- * but under `CI=true` (CI runs as root) a tmpfs that cannot be mounted fails it, so a full-disk
- * test never turns into a silent skip there.
+ * small filesystem of the test's own, which needs root on Linux: elsewhere the test is skipped
+ * with the reason, and under CI (which runs as root) a tmpfs that cannot be mounted fails it
+ * ({@link unmet}), so a full-disk test never turns into a skip there.
  */
 export function mountTmpfs(t: TestScope, context: Mocha.Context, size: string): string {
   let problem: string | undefined;
@@ -26,10 +26,7 @@ export function mountTmpfs(t: TestScope, context: Mocha.Context, size: string): 
       problem = `mount -t tmpfs failed: ${(err as Error).message}`;
     }
   }
-  if (mountPoint === undefined) {
-    if (process.env.CI === "true") assert.fail(`CI=true but a tmpfs cannot be mounted for a full-disk test: ${problem}`);
-    context.skip();
-  }
+  if (mountPoint === undefined) unmet(context, `a full-disk test needs a tmpfs of its own, which cannot be mounted: ${problem}`);
   const mounted = mountPoint;
   t.defer(() => {
     execFileSync("umount", [mounted]);

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Telemetry, Twin, type TwinContext } from "twinmesh";
 import { TwinmeshClient } from "twinmesh/client";
 import { HealthCheckResponse_ServingStatus as Serving } from "../../../proto/gen/grpc/health/v1/health_pb.js";
 import { EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinmeshNode } from "../../../server/index.js";
+import { useTestScope } from "../../harness/test-scope.js";
+import { mountTmpfs } from "../../harness/tmpfs.js";
 import { waitFor } from "../../harness/wait-for.js";
 
 interface BlobState {
@@ -26,38 +26,21 @@ class BlobTwin extends Twin<BlobState> {
   }
 }
 
-function canMountTmpfs(): boolean {
-  return process.getuid?.() === 0 && process.platform === "linux";
-}
-
 describe("a node on a full disk", () => {
-  let mountPoint: string | undefined;
   let node: TwinmeshNode | undefined;
   let client: TwinmeshClient | undefined;
-
-  before(function () {
-    // A real full disk needs a small filesystem of our own: a tmpfs, which needs root. CI runs as
-    // root, so there it is a failure, never a silent skip.
-    if (!canMountTmpfs()) {
-      if (process.env.CI === "true") assert.fail(`CI=true but a tmpfs cannot be mounted here (needs root on Linux; uid ${process.getuid?.()})`);
-      this.skip();
-    }
-  });
 
   afterEach(async () => {
     client?.close();
     await node?.close(1_000);
     node = undefined;
-    if (mountPoint !== undefined) {
-      execFileSync("umount", [mountPoint]);
-      rmSync(mountPoint, { recursive: true, force: true });
-      mountPoint = undefined;
-    }
   });
+  // Registered after the afterEach above: the node is closed before its tmpfs is unmounted.
+  const t = useTestScope();
 
-  it("goes read-only and NOT_SERVING without half-writing, then serves again with every acknowledged event when space returns", async () => {
-    mountPoint = mkdtempSync(join(tmpdir(), "twinmesh-fulldisk-"));
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mountPoint]);
+  it("goes read-only and NOT_SERVING without half-writing, then serves again with every acknowledged event when space returns", async function () {
+    // A real full disk needs a small filesystem of the test's own (see mountTmpfs).
+    const mountPoint = mountTmpfs(t, this, "24m");
     const dataDir = join(mountPoint, "data");
     mkdirSync(dataDir);
     node = await TwinmeshNode.start({ twins: [BlobTwin], dataDir, port: 0 });
