@@ -11,7 +11,7 @@ import { PartitionCopies } from "./partition-copies.js";
 import { PartitionOwnership } from "./partition-ownership.js";
 import { PartitionReplica } from "./partition-replica.js";
 import type { PeerAddress } from "./peer-list.js";
-import { PeerPool, type PeerState } from "./peer-pool.js";
+import { PeerCondition, PeerPool, type PeerState } from "./peer-pool.js";
 import { addPeerService, type LocalNode } from "./peer-service.js";
 import { type ReplicaPeers, Replicator } from "./replicator.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
@@ -179,7 +179,11 @@ export class ClusterNode {
       log: log.child({ component: "ownership" }),
     });
     this.ownership.attach(this.partitions);
-    pool.onChange(() => this.partitions?.nudge());
+    pool.onChange((peer) => {
+      if (peer.condition === PeerCondition.UP) this.replica?.sourceUp(peer.id);
+      else this.replica?.sourceDown(peer.id);
+      this.partitions?.nudge();
+    });
     this.forwarding = new ForwardClient(pool, { log: this.log });
     this.calls = new RoutedCalls(
       this.self,

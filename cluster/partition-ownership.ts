@@ -249,16 +249,35 @@ export class PartitionOwnership implements OwnershipGate {
     }
   }
 
-  /** Takes `partitions`: reads where their copies stand, catches up from the most advanced, begins new epochs. */
+  /**
+   * Takes `partitions`: reads where their copies stand, begins new epochs for those whose copy
+   * here is the most advanced, then catches the others up from the most advanced copy and begins
+   * theirs. A partition that must wait (too few copies answered, a previous owner still holds it,
+   * a catch-up fell short) is tried again at the next reconcile; why is logged at debug level.
+   */
   private async acquire(partitions: PartitionId[]): Promise<void> {
+    for (const p of partitions) this.holds[p] = Hold.ACQUIRING;
+    try {
+      await this.tryAcquire(partitions);
+    } finally {
+      // Any not taken (a write or a peer failed midway) are tried again at the next reconcile.
+      for (const p of partitions) if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
+    }
+  }
+
+  private async tryAcquire(partitions: PartitionId[]): Promise<void> {
     const { self, ring: currentRing, copies, replica, log } = this.config;
     const ring = currentRing();
-    for (const p of partitions) this.holds[p] = Hold.ACQUIRING;
     const states = await this.peerStates(partitions, ring);
     const grace = performance.now() - this.startedAt < (this.config.startupGraceMs ?? 10_000);
     const ready: PartitionId[] = [];
     const catchUps: { partition: PartitionId; source: NodeId; point: PartitionPoint }[] = [];
     const lost: PartitionId[] = [];
+    const waiting = new Map<string, PartitionId[]>();
+    const wait = (p: PartitionId, why: string): void => {
+      this.holds[p] = Hold.NONE; // tried again at the next reconcile
+      waiting.set(why, [...(waiting.get(why) ?? []), p]);
+    };
     for (const p of partitions) {
       const list = ring.preferenceList(p).filter((n) => n !== self) as NodeId[];
       const answered = list.filter((n) => states.get(n)?.has(p));
@@ -278,29 +297,38 @@ export class PartitionOwnership implements OwnershipGate {
       const held = answered.filter((n) => states.get(n)?.get(p)?.owned === true);
       // In the grace, a node ahead of this one in the list that is up but still catching up
       // will own the partition in a moment: taking it meanwhile would only move it twice.
-      const aheadCatching = grace && this.aheadCatchingUp(p, ring);
-      if (aheadCatching || voters.length < needed || (held.length > 0 && !this.handoffExpired(p))) {
-        this.holds[p] = Hold.NONE; // tried again at the next reconcile
-        continue;
+      if (grace && this.aheadCatchingUp(p, ring)) wait(p, "a node ahead in the list is catching up");
+      else if (voters.length < needed) wait(p, `${voters.length} of the ${needed} other copies needed are current and answered`);
+      else if (held.length > 0 && !this.handoffExpired(p)) wait(p, `the previous owner (${held.join(", ")}) has not let it go yet`);
+      else {
+        this.handoffSince.delete(p);
+        const most = mostAdvanced(voters, states, p);
+        if (most !== undefined && ahead(most.point, copies.get(p).point)) catchUps.push({ partition: p, source: most.node, point: most.point });
+        else ready.push(p);
       }
-      this.handoffSince.delete(p);
-      const most = mostAdvanced(voters, states, p);
-      const best = most !== undefined && ahead(most.point, copies.get(p).point) ? most : undefined;
-      if (best === undefined) ready.push(p);
-      else catchUps.push({ partition: p, source: best.node, point: best.point });
     }
     if (lost.length > 0) await this.markRebuilding(lost, "a peer's copy names an epoch this node began and has no record of");
+    // Those that need no catch-up are served at once: a slow catch-up delays only its own partition.
+    await this.begin(ready, states, ring);
+    const caught: PartitionId[] = [];
     await runLimited(catchUps, CATCH_UP_CONCURRENCY, async ({ partition, source, point }) => {
       // A catch-up joined from another source may stop short of the most advanced copy: check.
-      if ((await replica.catchUp(partition, source)) && !ahead(point, copies.get(partition).point)) ready.push(partition);
-      else this.holds[partition] = Hold.NONE;
+      if ((await replica.catchUp(partition, source)) && !ahead(point, copies.get(partition).point)) caught.push(partition);
+      else wait(partition, `catching up from ${source} did not reach its copy`);
     });
-    if (ready.length === 0) return;
+    await this.begin(caught, states, ring);
+    for (const [why, list] of waiting) log.debug({ partitions: list, why }, "partitions not taken yet; tried again at the next reconcile");
+  }
+
+  /** Begins a new epoch of each of `partitions` (one durable write), then serves them. */
+  private async begin(partitions: PartitionId[], states: Map<NodeId, Map<number, PartitionState>>, ring: RingSnapshot): Promise<void> {
+    const { self, copies, log } = this.config;
+    const ready: PartitionId[] = [];
     const ops = [];
     const undo: { copy: PartitionCopy; epoch: number; writer: number; history: PartitionCopy["history"] }[] = [];
-    for (const p of ready) {
-      if (this.ownerOfPartition(p) !== self) {
-        this.holds[p] = Hold.NONE;
+    for (const p of partitions) {
+      if (this.ownerOfPartition(p) !== self || this.holds[p] !== Hold.ACQUIRING) {
+        if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
         continue;
       }
       let top = copies.get(p).epoch;
@@ -310,7 +338,9 @@ export class PartitionOwnership implements OwnershipGate {
       copy.beginEpoch(nextEpoch(top, ring.nodes.indexOf(self)));
       this.config.replicator.forget(p);
       ops.push(copy.op());
+      ready.push(p);
     }
+    if (ready.length === 0) return;
     try {
       await this.config.runtime.host.writeReplicated(ops);
     } catch (err) {

@@ -43,6 +43,15 @@ export interface PartitionReplicaConfig {
   readonly log: Logger;
 }
 
+/** A partition catching up. */
+interface CatchUp {
+  readonly source: NodeId;
+  readonly buffered: Shipment[];
+  readonly done: Promise<boolean>;
+  /** Cancels the fetch (its source went down, or the copy catches up from another source now). */
+  readonly abort: AbortController;
+}
+
 /** One owner's Replicate request, waiting for the replica's next write. */
 interface QueuedRequest {
   readonly from: NodeId;
@@ -78,8 +87,8 @@ const FETCH_DEADLINE_MS = 120_000;
 export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler, PartitionStatesHandler {
   /** Replica writes, one at a time: a partition's position is read and written under it. */
   private lock: Promise<void> = Promise.resolve();
-  /** Partitions catching up, with the shipments that arrived meanwhile. */
-  private readonly catching = new Map<number, { readonly buffered: Shipment[]; readonly done: Promise<boolean> }>();
+  /** Partitions catching up: from where, the shipments that arrived meanwhile, and how to give up. */
+  private readonly catching = new Map<number, CatchUp>();
   /** The stream each owner ships on, to report a catch-up's result. */
   private readonly owners = new Map<NodeId, StreamSink<ReplicateResponse>>();
   private closed = false;
@@ -91,6 +100,8 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   private readonly drainedWaiters: (() => void)[] = [];
   private fetching = 0;
   private readonly fetchQueue: (() => void)[] = [];
+  /** Peers seen going down and not up since: a catch-up does not fetch from them (it would hang on a frozen one). */
+  private readonly downSources = new Set<NodeId>();
   /**
    * Partitions whose shipments this node could not write (its disk refused them), with the owner
    * that sent them: caught up from it once the disk takes writes again. Bounded by the partition count.
@@ -238,18 +249,23 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
 
   /**
    * Brings `partition`'s copy up to `source`'s: the shipments after its position, or the whole
-   * range. Resolves true when the copy caught up. A catch-up already running for it is joined.
+   * range. Resolves true when the copy caught up. A catch-up from the same source already running
+   * is joined; one from another source is given up first (that source went down, or a new owner
+   * takes the partition from the most advanced copy), and its held shipments are kept.
    */
   catchUp(partition: PartitionId, source: NodeId): Promise<boolean> {
     const running = this.catching.get(partition);
-    if (running !== undefined) return running.done;
-    const buffered: Shipment[] = [];
+    if (running?.source === source) return running.done;
+    running?.abort.abort();
+    const abort = new AbortController();
+    const buffered: Shipment[] = running?.buffered ?? [];
     // The entry leaves `catching` under the lock, in the same step that applies what it held: a
     // shipment that arrives after that step is applied (or fetched) like any other.
     const finish = (): void => {
       if (this.catching.get(partition) === entry) this.catching.delete(partition);
     };
-    const done = this.fetch(partition, source).then(
+    const fetched = running === undefined ? this.fetch(partition, source, abort.signal) : running.done.then(() => this.fetch(partition, source, abort.signal));
+    const done = fetched.then(
       async (caught) =>
         this.locked(async () => {
           try {
@@ -263,11 +279,12 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         finish();
         if (this.closed) return false;
         if (!this.config.runtime.host.serving) this.stale.set(partition, source);
+        else if (abort.signal.aborted) this.config.log.debug({ partition, source }, "catch-up given up: its source went down, or another source took over");
         else this.config.log.warn({ partition, source, err }, "catch-up failed; the next shipment retries it");
         return false;
       },
     );
-    const entry = { buffered, done };
+    const entry: CatchUp = { source, buffered, done, abort };
     this.catching.set(partition, entry);
     void done.finally(() => {
       // Tell the owner how far the copy got: its waiting answers may be satisfied now.
@@ -277,6 +294,27 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         .catch(() => undefined);
     });
     return done;
+  }
+
+  /**
+   * `peer` went down: the catch-ups that fetch from it are given up at once, so a partition's
+   * new owner (or the next shipment) catches it up from a live copy instead of waiting for a
+   * stream to a dead or frozen node to time out.
+   */
+  sourceDown(peer: NodeId): void {
+    this.downSources.add(peer);
+    let given = 0;
+    for (const entry of this.catching.values()) {
+      if (entry.source !== peer || entry.abort.signal.aborted) continue;
+      entry.abort.abort();
+      given++;
+    }
+    if (given > 0) this.config.log.info({ peer, partitions: given }, "a peer went down: gave up catching up from it");
+  }
+
+  /** `peer` is up again: catch-ups may fetch from it. */
+  sourceUp(peer: NodeId): void {
+    this.downSources.delete(peer);
   }
 
   /** Stops catching up; writes in flight finish. */
@@ -298,11 +336,27 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   }
 
   /** At most {@link MAX_FETCHES} catch-ups fetch at once (a broken stream may set off one per partition); the others queue. */
-  private async fetch(partition: PartitionId, source: NodeId): Promise<boolean> {
-    if (this.fetching >= MAX_FETCHES) await new Promise<void>((resolve) => this.fetchQueue.push(resolve));
-    else this.fetching++;
+  private async fetch(partition: PartitionId, source: NodeId, signal: AbortSignal): Promise<boolean> {
+    if (signal.aborted || this.downSources.has(source)) return false;
+    if (this.fetching >= MAX_FETCHES) {
+      // A waiter given up leaves the queue: the slot it would have taken goes to the next.
+      const admitted = await new Promise<boolean>((resolve) => {
+        const admit = (): void => {
+          signal.removeEventListener("abort", giveUp);
+          resolve(true);
+        };
+        const giveUp = (): void => {
+          this.fetchQueue.splice(this.fetchQueue.indexOf(admit), 1);
+          resolve(false);
+        };
+        this.fetchQueue.push(admit);
+        signal.addEventListener("abort", giveUp, { once: true });
+      });
+      if (!admitted) return false;
+    } else this.fetching++;
     try {
-      return await this.fetchNow(partition, source);
+      if (signal.aborted || this.downSources.has(source)) return false;
+      return await this.fetchNow(partition, source, signal);
     } finally {
       const next = this.fetchQueue.shift();
       if (next !== undefined) next();
@@ -310,7 +364,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     }
   }
 
-  private async fetchNow(partition: PartitionId, source: NodeId): Promise<boolean> {
+  private async fetchNow(partition: PartitionId, source: NodeId, signal: AbortSignal): Promise<boolean> {
     this.stats.catchUps++;
     const copy = this.config.copies.get(partition);
     const request = create(FetchPartitionRequestSchema, {
@@ -329,9 +383,11 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         new grpc.Metadata(),
         { deadline: Date.now() + FETCH_DEADLINE_MS },
       );
+    if (signal.aborted) call.cancel();
+    else signal.addEventListener("abort", () => call.cancel(), { once: true });
     let complete = false;
     for await (const bytes of call as AsyncIterable<Buffer>) {
-      if (this.closed) {
+      if (this.closed || signal.aborted) {
         call.cancel();
         return false;
       }

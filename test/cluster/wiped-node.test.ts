@@ -3,7 +3,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Consistency, MemberState, type TwinmeshClient } from "../../client/index.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
-import { counterVia, range, sumTo } from "../harness/counters.js";
+import { assertAllAcked, counterText, range } from "../harness/counters.js";
 import { SeqWriter } from "../harness/seq-writer.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
@@ -12,48 +12,6 @@ const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url))
 const MEMBERS = ["n1", "n2", "n3"] as const;
 /** Each variant runs this many times (the loss was seen in 2 of 4 manual runs). */
 const ROUNDS = Number(process.env.TWINMESH_WIPED_ROUNDS ?? "1");
-
-/** What a counter shows after seqs 1..n, each applied once: `count lastSeq total`, or why it could not be read. */
-async function counterText(client: TwinmeshClient, id: string): Promise<string> {
-  const read = await counterVia(client, id);
-  return typeof read === "string" ? read : `${read.count} ${read.lastSeq} ${read.total}`;
-}
-
-/** Reads every twin of `writer` through every node of `via`; fails listing the twins whose acknowledged seqs are not each there once. */
-async function assertAllAcked(c: ClusterHarness, via: readonly string[], writer: SeqWriter, what: string): Promise<void> {
-  // Reads answered retryably (a partition still being taken) are read again, for 20 s at most.
-  await waitFor(
-    async () => {
-      for (const node of via) {
-        const client = c.client(node, 10_000);
-        for (const id of writer.acked.keys()) {
-          const got = await counterText(client, id);
-          if (/PARTITION_MOVING|UNAVAILABLE|NOT_SERVING|OWNER_UNAVAILABLE/.test(got)) return undefined;
-        }
-      }
-      return true;
-    },
-    { timeoutMs: 20_000, what: `every twin readable through ${via.join(", ")}` },
-  );
-  const wrong: string[] = [];
-  const lost = new Set<string>();
-  for (const node of via) {
-    const client = c.client(node, 10_000);
-    for (const [id, n] of writer.acked) {
-      const got = await counterText(client, id);
-      const want = `${n} ${n} ${sumTo(n)}`;
-      if (got !== want) {
-        wrong.push(`${id} (owner ${await c.ownerOf("counter", id)}) through ${node}: got ${got}, want ${want}`);
-        lost.add(id);
-      }
-    }
-  }
-  assert.equal(
-    wrong.length,
-    0,
-    `${what}: ${lost.size} of ${writer.acked.size} twins differ (${wrong.length} reads), e.g.\n  ${wrong.slice(0, 12).join("\n  ")}\nwriter answers: ${writer.describe()}`,
-  );
-}
 
 /** Empties member `id`'s data directory (it is stopped). */
 function wipe(c: ClusterHarness, id: string): void {
