@@ -7,10 +7,12 @@ import { TwinService, type TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb
 import {
   type AggregateResult,
   type Alert,
+  type AlertEvent,
   type AlertListing,
   type AlertPage,
   AlertState,
   type JsonObject,
+  type PartitionId,
   type QuerySummary,
   StatusCode,
   type TwinAggregation,
@@ -219,9 +221,9 @@ export class RoutedCalls {
     filter: string | undefined,
     partitions: readonly number[],
     signal: AbortSignal,
-  ): AsyncGenerator<{ alert: Alert; cursor: string }> {
+  ): AsyncGenerator<AlertEvent> {
     for await (const res of this.stream(member, AlertService.method.watchAlerts, { cursor, filter: filter ?? "" }, signal, partitions, false)) {
-      yield { alert: alertOf(res.alert), cursor: res.cursor };
+      yield { alert: alertOf(res.alert), cursor: res.cursor, partition: res.partition as PartitionId, seq: Number(res.change) };
     }
   }
 

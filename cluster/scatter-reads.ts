@@ -1,6 +1,5 @@
 import {
   type AggregateResult,
-  type Alert,
   type AlertEvent,
   type AlertListing,
   type AlertPage,
@@ -183,13 +182,11 @@ export class ScatterReads {
       signal.addEventListener("abort", stop, { once: true });
       const start = formatCursor(at);
       const inbox = new Inbox();
-      const seen = new Map<NodeId, Map<PartitionId, number>>();
       const pumps = [...owners].map(async ([member, partitions]) => {
-        seen.set(member, new Map(at));
         try {
           const changes =
             member === this.config.self
-              ? (this.config.localFor(partitions).watchAlerts(start, filter, round.signal) as AsyncGenerator<{ alert: Alert; cursor: string }>)
+              ? this.config.localFor(partitions).watchAlerts(start, filter, round.signal)
               : this.config.calls.watchAlerts(member, start, filter, partitions, round.signal);
           for await (const change of changes) {
             if (round.signal.aborted) return;
@@ -228,19 +225,9 @@ export class ScatterReads {
             backoff = true;
             break;
           }
-          const before = seen.get(item.member) ?? new Map<PartitionId, number>();
-          const after = parseCursor(item.change.cursor);
-          seen.set(item.member, after);
-          // The change is the one partition the member's cursor moved on to.
-          let partition = -1 as PartitionId;
-          let seq = 0;
-          for (const [p, n] of after) {
-            if (n > (before.get(p) ?? 0) && n > seq) {
-              partition = p;
-              seq = n;
-            }
-          }
-          for (const [p, n] of after) if (n > (at.get(p) ?? 0)) at.set(p, n);
+          // Each change moves its member's cursor on in its own partition only.
+          const { partition, seq } = item.change;
+          for (const [p, n] of parseCursor(item.change.cursor)) if (n > (at.get(p) ?? 0)) at.set(p, n);
           yield { alert: item.change.alert, cursor: formatCursor(at), partition, seq };
         }
       } finally {
@@ -369,7 +356,7 @@ export function formatCursor(at: ReadonlyMap<PartitionId, number>): string {
   return `c2.${parts.join(".")}`;
 }
 
-type InboxItem = { member: NodeId; change: { alert: Alert; cursor: string } } | { member: NodeId; error: unknown };
+type InboxItem = { member: NodeId; change: AlertEvent } | { member: NodeId; error: unknown };
 
 /**
  * The changes of a watch's parts, taken one at a time: each part waits until its change was

@@ -20,7 +20,13 @@ export function alertService(router: TwinRouter): ServiceImpl<typeof AlertServic
 
     async watchAlerts(req, out, call) {
       for await (const change of routerFor(router, call).watchAlerts(checkCursor(req.cursor), req.filter, call.signal)) {
-        await out.write({ $typeName: "twinmesh.v1.WatchAlertsResponse", alert: toPbAlert(change.alert), cursor: change.cursor });
+        await out.write({
+          $typeName: "twinmesh.v1.WatchAlertsResponse",
+          alert: toPbAlert(change.alert),
+          cursor: change.cursor,
+          partition: change.partition,
+          change: BigInt(change.seq),
+        });
       }
     },
 

@@ -254,12 +254,20 @@ describe("replication and failover in a cluster of three nodes at replication fa
     t.defer(() => controller.abort());
     const next = watch(n1, cursor, `twin_id == "${twin}"`, controller.signal);
     const seen: WatchAlertsResponse[] = [];
-    /** The next change that is not a repeat (a change delivered again after a failover carries the same id and count). */
+    /**
+     * The next change that is not a repeat: a change delivered again after a failover carries the
+     * same partition and change number, and must be the same change.
+     */
     const nextChange = async (what: string): Promise<WatchAlertsResponse> => {
       for (;;) {
         const change = await next(10_000, what);
-        const a = change.alert;
-        if (seen.some((s) => s.alert?.id === a?.id && s.alert?.count === a?.count && s.alert?.state === a?.state && s.alert?.message === a?.message)) continue;
+        assert.ok(change.change > 0n, `a change without its number: ${JSON.stringify(change.alert?.id)}`);
+        const repeat = seen.find((s) => s.partition === change.partition && s.change === change.change);
+        if (repeat !== undefined) {
+          const same = (r: WatchAlertsResponse): unknown[] => [r.alert?.id, r.alert?.count, r.alert?.state, r.alert?.message];
+          assert.deepEqual(same(change), same(repeat), `change ${change.partition}/${change.change} delivered again as another change`);
+          continue;
+        }
         seen.push(change);
         return change;
       }
@@ -273,6 +281,12 @@ describe("replication and failover in a cluster of three nodes at replication fa
     assert.deepEqual((await publishRetrying(n1, [ev("alarm", twin, 3, { level: 10 })])).map(brief), ["ACCEPTED"]);
     await nextChange("the raise again, made just before the kill");
     await nextChange("the resolution, made on the new owner");
+    // One partition's log: its changes numbered one after another, on the old owner and the new.
+    assert.deepEqual(
+      seen.map((s) => Number(s.change - (seen[0]?.change ?? 0n))),
+      [0, 1, 2],
+      "change numbers",
+    );
     assert.deepEqual(
       seen.map((s) => [s.alert?.id, AlertState[s.alert?.state ?? 0], Number(s.alert?.count), s.alert?.message]),
       [
