@@ -4,16 +4,17 @@ import { deadLettersCommand } from "./commands/dead-letters-command.js";
 import { ringCommand } from "./commands/ring-command.js";
 import { sendCommand } from "./commands/send-command.js";
 import { simulateCommand } from "./commands/simulate-command.js";
+import { statusCommand } from "./commands/status-command.js";
 import { twinCommands } from "./commands/twin-commands.js";
 import { exitQuietlyOnClosedStdout } from "./output.js";
 
 /**
  * The commands that talk to a running node: send, get, query, aggregate, message, delete,
- * alerts (list, watch, ack, resolve), dead-letters (list, show, retry, delete), simulate and ring. Each takes `--address` (env
+ * alerts (list, watch, ack, resolve), dead-letters (list, show, retry, delete), simulate, ring and status. Each takes `--address` (env
  * `TWINMESH_ADDRESS`, default 127.0.0.1:7420) and `--json`; errors are one line on stderr,
  * `twinmesh: <message> (<REASON>)`, with exit code 1 (2 for a usage error).
  */
 export function clientCommands(): Command[] {
   exitQuietlyOnClosedStdout();
-  return [sendCommand(), ...twinCommands(), alertsCommand(), deadLettersCommand(), simulateCommand(), ringCommand()];
+  return [sendCommand(), ...twinCommands(), alertsCommand(), deadLettersCommand(), simulateCommand(), ringCommand(), statusCommand()];
 }

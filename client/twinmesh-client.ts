@@ -142,6 +142,11 @@ export class TwinmeshClient {
     return this.unary(NodeService.method.describeCluster, {});
   }
 
+  /** The node's health, cluster view, partition progress and counts now (what `twinmesh status` shows). */
+  getNodeStatus() {
+    return this.unary(NodeService.method.getNodeStatus, {});
+  }
+
   getTwin(req: MessageInitShape<typeof TwinService.method.getTwin.input>) {
     return this.unary(TwinService.method.getTwin, req);
   }

@@ -74,6 +74,20 @@ export interface ClusterMetricsView {
   readonly replicaShortfalls: number;
   /** Per replica: shipments of the partitions this node owns that it was sent and has not confirmed. */
   readonly replicationLag: ReadonlyMap<string, number>;
+  /** Where partitions move on this node now. */
+  readonly handoff: HandoffProgress;
+}
+
+/** Partitions on their way to (or being rebuilt on) this node, as {@link ClusterNode.metricsView} counts them. */
+export interface HandoffProgress {
+  /** Partitions this node should own and does not serve yet. */
+  readonly taking: number;
+  /** Copies on this node catching up from another copy (as owner-to-be or as replica). */
+  readonly catchingUp: number;
+  /** Of the taking partitions, those whose previous owner still held them when last asked. */
+  readonly waitingForPreviousOwner: number;
+  /** Copies marked rebuilding after this node lost data. */
+  readonly rebuilding: number;
 }
 
 export class ClusterNode {
@@ -93,6 +107,7 @@ export class ClusterNode {
   private local: LocalNode | undefined;
   private calls: RoutedCalls | undefined;
   private runtime: TwinRuntime | undefined;
+  private copies: PartitionCopies | undefined;
 
   /** @throws ConfigError (BAD_OPTION) for a replication factor below 1. */
   constructor(
@@ -132,6 +147,7 @@ export class ClusterNode {
     if (this.router !== undefined) return this.router;
     this.runtime = runtime;
     const copies = await PartitionCopies.load(runtime.store, runtime.partitioning.partitions);
+    this.copies = copies;
     const members: NodeInfo[] = [{ id: this.self, address: "", labels: {} }, ...this.options.peers.map((p) => ({ id: p.id, address: p.address, labels: {} }))];
     const membership = new StaticMembership(members, runtime.partitioning, this.replicationFactor);
     const settings = resolveNodeSettings({
@@ -278,7 +294,20 @@ export class ClusterNode {
       replicaWaits: replicated?.waits ?? 0,
       replicaShortfalls: replicated?.shortfalls ?? 0,
       replicationLag: this.replicator?.lag() ?? new Map(),
+      handoff: this.handoffProgress(),
     };
+  }
+
+  private handoffProgress(): HandoffProgress {
+    let catchingUp = 0;
+    let rebuilding = 0;
+    const { replica, copies, runtime } = this;
+    for (const p of runtime?.partitioning.all() ?? []) {
+      if (replica?.isCatchingUp(p) === true) catchingUp++;
+      if (copies?.get(p).rebuilding === true) rebuilding++;
+    }
+    const handoff = this.partitions?.handoff;
+    return { taking: handoff?.taking ?? 0, waitingForPreviousOwner: handoff?.waitingForPreviousOwner ?? 0, catchingUp, rebuilding };
   }
 
   /** The ring now. */

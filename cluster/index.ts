@@ -3,7 +3,14 @@
  * detector, and the node-to-node transport (PeerService served, peers pinged, events forwarded).
  */
 
-export { type ClusterMetricsView, ClusterNode, type ClusterOptions, DEFAULT_REPLICATION_FACTOR, type MemberView } from "./cluster-node.js";
+export {
+  type ClusterMetricsView,
+  ClusterNode,
+  type ClusterOptions,
+  DEFAULT_REPLICATION_FACTOR,
+  type HandoffProgress,
+  type MemberView,
+} from "./cluster-node.js";
 export { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
 export {
   DEFAULT_DOWN_AFTER_MS,

@@ -167,6 +167,22 @@ export class PartitionOwnership implements OwnershipGate {
     return n;
   }
 
+  /**
+   * Partitions this node should own now and does not serve yet (it is taking them), and of those
+   * the ones whose previous owner still held them when last asked (a handoff). Read-only: for
+   * status and metrics.
+   */
+  get handoff(): { readonly taking: number; readonly waitingForPreviousOwner: number } {
+    let taking = 0;
+    let waitingForPreviousOwner = 0;
+    for (const p of this.config.runtime.partitioning.all()) {
+      if (this.holds[p] === Hold.OWNED || this.ownerOfPartition(p) !== this.config.self) continue;
+      taking++;
+      if (this.handoffSince.has(p)) waitingForPreviousOwner++;
+    }
+    return { taking, waitingForPreviousOwner };
+  }
+
   /** True while this node serves `partition`, or may still write to it (just let go of it). */
   holding(partition: PartitionId): boolean {
     const copy = this.config.copies.get(partition);

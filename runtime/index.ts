@@ -66,6 +66,8 @@ export { DEFAULT_MAX_FILTER_COST, type QueryOptions } from "./query/query-option
 export type { AggregateGroup, AggregateResult, QuerySummary, TwinAggregation, TwinQuery } from "./query/twin-query.js";
 export { Keys } from "./store/keys.js";
 export { type BatchOp, Durability } from "./store/rocks-store.js";
+/** @internal For server/ only: status and metrics read the counts kept only in the store. */
+export type { AlertsBySeverity, StoredCounts, StoredCountsView } from "./stored-counts.js";
 export type { Telemetry } from "./twin/telemetry.js";
 export {
   AlertSeverity,

@@ -19,6 +19,7 @@ import { TwinQueries } from "./query/twin-query.js";
 import { upgradeDataFormat } from "./store/format-upgrade.js";
 import { type Durability, RocksStore, type RocksStoreOptions } from "./store/rocks-store.js";
 import { storedTwinKinds } from "./store/stored-kinds.js";
+import { StoredCounts } from "./stored-counts.js";
 import type { TwinClass } from "./twin/twin.js";
 
 /** Options for {@link TwinRuntime.open}. */
@@ -87,6 +88,8 @@ export class TwinRuntime {
     readonly unloadedKinds: readonly string[],
     /** @internal The node's page token key: cluster/ turns positions into this node's tokens and back. */
     readonly pageTokens: PageTokens,
+    /** @internal Counts kept only in the store (alerts, timers, dead letters), for server/ (status and metrics). */
+    readonly storedCounts: StoredCounts,
   ) {}
 
   /**
@@ -169,6 +172,7 @@ export class TwinRuntime {
         pool,
         unloadedKinds,
         tokens,
+        new StoredCounts(store, host.keys, partitioning, (p) => options.ownership?.owns?.(p) ?? true),
       );
     } catch (err) {
       await store.close();

@@ -217,7 +217,6 @@ export class TwinmeshNode {
     addService(server, TwinService, twinService(router), adapter);
     addService(server, AlertService, alertService(router), adapter);
     addService(server, DeadLetterService, deadLetterService(runtime), adapter);
-    addService(server, NodeService, nodeService(runtime, cluster), adapter);
     const health = new HealthState({
       "": Serving.SERVING,
       [TelemetryService.typeName]: Serving.SERVING,
@@ -226,6 +225,7 @@ export class TwinmeshNode {
       [DeadLetterService.typeName]: Serving.SERVING,
       [NodeService.typeName]: Serving.SERVING,
     });
+    addService(server, NodeService, nodeService(runtime, cluster, health), adapter);
     addHealthService(server, health, adapter);
     addReflectionService(server, [Health, TelemetryService, TwinService, AlertService, DeadLetterService, NodeService], adapter);
     const hostPart = host.includes(":") ? `[${host}]` : host;

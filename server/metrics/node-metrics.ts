@@ -147,6 +147,31 @@ function register(meter: Meter, sources: MetricSources): () => void {
       r.observe(load.outboxParked, { state: "parked" });
     });
 
+  // ---- counts kept only in the store: one scan per scrape serves all three instruments
+  const openAlerts = meter.createObservableGauge("twinmesh.alerts.open", {
+    description: "Alerts not yet resolved in the partitions this node owns, by severity and state (open, acknowledged)",
+  });
+  const timersPending = meter.createObservableGauge("twinmesh.timers.pending", {
+    description: "Durable twin timers armed and not yet fired in the partitions this node owns (due ones whose turn is queued included)",
+  });
+  const deadLettersStored = meter.createObservableGauge("twinmesh.dead_letters.stored", {
+    description: "Messages in the dead letters of the partitions this node owns",
+  });
+  meter.addBatchObservableCallback(
+    async (r) => {
+      const stored = await sources.runtime.storedCounts.read();
+      for (const [state, counts] of [
+        ["open", stored.openAlerts],
+        ["acknowledged", stored.acknowledgedAlerts],
+      ] as const) {
+        for (const [severity, n] of Object.entries(counts)) r.observe(openAlerts, n, { severity, state });
+      }
+      r.observe(timersPending, stored.timersPending);
+      r.observe(deadLettersStored, stored.deadLetters);
+    },
+    [openAlerts, timersPending, deadLettersStored],
+  );
+
   // ---- commits: recorded once per group by the host's commit observer
   const duration: Histogram = meter.createHistogram("twinmesh.commit.duration", {
     description: "Time to write one commit group to RocksDB",
@@ -208,6 +233,18 @@ function registerCluster(meter: Meter, cluster: ClusterNode): void {
     })
     .addCallback((r: ObservableResult) => {
       for (const [peer, behind] of view().replicationLag) r.observe(behind, { peer });
+    });
+  meter
+    .createObservableGauge("twinmesh.cluster.handoff.partitions", {
+      description:
+        "Partitions on their way to this node, by phase: taking (should own, not serving yet), waiting_for_previous_owner (of those, still held by the previous owner), catching_up (copies being brought up to date), rebuilding (copies rebuilt after this node lost data)",
+    })
+    .addCallback((r: ObservableResult) => {
+      const { handoff } = view();
+      r.observe(handoff.taking, { phase: "taking" });
+      r.observe(handoff.waitingForPreviousOwner, { phase: "waiting_for_previous_owner" });
+      r.observe(handoff.catchingUp, { phase: "catching_up" });
+      r.observe(handoff.rebuilding, { phase: "rebuilding" });
     });
 }
 
