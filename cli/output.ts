@@ -133,7 +133,7 @@ function jsonReplacer(_key: string, value: unknown): unknown {
  * grpcurl prints: field names in lowerCamelCase, enums by their full name such as
  * `"EVENT_STATUS_ACCEPTED"`, timestamps as RFC 3339), with every field present so scripts can
  * rely on the shape, except that 64-bit integers (seqs, versions, counts) are JSON numbers
- * whenever they are at most 2^53 − 1, which every one of them is in practice (the canonical form
+ * (also as map values) whenever they are at most 2^53 − 1, which every one of them is in practice (the canonical form
  * quotes them all); a larger one stays a decimal string, so no digit is ever lost.
  */
 export function messageJson<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): unknown {
@@ -155,6 +155,8 @@ function safeIntegersAsNumbers(schema: DescMessage, json: JsonValue): JsonValue 
     } else if (field.fieldKind === "message") safeIntegersAsNumbers(field.message, value);
     else if (field.fieldKind === "list" && field.listKind === "message" && Array.isArray(value)) {
       for (const item of value) safeIntegersAsNumbers(field.message, item);
+    } else if (field.fieldKind === "map" && field.mapKind === "scalar" && LONG_TYPES.has(field.scalar) && typeof value === "object" && !Array.isArray(value)) {
+      for (const [k, item] of Object.entries(value)) if (item !== undefined) value[k] = safeNumber(item);
     } else if (field.fieldKind === "map" && field.mapKind === "message" && typeof value === "object" && !Array.isArray(value)) {
       for (const item of Object.values(value)) if (item !== undefined) safeIntegersAsNumbers(field.message, item);
     }
