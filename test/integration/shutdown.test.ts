@@ -3,15 +3,23 @@ import { fileURLToPath } from "node:url";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { TwinmeshClient } from "../../client/index.js";
-import { HealthCheckResponse_ServingStatus as Serving } from "../../proto/gen/grpc/health/v1/health_pb.js";
+import {
+  Health,
+  type HealthCheckRequest,
+  HealthCheckRequestSchema,
+  type HealthCheckResponse,
+  HealthCheckResponseSchema,
+  HealthCheckResponse_ServingStatus as Serving,
+} from "../../proto/gen/grpc/health/v1/health_pb.js";
 import {
   PublishStreamRequestSchema,
   type PublishStreamResponse,
   PublishStreamResponseSchema,
   TelemetryService,
 } from "../../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
 import { gate } from "../fixtures/index.js";
-import { ACCEPTED, type EventInit, ev, outcomes, rejected } from "../harness/events.js";
+import { ACCEPTED, type EventInit, ev, outcomes, rejected, statuses } from "../harness/events.js";
 import { clientError, methodPath, rawClient } from "../harness/grpc-status.js";
 import { startNode, twinState } from "../harness/start-node.js";
 import { assertRecovered, StreamLoad } from "../harness/stream-load.js";
@@ -20,6 +28,24 @@ import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
+
+/** The whole node's name in grpc.health.v1. */
+const HEALTH_NODE = "";
+
+/** A grpc.health.v1 Watch of `service`: every status it streamed, in order, and how it ended. */
+function healthWatch(raw: grpc.Client, service: string): { service: string; seen: Serving[]; ended: Promise<grpc.status> } {
+  const call = raw.makeServerStreamRequest(
+    methodPath(Health.method.watch),
+    (req: HealthCheckRequest) => Buffer.from(toBinary(HealthCheckRequestSchema, req)),
+    (bytes: Buffer) => fromBinary(HealthCheckResponseSchema, bytes),
+    create(HealthCheckRequestSchema, { service }),
+  );
+  const seen: Serving[] = [];
+  call.on("data", (res: HealthCheckResponse) => seen.push(res.status));
+  call.on("error", () => undefined); // reported through "status"
+  const ended = new Promise<grpc.status>((resolve) => call.on("status", (s: grpc.StatusObject) => resolve(s.code)));
+  return { service, seen, ended };
+}
 
 function streamRequest(batchId: string, events: EventInit[]): Buffer {
   return Buffer.from(toBinary(PublishStreamRequestSchema, create(PublishStreamRequestSchema, { batchId, events })));
@@ -96,6 +122,53 @@ describe("stopping a node (shutdown)", () => {
     assert.deepEqual(await twinState(restarted.client, "gate", "g-1"), { count: 3, lastSeq: 3 });
     assert.deepEqual(await twinState(restarted.client, "counter", "c-1"), { count: 3, lastSeq: 3, total: 0, messages: 0 });
     await assert.rejects(restarted.client.getTwin({ kind: "counter", id: "c-2" }), { code: grpc.status.NOT_FOUND });
+  });
+
+  it("says NOT_SERVING to Check, Watch and GetNodeStatus, for the node and each service, from the moment it starts draining while a queued turn still runs", async () => {
+    const started = await startNode(t);
+    const raw = rawClient(started.address);
+    t.defer(() => raw.close());
+    const watches = [HEALTH_NODE, TelemetryService.typeName].map((service) => healthWatch(raw, service));
+    for (const w of watches)
+      await waitFor(() => w.seen.at(-1) === Serving.SERVING || undefined, { timeoutMs: 5_000, what: `the watch of "${w.service}" to say SERVING` });
+
+    gate.close();
+    const held = started.client.publish([ev("gate", "g-1", 1), ev("gate", "g-1", 2)]);
+    await waitFor(() => gate.entered === 1, { timeoutMs: 5_000, what: "g-1's first turn to start" });
+    const closing = started.node.close(10_000);
+    // The drain cannot end while the gate holds g-1's turn: everything below happens during it.
+    for (const w of watches)
+      await waitFor(() => w.seen.at(-1) === Serving.NOT_SERVING || undefined, { timeoutMs: 5_000, what: `the watch of "${w.service}" to say NOT_SERVING` });
+    for (const service of [HEALTH_NODE, TelemetryService.typeName, TwinService.typeName]) {
+      assert.equal((await started.client.health(service)).status, Serving.NOT_SERVING, `Check of "${service}" while draining`);
+    }
+    const status = await started.client.getNodeStatus();
+    assert.equal(status.serving, false);
+    assert.deepEqual(
+      status.services.filter((x) => x.serving).map((x) => x.service),
+      [],
+    );
+    assert.equal(gate.entered, 1, "the held turn finished before the drain was observed");
+    assert.deepEqual(
+      watches.map((w) => w.seen),
+      [
+        [Serving.SERVING, Serving.NOT_SERVING],
+        [Serving.SERVING, Serving.NOT_SERVING],
+      ],
+    );
+
+    gate.open();
+    assert.deepEqual(statuses((await held).results), ["ACCEPTED", "ACCEPTED"]);
+    await closing;
+    // Closing ended the watches without another status.
+    for (const w of watches) assert.equal(await w.ended, grpc.status.OK);
+    assert.deepEqual(
+      watches.map((w) => w.seen),
+      [
+        [Serving.SERVING, Serving.NOT_SERVING],
+        [Serving.SERVING, Serving.NOT_SERVING],
+      ],
+    );
   });
 
   it("ends an open WatchAlerts with UNAVAILABLE and the cursor to resume from when it closes", async () => {
