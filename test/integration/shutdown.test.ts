@@ -3,14 +3,7 @@ import { fileURLToPath } from "node:url";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { TwinmeshClient } from "../../client/index.js";
-import {
-  Health,
-  type HealthCheckRequest,
-  HealthCheckRequestSchema,
-  type HealthCheckResponse,
-  HealthCheckResponseSchema,
-  HealthCheckResponse_ServingStatus as Serving,
-} from "../../proto/gen/grpc/health/v1/health_pb.js";
+import { HealthCheckResponse_ServingStatus as Serving } from "../../proto/gen/grpc/health/v1/health_pb.js";
 import {
   PublishStreamRequestSchema,
   type PublishStreamResponse,
@@ -21,6 +14,7 @@ import { TwinService } from "../../proto/gen/twinmesh/v1/twin_pb.js";
 import { gate } from "../fixtures/index.js";
 import { ACCEPTED, type EventInit, ev, outcomes, rejected, statuses } from "../harness/events.js";
 import { clientError, methodPath, rawClient } from "../harness/grpc-status.js";
+import { healthWatch } from "../harness/health-watch.js";
 import { startNode, twinState } from "../harness/start-node.js";
 import { assertRecovered, StreamLoad } from "../harness/stream-load.js";
 import { SupervisedNode } from "../harness/supervised-node.js";
@@ -31,21 +25,6 @@ const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url))
 
 /** The whole node's name in grpc.health.v1. */
 const HEALTH_NODE = "";
-
-/** A grpc.health.v1 Watch of `service`: every status it streamed, in order, and how it ended. */
-function healthWatch(raw: grpc.Client, service: string): { service: string; seen: Serving[]; ended: Promise<grpc.status> } {
-  const call = raw.makeServerStreamRequest(
-    methodPath(Health.method.watch),
-    (req: HealthCheckRequest) => Buffer.from(toBinary(HealthCheckRequestSchema, req)),
-    (bytes: Buffer) => fromBinary(HealthCheckResponseSchema, bytes),
-    create(HealthCheckRequestSchema, { service }),
-  );
-  const seen: Serving[] = [];
-  call.on("data", (res: HealthCheckResponse) => seen.push(res.status));
-  call.on("error", () => undefined); // reported through "status"
-  const ended = new Promise<grpc.status>((resolve) => call.on("status", (s: grpc.StatusObject) => resolve(s.code)));
-  return { service, seen, ended };
-}
 
 function streamRequest(batchId: string, events: EventInit[]): Buffer {
   return Buffer.from(toBinary(PublishStreamRequestSchema, create(PublishStreamRequestSchema, { batchId, events })));

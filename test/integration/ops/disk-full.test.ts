@@ -6,6 +6,8 @@ import { TwinmeshClient } from "twinmesh/client";
 import { HealthCheckResponse_ServingStatus as Serving } from "../../../proto/gen/grpc/health/v1/health_pb.js";
 import { EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinmeshNode } from "../../../server/index.js";
+import { rawClient } from "../../harness/grpc-status.js";
+import { healthWatch } from "../../harness/health-watch.js";
 import { useTestScope } from "../../harness/test-scope.js";
 import { mountTmpfs } from "../../harness/tmpfs.js";
 import { waitFor } from "../../harness/wait-for.js";
@@ -45,6 +47,10 @@ describe("a node on a full disk", () => {
     mkdirSync(dataDir);
     node = await TwinmeshNode.start({ twins: [BlobTwin], dataDir, port: 0 });
     client = new TwinmeshClient(node.address);
+    const raw = rawClient(node.address);
+    t.defer(() => raw.close());
+    const watch = healthWatch(raw, "");
+    await waitFor(() => watch.seen.at(-1) === Serving.SERVING || undefined, { timeoutMs: 5_000, what: "the health watch to say SERVING" });
     // Leave ~6 MiB: enough to start, soon too little for the WAL.
     const fs = statfsSync(mountPoint);
     const filler = join(mountPoint, "filler");
@@ -67,6 +73,10 @@ describe("a node on a full disk", () => {
     assert.ok(reasons.has("COMMIT_FAILED") || reasons.has("NOT_SERVING"), `expected the disk to fill, got ${JSON.stringify([...reasons])}`);
     const health = await client.health();
     assert.equal(health.status, Serving.NOT_SERVING);
+    await waitFor(() => watch.seen.at(-1) === Serving.NOT_SERVING || undefined, { timeoutMs: 5_000, what: "the health watch to say NOT_SERVING" });
+    const status = await client.getNodeStatus();
+    assert.equal(status.serving, false);
+    assert.match(status.problem, /^disk refuses writes \(.*\); read-only and NOT_SERVING until space is freed in /);
     const rejected = await client.publish([{ kind: "blob", sourceId: "b0", seq: BigInt(++seq) }]);
     assert.equal(rejected.results[0]?.reason, "NOT_SERVING");
 
@@ -75,6 +85,10 @@ describe("a node on a full disk", () => {
       timeoutMs: 10_000,
       what: "the node to serve again after space returned",
     });
+    // The watch follows: SERVING again, with nothing left over from the outage.
+    await waitFor(() => watch.seen.at(-1) === Serving.SERVING || undefined, { timeoutMs: 5_000, what: "the health watch to say SERVING again" });
+    assert.deepEqual([(await client.getNodeStatus()).serving, (await client.getNodeStatus()).problem], [true, ""]);
+    watch.cancel();
     for (const [id, count] of acknowledged) {
       const { twin } = await client.getTwin({ kind: "blob", id });
       const n = (twin?.state as { n?: number } | undefined)?.n ?? 0;
