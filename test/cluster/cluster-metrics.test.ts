@@ -31,6 +31,10 @@ describe("a three-node cluster's metrics (cluster-metrics)", function () {
       assert.equal(s.value("twinmesh_cluster_members_up"), 3, `${MEMBERS[i]}: members up`);
       assert.equal(s.value("twinmesh_cluster_catching_up"), 0, `${MEMBERS[i]}: catching up`);
       assert.ok((s.value("twinmesh_cluster_ring_epoch") ?? 0) >= 1, `${MEMBERS[i]}: ring epoch ${s.value("twinmesh_cluster_ring_epoch")}`);
+      // Formed: nothing is on its way anywhere.
+      for (const phase of ["taking", "waiting_for_previous_owner", "catching_up", "rebuilding"]) {
+        assert.equal(s.value("twinmesh_cluster_handoff_partitions", { phase }), 0, `${MEMBERS[i]}: handoff ${phase}`);
+      }
     }
     assert.equal(
       scrapes.reduce((sum, s) => sum + (s.value("twinmesh_cluster_partitions_owned") ?? 0), 0),

@@ -33,6 +33,9 @@ describe("a real Prometheus scraping a node (prometheus)", function () {
     assert.deepEqual(statuses(sent.results), ["ACCEPTED", "ACCEPTED", "ACCEPTED"]);
     const dup = await client.publish([ev("counter", "p-1", 2), ev("counter", "", 1)]);
     assert.deepEqual(statuses(dup.results), ["DUPLICATE", "REJECTED"]);
+    // One critical alert and one timer pending, counted in the store at each scrape.
+    const alarm = await client.publish([ev("alarm", "p-3", 1, { level: 160, timerMs: 3_600_000 })]);
+    assert.deepEqual(statuses(alarm.results), ["ACCEPTED"]);
 
     const [port] = await freePorts(1);
     server = await PrometheusServer.start(t, { targets: [node.metricsAddress as string], port: port as number, scrapeIntervalS: 1 });
@@ -48,7 +51,11 @@ describe("a real Prometheus scraping a node (prometheus)", function () {
     assert.equal(await one('twinmesh_events_total{kind="counter",outcome="accepted"}'), 3);
     assert.equal(await one('twinmesh_events_total{kind="counter",outcome="duplicate"}'), 1);
     assert.equal(await one('twinmesh_events_total{kind="counter",outcome="rejected",reason="BAD_FIELD"}'), 1);
-    assert.equal(await one("twinmesh_twins_active"), 2);
+    assert.equal(await one("twinmesh_twins_active"), 3);
+    assert.equal(await one('twinmesh_alerts_open{severity="critical",state="open"}'), 1);
+    assert.equal(await one('sum(twinmesh_alerts_open{severity!="critical"})'), 0);
+    assert.equal(await one("twinmesh_timers_pending"), 1);
+    assert.equal(await one("twinmesh_dead_letters_stored"), 0);
     assert.ok(((await one("twinmesh_commit_duration_seconds_count")) ?? 0) > 0, "no commit histogram in Prometheus");
     assert.equal(await one('twinmesh_commit_duration_seconds_bucket{le="+Inf"}'), await one("twinmesh_commit_duration_seconds_count"));
     // Prometheus took the types from the exposition: the histogram quantile works on the buckets.
