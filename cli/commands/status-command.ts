@@ -79,9 +79,10 @@ In a cluster (the node has peers) every member is asked, at the address the node
 ${MEMBER_DEADLINE_MS / 1000} s is shown as NO ANSWER, with the state the asked node sees it in.
 
 Exit codes:
-  0  healthy: every member answered, says SERVING, and is up as the asked node sees it
-  ${EXIT_DEGRADED}  degraded: some member did not answer, is NOT_SERVING, or is not up (down,
-     catching up, incompatible); the output says which
+  0  healthy: every node asked answered, says SERVING, and is up as the asked node sees it
+  ${EXIT_DEGRADED}  degraded: a node asked did not answer, is NOT_SERVING, or is not up (down,
+     catching up, incompatible); the output and the stderr line say which and why
+     (with --no-cluster only the node at --address is asked, so only its own health counts)
   1  the node at --address could not be asked (or answered with an error)
   2  usage error
 
@@ -115,14 +116,14 @@ Examples:
           const rows: NodeRow[] = targets.map((target, i) => {
             const a = before[i];
             const b = after[i];
-            const status = b instanceof Error || b === undefined ? (a instanceof Error ? undefined : a) : b;
-            const failed = [b, a].find((x) => x instanceof Error);
+            // The last sample says whether the node answers now.
+            const status = b instanceof Error ? undefined : b;
             return {
               nodeId: target.nodeId,
               address: target.address,
               seenAs: target.seenAs,
               status,
-              error: status === undefined && failed !== undefined ? describeError(failed, target.address).line : undefined,
+              error: b instanceof Error ? describeError(b, target.address).line : undefined,
               rates: options.interval > 0 && a !== undefined && b !== undefined && !(a instanceof Error) && !(b instanceof Error) ? rates(a, b) : undefined,
             };
           });
