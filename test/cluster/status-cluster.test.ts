@@ -3,8 +3,9 @@ import { fileURLToPath } from "node:url";
 import { Consistency } from "../../client/index.js";
 import { MemberState } from "../../proto/gen/twinmesh/v1/node_pb.js";
 import { type CliResult, runCli } from "../harness/cli-process.js";
-import { ClusterHarness } from "../harness/cluster-harness.js";
+import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
 import { ev, statuses } from "../harness/events.js";
+import { Scrape } from "../harness/prometheus-text.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
 
@@ -111,5 +112,43 @@ describe("twinmesh status in a three-node cluster (status-cluster)", function ()
 
     // --no-cluster asks only n1, which serves.
     assertExit(await runCli(["status", "--no-cluster", "--interval", "0", "--address", n1]), 0);
+  });
+
+  it("shows partitions a node is taking while a first start waits for every copy, in GetNodeStatus and twinmesh_cluster_handoff_partitions, until the last member comes", async () => {
+    const [metricsPort] = await freePorts(1);
+    const c = await ClusterHarness.prepare(t, {
+      size: 3,
+      twins: [FIXTURES],
+      args: ["--partitions", "32", "--replication-factor", "3"],
+      argsOf: { n1: ["--metrics-port", String(metricsPort)] },
+    });
+    await Promise.all([c.startMember("n1"), c.startMember("n2")]);
+    // At a cluster's first start a node takes a partition only once every copy answers (for the
+    // startup grace, 10 s): with n3 not started, n1 and n2 should own partitions and cannot yet.
+    const n1 = c.client("n1", 5_000);
+    const taking = await waitFor(
+      async () => {
+        const s = await n1.getNodeStatus();
+        return s.serving && (s.partitionProgress?.taking ?? 0) > 0 ? s : undefined;
+      },
+      { timeoutMs: 9_000, what: "n1 to serve and be taking partitions" },
+    );
+    assert.equal(taking?.partitionProgress?.owned, 0);
+    assert.equal(taking?.partitionProgress?.rebuilding, 0);
+    const scrape = await Scrape.of(c.node("n1").metricsAddress);
+    assert.ok((scrape.value("twinmesh_cluster_handoff_partitions", { phase: "taking" }) ?? 0) > 0, "twinmesh_cluster_handoff_partitions{phase=taking} on n1");
+
+    await c.startMember("n3");
+    await c.formed(20_000);
+    const after = await Promise.all(c.members.map((m) => c.client(m.id, 5_000).getNodeStatus()));
+    assert.deepEqual(
+      after.map((s) => s.partitionProgress?.taking),
+      [0, 0, 0],
+    );
+    assert.equal(
+      after.reduce((sum, s) => sum + (s.partitionProgress?.owned ?? 0), 0),
+      32,
+    );
+    assert.equal((await Scrape.of(c.node("n1").metricsAddress)).value("twinmesh_cluster_handoff_partitions", { phase: "taking" }), 0);
   });
 });
