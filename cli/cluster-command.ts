@@ -58,6 +58,7 @@ export function clusterCommand(): Command {
 Example:
   twinmesh cluster --twins ./my-twins.ts --nodes 3
   twinmesh ring --address 127.0.0.1:7421
+  twinmesh status --address 127.0.0.1:7421   (every node's health, partitions and counts)
   twinmesh send patient bed-4 bpm=72 --address 127.0.0.1:7422   (any node takes any twin)`,
     )
     .action(async (opts: ClusterOptions) => {
@@ -126,6 +127,7 @@ async function runCluster(opts: ClusterOptions): Promise<void> {
   if (started.every(Boolean)) {
     printLine(`cluster of ${members.length} serving: ${members.map((m) => `${m.id} ${m.address}`).join(", ")}. Try, in another terminal:`);
     printLine(`  npx twinmesh ring --address ${members[0]?.address}`);
+    printLine(`  npx twinmesh status --address ${members[0]?.address}`);
     printLine("Ctrl-C stops every node.");
   } else {
     printNotice("not every node started (see its output above); stopping the others");
