@@ -48,12 +48,6 @@ export interface MemberView {
   readonly replicated: number;
 }
 
-/**
- * This node's part in a static cluster: the ring of this node and its `--peers`, the peer pool
- * (heartbeats, failure detection, settings agreement), forwarding, and the router every RPC goes
- * through. Made before the runtime opens, because the host's admission consults its ownership;
- * {@link attach}ed once the runtime is open.
- */
 /** What {@link ClusterNode.metricsView} reports. Counters only grow while the node runs. */
 export interface ClusterMetricsView {
   /** The ring epoch this node routes by. */
@@ -90,6 +84,12 @@ export interface HandoffProgress {
   readonly rebuilding: number;
 }
 
+/**
+ * This node's part in a static cluster: the ring of this node and its `--peers`, the peer pool
+ * (heartbeats, failure detection, settings agreement), forwarding, and the router every RPC goes
+ * through. Made before the runtime opens, because the host's admission consults its ownership;
+ * {@link attach}ed once the runtime is open.
+ */
 export class ClusterNode {
   readonly ownership: ClusterOwnership;
   /** Twin-to-twin messages to another node's twins, sent to the owner as SendToTwin keyed by the message's id. */
