@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import type { GetNodeStatusResponse } from "../../proto/gen/twinmesh/v1/node_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { type GetNodeStatusResponse, GetNodeStatusResponseSchema, NodeService } from "../../proto/gen/twinmesh/v1/node_pb.js";
 import { fixtureTwins } from "../fixtures/index.js";
 import { MAIL_TWINS } from "../fixtures/mail-twins.js";
 import { ev, statuses } from "../harness/events.js";
+import { rawClient, serviceError, unaryBytes } from "../harness/grpc-status.js";
 import { Scrape } from "../harness/prometheus-text.js";
 import { type StartedNode, startNode } from "../harness/start-node.js";
 import { useTestScope } from "../harness/test-scope.js";
@@ -144,5 +147,17 @@ describe("NodeService.GetNodeStatus (node-status)", () => {
     assert.equal(scrape.value("twinmesh_dead_letters_stored"), 2);
     // A single node has no cluster: no handoff series.
     assert.equal(scrape.value("twinmesh_cluster_handoff_partitions", { phase: "taking" }), undefined);
+  });
+
+  it("answers INVALID_ARGUMENT to bytes that are not a GetNodeStatusRequest, and ignores fields it does not know", async () => {
+    const node = await startNode(t);
+    const raw = rawClient(node.address);
+    t.defer(() => raw.close());
+    const err = await serviceError(unaryBytes(raw, NodeService.method.getNodeStatus, Buffer.from([0xff, 0xff, 0xff])));
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(err.details, /^request to \/twinmesh\.v1\.NodeService\/GetNodeStatus is not a valid twinmesh\.v1\.GetNodeStatusRequest /);
+    // Field 1 (varint 1), which a newer client might send: ignored, as protobuf says.
+    const answer = fromBinary(GetNodeStatusResponseSchema, await unaryBytes(raw, NodeService.method.getNodeStatus, Buffer.from([0x08, 0x01])));
+    assert.equal(answer.serving, true);
   });
 });
