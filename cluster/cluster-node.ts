@@ -155,7 +155,13 @@ export class ClusterNode {
       replicationFactor: this.replicationFactor,
       kinds: runtime.registry.kindNames(),
     });
-    this.local = { id: this.self, settings, epoch: () => STATIC_EPOCH, catchingUp: () => this.partitions?.catchingUp ?? true };
+    this.local = {
+      id: this.self,
+      settings,
+      epoch: () => STATIC_EPOCH,
+      catchingUp: () => this.partitions?.catchingUp ?? true,
+      diskProblem: () => runtime.host.diskProblem,
+    };
     const pool = new PeerPool(this.local, this.options.peers, {
       log: this.log,
       failureDetector: this.options.failureDetector,
@@ -168,7 +174,10 @@ export class ClusterNode {
     this.pool = pool;
     const peers: ReplicaPeers = {
       isUp: (peer) => pool.isUp(peer),
-      isCurrent: (peer) => pool.isUp(peer) && !pool.state(peer).catchingUp,
+      isCurrent: (peer) => {
+        const state = pool.state(peer);
+        return state.condition === PeerCondition.UP && !state.catchingUp && state.diskProblem === undefined;
+      },
       channel: (peer) => pool.channel(peer),
     };
     const log = this.log;
@@ -254,17 +263,23 @@ export class ClusterNode {
   members(): MemberView[] {
     const ring = this.currentRing();
     const peers = new Map<string, PeerState>((this.pool?.states() ?? []).map((p) => [p.id, p]));
-    const live = (id: string): boolean => (id === this.self ? !this.catchingUp : peers.get(id)?.condition === "up" && peers.get(id)?.catchingUp !== true);
+    const selfDisk = this.runtime?.host.diskProblem;
+    const live = (id: string): boolean =>
+      id === this.self
+        ? this.partitions?.current === true
+        : peers.get(id)?.condition === "up" && peers.get(id)?.catchingUp !== true && peers.get(id)?.diskProblem === undefined;
     return ring.nodes.map((id) => {
       const share = ring.shareOf(id, live);
       const peer = peers.get(id);
-      const catching = id === this.self ? this.catchingUp : peer?.condition === "up" && peer.catchingUp;
+      const up = id === this.self || peer?.condition === "up";
+      const catching = id === this.self ? this.catchingUp : up && peer?.catchingUp === true;
+      const diskFull = up && (id === this.self ? selfDisk : peer?.diskProblem) !== undefined;
       return {
         id,
         address: peer?.address ?? "",
-        condition: catching ? "catching-up" : id === this.self ? "self" : (peer?.condition ?? "down"),
-        // Of itself, this node also knows whether its disk takes writes (a full disk: what to free).
-        problem: id === this.self ? this.runtime?.host.diskProblem : peer?.problem,
+        condition: diskFull ? "disk-full" : catching ? "catching-up" : id === this.self ? "self" : (peer?.condition ?? "down"),
+        // A full disk: what it reported (what to free).
+        problem: id === this.self ? selfDisk : (peer?.problem ?? (diskFull ? peer?.diskProblem : undefined)),
         // This node knows what it has taken; of a peer, only what it should own.
         owned: id === this.self ? (this.partitions?.ownedCount ?? 0) : share.owned,
         replicated: share.replicated,

@@ -88,6 +88,7 @@ export class PartitionOwnership implements OwnershipGate {
   /** Peers current at the last reconcile: one that becomes current is asked whether it follows a newer epoch of a partition this node owns. */
   private readonly currentPeers = new Set<NodeId>();
   private closed = false;
+  private stopDiskWatch: () => void = () => undefined;
   private readonly listeners = new Set<() => void>();
 
   constructor(private readonly config: PartitionOwnershipConfig) {
@@ -104,7 +105,16 @@ export class PartitionOwnership implements OwnershipGate {
     return this.startingUp || this.rebuilding > 0;
   }
 
-  /** Calls `listener` when this node's catching-up state or a partition it owns changes. */
+  /**
+   * True while this node may own partitions and count toward quorums: it is not catching up, and
+   * its disk takes writes (a node whose disk is full lets its partitions go to the next copies,
+   * and takes them back, catching up first, once space is freed).
+   */
+  get current(): boolean {
+    return !this.catchingUp && this.config.runtime.host.diskProblem === undefined;
+  }
+
+  /** Calls `listener` when this node's catching-up state, its disk's, or a partition it owns changes. */
   onChange(listener: () => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
@@ -117,6 +127,11 @@ export class PartitionOwnership implements OwnershipGate {
     this.notify();
     this.timer = setInterval(() => this.reconcile(), RECONCILE_MS);
     this.timer.unref();
+    // A full disk lets this node's partitions go at once; freed space takes them back.
+    this.stopDiskWatch = this.config.runtime.host.onServingChange(() => {
+      this.notify();
+      this.reconcile();
+    });
     this.reconcile();
   }
 
@@ -128,6 +143,7 @@ export class PartitionOwnership implements OwnershipGate {
   close(): void {
     this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
+    this.stopDiskWatch();
   }
 
   /** The node that should run `partition` now, or undefined when no copy of it is live. */
@@ -135,7 +151,7 @@ export class PartitionOwnership implements OwnershipGate {
     const { self, peers } = this.config;
     for (const node of this.config.ring().preferenceList(partition)) {
       if (node === self) {
-        if (!this.catchingUp) return self;
+        if (this.current) return self;
       } else if (peers.isCurrent(node as NodeId)) return node as NodeId;
     }
     return undefined;
@@ -193,7 +209,7 @@ export class PartitionOwnership implements OwnershipGate {
   liveCopies(partition: PartitionId): number {
     let live = 0;
     for (const node of this.config.ring().preferenceList(partition)) {
-      if (node === this.config.self ? !this.catchingUp : this.config.peers.isCurrent(node as NodeId)) live++;
+      if (node === this.config.self ? this.current : this.config.peers.isCurrent(node as NodeId)) live++;
     }
     return live;
   }
@@ -216,7 +232,9 @@ export class PartitionOwnership implements OwnershipGate {
         reason: this.catchingUp ? "NOT_SERVING" : "OWNER_UNAVAILABLE",
         message: this.catchingUp
           ? `this node (${this.config.self}) is catching up after its start; retry in a moment, or send to another node`
-          : `no copy of partition ${partition} (twin ${kind}/${id}) is live: ${this.config.ring().preferenceList(partition).join(", ")} are all down; retry with the same seqs when one is back`,
+          : this.config.runtime.host.diskProblem !== undefined
+            ? `this node's (${this.config.self}) disk refuses writes and no other copy of partition ${partition} (twin ${kind}/${id}) is live (${this.config.ring().preferenceList(partition).join(", ")}); retry with the same seqs when space is freed or a copy is back`
+            : `no copy of partition ${partition} (twin ${kind}/${id}) is live: ${this.config.ring().preferenceList(partition).join(", ")} are all down; retry with the same seqs when one is back`,
         retryable: true,
       };
     }

@@ -31,6 +31,8 @@ export interface PeerState {
   readonly epoch: bigint | undefined;
   /** From its last Ping answer: true while it catches up and does not count toward quorums. */
   readonly catchingUp: boolean;
+  /** From its last Ping answer: why its disk refuses writes (it owns nothing and counts toward no quorum meanwhile); undefined while it takes them. */
+  readonly diskProblem: string | undefined;
   /** Why it is {@link PeerCondition.INCOMPATIBLE}, naming the difference; undefined otherwise. */
   readonly problem: string | undefined;
 }
@@ -80,6 +82,7 @@ interface PeerRecord {
   answered: boolean;
   epoch: bigint | undefined;
   catchingUp: boolean;
+  diskProblem: string | undefined;
   problem: string | undefined;
   /** The state last reported to listeners. */
   reported: PeerState;
@@ -168,8 +171,17 @@ export class PeerPool {
         answered: false,
         epoch: undefined,
         catchingUp: false,
+        diskProblem: undefined,
         problem: undefined,
-        reported: { id: peer.id, address: peer.address, condition: PeerCondition.DOWN, epoch: undefined, catchingUp: false, problem: undefined },
+        reported: {
+          id: peer.id,
+          address: peer.address,
+          condition: PeerCondition.DOWN,
+          epoch: undefined,
+          catchingUp: false,
+          diskProblem: undefined,
+          problem: undefined,
+        },
       };
       this.peers.set(peer.id, rec);
     }
@@ -201,7 +213,7 @@ export class PeerPool {
     return this.peers.get(peer)?.reported.condition === PeerCondition.UP;
   }
 
-  /** Calls `listener` when a peer's condition, epoch or catching-up flag changes; returns the unsubscribe function. */
+  /** Calls `listener` when a peer's condition, epoch, catching-up flag or disk problem changes; returns the unsubscribe function. */
   onChange(listener: (state: PeerState) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
@@ -284,6 +296,7 @@ export class PeerPool {
       rec.problem = undefined;
       rec.epoch = res.epoch;
       rec.catchingUp = res.catchingUp;
+      rec.diskProblem = res.diskProblem === "" ? undefined : res.diskProblem;
       this.detector.heartbeat(rec.id);
       this.report(rec);
       return true;
@@ -310,8 +323,23 @@ export class PeerPool {
     const condition =
       rec.problem !== undefined ? PeerCondition.INCOMPATIBLE : rec.answered && this.detector.isUp(rec.id) ? PeerCondition.UP : PeerCondition.DOWN;
     const before = rec.reported;
-    if (before.condition === condition && before.epoch === rec.epoch && before.catchingUp === rec.catchingUp && before.problem === rec.problem) return;
-    const state: PeerState = { id: rec.id, address: rec.address, condition, epoch: rec.epoch, catchingUp: rec.catchingUp, problem: rec.problem };
+    if (
+      before.condition === condition &&
+      before.epoch === rec.epoch &&
+      before.catchingUp === rec.catchingUp &&
+      before.diskProblem === rec.diskProblem &&
+      before.problem === rec.problem
+    )
+      return;
+    const state: PeerState = {
+      id: rec.id,
+      address: rec.address,
+      condition,
+      epoch: rec.epoch,
+      catchingUp: rec.catchingUp,
+      diskProblem: rec.diskProblem,
+      problem: rec.problem,
+    };
     rec.reported = state;
     if (before.condition !== condition) this.log.info({ peer: rec.id, condition, problem: rec.problem }, "peer condition changed");
     for (const listener of this.listeners) {

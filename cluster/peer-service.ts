@@ -28,6 +28,8 @@ export interface LocalNode {
   epoch(): bigint;
   /** True while this node catches up partitions and does not count toward quorums. */
   catchingUp(): boolean;
+  /** Why this node's disk refuses writes, or undefined while it takes them. */
+  diskProblem(): string | undefined;
 }
 
 /** Stores an owner's shipments on this replica and acknowledges each once it is durable. Requests arrive checked. */
@@ -82,7 +84,7 @@ const DEFAULT_MAX_FORWARD_BATCH_EVENTS = 10_000;
  * @example
  * ```ts
  * const server = new grpc.Server();
- * addPeerService(server, { id: parseNodeId("n1"), settings, epoch: () => ring.epoch, catchingUp: () => false },
+ * addPeerService(server, { id: parseNodeId("n1"), settings, epoch: () => ring.epoch, catchingUp: () => false, diskProblem: () => undefined },
  *   { forward: { forward: (batch, signal) => router.applyForwarded(batch, signal) } });
  * ```
  */
@@ -161,6 +163,7 @@ function ping(self: LocalNode, req: PingRequest): PingResponse {
     epoch: self.epoch(),
     settings: nodeSettingsToMessage(self.settings),
     catchingUp: self.catchingUp(),
+    diskProblem: self.diskProblem() ?? "",
   });
 }
 

@@ -25,6 +25,7 @@ const STATE: Readonly<Record<string, MemberState>> = {
   down: MemberState.DOWN,
   incompatible: MemberState.INCOMPATIBLE,
   "catching-up": MemberState.CATCHING_UP,
+  "disk-full": MemberState.DISK_FULL,
 };
 
 /** The twinmesh release, read once from the package's own package.json (beside dist/). */

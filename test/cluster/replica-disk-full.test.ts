@@ -4,10 +4,10 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Consistency, TwinmeshClient } from "../../client/index.js";
 import { HealthCheckResponse_ServingStatus as Serving } from "../../proto/gen/grpc/health/v1/health_pb.js";
-import type { BlobState } from "../fixtures/blob-twin.js";
+import { blobVia } from "../harness/blob-reads.js";
 import { runCli } from "../harness/cli-process.js";
 import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
-import { type EventInit, ev, type Outcome, outcomes } from "../harness/events.js";
+import { describeOutcome, type EventInit, ev, type Outcome, outcomes } from "../harness/events.js";
 import { NodeProcess } from "../harness/node-process.js";
 import { Scrape } from "../harness/prometheus-text.js";
 import { useTestScope } from "../harness/test-scope.js";
@@ -18,22 +18,6 @@ const BLOB = fileURLToPath(new URL("../fixtures/blob-twin.js", import.meta.url))
 const MEMBERS = ["n1", "n2", "n3"] as const;
 /** Free space left on n3's tmpfs once the filler is written: a few hundred blob writes. */
 const LEFT_BYTES = 4 * 1024 * 1024;
-
-/** An outcome in one line. */
-function brief(o: Outcome): string {
-  return o.status === "REJECTED" ? `REJECTED ${o.reason} (retryable: ${o.retryable}): ${o.message}` : o.status;
-}
-
-/** A blob twin as `client` reads it: its owner, events applied and last seq, or why the read failed. */
-async function blobVia(client: TwinmeshClient, id: string): Promise<string> {
-  try {
-    const { twin } = await client.getTwin({ kind: "blob", id });
-    const s = (twin?.state ?? {}) as Partial<BlobState>;
-    return JSON.stringify({ owner: twin?.ownerNodeId, n: s.n, lastSeq: s.lastSeq, blobBytes: s.blob?.length });
-  } catch (err) {
-    return `GetTwin failed: ${(err as { reason?: string }).reason ?? ""} ${(err as Error).message}`;
-  }
-}
 
 describe("a cluster of three nodes whose replica's disk is full (replica-disk-full)", function () {
   this.timeout(60_000);
@@ -95,7 +79,7 @@ describe("a cluster of three nodes whose replica's disk is full (replica-disk-fu
       const results = outcomes((await client(via).publish(events, Consistency.QUORUM)).results);
       record(events, results);
       assert.deepEqual(
-        results.map(brief),
+        results.map(describeOutcome),
         events.map(() => "ACCEPTED"),
         `QUORUM round ${rounds} through ${via}, filling n3's disk`,
       );
@@ -115,7 +99,7 @@ describe("a cluster of three nodes whose replica's disk is full (replica-disk-fu
       const results = outcomes((await client(via).publish(events, Consistency.QUORUM)).results);
       record(events, results);
       assert.deepEqual(
-        results.map(brief),
+        results.map(describeOutcome),
         events.map(() => "ACCEPTED"),
         `QUORUM through ${via} with n3's disk full`,
       );
@@ -124,8 +108,8 @@ describe("a cluster of three nodes whose replica's disk is full (replica-disk-fu
     const all = nextRound();
     const refused = outcomes((await client("n1").publish(all, Consistency.ALL)).results);
     for (const [k, o] of refused.entries()) {
-      assert.deepEqual([o.status, o.retryable], ["REJECTED", true], `ALL with n3's disk full, event ${k}: ${brief(o)}`);
-      assert.ok(["REPLICATION_TIMEOUT", "NOT_ENOUGH_REPLICAS"].includes(o.reason), `ALL with n3's disk full, event ${k}: ${brief(o)}`);
+      assert.deepEqual([o.status, o.retryable], ["REJECTED", true], `ALL with n3's disk full, event ${k}: ${describeOutcome(o)}`);
+      assert.ok(["REPLICATION_TIMEOUT", "NOT_ENOUGH_REPLICAS"].includes(o.reason), `ALL with n3's disk full, event ${k}: ${describeOutcome(o)}`);
     }
 
     // Space returns: n3 serves again by itself, and the refused ALL events, retried with the same
@@ -144,7 +128,7 @@ describe("a cluster of three nodes whose replica's disk is full (replica-disk-fu
       open = open.filter((_, k) => results[k]?.status === "REJECTED" && results[k]?.retryable === true);
     }
     assert.deepEqual(
-      final.map((o) => (o.status === "DUPLICATE" ? "ACCEPTED" : brief(o))),
+      final.map((o) => (o.status === "DUPLICATE" ? "ACCEPTED" : describeOutcome(o))),
       all.map(() => "ACCEPTED"),
       "the refused ALL events retried once n3's disk has room",
     );

@@ -4,7 +4,7 @@ import { AlertState, Consistency, MemberState, type TwinmeshClient, type WatchAl
 import { runCli } from "../harness/cli-process.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
 import { type CounterView, counterVia, range, sumTo } from "../harness/counters.js";
-import { type EventInit, ev, type Outcome, outcomes } from "../harness/events.js";
+import { describeOutcome, type EventInit, ev, type Outcome, outcomes } from "../harness/events.js";
 import { SeqWriter } from "../harness/seq-writer.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
@@ -77,11 +77,6 @@ async function publishRetrying(client: TwinmeshClient, events: readonly EventIni
   }
 }
 
-/** An outcome in one line: `ACCEPTED`, `DUPLICATE`, or the rejection with its reason, retryability and message. */
-function brief(o: Outcome): string {
-  return o.status === "REJECTED" ? `REJECTED ${o.reason} (retryable: ${o.retryable}): ${o.message}` : o.status;
-}
-
 /** One WatchAlerts call read a change at a time. */
 function watch(client: TwinmeshClient, cursor: string, filter: string, signal: AbortSignal): (timeoutMs: number, what: string) => Promise<WatchAlertsResponse> {
   const it = client.watchAlerts({ cursor, filter }, signal)[Symbol.asyncIterator]();
@@ -140,7 +135,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     await assertCounters(clients, ["n1", "n3"], liveOwners, `after kill -9 of ${victim}`);
     // The dedupe marks came over with the state: the new owners answer a resent seq DUPLICATE.
     const resent = victims.flatMap((id) => [ev("counter", id, 30, { v: 30 }), ev("counter", id, 15, { v: 15 })]);
-    const again = outcomes((await (clients.get("n3") as TwinmeshClient).publish(resent, Consistency.QUORUM)).results).map(brief);
+    const again = outcomes((await (clients.get("n3") as TwinmeshClient).publish(resent, Consistency.QUORUM)).results).map(describeOutcome);
     assert.deepEqual(
       again,
       resent.map(() => "DUPLICATE"),
@@ -192,7 +187,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     // A timer due in 3 s on each alarm: its owner is killed well before it is due.
     const timers = await n1.publish(alarms.map((id) => ev("alarm", id, 1, { timerMs: 3_000 })));
     assert.deepEqual(
-      outcomes(timers.results).map(brief),
+      outcomes(timers.results).map(describeOutcome),
       alarms.map(() => "ACCEPTED"),
     );
     // 100 messages from the relays, half to a sink on the victim, half to one on a survivor; the
@@ -200,7 +195,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     const sends = relays.flatMap((id, r) => range(10, 1).map((seq) => ev("relay", id, seq, {}, { attributes: { to: sinks[r % 2] as string } })));
     const sent = await n1.publish(sends);
     assert.deepEqual(
-      outcomes(sent.results).map(brief),
+      outcomes(sent.results).map(describeOutcome),
       sends.map(() => "ACCEPTED"),
     );
     await c.kill(victim);
@@ -273,12 +268,12 @@ describe("replication and failover in a cluster of three nodes at replication fa
       }
     };
 
-    assert.deepEqual(outcomes((await n1.publish([ev("alarm", twin, 1, { level: 120 })])).results).map(brief), ["ACCEPTED"]);
+    assert.deepEqual(outcomes((await n1.publish([ev("alarm", twin, 1, { level: 120 })])).results).map(describeOutcome), ["ACCEPTED"]);
     await nextChange(`the raise of ${twin}, owned by ${victim}`);
-    assert.deepEqual(outcomes((await n1.publish([ev("alarm", twin, 2, { level: 130 })])).results).map(brief), ["ACCEPTED"]);
+    assert.deepEqual(outcomes((await n1.publish([ev("alarm", twin, 2, { level: 130 })])).results).map(describeOutcome), ["ACCEPTED"]);
     // Killed right after the acknowledgement: the change may not have reached the watch yet.
     await c.kill(victim);
-    assert.deepEqual((await publishRetrying(n1, [ev("alarm", twin, 3, { level: 10 })])).map(brief), ["ACCEPTED"]);
+    assert.deepEqual((await publishRetrying(n1, [ev("alarm", twin, 3, { level: 10 })])).map(describeOutcome), ["ACCEPTED"]);
     await nextChange("the raise again, made just before the kill");
     await nextChange("the resolution, made on the new owner");
     // One partition's log: its changes numbered one after another, on the old owner and the new.
@@ -362,7 +357,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
       Consistency.QUORUM,
     );
     assert.deepEqual(
-      outcomes(quorum.results).map(brief),
+      outcomes(quorum.results).map(describeOutcome),
       written.map(() => "ACCEPTED"),
       "QUORUM with n3 down",
     );
@@ -386,7 +381,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     await c.startMember("n3");
     await c.caughtUp("n3");
     assert.deepEqual(
-      (await publishRetrying(n1, all, Consistency.ALL)).map(brief),
+      (await publishRetrying(n1, all, Consistency.ALL)).map(describeOutcome),
       all.map(() => "ACCEPTED"),
       "the same ALL events once n3 is back",
     );
@@ -418,7 +413,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     );
     for (const id of ids) assert.match(String(await counterVia(n1, id)), /TWIN_NOT_FOUND/, `${id} after the refused default publish`);
     assert.deepEqual(
-      outcomes((await n1.publish(events, Consistency.LOCAL)).results).map(brief),
+      outcomes((await n1.publish(events, Consistency.LOCAL)).results).map(describeOutcome),
       ids.map(() => "ACCEPTED"),
       "LOCAL with the owner up",
     );
@@ -465,7 +460,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     const events = ids.flatMap((id) => range(5, 1).map((seq) => ev("counter", id, seq, { v: seq })));
     const written = await (clients.get("n1") as TwinmeshClient).publish(events, Consistency.QUORUM);
     assert.deepEqual(
-      outcomes(written.results).map(brief),
+      outcomes(written.results).map(describeOutcome),
       events.map(() => "ACCEPTED"),
       "QUORUM with n3 down",
     );
@@ -485,7 +480,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     );
     const next = ids.flatMap((id) => [ev("counter", id, 5, { v: 5 }), ev("counter", id, 6, { v: 6 })]);
     assert.deepEqual(
-      (await publishRetrying(clients.get("n3") as TwinmeshClient, next, Consistency.QUORUM)).map(brief),
+      (await publishRetrying(clients.get("n3") as TwinmeshClient, next, Consistency.QUORUM)).map(describeOutcome),
       ids.flatMap(() => ["DUPLICATE", "ACCEPTED"]),
       "seq 5 again and seq 6 on the new owner",
     );
@@ -506,7 +501,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     await c.waitForState("n3", MemberState.DOWN);
     const alone = ids.flatMap((id) => range(5, 1).map((seq) => ev("counter", id, seq, { v: seq })));
     assert.deepEqual(
-      outcomes((await (clients.get("n2") as TwinmeshClient).publish(alone, Consistency.LOCAL)).results).map(brief),
+      outcomes((await (clients.get("n2") as TwinmeshClient).publish(alone, Consistency.LOCAL)).results).map(describeOutcome),
       alone.map(() => "ACCEPTED"),
       "LOCAL on n2 alone",
     );
@@ -516,7 +511,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     await c.formed();
     const anew = ids.flatMap((id) => range(3, 1).map((seq) => ev("counter", id, seq, { v: 100 })));
     assert.deepEqual(
-      (await publishRetrying(clients.get("n1") as TwinmeshClient, anew, Consistency.QUORUM)).map(brief),
+      (await publishRetrying(clients.get("n1") as TwinmeshClient, anew, Consistency.QUORUM)).map(describeOutcome),
       anew.map(() => "ACCEPTED"),
       "seqs 1..3 on the new owner, which never saw n2's LOCAL writes",
     );
@@ -535,7 +530,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
           clients.get("n3") as TwinmeshClient,
           ids.map((id) => ev("counter", id, 4, { v: 100 })),
         )
-      ).map(brief),
+      ).map(describeOutcome),
       ids.map(() => "ACCEPTED"),
       "seq 4 after n2 returned",
     );
@@ -553,7 +548,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     const owner = c.client("n1", 20_000);
     const first = ids.map((id) => ev("counter", id, 1, { v: 1 }));
     assert.deepEqual(
-      outcomes((await owner.publish(first, Consistency.QUORUM)).results).map(brief),
+      outcomes((await owner.publish(first, Consistency.QUORUM)).results).map(describeOutcome),
       first.map(() => "ACCEPTED"),
       "seq 1 with every node up",
     );
@@ -563,7 +558,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     c.pause("n3");
     const second = ids.map((id) => ev("counter", id, 2, { v: 2 }));
     const frozen = await owner.publish(second, Consistency.QUORUM).then(
-      (res) => outcomes(res.results).map(brief),
+      (res) => outcomes(res.results).map(describeOutcome),
       (err: Error) => [`call failed: ${err.message}`],
     );
     c.resume("n2");
@@ -571,7 +566,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     assert.ok(!frozen.includes("ACCEPTED"), `QUORUM was acknowledged while both replicas were frozen: ${frozen.join("; ")}`);
     await c.waitForState("n2", MemberState.UP);
     await c.waitForState("n3", MemberState.UP);
-    const retried = (await publishRetrying(owner, second, Consistency.QUORUM)).map(brief);
+    const retried = (await publishRetrying(owner, second, Consistency.QUORUM)).map(describeOutcome);
     assert.ok(
       retried.every((o) => o === "ACCEPTED" || o === "DUPLICATE"),
       `the retry of seq 2 once the replicas resumed: ${retried.join("; ")}`,
@@ -589,7 +584,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     await c.waitForState("n3", MemberState.DOWN);
     const events = ids.flatMap((id) => range(5, 1).map((seq) => ev("counter", id, seq, { v: seq })));
     assert.deepEqual(
-      outcomes((await (clients.get("n1") as TwinmeshClient).publish(events, Consistency.QUORUM)).results).map(brief),
+      outcomes((await (clients.get("n1") as TwinmeshClient).publish(events, Consistency.QUORUM)).results).map(describeOutcome),
       events.map(() => "ACCEPTED"),
       "QUORUM with n3 frozen",
     );

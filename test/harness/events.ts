@@ -46,3 +46,8 @@ export function rejected(reason: string, message: string, retryable = false): Ou
 export function statuses(results: readonly EventResult[]): Outcome["status"][] {
   return results.map((r) => NAMES[r.status]);
 }
+
+/** An outcome in one line: `ACCEPTED`, `DUPLICATE`, or the rejection with its reason, retryability and message. */
+export function describeOutcome(o: Outcome): string {
+  return o.status === "REJECTED" ? `REJECTED ${o.reason} (retryable: ${o.retryable}): ${o.message}` : o.status;
+}

@@ -37,6 +37,7 @@ export function testNode(id: string, settings: Partial<NodeSettings> = {}): Test
       return BigInt(++node.pings);
     },
     catchingUp: () => node.catching,
+    diskProblem: () => undefined,
   };
   return node;
 }
