@@ -48,6 +48,7 @@ interface StartOptions {
   nodeId: string;
   peers: string;
   replicationFactor?: number;
+  startupGraceMs: number;
   partitions?: number;
   logLevel: string;
   demo: boolean;
@@ -132,6 +133,15 @@ export function startCommand(): Command {
         .default(""),
     )
     .addOption(
+      new Option(
+        "--startup-grace-ms <ms>",
+        "after its start, how long a node taking a partition waits for every copy of it to answer, not just a majority, so a cluster restarted at once keeps writes acknowledged at LOCAL",
+      )
+        .env("TWINMESH_STARTUP_GRACE_MS")
+        .default(10_000)
+        .argParser(wholeNumber("--startup-grace-ms", 0, 3_600_000)),
+    )
+    .addOption(
       new Option("--replication-factor <n>", "copies kept of each partition, capped at the cluster size (default 3)")
         .env("TWINMESH_REPLICATION_FACTOR")
         .argParser(wholeNumber("--replication-factor", 1, 64)),
@@ -197,7 +207,7 @@ async function start(opts: StartOptions, modules: readonly string[], peers: read
     queryOptions: opts.maxFilterCost === undefined ? undefined : { maxFilterCost: opts.maxFilterCost },
     storeOptions: { cacheBytes: opts.cacheMb * 1024 * 1024 },
     partitions: opts.partitions,
-    cluster: { peers, replicationFactor: opts.replicationFactor },
+    cluster: { peers, replicationFactor: opts.replicationFactor, startupGraceMs: opts.startupGraceMs },
     // --metrics-port 0 turns the endpoint off (in the library API, port 0 picks a free port).
     metrics: opts.metricsPort === 0 ? undefined : { host: opts.metricsHost ?? opts.host, port: opts.metricsPort },
     log,

@@ -30,6 +30,11 @@ export interface ClusterOptions {
   readonly failureDetector?: FailureDetectorOptions;
   /** How often peers are pinged. @defaultValue 250 */
   readonly heartbeatIntervalMs?: number;
+  /**
+   * For this long after the node starts, taking a partition waits for every copy of it to answer
+   * (`--startup-grace-ms`), so a whole cluster restarted at once keeps its LOCAL writes. @defaultValue 10000
+   */
+  readonly startupGraceMs?: number;
 }
 
 /** The default replication factor of a cluster (design §5). */
@@ -202,6 +207,7 @@ export class ClusterNode {
       replica: this.replica,
       replicator: this.replicator,
       log: log.child({ component: "ownership" }),
+      startupGraceMs: this.options.startupGraceMs,
     });
     this.ownership.attach(this.partitions);
     pool.onChange((peer) => {

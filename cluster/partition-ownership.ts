@@ -44,6 +44,13 @@ const CATCH_UP_CONCURRENCY = 4;
 /** How often a node rebuilding its copies asks its peers whether they have caught up with a majority. */
 const REBUILD_CHECK_MS = 1000;
 
+/**
+ * Why a partition this node should own is not taken yet: a node ahead of it in the list is still
+ * catching up (in the startup grace), too few current copies answered, its previous owner still
+ * holds it, or the catch-up from the most advanced copy did not reach that copy.
+ */
+type WaitReason = "ahead-catching-up" | "too-few-copies" | "previous-owner-holds" | "catch-up-short";
+
 function ahead(a: PartitionPoint, b: PartitionPoint): boolean {
   return a.epoch > b.epoch || (a.epoch === b.epoch && a.position > b.position);
 }
@@ -77,7 +84,6 @@ export class PartitionOwnership implements OwnershipGate {
   private readonly seenUp = new Set<NodeId>();
   private readonly startedAt = performance.now();
   private timer: NodeJS.Timeout | undefined;
-  private acquiring = false;
   private startingUp = true;
   /** Copies of this node marked {@link PartitionCopy.rebuilding}: while any is, this node catches up. */
   private rebuilding = 0;
@@ -266,20 +272,22 @@ export class PartitionOwnership implements OwnershipGate {
       const owner = this.ownerOfPartition(p);
       if (owner === self) {
         if (this.holds[p] === Hold.NONE) wanted.push(p);
-      } else if (this.holds[p] === Hold.OWNED) {
+        continue;
+      }
+      this.handoffSince.delete(p);
+      if (this.holds[p] === Hold.OWNED) {
         this.holds[p] = Hold.NONE;
         this.releasedAt[p] = performance.now();
         this.config.log.info({ partition: p, owner }, "partition moved to another node");
         this.notify();
       }
     }
-    if (wanted.length > 0 && !this.acquiring) {
-      this.acquiring = true;
-      void this.acquire(wanted)
-        .catch((err: unknown) => this.config.log.error({ err }, "taking partitions failed; they are tried again at the next reconcile (200 ms)"))
-        .finally(() => {
-          this.acquiring = false;
-        });
+    // Partitions being taken are ACQUIRING, not NONE: each is in one acquire at a time, and one
+    // whose catch-up is slow holds up no other.
+    if (wanted.length > 0) {
+      void this.acquire(wanted).catch((err: unknown) =>
+        this.config.log.error({ err }, "taking partitions failed; they are tried again at the next reconcile (200 ms)"),
+      );
     }
   }
 
@@ -307,10 +315,11 @@ export class PartitionOwnership implements OwnershipGate {
     const ready: PartitionId[] = [];
     const catchUps: { partition: PartitionId; source: NodeId; point: PartitionPoint }[] = [];
     const lost: PartitionId[] = [];
-    const waiting = new Map<string, PartitionId[]>();
-    const wait = (p: PartitionId, why: string): void => {
+    const waiting = new Map<WaitReason, PartitionId[]>();
+    const wait = (p: PartitionId, reason: WaitReason): void => {
       this.holds[p] = Hold.NONE; // tried again at the next reconcile
-      waiting.set(why, [...(waiting.get(why) ?? []), p]);
+      if (reason !== "previous-owner-holds") this.handoffSince.delete(p);
+      waiting.set(reason, [...(waiting.get(reason) ?? []), p]);
     };
     for (const p of partitions) {
       const list = ring.preferenceList(p).filter((n) => n !== self) as NodeId[];
@@ -331,9 +340,9 @@ export class PartitionOwnership implements OwnershipGate {
       const held = answered.filter((n) => states.get(n)?.get(p)?.owned === true);
       // In the grace, a node ahead of this one in the list that is up but still catching up
       // will own the partition in a moment: taking it meanwhile would only move it twice.
-      if (grace && this.aheadCatchingUp(p, ring)) wait(p, "a node ahead in the list is catching up");
-      else if (voters.length < needed) wait(p, `${voters.length} of the ${needed} other copies needed are current and answered`);
-      else if (held.length > 0 && !this.handoffExpired(p)) wait(p, `the previous owner (${held.join(", ")}) has not let it go yet`);
+      if (grace && this.aheadCatchingUp(p, ring)) wait(p, "ahead-catching-up");
+      else if (voters.length < needed) wait(p, "too-few-copies");
+      else if (held.length > 0 && !this.handoffExpired(p)) wait(p, "previous-owner-holds");
       else {
         this.handoffSince.delete(p);
         const most = mostAdvanced(voters, states, p);
@@ -342,16 +351,15 @@ export class PartitionOwnership implements OwnershipGate {
       }
     }
     if (lost.length > 0) await this.markRebuilding(lost, "a peer's copy names an epoch this node began and has no record of");
-    // Those that need no catch-up are served at once: a slow catch-up delays only its own partition.
+    // Those that need no catch-up are served at once, the others each as soon as it caught up: a
+    // slow catch-up delays only its own partition.
     await this.begin(ready, states, ring);
-    const caught: PartitionId[] = [];
     await runLimited(catchUps, CATCH_UP_CONCURRENCY, async ({ partition, source, point }) => {
       // A catch-up joined from another source may stop short of the most advanced copy: check.
-      if ((await replica.catchUp(partition, source)) && !ahead(point, copies.get(partition).point)) caught.push(partition);
-      else wait(partition, `catching up from ${source} did not reach its copy`);
+      if ((await replica.catchUp(partition, source)) && !ahead(point, copies.get(partition).point)) await this.begin([partition], states, ring);
+      else wait(partition, "catch-up-short");
     });
-    await this.begin(caught, states, ring);
-    for (const [why, list] of waiting) log.debug({ partitions: list, why }, "partitions not taken yet; tried again at the next reconcile");
+    for (const [reason, list] of waiting) log.debug({ partitions: list, reason }, "partitions not taken yet; tried again at the next reconcile");
   }
 
   /** Begins a new epoch of each of `partitions` (one durable write), then serves them. */

@@ -50,6 +50,8 @@ interface CatchUp {
   readonly done: Promise<boolean>;
   /** Cancels the fetch (its source went down, or the copy catches up from another source now). */
   readonly abort: AbortController;
+  /** When the fetch last started or received a message (performance.now()); -Infinity before it starts. */
+  readonly progress: { at: number };
 }
 
 /** One owner's Replicate request, waiting for the replica's next write. */
@@ -71,6 +73,12 @@ const MAX_BUFFERED = 10_000;
 const MAX_FETCHES = 4;
 /** How long one catch-up may take before it is given up (and tried again at the next gap). */
 const FETCH_DEADLINE_MS = 120_000;
+/**
+ * A catch-up from a source marked down is given up once it has received nothing for this long:
+ * one still receiving goes on (a busy source is not a dead one, and a whole-range copy given up
+ * midway starts over), one stalled would wait for keepalive.
+ */
+const STALLED_MS = 1000;
 
 /**
  * The replica's side of replication, and catch-up. Shipments are applied in one RocksDB batch
@@ -255,7 +263,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
    */
   catchUp(partition: PartitionId, source: NodeId): Promise<boolean> {
     const running = this.catching.get(partition);
-    if (running?.source === source) return running.done;
+    if (running?.source === source && !running.abort.signal.aborted) return running.done;
     running?.abort.abort();
     const abort = new AbortController();
     const buffered: Shipment[] = running?.buffered ?? [];
@@ -264,7 +272,15 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     const finish = (): void => {
       if (this.catching.get(partition) === entry) this.catching.delete(partition);
     };
-    const fetched = running === undefined ? this.fetch(partition, source, abort.signal) : running.done.then(() => this.fetch(partition, source, abort.signal));
+    // Set from the fetch, which may start before `entry` below exists.
+    const progressed = { at: Number.NEGATIVE_INFINITY };
+    const progress = (): void => {
+      progressed.at = performance.now();
+    };
+    const fetched =
+      running === undefined
+        ? this.fetch(partition, source, abort.signal, progress)
+        : running.done.then(() => this.fetch(partition, source, abort.signal, progress));
     const done = fetched.then(
       async (caught) =>
         this.locked(async () => {
@@ -284,7 +300,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         return false;
       },
     );
-    const entry: CatchUp = { source, buffered, done, abort };
+    const entry: CatchUp = { source, buffered, done, abort, progress: progressed };
     this.catching.set(partition, entry);
     void done.finally(() => {
       // Tell the owner how far the copy got: its waiting answers may be satisfied now.
@@ -297,19 +313,31 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   }
 
   /**
-   * `peer` went down: the catch-ups that fetch from it are given up at once, so a partition's
+   * `peer` went down: the catch-ups that fetch from it and have received nothing for
+   * {@link STALLED_MS} are given up (those still receiving, once they stall), so a partition's
    * new owner (or the next shipment) catches it up from a live copy instead of waiting for a
    * stream to a dead or frozen node to time out.
    */
   sourceDown(peer: NodeId): void {
     this.downSources.add(peer);
+    this.giveUpStalled(peer);
+  }
+
+  private giveUpStalled(peer: NodeId): void {
+    if (this.closed || !this.downSources.has(peer)) return;
+    const now = performance.now();
     let given = 0;
+    let receiving = 0;
     for (const entry of this.catching.values()) {
       if (entry.source !== peer || entry.abort.signal.aborted) continue;
-      entry.abort.abort();
-      given++;
+      if (now - entry.progress.at < STALLED_MS) receiving++;
+      else {
+        entry.abort.abort();
+        given++;
+      }
     }
-    if (given > 0) this.config.log.info({ peer, partitions: given }, "a peer went down: gave up catching up from it");
+    if (given > 0) this.config.log.warn({ peer, partitions: given }, "a peer went down: gave up catching up from it");
+    if (receiving > 0) setTimeout(() => this.giveUpStalled(peer), STALLED_MS).unref();
   }
 
   /** `peer` is up again: catch-ups may fetch from it. */
@@ -336,7 +364,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   }
 
   /** At most {@link MAX_FETCHES} catch-ups fetch at once (a broken stream may set off one per partition); the others queue. */
-  private async fetch(partition: PartitionId, source: NodeId, signal: AbortSignal): Promise<boolean> {
+  private async fetch(partition: PartitionId, source: NodeId, signal: AbortSignal, progress: () => void): Promise<boolean> {
     if (signal.aborted || this.downSources.has(source)) return false;
     if (this.fetching >= MAX_FETCHES) {
       // A waiter given up leaves the queue: the slot it would have taken goes to the next.
@@ -356,7 +384,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     } else this.fetching++;
     try {
       if (signal.aborted || this.downSources.has(source)) return false;
-      return await this.fetchNow(partition, source, signal);
+      return await this.fetchNow(partition, source, signal, progress);
     } finally {
       const next = this.fetchQueue.shift();
       if (next !== undefined) next();
@@ -364,7 +392,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     }
   }
 
-  private async fetchNow(partition: PartitionId, source: NodeId, signal: AbortSignal): Promise<boolean> {
+  private async fetchNow(partition: PartitionId, source: NodeId, signal: AbortSignal, progress: () => void): Promise<boolean> {
     this.stats.catchUps++;
     const copy = this.config.copies.get(partition);
     const request = create(FetchPartitionRequestSchema, {
@@ -385,12 +413,14 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       );
     if (signal.aborted) call.cancel();
     else signal.addEventListener("abort", () => call.cancel(), { once: true });
+    progress();
     let complete = false;
     for await (const bytes of call as AsyncIterable<Buffer>) {
       if (this.closed || signal.aborted) {
         call.cancel();
         return false;
       }
+      progress();
       const res = fromBinary(FetchPartitionResponseSchema, bytes);
       if (res.body.case === "shipment") {
         const shipment = res.body.value;

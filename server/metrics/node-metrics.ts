@@ -148,7 +148,7 @@ function register(meter: Meter, sources: MetricSources): () => void {
     });
 
   // ---- counts kept only in the store: one scan per scrape serves all three instruments
-  const openAlerts = meter.createObservableGauge("twinmesh.alerts.open", {
+  const openAlerts = meter.createObservableGauge("twinmesh.alerts.unresolved", {
     description: "Alerts not yet resolved in the partitions this node owns, by severity and state (open, acknowledged)",
   });
   const timersPending = meter.createObservableGauge("twinmesh.timers.pending", {

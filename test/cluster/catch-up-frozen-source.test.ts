@@ -63,6 +63,7 @@ describe("a node catching up from a peer that freezes (catch-up-frozen-source)",
       { timeoutMs: CATCH_UP_BOUND_MS, what: "n2 to finish catching up while n3 is frozen" },
     );
     process.stderr.write(`      n2 caught up ${Date.now() - frozenAt} ms after n3 froze\n`);
+    assert.match(n2.output(), /gave up catching up from it/, "n2 caught up without giving up a catch-up from n3: the test froze n3 too late");
     // The partitions n3 owned moved to n1 and n2; the load goes on without n3.
     await writer.run({ untilSeq: 9 });
     assert.equal(writer.failure?.message, undefined, "the load while n3 was frozen failed");

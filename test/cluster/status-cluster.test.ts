@@ -119,19 +119,20 @@ describe("twinmesh status in a three-node cluster (status-cluster)", function ()
     const c = await ClusterHarness.prepare(t, {
       size: 3,
       twins: [FIXTURES],
-      args: ["--partitions", "32", "--replication-factor", "3"],
+      // A first start waits for every copy for the startup grace: long enough to be seen.
+      args: ["--partitions", "32", "--replication-factor", "3", "--startup-grace-ms", "120000"],
       argsOf: { n1: ["--metrics-port", String(metricsPort)] },
     });
     await Promise.all([c.startMember("n1"), c.startMember("n2")]);
     // At a cluster's first start a node takes a partition only once every copy answers (for the
-    // startup grace, 10 s): with n3 not started, n1 and n2 should own partitions and cannot yet.
+    // startup grace): with n3 not started, n1 and n2 should own partitions and cannot yet.
     const n1 = c.client("n1", 5_000);
     const taking = await waitFor(
       async () => {
         const s = await n1.getNodeStatus();
         return s.serving && (s.partitionProgress?.taking ?? 0) > 0 ? s : undefined;
       },
-      { timeoutMs: 9_000, what: "n1 to serve and be taking partitions" },
+      { timeoutMs: 30_000, what: "n1 to serve and be taking partitions" },
     );
     assert.equal(taking?.partitionProgress?.owned, 0);
     assert.equal(taking?.partitionProgress?.rebuilding, 0);

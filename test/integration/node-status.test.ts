@@ -135,10 +135,10 @@ describe("NodeService.GetNodeStatus (node-status)", () => {
     assert.equal(status.events?.accepted, 14n);
   });
 
-  it("exports the same stored counts as gauges: twinmesh_alerts_open, twinmesh_timers_pending, twinmesh_dead_letters_stored", async () => {
+  it("exports the same stored counts as gauges: twinmesh_alerts_unresolved, twinmesh_timers_pending, twinmesh_dead_letters_stored", async () => {
     const { node } = await knownNode(t);
     const scrape = await Scrape.of(node.metricsAddress as string);
-    const open = (severity: string, state: string): number => scrape.value("twinmesh_alerts_open", { severity, state }) ?? -1;
+    const open = (severity: string, state: string): number => scrape.value("twinmesh_alerts_unresolved", { severity, state }) ?? -1;
     assert.deepEqual(
       [open("warning", "open"), open("critical", "open"), open("info", "open"), open("warning", "acknowledged"), open("critical", "acknowledged")],
       [1, 1, 0, 1, 0],

@@ -52,8 +52,8 @@ describe("a real Prometheus scraping a node (prometheus)", function () {
     assert.equal(await one('twinmesh_events_total{kind="counter",outcome="duplicate"}'), 1);
     assert.equal(await one('twinmesh_events_total{kind="counter",outcome="rejected",reason="BAD_FIELD"}'), 1);
     assert.equal(await one("twinmesh_twins_active"), 3);
-    assert.equal(await one('twinmesh_alerts_open{severity="critical",state="open"}'), 1);
-    assert.equal(await one('sum(twinmesh_alerts_open{severity!="critical"})'), 0);
+    assert.equal(await one('twinmesh_alerts_unresolved{severity="critical",state="open"}'), 1);
+    assert.equal(await one('sum(twinmesh_alerts_unresolved{severity!="critical"})'), 0);
     assert.equal(await one("twinmesh_timers_pending"), 1);
     assert.equal(await one("twinmesh_dead_letters_stored"), 0);
     assert.ok(((await one("twinmesh_commit_duration_seconds_count")) ?? 0) > 0, "no commit histogram in Prometheus");
