@@ -1,5 +1,14 @@
 import type * as grpc from "@grpc/grpc-js";
-import { ConfigError, type Logger, outboxMessageId, type RemoteMessages, type ReplicationStage, StatusCode, type TwinRuntime } from "../runtime/index.js";
+import {
+  ConfigError,
+  type Logger,
+  outboxMessageId,
+  type RemoteMessages,
+  type ReplicationStage,
+  StatusCode,
+  type Tracing,
+  type TwinRuntime,
+} from "../runtime/index.js";
 import type { AdapterOptions } from "../server/grpc/index.js";
 import { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
 import type { FailureDetectorOptions } from "./failure-detector.js";
@@ -119,6 +128,8 @@ export class ClusterNode {
     readonly self: NodeId,
     private readonly options: ClusterOptions,
     private readonly log: Logger,
+    /** Spans for forward and replication hops of traced batches; absent: tracing off. */
+    private readonly tracing?: Tracing,
   ) {
     this.replicationFactor = options.replicationFactor ?? DEFAULT_REPLICATION_FACTOR;
     if (!Number.isSafeInteger(this.replicationFactor) || this.replicationFactor < 1 || this.replicationFactor > 64) {
@@ -187,7 +198,15 @@ export class ClusterNode {
     };
     const log = this.log;
     const ring = (): RingSnapshot => this.currentRing();
-    this.replicator = new Replicator({ self: this.self, runtime, ring, peers, copies, log: log.child({ component: "replicator" }) });
+    this.replicator = new Replicator({
+      self: this.self,
+      runtime,
+      ring,
+      peers,
+      copies,
+      log: log.child({ component: "cluster.replicator" }),
+      tracing: this.tracing,
+    });
     this.replica = new PartitionReplica({
       self: this.self,
       runtime,
@@ -196,7 +215,8 @@ export class ClusterNode {
       channel: (peer) => pool.channel(peer),
       holds: (p) => this.partitions?.holding(p) ?? false,
       superseded: (p) => this.partitions?.superseded(p),
-      log: log.child({ component: "replica" }),
+      log: log.child({ component: "cluster.replica" }),
+      tracing: this.tracing,
     });
     this.partitions = new PartitionOwnership({
       self: this.self,
@@ -206,7 +226,7 @@ export class ClusterNode {
       copies,
       replica: this.replica,
       replicator: this.replicator,
-      log: log.child({ component: "ownership" }),
+      log: log.child({ component: "cluster.ownership" }),
       startupGraceMs: this.options.startupGraceMs,
     });
     this.ownership.attach(this.partitions);
@@ -215,7 +235,7 @@ export class ClusterNode {
       else this.replica?.sourceDown(peer.id);
       this.partitions?.nudge();
     });
-    this.forwarding = new ForwardClient(pool, { log: this.log });
+    this.forwarding = new ForwardClient(pool, { log: this.log, tracing: this.tracing });
     this.calls = new RoutedCalls(
       this.self,
       (peer) => pool.channel(peer),
@@ -243,7 +263,12 @@ export class ClusterNode {
     const router = this.router;
     if (local === undefined || router === undefined) throw new Error("ClusterNode.serve before attach");
     const replica = this.replica;
-    addPeerService(server, local, { forward: router, replicate: replica, fetchPartition: replica, partitionStates: replica }, { adapter, log: this.log });
+    addPeerService(
+      server,
+      local,
+      { forward: router, replicate: replica, fetchPartition: replica, partitionStates: replica },
+      { adapter, log: this.log, tracing: this.tracing },
+    );
   }
 
   /**

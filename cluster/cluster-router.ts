@@ -109,7 +109,7 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
       partitions: () => config.runtime.partitioning.all(),
       ownerOfPartition: (p) => ownership.ownerOfPartition(p),
       isUp: (peer) => config.pool.isUp(peer),
-      log: config.log.child({ component: "scatter-reads" }),
+      log: config.log.child({ component: "cluster.scatter-reads" }),
     });
   }
 

@@ -1,5 +1,5 @@
 import type { EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
-import { type Logger, silentLogger } from "../runtime/index.js";
+import { type Logger, silentLogger, type Tracing } from "../runtime/index.js";
 import type { ForwardBatch } from "./forward-server.js";
 import { ForwardStream, type ForwardStreamLimits } from "./forward-stream.js";
 import type { NodeId } from "./node-id.js";
@@ -22,6 +22,8 @@ export interface ForwardClientOptions {
   readonly answerTimeoutMs?: number;
   /** @defaultValue a silent logger */
   readonly log?: Logger;
+  /** Makes a span per batch of a traced request and sends its traceparent. @defaultValue none (tracing off) */
+  readonly tracing?: Tracing;
 }
 
 const DEFAULT_MAX_INFLIGHT_BATCHES = 64;
@@ -48,6 +50,7 @@ export class ForwardClient {
   private readonly streams = new Map<NodeId, ForwardStream>();
   private readonly limits: ForwardStreamLimits;
   private readonly log: Logger;
+  private readonly tracing: Tracing | undefined;
   private readonly unsubscribe: () => void;
   private closed = false;
   /** Batches and events handed to owners, for metrics. */
@@ -65,7 +68,8 @@ export class ForwardClient {
     for (const [name, value] of Object.entries(this.limits)) {
       if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} is ${value}; use a whole number above 0`);
     }
-    this.log = (options.log ?? silentLogger()).child({ component: "forward-client" });
+    this.log = (options.log ?? silentLogger()).child({ component: "cluster.forward" });
+    this.tracing = options.tracing;
     // A peer that stopped answering may leave its stream open but silent (a cut link): waiting
     // for TCP keepalive would take seconds, the failure detector says so within downAfterMs.
     this.unsubscribe = pool.onChange((peer) => {
@@ -103,7 +107,7 @@ export class ForwardClient {
   private stream(peer: NodeId): ForwardStream {
     let stream = this.streams.get(peer);
     if (stream === undefined) {
-      stream = new ForwardStream(peer, this.pool.channel(peer), this.limits, this.log);
+      stream = new ForwardStream(peer, this.pool.channel(peer), this.limits, this.log, this.tracing);
       this.streams.set(peer, stream);
     }
     return stream;

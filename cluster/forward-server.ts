@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type ForwardRequest, type ForwardResponse, ForwardResponseSchema } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import { Consistency, type Event, type EventResult, EventResultSchema, EventStatus } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
-import { InvalidArgumentError, isTwinmeshError, type Logger } from "../runtime/index.js";
+import { InvalidArgumentError, isTwinmeshError, type Logger, SpanName, type Tracing } from "../runtime/index.js";
 import type { BidiHandler, CallContext } from "../server/grpc/index.js";
 
 /** One forwarded batch, as the owner's {@link ForwardHandler} receives it. */
@@ -42,7 +42,13 @@ const KNOWN_CONSISTENCIES = new Set<number>(Object.values(Consistency).filter((v
  * consistency, too many events) ends the stream INVALID_ARGUMENT after the batches in flight are
  * answered: the sender has a bug, and its other batches stay unambiguous.
  */
-export function serveForward(node: string, handler: ForwardHandler, limits: ForwardServerLimits, log: Logger): BidiHandler<ForwardRequest, ForwardResponse> {
+export function serveForward(
+  node: string,
+  handler: ForwardHandler,
+  limits: ForwardServerLimits,
+  log: Logger,
+  tracing?: Tracing,
+): BidiHandler<ForwardRequest, ForwardResponse> {
   return async (input, out, call) => {
     const inflight = new Map<bigint, Promise<void>>();
     try {
@@ -60,7 +66,7 @@ export function serveForward(node: string, handler: ForwardHandler, limits: Forw
         const id = req.batchId;
         inflight.set(
           id,
-          answer(node, handler, req, out.write.bind(out), call, log).finally(() => inflight.delete(id)),
+          answer(node, handler, req, out.write.bind(out), call, log, tracing).finally(() => inflight.delete(id)),
         );
       }
     } finally {
@@ -108,16 +114,31 @@ async function answer(
   write: (msg: ForwardResponse) => Promise<void>,
   call: CallContext,
   log: Logger,
+  tracing: Tracing | undefined,
 ): Promise<void> {
   let results: EventResult[];
+  // A batch the sender traced continues its trace here: the apply span is active while the host
+  // admits the events, so their turns are its children. An untraced one costs a string check.
+  const span =
+    tracing !== undefined && req.traceparent !== ""
+      ? tracing.startRemote(SpanName.forwardApply, req.traceparent, {
+          kind: "server",
+          attributes: { "twinmesh.node": node, "twinmesh.batch.events": req.events.length },
+        })
+      : undefined;
   try {
-    results = await handler.forward({ epoch: req.epoch, consistency: req.consistency, events: req.events }, call.signal);
+    const batch: ForwardBatch = { epoch: req.epoch, consistency: req.consistency, events: req.events };
+    results = await (span === undefined || tracing === undefined
+      ? handler.forward(batch, call.signal)
+      : tracing.run(span.ref, () => handler.forward(batch, call.signal)));
     if (results.length !== req.events.length) {
       throw new Error(`the forward handler answered ${results.length} results for ${req.events.length} events`);
     }
   } catch (err) {
+    span?.fail(err);
     results = rejectBatch(node, req.events.length, err, log);
   }
+  span?.end();
   try {
     await write(create(ForwardResponseSchema, { batchId: req.batchId, results }));
   } catch (err) {

@@ -2,7 +2,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { ForwardRequestSchema, ForwardResponseSchema, PeerService } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import type { EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
-import type { Logger } from "../runtime/index.js";
+import { type Logger, SpanName, type Tracing } from "../runtime/index.js";
 import type { ForwardBatch } from "./forward-server.js";
 import type { NodeId } from "./node-id.js";
 import { PeerUnavailableError } from "./peer-errors.js";
@@ -57,6 +57,8 @@ export class ForwardStream {
     private readonly client: grpc.Client,
     private readonly limits: ForwardStreamLimits,
     private readonly log: Logger,
+    /** Spans for the batches of traced requests; absent: tracing off. */
+    private readonly tracing?: Tracing,
   ) {}
 
   /** Batches sent and not answered yet. */
@@ -76,6 +78,25 @@ export class ForwardStream {
    * @throws PeerUnavailableError (retryable) when the stream broke before the answer came, or the stream is closed.
    */
   async send(batch: ForwardBatch, signal?: AbortSignal): Promise<EventResult[]> {
+    // Traced only when the request that brought the batch is (its span is active here).
+    const parent = this.tracing?.active();
+    if (this.tracing === undefined || parent === undefined) return this.sendTraced(batch, signal, "");
+    const span = this.tracing.start(SpanName.forward, parent, {
+      kind: "client",
+      attributes: { "twinmesh.peer": this.peer, "twinmesh.batch.events": batch.events.length },
+    });
+    try {
+      return await this.sendTraced(batch, signal, this.tracing.traceparent(span.ref));
+    } catch (err) {
+      span.fail(err);
+      throw err;
+    } finally {
+      span.end();
+    }
+  }
+
+  /** Sends `batch` with `traceparent` (empty: untraced) in its request. */
+  private async sendTraced(batch: ForwardBatch, signal: AbortSignal | undefined, traceparent: string): Promise<EventResult[]> {
     await this.acquire(signal);
     try {
       if (this.closedBy !== undefined) throw this.closedBy;
@@ -99,7 +120,13 @@ export class ForwardStream {
         );
         this.inFlight.set(batchId, { events: batch.events.length, timer, resolve, reject });
       });
-      const request = create(ForwardRequestSchema, { batchId, epoch: batch.epoch, consistency: batch.consistency, events: [...batch.events] });
+      const request = create(ForwardRequestSchema, {
+        batchId,
+        epoch: batch.epoch,
+        consistency: batch.consistency,
+        events: [...batch.events],
+        traceparent,
+      });
       // No wait for "drain": the in-flight bound already limits what grpc-js buffers to
       // maxInflightBatches batches.
       call.write(Buffer.from(toBinary(ForwardRequestSchema, request)));

@@ -20,7 +20,7 @@ import {
   ReplicateResponseSchema,
   type Shipment,
 } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
-import { type BatchOp, Keys, type Logger, type PartitionId, type TwinRuntime } from "../runtime/index.js";
+import { type BatchOp, Keys, type Logger, type PartitionId, SpanName, type TraceSpan, type Tracing, type TwinRuntime } from "../runtime/index.js";
 import type { CallContext, StreamSink } from "../server/grpc/index.js";
 import type { NodeId } from "./node-id.js";
 import { type EpochStart, PartitionCopies, type PartitionCopy, type PartitionPoint, parseCopyState } from "./partition-copies.js";
@@ -41,6 +41,8 @@ export interface PartitionReplicaConfig {
   /** Another node owns `partition` under a newer epoch than this one's: this node stops serving it. */
   readonly superseded: (partition: PartitionId) => void;
   readonly log: Logger;
+  /** Continues the traces of traced shipments. @defaultValue none (tracing off) */
+  readonly tracing?: Tracing;
 }
 
 /** A partition catching up. */
@@ -61,6 +63,8 @@ interface QueuedRequest {
   /** The owner's stream, answered after the write. */
   readonly out: StreamSink<ReplicateResponse>;
   readonly bytes: number;
+  /** The request's span when the owner traced it: from arrival until its write is done. */
+  readonly span: TraceSpan | undefined;
 }
 
 /** Bytes of replicate requests queued behind the write in flight before the streams stop being read. */
@@ -139,7 +143,15 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     for await (const req of requests) {
       const from = req.nodeId as NodeId;
       this.owners.set(from, out);
-      await this.enqueue({ from, shipments: req.shipments, out, bytes: bytesOf(req.shipments) });
+      const { tracing } = this.config;
+      const span =
+        tracing !== undefined && req.traceparent !== ""
+          ? tracing.startRemote(SpanName.replicaApply, req.traceparent, {
+              kind: "server",
+              attributes: { "twinmesh.node": this.config.self, "twinmesh.peer": from, "twinmesh.replicate.shipments": req.shipments.length },
+            })
+          : undefined;
+      await this.enqueue({ from, shipments: req.shipments, out, bytes: bytesOf(req.shipments), span });
     }
     // The owner ended its stream: what it sent is still answered before the call ends.
     if (this.draining) await new Promise<void>((resolve) => this.drainedWaiters.push(resolve));
@@ -174,7 +186,12 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         let answers: Map<StreamSink<ReplicateResponse>, Set<number>>;
         try {
           answers = await this.locked(() => this.applyRequests(requests));
+          for (const r of requests) r.span?.end();
         } catch (err) {
+          for (const r of requests) {
+            r.span?.fail(err);
+            r.span?.end();
+          }
           // A bug, not a write failure (those are handled inside): the owners' answers time out.
           this.config.log.error({ err }, "applying replicated shipments failed");
           continue;

@@ -145,7 +145,7 @@ export class PeerPool {
       throw new RangeError(`maxRetryDelayMs (${maxRetryDelayMs}) must not be shorter than heartbeatIntervalMs (${heartbeatIntervalMs})`);
     }
     this.options = { heartbeatIntervalMs, pingTimeoutMs, maxRetryDelayMs };
-    this.log = (options.log ?? silentLogger()).child({ component: "peer-pool" });
+    this.log = (options.log ?? silentLogger()).child({ component: "cluster.peer-pool" });
     const channelOptions: grpc.ChannelOptions = {
       // Keepalive finds a dead connection under a quiet stream (a Forward stream between
       // batches); heartbeats find a dead peer sooner, and ForwardClient acts on them.

@@ -12,7 +12,17 @@ import {
   type ReplicateRequest,
   type ReplicateResponse,
 } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
-import { type FieldViolation, InvalidArgumentError, Keys, KIND_PATTERN, type Logger, Partitioning, quoteInput, silentLogger } from "../runtime/index.js";
+import {
+  type FieldViolation,
+  InvalidArgumentError,
+  Keys,
+  KIND_PATTERN,
+  type Logger,
+  Partitioning,
+  quoteInput,
+  silentLogger,
+  type Tracing,
+} from "../runtime/index.js";
 import { type AdapterOptions, addService, type CallContext, type StreamSink } from "../server/grpc/index.js";
 import { type ForwardHandler, serveForward } from "./forward-server.js";
 import { NODE_ID_PATTERN, type NodeId } from "./node-id.js";
@@ -65,6 +75,8 @@ export interface PeerServiceOptions {
   readonly adapter?: AdapterOptions;
   /** @defaultValue a silent logger */
   readonly log?: Logger;
+  /** Continues the traces of traced forwarded batches. @defaultValue none (tracing off) */
+  readonly tracing?: Tracing;
 }
 
 const DEFAULT_MAX_INFLIGHT_FORWARD_BATCHES = 64;
@@ -94,7 +106,7 @@ export function addPeerService(server: grpc.Server, self: LocalNode, handlers: P
   for (const [name, value] of Object.entries({ maxInflightBatches, maxBatchEvents })) {
     if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} is ${value}; use a whole number above 0`);
   }
-  const log = (options.log ?? silentLogger()).child({ component: "peer-service" });
+  const log = (options.log ?? silentLogger()).child({ component: "cluster.peer-service" });
   const { forward, replicate, fetchPartition, partitionStates } = handlers;
   const partitions = self.settings.partitions;
   addService(
@@ -105,7 +117,7 @@ export function addPeerService(server: grpc.Server, self: LocalNode, handlers: P
       forward:
         forward === undefined
           ? () => Promise.reject(new NotServedError(self.id, "Forward"))
-          : serveForward(self.id, forward, { maxInflightBatches, maxBatchEvents }, log),
+          : serveForward(self.id, forward, { maxInflightBatches, maxBatchEvents }, log, options.tracing),
       replicate: async (input, out, call) => {
         if (replicate === undefined) throw new NotServedError(self.id, "Replicate");
         await replicate.replicate(checkedReplicateRequests(input, partitions), out, call);

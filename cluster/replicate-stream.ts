@@ -41,9 +41,9 @@ export class ReplicateStream {
     private readonly log: Logger,
   ) {}
 
-  /** A Replicate request of `self`'s shipments, encoded once (it may go to several replicas). */
-  static encode(self: NodeId, shipments: Shipment[]): Uint8Array {
-    return toBinary(ReplicateRequestSchema, create(ReplicateRequestSchema, { nodeId: self, shipments }));
+  /** A Replicate request of `self`'s shipments, encoded once (it may go to several replicas); `traceparent` names the owner's replicate span, if traced. */
+  static encode(self: NodeId, shipments: Shipment[], traceparent = ""): Uint8Array {
+    return toBinary(ReplicateRequestSchema, create(ReplicateRequestSchema, { nodeId: self, shipments, traceparent }));
   }
 
   /** Sends an {@link encode}d request, in order. Returns false when the stream cannot be opened (the peer's channel is closed). */

@@ -8,7 +8,9 @@ import {
   type Logger,
   type PartitionId,
   type ReplicationStage,
+  SpanName,
   type StageFailure,
+  type Tracing,
   type TwinRuntime,
 } from "../runtime/index.js";
 import type { NodeId } from "./node-id.js";
@@ -37,6 +39,8 @@ export interface ReplicatorConfig {
   readonly ackTimeoutMs?: number;
   /** Shipments kept per partition for replicas that fall a little behind. @defaultValue 256 */
   readonly retainedPerPartition?: number;
+  /** Spans for the shipping of groups that hold traced turns. @defaultValue none (tracing off) */
+  readonly tracing?: Tracing;
 }
 
 /** A group's answers, waiting for its shipments to be durable on enough replicas. */
@@ -154,10 +158,33 @@ export class Replicator implements ReplicationStage {
       const targets = this.route(shipment, ring, perPeer);
       if (needed > 0) waiting.push([shipment, targets]);
     }
-    this.send(perPeer, shipments.length);
-    if (waiting.length === 0) return undefined;
+    const { tracing } = this.config;
+    if (group.trace === undefined || tracing === undefined) {
+      this.send(perPeer, shipments.length, "");
+      if (waiting.length === 0) return undefined;
+      this.stats.waits++;
+      return this.waitFor(waiting, needed);
+    }
+    // A traced group: one span, a child of its commit, covers the shipping and the wait for
+    // acknowledgements; the replicas continue its trace from the request's traceparent.
+    const span = tracing.start(SpanName.replicate, group.trace, {
+      kind: "client",
+      attributes: { "twinmesh.replicate.shipments": shipments.length, "twinmesh.replicate.peers": perPeer.size, "twinmesh.replicate.needed": needed },
+    });
+    this.send(perPeer, shipments.length, tracing.traceparent(span.ref));
+    if (waiting.length === 0) {
+      span.end();
+      return undefined;
+    }
     this.stats.waits++;
-    return this.waitFor(waiting, needed);
+    return this.waitFor(waiting, needed).then(
+      () => span.end(),
+      (err: unknown) => {
+        span.fail(err);
+        span.end();
+        throw err;
+      },
+    );
   }
 
   /** Adds `shipment` to the list of each live replica of its partition; returns those replicas. */
@@ -178,11 +205,14 @@ export class Replicator implements ReplicationStage {
    * Sends each peer its shipments. A peer that gets every shipment of the group (each peer, when
    * the ring has no more nodes than copies) shares one encoding of the request.
    */
-  private send(perPeer: Map<NodeId, Shipment[]>, all: number): void {
+  private send(perPeer: Map<NodeId, Shipment[]>, all: number, traceparent: string): void {
     let whole: Uint8Array | undefined;
     for (const [peer, list] of perPeer) {
       this.stats.shipments += list.length;
-      const request = list.length === all ? (whole ??= ReplicateStream.encode(this.config.self, list)) : ReplicateStream.encode(this.config.self, list);
+      const request =
+        list.length === all
+          ? (whole ??= ReplicateStream.encode(this.config.self, list, traceparent))
+          : ReplicateStream.encode(this.config.self, list, traceparent);
       if (!this.stream(peer).send(request)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
       const sent = this.positions(this.sentTo, peer);
       for (const shipment of list) sent[shipment.partition] = Number(shipment.position);

@@ -68,6 +68,16 @@ export { Keys } from "./store/keys.js";
 export { type BatchOp, Durability } from "./store/rocks-store.js";
 /** @internal For server/ only: status and metrics read the counts kept only in the store. */
 export type { AlertsBySeverity, StoredCounts, StoredCountsView } from "./stored-counts.js";
+/** @internal The tracing seam the server implements with OpenTelemetry; for server/ and cluster/ only. */
+export {
+  type SpanKindName,
+  SpanName,
+  type StartOptions,
+  type TraceAttributes,
+  type TraceRef,
+  type TraceSpan,
+  type Tracing,
+} from "./tracing.js";
 export type { Telemetry } from "./twin/telemetry.js";
 export {
   AlertSeverity,

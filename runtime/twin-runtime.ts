@@ -20,6 +20,7 @@ import { upgradeDataFormat } from "./store/format-upgrade.js";
 import { type Durability, RocksStore, type RocksStoreOptions } from "./store/rocks-store.js";
 import { storedTwinKinds } from "./store/stored-kinds.js";
 import { StoredCounts } from "./stored-counts.js";
+import type { Tracing } from "./tracing.js";
 import type { TwinClass } from "./twin/twin.js";
 
 /** Options for {@link TwinRuntime.open}. */
@@ -54,6 +55,8 @@ export interface TwinRuntimeOptions {
   readonly partitions?: number;
   /** RocksDB cache and memtable sizes. */
   readonly store?: Pick<RocksStoreOptions, "cacheBytes" | "writeBufferBytes">;
+  /** Makes spans for traced batches' turns and commits (the server's OpenTelemetry wiring); absent: tracing off, no span is made. */
+  readonly tracing?: Tracing;
 }
 
 /**
@@ -120,6 +123,7 @@ export class TwinRuntime {
         remoteMessages: options.remoteMessages,
         tokens,
         partitioning,
+        tracing: options.tracing,
       });
       // Before the host starts, so a failure here leaves only the store to close.
       const stored = await storedTwinKinds(store, host.keys);

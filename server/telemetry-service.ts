@@ -1,8 +1,9 @@
 import type { TwinRouter } from "../cluster/index.js";
 import type { EventResult, PublishResponse, PublishStreamRequest, TelemetryService } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
-import { InvalidArgumentError, type Logger, quoteInput } from "../runtime/index.js";
+import { InvalidArgumentError, type Logger, quoteInput, SpanName, type Tracing } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { badConsistencyMessage, consistencyLevel, rejectedResult } from "./proto-convert.js";
+import { traceparentOf } from "./telemetry/index.js";
 
 /** Limits of the telemetry service. */
 export interface TelemetryServiceLimits {
@@ -22,9 +23,9 @@ const MAX_BATCH_ID = 128;
  * answers each as it completes (out of order); a slow reader slows the stream down instead of
  * growing memory, because the stream is only read while a batch slot is free.
  */
-export function telemetryService(router: TwinRouter, limits: TelemetryServiceLimits, log: Logger): ServiceImpl<typeof TelemetryService> {
+export function telemetryService(router: TwinRouter, limits: TelemetryServiceLimits, log: Logger, tracing?: Tracing): ServiceImpl<typeof TelemetryService> {
   return {
-    async publish(req): Promise<PublishResponse> {
+    async publish(req, call): Promise<PublishResponse> {
       if (req.events.length > limits.maxBatchEvents) {
         throw new InvalidArgumentError(
           "BATCH_TOO_LARGE",
@@ -38,10 +39,16 @@ export function telemetryService(router: TwinRouter, limits: TelemetryServiceLim
           { field: "consistency", description: "CONSISTENCY_LOCAL, CONSISTENCY_QUORUM, CONSISTENCY_ALL or unset" },
         ]);
       }
-      return { $typeName: "twinmesh.v1.PublishResponse", results: await router.publish(req.events, consistency) };
+      const results =
+        tracing === undefined
+          ? await router.publish(req.events, consistency)
+          : await traced(tracing, traceparentOf(call.metadata), "Publish", req.events.length, () => router.publish(req.events, consistency));
+      return { $typeName: "twinmesh.v1.PublishResponse", results };
     },
 
     async publishStream(input, out, call): Promise<void> {
+      // Read once per stream, and only with tracing on: each batch is a child of the stream's caller.
+      const traceparent = tracing === undefined ? undefined : traceparentOf(call.metadata);
       // Batches being applied, by id, each with the promise of its answer being written.
       const inflight = new Map<string, Promise<void>>();
       const recent = new Set<string>();
@@ -97,7 +104,10 @@ export function telemetryService(router: TwinRouter, limits: TelemetryServiceLim
             continue;
           }
           const done = track(
-            publishBatch(router, req)
+            (tracing === undefined
+              ? publishBatch(router, req)
+              : traced(tracing, traceparent, "PublishStream", req.events.length, () => publishBatch(router, req))
+            )
               .catch((err: unknown): EventResult[] => {
                 // A twinmesh bug, not the client's: nothing of the batch was applied if it threw
                 // before posting (every event is validated first). The stream goes on.
@@ -116,6 +126,27 @@ export function telemetryService(router: TwinRouter, limits: TelemetryServiceLim
       }
     },
   };
+}
+
+/**
+ * Runs `apply` under a publish span (a child of the caller's `traceparent`, or a root the
+ * sampler decides on): the span is active while the router admits the batch, so the host ties
+ * the batch's turns to it and a forward carries it on. An unsampled batch runs as it is.
+ */
+async function traced<T>(tracing: Tracing, traceparent: string | undefined, method: string, events: number, apply: () => Promise<T>): Promise<T> {
+  const span = tracing.startRemote(SpanName.publish, traceparent, {
+    kind: "server",
+    attributes: { "rpc.system": "grpc", "rpc.service": "twinmesh.v1.TelemetryService", "rpc.method": method, "twinmesh.batch.events": events },
+  });
+  if (span === undefined) return apply();
+  try {
+    return await tracing.run(span.ref, apply);
+  } catch (err) {
+    span.fail(err);
+    throw err;
+  } finally {
+    span.end();
+  }
 }
 
 const INTERNAL_RESULT = rejectedResult("INTERNAL", "the node failed to handle this batch; see its log; retry with the same seqs", true);

@@ -26,6 +26,7 @@ import { addHealthService, HealthState } from "./grpc/health-service.js";
 import { addReflectionService } from "./grpc/reflection-service.js";
 import { DEFAULT_METRICS_PORT, GrpcCallCounts, type MetricsOptions, NodeMetrics } from "./metrics/index.js";
 import { nodeService } from "./node-service.js";
+import { NodeTracing, type TracingOptions, tracingFromEnv } from "./telemetry/index.js";
 import { telemetryService } from "./telemetry-service.js";
 import { twinService } from "./twin-service.js";
 
@@ -72,6 +73,12 @@ export interface NodeOptions extends ServeOptions {
   readonly partitions?: number;
   /** The static cluster this node is part of (`--peers`, `--replication-factor`); absent or without peers: a one-node cluster. */
   readonly cluster?: ClusterOptions;
+  /**
+   * Traces (OpenTelemetry): spans per publish batch, turn, commit, forward and replication hop.
+   * `false` turns tracing off whatever the environment says.
+   * @defaultValue {@link tracingFromEnv}: on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else off
+   */
+  readonly tracing?: TracingOptions | false;
 }
 
 /** The default gRPC port of a node. */
@@ -136,7 +143,18 @@ export class TwinmeshNode {
     /** This node's part in its cluster; undefined for a one-node cluster. */
     readonly cluster: ClusterNode | undefined,
     private readonly metrics: NodeMetrics | undefined,
+    private readonly tracing: NodeTracing | undefined,
   ) {}
+
+  /** True when this node makes spans (its tracing options or the OpenTelemetry environment turned tracing on). */
+  get tracingOn(): boolean {
+    return this.tracing !== undefined;
+  }
+
+  /** Exports the spans not exported yet (a no-op with tracing off); for tests and tools that read a collector. */
+  async flushTraces(): Promise<void> {
+    await this.tracing?.flush();
+  }
 
   /** `host:port` of the Prometheus endpoint (`GET /metrics`); undefined when metrics are off. */
   get metricsAddress(): string | undefined {
@@ -153,28 +171,41 @@ export class TwinmeshNode {
     const serve = resolveServeOptions(options);
     const dataDir = options.dataDir ?? "./data";
     const existing = await entriesOf(dataDir);
+    const tracing = NodeTracing.start(
+      options.nodeId ?? "local",
+      options.tracing === undefined ? tracingFromEnv() : options.tracing || undefined,
+      serve.log.child({ component: "telemetry" }),
+    );
     const cluster =
       options.cluster !== undefined && options.cluster.peers.length > 0
-        ? new ClusterNode(parseNodeId(options.nodeId ?? "local", "--node-id"), options.cluster, serve.log.child({ component: "cluster" }))
+        ? new ClusterNode(parseNodeId(options.nodeId ?? "local", "--node-id"), options.cluster, serve.log.child({ component: "cluster" }), tracing?.tracing)
         : undefined;
-    const runtime = await TwinRuntime.open({
-      partitions: options.partitions,
-      ownership: cluster?.ownership,
-      remoteMessages: cluster?.remoteMessages,
-      replication: cluster?.replication,
-      dataDir,
-      twins: options.twins,
-      durability: options.durability ?? Durability.WAL,
-      nodeId: options.nodeId,
-      host: options.hostOptions,
-      query: options.queryOptions,
-      store: options.storeOptions,
-      log: serve.log,
-    });
+    let runtime: TwinRuntime;
     try {
-      return await TwinmeshNode.listen(runtime, true, serve, cluster);
+      runtime = await TwinRuntime.open({
+        partitions: options.partitions,
+        ownership: cluster?.ownership,
+        remoteMessages: cluster?.remoteMessages,
+        replication: cluster?.replication,
+        dataDir,
+        twins: options.twins,
+        durability: options.durability ?? Durability.WAL,
+        nodeId: options.nodeId,
+        host: options.hostOptions,
+        query: options.queryOptions,
+        store: options.storeOptions,
+        log: serve.log,
+        tracing: tracing?.tracing,
+      });
+    } catch (err) {
+      await tracing?.close();
+      throw err;
+    }
+    try {
+      return await TwinmeshNode.listen(runtime, true, serve, cluster, tracing);
     } catch (err) {
       await runtime.close();
+      await tracing?.close();
       // Only what this call created: an absent or empty directory held nothing of anyone's.
       if (existing === "absent") await rm(dataDir, { recursive: true, force: true });
       else if (existing === 0) for (const entry of await readdir(dataDir)) await rm(join(dataDir, entry), { recursive: true, force: true });
@@ -199,7 +230,13 @@ export class TwinmeshNode {
     return TwinmeshNode.listen(runtime, false, resolveServeOptions(options));
   }
 
-  private static async listen(runtime: TwinRuntime, ownsRuntime: boolean, options: ResolvedServeOptions, cluster?: ClusterNode): Promise<TwinmeshNode> {
+  private static async listen(
+    runtime: TwinRuntime,
+    ownsRuntime: boolean,
+    options: ResolvedServeOptions,
+    cluster?: ClusterNode,
+    tracing?: NodeTracing,
+  ): Promise<TwinmeshNode> {
     const { host, log, maxMessageBytes, maxBatchEvents, maxInflightBatches } = options;
     const server = new grpc.Server({
       // Well above our own limit, so the adapter answers oversize requests with our message;
@@ -213,7 +250,7 @@ export class TwinmeshNode {
     const adapter: AdapterOptions = { maxMessageBytes, log: grpcLog, calls };
     const router = cluster === undefined ? new LocalRouter(runtime) : await cluster.attach(runtime);
     cluster?.serve(server, adapter);
-    addService(server, TelemetryService, telemetryService(router, { maxBatchEvents, maxInflightBatches }, grpcLog), adapter);
+    addService(server, TelemetryService, telemetryService(router, { maxBatchEvents, maxInflightBatches }, grpcLog, tracing?.tracing), adapter);
     addService(server, TwinService, twinService(router), adapter);
     addService(server, AlertService, alertService(router), adapter);
     addService(server, DeadLetterService, deadLetterService(runtime), adapter);
@@ -256,7 +293,7 @@ export class TwinmeshNode {
         throw err;
       }
     }
-    const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log, cluster, metrics);
+    const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log, cluster, metrics, tracing);
     cluster?.start();
     node.watchServing();
     return node;
@@ -316,6 +353,8 @@ export class TwinmeshNode {
     await this.cluster?.close();
     await this.metrics?.close();
     if (this.ownsRuntime) await this.runtime.close();
+    // Last: the spans of the drain above are exported too.
+    await this.tracing?.close();
     this.log.info("node stopped");
   }
 }

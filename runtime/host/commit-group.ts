@@ -1,5 +1,6 @@
 import type { AlertChange } from "../alerts/alert.js";
 import type { BatchOp } from "../store/rocks-store.js";
+import type { TraceRef } from "../tracing.js";
 import type { Activation } from "./activation.js";
 import type { OutboxEntry } from "./outbox-entry.js";
 import type { TurnOutcome, TwinMessage } from "./twin-message.js";
@@ -24,8 +25,22 @@ export class CommitGroup {
   /** Earliest timer due time set in this group. */
   earliestTimerMs = Number.POSITIVE_INFINITY;
   events = 0;
+  /**
+   * Traced turns in this group (their spans) and the batches they served, both only with tracing
+   * on and a sampled batch: the commit span is the first turn's child and links to every batch.
+   */
+  turnTraces: TraceRef[] | undefined;
+  batchTraces: Set<TraceRef> | undefined;
+  /** The commit span, once the group is sealed (the parent of its replication hop). */
+  trace: TraceRef | undefined;
   /** How long its local RocksDB write took, in ms, once written (set by the pipeline). */
   writeMs = 0;
+
+  /** Records a traced turn whose effects or answer are in this group. */
+  traced(turn: TraceRef, batch: TraceRef): void {
+    (this.turnTraces ??= []).push(turn);
+    (this.batchTraces ??= new Set()).add(batch);
+  }
 
   get empty(): boolean {
     return this.ackMessages.length === 0 && this.ops.length === 0 && this.twins.size === 0;

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { RocksStore } from "../store/rocks-store.js";
+import { SpanName, type TraceRef, type TraceSpan, type Tracing } from "../tracing.js";
 import type { Activation } from "./activation.js";
 import { CommitGroup } from "./commit-group.js";
 import { serializeRecord } from "./twin-record.js";
@@ -34,6 +35,8 @@ export class CommitPipeline {
     private readonly maxGroupEvents: number,
     private readonly hooks: CommitHooks,
     private readonly log: Logger,
+    /** Spans for groups that hold traced turns; absent: tracing off. */
+    private readonly tracing?: Tracing,
   ) {}
 
   /** The group new effects go into. */
@@ -95,11 +98,14 @@ export class CommitPipeline {
       this.done(group);
       return;
     }
+    const span = group.turnTraces === undefined ? undefined : this.commitSpan(group, group.turnTraces);
     this.hooks.sealed?.(group);
+    span?.set({ "twinmesh.commit.ops": group.ops.length });
     this.writing = group;
     const started = performance.now();
     this.written = this.store.write(group.ops).then(
       () => {
+        span?.end();
         this.stats.groups++;
         this.stats.events += group.events;
         group.writeMs = performance.now() - started;
@@ -108,6 +114,8 @@ export class CommitPipeline {
         this.done(group);
       },
       (err: Error) => {
+        span?.fail(err);
+        span?.end();
         this.writing = undefined;
         const open = this.open;
         this.open = new CommitGroup();
@@ -117,6 +125,21 @@ export class CommitPipeline {
         this.notifyIdle();
       },
     );
+  }
+
+  /**
+   * The span of a group that holds traced turns: a child of the first one's (so a trace reads
+   * client, publish, turn, commit), linked to every batch it answers, since one write serves many.
+   */
+  private commitSpan(group: CommitGroup, turns: readonly TraceRef[]): TraceSpan | undefined {
+    const parent = turns[0];
+    if (this.tracing === undefined || parent === undefined) return undefined;
+    const span = this.tracing.start(SpanName.commit, parent, {
+      links: [...(group.batchTraces ?? [])],
+      attributes: { "twinmesh.commit.events": group.events, "twinmesh.commit.twins": group.twins.size },
+    });
+    group.trace = span.ref;
+    return span;
   }
 
   /** Resolves once the write in flight now (if any) has committed or failed. */

@@ -1,3 +1,4 @@
+import type { TraceRef } from "../tracing.js";
 import type { EventCounts } from "./event-counts.js";
 import type { OutcomeSink, TurnOutcome } from "./twin-message.js";
 
@@ -11,6 +12,8 @@ export interface BatchTally {
 export class PendingBatch implements OutcomeSink {
   readonly results: TurnOutcome[];
   readonly done: Promise<TurnOutcome[]>;
+  /** The sampled context its turns are traced under (set at admission); undefined: not traced. */
+  trace: TraceRef | undefined;
   private remaining: number;
   private resolveDone!: (results: TurnOutcome[]) => void;
 

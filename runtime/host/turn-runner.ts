@@ -3,6 +3,7 @@ import { type Alert, AlertState } from "../alerts/alert.js";
 import type { Clock } from "../clock.js";
 import type { DeadLetterStore } from "../deadletters/dead-letter-store.js";
 import type { Keys } from "../store/keys.js";
+import { SpanName, type TraceSpan, type Tracing } from "../tracing.js";
 import { isPlainObject, type JsonObject, stringifyJson } from "../util/json.js";
 import type { Activation } from "./activation.js";
 import type { ActivationDirectory } from "./activation-directory.js";
@@ -49,6 +50,8 @@ export interface TurnRunnerConfig {
   readonly activations: ActivationDirectory;
   readonly timers: TimerService;
   readonly deadLetters: DeadLetterStore;
+  /** Spans for the turns of traced batches; absent: tracing off. */
+  readonly tracing?: Tracing;
   /**
    * Which twins this node runs (in a cluster), checked again at each turn: work admitted while
    * this node owned a twin is refused (retryable) once its partition has moved.
@@ -82,6 +85,8 @@ export class TurnRunner {
     // Timed only while metrics are on. Turns run back to back, so one turn's end is the next
     // one's start: one clock read per turn.
     const timings = this.config.metrics.timings;
+    // With tracing off this is the only cost: one field read per slice.
+    const tracing = this.config.tracing;
     let started = timings === undefined ? 0 : performance.now();
     for (let n = 0; n < TURNS_PER_SLICE; n++) {
       const msg = act.next();
@@ -91,10 +96,13 @@ export class TurnRunner {
         this.config.settled();
         return;
       }
+      const span = tracing === undefined ? undefined : this.turnSpan(tracing, act, msg);
       let pending: Promise<void> | undefined;
       try {
         pending = this.turn(act, msg);
       } catch (err) {
+        span?.fail(err);
+        span?.end();
         this.turnBroke(act, msg, err);
         return;
       }
@@ -102,13 +110,19 @@ export class TurnRunner {
         const from = started;
         pending.then(
           () => {
+            if (span !== undefined) this.turnTraced(span, msg);
             timings?.turned((performance.now() - from) / 1000);
             this.drain(act);
           },
-          (err: unknown) => this.turnBroke(act, msg, err),
+          (err: unknown) => {
+            span?.fail(err);
+            span?.end();
+            this.turnBroke(act, msg, err);
+          },
         );
         return;
       }
+      if (span !== undefined) this.turnTraced(span, msg);
       if (timings !== undefined) {
         const now = performance.now();
         timings.turned((now - started) / 1000);
@@ -117,6 +131,22 @@ export class TurnRunner {
     }
     this.config.pipeline.schedule();
     setImmediate(() => this.drain(act));
+  }
+
+  /** A span for the turn of a message from a traced batch (a child of the batch's span); undefined otherwise. */
+  private turnSpan(tracing: Tracing, act: Activation, msg: TwinMessage): TraceSpan | undefined {
+    const parent = msg.sink.trace;
+    if (parent === undefined) return undefined;
+    return tracing.start(SpanName.turn, parent, {
+      attributes: { "twinmesh.twin.kind": act.entry.kind, "twinmesh.twin.id": act.id, "twinmesh.turn.trigger": msg.type },
+    });
+  }
+
+  /** The turn ended: its span ends, and the open group (which holds its effects or its answer) records it for the commit span. */
+  private turnTraced(span: TraceSpan, msg: TwinMessage): void {
+    span.end();
+    const batch = msg.sink.trace;
+    if (batch !== undefined) this.config.pipeline.current.traced(span.ref, batch);
   }
 
   /** Runs one message; returns a promise only when the handler is async. */

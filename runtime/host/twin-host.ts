@@ -19,6 +19,7 @@ import { type PartitionId, Partitioning } from "../partition/partitioning.js";
 import type { PageTokens } from "../query/page-token.js";
 import { Keys } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
+import type { Tracing } from "../tracing.js";
 import { type JsonObject, stringifyJson } from "../util/json.js";
 import { checkJsonInput } from "../util/json-input.js";
 import type { Activation } from "./activation.js";
@@ -63,6 +64,8 @@ export interface TwinHostConfig {
   readonly remoteMessages?: RemoteMessages;
   /** How twins map to partitions (the data directory's count). @defaultValue 256 partitions */
   readonly partitioning?: Partitioning;
+  /** Spans for traced batches' turns and commits; absent: tracing off. */
+  readonly tracing?: Tracing;
 }
 
 export type { HostObserver, ReplicationStage, StageFailure } from "./commit-completion.js";
@@ -127,6 +130,7 @@ export class TwinHost {
   private readonly registry: TwinRegistry;
   private readonly clock: Clock;
   private readonly log: Logger;
+  private readonly tracing: Tracing | undefined;
   /** This node's id, reported as twins' owner. */
   readonly nodeId: string;
   /** How twins map to partitions. */
@@ -162,6 +166,7 @@ export class TwinHost {
     for (const kind of this.registry.kindNames()) this.metrics.events.register(kind);
     this.clock = config.clock;
     this.log = config.log;
+    this.tracing = config.tracing;
     this.nodeId = config.nodeId;
     this.partitioning = config.partitioning ?? new Partitioning();
     const owns = (p: PartitionId): boolean => this.admission.owns(p);
@@ -177,6 +182,7 @@ export class TwinHost {
         failed: (groups, err) => this.completion.failed(groups, err),
       },
       this.log,
+      this.tracing,
     );
     this.timers = new TimerService(
       this.store,
@@ -222,7 +228,7 @@ export class TwinHost {
     this.outbox = new OutboxDispatcher({
       store: this.store,
       keys: this.keys,
-      log: this.log.child({ component: "outbox" }),
+      log: this.log.child({ component: "host.outbox" }),
       deliver: (entry) => this.deliver(entry),
       quarantine: (key, raw, problem) => this.quarantineOutboxEntry(key, raw, problem),
       owns,
@@ -233,7 +239,7 @@ export class TwinHost {
       store: this.store,
       keys: this.keys,
       clock: this.clock,
-      log: this.log.child({ component: "dead-letters" }),
+      log: this.log.child({ component: "host.dead-letters" }),
       registry: this.registry,
       tokens: config.tokens,
       retentionMs: this.options.deadLetterRetentionMs,
@@ -271,6 +277,7 @@ export class TwinHost {
       activations: this.activations,
       timers: this.timers,
       deadLetters: this.deadLetters,
+      tracing: this.tracing,
       gate: config.ownership,
       settled: () => this.checkIdle(),
     });
@@ -357,6 +364,9 @@ export class TwinHost {
     // Every event is checked before any is posted: nothing below throws on bad input.
     const validated = validateBatch(events, this.registry, this.options, this.clock.nowMs());
     const batch = new PendingBatch(events.length, options.copies, { kinds: events, counts: this.metrics.events });
+    // One read of the active context per batch, and only with tracing on: a sampled batch's
+    // turns become children of its span (the receiving node's publish, or a forward's apply).
+    if (this.tracing !== undefined) batch.trace = this.tracing.active();
     let blocked: Set<string> | undefined;
     for (let i = 0; i < events.length; i++) {
       const e = events[i] as IngestEvent;

@@ -1,3 +1,4 @@
+import type { TraceRef } from "../tracing.js";
 import type { JsonObject } from "../util/json.js";
 import type { TelemetryEvent } from "./ingest-event.js";
 import type { OutboxEntry } from "./outbox-entry.js";
@@ -24,6 +25,8 @@ export interface OutcomeSink {
   complete(index: number, outcome: TurnOutcome): void;
   /** Durable copies (the owner's included) the answer waits for; absent: 1. */
   readonly copies?: number;
+  /** The sampled context the request's turns are traced under; absent: not traced. */
+  readonly trace?: TraceRef | undefined;
 }
 
 interface Base {
