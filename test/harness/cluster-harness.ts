@@ -29,6 +29,8 @@ export interface ClusterOptions {
    */
   readonly dataDirOf?: Readonly<Record<string, string>>;
   readonly logLevel?: string;
+  /** More environment for every node (`OTEL_EXPORTER_OTLP_ENDPOINT`, say). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -97,6 +99,7 @@ export class ClusterHarness {
       port: member.port,
       logLevel: this.options.logLevel ?? process.env.TWINMESH_TEST_LOG_LEVEL ?? "warn",
       args: ["--peers", this.peersOf(id), ...(this.options.args ?? []), ...(this.options.argsOf?.[id] ?? [])],
+      env: this.options.env,
       ...extra,
     });
     this.processes.set(id, node);

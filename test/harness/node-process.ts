@@ -201,10 +201,13 @@ export class NodeProcess {
 }
 
 /**
- * This process's environment without TWINMESH_* settings, which would change the node or the CLI
+ * This process's environment without TWINMESH_* and OTEL_* settings, which would change the node or the CLI
  * under test, and with the metrics endpoint off (`TWINMESH_METRICS_PORT=0`): nodes of tests running
  * side by side would all ask for port 9464. A test that scrapes passes `--metrics-port <free port>`.
  */
 export function cleanEnv(): NodeJS.ProcessEnv {
-  return { ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("TWINMESH_"))), TWINMESH_METRICS_PORT: "0" };
+  return {
+    ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("TWINMESH_") && !key.startsWith("OTEL_"))),
+    TWINMESH_METRICS_PORT: "0",
+  };
 }
