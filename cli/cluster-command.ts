@@ -14,6 +14,7 @@ interface ClusterOptions {
   data: string;
   replicationFactor?: number;
   logLevel: string;
+  logFormat?: "json" | "pretty";
 }
 
 /** The member ids and addresses of a local cluster of `nodes` nodes on consecutive ports. */
@@ -50,7 +51,15 @@ export function clusterCommand(): Command {
       ),
     )
     .addOption(
-      new Option("--log-level <level>", "the nodes' log level").choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("warn"),
+      new Option("--log-level <level>", "the nodes' log level")
+        .choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
+        .env("TWINMESH_LOG_LEVEL")
+        .default("warn"),
+    )
+    .addOption(
+      new Option("--log-format <format>", "the nodes' log lines: json or pretty (default: pretty when this terminal is one, else json)")
+        .choices(["json", "pretty"])
+        .env("TWINMESH_LOG_FORMAT"),
     )
     .addHelpText(
       "after",
@@ -87,6 +96,9 @@ async function runCluster(opts: ClusterOptions): Promise<void> {
       join(opts.data, m.id),
       "--log-level",
       opts.logLevel,
+      // The nodes write to pipes: they are told what this terminal is.
+      "--log-format",
+      opts.logFormat ?? (process.stdout.isTTY ? "pretty" : "json"),
       ...(peers.length > 0 ? ["--peers", peers.join(",")] : []),
       ...(opts.replicationFactor === undefined ? [] : ["--replication-factor", String(opts.replicationFactor)]),
     ];

@@ -51,6 +51,7 @@ interface StartOptions {
   startupGraceMs: number;
   partitions?: number;
   logLevel: string;
+  logFormat?: "json" | "pretty";
   demo: boolean;
   simulate?: number;
   rate: number;
@@ -157,6 +158,11 @@ export function startCommand(): Command {
         .env("TWINMESH_LOG_LEVEL")
         .default("info"),
     )
+    .addOption(
+      new Option("--log-format <format>", "log lines as JSON (for log shippers) or pretty text (default: pretty on a terminal, else json)")
+        .choices(["json", "pretty"])
+        .env("TWINMESH_LOG_FORMAT"),
+    )
     .option("--demo", "load the example twins and run the device simulator against this node", false)
     .addOption(new Option("--simulate <sources>", "also run the device simulator with this many sources").argParser(wholeNumber("--simulate", 1)))
     .addOption(new Option("--rate <events/s>", "simulator events per second in total").default(200).argParser(wholeNumber("--rate", 1)))
@@ -179,7 +185,7 @@ export function startCommand(): Command {
 async function start(opts: StartOptions, modules: readonly string[], peers: readonly PeerAddress[]): Promise<void> {
   // Loaded here, not at the top: the client commands load no server code (RocksDB, tsx, pino).
   const { createLogger } = await import("../runtime/index.js");
-  const log = createLogger({ level: opts.logLevel });
+  const log = createLogger({ level: opts.logLevel, format: opts.logFormat });
   // Handlers go in before anything starts, so a signal at any point drains instead of killing.
   const stopRequested = stopSignal(log);
   const { loadTwinModules } = await import("./twin-modules.js");

@@ -111,6 +111,8 @@ export class ClusterNode {
   /** The host's replication stage: ships each committed group to the replicas of its partitions. */
   readonly replication: ReplicationStage;
   readonly replicationFactor: number;
+  /** This node's own cluster lines (`component` `cluster`). */
+  private readonly log: Logger;
   private replicator: Replicator | undefined;
   private replica: PartitionReplica | undefined;
   private partitions: PartitionOwnership | undefined;
@@ -127,10 +129,12 @@ export class ClusterNode {
   constructor(
     readonly self: NodeId,
     private readonly options: ClusterOptions,
-    private readonly log: Logger,
+    /** The node's root logger: each part takes its own `cluster.*` component from it. */
+    private readonly rootLog: Logger,
     /** Spans for forward and replication hops of traced batches; absent: tracing off. */
     private readonly tracing?: Tracing,
   ) {
+    this.log = rootLog.child({ component: "cluster" });
     this.replicationFactor = options.replicationFactor ?? DEFAULT_REPLICATION_FACTOR;
     if (!Number.isSafeInteger(this.replicationFactor) || this.replicationFactor < 1 || this.replicationFactor > 64) {
       throw new ConfigError("BAD_OPTION", `--replication-factor is ${this.replicationFactor}; use a whole number from 1 to 64`);
@@ -179,7 +183,7 @@ export class ClusterNode {
       diskProblem: () => runtime.host.diskProblem,
     };
     const pool = new PeerPool(this.local, this.options.peers, {
-      log: this.log,
+      log: this.rootLog,
       failureDetector: this.options.failureDetector,
       heartbeatIntervalMs: this.options.heartbeatIntervalMs,
     });
@@ -196,7 +200,7 @@ export class ClusterNode {
       },
       channel: (peer) => pool.channel(peer),
     };
-    const log = this.log;
+    const log = this.rootLog;
     const ring = (): RingSnapshot => this.currentRing();
     this.replicator = new Replicator({
       self: this.self,
@@ -235,7 +239,7 @@ export class ClusterNode {
       else this.replica?.sourceDown(peer.id);
       this.partitions?.nudge();
     });
-    this.forwarding = new ForwardClient(pool, { log: this.log, tracing: this.tracing });
+    this.forwarding = new ForwardClient(pool, { log: this.rootLog, tracing: this.tracing });
     this.calls = new RoutedCalls(
       this.self,
       (peer) => pool.channel(peer),
@@ -250,7 +254,7 @@ export class ClusterNode {
         pool,
         forwarding: this.forwarding,
         calls: this.calls,
-        log: this.log,
+        log: this.rootLog,
       },
       this.ownership,
     );
@@ -267,7 +271,7 @@ export class ClusterNode {
       server,
       local,
       { forward: router, replicate: replica, fetchPartition: replica, partitionStates: replica },
-      { adapter, log: this.log, tracing: this.tracing },
+      { adapter, log: this.rootLog, tracing: this.tracing },
     );
   }
 

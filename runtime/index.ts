@@ -47,7 +47,7 @@ export type { TwinView } from "./host/twin-host.js";
 export { type HostLoad, type PublishOptions, TwinHost } from "./host/twin-host.js";
 export type { TurnOutcome } from "./host/twin-message.js";
 export { KIND_PATTERN } from "./host/twin-registry.js";
-export { createLogger, type Logger, type LoggerOptions, silentLogger } from "./log.js";
+export { createLogger, LOG_LEVELS, LogFormat, type Logger, type LoggerOptions, silentLogger, traceFields } from "./log.js";
 /** @internal */
 export {
   DEFAULT_PARTITIONS,

@@ -114,7 +114,7 @@ export class TwinRuntime {
         store,
         registry,
         clock: options.clock ?? SYSTEM_CLOCK,
-        log: log.child({ component: "host" }),
+        log,
         nodeId: options.nodeId ?? "local",
         options: options.host,
         observer: options.observer,

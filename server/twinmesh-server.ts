@@ -178,7 +178,7 @@ export class TwinmeshNode {
     );
     const cluster =
       options.cluster !== undefined && options.cluster.peers.length > 0
-        ? new ClusterNode(parseNodeId(options.nodeId ?? "local", "--node-id"), options.cluster, serve.log.child({ component: "cluster" }), tracing?.tracing)
+        ? new ClusterNode(parseNodeId(options.nodeId ?? "local", "--node-id"), options.cluster, serve.log, tracing?.tracing)
         : undefined;
     let runtime: TwinRuntime;
     try {
@@ -293,7 +293,7 @@ export class TwinmeshNode {
         throw err;
       }
     }
-    const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log, cluster, metrics, tracing);
+    const node = new TwinmeshNode(runtime, ownsRuntime, server, health, `${hostPart}:${port}`, log.child({ component: "server" }), cluster, metrics, tracing);
     cluster?.start();
     node.watchServing();
     return node;

@@ -48,6 +48,7 @@ export interface TwinHostConfig {
   readonly store: RocksStore;
   readonly registry: TwinRegistry;
   readonly clock: Clock;
+  /** The root logger: the host takes its `host` and `host.*` components from it. */
   readonly log: Logger;
   /** This node's id, reported as a twin's owner. */
   readonly nodeId: string;
@@ -165,7 +166,7 @@ export class TwinHost {
     this.registry = config.registry;
     for (const kind of this.registry.kindNames()) this.metrics.events.register(kind);
     this.clock = config.clock;
-    this.log = config.log;
+    this.log = config.log.child({ component: "host" });
     this.tracing = config.tracing;
     this.nodeId = config.nodeId;
     this.partitioning = config.partitioning ?? new Partitioning();
@@ -228,7 +229,7 @@ export class TwinHost {
     this.outbox = new OutboxDispatcher({
       store: this.store,
       keys: this.keys,
-      log: this.log.child({ component: "host.outbox" }),
+      log: config.log.child({ component: "host.outbox" }),
       deliver: (entry) => this.deliver(entry),
       quarantine: (key, raw, problem) => this.quarantineOutboxEntry(key, raw, problem),
       owns,
@@ -239,7 +240,7 @@ export class TwinHost {
       store: this.store,
       keys: this.keys,
       clock: this.clock,
-      log: this.log.child({ component: "host.dead-letters" }),
+      log: config.log.child({ component: "host.dead-letters" }),
       registry: this.registry,
       tokens: config.tokens,
       retentionMs: this.options.deadLetterRetentionMs,
