@@ -1,13 +1,14 @@
 import type { SeqMode } from "./load-protocol.js";
 
 /** The scenarios `--only` can pick, in the order they run. */
-export const SCENARIOS = ["ceiling-grpc", "ceiling-rocks", "ceiling-pipeline", "ingest-wal", "ingest-fsync", "memory", "large", "cluster"] as const;
+export const SCENARIOS = ["ceiling-grpc", "ceiling-rocks", "ceiling-pipeline", "ingest-wal", "ingest-fsync", "memory", "large", "cluster", "tracing"] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 /** Names that stand for several scenarios in `--only`. */
 export const SCENARIO_GROUPS: Readonly<Record<string, readonly Scenario[]>> = {
   ceilings: ["ceiling-grpc", "ceiling-rocks", "ceiling-pipeline"],
   ingest: ["ingest-wal", "ingest-fsync"],
+  traces: ["tracing"],
   wal: ["ingest-wal"],
   fsync: ["ingest-fsync"],
   unary: ["ingest-wal"],

@@ -25,6 +25,8 @@ export interface NodeSpec {
   readonly port?: number;
   /** More `twinmesh start` arguments (`--node-id`, `--peers`, …). */
   readonly args?: readonly string[];
+  /** More environment for the node (`OTEL_*` for the tracing scenario). */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 /** A node child process that printed its ready line. */
@@ -63,7 +65,7 @@ export async function startNode(spec: NodeSpec): Promise<StartedNode> {
   args.push(...(spec.args ?? []));
   const nodeArgs = [...(spec.nodeArgs ?? [])];
   if (spec.cpuProfDir !== undefined) nodeArgs.push("--cpu-prof", "--cpu-prof-dir", spec.cpuProfDir, "--cpu-prof-name", `${spec.name}-${Date.now()}.cpuprofile`);
-  const child = BenchChild.spawn(CLI_SCRIPT, args, { name: spec.name, nodeArgs });
+  const child = BenchChild.spawn(CLI_SCRIPT, args, { name: spec.name, nodeArgs, env: spec.env });
   try {
     const { match, at } = await child.waitForLine(READY_LINE, spec.readyTimeoutMs);
     return { child, address: match[1] as string, readyMs: at - child.spawnedAt };

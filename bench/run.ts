@@ -9,6 +9,7 @@
  * stdout and `bench/results/<name>.json`. See bench/README.md for what each figure means.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -177,6 +178,14 @@ function rowSpecs(s: BenchSettings): [string, RowSpec][] {
       "large.rssMax",
       { scenario: `node RSS max, ${big} stored / ${active} active, all receiving`, unit: "MiB", target: { op: "<=", value: 500, fullSizeOnly: true } },
     ],
+    ...TRACING_VARIANTS.map((v): [string, RowSpec] => [
+      `tracing.${v.id}.eventsPerSec`,
+      {
+        scenario: `PublishStream wal, ${n(s.ingestTwins)} twins, saturated, tracing ${v.label}`,
+        unit: "events/s",
+        ratioTo: v.id === "off" ? undefined : [{ id: "tracing.off.eventsPerSec", label: "off" }],
+      },
+    ]),
     ["cluster.single.eventsPerSec", { scenario: `1 node (this run), PublishStream wal, ${n(s.ingestTwins)} twins, saturated`, unit: "events/s" }],
     ...(["local", "quorum", "all"] as const).flatMap((level): [string, RowSpec][] => [
       [
@@ -1179,6 +1188,80 @@ async function clusterBench(b: Bench): Promise<void> {
   }
 }
 
+/** The tracing scenario's variants: off (no OTEL_* variable), and sampled at 1 % and 100 %. */
+const TRACING_VARIANTS = [
+  { id: "off", label: "off", ratio: undefined },
+  { id: "sampled1", label: "sampled 1 %", ratio: "0.01" },
+  { id: "sampled100", label: "sampled 100 %", ratio: "1" },
+] as const;
+
+/**
+ * What tracing costs on the hot path: one node, saturated PublishStream, with tracing off, and
+ * with `parentbased_traceidratio` at 1 % and 100 % exporting over OTLP/HTTP to a sink in this
+ * process that reads and drops every request (the export's own cost is the node's). The
+ * variants take turns on one data directory, one run of each per round, so drift hits all alike.
+ */
+async function tracingBench(b: Bench): Promise<void> {
+  const s = b.settings;
+  const name = "tracing";
+  const dataDir = join(b.root, name);
+  let exports = 0;
+  let exportedBytes = 0;
+  const sink = createHttpServer((req, res) => {
+    req.on("data", (chunk: Buffer) => {
+      exportedBytes += chunk.length;
+    });
+    req.on("end", () => {
+      exports++;
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+  });
+  await new Promise<void>((resolve) => sink.listen(0, "127.0.0.1", resolve));
+  const endpoint = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`;
+  try {
+    let loaded = false;
+    for (let r = 0; r < s.runs; r++) {
+      for (const variant of TRACING_VARIANTS) {
+        const env: NodeJS.ProcessEnv =
+          variant.ratio === undefined
+            ? {}
+            : { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: variant.ratio };
+        const { cpuProfDir, nodeArgs } = s;
+        const node = await startNode({
+          name: `${name}-${variant.id}`,
+          dataDir,
+          durability: "wal",
+          cpuProfDir,
+          nodeArgs,
+          env,
+          readyTimeoutMs: NODE_READY_TIMEOUT_MS,
+        });
+        try {
+          if (!loaded) {
+            await b.setupLoad(name, node.address, name, s.ingestTwins);
+            loaded = true;
+          }
+          const before = { exports, exportedBytes };
+          const cpuBefore = cpuSeconds(node.child.pid);
+          const sat = await b.saturate(`${name} ${variant.label}`, node.address, name, s.ingestTwins, 1300 + r);
+          const cpuUs = ((cpuSeconds(node.child.pid) - cpuBefore) * 1e6) / sat.totalAccepted;
+          b.collect.add(`tracing.${variant.id}.eventsPerSec`, sat.eventsPerSec);
+          const exported =
+            variant.ratio === undefined
+              ? ""
+              : `, ${exports - before.exports} OTLP exports (${formatValue((exportedBytes - before.exportedBytes) / 1024, "")} KiB)`;
+          b.collect.note(`tracing.${variant.id}.eventsPerSec`, `node CPU ${formatValue(cpuUs, "")} µs/event${exported}`);
+        } finally {
+          await b.stopNode(node);
+        }
+      }
+    }
+  } finally {
+    sink.closeAllConnections();
+    await new Promise<void>((resolve) => sink.close(() => resolve()));
+  }
+}
+
 const RUNNERS: Record<Scenario, (b: Bench) => Promise<void>> = {
   "ceiling-grpc": ceilingGrpc,
   "ceiling-rocks": ceilingRocks,
@@ -1188,6 +1271,7 @@ const RUNNERS: Record<Scenario, (b: Bench) => Promise<void>> = {
   memory,
   large,
   cluster: clusterBench,
+  tracing: tracingBench,
 };
 
 // ------------------------------------------------------------------------------------ main

@@ -76,6 +76,6 @@ export interface Tracing {
   startRemote(name: SpanName, traceparent: string | undefined, options?: StartOptions): TraceSpan | undefined;
   /** The W3C `traceparent` value of `ref`, to send to the next hop. */
   traceparent(ref: TraceRef): string;
-  /** Runs `fn` with `ref` as the active context (what {@link active} returns inside it, across awaits). */
+  /** Runs `fn` with `ref` as the active context: what {@link active} returns during its synchronous part (read it before the first await). */
   run<T>(ref: TraceRef, fn: () => T): T;
 }

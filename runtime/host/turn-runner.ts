@@ -99,7 +99,9 @@ export class TurnRunner {
       const span = tracing === undefined ? undefined : this.turnSpan(tracing, act, msg);
       let pending: Promise<void> | undefined;
       try {
-        pending = this.turn(act, msg);
+        // A traced turn runs with its span active, so the handler's log lines (and spans of its
+        // own) name it; an untraced one pays nothing.
+        pending = span === undefined || tracing === undefined ? this.turn(act, msg) : tracing.run(span.ref, () => this.turn(act, msg));
       } catch (err) {
         span?.fail(err);
         span?.end();

@@ -45,13 +45,24 @@ describe("tracing across a cluster (3 child processes, OTLP/HTTP to an in-test r
     const res = await tracedPublish(cluster.members[0]?.address as string, [ev("counter", id, 1, { v: 1 })], client.traceparent);
     assert.deepEqual(statuses(res.results), ["ACCEPTED"]);
 
+    // Each node exports on its own schedule: wait for every span the path makes.
+    const expected = [
+      `n1:${SpanName.publish}`,
+      `n1:${SpanName.forward}`,
+      `n2:${SpanName.forwardApply}`,
+      `n2:${SpanName.turn}`,
+      `n2:${SpanName.commit}`,
+      `n2:${SpanName.replicate}`,
+      `n1:${SpanName.replicaApply}`,
+      `n3:${SpanName.replicaApply}`,
+    ];
     const spans = await waitFor(
       () => {
         const trace = receiver.trace(client.traceId);
-        const replicas = new Set(trace.filter((s) => s.name === SpanName.replicaApply).map((s) => s.instance));
-        return replicas.has("n1") && replicas.has("n3") ? trace : undefined;
+        const seen = new Set(trace.map((s) => `${s.instance}:${s.name}`));
+        return expected.every((e) => seen.has(e)) ? trace : undefined;
       },
-      { timeoutMs: 15_000, what: `the spans of trace ${client.traceId} on the replicas n1 and n3` },
+      { timeoutMs: 15_000, what: `the spans of trace ${client.traceId} on n1, n2 and n3` },
     );
     assert.ok(spans !== undefined);
     const publish = spanOf(spans, "n1", SpanName.publish);
