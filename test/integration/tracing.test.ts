@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import { SpanName } from "../../runtime/index.js";
-import { tracingFromEnv } from "../../server/telemetry/index.js";
+import { samplerFromEnv, tracingFromEnv } from "../../server/telemetry/index.js";
 import { ev, statuses } from "../harness/events.js";
 import { startNode } from "../harness/start-node.js";
 import { useTestScope } from "../harness/test-scope.js";
@@ -81,5 +81,15 @@ describe("tracing on one node (in-memory exporter)", () => {
     } finally {
       Object.assign(process.env, saved);
     }
+  });
+
+  it("reads the standard sampler variables and refuses an unknown sampler or a ratio outside 0..1", () => {
+    assert.match(samplerFromEnv({}).toString(), /ParentBased\{root=AlwaysOnSampler/);
+    assert.match(
+      samplerFromEnv({ OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: "0.01" }).toString(),
+      /ParentBased\{root=TraceIdRatioBased\{0\.01\}/,
+    );
+    assert.throws(() => samplerFromEnv({ OTEL_TRACES_SAMPLER: "sometimes" }), /OTEL_TRACES_SAMPLER is "sometimes"/);
+    assert.throws(() => samplerFromEnv({ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "2" }), /OTEL_TRACES_SAMPLER_ARG is "2"/);
   });
 });
