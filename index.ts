@@ -47,4 +47,4 @@ export {
   UnavailableError,
   UnknownKindError,
 } from "./runtime/index.js";
-export { DEFAULT_PORT, type NodeOptions, type ServeOptions, TwinmeshNode } from "./server/index.js";
+export { DEFAULT_PORT, type NodeOptions, type ServeOptions, type TracingOptions, TwinmeshNode, tracingFromEnv } from "./server/index.js";
