@@ -36,6 +36,17 @@ async function assertCounters(
   assert.equal(wrong.length, 0, `${what}: ${wrong.length} of ${via.length * want.size} reads differ, e.g.\n  ${wrong.slice(0, 10).join("\n  ")}`);
 }
 
+/** Waits (10 s at most) until `client` reads every twin of `ids` owned by `node`: each partition is served as soon as it is taken. */
+async function ownedBy(client: TwinmeshClient, ids: readonly string[], node: string): Promise<void> {
+  await waitFor(
+    async () => {
+      for (const id of ids) if (((await counterVia(client, id)) as CounterView).owner !== node) return undefined;
+      return true;
+    },
+    { timeoutMs: 10_000, what: `${node} to own ${ids.join(", ")}` },
+  );
+}
+
 /** Every twin of a writer with the state each acknowledged seq applied exactly once gives, owned by `ownerOf(id)`. */
 async function expectedOf(writer: SeqWriter, ownerOf: (id: string) => Promise<string | undefined>): Promise<Map<string, CounterView>> {
   const want = new Map<string, CounterView>();
@@ -468,10 +479,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     await c.kill("n2");
     await c.startMember("n3");
     await c.caughtUp("n3");
-    await waitFor(async () => ((await counterVia(clients.get("n1") as TwinmeshClient, ids[0] as string)) as CounterView).owner === "n3", {
-      timeoutMs: 10_000,
-      what: `n3 to own ${ids[0]} once caught up`,
-    });
+    await ownedBy(clients.get("n1") as TwinmeshClient, ids, "n3");
     await assertCounters(
       clients,
       ["n1", "n3"],
@@ -518,10 +526,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     // n2 returns: the new owner's history wins.
     await c.startMember("n2");
     await c.caughtUp("n2");
-    await waitFor(async () => ((await counterVia(clients.get("n1") as TwinmeshClient, ids[0] as string)) as CounterView).owner === "n2", {
-      timeoutMs: 10_000,
-      what: `n2 to own ${ids[0]} again`,
-    });
+    await ownedBy(clients.get("n1") as TwinmeshClient, ids, "n2");
     await assertCounters(clients, MEMBERS, new Map(ids.map((id) => [id, { owner: "n2", count: 3, lastSeq: 3, total: 300 }])), "after n2 returned");
     // Its dedupe marks of seqs 4 and 5 went with its writes: seq 4 is new.
     assert.deepEqual(
@@ -594,12 +599,16 @@ describe("replication and failover in a cluster of three nodes at replication fa
     c.resume("n3");
     // Until n3 has taken the partition, reads are refused retryably; a twin it cannot find means
     // it serves without the writes (the assertion below says so).
+    // Each partition is served as soon as it is taken: wait for every twin's.
     await waitFor(
       async () => {
-        const got = await counterVia(clients.get("n1") as TwinmeshClient, ids[0] as string);
-        return typeof got === "string" ? got.includes("TWIN_NOT_FOUND") : got.owner === "n3";
+        for (const id of ids) {
+          const got = await counterVia(clients.get("n1") as TwinmeshClient, id);
+          if (typeof got === "string" ? !got.includes("TWIN_NOT_FOUND") : got.owner !== "n3") return undefined;
+        }
+        return true;
       },
-      { timeoutMs: 15_000, what: `n3 to own ${ids[0]} once n2 died` },
+      { timeoutMs: 15_000, what: `n3 to own ${ids.join(", ")} once n2 died` },
     );
     await assertCounters(
       clients,
