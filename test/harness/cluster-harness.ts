@@ -45,6 +45,8 @@ export interface ClusterOptions {
  */
 export class ClusterHarness {
   private readonly processes = new Map<string, NodeProcess>();
+  /** Members paused (SIGSTOP) and not resumed since. */
+  private readonly paused = new Set<string>();
   /** Output of processes that have exited, kept for failure reports. */
   private readonly past: string[] = [];
   /** Processes whose output is in {@link past} already. */
@@ -263,12 +265,30 @@ export class ClusterHarness {
   pause(id: string): void {
     const node = this.node(id);
     node.pause();
+    this.paused.add(id);
     this.t.defer(() => node.resume());
   }
 
   /** SIGCONT: a paused member `id` goes on. */
   resume(id: string): void {
     this.node(id).resume();
+    this.paused.delete(id);
+  }
+
+  /**
+   * Clients of the members running and not paused now, for a load that sends through any live
+   * node (`SeqWriter`'s `clients`); one client per member, made on first use.
+   */
+  liveClients(deadlineMs = 5_000): () => TwinmeshClient[] {
+    const clients = new Map<string, TwinmeshClient>();
+    return () =>
+      this.runningIds()
+        .filter((id) => !this.paused.has(id))
+        .map((id) => {
+          let client = clients.get(id);
+          if (client === undefined) clients.set(id, (client = this.client(id, deadlineMs)));
+          return client;
+        });
   }
 
   /** SIGTERM: member `id` drains and stops. @returns its exit code */
