@@ -15,6 +15,9 @@ import { exitQuietlyOnClosedStdout } from "./output.js";
  * `twinmesh: <message> (<REASON>)`, with exit code 1 (2 for a usage error).
  */
 export function clientCommands(): Command[] {
-  exitQuietlyOnClosedStdout();
-  return [sendCommand(), ...twinCommands(), alertsCommand(), deadLettersCommand(), simulateCommand(), ringCommand(), statusCommand()];
+  const commands = [sendCommand(), ...twinCommands(), alertsCommand(), deadLettersCommand(), simulateCommand(), ringCommand(), statusCommand()];
+  // Only these exit when their reader goes (`twinmesh query … | head`): a node does not stop
+  // because whoever read its banner did.
+  for (const command of commands) command.hook("preAction", () => exitQuietlyOnClosedStdout());
+  return commands;
 }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { Command, Option } from "commander";
 import { TwinmeshClient } from "../client/index.js";
 import { withCliConventions } from "./commands/client-command.js";
-import { printLine, printNotice } from "./output.js";
+import { ignoreClosedStdout, printLine, printNotice } from "./output.js";
 import { wholeNumber } from "./start-command.js";
 
 interface ClusterOptions {
@@ -132,6 +132,7 @@ async function runCluster(opts: ClusterOptions): Promise<void> {
   };
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
+  ignoreClosedStdout();
   const started = await Promise.all(ready);
   if (started.every(Boolean) && !(await formed(members.map((m) => m.address)))) {
     printNotice("the nodes serve, but have not taken every partition between them within 30 s; `twinmesh ring` shows where they stand");

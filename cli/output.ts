@@ -107,6 +107,18 @@ export function exitQuietlyOnClosedStdout(): void {
   });
 }
 
+/**
+ * Keeps a long-running process (a node, `twinmesh cluster`) running when the reader of its stdout
+ * goes away: its banner and notices are lost, its work is not (a supervisor that restarts on
+ * failure would read a quiet exit 0 as a clean stop). Idempotent.
+ */
+export function ignoreClosedStdout(): void {
+  if (process.stdout.listenerCount("error") > 0) return;
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+  });
+}
+
 /** Writes one line to stdout. */
 export function printLine(text = ""): void {
   process.stdout.write(`${text}\n`);

@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError as CommanderArgError, Option } from "comm
 import type { PeerAddress } from "../cluster/peer-list.js";
 import type { Durability, Logger } from "../runtime/index.js";
 import { withCliConventions } from "./commands/client-command.js";
-import { printNotice } from "./output.js";
+import { ignoreClosedStdout, printNotice } from "./output.js";
 
 const DEMO_TWINS = fileURLToPath(new URL("../twins/index.js", import.meta.url));
 
@@ -188,6 +188,7 @@ async function start(opts: StartOptions, modules: readonly string[], peers: read
   const log = createLogger({ level: opts.logLevel, format: opts.logFormat });
   // Handlers go in before anything starts, so a signal at any point drains instead of killing.
   const stopRequested = stopSignal(log);
+  ignoreClosedStdout();
   const { loadTwinModules } = await import("./twin-modules.js");
   const twins = await loadTwinModules(modules);
   const { HeapBudget, TwinmeshNode } = await import("../server/index.js");

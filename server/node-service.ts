@@ -137,7 +137,14 @@ export function nodeService(runtime: TwinRuntime, cluster?: ClusterNode, health?
         uptimeMs: BigInt(Math.round(performance.now() - startedAt)),
         serving: services.find((s) => s.service === "")?.serving ?? host.serving,
         services,
-        problem: self?.problem ?? "",
+        // Why it does not serve, in words a person can act on: its disk, a drain, a catch-up.
+        problem:
+          self?.problem ||
+          (host.diskProblem === undefined && !host.serving
+            ? "draining: finishing the turns it accepted, then stopping (new events are refused SHUTTING_DOWN)"
+            : cluster?.catchingUp === true
+              ? `catching up after its start (${view?.handoff.catchingUp ?? 0} copies still catching up); it owns nothing and counts toward no quorum until done`
+              : ""),
         epoch: ring.epoch,
         partitions,
         replicationFactor: ring.replicationFactor,

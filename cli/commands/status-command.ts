@@ -98,7 +98,6 @@ Examples:
         const targets = members.map((m) => ({
           nodeId: m.nodeId,
           address: m.self ? options.address : m.address,
-          seenAs: m.self ? "self" : stateName(m.state),
           self: m.self,
         }));
         const clients = new Map(
@@ -113,6 +112,9 @@ Examples:
             await delay(options.interval);
             after = await sample();
           }
+          // How the addressed node sees each member now: its last answer, else its first.
+          const selfAfter = after[targets.findIndex((target) => target.self)];
+          const seenNow = new Map((selfAfter instanceof Error || selfAfter === undefined ? first : selfAfter).members.map((m) => [m.nodeId, m.state]));
           const rows: NodeRow[] = targets.map((target, i) => {
             const a = before[i];
             const b = after[i];
@@ -121,7 +123,7 @@ Examples:
             return {
               nodeId: target.nodeId,
               address: target.address,
-              seenAs: target.seenAs,
+              seenAs: target.self ? "self" : stateName(seenNow.get(target.nodeId) ?? MemberState.UNSPECIFIED),
               status,
               error: b instanceof Error ? describeError(b, target.address).line : undefined,
               rates: options.interval > 0 && a !== undefined && b !== undefined && !(a instanceof Error) && !(b instanceof Error) ? rates(a, b) : undefined,

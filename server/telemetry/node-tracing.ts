@@ -57,7 +57,8 @@ export function tracingFromEnv(env: NodeJS.ProcessEnv = process.env): TracingOpt
 
 /** The sampler `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name (`parentbased_always_on` when unset). */
 export function samplerFromEnv(env: NodeJS.ProcessEnv = process.env): Sampler {
-  const name = (env.OTEL_TRACES_SAMPLER ?? "parentbased_always_on") as SamplerName;
+  // The specification's values are lower case; environments are read case-insensitively.
+  const name = (env.OTEL_TRACES_SAMPLER ?? "parentbased_always_on").trim().toLowerCase() as SamplerName;
   if (!SAMPLERS.includes(name)) {
     throw new ConfigError("BAD_OPTION", `OTEL_TRACES_SAMPLER is "${name}"; use one of ${SAMPLERS.join(", ")}`);
   }

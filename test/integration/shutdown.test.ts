@@ -123,6 +123,7 @@ describe("stopping a node (shutdown)", () => {
     }
     const status = await started.client.getNodeStatus();
     assert.equal(status.serving, false);
+    assert.match(status.problem, /^draining/, "what GetNodeStatus says of a draining node");
     assert.deepEqual(
       status.services.filter((x) => x.serving).map((x) => x.service),
       [],
