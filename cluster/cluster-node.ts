@@ -20,7 +20,7 @@ import { PartitionCopies } from "./partition-copies.js";
 import { PartitionOwnership } from "./partition-ownership.js";
 import { PartitionReplica } from "./partition-replica.js";
 import type { PeerAddress } from "./peer-list.js";
-import { PeerCondition, PeerPool, type PeerState } from "./peer-pool.js";
+import { isCurrentPeer, PeerCondition, PeerPool, type PeerState } from "./peer-pool.js";
 import { addPeerService, type LocalNode } from "./peer-service.js";
 import { type ReplicaPeers, Replicator } from "./replicator.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
@@ -194,10 +194,7 @@ export class ClusterNode {
     this.pool = pool;
     const peers: ReplicaPeers = {
       isUp: (peer) => pool.isUp(peer),
-      isCurrent: (peer) => {
-        const state = pool.state(peer);
-        return state.condition === PeerCondition.UP && !state.catchingUp && state.diskProblem === undefined;
-      },
+      isCurrent: (peer) => isCurrentPeer(pool.state(peer)),
       channel: (peer) => pool.channel(peer),
     };
     const log = this.rootLog;
@@ -299,10 +296,7 @@ export class ClusterNode {
     const ring = this.currentRing();
     const peers = new Map<string, PeerState>((this.pool?.states() ?? []).map((p) => [p.id, p]));
     const selfDisk = this.runtime?.host.diskProblem;
-    const live = (id: string): boolean =>
-      id === this.self
-        ? this.partitions?.current === true
-        : peers.get(id)?.condition === "up" && peers.get(id)?.catchingUp !== true && peers.get(id)?.diskProblem === undefined;
+    const live = (id: string): boolean => (id === this.self ? this.partitions?.current === true : isCurrentPeer(peers.get(id)));
     return ring.nodes.map((id) => {
       const share = ring.shareOf(id, live);
       const peer = peers.get(id);

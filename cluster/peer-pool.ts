@@ -37,6 +37,14 @@ export interface PeerState {
   readonly problem: string | undefined;
 }
 
+/**
+ * True when a peer in `state` speaks for its copies: up, not catching up, and its disk taking
+ * writes. Only such a peer owns partitions and counts toward quorums.
+ */
+export function isCurrentPeer(state: PeerState | undefined): boolean {
+  return state?.condition === PeerCondition.UP && !state.catchingUp && state.diskProblem === undefined;
+}
+
 /** How the {@link PeerPool} talks to peers. Every field is optional. */
 export interface PeerPoolOptions {
   /**
