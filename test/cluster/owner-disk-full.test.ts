@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Consistency, MemberState, type TwinmeshClient } from "../../client/index.js";
@@ -9,7 +9,7 @@ import { blobVia } from "../harness/blob-reads.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
 import { describeOutcome, type EventInit, ev, type Outcome, outcomes } from "../harness/events.js";
 import { useTestScope } from "../harness/test-scope.js";
-import { mountTmpfs } from "../harness/tmpfs.js";
+import { fillLeaving, mountTmpfs } from "../harness/tmpfs.js";
 import { waitFor } from "../harness/wait-for.js";
 
 const BLOB = fileURLToPath(new URL("../fixtures/blob-twin.js", import.meta.url));
@@ -88,9 +88,7 @@ describe("a cluster of three nodes whose owner's disk is full (owner-disk-full)"
 
     // Leave n3 a few MiB, then write n3's twins until its disk refuses. A round whose commit n3's
     // disk refused is retried with the same seqs below, once its partitions have moved.
-    const fs = statfsSync(mountPoint);
-    const filler = join(mountPoint, "filler");
-    writeFileSync(filler, Buffer.alloc(Number(fs.bavail * fs.bsize) - LEFT_BYTES));
+    const filler = fillLeaving(mountPoint, LEFT_BYTES);
     const refused: EventInit[] = [];
     let rounds = 0;
     for (; rounds < 120 && (await n3Health()) === Serving.SERVING; rounds++) {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Consistency, TwinmeshClient } from "../../client/index.js";
@@ -11,7 +11,7 @@ import { describeOutcome, type EventInit, ev, type Outcome, outcomes } from "../
 import { NodeProcess } from "../harness/node-process.js";
 import { Scrape } from "../harness/prometheus-text.js";
 import { useTestScope } from "../harness/test-scope.js";
-import { mountTmpfs } from "../harness/tmpfs.js";
+import { fillLeaving, mountTmpfs } from "../harness/tmpfs.js";
 import { waitFor } from "../harness/wait-for.js";
 
 const BLOB = fileURLToPath(new URL("../fixtures/blob-twin.js", import.meta.url));
@@ -68,9 +68,7 @@ describe("a cluster of three nodes whose replica's disk is full (replica-disk-fu
     };
 
     // Leave n3 a few MiB, then write until its disk refuses.
-    const fs = statfsSync(mountPoint);
-    const filler = join(mountPoint, "filler");
-    writeFileSync(filler, Buffer.alloc(Number(fs.bavail * fs.bsize) - LEFT_BYTES));
+    const filler = fillLeaving(mountPoint, LEFT_BYTES);
     const n3Health = async (): Promise<Serving> => (await client("n3").health()).status;
     let rounds = 0;
     for (; rounds < 120 && (await n3Health()) === Serving.SERVING; rounds++) {

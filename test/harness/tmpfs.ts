@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unmet } from "./requirement.js";
@@ -33,4 +33,12 @@ export function mountTmpfs(t: TestScope, context: Mocha.Context, size: string): 
     rmSync(mounted, { recursive: true, force: true });
   });
   return mounted;
+}
+
+/** Fills the filesystem at `mountPoint` with one file until `leftBytes` remain free; returns the file's path (remove it to free the space). */
+export function fillLeaving(mountPoint: string, leftBytes: number): string {
+  const fs = statfsSync(mountPoint);
+  const filler = join(mountPoint, "filler");
+  writeFileSync(filler, Buffer.alloc(Number(fs.bavail * fs.bsize) - leftBytes));
+  return filler;
 }

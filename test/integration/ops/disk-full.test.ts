@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { type Telemetry, Twin, type TwinContext } from "twinmesh";
 import { TwinmeshClient } from "twinmesh/client";
@@ -9,7 +9,7 @@ import { TwinmeshNode } from "../../../server/index.js";
 import { rawClient } from "../../harness/grpc-status.js";
 import { healthWatch } from "../../harness/health-watch.js";
 import { useTestScope } from "../../harness/test-scope.js";
-import { mountTmpfs } from "../../harness/tmpfs.js";
+import { fillLeaving, mountTmpfs } from "../../harness/tmpfs.js";
 import { waitFor } from "../../harness/wait-for.js";
 
 interface BlobState {
@@ -52,9 +52,7 @@ describe("a node on a full disk", () => {
     const watch = healthWatch(raw, "");
     await waitFor(() => watch.seen.at(-1) === Serving.SERVING || undefined, { timeoutMs: 5_000, what: "the health watch to say SERVING" });
     // Leave ~6 MiB: enough to start, soon too little for the WAL.
-    const fs = statfsSync(mountPoint);
-    const filler = join(mountPoint, "filler");
-    writeFileSync(filler, Buffer.alloc(Number(fs.bavail * fs.bsize) - 6 * 1024 * 1024));
+    const filler = fillLeaving(mountPoint, 6 * 1024 * 1024);
 
     const acknowledged = new Map<string, number>();
     const reasons = new Map<string, number>();
