@@ -409,6 +409,7 @@ async function openLoop(req: OpenLoopRequest): Promise<OpenLoopResult> {
   if (streamFailure !== undefined) throw new Error(`PublishStream failed during the run: ${streamFailure.message}`);
 
   const latencies: number[] = [];
+  const latencyAt: number[] = [];
   const lags: number[] = [];
   const during: number[] = [];
   const outside: number[] = [];
@@ -419,6 +420,7 @@ async function openLoop(req: OpenLoopRequest): Promise<OpenLoopResult> {
     const ack = ackAt[i] as number;
     const latency = Number.isNaN(ack) ? Number.POSITIVE_INFINITY : ack - at;
     latencies.push(latency);
+    latencyAt.push(at - measureFrom);
     lags.push((sentAt[i] as number) - at);
     acceptedInWindow += accepted[i] as number;
     if (req.scan !== undefined) (scanIntervals.some(([a, b]) => at >= a && at <= b) ? during : outside).push(latency);
@@ -455,6 +457,7 @@ async function openLoop(req: OpenLoopRequest): Promise<OpenLoopResult> {
             error: scanError,
           },
     phases: phases === undefined ? undefined : phaseResults,
+    batches: req.keepBatches === true ? { atMs: Float64Array.from(latencyAt), latencyMs: Float64Array.from(latencies) } : undefined,
   };
 }
 

@@ -102,6 +102,8 @@ export interface OpenLoopRequest extends StreamRun {
   readonly drainTimeoutMs: number;
   readonly scan?: ScanDuringIngest;
   readonly phases?: QueryPhases;
+  /** Also answer the measured batches' schedule and latency ({@link OpenLoopResult.batches}). */
+  readonly keepBatches?: boolean;
 }
 
 /** Publishes one unsequenced event to each twin named (a small data set of another kind). */
@@ -243,6 +245,8 @@ export interface OpenLoopResult {
   };
   /** One entry per phase of {@link QueryPhases}, the quiet phase first. */
   readonly phases?: readonly PhaseResult[];
+  /** With `keepBatches`: each measured batch's scheduled time (ms into the window) and latency, in schedule order. */
+  readonly batches?: { readonly atMs: Float64Array; readonly latencyMs: Float64Array };
 }
 
 /** Ingest latency during one phase of {@link QueryPhases}, and how its queries went. */

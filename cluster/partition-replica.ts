@@ -27,6 +27,7 @@ import { type EpochStart, PartitionCopies, type PartitionCopy, type PartitionPoi
 import { methodPath } from "./peer-rpc.js";
 import type { FetchPartitionHandler, PartitionStatesHandler, ReplicateHandler } from "./peer-service.js";
 import type { Replicator } from "./replicator.js";
+import { shipmentOps } from "./shipment-changes.js";
 
 /** What a {@link PartitionReplica} works with. */
 export interface PartitionReplicaConfig {
@@ -661,17 +662,12 @@ const utf8 = new TextDecoder();
 
 /** Appends the shipments' changes to `ops`; values stay the bytes received (views into the request), written as they are. */
 function pushChanges(ops: BatchOp[], shipments: readonly Shipment[]): void {
-  for (const s of shipments) {
-    for (const c of s.changes) {
-      const key = utf8.decode(c.key);
-      ops.push(c.value === undefined ? { type: "del", key } : { type: "put", key, value: c.value });
-    }
-  }
+  for (const s of shipments) for (const op of shipmentOps(s)) ops.push(op);
 }
 
-/** About how many bytes a request's shipments hold (their keys and values). */
+/** About how many bytes a request's shipments hold (their packed changes). */
 function bytesOf(shipments: readonly Shipment[]): number {
   let bytes = 0;
-  for (const s of shipments) for (const c of s.changes) bytes += c.key.length + (c.value?.length ?? 0) + 16;
+  for (const s of shipments) bytes += s.changes.byteLength + 16;
   return bytes;
 }

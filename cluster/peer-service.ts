@@ -13,6 +13,7 @@ import {
   type ReplicateResponse,
 } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import {
+  type BatchOp,
   type FieldViolation,
   InvalidArgumentError,
   Keys,
@@ -28,6 +29,7 @@ import { type ForwardHandler, serveForward } from "./forward-server.js";
 import { NODE_ID_PATTERN, type NodeId } from "./node-id.js";
 import { type NodeSettings, nodeSettingsFromMessage, nodeSettingsToMessage, settingsDifference } from "./node-settings.js";
 import { IncompatiblePeerError, NotServedError } from "./peer-errors.js";
+import { MalformedChanges, shipmentOps } from "./shipment-changes.js";
 
 /** This node as its peers see it: what a Ping answers and sends. */
 export interface LocalNode {
@@ -201,12 +203,21 @@ async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>,
           { field: `shipments[${i}]`, description: "epoch and position below 2^53" },
         ]);
       }
-      const stray = shipment.changes.findIndex((c) => Keys.partitionOfKey(Buffer.from(c.key).toString(), partitioning) !== shipment.partition);
+      let ops: BatchOp[];
+      try {
+        ops = shipmentOps(shipment);
+      } catch (err) {
+        if (!(err instanceof MalformedChanges)) throw err;
+        throw new InvalidArgumentError("BAD_FIELD", `${where} has unreadable changes (${err.message}); pack them as peer.proto's Shipment.changes says`, [
+          { field: `shipments[${i}].changes`, description: "packed changes: key length, key, value length + 1 (0: a delete), value" },
+        ]);
+      }
+      const stray = ops.findIndex((op) => Keys.partitionOfKey(op.key, partitioning) !== shipment.partition);
       if (stray >= 0) {
         throw new InvalidArgumentError(
           "BAD_FIELD",
           `${where} carries a key of another partition (change ${stray}); a shipment holds only its own partition's keys`,
-          [{ field: `shipments[${i}].changes[${stray}].key`, description: `a key of partition ${shipment.partition}` }],
+          [{ field: `shipments[${i}].changes`, description: `keys of partition ${shipment.partition} only (change ${stray} is not)` }],
         );
       }
       if (shipment.epoch === 0n || shipment.position === 0n) {

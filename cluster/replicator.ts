@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-import { KeyChangeSchema, type ReplicateResponse, type Shipment, ShipmentSchema } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import { type ReplicateResponse, type Shipment, ShipmentSchema } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import {
   type BatchOp,
   type CommitGroup,
@@ -17,6 +17,7 @@ import type { NodeId } from "./node-id.js";
 import type { PartitionCopies } from "./partition-copies.js";
 import { ReplicateStream } from "./replicate-stream.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
+import { packChanges } from "./shipment-changes.js";
 
 /** Which peers may hold copies now. */
 export interface ReplicaPeers {
@@ -102,28 +103,24 @@ export class Replicator implements ReplicationStage {
 
   prepare(group: CommitGroup): void {
     const { runtime, copies } = this.config;
-    const byPartition = new Map<number, Shipment>();
+    const byPartition = new Map<number, BatchOp[]>();
     const { ops } = group;
     for (let i = 0; i < ops.length; i++) {
-      const op = ops[i] as BatchOp;
+      let op = ops[i] as BatchOp;
       const partition = Keys.partitionOfKey(op.key, runtime.partitioning);
       if (partition === undefined) continue;
-      let shipment = byPartition.get(partition);
-      if (shipment === undefined) {
-        shipment = create(ShipmentSchema, { partition });
-        byPartition.set(partition, shipment);
+      let changes = byPartition.get(partition);
+      if (changes === undefined) byPartition.set(partition, (changes = []));
+      if (op.type === "put" && typeof op.value === "string") {
+        // Encoded once: the same bytes go to the local batch and into the shipments.
+        op = { type: "put", key: op.key, value: Buffer.from(op.value) };
+        ops[i] = op;
       }
-      let value: Uint8Array | undefined;
-      if (op.type === "put") {
-        // Encoded once: the same bytes go to the local batch and to the replicas.
-        value = typeof op.value === "string" ? Buffer.from(op.value) : op.value;
-        if (value !== op.value) ops[i] = { type: "put", key: op.key, value };
-      }
-      shipment.changes.push(create(KeyChangeSchema, { key: Buffer.from(op.key), value }));
+      changes.push(op);
     }
     if (byPartition.size === 0) return;
     const shipments: Shipment[] = [];
-    for (const [partition, shipment] of byPartition) {
+    for (const [partition, changes] of byPartition) {
       const copy = copies.get(partition as PartitionId);
       if (!copy.writing) {
         // Written by a node that is not the partition's owner under its own epoch (a turn that
@@ -133,10 +130,8 @@ export class Replicator implements ReplicationStage {
         continue;
       }
       copy.position++;
-      shipment.epoch = BigInt(copy.epoch);
-      shipment.position = BigInt(copy.position);
       group.ops.push(copy.op());
-      shipments.push(shipment);
+      shipments.push(create(ShipmentSchema, { partition, epoch: BigInt(copy.epoch), position: BigInt(copy.position), changes: packChanges(changes) }));
     }
     this.prepared.set(group, shipments);
   }

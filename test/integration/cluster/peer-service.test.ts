@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { create as createMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import type { ForwardHandler } from "../../../cluster/index.js";
+import { packChanges } from "../../../cluster/shipment-changes.js";
 import {
   FetchPartitionRequestSchema,
   ForwardRequestSchema,
@@ -11,6 +12,7 @@ import {
   ReplicateRequestSchema,
 } from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import { type Consistency, EventResultSchema, EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
+import { Keys, Partitioning } from "../../../runtime/index.js";
 import { methodPath, rawClient, serviceError, statusDetails, unaryCall } from "../../harness/grpc-status.js";
 import { capturingLogger, startPeerServer, TEST_SETTINGS, testNode } from "../../harness/peer-server.js";
 import { useTestScope } from "../../harness/test-scope.js";
@@ -281,6 +283,50 @@ describe("PeerService Forward and Replicate requests", () => {
     assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
     assert.equal(error?.details, "Replicate shipment 0 (partition 256) names a partition outside this cluster's 256; send partitions 0-255");
     assert.deepEqual(seen, [3]);
+  });
+
+  it("ends a Replicate stream INVALID_ARGUMENT at a shipment whose changes cannot be read or hold another partition's key, before its handler sees it", async () => {
+    const seen: number[] = [];
+    const { address } = await startPeerServer(t, testNode("n1"), {
+      replicate: {
+        async replicate(requests) {
+          for await (const r of requests) seen.push(...r.shipments.map((s) => s.partition));
+        },
+      },
+    });
+    const partitioning = new Partitioning(256);
+    const keys = new Keys();
+    const keyOf = (twin: string) => keys.twin("device", twin);
+    const mine = keyOf("d1");
+    const partition = Keys.partitionOfKey(mine, partitioning) as number;
+    let other = 2;
+    while (Keys.partitionOfKey(keyOf(`d${other}`), partitioning) === partition) other++;
+    const req = (changes: Uint8Array) =>
+      Buffer.from(
+        toBinary(ReplicateRequestSchema, createMessage(ReplicateRequestSchema, { nodeId: "n2", shipments: [{ partition, epoch: 1n, position: 1n, changes }] })),
+      );
+    const good = packChanges([{ type: "put", key: mine, value: Buffer.from("{}") }]);
+    for (const [changes, details] of [
+      [
+        good.subarray(0, good.length - 1),
+        `Replicate shipment 0 (partition ${partition}) has unreadable changes (change 0: its value runs past the end of the list); pack them as peer.proto's Shipment.changes says`,
+      ],
+      [
+        packChanges([
+          { type: "put", key: mine, value: Buffer.from("{}") },
+          { type: "del", key: keyOf(`d${other}`) },
+        ]),
+        `Replicate shipment 0 (partition ${partition}) carries a key of another partition (change 1); a shipment holds only its own partition's keys`,
+      ],
+    ] as const) {
+      seen.length = 0;
+      const client = rawClient(address);
+      t.defer(() => client.close());
+      const { error } = await bidi(client, methodPath(PeerService.method.replicate), [req(good), req(changes)]);
+      assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(error?.details, details);
+      assert.deepEqual(seen, [partition]);
+    }
   });
 
   it("answers a FetchPartition for a partition outside the cluster, or after a position of another partition, INVALID_ARGUMENT", async () => {

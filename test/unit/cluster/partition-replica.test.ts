@@ -6,8 +6,8 @@ import { PartitionCopies, PartitionCopy } from "../../../cluster/partition-copie
 import { nextEpoch } from "../../../cluster/partition-ownership.js";
 import { PartitionReplica } from "../../../cluster/partition-replica.js";
 import type { Replicator } from "../../../cluster/replicator.js";
+import { packChanges } from "../../../cluster/shipment-changes.js";
 import {
-  KeyChangeSchema,
   type ReplicateRequest,
   ReplicateRequestSchema,
   type ReplicateResponse,
@@ -80,7 +80,7 @@ function shipment(epoch: number, position: number, value: string): Shipment {
     partition: PARTITION,
     epoch: BigInt(epoch),
     position: BigInt(position),
-    changes: [create(KeyChangeSchema, { key: Buffer.from("k"), value: Buffer.from(value) })],
+    changes: packChanges([{ type: "put", key: "k", value: Buffer.from(value) }]),
   });
 }
 
