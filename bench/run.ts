@@ -937,6 +937,27 @@ async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
+/**
+ * Waits until no node has replication shipments unconfirmed (a saturated run leaves the replica
+ * a QUORUM owner did not wait for behind, and its catch-up would load the next measurement);
+ * returns how long that took. Gives up quietly after `timeoutMs`: the figure is then taken anyway.
+ */
+async function replicasCaughtUp(addresses: readonly string[], timeoutMs: number): Promise<{ ms: number; behind: number }> {
+  const clients = addresses.map((a) => new TwinmeshClient(a, { deadlineMs: 2_000 }));
+  const started = performance.now();
+  try {
+    for (;;) {
+      const statuses = await Promise.all(clients.map((c) => c.getNodeStatus().catch(() => undefined)));
+      const behind = statuses.reduce((sum, st) => sum + (st?.replicationLag ?? []).reduce((n, lag) => n + Number(lag.shipmentsBehind), 0), 0);
+      const ms = performance.now() - started;
+      if ((behind === 0 && statuses.every((st) => st !== undefined)) || ms > timeoutMs) return { ms, behind };
+      await delay(100);
+    }
+  } finally {
+    for (const c of clients) c.close();
+  }
+}
+
 /** Waits until the running members serve every partition between them, each by its own account. */
 async function clusterFormed(addresses: readonly string[], timeoutMs: number): Promise<void> {
   const clients = addresses.map((a) => new TwinmeshClient(a, { deadlineMs: 2_000 }));
@@ -1029,7 +1050,14 @@ async function clusterBench(b: Bench): Promise<void> {
     // CPU µs the three nodes spent per acknowledged event, per figure: steadier than events/s
     // when the machine drifts, and it says whether a level costs work or only waiting.
     const clusterCpu = new Map<string, number[]>();
+    // Each measurement starts from replicas that confirmed everything so far.
+    const settle = async (before: string): Promise<void> => {
+      const { ms, behind } = await replicasCaughtUp([0, 1, 2].map(addressOf), 30_000);
+      if (behind > 0) b.log(`before ${before}: replicas still ${behind} shipments behind after ${fmtMs(ms)} ms; measuring anyway`);
+      else if (ms > 200) b.log(`before ${before}: waited ${fmtMs(ms)} ms for replicas to confirm the previous run`);
+    };
     const together = async (key: string, lists: number[][], consistency: Consistency, seed: number): Promise<SaturateResult[]> => {
+      await settle(key);
       const pids = nodes.map((n) => n?.child.pid ?? -1);
       const cpuBefore = pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
       return Promise.all(
@@ -1089,6 +1117,7 @@ async function clusterBench(b: Bench): Promise<void> {
         random.reduce((sum, x) => sum + x.eventsPerSec, 0),
       );
       // p99 at half the saturated QUORUM rate, ring-aware.
+      await settle("the half-rate run");
       const open = await Promise.all(
         owned.map((list, i) =>
           b.load<OpenLoopResult>(
