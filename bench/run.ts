@@ -942,15 +942,17 @@ async function freePorts(count: number): Promise<number[]> {
  * a QUORUM owner did not wait for behind, and its catch-up would load the next measurement);
  * returns how long that took. Gives up quietly after `timeoutMs`: the figure is then taken anyway.
  */
-async function replicasCaughtUp(addresses: readonly string[], timeoutMs: number): Promise<{ ms: number; behind: number }> {
-  const clients = addresses.map((a) => new TwinmeshClient(a, { deadlineMs: 2_000 }));
+async function replicasCaughtUp(addresses: readonly string[], timeoutMs: number): Promise<{ ms: number; behind: number; unanswered: number }> {
+  const clients: TwinmeshClient[] = [];
   const started = performance.now();
   try {
+    for (const a of addresses) clients.push(new TwinmeshClient(a, { deadlineMs: 2_000 }));
     for (;;) {
       const statuses = await Promise.all(clients.map((c) => c.getNodeStatus().catch(() => undefined)));
       const behind = statuses.reduce((sum, st) => sum + (st?.replicationLag ?? []).reduce((n, lag) => n + Number(lag.shipmentsBehind), 0), 0);
+      const unanswered = statuses.filter((st) => st === undefined).length;
       const ms = performance.now() - started;
-      if ((behind === 0 && statuses.every((st) => st !== undefined)) || ms > timeoutMs) return { ms, behind };
+      if ((behind === 0 && unanswered === 0) || ms > timeoutMs) return { ms, behind, unanswered };
       await delay(100);
     }
   } finally {
@@ -1052,8 +1054,9 @@ async function clusterBench(b: Bench): Promise<void> {
     const clusterCpu = new Map<string, number[]>();
     // Each measurement starts from replicas that confirmed everything so far.
     const settle = async (before: string): Promise<void> => {
-      const { ms, behind } = await replicasCaughtUp([0, 1, 2].map(addressOf), 30_000);
-      if (behind > 0) b.log(`before ${before}: replicas still ${behind} shipments behind after ${fmtMs(ms)} ms; measuring anyway`);
+      const { ms, behind, unanswered } = await replicasCaughtUp([0, 1, 2].map(addressOf), 30_000);
+      if (unanswered > 0) b.log(`before ${before}: ${unanswered} node(s) did not answer GetNodeStatus for ${fmtMs(ms)} ms; measuring anyway`);
+      else if (behind > 0) b.log(`before ${before}: replicas still ${behind} shipments behind after ${fmtMs(ms)} ms; measuring anyway`);
       else if (ms > 200) b.log(`before ${before}: waited ${fmtMs(ms)} ms for replicas to confirm the previous run`);
     };
     const together = async (key: string, lists: number[][], consistency: Consistency, seed: number): Promise<SaturateResult[]> => {

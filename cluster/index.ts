@@ -26,7 +26,7 @@ export { MemberReads } from "./member-reads.js";
 export { type Membership, type NodeInfo, STATIC_EPOCH, StaticMembership } from "./membership.js";
 export { mergeAggregates } from "./merge-aggregates.js";
 export { NODE_ID_PATTERN, type NodeId, parseNodeId } from "./node-id.js";
-export { type NodeSettings, type NodeWithSettings, resolveNodeSettings, settingsDifference } from "./node-settings.js";
+export { type NodeSettings, type NodeWithSettings, PEER_PROTOCOL, resolveNodeSettings, settingsDifference } from "./node-settings.js";
 export { IncompatiblePeerError, NotServedError, PeerUnavailableError } from "./peer-errors.js";
 export { type PeerAddress, parsePeers } from "./peer-list.js";
 export { PeerCondition, PeerPool, type PeerPoolOptions, type PeerState } from "./peer-pool.js";

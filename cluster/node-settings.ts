@@ -13,14 +13,23 @@ export interface NodeSettings {
   readonly replicationFactor: number;
   /** The twin kinds the node runs, sorted and without repeats. */
   readonly kinds: readonly string[];
+  /** The node-to-node protocol version the node speaks ({@link PEER_PROTOCOL} for this release; 0 before it was sent). */
+  readonly peerProtocol: number;
 }
+
+/**
+ * The node-to-node protocol this release speaks. 2: a shipment's writes travel packed in
+ * `Shipment.changes` (field 5); a release before it sent one message per key (field 4), which
+ * this release would read as a shipment of no writes, and the other way round.
+ */
+export const PEER_PROTOCOL = 2;
 
 /**
  * Checks settings and puts the kinds in their canonical order (sorted, without repeats), so two
  * nodes loading the same modules compare equal.
  * @throws ConfigError (`BAD_OPTION`) naming the field that is out of range.
  */
-export function resolveNodeSettings(settings: NodeSettings): NodeSettings {
+export function resolveNodeSettings(settings: Omit<NodeSettings, "peerProtocol"> & { readonly peerProtocol?: number }): NodeSettings {
   const { partitions, replicationFactor } = settings;
   if (!Number.isSafeInteger(partitions) || partitions < 1 || partitions > MAX_PARTITIONS) {
     throw new ConfigError("BAD_OPTION", `partitions is ${partitions}; use a whole number from 1 to ${MAX_PARTITIONS}`);
@@ -31,7 +40,7 @@ export function resolveNodeSettings(settings: NodeSettings): NodeSettings {
   const kinds = [...new Set(settings.kinds)].sort();
   const bad = kinds.find((k) => !KIND_PATTERN.test(k));
   if (bad !== undefined) throw new ConfigError("BAD_OPTION", `twin kind ${JSON.stringify(bad.slice(0, 80))} is not a valid kind name`);
-  return Object.freeze({ partitions, replicationFactor, kinds: Object.freeze(kinds) });
+  return Object.freeze({ partitions, replicationFactor, kinds: Object.freeze(kinds), peerProtocol: settings.peerProtocol ?? PEER_PROTOCOL });
 }
 
 /** A node and its settings, as the two sides of a comparison name them. */
@@ -64,16 +73,31 @@ export function settingsDifference(self: NodeWithSettings, peer: NodeWithSetting
     if (onlyMine.length > 0) parts.push(`${me} runs twin kinds ${onlyMine.join(", ")} that ${peer.id} does not`);
     differences.push(parts.join(" and "));
   }
+  const settingsDiffer = differences.length > 0;
+  if (a.peerProtocol !== b.peerProtocol) {
+    differences.push(`${peer.id} speaks peer protocol ${b.peerProtocol}, ${me} ${a.peerProtocol} (they run different twinmesh releases)`);
+  }
   if (differences.length === 0) return undefined;
-  return `${differences.join("; ")}; start every node with the same --partitions, --replication-factor and --twins`;
+  const advice = settingsDiffer ? "start every node with the same --partitions, --replication-factor and --twins" : "run one twinmesh release on every node";
+  return `${differences.join("; ")}; ${advice}`;
 }
 
 /** The wire form of settings. */
 export function nodeSettingsToMessage(settings: NodeSettings): NodeSettingsMessage {
-  return create(NodeSettingsSchema, { partitions: settings.partitions, replicationFactor: settings.replicationFactor, kinds: [...settings.kinds] });
+  return create(NodeSettingsSchema, {
+    partitions: settings.partitions,
+    replicationFactor: settings.replicationFactor,
+    kinds: [...settings.kinds],
+    peerProtocol: settings.peerProtocol,
+  });
 }
 
 /** Settings from the wire, as the peer sent them (kinds sorted here, so order never counts as a difference). */
 export function nodeSettingsFromMessage(message: NodeSettingsMessage): NodeSettings {
-  return { partitions: message.partitions, replicationFactor: message.replicationFactor, kinds: [...new Set(message.kinds)].sort() };
+  return {
+    partitions: message.partitions,
+    replicationFactor: message.replicationFactor,
+    kinds: [...new Set(message.kinds)].sort(),
+    peerProtocol: message.peerProtocol,
+  };
 }

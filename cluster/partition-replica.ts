@@ -665,9 +665,9 @@ function pushChanges(ops: BatchOp[], shipments: readonly Shipment[]): void {
   for (const s of shipments) for (const op of shipmentOps(s)) ops.push(op);
 }
 
-/** About how many bytes a request's shipments hold (their packed changes). */
+/** About how many bytes a request's shipments hold while queued: their packed changes, and per write the op, key string and value view unpacked from them. */
 function bytesOf(shipments: readonly Shipment[]): number {
   let bytes = 0;
-  for (const s of shipments) bytes += s.changes.byteLength + 16;
+  for (const s of shipments) bytes += s.changes.byteLength + 16 + 96 * shipmentOps(s).length;
   return bytes;
 }

@@ -41,8 +41,10 @@ export class IncompatiblePeerError extends TwinmeshError {
   readonly replicationFactor: number;
   /** The refusing node's twin kinds, sorted. */
   readonly kinds: readonly string[];
+  /** The refusing node's node-to-node protocol version. */
+  readonly peerProtocol: number;
   constructor(
-    /** `INCOMPATIBLE_SETTINGS`: partitions, replication factor or kinds differ; `SAME_NODE_ID`: both nodes have one id. */
+    /** `INCOMPATIBLE_SETTINGS`: partitions, replication factor, kinds or peer protocol differ; `SAME_NODE_ID`: both nodes have one id. */
     readonly reason: "INCOMPATIBLE_SETTINGS" | "SAME_NODE_ID",
     /** The refusing node's id. */
     readonly node: string,
@@ -53,6 +55,7 @@ export class IncompatiblePeerError extends TwinmeshError {
     this.partitions = settings.partitions;
     this.replicationFactor = settings.replicationFactor;
     this.kinds = settings.kinds;
+    this.peerProtocol = settings.peerProtocol;
   }
 }
 

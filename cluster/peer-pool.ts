@@ -415,7 +415,8 @@ function refusalProblem(self: LocalNode, peer: NodeId, reason: string, metadata:
   const kinds = metadata.kinds === undefined || metadata.kinds === "" ? [] : metadata.kinds.split(",");
   // A long kind list is cut short in the metadata (with an ellipsis); then only the message is reliable.
   if (Number.isSafeInteger(partitions) && Number.isSafeInteger(replicationFactor) && metadata.kinds !== undefined && !metadata.kinds.includes("…")) {
-    const theirs: NodeSettings = { partitions, replicationFactor, kinds: kinds.sort() };
+    // A release before the peer protocol was sent names none: it speaks version 0.
+    const theirs: NodeSettings = { partitions, replicationFactor, kinds: kinds.sort(), peerProtocol: Number(metadata.peerProtocol ?? 0) };
     const difference = settingsDifference({ id: self.id, settings: self.settings }, { id: peer, settings: theirs });
     if (difference !== undefined) return difference;
   }

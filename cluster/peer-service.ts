@@ -203,14 +203,26 @@ async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>,
           { field: `shipments[${i}]`, description: "epoch and position below 2^53" },
         ]);
       }
-      let ops: BatchOp[];
+      // A release before peer protocol 2 sent one message per key in field 4: read as no writes
+      // at all, its shipments would move the copy forward without their data.
+      const unknown = shipment.$unknown ?? [];
+      if (unknown.length > 0) {
+        throw new InvalidArgumentError(
+          "BAD_FIELD",
+          `${where} carries field ${[...new Set(unknown.map((f) => f.no))].join(", ")}, which this release does not read; the owner runs another twinmesh release: run one release on every node`,
+          [{ field: `shipments[${i}]`, description: "only partition, epoch, position and changes (peer protocol 2)" }],
+        );
+      }
+      let ops: readonly BatchOp[];
       try {
         ops = shipmentOps(shipment);
       } catch (err) {
         if (!(err instanceof MalformedChanges)) throw err;
-        throw new InvalidArgumentError("BAD_FIELD", `${where} has unreadable changes (${err.message}); pack them as peer.proto's Shipment.changes says`, [
-          { field: `shipments[${i}].changes`, description: "packed changes: key length, key, value length + 1 (0: a delete), value" },
-        ]);
+        throw new InvalidArgumentError(
+          "BAD_FIELD",
+          `${where} has unreadable changes (${err.message}); the owner runs another twinmesh release or has a bug: run one release on every node`,
+          [{ field: `shipments[${i}].changes`, description: "packed changes: key length, key, value length + 1 (0: a delete), value" }],
+        );
       }
       const stray = ops.findIndex((op) => Keys.partitionOfKey(op.key, partitioning) !== shipment.partition);
       if (stray >= 0) {

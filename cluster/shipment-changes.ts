@@ -10,7 +10,9 @@ import type { BatchOp } from "../runtime/index.js";
  */
 
 /** A packed change list that cannot be read: cut short, or a length past its end. */
-export class MalformedChanges extends Error {}
+export class MalformedChanges extends Error {
+  override readonly name = "MalformedChanges";
+}
 
 /** Packs `ops` (keys as UTF-8, values as they are; string values as UTF-8). */
 export function packChanges(ops: readonly BatchOp[]): Uint8Array {
@@ -27,8 +29,11 @@ export function packChanges(ops: readonly BatchOp[]): Uint8Array {
   const out = Buffer.allocUnsafe(size);
   let at = 0;
   for (const op of ops) {
-    at = writeVarint(out, at, Buffer.byteLength(op.key, "utf8"));
-    at += out.write(op.key, at, "utf8");
+    const keyBytes = Buffer.byteLength(op.key, "utf8");
+    at = writeVarint(out, at, keyBytes);
+    if (out.write(op.key, at, "utf8") !== keyBytes)
+      throw new Error(`key ${JSON.stringify(op.key.slice(0, 80))} encodes to another length than Buffer.byteLength says`);
+    at += keyBytes;
     if (op.type === "del") out[at++] = 0;
     else if (typeof op.value === "string") {
       at = writeVarint(out, at, Buffer.byteLength(op.value, "utf8") + 1);
@@ -70,14 +75,14 @@ export function unpackChanges(bytes: Uint8Array): BatchOp[] {
   return ops;
 }
 
-const unpacked = new WeakMap<Shipment, BatchOp[]>();
+const unpacked = new WeakMap<Shipment, readonly BatchOp[]>();
 
 /**
  * The writes of `shipment`, unpacked once (the peer service reads them to check the shipment's
  * keys; the replica then writes the same ones).
  * @throws MalformedChanges when its changes cannot be read
  */
-export function shipmentOps(shipment: Shipment): BatchOp[] {
+export function shipmentOps(shipment: Shipment): readonly BatchOp[] {
   let ops = unpacked.get(shipment);
   if (ops === undefined) {
     ops = unpackChanges(shipment.changes);

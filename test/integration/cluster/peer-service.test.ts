@@ -1,15 +1,18 @@
 import assert from "node:assert/strict";
 import { create as createMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import * as grpc from "@grpc/grpc-js";
-import type { ForwardHandler } from "../../../cluster/index.js";
+import { type ForwardHandler, PEER_PROTOCOL } from "../../../cluster/index.js";
 import { packChanges } from "../../../cluster/shipment-changes.js";
 import {
   FetchPartitionRequestSchema,
   ForwardRequestSchema,
   ForwardResponseSchema,
   GetPartitionStatesResponseSchema,
+  KeyChangeSchema,
   PeerService,
   ReplicateRequestSchema,
+  ShipmentSchema,
 } from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import { type Consistency, EventResultSchema, EventStatus } from "../../../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { Keys, Partitioning } from "../../../runtime/index.js";
@@ -35,14 +38,19 @@ describe("PeerService", () => {
     const res = await unaryCall(client, PeerService.method.ping, {
       nodeId: "n2",
       epoch: 1n,
-      settings: { partitions: 256, replicationFactor: 3, kinds: ["patient", "pump"] },
+      settings: { partitions: 256, replicationFactor: 3, kinds: ["patient", "pump"], peerProtocol: PEER_PROTOCOL },
     });
     assert.equal(res.nodeId, "n1");
     assert.equal(res.epoch, 1n);
     assert.equal(res.catchingUp, true);
     assert.deepEqual(
-      { partitions: res.settings?.partitions, replicationFactor: res.settings?.replicationFactor, kinds: res.settings?.kinds },
-      { partitions: 256, replicationFactor: 3, kinds: ["patient", "pump"] },
+      {
+        partitions: res.settings?.partitions,
+        replicationFactor: res.settings?.replicationFactor,
+        kinds: res.settings?.kinds,
+        peerProtocol: res.settings?.peerProtocol,
+      },
+      { partitions: 256, replicationFactor: 3, kinds: ["patient", "pump"], peerProtocol: PEER_PROTOCOL },
     );
   });
 
@@ -77,9 +85,22 @@ describe("PeerService", () => {
     const res = await unaryCall(client, PeerService.method.ping, {
       nodeId: "n2",
       epoch: 1n,
-      settings: { partitions: 256, replicationFactor: 3, kinds: ["pump", "patient"] },
+      settings: { partitions: 256, replicationFactor: 3, kinds: ["pump", "patient"], peerProtocol: PEER_PROTOCOL },
     });
     assert.equal(res.nodeId, "n1");
+  });
+
+  it("refuses a Ping from an older release (no peer protocol sent) FAILED_PRECONDITION, naming the release difference", async () => {
+    const { client } = await serve();
+    const err = await serviceError(
+      unaryCall(client, PeerService.method.ping, { nodeId: "n2", epoch: 1n, settings: { partitions: 256, replicationFactor: 3, kinds: ["pump", "patient"] } }),
+    );
+    assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+    assert.equal(
+      err.details,
+      `node n1 refuses n2: n2 speaks peer protocol 0, this node (n1) ${PEER_PROTOCOL} (they run different twinmesh releases); run one twinmesh release on every node`,
+    );
+    assert.equal(statusDetails(err).errorInfo?.metadata.peerProtocol, String(PEER_PROTOCOL));
   });
 
   it("refuses a Ping from a node that has its own id FAILED_PRECONDITION", async () => {
@@ -285,7 +306,7 @@ describe("PeerService Forward and Replicate requests", () => {
     assert.deepEqual(seen, [3]);
   });
 
-  it("ends a Replicate stream INVALID_ARGUMENT at a shipment whose changes cannot be read or hold another partition's key, before its handler sees it", async () => {
+  it("ends a Replicate stream INVALID_ARGUMENT at a shipment whose changes cannot be read, hold another partition's key or come from an older release, before its handler sees it", async () => {
     const seen: number[] = [];
     const { address } = await startPeerServer(t, testNode("n1"), {
       replicate: {
@@ -294,35 +315,45 @@ describe("PeerService Forward and Replicate requests", () => {
         },
       },
     });
-    const partitioning = new Partitioning(256);
+    const partitioning = new Partitioning(TEST_SETTINGS.partitions);
     const keys = new Keys();
     const keyOf = (twin: string) => keys.twin("device", twin);
     const mine = keyOf("d1");
     const partition = Keys.partitionOfKey(mine, partitioning) as number;
     let other = 2;
     while (Keys.partitionOfKey(keyOf(`d${other}`), partitioning) === partition) other++;
-    const req = (changes: Uint8Array) =>
-      Buffer.from(
-        toBinary(ReplicateRequestSchema, createMessage(ReplicateRequestSchema, { nodeId: "n2", shipments: [{ partition, epoch: 1n, position: 1n, changes }] })),
-      );
+    const req = (changes: Uint8Array, oldKeyChange?: Uint8Array) => {
+      const shipment = createMessage(ShipmentSchema, { partition, epoch: 1n, position: 1n, changes });
+      // What a release before peer protocol 2 sent: one KeyChange message per key, in field 4.
+      if (oldKeyChange !== undefined)
+        shipment.$unknown = [{ no: 4, wireType: WireType.LengthDelimited, data: new BinaryWriter().bytes(oldKeyChange).finish() }];
+      return Buffer.from(toBinary(ReplicateRequestSchema, createMessage(ReplicateRequestSchema, { nodeId: "n2", shipments: [shipment] })));
+    };
     const good = packChanges([{ type: "put", key: mine, value: Buffer.from("{}") }]);
-    for (const [changes, details] of [
+    const where = `Replicate shipment 0 (partition ${partition})`;
+    for (const [bad, details] of [
       [
-        good.subarray(0, good.length - 1),
-        `Replicate shipment 0 (partition ${partition}) has unreadable changes (change 0: its value runs past the end of the list); pack them as peer.proto's Shipment.changes says`,
+        req(good.subarray(0, good.length - 1)),
+        `${where} has unreadable changes (change 0: its value runs past the end of the list); the owner runs another twinmesh release or has a bug: run one release on every node`,
       ],
       [
-        packChanges([
-          { type: "put", key: mine, value: Buffer.from("{}") },
-          { type: "del", key: keyOf(`d${other}`) },
-        ]),
-        `Replicate shipment 0 (partition ${partition}) carries a key of another partition (change 1); a shipment holds only its own partition's keys`,
+        req(
+          packChanges([
+            { type: "put", key: mine, value: Buffer.from("{}") },
+            { type: "del", key: keyOf(`d${other}`) },
+          ]),
+        ),
+        `${where} carries a key of another partition (change 1); a shipment holds only its own partition's keys`,
+      ],
+      [
+        req(new Uint8Array(), toBinary(KeyChangeSchema, createMessage(KeyChangeSchema, { key: Buffer.from(mine), value: Buffer.from("{}") }))),
+        `${where} carries field 4, which this release does not read; the owner runs another twinmesh release: run one release on every node`,
       ],
     ] as const) {
       seen.length = 0;
       const client = rawClient(address);
       t.defer(() => client.close());
-      const { error } = await bidi(client, methodPath(PeerService.method.replicate), [req(good), req(changes)]);
+      const { error } = await bidi(client, methodPath(PeerService.method.replicate), [req(good), bad]);
       assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
       assert.equal(error?.details, details);
       assert.deepEqual(seen, [partition]);

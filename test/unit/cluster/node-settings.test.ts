@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { resolveNodeSettings, settingsDifference } from "../../../cluster/index.js";
+import { PEER_PROTOCOL, resolveNodeSettings, settingsDifference } from "../../../cluster/index.js";
 
 const base = resolveNodeSettings({ partitions: 256, replicationFactor: 3, kinds: ["pump", "patient", "pump"] });
 const n1 = (settings = base) => ({ id: "n1", settings });
@@ -17,6 +17,18 @@ describe("NodeSettings", () => {
       settingsDifference(n1(), n2({ partitions: 128, replicationFactor: 2, kinds: ["patient", "valve"] })),
       "n2 has 128 partitions, this node (n1) 256; n2 has replication factor 2, this node (n1) 3; " +
         `n2 runs twin kinds valve that this node (n1) does not and this node (n1) runs twin kinds pump that n2 does not${ADVICE}`,
+    );
+  });
+
+  it("names a peer of another release (another peer protocol) apart, with its own advice", () => {
+    assert.equal(base.peerProtocol, PEER_PROTOCOL);
+    assert.equal(
+      settingsDifference(n1(), n2({ peerProtocol: 0 })),
+      `n2 speaks peer protocol 0, this node (n1) ${PEER_PROTOCOL} (they run different twinmesh releases); run one twinmesh release on every node`,
+    );
+    assert.equal(
+      settingsDifference(n1(), n2({ partitions: 128, peerProtocol: 0 })),
+      `n2 has 128 partitions, this node (n1) 256; n2 speaks peer protocol 0, this node (n1) ${PEER_PROTOCOL} (they run different twinmesh releases)${ADVICE}`,
     );
   });
 
