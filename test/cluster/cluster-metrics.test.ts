@@ -24,15 +24,25 @@ describe("a three-node cluster's metrics (cluster-metrics)", function () {
       ports.map((p) => `127.0.0.1:${p}`),
     );
 
-    // formed() waited for each node's own account of the partitions it owns; the gauges read the same state.
-    const scrapes = await Promise.all(addresses.map((a) => Scrape.of(a)));
+    // formed() waited for each node's own account of the partitions it owns; the gauges read the
+    // same state. A replica's copies may still be catching up to the epochs the owners just began
+    // (they own nothing meanwhile): wait for every handoff phase to drain.
+    const phases = ["taking", "waiting_for_previous_owner", "catching_up", "rebuilding"];
+    const scrapes = await waitFor(
+      async () => {
+        const all = await Promise.all(addresses.map((a) => Scrape.of(a)));
+        return all.every((s) => phases.every((phase) => s.value("twinmesh_cluster_handoff_partitions", { phase }) === 0)) ? all : undefined;
+      },
+      { timeoutMs: 15_000, what: "every member's handoff partitions to reach 0" },
+    );
+    assert.ok(scrapes);
     for (const [i, s] of scrapes.entries()) {
       assert.equal(s.value("twinmesh_cluster_members"), 3, `${MEMBERS[i]}: members`);
       assert.equal(s.value("twinmesh_cluster_members_up"), 3, `${MEMBERS[i]}: members up`);
       assert.equal(s.value("twinmesh_cluster_catching_up"), 0, `${MEMBERS[i]}: catching up`);
       assert.ok((s.value("twinmesh_cluster_ring_epoch") ?? 0) >= 1, `${MEMBERS[i]}: ring epoch ${s.value("twinmesh_cluster_ring_epoch")}`);
       // Formed: nothing is on its way anywhere.
-      for (const phase of ["taking", "waiting_for_previous_owner", "catching_up", "rebuilding"]) {
+      for (const phase of phases) {
         assert.equal(s.value("twinmesh_cluster_handoff_partitions", { phase }), 0, `${MEMBERS[i]}: handoff ${phase}`);
       }
     }
