@@ -286,7 +286,8 @@ describe("PeerService Forward and Replicate requests", () => {
     assert.equal(error && statusDetails(error).errorInfo?.reason, "NOT_SERVED");
   });
 
-  it("ends a Replicate stream INVALID_ARGUMENT at a shipment for a partition outside the cluster, before its handler sees it", async () => {
+  /** A peer server whose Replicate handler records the partition of each shipment it is handed. */
+  async function recordingReplica(): Promise<{ address: string; seen: number[] }> {
     const seen: number[] = [];
     const { address } = await startPeerServer(t, testNode("n1"), {
       replicate: {
@@ -295,6 +296,11 @@ describe("PeerService Forward and Replicate requests", () => {
         },
       },
     });
+    return { address, seen };
+  }
+
+  it("ends a Replicate stream INVALID_ARGUMENT at a shipment for a partition outside the cluster, before its handler sees it", async () => {
+    const { address, seen } = await recordingReplica();
     const client = rawClient(address);
     t.defer(() => client.close());
     const shipment = (partition: number) => ({ partition, epoch: 1n, position: 1n });
@@ -307,14 +313,7 @@ describe("PeerService Forward and Replicate requests", () => {
   });
 
   it("ends a Replicate stream INVALID_ARGUMENT at a shipment whose changes cannot be read, hold another partition's key or come from an older release, before its handler sees it", async () => {
-    const seen: number[] = [];
-    const { address } = await startPeerServer(t, testNode("n1"), {
-      replicate: {
-        async replicate(requests) {
-          for await (const r of requests) seen.push(...r.shipments.map((s) => s.partition));
-        },
-      },
-    });
+    const { address, seen } = await recordingReplica();
     const partitioning = new Partitioning(TEST_SETTINGS.partitions);
     const keys = new Keys();
     const keyOf = (twin: string) => keys.twin("device", twin);
