@@ -1,6 +1,6 @@
 import type { EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { type Logger, silentLogger, type Tracing } from "../runtime/index.js";
-import type { ForwardBatch } from "./forward-server.js";
+import { DEFAULT_MAX_FORWARD_BATCH_EVENTS, type ForwardBatch } from "./forward-server.js";
 import { ForwardStream, type ForwardStreamLimits } from "./forward-stream.js";
 import type { NodeId } from "./node-id.js";
 import { PeerUnavailableError } from "./peer-errors.js";
@@ -20,6 +20,13 @@ export interface ForwardClientOptions {
    * @defaultValue 30_000
    */
   readonly answerTimeoutMs?: number;
+  /**
+   * Most events in one forwarded request: batches to the same owner in one turn of the event
+   * loop are merged up to it. Keep it at or under the owners' limit (PeerService
+   * `maxForwardBatchEvents`).
+   * @defaultValue 10_000
+   */
+  readonly maxBatchEvents?: number;
   /** @defaultValue a silent logger */
   readonly log?: Logger;
   /** Makes a span per batch of a traced request and sends its traceparent. @defaultValue none (tracing off) */
@@ -64,6 +71,7 @@ export class ForwardClient {
     this.limits = {
       maxInflightBatches: options.maxInflightBatches ?? DEFAULT_MAX_INFLIGHT_BATCHES,
       answerTimeoutMs: options.answerTimeoutMs ?? DEFAULT_ANSWER_TIMEOUT_MS,
+      maxBatchEvents: options.maxBatchEvents ?? DEFAULT_MAX_FORWARD_BATCH_EVENTS,
     };
     for (const [name, value] of Object.entries(this.limits)) {
       if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} is ${value}; use a whole number above 0`);

@@ -33,6 +33,9 @@ export interface ForwardServerLimits {
   readonly maxBatchEvents: number;
 }
 
+/** Events in one forwarded batch, unless the node is configured otherwise (PeerService `maxForwardBatchEvents`). */
+export const DEFAULT_MAX_FORWARD_BATCH_EVENTS = 10_000;
+
 const KNOWN_CONSISTENCIES = new Set<number>(Object.values(Consistency).filter((v): v is number => typeof v === "number"));
 
 /**

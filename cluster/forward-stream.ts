@@ -1,7 +1,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { ForwardRequestSchema, ForwardResponseSchema, PeerService } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
-import type { EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
+import type { Consistency, EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { type Logger, SpanName, type Tracing } from "../runtime/index.js";
 import type { ForwardBatch } from "./forward-server.js";
 import type { NodeId } from "./node-id.js";
@@ -21,12 +21,43 @@ interface SlotWaiter {
   readonly reject: (err: unknown) => void;
 }
 
+/** One caller's batch, waiting for the end of the event loop's turn to be sent. */
+interface Part {
+  readonly eventCount: number;
+  /** Its events, encoded as a ForwardRequest's `events` field (encodings of a repeated field concatenate). */
+  readonly encoded: Uint8Array;
+  readonly signal: AbortSignal | undefined;
+  readonly resolve: (results: EventResult[]) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/** The request the batches of a turn become: consecutive ones that can share it do. */
+interface Outgoing {
+  readonly epoch: bigint;
+  readonly consistency: Consistency;
+  readonly traceparent: string;
+  /** False for a traced batch or one that may be withdrawn: it goes alone. */
+  readonly mergeable: boolean;
+  eventCount: number;
+  byteCount: number;
+  readonly parts: Part[];
+}
+
+/**
+ * Most bytes of events in a merged request: well under the owners' message limit (4 MiB unless
+ * configured lower). A single batch over it goes alone, as it came from a client request the
+ * receiving node's own limit already admitted.
+ */
+const MAX_MERGED_BYTES = 1024 * 1024;
+
 /** Limits of one Forward stream. */
 export interface ForwardStreamLimits {
   /** Batches sent and unanswered at once. */
   readonly maxInflightBatches: number;
   /** How long a sent batch may wait for its answer before the stream is given up as stuck. */
   readonly answerTimeoutMs: number;
+  /** Most events in a merged request (the owners' limit); a single batch is never split. */
+  readonly maxBatchEvents: number;
 }
 
 /**
@@ -43,6 +74,18 @@ export interface ForwardStreamLimits {
  * retry with the same seqs is deduplicated by the owner. A batch unanswered after
  * `answerTimeoutMs` breaks the stream the same way: an owner that keeps the connection but
  * stopped answering must not hold its senders forever.
+ *
+ * Batches handed over in one turn of the event loop go out at its end, and consecutive ones of
+ * the same epoch and consistency share one request (up to `maxBatchEvents` and
+ * {@link MAX_MERGED_BYTES}), in the order they came: per-source order holds, and the owner gets
+ * fewer, larger batches. That matters more than it looks: an owner's commit groups follow the
+ * messages it reads, and with one forwarded request per client batch its groups were a quarter of
+ * the size (every group pays for its write, its shipments and their answers). A traced batch, and
+ * one that may be withdrawn (a `signal`), go alone. Merged batches are one batch to the owner:
+ * each caller's answer comes when the whole request is committed, and a retryable rejection of a
+ * source's event in one caller's share refuses that source's later events in the next share too
+ * (`PRECEDING_EVENT_REJECTED`), as within one client batch. The in-flight bound and
+ * `answerTimeoutMs` count requests.
  */
 export class ForwardStream {
   private call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
@@ -51,6 +94,9 @@ export class ForwardStream {
   private active = 0;
   private readonly slotWaiters: SlotWaiter[] = [];
   private closedBy: PeerUnavailableError | undefined;
+  /** Batches of this turn of the event loop, sent at its end. */
+  private queued: Outgoing[] = [];
+  private flushScheduled = false;
 
   constructor(
     readonly peer: NodeId,
@@ -72,21 +118,23 @@ export class ForwardStream {
   }
 
   /**
-   * Sends `batch` and resolves with its results (`results[i]` answers `events[i]`). `signal`
-   * withdraws a batch still waiting for a slot; once sent, a batch waits for its answer or the
-   * stream's break.
+   * Sends `batch` at the end of this turn of the event loop, with the batches handed over after
+   * it in the same turn when they can share a request, and resolves with its results
+   * (`results[i]` answers `events[i]`). `signal` withdraws a batch still waiting for a slot; once
+   * sent, a batch waits for its answer or the stream's break. A traced batch's span covers its
+   * wait for the end of the turn too.
    * @throws PeerUnavailableError (retryable) when the stream broke before the answer came, or the stream is closed.
    */
   async send(batch: ForwardBatch, signal?: AbortSignal): Promise<EventResult[]> {
     // Traced only when the request that brought the batch is (its span is active here).
     const parent = this.tracing?.active();
-    if (this.tracing === undefined || parent === undefined) return this.sendTraced(batch, signal, "");
+    if (this.tracing === undefined || parent === undefined) return this.enqueue(batch, signal, "");
     const span = this.tracing.start(SpanName.forward, parent, {
       kind: "client",
       attributes: { "twinmesh.peer": this.peer, "twinmesh.batch.events": batch.events.length },
     });
     try {
-      return await this.sendTraced(batch, signal, this.tracing.traceparent(span.ref));
+      return await this.enqueue(batch, signal, this.tracing.traceparent(span.ref));
     } catch (err) {
       span.fail(err);
       throw err;
@@ -95,8 +143,72 @@ export class ForwardStream {
     }
   }
 
-  /** Sends `batch` with `traceparent` (empty: untraced) in its request. */
-  private async sendTraced(batch: ForwardBatch, signal: AbortSignal | undefined, traceparent: string): Promise<EventResult[]> {
+  /** Queues `batch` for the end of this turn, joining the request before it when they can share one. */
+  private enqueue(batch: ForwardBatch, signal: AbortSignal | undefined, traceparent: string): Promise<EventResult[]> {
+    signal?.throwIfAborted();
+    if (this.closedBy !== undefined) return Promise.reject(this.closedBy);
+    const encoded = toBinary(ForwardRequestSchema, create(ForwardRequestSchema, { events: [...batch.events] }));
+    return new Promise((resolve, reject) => {
+      const part: Part = { eventCount: batch.events.length, encoded, signal, resolve, reject };
+      const mergeable = signal === undefined && traceparent === "";
+      const last = this.queued[this.queued.length - 1];
+      if (
+        mergeable &&
+        last?.mergeable === true &&
+        last.epoch === batch.epoch &&
+        last.consistency === batch.consistency &&
+        last.eventCount + part.eventCount <= this.limits.maxBatchEvents &&
+        last.byteCount + encoded.byteLength <= MAX_MERGED_BYTES
+      ) {
+        last.parts.push(part);
+        last.eventCount += part.eventCount;
+        last.byteCount += encoded.byteLength;
+      } else {
+        const { epoch, consistency } = batch;
+        this.queued.push({ epoch, consistency, traceparent, mergeable, eventCount: part.eventCount, byteCount: encoded.byteLength, parts: [part] });
+      }
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Sends this turn's requests, in order; each part gets its own share of the answer. */
+  private flush(): void {
+    this.flushScheduled = false;
+    const queued = this.queued;
+    this.queued = [];
+    for (const out of queued) {
+      const first = out.parts[0] as Part;
+      if (out.parts.length === 1) {
+        this.sendRequest(out, first.signal).then(first.resolve, first.reject);
+        continue;
+      }
+      this.sendRequest(out, undefined).then(
+        (results) => {
+          let at = 0;
+          for (const part of out.parts) {
+            part.resolve(results.slice(at, at + part.eventCount));
+            at += part.eventCount;
+          }
+        },
+        (err: unknown) => {
+          for (const part of out.parts) part.reject(err);
+        },
+      );
+    }
+  }
+
+  /** Rejects the batches queued for the end of this turn: they will not be sent on this stream. */
+  private dropQueued(err: PeerUnavailableError): void {
+    const queued = this.queued;
+    this.queued = [];
+    for (const out of queued) for (const part of out.parts) part.reject(err);
+  }
+
+  /** Sends one request (its `traceparent` empty when untraced) once a slot is free. */
+  private async sendRequest(out: Outgoing, signal: AbortSignal | undefined): Promise<EventResult[]> {
     await this.acquire(signal);
     try {
       if (this.closedBy !== undefined) throw this.closedBy;
@@ -118,18 +230,15 @@ export class ForwardStream {
           () => this.breakStream(`${this.peer} did not answer forwarded batch ${batchId} within ${this.limits.answerTimeoutMs} ms`),
           this.limits.answerTimeoutMs,
         );
-        this.inFlight.set(batchId, { events: batch.events.length, timer, resolve, reject });
+        this.inFlight.set(batchId, { events: out.eventCount, timer, resolve, reject });
       });
-      const request = create(ForwardRequestSchema, {
-        batchId,
-        epoch: batch.epoch,
-        consistency: batch.consistency,
-        events: [...batch.events],
-        traceparent,
-      });
+      const header = toBinary(
+        ForwardRequestSchema,
+        create(ForwardRequestSchema, { batchId, epoch: out.epoch, consistency: out.consistency, traceparent: out.traceparent }),
+      );
       // No wait for "drain": the in-flight bound already limits what grpc-js buffers to
-      // maxInflightBatches batches.
-      call.write(Buffer.from(toBinary(ForwardRequestSchema, request)));
+      // maxInflightBatches requests.
+      call.write(Buffer.concat([header, ...out.parts.map((p) => p.encoded)]));
       return await answer;
     } finally {
       this.release();
@@ -138,6 +247,7 @@ export class ForwardStream {
 
   /** Ends the current stream (if any): its batches in flight are rejected retryable with `why`. The next batch opens a new one. */
   breakStream(why: string): void {
+    this.dropQueued(new PeerUnavailableError("PEER_UNAVAILABLE", this.peer, `${why}; the batch was not sent: retry its events with the same seqs`));
     const call = this.call;
     if (call === undefined) return;
     this.broke(
@@ -150,6 +260,7 @@ export class ForwardStream {
   /** Rejects everything in flight or waiting with `reason` and every later batch too. Idempotent. */
   close(reason: PeerUnavailableError): void {
     this.closedBy ??= reason;
+    this.dropQueued(reason);
     for (const waiter of this.slotWaiters.splice(0)) waiter.reject(reason);
     const call = this.call;
     if (call !== undefined) {

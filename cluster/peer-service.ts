@@ -25,7 +25,7 @@ import {
   type Tracing,
 } from "../runtime/index.js";
 import { type AdapterOptions, addService, type CallContext, type StreamSink } from "../server/grpc/index.js";
-import { type ForwardHandler, serveForward } from "./forward-server.js";
+import { DEFAULT_MAX_FORWARD_BATCH_EVENTS, type ForwardHandler, serveForward } from "./forward-server.js";
 import { NODE_ID_PATTERN, type NodeId } from "./node-id.js";
 import { type NodeSettings, nodeSettingsFromMessage, nodeSettingsToMessage, settingsDifference } from "./node-settings.js";
 import { IncompatiblePeerError, NotServedError } from "./peer-errors.js";
@@ -82,7 +82,6 @@ export interface PeerServiceOptions {
 }
 
 const DEFAULT_MAX_INFLIGHT_FORWARD_BATCHES = 64;
-const DEFAULT_MAX_FORWARD_BATCH_EVENTS = 10_000;
 
 /**
  * Serves `twinmesh.cluster.v1.PeerService` on `server` through the gRPC adapter. Ping is answered

@@ -35,6 +35,19 @@ function echo(b: ForwardBatch): EventResult[] {
 
 const messages = (results: readonly EventResult[]) => results.map((r) => r.message);
 
+/**
+ * Forwards each batch in its own turn of the event loop, so each goes out as its own request
+ * (batches handed over in one turn share one).
+ */
+async function oneTurnEach(forwarding: ForwardClient, batches: readonly ForwardBatch[]): Promise<Promise<EventResult[]>[]> {
+  const sent: Promise<EventResult[]>[] = [];
+  for (const b of batches) {
+    sent.push(forwarding.forward(n2, b));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return sent;
+}
+
 /** A forward handler that holds every batch until the test releases it; aborted with its call. */
 class GatedForwarder implements ForwardHandler {
   readonly received: { batch: ForwardBatch; signal: AbortSignal; release: () => void }[] = [];
@@ -95,8 +108,8 @@ describe("ForwardClient", () => {
     const { port } = await startPeerServer(t, testNode("n2"), { forward: gate });
     const { forwarding } = connect(port);
     const order: string[] = [];
-    const sent = [batch("a1", "a2"), batch("b1"), batch("c1", "c2", "c3")].map((b) =>
-      forwarding.forward(n2, b).then((results) => {
+    const sent = (await oneTurnEach(forwarding, [batch("a1", "a2"), batch("b1"), batch("c1", "c2", "c3")])).map((p) =>
+      p.then((results) => {
         order.push(results[0]?.message ?? "?");
         return messages(results);
       }),
@@ -115,7 +128,7 @@ describe("ForwardClient", () => {
     const gate = new GatedForwarder();
     const first = await startPeerServer(t, testNode("n2"), { forward: gate });
     const { forwarding } = connect(first.port);
-    const sent = [batch("a1"), batch("b1", "b2"), batch("c1")].map((b) => forwarding.forward(n2, b));
+    const sent = await oneTurnEach(forwarding, [batch("a1"), batch("b1", "b2"), batch("c1")]);
     await waitFor(() => gate.received.length === 3, { timeoutMs: 2_000, what: "three batches at n2" });
     const brokenMs = performance.now();
     // Forced down, the server resets the stream (the sender sees CANCELLED, or UNAVAILABLE when the connection drops first).
@@ -192,7 +205,10 @@ describe("ForwardClient", () => {
     const peer = testNode("n2");
     const { port } = await startPeerServer(t, peer, { forward: gate });
     const { forwarding } = connect(port, { maxInflightBatches: 2 });
-    const sent = ["a", "b", "c", "d", "e"].map((s) => forwarding.forward(n2, batch(s)));
+    const sent = await oneTurnEach(
+      forwarding,
+      ["a", "b", "c", "d", "e"].map((s) => batch(s)),
+    );
     await waitFor(() => gate.received.length === 2, { timeoutMs: 2_000, what: "two batches at n2" });
     await roundTrips(peer);
     assert.deepEqual(gate.firsts, ["a", "b"]);
@@ -208,6 +224,115 @@ describe("ForwardClient", () => {
     gate.release("e");
     assert.deepEqual((await Promise.all(sent)).map(messages), [["a"], ["b"], ["c"], ["d"], ["e"]]);
     assert.deepEqual(gate.firsts, ["a", "b", "c", "d", "e"]);
+  });
+
+  it("sends the batches handed over in one turn as one request, in order, and answers each with its own results", async () => {
+    const gate = new GatedForwarder();
+    const { port } = await startPeerServer(t, testNode("n2"), { forward: gate });
+    const { forwarding } = connect(port);
+    const sent = [batch("a1", "a2"), batch("b1"), batch("c1", "c2", "c3")].map((b) => forwarding.forward(n2, b));
+    await waitFor(() => gate.received.length === 1, { timeoutMs: 2_000, what: "a batch at n2" });
+    assert.deepEqual(
+      gate.received[0]?.batch.events.map((e) => e.sourceId),
+      ["a1", "a2", "b1", "c1", "c2", "c3"],
+    );
+    gate.release("a1");
+    assert.deepEqual((await Promise.all(sent)).map(messages), [["a1", "a2"], ["b1"], ["c1", "c2", "c3"]]);
+    assert.equal(gate.received.length, 1);
+    assert.equal(forwarding.inFlight(n2), 0);
+  });
+
+  it("merges only consecutive batches of one consistency, up to maxBatchEvents, and keeps their order across requests", async () => {
+    const gate = new GatedForwarder();
+    const { port } = await startPeerServer(t, testNode("n2"), { forward: gate });
+    const { forwarding } = connect(port, { maxBatchEvents: 3 });
+    const local = (...sources: string[]): ForwardBatch => ({ ...batch(...sources), consistency: Consistency.LOCAL });
+    const sent = [batch("a1", "a2"), batch("b1"), local("c1"), batch("d1"), batch("e1", "e2", "e3"), batch("f1")].map((b) => forwarding.forward(n2, b));
+    await waitFor(() => gate.received.length === 5, { timeoutMs: 2_000, what: "five batches at n2" });
+    // a and b share a request; c (LOCAL) goes alone, and d does not join a over it (order); e
+    // would take d, and f would take e, over 3 events.
+    assert.deepEqual(
+      gate.received.map((r) => r.batch.events.map((e) => e.sourceId)),
+      [["a1", "a2", "b1"], ["c1"], ["d1"], ["e1", "e2", "e3"], ["f1"]],
+    );
+    assert.deepEqual(
+      gate.received.map((r) => r.batch.consistency),
+      [Consistency.QUORUM, Consistency.LOCAL, Consistency.QUORUM, Consistency.QUORUM, Consistency.QUORUM],
+    );
+    for (const first of ["a1", "c1", "d1", "e1", "f1"]) gate.release(first);
+    assert.deepEqual((await Promise.all(sent)).map(messages), [["a1", "a2"], ["b1"], ["c1"], ["d1"], ["e1", "e2", "e3"], ["f1"]]);
+  });
+
+  it("merges batches only up to a megabyte of events: a batch that would take a request over it starts the next", async () => {
+    const gate = new GatedForwarder();
+    const { port } = await startPeerServer(t, testNode("n2"), { forward: gate });
+    const { forwarding } = connect(port);
+    // About 650 KB encoded each: two do not fit in one request.
+    const channels = Object.fromEntries(Array.from({ length: 40_000 }, (_, i) => [`c${i}`, i]));
+    const big = (sourceId: string): ForwardBatch => ({ ...batch(sourceId), events: [create(EventSchema, { kind: "pump", sourceId, seq: 1n, channels })] });
+    const sent = [big("big1"), big("big2"), batch("s1")].map((b) => forwarding.forward(n2, b));
+    await waitFor(() => gate.received.length === 2, { timeoutMs: 5_000, what: "two batches at n2" });
+    assert.deepEqual(
+      gate.received.map((r) => r.batch.events.map((e) => e.sourceId)),
+      [["big1"], ["big2", "s1"]],
+    );
+    gate.release("big1");
+    gate.release("big2");
+    assert.deepEqual((await Promise.all(sent)).map(messages), [["big1"], ["big2"], ["s1"]]);
+  });
+
+  it("does not merge a batch into a request across one that cannot join it, nor batches of another epoch", async () => {
+    const gate = new GatedForwarder();
+    const { port } = await startPeerServer(t, testNode("n2"), { forward: gate });
+    const { forwarding } = connect(port);
+    const local = (...sources: string[]): ForwardBatch => ({ ...batch(...sources), consistency: Consistency.LOCAL });
+    const later = (...sources: string[]): ForwardBatch => ({ ...batch(...sources), epoch: STATIC_EPOCH + 1n });
+    const controller = new AbortController();
+    const sent = [
+      forwarding.forward(n2, batch("a1")),
+      forwarding.forward(n2, local("b1")),
+      forwarding.forward(n2, batch("c1")),
+      forwarding.forward(n2, later("d1")),
+      forwarding.forward(n2, batch("e1"), controller.signal),
+      forwarding.forward(n2, batch("f1")),
+      forwarding.forward(n2, batch("g1")),
+    ];
+    await waitFor(() => gate.received.length === 6, { timeoutMs: 2_000, what: "six batches at n2" });
+    // c would join a over b (their order); d is of another epoch; e may be withdrawn, so it goes
+    // alone and f does not join it; g joins f.
+    assert.deepEqual(
+      gate.received.map((r) => r.batch.events.map((e) => e.sourceId)),
+      [["a1"], ["b1"], ["c1"], ["d1"], ["e1"], ["f1", "g1"]],
+    );
+    for (const first of ["a1", "b1", "c1", "d1", "e1", "f1"]) gate.release(first);
+    assert.deepEqual((await Promise.all(sent)).map(messages), [["a1"], ["b1"], ["c1"], ["d1"], ["e1"], ["f1"], ["g1"]]);
+  });
+
+  it("rejects every batch of a merged request retryably when the stream breaks, and those still queued for the turn when it is closed", async () => {
+    const gate = new GatedForwarder();
+    const first = await startPeerServer(t, testNode("n2"), { forward: gate });
+    const { forwarding } = connect(first.port);
+    const merged = [batch("a1"), batch("b1", "b2")].map((b) => forwarding.forward(n2, b));
+    await waitFor(() => gate.received.length === 1, { timeoutMs: 2_000, what: "the merged batch at n2" });
+    first.server.forceShutdown();
+    for (const outcome of await settledWithin(merged, 2_000)) {
+      assert.equal(outcome.status, "rejected");
+      const err: unknown = outcome.status === "rejected" ? outcome.reason : undefined;
+      assert.ok(isTwinmeshError(err) && err.retryable, `not a retryable TwinmeshError: ${String(err)}`);
+    }
+    // Queued in this turn, then the client closes before the turn ends: rejected at once, never sent.
+    const queued = [batch("c1"), batch("d1")].map((b) => forwarding.forward(n2, b));
+    let settled = 0;
+    for (const p of queued) p.catch(() => undefined).finally(() => settled++);
+    await forwarding.close();
+    // At once: before the turn ends (microtasks only), not when the turn's requests would have gone out.
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+    assert.equal(settled, 2);
+    for (const outcome of await settledWithin(queued, 100)) {
+      assert.equal(outcome.status, "rejected");
+      assert.equal(outcome.status === "rejected" && isTwinmeshError(outcome.reason) ? outcome.reason.reason : undefined, "FORWARD_CLOSED");
+    }
+    assert.equal(gate.received.length, 1);
   });
 
   it("withdraws a batch still waiting for a slot when its signal aborts, and sends the next one in its place", async () => {
