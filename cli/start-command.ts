@@ -189,12 +189,18 @@ async function start(opts: StartOptions, modules: readonly string[], peers: read
   // Handlers go in before anything starts, so a signal at any point drains instead of killing.
   const stopRequested = stopSignal(log);
   ignoreClosedStdout();
-  const { loadTwinModules } = await import("./twin-modules.js");
+  // The node's own modules load before the twin modules: loading those installs module hooks
+  // (tsx, and "twinmesh" resolving to this copy), and every import after that goes through the
+  // hooks' thread, which more than doubled the node's start time.
+  const [{ HeapBudget, TwinmeshNode }, grpc, { runSimulator, SIMULATED_KINDS }, { loadTwinModules }] = await Promise.all([
+    import("../server/index.js"),
+    import("@grpc/grpc-js"),
+    import("./simulator/index.js"),
+    import("./twin-modules.js"),
+  ]);
   const twins = await loadTwinModules(modules);
-  const { HeapBudget, TwinmeshNode } = await import("../server/index.js");
   // grpc-js writes its own errors to stderr (a failed bind adds "E No address added…" before our
   // one line): this process's log gets them instead, as debug entries.
-  const grpc = await import("@grpc/grpc-js");
   const grpcLog = log.child({ component: "grpc-js" });
   grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug({ text: args.map(String).join(" ") }, "grpc-js message") });
   const heapBudget = opts.heapBudgetMb > 0 ? HeapBudget.start(opts.heapBudgetMb * 1024 * 1024, log.child({ component: "heap" })) : undefined;
@@ -234,7 +240,6 @@ async function start(opts: StartOptions, modules: readonly string[], peers: read
   const stopSimulator = new AbortController();
   const sources = opts.simulate ?? (opts.demo ? 50 : undefined);
   let simulation: Promise<unknown> | undefined;
-  const { runSimulator, SIMULATED_KINDS } = await import("./simulator/index.js");
   // Only the kinds this node runs: a user's own patient twin gets patients, and no vehicles it would reject.
   const simulated = kinds.filter((k): k is keyof typeof SIMULATED_KINDS => Object.hasOwn(SIMULATED_KINDS, k));
   if (sources !== undefined && simulated.length === 0) {

@@ -1,18 +1,20 @@
 import { existsSync } from "node:fs";
 import { register } from "node:module";
 import { resolve as resolvePath } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { register as registerTsx } from "tsx/esm/api";
 import { ConfigError, Twin, type TwinClass } from "../runtime/index.js";
 
 let hooked = false;
+/** This copy's compiled tree (`dist/`). */
+const DIST = new URL("../", import.meta.url);
 
 /** Makes `import "twinmesh"` in user modules resolve to this running copy, and `.ts` loadable. */
 function installHooks(): void {
   if (hooked) return;
   hooked = true;
   registerTsx();
-  const dist = new URL("../", import.meta.url);
+  const dist = DIST;
   register(new URL("./twin-module-hooks.js", import.meta.url), {
     data: {
       targets: {
@@ -22,6 +24,11 @@ function installHooks(): void {
       },
     },
   });
+}
+
+function isOwnCompiledModule(path: string): boolean {
+  const file = resolvePath(path);
+  return file.startsWith(fileURLToPath(DIST)) && /\.m?js$/.test(file);
 }
 
 function isTwinClass(value: unknown): value is TwinClass {
@@ -34,7 +41,10 @@ function isTwinClass(value: unknown): value is TwinClass {
  * @throws ConfigError (BAD_TWIN_MODULE) naming the module and what went wrong.
  */
 export async function loadTwinModules(paths: readonly string[]): Promise<TwinClass[]> {
-  installHooks();
+  // The hooks cost a thread and slow every later import; this copy's own compiled modules (the
+  // example twins, the test fixtures) need none: they are JavaScript, and "twinmesh" resolves to
+  // this copy from inside it.
+  if (!paths.every(isOwnCompiledModule)) installHooks();
   const found = new Set<TwinClass>();
   for (const path of paths) {
     const file = resolvePath(path);
