@@ -80,6 +80,9 @@ export interface ClusterMetricsView {
   readonly shipments: number;
   readonly replicaWaits: number;
   readonly replicaShortfalls: number;
+  /** Catch-ups this node fetched from another copy of a partition, and of those, whole key-range copies. */
+  readonly catchUps: number;
+  readonly rangeCopies: number;
   /** Per replica: shipments of the partitions this node owns that it was sent and has not confirmed. */
   readonly replicationLag: ReadonlyMap<string, number>;
   /** Where partitions move on this node now. */
@@ -337,6 +340,8 @@ export class ClusterNode {
       shipments: replicated?.shipments ?? 0,
       replicaWaits: replicated?.waits ?? 0,
       replicaShortfalls: replicated?.shortfalls ?? 0,
+      catchUps: this.replica?.stats.catchUps ?? 0,
+      rangeCopies: this.replica?.stats.rangeCopies ?? 0,
       replicationLag: this.replicator?.lag() ?? new Map(),
       handoff: this.handoffProgress(),
     };

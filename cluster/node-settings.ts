@@ -20,9 +20,11 @@ export interface NodeSettings {
 /**
  * The node-to-node protocol this release speaks. 2: a shipment's writes travel packed in
  * `Shipment.changes` (field 5); a release before it sent one message per key (field 4), which
- * this release would read as a shipment of no writes, and the other way round.
+ * this release would read as a shipment of no writes, and the other way round. 3: an epoch's
+ * announcement says where its owner began it (`Shipment.begun_from`, field 6), which a release
+ * before it refuses as a field it does not read.
  */
-export const PEER_PROTOCOL = 2;
+export const PEER_PROTOCOL = 3;
 
 /**
  * Checks settings and puts the kinds in their canonical order (sorted, without repeats), so two

@@ -48,6 +48,8 @@ export class PartitionCopy {
    * whole-range copy keeps it too (it is about this node, not the history it follows).
    */
   rebuilding = false;
+  /** Where this copy stood when this node began {@link writer}: sent with the epoch's announcement. */
+  begunFrom: PartitionPoint | undefined;
 
   constructor(readonly partition: PartitionId) {}
 
@@ -89,6 +91,7 @@ export class PartitionCopy {
 
   /** Starts a new epoch at the next position: this node takes the partition as its owner. */
   beginEpoch(epoch: number): void {
+    this.begunFrom = this.point;
     this.epoch = epoch;
     this.writer = epoch;
     this.history = [...this.history, { epoch, start: this.position + 1 }];
@@ -99,7 +102,10 @@ export class PartitionCopy {
 
   /** Becomes a copy of another node's history at `point` (after a catch-up). */
   adopt(point: PartitionPoint, history: readonly EpochStart[]): void {
-    if (point.epoch !== this.writer) this.writer = 0;
+    if (point.epoch !== this.writer) {
+      this.writer = 0;
+      this.begunFrom = undefined;
+    }
     this.epoch = point.epoch;
     this.position = point.position;
     this.written = point.position;
@@ -109,6 +115,7 @@ export class PartitionCopy {
   /** Forgets everything: the copy is being replaced by a whole-range copy. */
   clear(): void {
     this.writer = 0;
+    this.begunFrom = undefined;
     this.epoch = 0;
     this.position = 0;
     this.written = 0;

@@ -367,7 +367,7 @@ export class PartitionOwnership implements OwnershipGate {
     const { self, copies, log } = this.config;
     const ready: PartitionId[] = [];
     const ops = [];
-    const undo: { copy: PartitionCopy; epoch: number; writer: number; history: PartitionCopy["history"] }[] = [];
+    const undo: { copy: PartitionCopy; point: PartitionPoint; written: number; writer: number; history: PartitionCopy["history"] }[] = [];
     for (const p of partitions) {
       if (this.ownerOfPartition(p) !== self || this.holds[p] !== Hold.ACQUIRING) {
         if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
@@ -376,7 +376,7 @@ export class PartitionOwnership implements OwnershipGate {
       let top = copies.get(p).epoch;
       for (const peerStates of states.values()) top = Math.max(top, pointOf(peerStates.get(p)).epoch, ...historyEpochs(peerStates.get(p)));
       const copy = copies.get(p);
-      undo.push({ copy, epoch: copy.epoch, writer: copy.writer, history: copy.history });
+      undo.push({ copy, point: copy.point, written: copy.written, writer: copy.writer, history: copy.history });
       copy.beginEpoch(nextEpoch(top, ring.nodes.indexOf(self)));
       this.config.replicator.forget(p);
       ops.push(copy.op());
@@ -388,8 +388,11 @@ export class PartitionOwnership implements OwnershipGate {
     } catch (err) {
       // The new epochs are not durable: forget them, and try the partitions again later.
       for (const u of undo) {
-        u.copy.epoch = u.epoch;
+        u.copy.epoch = u.point.epoch;
+        u.copy.position = u.point.position;
+        u.copy.written = u.written;
         u.copy.writer = u.writer;
+        u.copy.begunFrom = undefined;
         u.copy.history = u.history;
         this.holds[u.copy.partition] = Hold.NONE;
       }
@@ -600,13 +603,20 @@ export class PartitionOwnership implements OwnershipGate {
     const deadline = performance.now() + waitForPeersMs;
     const others = ring.nodes.filter((n) => n !== self) as NodeId[];
     while (performance.now() < deadline && others.some((n) => !peers.isUp(n))) await new Promise((r) => setTimeout(r, 50));
-    await this.checkLostData(ring);
+    const states = await this.checkLostData(ring);
     const work: { partition: PartitionId; source: NodeId }[] = [];
+    let level = 0;
     for (const p of runtime.partitioning.all()) {
       if (!ring.preferenceList(p).includes(self)) continue;
       const owner = this.ownerOfPartition(p);
-      if (owner !== undefined && owner !== self) work.push({ partition: p, source: owner });
+      if (owner === undefined || owner === self) continue;
+      // A copy that stood where its owner's stood a moment ago has nothing to fetch (a new
+      // cluster, or a restart that missed no write): a fetch would only confirm it. A write since
+      // then reaches it as a shipment, and a gap there sets off a catch-up.
+      if (sameCopy(this.config.copies.get(p), states.get(owner)?.get(p))) level++;
+      else work.push({ partition: p, source: owner });
     }
+    if (level > 0) log.debug({ partitions: level }, "copies already level with their owners' at start");
     if (work.length === 0) return;
     const started = performance.now();
     log.info({ partitions: work.length }, "catching up from the partitions' owners");
@@ -626,11 +636,11 @@ export class PartitionOwnership implements OwnershipGate {
    * older one back), or when its data directory is empty and no peer answers (it cannot tell a
    * new cluster from a lost disk; a partition no majority ever wrote clears at once).
    */
-  private async checkLostData(ring: RingSnapshot): Promise<void> {
+  private async checkLostData(ring: RingSnapshot): Promise<Map<NodeId, Map<number, PartitionState>>> {
     const { self, copies, runtime } = this.config;
     const mine = runtime.partitioning.all().filter((p) => ring.preferenceList(p).includes(self));
     for (const p of runtime.partitioning.all()) if (copies.get(p).rebuilding) this.rebuilding++;
-    if (ring.nodes.length < 2 || mine.length === 0) return;
+    if (ring.nodes.length < 2 || mine.length === 0) return new Map();
     const states = await this.peerStates(mine, ring);
     let why: string | undefined;
     for (const [peer, peerStates] of states) {
@@ -646,6 +656,7 @@ export class PartitionOwnership implements OwnershipGate {
     }
     if (why !== undefined) await this.markRebuilding(mine, why);
     if (this.rebuilding > 0) this.notify();
+    return states;
   }
 
   private notify(): void {
@@ -678,6 +689,17 @@ function mostAdvanced(
     if (best === undefined || ahead(point, best.point)) best = { node, point };
   }
   return best;
+}
+
+/**
+ * True when `copy` stands exactly where a peer's `state` of the partition stands: the same point
+ * and the same history, neither of them rebuilding.
+ */
+function sameCopy(copy: PartitionCopy, state: PartitionState | undefined): boolean {
+  if (state === undefined || state.rebuilding || copy.rebuilding) return false;
+  const point = pointOf(state);
+  if (point.epoch !== copy.epoch || point.position !== copy.position || state.history.length !== copy.history.length) return false;
+  return state.history.every((h, i) => Number(h.epoch) === copy.history[i]?.epoch && Number(h.startPosition) === copy.history[i]?.start);
 }
 
 function pointOf(state: PartitionState | undefined): PartitionPoint {

@@ -544,15 +544,21 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         continue;
       }
       const copy = this.config.copies.get(partition);
-      const epochOf = Number(s.epoch);
-      // This node serves the partition: only an owner of a newer epoch may replace it (below).
-      if (this.config.holds(partition) && epochOf <= copy.epoch) continue;
-      const run = runs.get(partition) ?? [];
-      const at = copy.position + run.length;
       const epoch = Number(s.epoch);
-      if (epoch < copy.epoch) continue; // a deposed owner's: ignored, the answer shows where the copy stands
-      if (epoch === copy.epoch && Number(s.position) <= at) continue; // already applied
-      if (epoch === copy.epoch && Number(s.position) === at + 1) {
+      // This node serves the partition: only an owner of a newer epoch may replace it (below).
+      if (this.config.holds(partition) && epoch <= copy.epoch) continue;
+      const run = runs.get(partition) ?? [];
+      // Where the copy stands once the run planned so far is applied.
+      const at = copy.position + run.length;
+      const atEpoch = run.length === 0 ? copy.epoch : Number((run[run.length - 1] as Shipment).epoch);
+      if (epoch < atEpoch) continue; // a deposed owner's: ignored, the answer shows where the copy stands
+      if (epoch === atEpoch && Number(s.position) <= at) continue; // already applied
+      const next = Number(s.position) === at + 1;
+      // The next shipment, or a newer owner's announcement of its epoch made from exactly where
+      // this copy stands: that owner's history up to here is this copy's (a point names one
+      // history: only its epoch's owner wrote there), so it applies without a fetch.
+      if (next && (epoch === atEpoch || (!copy.rebuilding && begunAt(s, atEpoch, at)))) {
+        if (epoch > copy.epoch) this.config.superseded(partition);
         run.push(s);
         runs.set(partition, run);
         continue;
@@ -568,12 +574,18 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   /** Writes the runs and the copies' new positions in one batch; a failed write leaves the copies where they were. */
   private async writeRuns(runs: Map<number, Shipment[]>, sources: ReadonlyMap<number, NodeId>): Promise<void> {
     const ops: BatchOp[] = [];
-    const applied: [PartitionCopy, number][] = [];
+    const applied: [PartitionCopy, PartitionPoint, PartitionCopy["history"]][] = [];
     for (const [partition, run] of runs) {
       const copy = this.config.copies.get(partition as PartitionId);
       pushChanges(ops, run);
-      applied.push([copy, copy.position]);
-      copy.position += run.length;
+      applied.push([copy, copy.point, copy.history]);
+      for (const shipment of run) {
+        const epoch = Number(shipment.epoch);
+        // An announced epoch begins at its first shipment (planShipments checked it may).
+        if (epoch !== copy.epoch && copy.endOf(epoch) === undefined) copy.history = [...copy.history, { epoch, start: copy.position + 1 }];
+        copy.epoch = epoch;
+        copy.position++;
+      }
       copy.written = copy.position;
       ops.push(copy.op());
     }
@@ -581,9 +593,11 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       await this.config.runtime.host.writeReplicated(ops);
       this.stats.applied += ops.length;
     } catch (err) {
-      for (const [copy, position] of applied) {
-        copy.position = position;
-        copy.written = position;
+      for (const [copy, point, history] of applied) {
+        copy.epoch = point.epoch;
+        copy.position = point.position;
+        copy.written = point.position;
+        copy.history = history;
       }
       // The disk refuses writes (the host is read-only now): these partitions catch up from their
       // owners once it takes writes again. Another failure: the next shipment finds the gap.
@@ -670,4 +684,10 @@ function bytesOf(shipments: readonly Shipment[]): number {
   let bytes = 0;
   for (const s of shipments) bytes += s.changes.byteLength + 16 + 96 * shipmentOps(s).length;
   return bytes;
+}
+
+/** True when `shipment` announces an epoch its owner began from exactly `epoch` at `position`. */
+function begunAt(shipment: Shipment, epoch: number, position: number): boolean {
+  const from = shipment.begunFrom;
+  return from !== undefined && Number(from.epoch) === epoch && Number(from.position) === position;
 }

@@ -27,7 +27,7 @@ import {
 import { type AdapterOptions, addService, type CallContext, type StreamSink } from "../server/grpc/index.js";
 import { DEFAULT_MAX_FORWARD_BATCH_EVENTS, type ForwardHandler, serveForward } from "./forward-server.js";
 import { NODE_ID_PATTERN, type NodeId } from "./node-id.js";
-import { type NodeSettings, nodeSettingsFromMessage, nodeSettingsToMessage, settingsDifference } from "./node-settings.js";
+import { type NodeSettings, nodeSettingsFromMessage, nodeSettingsToMessage, PEER_PROTOCOL, settingsDifference } from "./node-settings.js";
 import { IncompatiblePeerError, NotServedError } from "./peer-errors.js";
 import { MalformedChanges, shipmentOps } from "./shipment-changes.js";
 
@@ -202,6 +202,14 @@ async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>,
           { field: `shipments[${i}]`, description: "epoch and position below 2^53" },
         ]);
       }
+      const from = shipment.begunFrom;
+      if (from !== undefined && (from.partition !== shipment.partition || from.epoch > MAX_SAFE || from.position >= shipment.position)) {
+        throw new InvalidArgumentError(
+          "BAD_FIELD",
+          `${where} says its epoch began from partition ${from.partition} at epoch ${from.epoch} and position ${from.position}; that is its own partition, at a position before its own`,
+          [{ field: `shipments[${i}].begun_from`, description: "the shipment's partition, an epoch below 2^53, a position below the shipment's" }],
+        );
+      }
       // A release before peer protocol 2 sent one message per key in field 4: read as no writes
       // at all, its shipments would move the copy forward without their data.
       const unknown = shipment.$unknown ?? [];
@@ -209,7 +217,7 @@ async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>,
         throw new InvalidArgumentError(
           "BAD_FIELD",
           `${where} carries field ${[...new Set(unknown.map((f) => f.no))].join(", ")}, which this release does not read; the owner runs another twinmesh release: run one release on every node`,
-          [{ field: `shipments[${i}]`, description: "only partition, epoch, position and changes (peer protocol 2)" }],
+          [{ field: `shipments[${i}]`, description: `only partition, epoch, position, changes and begun_from (peer protocol ${PEER_PROTOCOL})` }],
         );
       }
       let ops: readonly BatchOp[];

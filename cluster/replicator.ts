@@ -279,7 +279,13 @@ export class Replicator implements ReplicationStage {
     const perPeer = new Map<NodeId, Shipment[]>();
     for (const partition of partitions) {
       const copy = copies.get(partition);
-      const shipment = create(ShipmentSchema, { partition, epoch: BigInt(copy.epoch), position: BigInt(copy.position) });
+      const from = copy.begunFrom;
+      const shipment = create(ShipmentSchema, {
+        partition,
+        epoch: BigInt(copy.epoch),
+        position: BigInt(copy.position),
+        begunFrom: from === undefined ? undefined : { partition, epoch: BigInt(from.epoch), position: BigInt(from.position) },
+      });
       this.retain(shipment);
       this.route(shipment, ring, perPeer);
     }

@@ -227,6 +227,18 @@ function registerCluster(meter: Meter, cluster: ClusterNode): void {
   counter(meter, "twinmesh.replication.shipments", "Replication shipments sent to replicas", () => view().shipments);
   counter(meter, "twinmesh.replication.waits", "Answers that waited for replica acknowledgements", () => view().replicaWaits);
   counter(meter, "twinmesh.replication.shortfalls", "Waits for replica acknowledgements that fell short (answered retryable)", () => view().replicaShortfalls);
+  counter(
+    meter,
+    "twinmesh.replication.catch_ups",
+    "Partition catch-ups this node fetched from another copy (shipments it missed, or the whole key range)",
+    () => view().catchUps,
+  );
+  counter(
+    meter,
+    "twinmesh.replication.range_copies",
+    "Of those catch-ups, whole key-range copies (the source no longer kept the shipments missed)",
+    () => view().rangeCopies,
+  );
   meter
     .createObservableGauge("twinmesh.replication.lag", {
       description: "Shipments of the partitions this node owns sent to a replica and not yet confirmed by it",

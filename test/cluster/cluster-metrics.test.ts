@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { Consistency } from "../../client/index.js";
+import { Consistency, MemberState } from "../../client/index.js";
 import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
 import { ev, statuses } from "../harness/events.js";
 import { Scrape } from "../harness/prometheus-text.js";
@@ -50,6 +50,13 @@ describe("a three-node cluster's metrics (cluster-metrics)", function () {
       scrapes.reduce((sum, s) => sum + (s.value("twinmesh_cluster_partitions_owned") ?? 0), 0),
       64,
     );
+    // A new cluster: every copy started level with its owner's, and followed the epochs the owners
+    // began from exactly where it stood, so no node had a partition to fetch.
+    assert.deepEqual(
+      scrapes.map((s) => s.count("twinmesh_replication_catch_ups_total")),
+      [0, 0, 0],
+      "partitions fetched by n1, n2, n3",
+    );
 
     // Events sent to n1 for twins others own are forwarded, and each is counted once, on its owner.
     const sent = await c.client("n1").publish(
@@ -98,5 +105,39 @@ describe("a three-node cluster's metrics (cluster-metrics)", function () {
       c.resume("n3");
     }
     await waitFor(async () => (await lagOf("n3")) === 0, { timeoutMs: 15_000, what: "n3's lag back to 0 once it resumes" });
+  });
+
+  it("counts no catch-up when a killed member's partitions fail over to survivors that were level with it, and counts the restarted member's", async () => {
+    const ports = await freePorts(MEMBERS.length);
+    const argsOf = Object.fromEntries(MEMBERS.map((id, i) => [id, ["--metrics-port", String(ports[i])]]));
+    const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], argsOf, args: ["--partitions", "64"] });
+    const scrape = (id: string): Promise<Scrape> => Scrape.of(c.node(id).metricsAddress);
+    const sent = await c.client("n2").publish(
+      Array.from({ length: 60 }, (_, i) => ev("counter", `f-${i}`, 1)),
+      Consistency.ALL,
+    );
+    assert.deepEqual(new Set(statuses(sent.results)), new Set(["ACCEPTED"]));
+    const before = await Promise.all(["n2", "n3"].map(async (id) => (await scrape(id)).count("twinmesh_replication_catch_ups_total")));
+
+    // Every copy holds every write (ALL): n2 and n3 take n1's partitions, each new owner beginning
+    // its epoch where the other survivor's copy stands.
+    await c.kill("n1");
+    await c.waitForState("n1", MemberState.DOWN);
+    await waitFor(
+      async () => {
+        const owned = await Promise.all(["n2", "n3"].map(async (id) => (await scrape(id)).value("twinmesh_cluster_partitions_owned") ?? 0));
+        return owned.reduce((sum, n) => sum + n, 0) === 64 || undefined;
+      },
+      { timeoutMs: 15_000, what: "n2 and n3 to own every partition" },
+    );
+    const { twin } = await c.client("n3").getTwin({ kind: "counter", id: "f-0" });
+    assert.ok(twin !== undefined, "f-0 after the failover");
+    const after = await Promise.all(["n2", "n3"].map(async (id) => (await scrape(id)).count("twinmesh_replication_catch_ups_total")));
+    assert.deepEqual(after, before, "partitions fetched by n2 and n3 during the failover");
+
+    // n1 comes back behind the new epochs: it fetches what it missed before it owns again.
+    await c.startMember("n1");
+    await c.caughtUp("n1", 30_000);
+    assert.ok((await scrape("n1")).count("twinmesh_replication_catch_ups_total") > 0, "n1 caught up without fetching");
   });
 });

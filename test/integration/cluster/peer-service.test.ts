@@ -312,7 +312,7 @@ describe("PeerService Forward and Replicate requests", () => {
     assert.deepEqual(seen, [3]);
   });
 
-  it("ends a Replicate stream INVALID_ARGUMENT at a shipment whose changes cannot be read, hold another partition's key or come from an older release, before its handler sees it", async () => {
+  it("ends a Replicate stream INVALID_ARGUMENT at a shipment whose changes cannot be read, hold another partition's key, come from an older release or say their epoch began elsewhere, before its handler sees it", async () => {
     const { address, seen } = await recordingReplica();
     const partitioning = new Partitioning(TEST_SETTINGS.partitions);
     const keys = new Keys();
@@ -321,8 +321,8 @@ describe("PeerService Forward and Replicate requests", () => {
     const partition = Keys.partitionOfKey(mine, partitioning) as number;
     let other = 2;
     while (Keys.partitionOfKey(keyOf(`d${other}`), partitioning) === partition) other++;
-    const req = (changes: Uint8Array, oldKeyChange?: Uint8Array) => {
-      const shipment = createMessage(ShipmentSchema, { partition, epoch: 1n, position: 1n, changes });
+    const req = (changes: Uint8Array, oldKeyChange?: Uint8Array, begunFrom?: { partition: number; epoch: bigint; position: bigint }) => {
+      const shipment = createMessage(ShipmentSchema, { partition, epoch: 1n, position: 1n, changes, begunFrom });
       // What a release before peer protocol 2 sent: one KeyChange message per key, in field 4.
       if (oldKeyChange !== undefined)
         shipment.$unknown = [{ no: 4, wireType: WireType.LengthDelimited, data: new BinaryWriter().bytes(oldKeyChange).finish() }];
@@ -347,6 +347,14 @@ describe("PeerService Forward and Replicate requests", () => {
       [
         req(new Uint8Array(), toBinary(KeyChangeSchema, createMessage(KeyChangeSchema, { key: Buffer.from(mine), value: Buffer.from("{}") }))),
         `${where} carries field 4, which this release does not read; the owner runs another twinmesh release: run one release on every node`,
+      ],
+      [
+        req(new Uint8Array(), undefined, { partition: partition + 1, epoch: 1n, position: 0n }),
+        `${where} says its epoch began from partition ${partition + 1} at epoch 1 and position 0; that is its own partition, at a position before its own`,
+      ],
+      [
+        req(new Uint8Array(), undefined, { partition, epoch: 1n, position: 1n }),
+        `${where} says its epoch began from partition ${partition} at epoch 1 and position 1; that is its own partition, at a position before its own`,
       ],
     ] as const) {
       seen.length = 0;

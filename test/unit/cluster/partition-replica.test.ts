@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { NodeId } from "../../../cluster/node-id.js";
 import { PartitionCopies, PartitionCopy } from "../../../cluster/partition-copies.js";
@@ -8,6 +8,7 @@ import { PartitionReplica } from "../../../cluster/partition-replica.js";
 import type { Replicator } from "../../../cluster/replicator.js";
 import { packChanges } from "../../../cluster/shipment-changes.js";
 import {
+  FetchPartitionRequestSchema,
   type ReplicateRequest,
   ReplicateRequestSchema,
   type ReplicateResponse,
@@ -50,7 +51,28 @@ class FakeStore {
   async *scan(): AsyncIterable<[string, string][]> {}
 }
 
-async function replicaOn(store: FakeStore): Promise<{ replica: PartitionReplica; copies: PartitionCopies }> {
+/** The catch-ups a replica began: each partition it asked a source for. The fetch itself fails. */
+class FetchLog {
+  readonly fetched: number[] = [];
+
+  channel(): grpc.Client {
+    const fetched = this.fetched;
+    return {
+      makeServerStreamRequest(_path: string, _serialize: unknown, _deserialize: unknown, request: Buffer) {
+        fetched.push(fromBinary(FetchPartitionRequestSchema, request).partition);
+        return {
+          cancel: () => undefined,
+          // biome-ignore lint/correctness/useYield: a stream that fails before its first message
+          async *[Symbol.asyncIterator]() {
+            throw new Error("the test's source does not answer");
+          },
+        };
+      },
+    } as unknown as grpc.Client;
+  }
+}
+
+async function replicaOn(store: FakeStore, fetches?: FetchLog): Promise<{ replica: PartitionReplica; copies: PartitionCopies }> {
   const partitioning = new Partitioning(16);
   const host = {
     writeReplicated: (ops: readonly BatchOp[]) => store.write(ops),
@@ -66,6 +88,7 @@ async function replicaOn(store: FakeStore): Promise<{ replica: PartitionReplica;
     copies,
     replicator: {} as Replicator,
     channel: (): grpc.Client => {
+      if (fetches !== undefined) return fetches.channel();
       throw new Error("this test expects no catch-up");
     },
     holds: () => false,
@@ -81,6 +104,16 @@ function shipment(epoch: number, position: number, value: string): Shipment {
     epoch: BigInt(epoch),
     position: BigInt(position),
     changes: packChanges([{ type: "put", key: "k", value: Buffer.from(value) }]),
+  });
+}
+
+/** The empty first shipment of `epoch` at `position`, announced by an owner that began it standing at `from`. */
+function announcement(epoch: number, position: number, from: { epoch: number; position: number }): Shipment {
+  return create(ShipmentSchema, {
+    partition: PARTITION,
+    epoch: BigInt(epoch),
+    position: BigInt(position),
+    begunFrom: { partition: PARTITION, epoch: BigInt(from.epoch), position: BigInt(from.position) },
   });
 }
 
@@ -149,7 +182,84 @@ describe("PartitionReplica", () => {
     assert.equal(store.data.get("k"), "new owner's", "a deposed owner's shipment was applied");
     assert.deepEqual(copy.point, { epoch: next, position: 3 });
   });
+
+  describe("a new owner's announcement of its epoch", () => {
+    const NEXT = nextEpoch(EPOCH, 1);
+
+    /** A replica whose copy stands at EPOCH:2 (it applied shipments 1 and 2 of a history that began EPOCH at 1). */
+    async function replicaAtTwo(): Promise<{ replica: PartitionReplica; copy: PartitionCopy; store: FakeStore; fetches: FetchLog }> {
+      const store = new FakeStore();
+      const fetches = new FetchLog();
+      const { replica, copies } = await replicaOn(store, fetches);
+      const copy = copies.get(PARTITION);
+      copy.adopt({ epoch: EPOCH, position: 0 }, [{ epoch: EPOCH, start: 1 }]);
+      await stream(replica, [request(shipment(EPOCH, 1, "v1"), shipment(EPOCH, 2, "v2"))]).done;
+      return { replica, copy, store, fetches };
+    }
+
+    it("is applied without a fetch when the owner began its epoch from exactly this copy's point, and so are its next shipments", async () => {
+      const { replica, copy, store, fetches } = await replicaAtTwo();
+      const { answers, done } = stream(replica, [
+        request(announcement(NEXT, 3, { epoch: EPOCH, position: 2 }), shipment(NEXT, 4, "v4")),
+        request(shipment(NEXT, 5, "v5")),
+      ]);
+      await done;
+      assert.deepEqual(fetches.fetched, [], "the replica fetched the partition");
+      assert.deepEqual(answers.map(durableOf), [`p${PARTITION}@${NEXT}:4`, `p${PARTITION}@${NEXT}:5`]);
+      assert.deepEqual(copy.point, { epoch: NEXT, position: 5 });
+      assert.deepEqual(copy.history, [
+        { epoch: EPOCH, start: 1 },
+        { epoch: NEXT, start: 3 },
+      ]);
+      assert.equal(store.data.get("k"), "v5");
+    });
+
+    it("is applied without a fetch when it arrives in the same batch as the old owner's last shipments", async () => {
+      const { replica, copy, fetches } = await replicaAtTwo();
+      await stream(replica, [request(shipment(EPOCH, 3, "v3"), announcement(NEXT, 4, { epoch: EPOCH, position: 3 }), shipment(NEXT, 5, "v5"))]).done;
+      assert.deepEqual(fetches.fetched, []);
+      assert.deepEqual(copy.point, { epoch: NEXT, position: 5 });
+      assert.deepEqual(copy.history.at(-1), { epoch: NEXT, start: 4 });
+    });
+
+    const fetchedFirst: [string, () => Shipment, (copy: PartitionCopy) => void][] = [
+      // The copy's position 2 is another epoch's: another history.
+      [
+        "the owner began its epoch from another epoch at the same position",
+        () => announcement(NEXT, 3, { epoch: nextEpoch(EPOCH, 2), position: 2 }),
+        () => undefined,
+      ],
+      // The owner stood at 1: this copy's position 2 is a write that owner never saw.
+      ["the owner began its epoch from an earlier position", () => announcement(NEXT, 2, { epoch: EPOCH, position: 1 }), () => undefined],
+      // Not the announcement: the epoch's first shipments were missed.
+      ["the shipment is not its epoch's first (the announcement was missed)", () => shipment(NEXT, 3, "v3"), () => undefined],
+      // A copy rebuilt after this node lost data follows no history it can vouch for.
+      [
+        "the copy is rebuilding",
+        () => announcement(NEXT, 3, { epoch: EPOCH, position: 2 }),
+        (copy) => {
+          copy.rebuilding = true;
+        },
+      ],
+    ];
+    for (const [when, make, prepare] of fetchedFirst) {
+      it(`is fetched first, not applied, when ${when}`, async () => {
+        const { replica, copy, store, fetches } = await replicaAtTwo();
+        prepare(copy);
+        await stream(replica, [request(make())]).done;
+        await waitUntil(() => fetches.fetched.length > 0);
+        assert.deepEqual(fetches.fetched, [PARTITION]);
+        assert.deepEqual(copy.point, { epoch: EPOCH, position: 2 }, "the copy moved without a fetch");
+        assert.equal(store.data.get("k"), "v2");
+      });
+    }
+  });
 });
+
+/** Waits a few turns of the event loop for `done`. */
+async function waitUntil(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 100 && !done(); i++) await new Promise(setImmediate);
+}
 
 describe("nextEpoch", () => {
   it("gives two nodes taking a partition from the same highest epoch different epochs, above it", () => {
