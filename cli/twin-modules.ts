@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, realpathSync } from "node:fs";
 import { register } from "node:module";
 import { resolve as resolvePath } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -14,20 +14,25 @@ function installHooks(): void {
   if (hooked) return;
   hooked = true;
   registerTsx();
-  const dist = DIST;
   register(new URL("./twin-module-hooks.js", import.meta.url), {
     data: {
       targets: {
-        twinmesh: new URL("index.js", dist).href,
-        "twinmesh/testing": new URL("runtime/testing/index.js", dist).href,
-        "twinmesh/client": new URL("client/index.js", dist).href,
+        twinmesh: new URL("index.js", DIST).href,
+        "twinmesh/testing": new URL("runtime/testing/index.js", DIST).href,
+        "twinmesh/client": new URL("client/index.js", DIST).href,
       },
     },
   });
 }
 
 function isOwnCompiledModule(path: string): boolean {
-  const file = resolvePath(path);
+  let file: string;
+  try {
+    // The real path: a link in dist/ to a module elsewhere needs the hooks.
+    file = realpathSync(resolvePath(path));
+  } catch {
+    return false; // loading it reports what is wrong
+  }
   return file.startsWith(fileURLToPath(DIST)) && /\.m?js$/.test(file);
 }
 

@@ -39,8 +39,8 @@ const RECONCILE_MS = 200;
 const STATES_DEADLINE_MS = 2000;
 /** After letting a partition go, this node still reports it held this long: turns that started before finish. */
 const RELEASE_GRACE_MS = 500;
-/** Partitions caught up at once. */
-const CATCH_UP_CONCURRENCY = 4;
+/** Partitions caught up at once (the replica fetches as many at once; see PartitionReplica's MAX_FETCHES). */
+const CATCH_UP_CONCURRENCY = 16;
 /** How often a node rebuilding its copies asks its peers whether they have caught up with a majority. */
 const REBUILD_CHECK_MS = 1000;
 

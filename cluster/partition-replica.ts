@@ -8,8 +8,6 @@ import {
   type GetPartitionStatesRequest,
   type GetPartitionStatesResponse,
   GetPartitionStatesResponseSchema,
-  type KeyChange,
-  KeyChangeSchema,
   type PartitionPosition,
   PartitionPositionSchema,
   PartitionRangeSchema,
@@ -20,12 +18,13 @@ import {
   ReplicateResponseSchema,
   type Shipment,
 } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
-import { type BatchOp, Keys, type Logger, type PartitionId, SpanName, type TraceSpan, type Tracing, type TwinRuntime } from "../runtime/index.js";
+import { type BatchOp, type Logger, type PartitionId, SpanName, type TraceSpan, type Tracing, type TwinRuntime } from "../runtime/index.js";
 import type { CallContext, StreamSink } from "../server/grpc/index.js";
 import type { NodeId } from "./node-id.js";
-import { type EpochStart, PartitionCopies, type PartitionCopy, type PartitionPoint, parseCopyState } from "./partition-copies.js";
+import type { EpochStart, PartitionCopies, PartitionCopy, PartitionPoint } from "./partition-copies.js";
 import { methodPath } from "./peer-rpc.js";
 import type { FetchPartitionHandler, PartitionStatesHandler, ReplicateHandler } from "./peer-service.js";
+import { PartitionKeyScans, RangeScans } from "./range-scans.js";
 import type { Replicator } from "./replicator.js";
 import { shipmentOps } from "./shipment-changes.js";
 
@@ -70,12 +69,13 @@ interface QueuedRequest {
 
 /** Bytes of replicate requests queued behind the write in flight before the streams stop being read. */
 const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
-/** Keys per chunk of a whole-range copy. */
-const RANGE_CHUNK_KEYS = 512;
 /** Shipments held per partition while it catches up; beyond it they are dropped, and the next shipment finds the gap and fetches again. */
 const MAX_BUFFERED = 10_000;
-/** Catch-ups that fetch at once. */
-const MAX_FETCHES = 4;
+/**
+ * Catch-ups that fetch at once. The whole-range copies among them share their source's scans
+ * (see {@link RangeScans}), so more at once means fewer reads of the source's store.
+ */
+const MAX_FETCHES = 16;
 /** How long one catch-up may take before it is given up (and tried again at the next gap). */
 const FETCH_DEADLINE_MS = 120_000;
 /**
@@ -121,10 +121,16 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
    */
   private readonly stale = new Map<number, NodeId>();
   private readonly stopDiskWatch: () => void;
+  /** Whole-range copies this node sends its peers, several partitions a scan. */
+  private readonly ranges: RangeScans;
+  /** This node's own keys of partitions whose copies take whole ranges (deleted first). */
+  private readonly ownKeys: PartitionKeyScans;
   /** Counters for `twinmesh ring` and tests. */
   readonly stats = { applied: 0, catchUps: 0, rangeCopies: 0 };
 
   constructor(private readonly config: PartitionReplicaConfig) {
+    this.ranges = new RangeScans(config.runtime);
+    this.ownKeys = new PartitionKeyScans(config.runtime);
     this.stopDiskWatch = config.runtime.host.onServingChange((serving) => {
       if (serving) this.catchUpStale();
     });
@@ -229,29 +235,17 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       return;
     }
     this.config.log.info({ partition, peer: req.nodeId, after }, "copying a partition's whole key range to a peer");
-    const { runtime } = this.config;
-    const stateKey = PartitionCopies.keyOf(partition);
-    let state: { point: PartitionPoint; history: EpochStart[] } | undefined;
-    let puts: KeyChange[] = [];
-    let first = true;
-    // One iterator, one snapshot: the partition's keys and its position agree.
-    for await (const chunk of runtime.store.scan({ gte: "", lt: "\u{10FFFF}" })) {
-      if (call.signal.aborted) return;
-      for (const [key, value] of chunk) {
-        if (key === stateKey) state = parseCopyState(value);
-        else if (Keys.partitionOfKey(key, runtime.partitioning) === partition)
-          puts.push(create(KeyChangeSchema, { key: Buffer.from(key), value: Buffer.from(value) }));
-      }
-      if (puts.length >= RANGE_CHUNK_KEYS) {
-        await out.write(create(FetchPartitionResponseSchema, { body: { case: "range", value: create(PartitionRangeSchema, { puts, first }) } }));
-        first = false;
-        puts = [];
-      }
-    }
-    const point = state?.point ?? { epoch: 0, position: 0 };
-    const last = this.completion(copy, point, state?.history ?? [], first);
-    if (last.body.case === "range") last.body.value.puts = puts;
-    await out.write(last);
+    await this.ranges.copy(req.nodeId, {
+      partition,
+      signal: call.signal,
+      chunk: (puts, first) =>
+        out.write(create(FetchPartitionResponseSchema, { body: { case: "range", value: create(PartitionRangeSchema, { puts, first }) } })),
+      end: (state, puts, first) => {
+        const last = this.completion(copy, state?.point ?? { epoch: 0, position: 0 }, state?.history ?? [], first);
+        if (last.body.case === "range") last.body.value.puts = puts;
+        return out.write(last);
+      },
+    });
   }
 
   async getPartitionStates(req: GetPartitionStatesRequest): Promise<GetPartitionStatesResponse> {
@@ -413,9 +407,13 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   private async fetchNow(partition: PartitionId, source: NodeId, signal: AbortSignal, progress: () => void): Promise<boolean> {
     this.stats.catchUps++;
     const copy = this.config.copies.get(partition);
+    // Where the copy stands once the writes before this catch-up are done: a catch-up set off
+    // while a batch is planned asks from after that batch's shipments of the partition (another
+    // owner's, say), not from before them, so what it fetches follows what the copy holds.
+    const after = await this.locked(async () => copy.point);
     const request = create(FetchPartitionRequestSchema, {
       partition,
-      after: create(PartitionPositionSchema, { partition, epoch: BigInt(copy.epoch), position: BigInt(copy.position) }),
+      after: create(PartitionPositionSchema, { partition, epoch: BigInt(after.epoch), position: BigInt(after.position) }),
       nodeId: this.config.self,
     });
     const raw = (bytes: Buffer): Buffer => bytes;
@@ -448,11 +446,14 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         });
       } else if (res.body.case === "range") {
         const range = res.body.value;
+        // Read before the lock, in one scan with the other copies starting now: nothing else
+        // writes this partition while it catches up (its shipments are held).
+        const stale = range.first ? await this.ownKeys.keysOf(partition) : [];
         await this.locked(async () => {
           const ops: BatchOp[] = [];
           if (range.first) {
             this.stats.rangeCopies++;
-            ops.push(...(await this.deletesOf(partition)));
+            for (const key of stale) ops.push({ type: "del", key });
             copy.clear();
           }
           for (const put of range.puts) ops.push({ type: "put", key: utf8.decode(put.key), value: put.value ?? new Uint8Array() });
@@ -519,15 +520,14 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     for (const request of requests) {
       let touched = answers.get(request.out);
       if (touched === undefined) answers.set(request.out, (touched = new Set()));
-      this.planShipments(request.from, request.shipments, runs, touched);
-      for (const partition of runs.keys()) if (!sources.has(partition)) sources.set(partition, request.from);
+      this.planShipments(request.from, request.shipments, runs, touched, sources);
     }
     if (runs.size > 0) await this.writeRuns(runs, sources);
     return answers;
   }
 
   /** Sorts an owner's shipments: the next ones of each partition join its run; the others are skipped, held, or set off a catch-up. */
-  private planShipments(from: NodeId, shipments: readonly Shipment[], runs: Map<number, Shipment[]>, touched: Set<number>): void {
+  private planShipments(from: NodeId, shipments: readonly Shipment[], runs: Map<number, Shipment[]>, touched: Set<number>, sources: Map<number, NodeId>): void {
     // While the disk refuses writes nothing is applied or fetched (it would only fail): the owner's
     // answers show where the copy stands, and the partition catches up once the disk takes writes.
     const refusing = this.config.runtime.host.diskProblem !== undefined;
@@ -557,10 +557,14 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       // The next shipment, or a newer owner's announcement of its epoch made from exactly where
       // this copy stands: that owner's history up to here is this copy's (a point names one
       // history: only its epoch's owner wrote there), so it applies without a fetch.
-      if (next && (epoch === atEpoch || (!copy.rebuilding && begunAt(s, atEpoch, at)))) {
+      // (Not while this node serves the partition: its turns in flight would be written under an
+      // epoch it no longer writes. It fetches first, as before any newer epoch.)
+      if (next && (epoch === atEpoch || (!copy.rebuilding && !this.config.holds(partition) && begunAt(s, atEpoch, at)))) {
         if (epoch > copy.epoch) this.config.superseded(partition);
         run.push(s);
         runs.set(partition, run);
+        // The sender of the run's last shipment: the owner of its newest epoch.
+        sources.set(partition, from);
         continue;
       }
       // A gap, or an owner of a newer epoch: first make sure the copy follows its history (and
@@ -626,16 +630,6 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       copy.history = history;
       throw err;
     }
-  }
-
-  /** Deletes of every key of `partition` on this node: a whole-range copy replaces them. */
-  private async deletesOf(partition: PartitionId): Promise<BatchOp[]> {
-    const { runtime } = this.config;
-    const ops: BatchOp[] = [];
-    for await (const chunk of runtime.store.scan({ gte: "", lt: "\u{10FFFF}" }, { values: false })) {
-      for (const [key] of chunk) if (Keys.partitionOfKey(key, runtime.partitioning) === partition) ops.push({ type: "del", key });
-    }
-    return ops;
   }
 
   private completion(copy: PartitionCopy, point: PartitionPoint, history: readonly EpochStart[], first: boolean): FetchPartitionResponse {

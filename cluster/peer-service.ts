@@ -203,11 +203,14 @@ async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>,
         ]);
       }
       const from = shipment.begunFrom;
-      if (from !== undefined && (from.partition !== shipment.partition || from.epoch > MAX_SAFE || from.position >= shipment.position)) {
+      if (
+        from !== undefined &&
+        (from.partition !== shipment.partition || from.epoch >= shipment.epoch || from.position + 1n !== shipment.position || shipment.changes.length > 0)
+      ) {
         throw new InvalidArgumentError(
           "BAD_FIELD",
-          `${where} says its epoch began from partition ${from.partition} at epoch ${from.epoch} and position ${from.position}; that is its own partition, at a position before its own`,
-          [{ field: `shipments[${i}].begun_from`, description: "the shipment's partition, an epoch below 2^53, a position below the shipment's" }],
+          `${where} at epoch ${shipment.epoch} and position ${shipment.position} says its epoch began from partition ${from.partition} at epoch ${from.epoch} and position ${from.position}; begun_from goes only on an epoch's empty first shipment and names its partition, an older epoch and the position just before it: the owner runs another twinmesh release or has a bug`,
+          [{ field: `shipments[${i}].begun_from`, description: "on an empty shipment: its partition, an older epoch, its position - 1" }],
         );
       }
       // A release before peer protocol 2 sent one message per key in field 4: read as no writes

@@ -86,6 +86,8 @@ class ReplicationShortfall extends Error implements StageFailure {
 export class Replicator implements ReplicationStage {
   private readonly streams = new Map<NodeId, ReplicateStream>();
   private readonly prepared = new WeakMap<CommitGroup, Shipment[]>();
+  /** Groups that touched a partition this node no longer writes: their answers are refused. */
+  private readonly strays = new WeakMap<CommitGroup, number>();
   private readonly waiters = new Map<number, Waiter[]>();
   private readonly retained = new Map<number, Shipment[]>();
   private readonly ackTimeoutMs: number;
@@ -126,7 +128,8 @@ export class Replicator implements ReplicationStage {
         // Written by a node that is not the partition's owner under its own epoch (a turn that
         // outlived its ownership): no replica may take it. It stays on this copy only, which the
         // owner's history replaces when this node catches up.
-        this.config.log.warn({ partition, epoch: copy.epoch }, "a commit touched a partition this node does not own; not shipped");
+        this.config.log.warn({ partition, epoch: copy.epoch }, "a commit touched a partition this node does not own; not shipped, its answers refused");
+        this.strays.set(group, partition);
         continue;
       }
       copy.position++;
@@ -137,6 +140,16 @@ export class Replicator implements ReplicationStage {
   }
 
   replicate(group: CommitGroup): Promise<void> | undefined {
+    const stray = this.strays.get(group);
+    if (stray !== undefined) {
+      // Its writes to that partition are on this copy only, outside every owner's history: no
+      // answer may say they are kept. The client's retry reaches the partition's owner.
+      this.prepared.delete(group);
+      this.stats.shortfalls++;
+      return Promise.reject(
+        new ReplicationShortfall("NOT_OWNER", `partition ${stray} moved to another owner while this batch's turns ran; retry, and it goes to the new owner`),
+      );
+    }
     const shipments = this.prepared.get(group);
     if (shipments === undefined || shipments.length === 0) return undefined;
     this.prepared.delete(group);

@@ -118,6 +118,8 @@ describe("a three-node cluster's metrics (cluster-metrics)", function () {
     );
     assert.deepEqual(new Set(statuses(sent.results)), new Set(["ACCEPTED"]));
     const before = await Promise.all(["n2", "n3"].map(async (id) => (await scrape(id)).count("twinmesh_replication_catch_ups_total")));
+    const ownedByN1 = (await scrape("n1")).value("twinmesh_cluster_partitions_owned") ?? 0;
+    assert.ok(ownedByN1 > 0, "n1 owns no partition");
 
     // Every copy holds every write (ALL): n2 and n3 take n1's partitions, each new owner beginning
     // its epoch where the other survivor's copy stands.
@@ -132,12 +134,29 @@ describe("a three-node cluster's metrics (cluster-metrics)", function () {
     );
     const { twin } = await c.client("n3").getTwin({ kind: "counter", id: "f-0" });
     assert.ok(twin !== undefined, "f-0 after the failover");
-    const after = await Promise.all(["n2", "n3"].map(async (id) => (await scrape(id)).count("twinmesh_replication_catch_ups_total")));
-    assert.deepEqual(after, before, "partitions fetched by n2 and n3 during the failover");
+    // Settled: nothing on its way to either survivor, and each has confirmed the other's shipments.
+    const settled = await waitFor(
+      async () => {
+        const all = await Promise.all(["n2", "n3"].map((id) => scrape(id)));
+        const moving = all.some((s) => (s.value("twinmesh_cluster_handoff_partitions", { phase: "catching_up" }) ?? 0) > 0);
+        const behind = all.some((s, i) => (s.value("twinmesh_replication_lag", { peer: i === 0 ? "n3" : "n2" }) ?? 0) > 0);
+        return moving || behind ? undefined : all;
+      },
+      { timeoutMs: 15_000, what: "n2 and n3 to settle after the failover" },
+    );
+    assert.ok(settled);
+    assert.deepEqual(
+      settled.map((s) => s.count("twinmesh_replication_catch_ups_total")),
+      before,
+      "catch-ups of n2 and n3 during the failover",
+    );
 
-    // n1 comes back behind the new epochs: it fetches what it missed before it owns again.
+    // n1 comes back behind the new epochs of exactly the partitions it owned, and fetches those
+    // (the shipments it missed: the new owners still keep them), before it owns them again.
     await c.startMember("n1");
     await c.caughtUp("n1", 30_000);
-    assert.ok((await scrape("n1")).count("twinmesh_replication_catch_ups_total") > 0, "n1 caught up without fetching");
+    const n1 = await scrape("n1");
+    assert.equal(n1.count("twinmesh_replication_catch_ups_total"), ownedByN1, "n1's catch-ups");
+    assert.equal(n1.count("twinmesh_replication_range_copies_total"), 0, "n1's whole-range copies");
   });
 });

@@ -348,14 +348,20 @@ describe("PeerService Forward and Replicate requests", () => {
         req(new Uint8Array(), toBinary(KeyChangeSchema, createMessage(KeyChangeSchema, { key: Buffer.from(mine), value: Buffer.from("{}") }))),
         `${where} carries field 4, which this release does not read; the owner runs another twinmesh release: run one release on every node`,
       ],
-      [
-        req(new Uint8Array(), undefined, { partition: partition + 1, epoch: 1n, position: 0n }),
-        `${where} says its epoch began from partition ${partition + 1} at epoch 1 and position 0; that is its own partition, at a position before its own`,
-      ],
-      [
-        req(new Uint8Array(), undefined, { partition, epoch: 1n, position: 1n }),
-        `${where} says its epoch began from partition ${partition} at epoch 1 and position 1; that is its own partition, at a position before its own`,
-      ],
+      ...(
+        [
+          [{ partition: partition + 1, epoch: 0n, position: 0n }, new Uint8Array()],
+          [{ partition, epoch: 1n, position: 0n }, new Uint8Array()],
+          [{ partition, epoch: 0n, position: 1n }, new Uint8Array()],
+          [{ partition, epoch: 0n, position: 0n }, good],
+        ] as const
+      ).map(
+        ([from, changes]) =>
+          [
+            req(changes, undefined, from),
+            `${where} at epoch 1 and position 1 says its epoch began from partition ${from.partition} at epoch ${from.epoch} and position ${from.position}; begun_from goes only on an epoch's empty first shipment and names its partition, an older epoch and the position just before it: the owner runs another twinmesh release or has a bug`,
+          ] as const,
+      ),
     ] as const) {
       seen.length = 0;
       const client = rawClient(address);
