@@ -89,6 +89,19 @@ export class PartitionCopy {
     return end !== undefined && other.position <= end;
   }
 
+  /** Remembers this copy's state; the function returned puts it back (a write of it failed). */
+  save(): () => void {
+    const { epoch, position, written, writer, history, begunFrom } = this;
+    return () => {
+      this.epoch = epoch;
+      this.position = position;
+      this.written = written;
+      this.writer = writer;
+      this.history = history;
+      this.begunFrom = begunFrom;
+    };
+  }
+
   /** Starts a new epoch at the next position: this node takes the partition as its owner. */
   beginEpoch(epoch: number): void {
     this.begunFrom = this.point;

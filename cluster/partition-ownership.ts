@@ -367,7 +367,7 @@ export class PartitionOwnership implements OwnershipGate {
     const { self, copies, log } = this.config;
     const ready: PartitionId[] = [];
     const ops = [];
-    const undo: { copy: PartitionCopy; point: PartitionPoint; written: number; writer: number; history: PartitionCopy["history"] }[] = [];
+    const undo: { copy: PartitionCopy; restore: () => void }[] = [];
     for (const p of partitions) {
       if (this.ownerOfPartition(p) !== self || this.holds[p] !== Hold.ACQUIRING) {
         if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
@@ -376,7 +376,7 @@ export class PartitionOwnership implements OwnershipGate {
       let top = copies.get(p).epoch;
       for (const peerStates of states.values()) top = Math.max(top, pointOf(peerStates.get(p)).epoch, ...historyEpochs(peerStates.get(p)));
       const copy = copies.get(p);
-      undo.push({ copy, point: copy.point, written: copy.written, writer: copy.writer, history: copy.history });
+      undo.push({ copy, restore: copy.save() });
       copy.beginEpoch(nextEpoch(top, ring.nodes.indexOf(self)));
       this.config.replicator.forget(p);
       ops.push(copy.op());
@@ -388,12 +388,7 @@ export class PartitionOwnership implements OwnershipGate {
     } catch (err) {
       // The new epochs are not durable: forget them, and try the partitions again later.
       for (const u of undo) {
-        u.copy.epoch = u.point.epoch;
-        u.copy.position = u.point.position;
-        u.copy.written = u.written;
-        u.copy.writer = u.writer;
-        u.copy.begunFrom = undefined;
-        u.copy.history = u.history;
+        u.restore();
         this.holds[u.copy.partition] = Hold.NONE;
       }
       throw err;

@@ -578,11 +578,11 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   /** Writes the runs and the copies' new positions in one batch; a failed write leaves the copies where they were. */
   private async writeRuns(runs: Map<number, Shipment[]>, sources: ReadonlyMap<number, NodeId>): Promise<void> {
     const ops: BatchOp[] = [];
-    const applied: [PartitionCopy, PartitionPoint, PartitionCopy["history"]][] = [];
+    const restores: (() => void)[] = [];
     for (const [partition, run] of runs) {
       const copy = this.config.copies.get(partition as PartitionId);
       pushChanges(ops, run);
-      applied.push([copy, copy.point, copy.history]);
+      restores.push(copy.save());
       for (const shipment of run) {
         const epoch = Number(shipment.epoch);
         // An announced epoch begins at its first shipment (planShipments checked it may).
@@ -597,12 +597,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       await this.config.runtime.host.writeReplicated(ops);
       this.stats.applied += ops.length;
     } catch (err) {
-      for (const [copy, point, history] of applied) {
-        copy.epoch = point.epoch;
-        copy.position = point.position;
-        copy.written = point.position;
-        copy.history = history;
-      }
+      for (const restore of restores) restore();
       // The disk refuses writes (the host is read-only now): these partitions catch up from their
       // owners once it takes writes again. Another failure: the next shipment finds the gap.
       if (this.config.runtime.host.diskProblem !== undefined) for (const [partition, source] of sources) this.stale.set(partition, source);
@@ -615,19 +610,16 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
 
   /** Writes `changes` and the copy's new point (under the lock). */
   private async write(copy: PartitionCopy, point: PartitionPoint, changes: BatchOp[]): Promise<void> {
-    const before = copy.point;
-    const history = copy.history;
+    const restore = copy.save();
+    const start = copy.position + 1;
     copy.epoch = point.epoch;
     copy.position = point.position;
     copy.written = point.position;
-    if (copy.endOf(point.epoch) === undefined) copy.history = [...copy.history, { epoch: point.epoch, start: before.position + 1 }];
+    if (copy.endOf(point.epoch) === undefined) copy.history = [...copy.history, { epoch: point.epoch, start }];
     try {
       await this.config.runtime.host.writeReplicated([...changes, copy.op()]);
     } catch (err) {
-      copy.epoch = before.epoch;
-      copy.position = before.position;
-      copy.written = before.position;
-      copy.history = history;
+      restore();
       throw err;
     }
   }

@@ -23,6 +23,37 @@ export interface RangeCopy {
   end(state: RangeState | undefined, puts: KeyChange[], first: boolean): Promise<void>;
 }
 
+/**
+ * Runs `scan` on batches of items, one batch at a time per key: the items added in one turn of
+ * the event loop, or while that key's previous batch runs, go into its next batch.
+ */
+class TurnBatches<T> {
+  private readonly waiting = new Map<string, T[]>();
+  private readonly running = new Set<string>();
+
+  constructor(private readonly scan: (batch: T[]) => Promise<void>) {}
+
+  add(key: string, item: T): void {
+    const list = this.waiting.get(key);
+    if (list === undefined) this.waiting.set(key, [item]);
+    else list.push(item);
+    this.start(key);
+  }
+
+  private start(key: string): void {
+    if (this.running.has(key)) return;
+    this.running.add(key);
+    setImmediate(() => {
+      const batch = this.waiting.get(key) ?? [];
+      this.waiting.delete(key);
+      void this.scan(batch).finally(() => {
+        this.running.delete(key);
+        if (this.waiting.has(key)) this.start(key);
+      });
+    });
+  }
+}
+
 interface Pending {
   readonly copy: RangeCopy;
   readonly resolve: () => void;
@@ -45,35 +76,14 @@ interface InScan extends Pending {
  * for different peers never share a scan: a slow receiver holds back only its own node's.
  */
 export class RangeScans {
-  private readonly waiting = new Map<string, Pending[]>();
-  private readonly running = new Set<string>();
-  /** Scans started, for tests and benches. */
-  readonly stats = { scans: 0, copies: 0 };
+  /** Batches by the peer that asked. */
+  private readonly batches = new TurnBatches<Pending>((batch) => this.scan(batch));
 
   constructor(private readonly runtime: TwinRuntime) {}
 
   /** Sends `copy`'s partition from the next scan for `peer`; resolves once its end is sent. */
   copy(peer: string, copy: RangeCopy): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let list = this.waiting.get(peer);
-      if (list === undefined) this.waiting.set(peer, (list = []));
-      list.push({ copy, resolve, reject });
-      this.start(peer);
-    });
-  }
-
-  private start(peer: string): void {
-    if (this.running.has(peer)) return;
-    this.running.add(peer);
-    // The copies asked for in this turn of the event loop join the scan too.
-    setImmediate(() => {
-      const batch = this.waiting.get(peer) ?? [];
-      this.waiting.delete(peer);
-      void this.scan(batch).finally(() => {
-        this.running.delete(peer);
-        if (this.waiting.has(peer)) this.start(peer);
-      });
-    });
+    return new Promise<void>((resolve, reject) => this.batches.add(peer, { copy, resolve, reject }));
   }
 
   private async scan(batch: readonly Pending[]): Promise<void> {
@@ -90,8 +100,6 @@ export class RangeScans {
       else list.push(entry);
     }
     if (byPartition.size === 0) return;
-    this.stats.scans++;
-    this.stats.copies += batch.length;
     const stateKeys = new Map([...byPartition.keys()].map((p) => [PartitionCopies.keyOf(p as PartitionId), p]));
     const live = (e: InScan): boolean => !e.failed && !e.copy.signal.aborted;
     const send = async (e: InScan, work: () => Promise<void>): Promise<void> => {
@@ -155,39 +163,17 @@ export class RangeScans {
  * the caller has used the answer (a catching-up copy: its shipments are held meanwhile).
  */
 export class PartitionKeyScans {
-  private waiting = new Map<number, { resolve: (keys: string[]) => void; reject: (err: unknown) => void }[]>();
-  private running = false;
-  /** Scans run, for tests. */
-  readonly stats = { scans: 0 };
+  private readonly batches = new TurnBatches<KeysWanted>((batch) => this.scan(batch));
 
   constructor(private readonly runtime: TwinRuntime) {}
 
   keysOf(partition: PartitionId): Promise<string[]> {
-    return new Promise((resolve, reject) => {
-      const list = this.waiting.get(partition);
-      if (list === undefined) this.waiting.set(partition, [{ resolve, reject }]);
-      else list.push({ resolve, reject });
-      this.start();
-    });
+    return new Promise((resolve, reject) => this.batches.add("", { partition, resolve, reject }));
   }
 
-  private start(): void {
-    if (this.running) return;
-    this.running = true;
-    setImmediate(() => {
-      const batch = this.waiting;
-      this.waiting = new Map();
-      void this.scan(batch).finally(() => {
-        this.running = false;
-        if (this.waiting.size > 0) this.start();
-      });
-    });
-  }
-
-  private async scan(batch: Map<number, { resolve: (keys: string[]) => void; reject: (err: unknown) => void }[]>): Promise<void> {
+  private async scan(batch: readonly KeysWanted[]): Promise<void> {
     const { store, partitioning } = this.runtime;
-    const keys = new Map<number, string[]>([...batch.keys()].map((p) => [p, []]));
-    this.stats.scans++;
+    const keys = new Map<number, string[]>(batch.map((w) => [w.partition, []]));
     try {
       for await (const chunk of store.scan({ gte: "", lt: "\u{10FFFF}" }, { values: false })) {
         for (const [key] of chunk) {
@@ -196,9 +182,16 @@ export class PartitionKeyScans {
         }
       }
     } catch (err) {
-      for (const waiters of batch.values()) for (const w of waiters) w.reject(err);
+      for (const w of batch) w.reject(err);
       return;
     }
-    for (const [partition, waiters] of batch) for (const w of waiters) w.resolve(keys.get(partition) ?? []);
+    for (const w of batch) w.resolve(keys.get(w.partition) ?? []);
   }
+}
+
+/** A partition whose keys a caller waits for. */
+interface KeysWanted {
+  readonly partition: number;
+  readonly resolve: (keys: string[]) => void;
+  readonly reject: (err: unknown) => void;
 }
