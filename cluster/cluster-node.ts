@@ -184,6 +184,7 @@ export class ClusterNode {
       epoch: () => STATIC_EPOCH,
       catchingUp: () => this.partitions?.catchingUp ?? true,
       diskProblem: () => runtime.host.diskProblem,
+      members: () => this.ring?.nodes,
     };
     const pool = new PeerPool(this.local, this.options.peers, {
       log: this.rootLog,

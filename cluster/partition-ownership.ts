@@ -422,7 +422,7 @@ export class PartitionOwnership implements OwnershipGate {
     const copy = this.config.copies.get(partition);
     for (const h of state?.history ?? []) {
       const epoch = Number(h.epoch);
-      if (epoch % EPOCH_NODE_SLOTS === index && epoch > copy.epoch && copy.endOf(epoch) === undefined) return true;
+      if (epochBeginner(epoch) === index && epoch > copy.epoch && copy.endOf(epoch) === undefined) return true;
     }
     return false;
   }
@@ -667,6 +667,11 @@ export class PartitionOwnership implements OwnershipGate {
  */
 export function nextEpoch(highest: number, nodeIndex: number): number {
   return (Math.floor(highest / EPOCH_NODE_SLOTS) + 1) * EPOCH_NODE_SLOTS + nodeIndex;
+}
+
+/** The index among the members of the node that began `epoch` (see {@link nextEpoch}). */
+export function epochBeginner(epoch: number | bigint): number {
+  return typeof epoch === "bigint" ? Number(epoch % BigInt(EPOCH_NODE_SLOTS)) : epoch % EPOCH_NODE_SLOTS;
 }
 
 /** Members an epoch tells apart. */

@@ -28,6 +28,7 @@ import { type AdapterOptions, addService, type CallContext, type StreamSink } fr
 import { DEFAULT_MAX_FORWARD_BATCH_EVENTS, type ForwardHandler, serveForward } from "./forward-server.js";
 import { NODE_ID_PATTERN, type NodeId } from "./node-id.js";
 import { type NodeSettings, nodeSettingsFromMessage, nodeSettingsToMessage, PEER_PROTOCOL, settingsDifference } from "./node-settings.js";
+import { epochBeginner } from "./partition-ownership.js";
 import { IncompatiblePeerError, NotServedError } from "./peer-errors.js";
 import { MalformedChanges, shipmentOps } from "./shipment-changes.js";
 
@@ -42,6 +43,12 @@ export interface LocalNode {
   catchingUp(): boolean;
   /** Why this node's disk refuses writes, or undefined while it takes them. */
   diskProblem(): string | undefined;
+  /**
+   * The cluster's members in ring order, this node among them: only the others may replicate to
+   * or fetch from this node, and an epoch's low byte is its beginner's index here. Undefined (or
+   * absent) takes any caller, as a node serving peers before it has a ring does.
+   */
+  members?(): readonly string[] | undefined;
 }
 
 /** Stores an owner's shipments on this replica and acknowledges each once it is durable. Requests arrive checked. */
@@ -121,11 +128,12 @@ export function addPeerService(server: grpc.Server, self: LocalNode, handlers: P
           : serveForward(self.id, forward, { maxInflightBatches, maxBatchEvents }, log, options.tracing),
       replicate: async (input, out, call) => {
         if (replicate === undefined) throw new NotServedError(self.id, "Replicate");
-        await replicate.replicate(checkedReplicateRequests(input, partitions), out, call);
+        await replicate.replicate(checkedReplicateRequests(self, input, partitions), out, call);
       },
       fetchPartition: async (req, out, call) => {
         if (fetchPartition === undefined) throw new NotServedError(self.id, "FetchPartition");
         checkFetchPartition(req, partitions);
+        checkMember(self, "FetchPartition", req.nodeId);
         await fetchPartition.fetchPartition(req, out, call);
       },
       getPartitionStates: async (req, call) => {
@@ -182,7 +190,7 @@ function ping(self: LocalNode, req: PingRequest): PingResponse {
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
-async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>, partitions: number): AsyncGenerator<ReplicateRequest> {
+async function* checkedReplicateRequests(self: LocalNode, input: AsyncIterable<ReplicateRequest>, partitions: number): AsyncGenerator<ReplicateRequest> {
   const partitioning = new Partitioning(partitions);
   for await (const req of input) {
     if (!NODE_ID_PATTERN.test(req.nodeId)) {
@@ -190,6 +198,7 @@ async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>,
         { field: "node_id", description: "the owner's node id" },
       ]);
     }
+    const senderIndex = checkMember(self, "Replicate", req.nodeId);
     for (const [i, shipment] of req.shipments.entries()) {
       const where = `Replicate shipment ${i} (partition ${shipment.partition})`;
       if (shipment.partition >= partitions) {
@@ -247,9 +256,35 @@ async function* checkedReplicateRequests(input: AsyncIterable<ReplicateRequest>,
           { field: `shipments[${i}]`, description: "epoch and position at least 1" },
         ]);
       }
+      if (senderIndex !== undefined && epochBeginner(shipment.epoch) !== senderIndex) {
+        const beginner = self.members?.()?.[epochBeginner(shipment.epoch)] ?? "no member";
+        throw new InvalidArgumentError(
+          "BAD_FIELD",
+          `${where} is under epoch ${shipment.epoch}, which ${beginner} began, not ${req.nodeId}; an owner ships only under its own epochs: the sender runs another release or has a bug`,
+          [{ field: `shipments[${i}].epoch`, description: `an epoch ${req.nodeId} began (its low byte ${senderIndex})` }],
+        );
+      }
     }
     yield req;
   }
+}
+
+/**
+ * Refuses a `method` call from `nodeId` unless it is another member of this cluster (a node
+ * started with another --peers list, or a stranger that found the port); returns the caller's
+ * index among the members, or undefined when this node takes any caller.
+ */
+function checkMember(self: LocalNode, method: string, nodeId: string): number | undefined {
+  const members = self.members?.();
+  if (members === undefined) return undefined;
+  const index = members.indexOf(nodeId);
+  if (index >= 0 && nodeId !== self.id) return index;
+  const others = members.filter((m) => m !== self.id);
+  throw new InvalidArgumentError(
+    "BAD_FIELD",
+    `${method} from ${quoteInput(nodeId)}, which is not another member of this cluster (${others.join(", ")}); only its members call each other: check the caller's --node-id and --peers`,
+    [{ field: "node_id", description: `one of ${others.join(", ")}` }],
+  );
 }
 
 function checkFetchPartition(req: FetchPartitionRequest, partitions: number): void {

@@ -287,15 +287,19 @@ describe("PeerService Forward and Replicate requests", () => {
   });
 
   /** A peer server whose Replicate handler records the partition of each shipment it is handed. */
-  async function recordingReplica(): Promise<{ address: string; seen: number[] }> {
+  async function recordingReplica(members?: readonly string[]): Promise<{ address: string; seen: number[] }> {
     const seen: number[] = [];
-    const { address } = await startPeerServer(t, testNode("n1"), {
-      replicate: {
-        async replicate(requests) {
-          for await (const r of requests) seen.push(...r.shipments.map((s) => s.partition));
+    const { address } = await startPeerServer(
+      t,
+      { ...testNode("n1"), members: () => members },
+      {
+        replicate: {
+          async replicate(requests) {
+            for await (const r of requests) seen.push(...r.shipments.map((s) => s.partition));
+          },
         },
       },
-    });
+    );
     return { address, seen };
   }
 
@@ -373,15 +377,51 @@ describe("PeerService Forward and Replicate requests", () => {
     }
   });
 
-  it("answers a FetchPartition for a partition outside the cluster, or after a position of another partition, INVALID_ARGUMENT", async () => {
+  it("ends a Replicate stream INVALID_ARGUMENT from a node that is not another member, or at a shipment under an epoch another member began, before its handler sees it", async () => {
+    const { address, seen } = await recordingReplica(["n1", "n2", "n3"]);
+    const req = (nodeId: string, epoch: bigint) =>
+      Buffer.from(toBinary(ReplicateRequestSchema, createMessage(ReplicateRequestSchema, { nodeId, shipments: [{ partition: 3, epoch, position: 1n }] })));
+    const replicate = async (requests: Buffer[]) => {
+      seen.length = 0;
+      const client = rawClient(address);
+      t.defer(() => client.close());
+      return (await bidi(client, methodPath(PeerService.method.replicate), requests)).error;
+    };
+    // n2 is member 1: epochs 1, 257, 513... are its own.
+    assert.equal(await replicate([req("n2", 1n), req("n2", 257n)]), undefined);
+    assert.deepEqual(seen, [3, 3]);
+    for (const stranger of ["evil", "n1"]) {
+      const error = await replicate([req(stranger, 1n)]);
+      assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(
+        error?.details,
+        `Replicate from "${stranger}", which is not another member of this cluster (n2, n3); only its members call each other: check the caller's --node-id and --peers`,
+      );
+      assert.deepEqual(seen, []);
+    }
+    const error = await replicate([req("n2", 257n), req("n2", 258n)]);
+    assert.equal(error?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(
+      error?.details,
+      "Replicate shipment 0 (partition 3) is under epoch 258, which n3 began, not n2; an owner ships only under its own epochs: the sender runs another release or has a bug",
+    );
+    assert.deepEqual(error && statusDetails(error).badRequest?.fieldViolations.map((v) => v.field), ["shipments[0].epoch"]);
+    assert.deepEqual(seen, [3]);
+  });
+
+  it("answers a FetchPartition for a partition outside the cluster, after a position of another partition, or from a node that is not a member, INVALID_ARGUMENT", async () => {
     let calls = 0;
-    const { address } = await startPeerServer(t, testNode("n1"), {
-      fetchPartition: {
-        async fetchPartition() {
-          calls++;
+    const { address } = await startPeerServer(
+      t,
+      { ...testNode("n1"), members: () => ["n1", "n2", "n3"] },
+      {
+        fetchPartition: {
+          async fetchPartition() {
+            calls++;
+          },
         },
       },
-    });
+    );
     const client = rawClient(address);
     t.defer(() => client.close());
     const fetch = (init: MessageInitShape<typeof FetchPartitionRequestSchema>) =>
@@ -402,6 +442,12 @@ describe("PeerService Forward and Replicate requests", () => {
     const mixed = await fetch({ partition: 4, nodeId: "n2", after: { partition: 5, epoch: 1n, position: 9n } });
     assert.equal(mixed?.code, grpc.status.INVALID_ARGUMENT);
     assert.deepEqual(mixed && statusDetails(mixed).badRequest?.fieldViolations.map((v) => v.field), ["after.partition"]);
+    const stranger = await fetch({ partition: 4, nodeId: "n9" });
+    assert.equal(stranger?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(
+      stranger?.details,
+      `FetchPartition from "n9", which is not another member of this cluster (n2, n3); only its members call each other: check the caller's --node-id and --peers`,
+    );
     assert.equal(calls, 1);
   });
 });
