@@ -211,6 +211,7 @@ export class ClusterNode {
       copies,
       log: log.child({ component: "cluster.replicator" }),
       tracing: this.tracing,
+      superseded: (p) => this.partitions?.superseded(p),
     });
     this.replica = new PartitionReplica({
       self: this.self,

@@ -42,6 +42,8 @@ export interface ReplicatorConfig {
   readonly retainedPerPartition?: number;
   /** Spans for the shipping of groups that hold traced turns. @defaultValue none (tracing off) */
   readonly tracing?: Tracing;
+  /** A replica follows a newer epoch of `partition`, which this node still writes: another node took it. */
+  readonly superseded?: (partition: PartitionId) => void;
 }
 
 /** A group's answers, waiting for its shipments to be durable on enough replicas. */
@@ -50,6 +52,14 @@ interface GroupWait {
   remaining: number;
   settled: boolean;
   settle(failure: StageFailure | undefined): void;
+}
+
+/** A position of a partition a group waits for: the live replicas asked to confirm it, and how many already have. */
+interface Wait {
+  readonly partition: number;
+  readonly position: number;
+  readonly targets: Set<NodeId>;
+  readonly acked: number;
 }
 
 /** One shipment of a waiting group: the replicas that may still confirm it, and how many did. */
@@ -125,10 +135,14 @@ export class Replicator implements ReplicationStage {
     for (const [partition, changes] of byPartition) {
       const copy = copies.get(partition as PartitionId);
       if (!copy.writing) {
-        // Written by a node that is not the partition's owner under its own epoch (a turn that
-        // outlived its ownership): no replica may take it. It stays on this copy only, which the
-        // owner's history replaces when this node catches up.
-        this.config.log.warn({ partition, epoch: copy.epoch }, "a commit touched a partition this node does not own; not shipped, its answers refused");
+        // Its turns ran as the owner, but another node took the partition since: nothing of them
+        // may land outside that owner's history. Its writes leave the group, and the group's
+        // answers are refused (retryable), so the retry goes to the owner.
+        this.config.log.warn(
+          { partition, epoch: copy.epoch },
+          "a commit touched a partition another node took; its writes are withdrawn and its answers refused",
+        );
+        group.withdraw(partition as PartitionId, (key) => Keys.partitionOfKey(key, runtime.partitioning));
         this.strays.set(group, partition);
         continue;
       }
@@ -140,35 +154,36 @@ export class Replicator implements ReplicationStage {
   }
 
   replicate(group: CommitGroup): Promise<void> | undefined {
-    const stray = this.strays.get(group);
-    if (stray !== undefined) {
-      // Its writes to that partition are on this copy only, outside every owner's history: no
-      // answer may say they are kept. The client's retry reaches the partition's owner.
-      this.prepared.delete(group);
-      this.stats.shortfalls++;
-      return Promise.reject(
-        new ReplicationShortfall("NOT_OWNER", `partition ${stray} moved to another owner while this batch's turns ran; retry, and it goes to the new owner`),
-      );
-    }
-    const shipments = this.prepared.get(group);
-    if (shipments === undefined || shipments.length === 0) return undefined;
+    const shipments = this.prepared.get(group) ?? [];
     this.prepared.delete(group);
+    if (shipments.length === 0 && group.duplicateKeys.length === 0 && !this.strays.has(group)) return undefined;
     const { ring: currentRing, copies } = this.config;
     const ring = currentRing();
     const needed = Math.min(group.copies, ring.replicationFactor) - 1;
     const perPeer = new Map<NodeId, Shipment[]>();
-    const waiting: [Shipment, Set<NodeId>][] = [];
+    const waiting: Wait[] = [];
     for (const shipment of shipments) {
       const partition = shipment.partition as PartitionId;
       const copy = copies.get(partition);
       copy.written = Math.max(copy.written, Number(shipment.position));
       this.retain(shipment);
       const targets = this.route(shipment, ring, perPeer);
-      if (needed > 0) waiting.push([shipment, targets]);
+      if (needed > 0) waiting.push({ partition, position: Number(shipment.position), targets, acked: 0 });
     }
+    const stray = this.strays.get(group);
+    const refusal =
+      stray !== undefined
+        ? new ReplicationShortfall("NOT_OWNER", `partition ${stray} moved to another owner while this batch's turns ran; retry, and it goes to the new owner`)
+        : needed > 0 && group.duplicateKeys.length > 0
+          ? this.holdDuplicates(group.duplicateKeys, shipments, ring, needed, waiting)
+          : undefined;
     const { tracing } = this.config;
-    if (group.trace === undefined || tracing === undefined) {
-      this.send(perPeer, shipments.length, "");
+    if (group.trace === undefined || tracing === undefined || shipments.length === 0) {
+      if (shipments.length > 0) this.send(perPeer, shipments.length, "");
+      if (refusal !== undefined) {
+        this.stats.shortfalls++;
+        return Promise.reject(refusal);
+      }
       if (waiting.length === 0) return undefined;
       this.stats.waits++;
       return this.waitFor(waiting, needed);
@@ -180,6 +195,12 @@ export class Replicator implements ReplicationStage {
       attributes: { "twinmesh.replicate.shipments": shipments.length, "twinmesh.replicate.peers": perPeer.size, "twinmesh.replicate.needed": needed },
     });
     this.send(perPeer, shipments.length, tracing.traceparent(span.ref));
+    if (refusal !== undefined) {
+      span.fail(refusal);
+      span.end();
+      this.stats.shortfalls++;
+      return Promise.reject(refusal);
+    }
     if (waiting.length === 0) {
       span.end();
       return undefined;
@@ -207,6 +228,55 @@ export class Replicator implements ReplicationStage {
       list.push(shipment);
     }
     return targets;
+  }
+
+  /**
+   * Adds to `waiting` what a group's duplicate answers need: the records they vouch for on
+   * `needed` replicas. A partition the group ships is covered by its shipment (a replica that
+   * confirms it holds everything before it); any other waits until enough live replicas have
+   * confirmed the last position sent, and those short of it are sent that shipment again (one
+   * that holds it confirms it again; one that missed something before it catches up). Returns
+   * the refusal when the copies cannot be had at all.
+   */
+  private holdDuplicates(
+    keys: readonly string[],
+    shipments: readonly Shipment[],
+    ring: RingSnapshot,
+    needed: number,
+    waiting: Wait[],
+  ): ReplicationShortfall | undefined {
+    const { self, peers, copies, runtime } = this.config;
+    const shipped = new Set(shipments.map((s) => s.partition));
+    const partitions = new Set<PartitionId>();
+    for (const key of keys) {
+      const partition = Keys.partitionOfKey(key, runtime.partitioning);
+      if (partition !== undefined && !shipped.has(partition)) partitions.add(partition);
+    }
+    for (const partition of partitions) {
+      const copy = copies.get(partition);
+      if (!copy.writing) return new ReplicationShortfall("NOT_OWNER", `partition ${partition} moved to another owner; retry, and it goes to the new owner`);
+      const position = copy.written;
+      const targets = new Set<NodeId>();
+      let acked = 0;
+      for (const node of ring.preferenceList(partition)) {
+        if (node === self || !peers.isUp(node as NodeId)) continue;
+        if ((this.ackedBy.get(node as NodeId)?.[partition] ?? 0) >= position) acked++;
+        else targets.add(node as NodeId);
+      }
+      if (acked >= needed) continue;
+      if (acked + targets.size < needed) {
+        return new ReplicationShortfall(
+          "NOT_ENOUGH_REPLICAS",
+          `only ${acked + targets.size + 1} of the ${needed + 1} copies asked for are live for partition ${partition}`,
+        );
+      }
+      waiting.push({ partition, position, targets, acked });
+      const last = this.retained.get(partition)?.at(-1);
+      if (last === undefined || Number(last.position) !== position) continue;
+      const request = ReplicateStream.encode(self, [last]);
+      for (const peer of targets) if (!this.stream(peer).send(request)) this.lost(peer, `cannot open a replicate stream to ${peer}`);
+    }
+    return undefined;
   }
 
   /**
@@ -313,7 +383,9 @@ export class Replicator implements ReplicationStage {
       const position = Number(point.position);
       const epoch = Number(point.epoch);
       // A copy at another epoch holds another history: it does not count (yet).
-      const current = this.config.copies.get(point.partition as PartitionId).epoch === epoch;
+      const copy = this.config.copies.get(point.partition as PartitionId);
+      const current = copy.epoch === epoch;
+      if (epoch > copy.epoch && copy.writing) this.deposed(point.partition as PartitionId, epoch, peer);
       if (current) {
         const acked = this.positions(this.ackedBy, peer);
         if (position > (acked[point.partition] ?? 0)) acked[point.partition] = position;
@@ -334,8 +406,30 @@ export class Replicator implements ReplicationStage {
     }
   }
 
-  /** The stream to `peer` broke: nothing in flight on it will be acknowledged. */
+  /**
+   * `peer` follows a newer epoch of `partition` than the one this node writes it under: another
+   * node took the partition (this one was paused, or restarted before its peers saw it go), and no
+   * replica will confirm this node's shipments of it again. Its waiting answers are refused at
+   * once, and ownership lets it go, to take it again from the most advanced copy.
+   */
+  private deposed(partition: PartitionId, epoch: number, peer: NodeId): void {
+    this.config.log.warn({ partition, epoch, peer }, "a replica follows a newer owner of a partition this node writes");
+    const failure = new ReplicationShortfall(
+      "NOT_OWNER",
+      `partition ${partition} was taken by another node (${peer} follows its epoch ${epoch}); retry, and it goes to the owner`,
+    );
+    for (const w of this.waiters.get(partition) ?? []) w.group.settle(failure);
+    this.sweep();
+    this.config.superseded?.(partition);
+  }
+
+  /**
+   * The stream to `peer` broke: nothing in flight on it will be acknowledged, and what it
+   * confirmed before is not counted on (it may have restarted on an empty directory).
+   */
   lost(peer: NodeId, why: string): void {
+    this.ackedBy.delete(peer);
+    this.sentTo.delete(peer);
     for (const waiters of this.waiters.values()) {
       for (const w of waiters) {
         if (w.group.settled || !w.pending.delete(peer)) continue;
@@ -359,14 +453,14 @@ export class Replicator implements ReplicationStage {
    * Waits until each shipment is durable on `needed` of its targets: one promise and one timer
    * for the whole group, however many partitions it touched.
    */
-  private waitFor(shipments: readonly [Shipment, Set<NodeId>][], needed: number): Promise<void> {
-    for (const [shipment, targets] of shipments) {
-      if (targets.size < needed) {
+  private waitFor(waits: readonly Wait[], needed: number): Promise<void> {
+    for (const { partition, targets, acked } of waits) {
+      if (acked + targets.size < needed) {
         this.stats.shortfalls++;
         return Promise.reject(
           new ReplicationShortfall(
             "NOT_ENOUGH_REPLICAS",
-            `only ${targets.size + 1} of the ${needed + 1} copies asked for are live for partition ${shipment.partition}`,
+            `only ${acked + targets.size + 1} of the ${needed + 1} copies asked for are live for partition ${partition}`,
           ),
         );
       }
@@ -384,7 +478,7 @@ export class Replicator implements ReplicationStage {
         this.sweep();
       }, this.ackTimeoutMs);
       const group: GroupWait = {
-        remaining: shipments.length,
+        remaining: waits.length,
         settled: false,
         settle: (failure) => {
           if (group.settled) return;
@@ -397,11 +491,11 @@ export class Replicator implements ReplicationStage {
           }
         },
       };
-      for (const [shipment, targets] of shipments) {
-        const waiter: Waiter = { partition: shipment.partition, position: Number(shipment.position), needed, acked: 0, pending: new Set(targets), group };
+      for (const { partition, position, targets, acked } of waits) {
+        const waiter: Waiter = { partition, position, needed, acked, pending: new Set(targets), group };
         waiters.push(waiter);
-        let list = this.waiters.get(shipment.partition);
-        if (list === undefined) this.waiters.set(shipment.partition, (list = []));
+        let list = this.waiters.get(partition);
+        if (list === undefined) this.waiters.set(partition, (list = []));
         list.push(waiter);
       }
     });

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { Alert } from "../alerts/alert.js";
+import type { Activation } from "./activation.js";
 import type { ActivationDirectory } from "./activation-directory.js";
 import type { Admission } from "./admission.js";
 import type { CommitGroup } from "./commit-group.js";
@@ -58,6 +59,8 @@ export interface CommitCompletionConfig {
   readonly disk: DiskHealth;
   readonly observer?: HostObserver;
   readonly replication?: ReplicationStage;
+  /** Forgets a twin's working record, which holds turns the disk does not; work queued on it runs on a reload. */
+  readonly reload: (act: Activation) => void;
   /** The host may have become idle. */
   readonly settled: () => void;
 }
@@ -178,6 +181,7 @@ export class CommitCompletion {
       if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) timers.armedAt(group.earliestTimerMs);
       for (const act of group.twins) outbox.targetFreed(act.entry.kind, act.id);
       for (const entry of group.outbox) outbox.enqueue(entry);
+      for (const act of group.withdrawn ?? []) this.config.reload(act);
       activations.trim();
     } catch (err) {
       this.config.metrics.internalErrors++;

@@ -1,4 +1,5 @@
 import type { AlertChange } from "../alerts/alert.js";
+import type { PartitionId } from "../partition/partitioning.js";
 import type { BatchOp } from "../store/rocks-store.js";
 import type { TraceRef } from "../tracing.js";
 import type { Activation } from "./activation.js";
@@ -16,6 +17,12 @@ export class CommitGroup {
   /** Messages answered when the group is durable, and their outcomes (parallel arrays: no object per ack). */
   readonly ackMessages: TwinMessage[] = [];
   readonly ackOutcomes: TurnOutcome[] = [];
+  /**
+   * Keys of the twins whose records answered a duplicate in this group: those answers say the
+   * first attempt is kept, so a replication stage holds them until the records are on as many
+   * copies as the group asks for.
+   */
+  readonly duplicateKeys: string[] = [];
   readonly alertChanges: AlertChange[] = [];
   readonly outbox: OutboxEntry[] = [];
   /** Timer index keys whose turn is in this group (released from in-flight after the write). */
@@ -42,7 +49,33 @@ export class CommitGroup {
     (this.batchTraces ??= new Set()).add(batch);
   }
 
+  /**
+   * Twins whose turns' writes were taken out of this group by {@link withdraw}: their working
+   * records hold those turns, which the disk never will, so they reload once it is answered.
+   */
+  withdrawn: Activation[] | undefined;
+
+  /**
+   * Takes every write of `partition` out of this group before it is written, with its alert
+   * changes and outbox messages: its turns ran as the partition's owner, but this node no longer
+   * writes it (another node took it after they finished, before the group was sealed), so
+   * nothing of them may land outside that owner's history.
+   */
+  withdraw(partition: PartitionId, partitionOfKey: (key: string) => PartitionId | undefined): void {
+    keep(this.ops, (op) => partitionOfKey(op.key) !== partition);
+    keep(this.alertChanges, (change) => change.partition !== partition);
+    keep(this.outbox, (entry) => entry.partition !== partition);
+    for (const act of this.twins) if (partitionOfKey(act.key) === partition) (this.withdrawn ??= []).push(act);
+  }
+
   get empty(): boolean {
     return this.ackMessages.length === 0 && this.ops.length === 0 && this.twins.size === 0;
   }
+}
+
+/** Removes the items of `list` that fail `test`, in place. */
+function keep<T>(list: T[], test: (item: T) => boolean): void {
+  let kept = 0;
+  for (const item of list) if (test(item)) list[kept++] = item;
+  list.length = kept;
 }

@@ -174,6 +174,7 @@ export class TurnRunner {
         const check = checkSeq(rec, seq, this.config.options.dedupeWindow);
         if (check === SeqCheck.DUPLICATE) {
           this.config.metrics.duplicates++;
+          this.config.pipeline.current.duplicateKeys.push(act.key);
           this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
           return undefined;
         }
@@ -223,6 +224,7 @@ export class TurnRunner {
     }
     if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
       if (msg.outbox !== undefined) group.ops.push({ type: "del", key: this.config.keys.outbox(msg.outbox.partition, msg.outbox.seq) });
+      group.duplicateKeys.push(act.key);
       this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
       return undefined;
     }
@@ -360,7 +362,10 @@ export class TurnRunner {
       );
       let settled = false;
       (result as Promise<void>).then(
-        () => settle(() => this.finishTurn(act, msg, ctx, meta, before)),
+        () =>
+          settle(() => {
+            if (!this.outlived(act, msg, ctx)) this.finishTurn(act, msg, ctx, meta, before);
+          }),
         (err: unknown) => settle(() => this.failTurn(act, msg, ctx, "HANDLER_FAILED", err, before)),
       );
     });
@@ -411,6 +416,23 @@ export class TurnRunner {
       this.config.pipeline.schedule();
     } else this.finish(msg, internal);
     this.config.settled();
+  }
+
+  /**
+   * True, with `msg` answered, when the twin's partition moved to another node while its async
+   * handler ran: the turn began as its owner's, but nothing of it may be written here now, where
+   * it would sit outside every owner's history. The gate's retryable refusal sends the retry to
+   * the new owner; the twin goes on from its last good state.
+   */
+  private outlived(act: Activation, msg: TwinMessage, ctx: TurnContext): boolean {
+    if (msg.type === "control") return false;
+    const moved = this.config.gate?.refusal(act.entry.kind, act.id);
+    if (moved === undefined) return false;
+    ctx.end();
+    if (!act.evicted) act.state = JSON.parse(act.stateJson as string) as JsonObject;
+    act.log(this.config.log).info({ trigger: msg.type }, "the twin's partition moved while its handler ran; nothing of the turn is written");
+    this.finish(msg, moved);
+    return true;
   }
 
   private finishTurn(act: Activation, msg: TwinMessage, ctx: TurnContext, meta?: (g: CommitGroup) => void, before?: (g: CommitGroup) => void): void {

@@ -262,6 +262,7 @@ export class TwinHost {
       disk: this.disk,
       observer: config.observer,
       replication: config.replication,
+      reload: (act) => this.reload(act),
       settled: () => this.checkIdle(),
     });
     this.turns = new TurnRunner({
@@ -692,20 +693,27 @@ export class TwinHost {
     }
     for (const op of ops) {
       const act = this.activations.get(op.key);
-      if (act === undefined) continue;
-      this.activations.evict(act);
-      // Work queued for the twin was taken for the twin, not for the copy of its state that was
-      // just replaced: it runs on the state written here (or is refused there, when this node
-      // does not own the twin). Left on the evicted activation, it would never be answered.
-      const queued = act.takeAll();
-      if (queued.length === 0) continue;
-      const fresh = this.activations.activate(act.entry, act.id, act.key);
-      for (const msg of queued) {
-        if (msg.type === "control") fresh.postControl(msg);
-        else fresh.post(msg);
-      }
-      this.schedule(fresh);
+      if (act !== undefined) this.reload(act);
     }
+  }
+
+  /**
+   * Forgets `act`, whose working record no longer matches the disk (a write replaced it, or the
+   * turns it holds were withdrawn from their group); its next use reads the stored record.
+   */
+  private reload(act: Activation): void {
+    this.activations.evict(act);
+    // Work queued for the twin was taken for the twin, not for the copy of its state that was
+    // just replaced: it runs on the stored state (or is refused there, when this node does not
+    // own the twin). Left on the evicted activation, it would never be answered.
+    const queued = act.takeAll();
+    if (queued.length === 0) return;
+    const fresh = this.activations.activate(act.entry, act.id, act.key);
+    for (const msg of queued) {
+      if (msg.type === "control") fresh.postControl(msg);
+      else fresh.post(msg);
+    }
+    this.schedule(fresh);
   }
 
   /** Fires due timers now (the test kit calls this after moving virtual time). */

@@ -579,6 +579,56 @@ describe("replication and failover in a cluster of three nodes at replication fa
     await assertCounters(clients, MEMBERS, new Map(ids.map((id) => [id, { owner: "n1", count: 2, lastSeq: 2, total: 3 }])), "after the retry");
   });
 
+  it("answers a retry DUPLICATE only once its first attempt is on the copies asked for: with both replicas frozen neither a write nor its retry is acknowledged at QUORUM, and after a kill -9 of the owner the next one applies it once", async () => {
+    const { c, clients } = await start();
+    const ids = (
+      await c.ownedBy(
+        "n1",
+        "counter",
+        range(60).map((i) => `d-${i}`),
+      )
+    ).slice(0, 3);
+    const owner = c.client("n1", 20_000);
+    const first = ids.map((id) => ev("counter", id, 1, { v: 1 }));
+    assert.deepEqual(outcomes((await owner.publish(first, Consistency.QUORUM)).results).map(describeOutcome), ["ACCEPTED", "ACCEPTED", "ACCEPTED"]);
+    // Both replicas freeze: the owner writes seq 2 and ships it, but no replica writes it. A
+    // retry sent while they still count as up finds seq 2 in the owner's record, but only there:
+    // DUPLICATE would tell the client it is kept at QUORUM.
+    c.pause("n2");
+    c.pause("n3");
+    const second = ids.map((id) => ev("counter", id, 2, { v: 2 }));
+    const attempt = (): Promise<string[]> =>
+      owner.publish(second, Consistency.QUORUM).then(
+        (res) => outcomes(res.results).map(describeOutcome),
+        (err: Error) => [`call failed: ${err.message}`],
+      );
+    const firstAttempt = attempt();
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const [alone, retried] = await Promise.all([firstAttempt, attempt()]);
+    for (const [what, answers] of [
+      ["the first attempt", alone],
+      ["its retry", retried],
+    ] as const) {
+      assert.ok(
+        answers.every((a) => a.startsWith("REJECTED") || a.startsWith("call failed")),
+        `${what} of seq 2 at QUORUM while both replicas were frozen: ${answers.join("; ")}`,
+      );
+    }
+    await c.kill("n1");
+    c.resume("n2");
+    c.resume("n3");
+    // The frozen replicas may still find seq 2 in their sockets when they go on (DUPLICATE then:
+    // the refusals said it was written on n1); either way it is applied once.
+    const next = (await publishRetrying(clients.get("n2") as TwinmeshClient, second, Consistency.QUORUM, 20_000)).map(describeOutcome);
+    assert.ok(
+      next.every((o) => o === "ACCEPTED" || o === "DUPLICATE"),
+      `the retry of seq 2 through n2 once n1 is dead: ${next.join("; ")}`,
+    );
+    const want = new Map<string, CounterView>();
+    for (const id of ids) want.set(id, { owner: await c.liveOwnerOf("counter", id), count: 2, lastSeq: 2, total: 3 });
+    await assertCounters(clients, ["n2", "n3"], want, "after the retry on the next owner");
+  });
+
   it("makes a running node that missed writes while frozen catch up from the most advanced copy before it takes a partition over", async () => {
     const { c, clients } = await start();
     // Twins listed n2, n3, n1: with n3 frozen, their QUORUM copies are on n2 and n1 only.

@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { NodeId } from "../../../cluster/node-id.js";
 import { PartitionCopies } from "../../../cluster/partition-copies.js";
 import { nextEpoch } from "../../../cluster/partition-ownership.js";
 import { Replicator } from "../../../cluster/replicator.js";
 import { RingSnapshot } from "../../../cluster/ring-snapshot.js";
-import { type CommitGroup, Keys, type PartitionId, Partitioning, silentLogger, type TwinRuntime } from "../../../runtime/index.js";
+import { ReplicateResponseSchema } from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import type { Activation } from "../../../runtime/host/activation.js";
+import { CommitGroup } from "../../../runtime/host/commit-group.js";
+import { Keys, type PartitionId, Partitioning, silentLogger, type TwinRuntime } from "../../../runtime/index.js";
 
 const partitioning = new Partitioning(16);
 const keys = new Keys();
@@ -13,7 +17,8 @@ const KEY = keys.twin("counter", "c-1");
 const PARTITION = partitioning.partitionOf("counter", "c-1");
 
 /** A replicator on a one-node ring (nothing to ship to), over copies the test sets up. */
-async function replicatorOn(): Promise<{ replicator: Replicator; copies: PartitionCopies }> {
+async function replicatorOn(): Promise<{ replicator: Replicator; copies: PartitionCopies; superseded: number[] }> {
+  const superseded: number[] = [];
   const store = {
     async *scan(): AsyncIterable<[string, string][]> {},
   };
@@ -33,12 +38,18 @@ async function replicatorOn(): Promise<{ replicator: Replicator; copies: Partiti
     },
     copies,
     log: silentLogger(),
+    superseded: (p) => void superseded.push(p),
   });
-  return { replicator, copies };
+  return { replicator, copies, superseded };
 }
 
-function groupWriting(key: string): CommitGroup {
-  return { ops: [{ type: "put", key, value: "{}" }], copies: 1 } as unknown as CommitGroup;
+function groupWriting(...keysWritten: string[]): CommitGroup {
+  const group = new CommitGroup();
+  for (const key of keysWritten) {
+    group.ops.push({ type: "put", key, value: "{}" });
+    group.twins.add({ key } as Activation);
+  }
+  return group;
 }
 
 describe("Replicator", () => {
@@ -52,19 +63,55 @@ describe("Replicator", () => {
     assert.deepEqual(copy.point, { epoch: nextEpoch(0, 0), position: 2 });
   });
 
-  it("refuses the answers of a group whose turns wrote a partition this node no longer writes, NOT_OWNER, and ships nothing of it", async () => {
+  it("withdraws the writes of a partition this node no longer writes from a group, ships the rest, and refuses the group's answers NOT_OWNER", async () => {
     const { replicator, copies } = await replicatorOn();
     const copy = copies.get(PARTITION as PartitionId);
     // This node follows another owner's epoch now (a turn outlived its ownership).
     copy.adopt({ epoch: nextEpoch(0, 1), position: 4 }, [{ epoch: nextEpoch(0, 1), start: 1 }]);
-    const group = groupWriting(KEY);
+    let n = 2;
+    while (partitioning.partitionOf("counter", `c-${n}`) === PARTITION) n++;
+    const mine = keys.twin("counter", `c-${n}`);
+    const other = copies.get(partitioning.partitionOf("counter", `c-${n}`));
+    other.beginEpoch(nextEpoch(0, 0));
+    const group = groupWriting(KEY, mine);
     replicator.prepare(group);
+    assert.deepEqual(
+      group.ops.filter((op) => !op.key.startsWith("\u0000")).map((op) => op.key),
+      [mine],
+      "only the owned partition's writes are left in the batch",
+    );
+    assert.deepEqual(
+      group.withdrawn?.map((act) => act.key),
+      [KEY],
+      "the twin whose writes were withdrawn reloads",
+    );
     await assert.rejects(Promise.resolve(replicator.replicate(group)), (err: Error & { reason?: string }) => {
       assert.equal(err.reason, "NOT_OWNER");
       assert.match(err.message, new RegExp(`partition ${PARTITION} moved to another owner while this batch's turns ran; retry`));
       return true;
     });
-    assert.deepEqual(copy.point, { epoch: nextEpoch(0, 1), position: 4 }, "the copy's point moved");
-    assert.equal(replicator.stats.shipments, 0);
+    assert.deepEqual(copy.point, { epoch: nextEpoch(0, 1), position: 4 }, "the withdrawn partition's point moved");
+    assert.deepEqual(other.point, { epoch: nextEpoch(0, 0), position: 2 }, "the owned partition's shipment was numbered");
+    assert.equal(other.written, 2, "and sent");
+  });
+
+  it("lets a partition go when a replica says it follows a newer epoch of it than the one this node writes under, and only then", async () => {
+    const { replicator, copies, superseded } = await replicatorOn();
+    const copy = copies.get(PARTITION as PartitionId);
+    copy.beginEpoch(nextEpoch(0, 0));
+    const durable = (epoch: number, position: number) =>
+      replicator.durable(
+        "n2" as NodeId,
+        create(ReplicateResponseSchema, { durable: [{ partition: PARTITION, epoch: BigInt(epoch), position: BigInt(position) }] }),
+      );
+    durable(copy.epoch, 1);
+    durable(copy.epoch - 256, 9);
+    assert.deepEqual(superseded, [], "the same or an older epoch");
+    durable(nextEpoch(copy.epoch, 2), 2);
+    assert.deepEqual(superseded, [PARTITION], "a newer epoch");
+    // A copy that follows another owner already is not this node's to let go.
+    copy.adopt({ epoch: nextEpoch(copy.epoch, 2), position: 2 }, [{ epoch: nextEpoch(copy.epoch, 2), start: 2 }]);
+    durable(nextEpoch(copy.epoch, 1), 3);
+    assert.deepEqual(superseded, [PARTITION]);
   });
 });

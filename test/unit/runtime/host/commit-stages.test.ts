@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { CommitGroup } from "../../../../runtime/host/commit-group.js";
-import { type OwnershipGate, type ReplicationStage, type StageFailure, type TurnOutcome, TwinRuntime } from "../../../../runtime/index.js";
+import { Keys, type OwnershipGate, type ReplicationStage, type StageFailure, type TurnOutcome, TwinRuntime } from "../../../../runtime/index.js";
 import { CounterTwin } from "../../../fixtures/index.js";
 import { type TestScope, useTestScope } from "../../../harness/test-scope.js";
 import { waitFor } from "../../../harness/wait-for.js";
@@ -79,6 +79,26 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
     replication.groups[1]?.resolve();
     assert.equal((await retry)[0]?.status, "duplicate");
     assert.equal((await runtime.getTwin("counter", "c-1")).state.count, 1);
+  });
+
+  it("writes nothing of a partition its stage withdraws from a group, and reloads that partition's twins once the group is answered", async () => {
+    let withdrawing = false;
+    const replication: ReplicationStage = {
+      prepare(group) {
+        if (withdrawing) group.withdraw(runtime.partitioning.partitionOf("counter", "c-1"), (key) => Keys.partitionOfKey(key, runtime.partitioning));
+      },
+      replicate: (group) => (group.withdrawn === undefined ? undefined : Promise.reject(Object.assign(new Error("moved"), { reason: "NOT_OWNER" }))),
+    };
+    const runtime = await open(t, { replication });
+    assert.deepEqual(await runtime.host.publish([event("c-1", 1)]), [{ status: "accepted" }]);
+    withdrawing = true;
+    const [refused] = await runtime.host.publish([event("c-1", 2)]);
+    assert.equal(refused?.reason, "NOT_OWNER");
+    withdrawing = false;
+    // The twin reloaded: its state and marks are those on disk, which never had seq 2.
+    assert.equal((await runtime.getTwin("counter", "c-1")).state.count, 1);
+    assert.deepEqual(await runtime.host.publish([event("c-1", 2)]), [{ status: "accepted" }]);
+    assert.equal((await runtime.getTwin("counter", "c-1")).state.count, 2);
   });
 
   it("is idle only when no written group waits for replication", async () => {

@@ -5,10 +5,11 @@ import { TimerService } from "../../../../runtime/host/timer-service.js";
 import { type OwnershipGate, type PartitionId, Partitioning, silentLogger, VirtualClock } from "../../../../runtime/index.js";
 import { Keys, PartitionMark } from "../../../../runtime/store/keys.js";
 import { RocksStore } from "../../../../runtime/store/rocks-store.js";
-import { AlarmTwin, SinkTwin } from "../../../fixtures/index.js";
+import { AlarmTwin, GateTwin, gate as handlerGate, SinkTwin } from "../../../fixtures/index.js";
 import { ForwardTwin, RefuseTwin } from "../../../fixtures/recovery-twins.js";
 import { openRuntime, publishOne, START_MS } from "../../../harness/open-runtime.js";
 import { useTestScope } from "../../../harness/test-scope.js";
+import { waitFor } from "../../../harness/wait-for.js";
 
 const partitioning = new Partitioning(256);
 const keys = new Keys();
@@ -93,6 +94,28 @@ describe("partition ownership (OwnershipGate.owns)", () => {
     assert.equal((await publishOne(runtime, "alarm", "a-1", 2, { level: 10 })).status, "accepted");
     const [second] = await collect(watch, 1);
     assert.deepEqual([second?.alert.twinId, second?.alert.state], ["a-1", "RESOLVED"]);
+  });
+
+  it("writes nothing of a turn whose partition moved away while its async handler ran: it is answered the gate's retryable refusal, and the twin goes on from its stored state", async () => {
+    const g = p("gate", "g-1");
+    const owned = new Set([g]);
+    const { runtime } = await openRuntime(t, { twins: [GateTwin], ownership: gate(owned) });
+    t.defer(() => handlerGate.reset());
+    handlerGate.reset();
+    assert.equal((await publishOne(runtime, "gate", "g-1", 1)).status, "accepted");
+    handlerGate.close();
+    const held = publishOne(runtime, "gate", "g-1", 2);
+    await waitFor(() => (handlerGate.entered === 2 ? true : undefined), { timeoutMs: 5_000, what: "seq 2's handler to start" });
+    // The partition moves to another node while the handler waits.
+    owned.delete(g);
+    handlerGate.open();
+    assert.deepEqual(await held, { status: "rejected", reason: "NOT_OWNER", message: "gate/g-1 is owned elsewhere", retryable: true });
+    await runtime.host.whenIdle();
+    // It comes back: seq 2 was never applied here, and the twin's state is seq 1's.
+    owned.add(g);
+    assert.deepEqual((await runtime.host.getTwin("gate", "g-1")).state, { count: 1, lastSeq: 1 });
+    assert.equal((await publishOne(runtime, "gate", "g-1", 2)).status, "accepted");
+    assert.deepEqual((await runtime.host.getTwin("gate", "g-1")).state, { count: 2, lastSeq: 2 });
   });
 
   it("continues a partition's numbering after keys replicated underneath, never reusing a number", async () => {
