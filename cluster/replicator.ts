@@ -170,7 +170,9 @@ export class Replicator implements ReplicationStage {
       const targets = this.route(shipment, ring, perPeer);
       if (needed > 0) waiting.push({ partition, position: Number(shipment.position), targets, acked: 0 });
     }
-    const stray = this.strays.get(group);
+    // A partition let go after this group was prepared (a replica follows a newer owner): its
+    // shipment goes out under the old epoch, which no replica confirms any more.
+    const stray = this.strays.get(group) ?? shipments.find((shipment) => !copies.get(shipment.partition as PartitionId).writing)?.partition;
     const refusal =
       stray !== undefined
         ? new ReplicationShortfall("NOT_OWNER", `partition ${stray} moved to another owner while this batch's turns ran; retry, and it goes to the new owner`)
@@ -414,6 +416,8 @@ export class Replicator implements ReplicationStage {
    */
   private deposed(partition: PartitionId, epoch: number, peer: NodeId): void {
     this.config.log.warn({ partition, epoch, peer }, "a replica follows a newer owner of a partition this node writes");
+    // Written no more: later groups withdraw its writes, and this runs once per new owner.
+    this.config.copies.get(partition).writer = 0;
     const failure = new ReplicationShortfall(
       "NOT_OWNER",
       `partition ${partition} was taken by another node (${peer} follows its epoch ${epoch}); retry, and it goes to the owner`,

@@ -109,6 +109,9 @@ describe("Replicator", () => {
     assert.deepEqual(superseded, [], "the same or an older epoch");
     durable(nextEpoch(copy.epoch, 2), 2);
     assert.deepEqual(superseded, [PARTITION], "a newer epoch");
+    assert.equal(copy.writing, false, "the partition is written no more");
+    durable(nextEpoch(copy.epoch, 2), 2);
+    assert.deepEqual(superseded, [PARTITION], "let go once");
     // A copy that follows another owner already is not this node's to let go.
     copy.adopt({ epoch: nextEpoch(copy.epoch, 2), position: 2 }, [{ epoch: nextEpoch(copy.epoch, 2), start: 2 }]);
     durable(nextEpoch(copy.epoch, 1), 3);
