@@ -238,7 +238,7 @@ export class Replicator implements ReplicationStage {
    * confirms it holds everything before it); any other waits until enough live replicas have
    * confirmed the last position sent, and those short of it are sent that shipment again (one
    * that holds it confirms it again; one that missed something before it catches up). Returns
-   * the refusal when the copies cannot be had at all.
+   * the refusal when this node no longer writes one of those partitions.
    */
   private holdDuplicates(
     keys: readonly string[],
@@ -266,12 +266,7 @@ export class Replicator implements ReplicationStage {
         else targets.add(node as NodeId);
       }
       if (acked >= needed) continue;
-      if (acked + targets.size < needed) {
-        return new ReplicationShortfall(
-          "NOT_ENOUGH_REPLICAS",
-          `only ${acked + targets.size + 1} of the ${needed + 1} copies asked for are live for partition ${partition}`,
-        );
-      }
+      // Too few live replicas is refused by waitFor, as for a shipment.
       waiting.push({ partition, position, targets, acked });
       const last = this.retained.get(partition)?.at(-1);
       if (last === undefined || Number(last.position) !== position) continue;

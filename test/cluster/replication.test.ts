@@ -88,6 +88,36 @@ async function publishRetrying(client: TwinmeshClient, events: readonly EventIni
   }
 }
 
+/**
+ * Three counters owned by n1 (ids `<prefix>-<i>`), with seq 1 acknowledged at QUORUM through n1,
+ * and a client of n1 that waits long enough for a frozen replica's answer.
+ */
+async function seqOneOnN1(c: ClusterHarness, prefix: string): Promise<{ ids: string[]; owner: TwinmeshClient }> {
+  const ids = (
+    await c.ownedBy(
+      "n1",
+      "counter",
+      range(60).map((i) => `${prefix}-${i}`),
+    )
+  ).slice(0, 3);
+  const owner = c.client("n1", 20_000);
+  const first = ids.map((id) => ev("counter", id, 1, { v: 1 }));
+  assert.deepEqual(
+    outcomes((await owner.publish(first, Consistency.QUORUM)).results).map(describeOutcome),
+    first.map(() => "ACCEPTED"),
+    "seq 1 with every node up",
+  );
+  return { ids, owner };
+}
+
+/** Each event's outcome of one publish, or the call's failure. */
+function answersOf(client: TwinmeshClient, events: EventInit[], consistency: Consistency): Promise<string[]> {
+  return client.publish(events, consistency).then(
+    (res) => outcomes(res.results).map(describeOutcome),
+    (err: Error) => [`call failed: ${err.message}`],
+  );
+}
+
 /** One WatchAlerts call read a change at a time. */
 function watch(client: TwinmeshClient, cursor: string, filter: string, signal: AbortSignal): (timeoutMs: number, what: string) => Promise<WatchAlertsResponse> {
   const it = client.watchAlerts({ cursor, filter }, signal)[Symbol.asyncIterator]();
@@ -543,29 +573,13 @@ describe("replication and failover in a cluster of three nodes at replication fa
 
   it("acknowledges QUORUM only once a replica has the write: with both replicas frozen the owner does not accept it, and a retry once they resume applies it once", async () => {
     const { c, clients } = await start();
-    const ids = (
-      await c.ownedBy(
-        "n1",
-        "counter",
-        range(60).map((i) => `q-${i}`),
-      )
-    ).slice(0, 3);
-    const owner = c.client("n1", 20_000);
-    const first = ids.map((id) => ev("counter", id, 1, { v: 1 }));
-    assert.deepEqual(
-      outcomes((await owner.publish(first, Consistency.QUORUM)).results).map(describeOutcome),
-      first.map(() => "ACCEPTED"),
-      "seq 1 with every node up",
-    );
+    const { ids, owner } = await seqOneOnN1(c, "q");
     // Frozen, not dead: the owner still counts them for a moment and ships to them, but neither
     // can write, so no second copy of seq 2 is durable anywhere.
     c.pause("n2");
     c.pause("n3");
     const second = ids.map((id) => ev("counter", id, 2, { v: 2 }));
-    const frozen = await owner.publish(second, Consistency.QUORUM).then(
-      (res) => outcomes(res.results).map(describeOutcome),
-      (err: Error) => [`call failed: ${err.message}`],
-    );
+    const frozen = await answersOf(owner, second, Consistency.QUORUM);
     c.resume("n2");
     c.resume("n3");
     assert.ok(!frozen.includes("ACCEPTED"), `QUORUM was acknowledged while both replicas were frozen: ${frozen.join("; ")}`);
@@ -581,30 +595,16 @@ describe("replication and failover in a cluster of three nodes at replication fa
 
   it("answers a retry DUPLICATE only once its first attempt is on the copies asked for: with both replicas frozen neither a write nor its retry is acknowledged at QUORUM, and after a kill -9 of the owner the next one applies it once", async () => {
     const { c, clients } = await start();
-    const ids = (
-      await c.ownedBy(
-        "n1",
-        "counter",
-        range(60).map((i) => `d-${i}`),
-      )
-    ).slice(0, 3);
-    const owner = c.client("n1", 20_000);
-    const first = ids.map((id) => ev("counter", id, 1, { v: 1 }));
-    assert.deepEqual(outcomes((await owner.publish(first, Consistency.QUORUM)).results).map(describeOutcome), ["ACCEPTED", "ACCEPTED", "ACCEPTED"]);
+    const { ids, owner } = await seqOneOnN1(c, "d");
     // Both replicas freeze: the owner writes seq 2 and ships it, but no replica writes it. A
     // retry sent while they still count as up finds seq 2 in the owner's record, but only there:
     // DUPLICATE would tell the client it is kept at QUORUM.
     c.pause("n2");
     c.pause("n3");
     const second = ids.map((id) => ev("counter", id, 2, { v: 2 }));
-    const attempt = (): Promise<string[]> =>
-      owner.publish(second, Consistency.QUORUM).then(
-        (res) => outcomes(res.results).map(describeOutcome),
-        (err: Error) => [`call failed: ${err.message}`],
-      );
-    const firstAttempt = attempt();
+    const firstAttempt = answersOf(owner, second, Consistency.QUORUM);
     await new Promise((resolve) => setTimeout(resolve, 150));
-    const [alone, retried] = await Promise.all([firstAttempt, attempt()]);
+    const [alone, retried] = await Promise.all([firstAttempt, answersOf(owner, second, Consistency.QUORUM)]);
     for (const [what, answers] of [
       ["the first attempt", alone],
       ["its retry", retried],
