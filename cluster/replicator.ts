@@ -57,6 +57,8 @@ interface GroupWait {
 /** A position of a partition a group waits for: the live replicas asked to confirm it, and how many already have. */
 interface Wait {
   readonly partition: number;
+  /** The epoch the position is of: a copy confirms it only under that epoch. */
+  readonly epoch: number;
   readonly position: number;
   readonly targets: Set<NodeId>;
   readonly acked: number;
@@ -65,6 +67,7 @@ interface Wait {
 /** One shipment of a waiting group: the replicas that may still confirm it, and how many did. */
 interface Waiter {
   readonly partition: number;
+  readonly epoch: number;
   readonly position: number;
   readonly needed: number;
   acked: number;
@@ -97,7 +100,6 @@ export class Replicator implements ReplicationStage {
   private readonly streams = new Map<NodeId, ReplicateStream>();
   private readonly prepared = new WeakMap<CommitGroup, Shipment[]>();
   /** Groups that touched a partition this node no longer writes: their answers are refused. */
-  private readonly strays = new WeakMap<CommitGroup, number>();
   private readonly waiters = new Map<number, Waiter[]>();
   private readonly retained = new Map<number, Shipment[]>();
   private readonly ackTimeoutMs: number;
@@ -136,14 +138,10 @@ export class Replicator implements ReplicationStage {
       const copy = copies.get(partition as PartitionId);
       if (!copy.writing) {
         // Its turns ran as the owner, but another node took the partition since: nothing of them
-        // may land outside that owner's history. Its writes leave the group, and the group's
-        // answers are refused (retryable), so the retry goes to the owner.
-        this.config.log.warn(
-          { partition, epoch: copy.epoch },
-          "a commit touched a partition another node took; its writes are withdrawn and its answers refused",
-        );
-        group.withdraw(partition as PartitionId, (key) => Keys.partitionOfKey(key, runtime.partitioning));
-        this.strays.set(group, partition);
+        // may land outside that owner's history. They leave the group and are refused
+        // (retryable, so the retry goes to the owner); its other turns go on.
+        this.config.log.warn({ partition, epoch: copy.epoch }, "a commit touched a partition another node took; its turns are withdrawn and refused NOT_OWNER");
+        group.withdraw(partition as PartitionId, runtime.host.keys, runtime.partitioning);
         continue;
       }
       copy.position++;
@@ -156,7 +154,7 @@ export class Replicator implements ReplicationStage {
   replicate(group: CommitGroup): Promise<void> | undefined {
     const shipments = this.prepared.get(group) ?? [];
     this.prepared.delete(group);
-    if (shipments.length === 0 && group.duplicateKeys.length === 0 && !this.strays.has(group)) return undefined;
+    if (shipments.length === 0 && group.duplicateKeys.length === 0) return undefined;
     const { ring: currentRing, copies } = this.config;
     const ring = currentRing();
     const needed = Math.min(group.copies, ring.replicationFactor) - 1;
@@ -168,14 +166,17 @@ export class Replicator implements ReplicationStage {
       copy.written = Math.max(copy.written, Number(shipment.position));
       this.retain(shipment);
       const targets = this.route(shipment, ring, perPeer);
-      if (needed > 0) waiting.push({ partition, position: Number(shipment.position), targets, acked: 0 });
+      if (needed > 0) waiting.push({ partition, epoch: Number(shipment.epoch), position: Number(shipment.position), targets, acked: 0 });
     }
     // A partition let go after this group was prepared (a replica follows a newer owner): its
-    // shipment goes out under the old epoch, which no replica confirms any more.
-    const stray = this.strays.get(group) ?? shipments.find((shipment) => !copies.get(shipment.partition as PartitionId).writing)?.partition;
+    // shipment went out under the old epoch, which no replica confirms any more.
+    const strays = shipments.filter((shipment) => !copies.get(shipment.partition as PartitionId).writing).map((shipment) => shipment.partition);
     const refusal =
-      stray !== undefined
-        ? new ReplicationShortfall("NOT_OWNER", `partition ${stray} moved to another owner while this batch's turns ran; retry, and it goes to the new owner`)
+      strays.length > 0
+        ? new ReplicationShortfall(
+            "NOT_OWNER",
+            `another node took partition${strays.length > 1 ? "s" : ""} ${strays.join(", ")} as this batch was written; retry, and it goes to the new owner`,
+          )
         : needed > 0 && group.duplicateKeys.length > 0
           ? this.holdDuplicates(group.duplicateKeys, shipments, ring, needed, waiting)
           : undefined;
@@ -267,7 +268,7 @@ export class Replicator implements ReplicationStage {
       }
       if (acked >= needed) continue;
       // Too few live replicas is refused by waitFor, as for a shipment.
-      waiting.push({ partition, position, targets, acked });
+      waiting.push({ partition, epoch: copy.epoch, position, targets, acked });
       const last = this.retained.get(partition)?.at(-1);
       if (last === undefined || Number(last.position) !== position) continue;
       const request = ReplicateStream.encode(self, [last]);
@@ -359,6 +360,7 @@ export class Replicator implements ReplicationStage {
     const perPeer = new Map<NodeId, Shipment[]>();
     for (const partition of partitions) {
       const copy = copies.get(partition);
+      this.endEpoch(partition, copy.epoch, "this node took it again");
       const from = copy.begunFrom;
       const shipment = create(ShipmentSchema, {
         partition,
@@ -387,6 +389,7 @@ export class Replicator implements ReplicationStage {
         const acked = this.positions(this.ackedBy, peer);
         if (position > (acked[point.partition] ?? 0)) acked[point.partition] = position;
       }
+      this.endEpoch(point.partition as PartitionId, epoch, `${peer} follows it`);
       const waiters = this.waiters.get(point.partition);
       if (waiters === undefined) continue;
       let done = 0;
@@ -490,14 +493,33 @@ export class Replicator implements ReplicationStage {
           }
         },
       };
-      for (const { partition, position, targets, acked } of waits) {
-        const waiter: Waiter = { partition, position, needed, acked, pending: new Set(targets), group };
+      for (const { partition, epoch, position, targets, acked } of waits) {
+        const waiter: Waiter = { partition, epoch, position, needed, acked, pending: new Set(targets), group };
         waiters.push(waiter);
+        // One epoch per list, so positions ascend along it.
+        this.endEpoch(partition as PartitionId, epoch, "this node took it again");
         let list = this.waiters.get(partition);
         if (list === undefined) this.waiters.set(partition, (list = []));
         list.push(waiter);
       }
     });
+  }
+
+  /**
+   * A newer epoch of `partition` than its waiters' began (`why`): no copy confirms their
+   * positions any more, so their groups are refused now, not at their timeout, and the list is
+   * left to the new epoch's positions.
+   */
+  private endEpoch(partition: PartitionId, epoch: number, why: string): void {
+    // Each list holds one epoch's positions: its first waiter's epoch is every waiter's.
+    const waiters = this.waiters.get(partition);
+    if (waiters === undefined || (waiters[0] as Waiter).epoch >= epoch) return;
+    const failure = new ReplicationShortfall(
+      "NOT_OWNER",
+      `partition ${partition} changed owner (epoch ${epoch}: ${why}) before its replicas confirmed this batch; retry, and it goes to the owner`,
+    );
+    for (const w of waiters) w.group.settle(failure);
+    this.sweep();
   }
 
   /** Drops the waiters of groups that gave up. */

@@ -136,7 +136,7 @@ export class DeadLetterStore {
    * The writes that record a failed delivery of `entry` (the dead letter and the id mark, in the
    * sender's partition); the caller adds them to the batch that removes the entry from the outbox.
    */
-  record(entry: OutboxEntry, reason: string, errorMessage: string): BatchOp[] {
+  record(entry: OutboxEntry, reason: string, errorMessage: string): [letter: BatchOp, mark: BatchOp] {
     const p = entry.partition;
     const seq = (this.lastSeqs.get(p) ?? 0) + 1;
     this.lastSeqs.set(p, seq);

@@ -84,10 +84,11 @@ export class CommitCompletion {
     return this.waiting === 0;
   }
 
-  /** Answers `msg` with `outcome` once `group` is acknowledged. */
-  ackAfterCommit(group: CommitGroup, msg: TwinMessage, outcome: TurnOutcome): void {
+  /** Answers `msg`, a turn of `act`, with `outcome` once `group` is acknowledged. */
+  ackAfterCommit(group: CommitGroup, act: Activation, msg: TwinMessage, outcome: TurnOutcome): void {
     group.ackMessages.push(msg);
     group.ackOutcomes.push(outcome);
+    group.ackTwins.push(act);
     const copies = msg.sink.copies;
     if (copies !== undefined && copies > group.copies) group.copies = copies;
   }
@@ -157,6 +158,9 @@ export class CommitCompletion {
   private acknowledge(group: CommitGroup, failure: StageFailure | undefined): void {
     const { observer, effects, timers, outbox, activations } = this.config;
     try {
+      // First: an answer below may hand a withdrawn twin its next message at once, which must
+      // run on the stored record, not on the working one that holds the withdrawn turns.
+      for (const act of group.withdrawn ?? []) this.config.reload(act);
       const { ackMessages, ackOutcomes } = group;
       const shortfall: TurnOutcome | undefined =
         failure === undefined
@@ -169,8 +173,12 @@ export class CommitCompletion {
             };
       for (let i = 0; i < ackMessages.length; i++) {
         const msg = ackMessages[i] as TwinMessage;
-        const answered = shortfall !== undefined && msg.type !== "timer" && !(msg.type === "message" && msg.outbox !== undefined);
-        this.finish(msg, answered ? (shortfall as TurnOutcome) : (ackOutcomes[i] as TurnOutcome));
+        const outcome = ackOutcomes[i] as TurnOutcome;
+        // A refusal stands (its turn wrote nothing, or was withdrawn); nobody waits for a timer's
+        // or an outbox delivery's copies.
+        const shortfallAnswers =
+          shortfall !== undefined && outcome.status !== "rejected" && msg.type !== "timer" && !(msg.type === "message" && msg.outbox !== undefined);
+        this.finish(msg, shortfallAnswers ? (shortfall as TurnOutcome) : outcome);
       }
       if (observer !== undefined) {
         for (const change of group.alertChanges) observer.alertChanged?.(change.alert);
@@ -181,7 +189,6 @@ export class CommitCompletion {
       if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) timers.armedAt(group.earliestTimerMs);
       for (const act of group.twins) outbox.targetFreed(act.entry.kind, act.id);
       for (const entry of group.outbox) outbox.enqueue(entry);
-      for (const act of group.withdrawn ?? []) this.config.reload(act);
       activations.trim();
     } catch (err) {
       this.config.metrics.internalErrors++;

@@ -1,5 +1,6 @@
 import type { AlertChange } from "../alerts/alert.js";
-import type { PartitionId } from "../partition/partitioning.js";
+import type { PartitionId, Partitioning } from "../partition/partitioning.js";
+import { Keys } from "../store/keys.js";
 import type { BatchOp } from "../store/rocks-store.js";
 import type { TraceRef } from "../tracing.js";
 import type { Activation } from "./activation.js";
@@ -14,9 +15,12 @@ import type { TurnOutcome, TwinMessage } from "./twin-message.js";
 export class CommitGroup {
   readonly twins = new Set<Activation>();
   readonly ops: BatchOp[] = [];
-  /** Messages answered when the group is durable, and their outcomes (parallel arrays: no object per ack). */
+  /** Messages answered when the group is durable, their outcomes and their twins (parallel arrays: no object per ack). */
   readonly ackMessages: TwinMessage[] = [];
   readonly ackOutcomes: TurnOutcome[] = [];
+  readonly ackTwins: Activation[] = [];
+  /** The dead letter each failed outbox delivery of this group records, by message (key). */
+  deadLetters: Map<TwinMessage, string> | undefined;
   /**
    * Keys of the twins whose records answered a duplicate in this group: those answers say the
    * first attempt is kept, so a replication stage holds them until the records are on as many
@@ -56,16 +60,37 @@ export class CommitGroup {
   withdrawn: Activation[] | undefined;
 
   /**
-   * Takes every write of `partition` out of this group before it is written, with its alert
-   * changes and outbox messages: its turns ran as the partition's owner, but this node no longer
-   * writes it (another node took it after they finished, before the group was sealed), so
-   * nothing of them may land outside that owner's history.
+   * Takes every turn of `partition`'s twins out of this group before it is written: its writes,
+   * alert changes and outbox messages, and the sender's outbox entry it delivered. Those turns
+   * ran as the partition's owner, but this node no longer writes it (another node took it after
+   * they finished, before the group was sealed), so nothing of them may land outside that
+   * owner's history; they are answered `NOT_OWNER` (retryable: a retry goes to the new owner, a
+   * delivery stays in its sender's outbox), and the group's other turns are answered as usual.
    */
-  withdraw(partition: PartitionId, partitionOfKey: (key: string) => PartitionId | undefined): void {
-    keep(this.ops, (op) => partitionOfKey(op.key) !== partition);
+  withdraw(partition: PartitionId, keys: Keys, partitioning: Partitioning): void {
+    const inPartition = (key: string) => Keys.partitionOfKey(key, partitioning) === partition;
+    const spent = new Set<string>();
+    for (let i = 0; i < this.ackTwins.length; i++) {
+      const act = this.ackTwins[i] as Activation;
+      if (!inPartition(act.key)) continue;
+      this.ackOutcomes[i] = {
+        status: "rejected",
+        reason: "NOT_OWNER",
+        message: `${act.entry.kind}/${act.id} moved to another node while this turn ran; nothing of it was written here; retry (with the same seq), and it goes to the new owner`,
+        retryable: true,
+      };
+      const msg = this.ackMessages[i] as TwinMessage;
+      if (msg.type !== "message" || msg.outbox === undefined) continue;
+      // Its sender's outbox entry is deleted and its dead letter recorded in the sender's partition.
+      spent.add(keys.outbox(msg.outbox.partition, msg.outbox.seq));
+      const deadLetter = this.deadLetters?.get(msg);
+      if (deadLetter !== undefined) spent.add(deadLetter);
+    }
+    keep(this.ops, (op) => !inPartition(op.key) && !spent.has(op.key));
+    keep(this.duplicateKeys, (key) => !inPartition(key));
     keep(this.alertChanges, (change) => change.partition !== partition);
     keep(this.outbox, (entry) => entry.partition !== partition);
-    for (const act of this.twins) if (partitionOfKey(act.key) === partition) (this.withdrawn ??= []).push(act);
+    for (const act of this.twins) if (inPartition(act.key)) (this.withdrawn ??= []).push(act);
   }
 
   get empty(): boolean {

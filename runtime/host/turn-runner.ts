@@ -166,6 +166,7 @@ export class TurnRunner {
         const tomb = deletedSeq(rec, seq);
         if (tomb !== undefined) {
           return this.reject(
+            act,
             msg,
             "TWIN_DELETED",
             `seq ${seq} is at or below seq ${tomb}, the highest seq of twin ${act.entry.kind}/${act.id} when it was deleted with a tombstone: its effect was deleted, so it is not applied again; send seqs above ${tomb}, or delete the twin without a tombstone to let its source start again at 1`,
@@ -175,7 +176,7 @@ export class TurnRunner {
         if (check === SeqCheck.DUPLICATE) {
           this.config.metrics.duplicates++;
           this.config.pipeline.current.duplicateKeys.push(act.key);
-          this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
+          this.ackAfterCommit(act, msg, { status: "duplicate", version: rec.ver });
           return undefined;
         }
         if (check === SeqCheck.TOO_OLD) {
@@ -189,7 +190,7 @@ export class TurnRunner {
           return undefined;
         }
         const handler = instance.onTelemetry;
-        if (handler === undefined) return this.reject(msg, "NO_TELEMETRY_HANDLER", `twin kind "${act.entry.kind}" has no onTelemetry handler`);
+        if (handler === undefined) return this.reject(act, msg, "NO_TELEMETRY_HANDLER", `twin kind "${act.entry.kind}" has no onTelemetry handler`);
         this.revive(act);
         return this.invoke(
           act,
@@ -217,6 +218,7 @@ export class TurnRunner {
     const group = this.config.pipeline.current;
     if (deletedKey(rec, msg.messageId)) {
       return this.reject(
+        act,
         msg,
         "TWIN_DELETED",
         `idempotency key "${(msg.messageId as string).slice(2)}" was used before twin ${act.entry.kind}/${act.id} was deleted with a tombstone: its effect was deleted, so the message is not delivered again; use a new key`,
@@ -225,13 +227,13 @@ export class TurnRunner {
     if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
       if (msg.outbox !== undefined) group.ops.push({ type: "del", key: this.config.keys.outbox(msg.outbox.partition, msg.outbox.seq) });
       group.duplicateKeys.push(act.key);
-      this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
+      this.ackAfterCommit(act, msg, { status: "duplicate", version: rec.ver });
       return undefined;
     }
     const { instance } = act.entry;
     const handler = instance.onMessage;
     if (handler === undefined) {
-      return this.reject(msg, "NO_MESSAGE_HANDLER", `twin kind "${act.entry.kind}" has no onMessage handler`);
+      return this.reject(act, msg, "NO_MESSAGE_HANDLER", `twin kind "${act.entry.kind}" has no onMessage handler`);
     }
     this.revive(act);
     return this.invoke(
@@ -251,7 +253,7 @@ export class TurnRunner {
       // Moved or cancelled after the index was read: drop the stale index entry.
       group.ops.push({ type: "del", key: msg.indexKey });
       group.timersDone.push(msg.indexKey);
-      this.ackAfterCommit(msg, { status: "duplicate", version: rec.ver });
+      this.ackAfterCommit(act, msg, { status: "duplicate", version: rec.ver });
       return undefined;
     }
     const { instance } = act.entry;
@@ -268,7 +270,7 @@ export class TurnRunner {
     if (handler === undefined) {
       consume(group);
       this.config.pipeline.touch(act);
-      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
+      this.ackAfterCommit(act, msg, { status: "accepted", version: rec.ver });
       return undefined;
     }
     this.config.metrics.timersFired++;
@@ -288,7 +290,7 @@ export class TurnRunner {
         act.stateJson = undefined;
         this.config.pipeline.touch(act);
       }
-      this.ackAfterCommit(msg, { status: "accepted", version: rec.ver, deletion: forgotten.deletion });
+      this.ackAfterCommit(act, msg, { status: "accepted", version: rec.ver, deletion: forgotten.deletion });
       return;
     }
     const alert = Object.values(rec.alerts ?? {}).find((a) => a.id === msg.alertId);
@@ -301,7 +303,7 @@ export class TurnRunner {
       rec.ver++; // the record changed: replicas compare versions
       this.config.pipeline.touch(act);
     }
-    this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
+    this.ackAfterCommit(act, msg, { status: "accepted", version: rec.ver });
   }
 
   /** A deleted twin that receives a new message starts again from `initial()`. */
@@ -409,10 +411,10 @@ export class TurnRunner {
       const next = this.config.pipeline.current;
       next.ops.push({ type: "del", key: msg.indexKey });
       next.timersDone.push(msg.indexKey);
-      this.ackAfterCommit(msg, internal);
+      this.ackAfterCommit(act, msg, internal);
       this.config.pipeline.schedule();
     } else if (msg.type === "message" && msg.outbox !== undefined) {
-      this.deadLetter(msg, "INTERNAL", internal.message as string);
+      this.deadLetter(act, msg, "INTERNAL", internal.message as string);
       this.config.pipeline.schedule();
     } else this.finish(msg, internal);
     this.config.settled();
@@ -473,10 +475,10 @@ export class TurnRunner {
       group.events++;
       this.config.metrics.applied++;
       // One shared outcome: the event path allocates nothing for its answer.
-      this.ackAfterCommit(msg, ACCEPTED);
+      this.ackAfterCommit(act, msg, ACCEPTED);
       return;
     }
-    this.ackAfterCommit(msg, { status: "accepted", version: rec.ver });
+    this.ackAfterCommit(act, msg, { status: "accepted", version: rec.ver });
   }
 
   private failTurn(
@@ -507,21 +509,21 @@ export class TurnRunner {
       const group = this.config.pipeline.current;
       before(group);
       this.config.pipeline.touch(act);
-      this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
+      this.ackAfterCommit(act, msg, { status: "rejected", reason, message, retryable: false });
       return;
     }
     this.config.metrics.rejected++;
     if (msg.type === "message" && msg.outbox !== undefined) {
-      this.deadLetter(msg, reason, message);
+      this.deadLetter(act, msg, reason, message);
       return;
     }
     this.finish(msg, { status: "rejected", reason, message, retryable: false });
   }
 
   /** Refuses a message for good; one from the outbox moves to the dead letters (answered when that commits). */
-  private reject(msg: TwinMessage, reason: string, message: string): undefined {
+  private reject(act: Activation, msg: TwinMessage, reason: string, message: string): undefined {
     this.config.metrics.rejected++;
-    if (msg.type === "message" && msg.outbox !== undefined) this.deadLetter(msg, reason, message);
+    if (msg.type === "message" && msg.outbox !== undefined) this.deadLetter(act, msg, reason, message);
     else this.finish(msg, { status: "rejected", reason, message, retryable: false });
     return undefined;
   }
@@ -531,19 +533,21 @@ export class TurnRunner {
    * answered, and released from the dispatcher's in-flight set, only once that move commits: a
    * rescan reading the outbox before then must not queue it again.
    */
-  private deadLetter(msg: UserMessage, reason: string, message: string): void {
+  private deadLetter(act: Activation, msg: UserMessage, reason: string, message: string): void {
     const { outbox } = msg;
     if (outbox === undefined) throw new Error("deadLetter() called for a message that did not come from the outbox");
     const group = this.config.pipeline.current;
-    group.ops.push({ type: "del", key: this.config.keys.outbox(outbox.partition, outbox.seq) }, ...this.config.deadLetters.record(outbox, reason, message));
+    const recorded = this.config.deadLetters.record(outbox, reason, message);
+    group.ops.push({ type: "del", key: this.config.keys.outbox(outbox.partition, outbox.seq) }, ...recorded);
+    (group.deadLetters ??= new Map()).set(msg, recorded[0].key);
     this.config.metrics.deadLetters++;
-    this.ackAfterCommit(msg, { status: "rejected", reason, message, retryable: false });
+    this.ackAfterCommit(act, msg, { status: "rejected", reason, message, retryable: false });
   }
 
   // ---------------------------------------------------------------- completion
 
-  private ackAfterCommit(msg: TwinMessage, outcome: TurnOutcome): void {
-    this.config.completion.ackAfterCommit(this.config.pipeline.current, msg, outcome);
+  private ackAfterCommit(act: Activation, msg: TwinMessage, outcome: TurnOutcome): void {
+    this.config.completion.ackAfterCommit(this.config.pipeline.current, act, msg, outcome);
   }
 
   private finish(msg: TwinMessage, outcome: TurnOutcome): void {

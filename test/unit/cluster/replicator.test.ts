@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
+import { setTimeout as delay } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { NodeId } from "../../../cluster/node-id.js";
@@ -9,6 +11,7 @@ import { RingSnapshot } from "../../../cluster/ring-snapshot.js";
 import { ReplicateResponseSchema } from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import type { Activation } from "../../../runtime/host/activation.js";
 import { CommitGroup } from "../../../runtime/host/commit-group.js";
+import type { TwinMessage } from "../../../runtime/host/twin-message.js";
 import { Keys, type PartitionId, Partitioning, silentLogger, type TwinRuntime } from "../../../runtime/index.js";
 
 const partitioning = new Partitioning(16);
@@ -16,24 +19,30 @@ const keys = new Keys();
 const KEY = keys.twin("counter", "c-1");
 const PARTITION = partitioning.partitionOf("counter", "c-1");
 
-/** A replicator on a one-node ring (nothing to ship to), over copies the test sets up. */
-async function replicatorOn(): Promise<{ replicator: Replicator; copies: PartitionCopies; superseded: number[] }> {
+/**
+ * A replicator over copies the test sets up: on a one-node ring (nothing to ship to), or with
+ * `replica`, on a ring of two whose replica n2 is up and takes every shipment without a word
+ * (the test says what is durable on it with `durable`).
+ */
+async function replicatorOn(replica = false): Promise<{ replicator: Replicator; copies: PartitionCopies; superseded: number[] }> {
   const superseded: number[] = [];
   const store = {
     async *scan(): AsyncIterable<[string, string][]> {},
   };
-  const runtime = { store, partitioning } as unknown as TwinRuntime;
+  const runtime = { store, partitioning, host: { keys } } as unknown as TwinRuntime;
   const copies = await PartitionCopies.load(runtime.store, 16);
-  const ring = new RingSnapshot(1n, ["n1"], partitioning, 3);
+  const ring = new RingSnapshot(1n, replica ? ["n1", "n2"] : ["n1"], partitioning, 3);
+  const silentStream = Object.assign(new EventEmitter(), { write: () => true, cancel: () => undefined, writableLength: 0 });
   const replicator = new Replicator({
     self: "n1" as NodeId,
     runtime,
     ring: () => ring,
     peers: {
-      isUp: () => false,
-      isCurrent: () => false,
+      isUp: () => replica,
+      isCurrent: () => replica,
       channel: (): grpc.Client => {
-        throw new Error("a one-node ring has no peer");
+        if (!replica) throw new Error("a one-node ring has no peer");
+        return { makeBidiStreamRequest: () => silentStream } as unknown as grpc.Client;
       },
     },
     copies,
@@ -43,11 +52,21 @@ async function replicatorOn(): Promise<{ replicator: Replicator; copies: Partiti
   return { replicator, copies, superseded };
 }
 
-function groupWriting(...keysWritten: string[]): CommitGroup {
+/** n2 says `partition` is durable on it up to `position` of `epoch`. */
+function durable(replicator: Replicator, epoch: number, position: number, partition: number = PARTITION): void {
+  replicator.durable("n2" as NodeId, create(ReplicateResponseSchema, { durable: [{ partition, epoch: BigInt(epoch), position: BigInt(position) }] }));
+}
+
+/** A group of one accepted event per twin (`counter/<id>`), each writing its record. */
+function groupWriting(...ids: string[]): CommitGroup {
   const group = new CommitGroup();
-  for (const key of keysWritten) {
-    group.ops.push({ type: "put", key, value: "{}" });
-    group.twins.add({ key } as Activation);
+  for (const id of ids) {
+    const act = { key: keys.twin("counter", id), id, entry: { kind: "counter" } } as Activation;
+    group.ops.push({ type: "put", key: act.key, value: "{}" });
+    group.twins.add(act);
+    group.ackMessages.push({ type: "telemetry", index: 0 } as TwinMessage);
+    group.ackOutcomes.push({ status: "accepted" });
+    group.ackTwins.push(act);
   }
   return group;
 }
@@ -57,13 +76,13 @@ describe("Replicator", () => {
     const { replicator, copies } = await replicatorOn();
     const copy = copies.get(PARTITION as PartitionId);
     copy.beginEpoch(nextEpoch(0, 0));
-    const group = groupWriting(KEY);
+    const group = groupWriting("c-1");
     replicator.prepare(group);
     assert.equal(replicator.replicate(group), undefined, "a LOCAL group with no replica to wait for is answered at once");
     assert.deepEqual(copy.point, { epoch: nextEpoch(0, 0), position: 2 });
   });
 
-  it("withdraws the writes of a partition this node no longer writes from a group, ships the rest, and refuses the group's answers NOT_OWNER", async () => {
+  it("withdraws the turns of a partition this node no longer writes from a group, refusing them NOT_OWNER, and ships the rest", async () => {
     const { replicator, copies } = await replicatorOn();
     const copy = copies.get(PARTITION as PartitionId);
     // This node follows another owner's epoch now (a turn outlived its ownership).
@@ -73,7 +92,7 @@ describe("Replicator", () => {
     const mine = keys.twin("counter", `c-${n}`);
     const other = copies.get(partitioning.partitionOf("counter", `c-${n}`));
     other.beginEpoch(nextEpoch(0, 0));
-    const group = groupWriting(KEY, mine);
+    const group = groupWriting("c-1", `c-${n}`);
     replicator.prepare(group);
     assert.deepEqual(
       group.ops.filter((op) => !op.key.startsWith("\u0000")).map((op) => op.key),
@@ -85,11 +104,16 @@ describe("Replicator", () => {
       [KEY],
       "the twin whose writes were withdrawn reloads",
     );
-    await assert.rejects(Promise.resolve(replicator.replicate(group)), (err: Error & { reason?: string }) => {
-      assert.equal(err.reason, "NOT_OWNER");
-      assert.match(err.message, new RegExp(`partition ${PARTITION} moved to another owner while this batch's turns ran; retry`));
-      return true;
-    });
+    assert.deepEqual(
+      group.ackOutcomes.map((o) => [o.status, o.reason]),
+      [
+        ["rejected", "NOT_OWNER"],
+        ["accepted", undefined],
+      ],
+      "the withdrawn turn is refused, the other keeps its answer",
+    );
+    assert.match(group.ackOutcomes[0]?.message ?? "", /counter\/c-1 moved to another node while this turn ran; nothing of it was written here; retry/);
+    assert.equal(replicator.replicate(group), undefined, "a LOCAL group waits for no replica");
     assert.deepEqual(copy.point, { epoch: nextEpoch(0, 1), position: 4 }, "the withdrawn partition's point moved");
     assert.deepEqual(other.point, { epoch: nextEpoch(0, 0), position: 2 }, "the owned partition's shipment was numbered");
     assert.equal(other.written, 2, "and sent");
@@ -99,22 +123,61 @@ describe("Replicator", () => {
     const { replicator, copies, superseded } = await replicatorOn();
     const copy = copies.get(PARTITION as PartitionId);
     copy.beginEpoch(nextEpoch(0, 0));
-    const durable = (epoch: number, position: number) =>
-      replicator.durable(
-        "n2" as NodeId,
-        create(ReplicateResponseSchema, { durable: [{ partition: PARTITION, epoch: BigInt(epoch), position: BigInt(position) }] }),
-      );
-    durable(copy.epoch, 1);
-    durable(copy.epoch - 256, 9);
+    durable(replicator, copy.epoch, 1);
+    durable(replicator, copy.epoch - 256, 9);
     assert.deepEqual(superseded, [], "the same or an older epoch");
-    durable(nextEpoch(copy.epoch, 2), 2);
+    durable(replicator, nextEpoch(copy.epoch, 2), 2);
     assert.deepEqual(superseded, [PARTITION], "a newer epoch");
     assert.equal(copy.writing, false, "the partition is written no more");
-    durable(nextEpoch(copy.epoch, 2), 2);
+    durable(replicator, nextEpoch(copy.epoch, 2), 2);
     assert.deepEqual(superseded, [PARTITION], "let go once");
     // A copy that follows another owner already is not this node's to let go.
     copy.adopt({ epoch: nextEpoch(copy.epoch, 2), position: 2 }, [{ epoch: nextEpoch(copy.epoch, 2), start: 2 }]);
-    durable(nextEpoch(copy.epoch, 1), 3);
+    durable(replicator, nextEpoch(copy.epoch, 1), 3);
     assert.deepEqual(superseded, [PARTITION]);
+  });
+
+  it("refuses the waiting answers of an epoch this node no longer writes as soon as a newer one shows, and confirms the newer one's", async () => {
+    const { replicator, copies } = await replicatorOn(true);
+    const copy = copies.get(PARTITION as PartitionId);
+    const first = nextEpoch(0, 0);
+    copy.beginEpoch(first);
+    const commit = (copiesAsked: number): Promise<void> | undefined => {
+      const group = groupWriting("c-1");
+      group.copies = copiesAsked;
+      replicator.prepare(group);
+      return replicator.replicate(group);
+    };
+    // Positions 2 to 4 at LOCAL, then 5 waiting for n2.
+    for (let i = 0; i < 3; i++) assert.equal(commit(1), undefined);
+    const old = commit(2);
+    assert.deepEqual(copy.point, { epoch: first, position: 5 });
+    // n2 took the partition (its history is shorter: it never had 3 to 5), and this node took it back.
+    const theirs = nextEpoch(first, 1);
+    copy.adopt({ epoch: theirs, position: 2 }, [
+      { epoch: first, start: 1 },
+      { epoch: theirs, start: 3 },
+    ]);
+    copy.beginEpoch(nextEpoch(theirs, 0));
+    replicator.announce([PARTITION as PartitionId]);
+    const settled = (promise: Promise<void> | undefined) =>
+      Promise.race([
+        Promise.resolve(promise).then(
+          () => "confirmed",
+          (err: Error & { reason?: string }) => `${err.reason}: ${err.message}`,
+        ),
+        delay(1_000, "waiting"),
+      ]);
+    assert.match(
+      await settled(old),
+      /^NOT_OWNER: partition \d+ changed owner \(epoch \d+: this node took it again\) before its replicas confirmed this batch; retry/,
+    );
+    const current = commit(2);
+    durable(replicator, copy.epoch, copy.position);
+    assert.equal(await settled(current), "confirmed", "the newer epoch's lower position is confirmed at once");
+    // A replica that shows a newer epoch than a waiting answer's ends that answer too.
+    const stale = commit(2);
+    durable(replicator, nextEpoch(copy.epoch, 1), 1);
+    assert.match(await settled(stale), /^NOT_OWNER: .*n2 follows it/);
   });
 });

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import type { TwinContext } from "twinmesh";
 import type { CommitGroup } from "../../../../runtime/host/commit-group.js";
-import { Keys, type OwnershipGate, type ReplicationStage, type StageFailure, type TurnOutcome, TwinRuntime } from "../../../../runtime/index.js";
-import { CounterTwin } from "../../../fixtures/index.js";
+import { type OwnershipGate, type PartitionId, type ReplicationStage, type StageFailure, type TurnOutcome, TwinRuntime } from "../../../../runtime/index.js";
+import { CounterTwin, type RelayMessage, RelayTwin, type SinkState, SinkTwin } from "../../../fixtures/index.js";
 import { type TestScope, useTestScope } from "../../../harness/test-scope.js";
 import { waitFor } from "../../../harness/wait-for.js";
 
@@ -81,24 +82,126 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
     assert.equal((await runtime.getTwin("counter", "c-1")).state.count, 1);
   });
 
-  it("writes nothing of a partition its stage withdraws from a group, and reloads that partition's twins once the group is answered", async () => {
+  it("writes nothing of a partition its stage withdraws from a group, refuses its turns NOT_OWNER, and reloads its twins once the group is answered", async () => {
     let withdrawing = false;
     const replication: ReplicationStage = {
       prepare(group) {
-        if (withdrawing) group.withdraw(runtime.partitioning.partitionOf("counter", "c-1"), (key) => Keys.partitionOfKey(key, runtime.partitioning));
+        if (withdrawing) group.withdraw(runtime.partitioning.partitionOf("counter", "c-1"), runtime.host.keys, runtime.partitioning);
       },
-      replicate: (group) => (group.withdrawn === undefined ? undefined : Promise.reject(Object.assign(new Error("moved"), { reason: "NOT_OWNER" }))),
+      replicate: () => undefined,
     };
     const runtime = await open(t, { replication });
     assert.deepEqual(await runtime.host.publish([event("c-1", 1)]), [{ status: "accepted" }]);
     withdrawing = true;
     const [refused] = await runtime.host.publish([event("c-1", 2)]);
     assert.equal(refused?.reason, "NOT_OWNER");
+    assert.equal(refused?.retryable, true);
+    assert.match(refused?.message ?? "", /counter\/c-1 moved to another node while this turn ran; nothing of it was written here; retry/);
     withdrawing = false;
     // The twin reloaded: its state and marks are those on disk, which never had seq 2.
     assert.equal((await runtime.getTwin("counter", "c-1")).state.count, 1);
     assert.deepEqual(await runtime.host.publish([event("c-1", 2)]), [{ status: "accepted" }]);
     assert.equal((await runtime.getTwin("counter", "c-1")).state.count, 2);
+  });
+
+  it("answers the other partitions' turns of a group that lost one partition as their own writes earned: the withdrawal is per turn", async () => {
+    let other = 2;
+    let withdrawn: PartitionId | undefined;
+    const replication: ReplicationStage = {
+      prepare(group) {
+        if (withdrawn !== undefined) group.withdraw(withdrawn, runtime.host.keys, runtime.partitioning);
+      },
+      replicate: () => undefined,
+    };
+    const runtime = await open(t, { replication });
+    const gone = runtime.partitioning.partitionOf("counter", "c-1");
+    while (runtime.partitioning.partitionOf("counter", `c-${other}`) === gone) other++;
+    withdrawn = gone;
+    const outcomes = await runtime.host.publish([event("c-1", 1), event(`c-${other}`, 1)]);
+    assert.deepEqual(
+      outcomes.map((o) => [o.status, o.reason]),
+      [
+        ["rejected", "NOT_OWNER"],
+        ["accepted", undefined],
+      ],
+    );
+    withdrawn = undefined;
+    assert.equal((await runtime.getTwin("counter", `c-${other}`)).state.count, 1);
+    await assert.rejects(runtime.getTwin("counter", "c-1"), { reason: "TWIN_NOT_FOUND" });
+  });
+
+  /** A sink whose first `failures` deliveries throw. */
+  class FlakySink extends SinkTwin {
+    static failures = 0;
+    override onMessage(message: RelayMessage, ctx: TwinContext<SinkState>): void {
+      if (FlakySink.failures > 0) {
+        FlakySink.failures--;
+        throw new Error("flaky");
+      }
+      super.onMessage(message, ctx);
+    }
+  }
+
+  for (const failures of [0, 1]) {
+    const what = failures === 0 ? "whose delivery" : "whose failed delivery (a dead letter)";
+    it(`keeps in its sender's outbox a message ${what} was withdrawn with the target's partition, and delivers it after a restart, once`, async () => {
+      const dataDir = t.tempDir("stages");
+      let withdrawals = 0;
+      const start = (withdrawing: boolean) =>
+        TwinRuntime.open({
+          dataDir,
+          twins: [RelayTwin, FlakySink],
+          host: { timerPollMs: 3_600_000 },
+          replication: {
+            prepare(group) {
+              const sink = runtime.host.keys.twin("sink", "s-1");
+              if (!withdrawing || !group.ackTwins.some((act) => act.key === sink)) return;
+              withdrawals++;
+              group.withdraw(runtime.partitioning.partitionOf("sink", "s-1"), runtime.host.keys, runtime.partitioning);
+            },
+            replicate: () => undefined,
+          },
+        });
+      FlakySink.failures = failures;
+      let runtime = await start(true);
+      assert.notEqual(runtime.partitioning.partitionOf("relay", "r-1"), runtime.partitioning.partitionOf("sink", "s-1"));
+      assert.deepEqual(await runtime.host.publish([{ kind: "relay", sourceId: "r-1", seq: 1, channels: {}, attributes: { to: "s-1" } }]), [
+        { status: "accepted" },
+      ]);
+      // Every delivery is withdrawn while the node runs: the message must still be in the outbox on disk.
+      await waitFor(() => withdrawals > 0, { timeoutMs: 5_000, what: "the delivery's group withdrawn" });
+      await runtime.close();
+      assert.equal(FlakySink.failures, 0, "the first delivery ran");
+      runtime = await start(false);
+      t.defer(() => runtime.close());
+      await runtime.host.whenIdle();
+      assert.deepEqual((await runtime.getTwin("sink", "s-1")).state, { received: 1, seen: ["r-1#1"] });
+      assert.deepEqual((await runtime.host.deadLetters.list({})).deadLetters, []);
+    });
+  }
+
+  it("runs the next turn of a twin whose turns were withdrawn on its stored record, even one handed to it as the group is answered", async () => {
+    let withdrawOnce = true;
+    const runtime = await TwinRuntime.open({
+      dataDir: t.tempDir("stages"),
+      twins: [RelayTwin, SinkTwin],
+      host: { timerPollMs: 3_600_000 },
+      replication: {
+        prepare(group) {
+          if (!withdrawOnce || !group.ackTwins.some((act) => act.key === runtime.host.keys.twin("sink", "s-1"))) return;
+          withdrawOnce = false;
+          group.withdraw(runtime.partitioning.partitionOf("sink", "s-1"), runtime.host.keys, runtime.partitioning);
+        },
+        replicate: () => undefined,
+      },
+    });
+    t.defer(() => runtime.close());
+    // The refused delivery is offered again as its group is answered: on the withdrawn working
+    // record, which remembers it, it would be taken for a repeat and dropped.
+    await runtime.host.publish([{ kind: "relay", sourceId: "r-1", seq: 1, channels: {}, attributes: { to: "s-1" } }]);
+    await runtime.host.whenIdle();
+    assert.equal(withdrawOnce, false, "the delivery's group was never withdrawn");
+    assert.deepEqual((await runtime.getTwin("sink", "s-1")).state, { received: 1, seen: ["r-1#1"] });
   });
 
   it("is idle only when no written group waits for replication", async () => {
