@@ -238,7 +238,12 @@ export class ClusterNode {
     this.ownership.attach(this.partitions);
     pool.onChange((peer) => {
       if (peer.condition === PeerCondition.UP) this.replica?.sourceUp(peer.id);
-      else this.replica?.sourceDown(peer.id);
+      else {
+        this.replica?.sourceDown(peer.id);
+        // What it was sent and has not confirmed is not waited for: answers that the other
+        // replicas can give are answered now, not at their timeout.
+        this.replicator?.notCountingOn(peer.id, `${peer.id} is ${peer.condition}`);
+      }
       this.partitions?.nudge();
     });
     this.forwarding = new ForwardClient(pool, { log: this.rootLog, tracing: this.tracing });

@@ -46,10 +46,24 @@ export interface ReplicatorConfig {
   readonly superseded?: (partition: PartitionId) => void;
 }
 
-/** A group's answers, waiting for its shipments to be durable on enough replicas. */
+/**
+ * A group's answers, waiting for its shipments to be durable on enough replicas. Its answers may
+ * ask for different consistencies: it waits for the most any of them asks (`needed` replicas),
+ * and when too few replicas are live for that, for the most that the live ones can still give
+ * and one of its answers asks (`goal`), so those answers are not refused with the others.
+ */
 interface GroupWait {
-  /** Shipments not yet durable on enough replicas. */
+  /** Replicas the group's strongest answer asks each shipment to be durable on. */
+  readonly needed: number;
+  /** Replica counts the group's answers ask for (bit n set: one asks for n). */
+  readonly levels: number;
+  /** Replicas each shipment is waited for on now: `needed`, or less once too few are live. */
+  goal: number;
+  /** Why the goal came down below `needed`. */
+  lowered: string | undefined;
+  /** Shipments not yet durable on `goal` replicas. */
   remaining: number;
+  readonly waiters: Waiter[];
   settled: boolean;
   settle(failure: StageFailure | undefined): void;
 }
@@ -69,7 +83,6 @@ interface Waiter {
   readonly partition: number;
   readonly epoch: number;
   readonly position: number;
-  readonly needed: number;
   acked: number;
   readonly pending: Set<NodeId>;
   readonly group: GroupWait;
@@ -80,6 +93,8 @@ class ReplicationShortfall extends Error implements StageFailure {
   constructor(
     readonly reason: string,
     message: string,
+    /** Copies every shipment of the group is durable on (see {@link StageFailure.copies}); absent: the group's answers are all refused. */
+    readonly copies?: number,
   ) {
     super(message);
   }
@@ -189,7 +204,7 @@ export class Replicator implements ReplicationStage {
       }
       if (waiting.length === 0) return undefined;
       this.stats.waits++;
-      return this.waitFor(waiting, needed);
+      return this.waitFor(waiting, needed, levelsAsked(group.copiesAsked, ring.replicationFactor));
     }
     // A traced group: one span, a child of its commit, covers the shipping and the wait for
     // acknowledgements; the replicas continue its trace from the request's traceparent.
@@ -209,7 +224,7 @@ export class Replicator implements ReplicationStage {
       return undefined;
     }
     this.stats.waits++;
-    return this.waitFor(waiting, needed).then(
+    return this.waitFor(waiting, needed, levelsAsked(group.copiesAsked, ring.replicationFactor)).then(
       () => span.end(),
       (err: unknown) => {
         span.fail(err);
@@ -397,7 +412,7 @@ export class Replicator implements ReplicationStage {
         if (w.position > position) break;
         if (!current || !w.pending.delete(peer)) continue;
         w.acked++;
-        if (w.acked === w.needed && --w.group.remaining === 0) w.group.settle(undefined);
+        if (w.acked === w.group.goal && --w.group.remaining === 0) this.reached(w.group);
       }
       // Confirmed waiters, and those of groups that gave up, leave from the front (positions ascend).
       while (done < waiters.length && finished(waiters[done] as Waiter)) done++;
@@ -432,14 +447,24 @@ export class Replicator implements ReplicationStage {
   lost(peer: NodeId, why: string): void {
     this.ackedBy.delete(peer);
     this.sentTo.delete(peer);
+    this.notCountingOn(peer, why);
+  }
+
+  /**
+   * `peer` is not counted on for what it was sent and has not confirmed (its stream broke, or the
+   * failure detector says it is down): a waiting group that now cannot have the copies it waits
+   * for waits for the most the others can give that one of its answers asks, and is answered
+   * with the shortfall for the rest, instead of at its timeout.
+   */
+  notCountingOn(peer: NodeId, why: string): void {
+    const lowered = new Set<GroupWait>();
     for (const waiters of this.waiters.values()) {
       for (const w of waiters) {
         if (w.group.settled || !w.pending.delete(peer)) continue;
-        if (w.acked + w.pending.size < w.needed) {
-          w.group.settle(new ReplicationShortfall("NOT_ENOUGH_REPLICAS", `${why}; ${w.acked + 1} of the ${w.needed + 1} copies asked for are durable`));
-        }
+        if (w.acked + w.pending.size < w.group.goal) lowered.add(w.group);
       }
     }
+    for (const group of lowered) this.lower(group, why);
     this.sweep();
   }
 
@@ -452,35 +477,30 @@ export class Replicator implements ReplicationStage {
   }
 
   /**
-   * Waits until each shipment is durable on `needed` of its targets: one promise and one timer
-   * for the whole group, however many partitions it touched.
+   * Waits until each shipment is durable on `needed` of its targets (or on fewer: see
+   * {@link GroupWait}): one promise and one timer for the whole group, however many partitions
+   * it touched.
    */
-  private waitFor(waits: readonly Wait[], needed: number): Promise<void> {
-    for (const { partition, targets, acked } of waits) {
-      if (acked + targets.size < needed) {
-        this.stats.shortfalls++;
-        return Promise.reject(
-          new ReplicationShortfall(
-            "NOT_ENOUGH_REPLICAS",
-            `only ${acked + targets.size + 1} of the ${needed + 1} copies asked for are live for partition ${partition}`,
-          ),
-        );
-      }
-    }
+  private waitFor(waits: readonly Wait[], needed: number, levels: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      const waiters: Waiter[] = [];
       const timer = setTimeout(() => {
-        const late = waiters.find((w) => w.acked < w.needed) ?? waiters[0];
+        const late = group.waiters.find((w) => w.acked < group.goal) ?? group.waiters[0];
         group.settle(
           new ReplicationShortfall(
             "REPLICATION_TIMEOUT",
             `partition ${late?.partition}'s replicas did not confirm within ${this.ackTimeoutMs} ms (${(late?.acked ?? 0) + 1} of ${needed + 1} copies durable)`,
+            copiesOf(group),
           ),
         );
         this.sweep();
       }, this.ackTimeoutMs);
       const group: GroupWait = {
-        remaining: waits.length,
+        needed,
+        levels,
+        goal: needed,
+        lowered: undefined,
+        remaining: 0,
+        waiters: [],
         settled: false,
         settle: (failure) => {
           if (group.settled) return;
@@ -494,15 +514,47 @@ export class Replicator implements ReplicationStage {
         },
       };
       for (const { partition, epoch, position, targets, acked } of waits) {
-        const waiter: Waiter = { partition, epoch, position, needed, acked, pending: new Set(targets), group };
-        waiters.push(waiter);
+        const waiter: Waiter = { partition, epoch, position, acked, pending: new Set(targets), group };
+        group.waiters.push(waiter);
         // One epoch per list, so positions ascend along it.
         this.endEpoch(partition as PartitionId, epoch, "this node took it again");
         let list = this.waiters.get(partition);
         if (list === undefined) this.waiters.set(partition, (list = []));
         list.push(waiter);
       }
+      const short = group.waiters.find((w) => w.acked + w.pending.size < needed);
+      if (short !== undefined)
+        this.lower(group, `only ${short.acked + short.pending.size + 1} of the ${needed + 1} copies asked for are live for partition ${short.partition}`);
+      else {
+        group.remaining = group.waiters.filter((w) => w.acked < needed).length;
+        if (group.remaining === 0) this.reached(group);
+      }
+      if (group.settled) this.sweep();
     });
+  }
+
+  /**
+   * Too few replicas are left for `group`'s goal (`why`): it waits for the most that one of its
+   * answers asks and the live replicas can still give, or, when none, is answered now.
+   */
+  private lower(group: GroupWait, why: string): void {
+    let live = group.goal;
+    for (const w of group.waiters) live = Math.min(live, w.acked + w.pending.size);
+    group.goal = highestLevel(group.levels, live);
+    group.lowered = why;
+    group.remaining = group.waiters.filter((w) => w.acked < group.goal).length;
+    if (group.goal === 0 || group.remaining === 0) this.reached(group);
+  }
+
+  /** Every shipment of `group` is durable on its goal: it is answered, with the shortfall for answers that asked for more. */
+  private reached(group: GroupWait): void {
+    if (group.goal >= group.needed) {
+      group.settle(undefined);
+      return;
+    }
+    const copies = copiesOf(group);
+    const durable = `${copies} of the ${group.needed + 1} copies asked for ${copies === 1 ? "is" : "are"} durable`;
+    group.settle(new ReplicationShortfall("NOT_ENOUGH_REPLICAS", `${group.lowered}; ${durable}`, copies));
   }
 
   /**
@@ -556,5 +608,25 @@ export class Replicator implements ReplicationStage {
 
 /** True when a waiter needs nothing more: its shipment is confirmed, or its group gave up. */
 function finished(w: Waiter): boolean {
-  return w.acked >= w.needed || w.group.settled;
+  return w.acked >= w.group.goal || w.group.settled;
+}
+
+/** Copies (this node's included) every shipment of `group` is durable on. */
+function copiesOf(group: GroupWait): number {
+  let acked = Number.POSITIVE_INFINITY;
+  for (const w of group.waiters) acked = Math.min(acked, w.acked);
+  return acked === Number.POSITIVE_INFINITY ? 1 : acked + 1;
+}
+
+/** The replica counts that answers asking for `copiesAsked` (bit c: c copies, this node's included) wait for, on a ring of `replicationFactor`. */
+function levelsAsked(copiesAsked: number, replicationFactor: number): number {
+  let levels = 0;
+  for (let copies = 1; copies < 31; copies++) if ((copiesAsked & (1 << copies)) !== 0) levels |= 1 << (Math.min(copies, replicationFactor) - 1);
+  return levels;
+}
+
+/** The highest replica count in `levels` that is at most `most` (0: none but this node's copy). */
+function highestLevel(levels: number, most: number): number {
+  for (let n = Math.min(most, 30); n > 0; n--) if ((levels & (1 << n)) !== 0) return n;
+  return 0;
 }

@@ -45,6 +45,12 @@ export interface ReplicationStage {
 export interface StageFailure extends Error {
   /** A stable code, e.g. `NOT_ENOUGH_REPLICAS`. */
   readonly reason: string;
+  /**
+   * Durable copies (this node's included) that every write of the group did reach: its answers
+   * that asked for no more are answered as committed, the others get the failure. Absent: every
+   * answer gets it.
+   */
+  readonly copies?: number;
 }
 
 /** What {@link CommitCompletion} needs of its host. */
@@ -89,8 +95,9 @@ export class CommitCompletion {
     group.ackMessages.push(msg);
     group.ackOutcomes.push(outcome);
     group.ackTwins.push(act);
-    const copies = msg.sink.copies;
-    if (copies !== undefined && copies > group.copies) group.copies = copies;
+    const copies = msg.sink.copies ?? 1;
+    if (copies > group.copies) group.copies = copies;
+    group.copiesAsked |= 1 << Math.min(copies, 30);
   }
 
   /** Answers `msg` now and releases what it held. */
@@ -174,10 +181,15 @@ export class CommitCompletion {
       for (let i = 0; i < ackMessages.length; i++) {
         const msg = ackMessages[i] as TwinMessage;
         const outcome = ackOutcomes[i] as TurnOutcome;
-        // A refusal stands (its turn wrote nothing, or was withdrawn); nobody waits for a timer's
-        // or an outbox delivery's copies.
+        // A refusal stands (its turn wrote nothing, or was withdrawn); an answer that asked for
+        // no more copies than the group reached is met; nobody waits for a timer's or an outbox
+        // delivery's copies.
         const shortfallAnswers =
-          shortfall !== undefined && outcome.status !== "rejected" && msg.type !== "timer" && !(msg.type === "message" && msg.outbox !== undefined);
+          shortfall !== undefined &&
+          outcome.status !== "rejected" &&
+          (msg.sink.copies ?? 1) > (failure?.copies ?? 0) &&
+          msg.type !== "timer" &&
+          !(msg.type === "message" && msg.outbox !== undefined);
         this.finish(msg, shortfallAnswers ? (shortfall as TurnOutcome) : outcome);
       }
       if (observer !== undefined) {

@@ -33,6 +33,8 @@ export class CommitGroup {
   readonly timersDone: string[] = [];
   /** Durable copies (this node's included) its answers wait for: the most any of them asked. */
   copies = 1;
+  /** The copies its answers ask for, one bit each (bit c: an answer asks for c copies). */
+  copiesAsked = 0;
   /** Earliest timer due time set in this group. */
   earliestTimerMs = Number.POSITIVE_INFINITY;
   events = 0;

@@ -432,6 +432,40 @@ describe("replication and failover in a cluster of three nodes at replication fa
     await assertCounters(clients, MEMBERS, want, "after ALL with every replica up");
   });
 
+  it("answers QUORUM events with the two copies they asked for when a replica freezes, though ALL events of other clients share their commit groups", async () => {
+    const { c, clients } = await start();
+    const ids = (
+      await c.ownedBy(
+        "n1",
+        "counter",
+        range(120).map((i) => `m-${i}`),
+      )
+    ).slice(0, 24);
+    const owner = c.client("n1", 20_000);
+    // Concurrent calls to one owner share its commit groups; each its own twins, so no call waits for another's.
+    const pairs = range(ids.length / 2).map((i) => [ids[2 * i] as string, ids[2 * i + 1] as string] as const);
+    c.pause("n3");
+    try {
+      const answers = await Promise.all(
+        pairs.map(([quorum, all]) =>
+          Promise.all([
+            answersOf(owner, [ev("counter", quorum, 1, { v: 1 })], Consistency.QUORUM),
+            answersOf(owner, [ev("counter", all, 1, { v: 1 })], Consistency.ALL),
+          ]),
+        ),
+      );
+      for (const [k, [quorum, all]] of answers.entries()) {
+        assert.deepEqual(quorum, ["ACCEPTED"], `QUORUM call ${k} with n3 frozen`);
+        // Refused once n3 is seen down (or before it is applied, once it is), not at the 5 s timeout.
+        assert.match(String(all), /^REJECTED NOT_ENOUGH_REPLICAS \(retryable: true\)/, `ALL call ${k} with n3 frozen`);
+      }
+    } finally {
+      c.resume("n3");
+    }
+    const want = new Map(pairs.map(([quorum]) => [quorum, { owner: "n1", count: 1, lastSeq: 1, total: 1 }]));
+    await assertCounters(clients, ["n1", "n2"], want, "the QUORUM events");
+  });
+
   it("publishes at QUORUM by default in a cluster: with two of three nodes down a default publish is refused retryably and applies nothing, and LOCAL is accepted", async () => {
     const { c, clients } = await start();
     await Promise.all([c.kill("n2"), c.kill("n3")]);

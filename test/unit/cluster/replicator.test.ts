@@ -10,6 +10,7 @@ import { Replicator } from "../../../cluster/replicator.js";
 import { RingSnapshot } from "../../../cluster/ring-snapshot.js";
 import { ReplicateResponseSchema } from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import type { Activation } from "../../../runtime/host/activation.js";
+import type { StageFailure } from "../../../runtime/host/commit-completion.js";
 import { CommitGroup } from "../../../runtime/host/commit-group.js";
 import type { TwinMessage } from "../../../runtime/host/twin-message.js";
 import { Keys, type PartitionId, Partitioning, silentLogger, type TwinRuntime } from "../../../runtime/index.js";
@@ -20,28 +21,30 @@ const KEY = keys.twin("counter", "c-1");
 const PARTITION = partitioning.partitionOf("counter", "c-1");
 
 /**
- * A replicator over copies the test sets up: on a one-node ring (nothing to ship to), or with
- * `replica`, on a ring of two whose replica n2 is up and takes every shipment without a word
- * (the test says what is durable on it with `durable`).
+ * A replicator over copies the test sets up, on a ring of n1 and `replicas` more nodes (n2, n3),
+ * RF 3. They are up (the test may take one out of `up`) and take every shipment without a word:
+ * the test says what is durable on them with `durable`.
  */
-async function replicatorOn(replica = false): Promise<{ replicator: Replicator; copies: PartitionCopies; superseded: number[] }> {
+async function replicatorOn(replicas = 0): Promise<{ replicator: Replicator; copies: PartitionCopies; superseded: number[]; up: Set<string> }> {
   const superseded: number[] = [];
   const store = {
     async *scan(): AsyncIterable<[string, string][]> {},
   };
   const runtime = { store, partitioning, host: { keys } } as unknown as TwinRuntime;
   const copies = await PartitionCopies.load(runtime.store, 16);
-  const ring = new RingSnapshot(1n, replica ? ["n1", "n2"] : ["n1"], partitioning, 3);
+  const nodes = ["n1", "n2", "n3"].slice(0, replicas + 1);
+  const up = new Set(nodes.slice(1));
+  const ring = new RingSnapshot(1n, nodes, partitioning, 3);
   const silentStream = Object.assign(new EventEmitter(), { write: () => true, cancel: () => undefined, writableLength: 0 });
   const replicator = new Replicator({
     self: "n1" as NodeId,
     runtime,
     ring: () => ring,
     peers: {
-      isUp: () => replica,
-      isCurrent: () => replica,
+      isUp: (peer) => up.has(peer),
+      isCurrent: (peer) => up.has(peer),
       channel: (): grpc.Client => {
-        if (!replica) throw new Error("a one-node ring has no peer");
+        if (replicas === 0) throw new Error("a one-node ring has no peer");
         return { makeBidiStreamRequest: () => silentStream } as unknown as grpc.Client;
       },
     },
@@ -49,12 +52,12 @@ async function replicatorOn(replica = false): Promise<{ replicator: Replicator; 
     log: silentLogger(),
     superseded: (p) => void superseded.push(p),
   });
-  return { replicator, copies, superseded };
+  return { replicator, copies, superseded, up };
 }
 
-/** n2 says `partition` is durable on it up to `position` of `epoch`. */
-function durable(replicator: Replicator, epoch: number, position: number, partition: number = PARTITION): void {
-  replicator.durable("n2" as NodeId, create(ReplicateResponseSchema, { durable: [{ partition, epoch: BigInt(epoch), position: BigInt(position) }] }));
+/** `replica` (n2 unless named) says `partition` is durable on it up to `position` of `epoch`. */
+function durable(replicator: Replicator, epoch: number, position: number, partition: number = PARTITION, replica = "n2"): void {
+  replicator.durable(replica as NodeId, create(ReplicateResponseSchema, { durable: [{ partition, epoch: BigInt(epoch), position: BigInt(position) }] }));
 }
 
 /** A group of one accepted event per twin (`counter/<id>`), each writing its record. */
@@ -138,7 +141,7 @@ describe("Replicator", () => {
   });
 
   it("refuses the waiting answers of an epoch this node no longer writes as soon as a newer one shows, and confirms the newer one's", async () => {
-    const { replicator, copies } = await replicatorOn(true);
+    const { replicator, copies } = await replicatorOn(1);
     const copy = copies.get(PARTITION as PartitionId);
     const first = nextEpoch(0, 0);
     copy.beginEpoch(first);
@@ -179,5 +182,71 @@ describe("Replicator", () => {
     const stale = commit(2);
     durable(replicator, nextEpoch(copy.epoch, 1), 1);
     assert.match(await settled(stale), /^NOT_OWNER: .*n2 follows it/);
+  });
+
+  describe("a group whose answers ask for different copies", () => {
+    /** Prepares and replicates a group of one event per entry of `asked` (the copies each answer asks for). */
+    function commitAsking(replicator: Replicator, ...asked: number[]): Promise<void> | undefined {
+      const group = groupWriting("c-1");
+      for (const copies of asked) group.copiesAsked |= 1 << copies;
+      group.copies = Math.max(...asked);
+      replicator.prepare(group);
+      return replicator.replicate(group);
+    }
+    /** How `promise` settled within `ms`: "confirmed", the failure, or "waiting". */
+    const settled = (promise: Promise<void> | undefined, ms = 200) =>
+      Promise.race([
+        Promise.resolve(promise).then(
+          () => "confirmed" as const,
+          (err: StageFailure) => err,
+        ),
+        delay(ms, "waiting" as const),
+      ]);
+
+    it("answers at the copies its live replicas gave when a replica goes down: QUORUM answers are met, ALL answers get the shortfall", async () => {
+      const { replicator, copies } = await replicatorOn(2);
+      const copy = copies.get(PARTITION as PartitionId);
+      copy.beginEpoch(nextEpoch(0, 0));
+      const waiting = commitAsking(replicator, 2, 3);
+      durable(replicator, copy.epoch, copy.position);
+      assert.equal(await settled(waiting), "waiting", "ALL waits for n3");
+      replicator.notCountingOn("n3" as NodeId, "n3 is down");
+      const failure = await settled(waiting);
+      assert.notEqual(typeof failure, "string");
+      assert.equal((failure as StageFailure).reason, "NOT_ENOUGH_REPLICAS");
+      assert.equal((failure as StageFailure).copies, 2, "two copies are durable: answers that asked for two are met");
+      assert.match((failure as StageFailure).message, /^n3 is down; 2 of the 3 copies asked for are durable$/);
+    });
+
+    it("waits for the copies its live replicas can still give that one of its answers asks for, not for none", async () => {
+      const { replicator, copies, up } = await replicatorOn(2);
+      const copy = copies.get(PARTITION as PartitionId);
+      copy.beginEpoch(nextEpoch(0, 0));
+      up.delete("n3");
+      const both = commitAsking(replicator, 2, 3);
+      const all = commitAsking(replicator, 3);
+      const quorum = commitAsking(replicator, 1, 2);
+      const failure = (await settled(all)) as StageFailure;
+      assert.equal(failure.copies, 1, "an ALL-only group is refused at once");
+      assert.match(failure.message, /^only 2 of the 3 copies asked for are live for partition \d+; 1 of the 3 copies asked for is durable$/);
+      assert.equal(await settled(both), "waiting", "a QUORUM answer waits for n2");
+      assert.equal(await settled(quorum), "waiting");
+      durable(replicator, copy.epoch, copy.position);
+      assert.equal(((await settled(both)) as StageFailure).copies, 2);
+      assert.equal(await settled(quorum), "confirmed");
+    });
+
+    it("lowers its goal when a replica goes down before any confirmed, and meets it with the others", async () => {
+      const { replicator, copies } = await replicatorOn(2);
+      const copy = copies.get(PARTITION as PartitionId);
+      copy.beginEpoch(nextEpoch(0, 0));
+      const waiting = commitAsking(replicator, 2, 3);
+      replicator.notCountingOn("n3" as NodeId, "n3 is down");
+      assert.equal(await settled(waiting), "waiting");
+      durable(replicator, copy.epoch, copy.position, PARTITION, "n3");
+      assert.equal(await settled(waiting), "waiting", "a replica not counted on confirms nothing for the group");
+      durable(replicator, copy.epoch, copy.position);
+      assert.equal(((await settled(waiting)) as StageFailure).copies, 2);
+    });
   });
 });

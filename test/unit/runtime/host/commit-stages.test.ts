@@ -82,6 +82,22 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
     assert.equal((await runtime.getTwin("counter", "c-1")).state.count, 1);
   });
 
+  it("answers each event of a group that fell short by the copies it asked for: those the group reached are met, the others refused retryably", async () => {
+    const replication = new HeldReplication();
+    const runtime = await open(t, { replication });
+    // One group (published in one tick), three consistencies.
+    const answers = [1, 2, 3].map((copies) => runtime.host.publish([event(`c-${copies}`, 1)], { copies }));
+    await waitFor(() => replication.groups.length >= 1, { timeoutMs: 5_000, what: "the group" });
+    assert.equal(replication.groups.length, 1, "the three batches were not one group");
+    replication.groups[0]?.reject(Object.assign(shortfall("n3 is down; 2 of the 3 copies asked for are durable"), { copies: 2 }));
+    const outcomes = (await Promise.all(answers)).map(([o]) => [o?.status, o?.reason, o?.retryable]);
+    assert.deepEqual(outcomes, [
+      ["accepted", undefined, undefined],
+      ["accepted", undefined, undefined],
+      ["rejected", "NOT_ENOUGH_REPLICAS", true],
+    ]);
+  });
+
   it("writes nothing of a partition its stage withdraws from a group, refuses its turns NOT_OWNER, and reloads its twins once the group is answered", async () => {
     let withdrawing = false;
     const replication: ReplicationStage = {
