@@ -677,6 +677,13 @@ export function epochBeginner(epoch: number | bigint): number {
 /** Members an epoch tells apart. */
 const EPOCH_NODE_SLOTS = 256;
 
+/**
+ * Epochs a peer may name are below this. An owner's epoch grows by 256 at each change of owner,
+ * so a cluster stays far below it (2^40 changes); a peer's epoch near 2^53 would leave the next
+ * owner's epoch ({@link nextEpoch}) no exact integer, and the partition no owner.
+ */
+export const EPOCH_LIMIT = 2 ** 48;
+
 /** The node among `nodes` whose copy of `partition` is the most advanced (the first of equals), and its point. */
 function mostAdvanced(
   nodes: readonly NodeId[],

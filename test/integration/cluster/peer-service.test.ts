@@ -407,6 +407,15 @@ describe("PeerService Forward and Replicate requests", () => {
     );
     assert.deepEqual(error && statusDetails(error).badRequest?.fieldViolations.map((v) => v.field), ["shipments[0].epoch"]);
     assert.deepEqual(seen, [3]);
+    // An epoch no cluster reaches (2^48 and above: 2^40 changes of owner): the next owner's epoch would soon be no exact integer.
+    const huge = 2n ** 48n + 1n;
+    const tooHigh = await replicate([req("n2", huge)]);
+    assert.equal(tooHigh?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(
+      tooHigh?.details,
+      `Replicate shipment 0 (partition 3) has epoch ${huge} and position 1; epochs are below 2^48 and positions below 2^53: the sender runs another release or has a bug`,
+    );
+    assert.deepEqual(seen, []);
   });
 
   it("answers a FetchPartition for a partition outside the cluster, after a position of another partition, or from a node that is not a member, INVALID_ARGUMENT", async () => {
@@ -442,6 +451,17 @@ describe("PeerService Forward and Replicate requests", () => {
     const mixed = await fetch({ partition: 4, nodeId: "n2", after: { partition: 5, epoch: 1n, position: 9n } });
     assert.equal(mixed?.code, grpc.status.INVALID_ARGUMENT);
     assert.deepEqual(mixed && statusDetails(mixed).badRequest?.fieldViolations.map((v) => v.field), ["after.partition"]);
+    for (const after of [
+      { partition: 4, epoch: 2n ** 48n, position: 1n },
+      { partition: 4, epoch: 1n, position: 2n ** 62n },
+    ]) {
+      const beyond = await fetch({ partition: 4, nodeId: "n2", after });
+      assert.equal(beyond?.code, grpc.status.INVALID_ARGUMENT, `after ${after.epoch}/${after.position}`);
+      assert.equal(
+        beyond?.details,
+        `FetchPartition asks for partition 4 after epoch ${after.epoch} and position ${after.position}; epochs are below 2^48 and positions below 2^53: the caller runs another release or has a bug`,
+      );
+    }
     const stranger = await fetch({ partition: 4, nodeId: "n9" });
     assert.equal(stranger?.code, grpc.status.INVALID_ARGUMENT);
     assert.equal(
