@@ -4,6 +4,7 @@ import { ForwardRequestSchema, ForwardResponseSchema, PeerService } from "../pro
 import type { Consistency, EventResult } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { type Logger, SpanName, type Tracing } from "../runtime/index.js";
 import type { ForwardBatch } from "./forward-server.js";
+import { LogLimiter } from "./log-limiter.js";
 import type { NodeId } from "./node-id.js";
 import { PeerUnavailableError } from "./peer-errors.js";
 import { callFailure, methodPath } from "./peer-rpc.js";
@@ -97,6 +98,9 @@ export class ForwardStream {
   /** Batches of this turn of the event loop, sent at its end. */
   private queued: Outgoing[] = [];
   private flushScheduled = false;
+  /** Log lines a broken or misbehaving peer repeats at every batch. */
+  private readonly breaks = new LogLimiter();
+  private readonly wrongAnswers = new LogLimiter();
 
   constructor(
     readonly peer: NodeId,
@@ -320,7 +324,8 @@ export class ForwardStream {
       problem = `${this.peer} sent an unreadable forward answer (${err instanceof Error ? err.message : String(err)})`;
     }
     // The answers can no longer be trusted to match their batches: give up the stream.
-    this.log.error({ peer: this.peer, problem }, "forward stream answered wrongly; reopening it");
+    const held = this.wrongAnswers.admit();
+    if (held !== undefined) this.log.error({ peer: this.peer, problem, held }, "forward stream answered wrongly; reopening it");
     this.breakStream(problem);
   }
 
@@ -330,7 +335,9 @@ export class ForwardStream {
     this.call = undefined;
     const pending = [...this.inFlight.values()];
     this.inFlight.clear();
-    if (pending.length > 0) this.log.warn({ peer: this.peer, batches: pending.length, err: err.message }, "forward stream broke with batches in flight");
+    // Until its peer is seen down, a stream to a dead node breaks again at every batch.
+    const held = pending.length > 0 ? this.breaks.admit() : undefined;
+    if (held !== undefined) this.log.warn({ peer: this.peer, batches: pending.length, err: err.message, held }, "forward stream broke with batches in flight");
     for (const p of pending) {
       clearTimeout(p.timer);
       p.reject(err);

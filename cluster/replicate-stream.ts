@@ -8,6 +8,7 @@ import {
   type Shipment,
 } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import type { Logger } from "../runtime/index.js";
+import { LogLimiter } from "./log-limiter.js";
 import type { NodeId } from "./node-id.js";
 import { callFailure, methodPath } from "./peer-rpc.js";
 
@@ -32,6 +33,8 @@ export interface ReplicateStreamEvents {
 export class ReplicateStream {
   private call: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
   private closed = false;
+  /** A replica that answers garbage does so at every shipment. */
+  private readonly unreadable = new LogLimiter();
 
   constructor(
     readonly self: NodeId,
@@ -92,7 +95,8 @@ export class ReplicateStream {
       try {
         res = fromBinary(ReplicateResponseSchema, bytes);
       } catch (err) {
-        this.log.error({ peer: this.peer, err }, "replica sent an unreadable answer; reopening the stream");
+        const held = this.unreadable.admit();
+        if (held !== undefined) this.log.error({ peer: this.peer, err, held }, "replica sent an unreadable answer; reopening the stream");
         this.breakStream(`${this.peer} sent an unreadable replicate answer`);
         return;
       }
