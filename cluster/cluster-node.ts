@@ -80,6 +80,8 @@ export interface ClusterMetricsView {
   readonly shipments: number;
   readonly replicaWaits: number;
   readonly replicaShortfalls: number;
+  /** Of those, the waits whose answers that asked for fewer copies were still met. */
+  readonly replicaShortfallsMetInPart: number;
   /** Catch-ups this node fetched from another copy of a partition, and of those, whole key-range copies. */
   readonly catchUps: number;
   readonly rangeCopies: number;
@@ -347,6 +349,7 @@ export class ClusterNode {
       shipments: replicated?.shipments ?? 0,
       replicaWaits: replicated?.waits ?? 0,
       replicaShortfalls: replicated?.shortfalls ?? 0,
+      replicaShortfallsMetInPart: replicated?.metInPart ?? 0,
       catchUps: this.replica?.stats.catchUps ?? 0,
       rangeCopies: this.replica?.stats.rangeCopies ?? 0,
       replicationLag: this.replicator?.lag() ?? new Map(),

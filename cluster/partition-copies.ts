@@ -1,5 +1,17 @@
 import type { BatchOp, PartitionId, TwinRuntime } from "../runtime/index.js";
 
+/**
+ * Epochs a peer may name are below this. An owner's epoch grows by 256 at each change of owner,
+ * so a cluster stays far below it (2^40 changes); a peer's epoch near 2^53 would leave the next
+ * owner's epoch (`nextEpoch`) no exact integer, and the partition no owner.
+ */
+export const EPOCH_LIMIT = 2 ** 48;
+
+/** A partition point a peer may name: an epoch below {@link EPOCH_LIMIT}, a position below 2^53. */
+export function plausiblePoint(epoch: number | bigint, position: number | bigint): boolean {
+  return epoch >= 0 && epoch < EPOCH_LIMIT && position >= 0 && position <= Number.MAX_SAFE_INTEGER;
+}
+
 type RocksStore = TwinRuntime["store"];
 
 /** Where an epoch began in a partition's history: the first position written in it. */

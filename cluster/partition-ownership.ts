@@ -1,7 +1,7 @@
 import { type PartitionState, PeerService } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import type { Logger, OwnershipGate, PartitionId, TurnOutcome, TwinRuntime } from "../runtime/index.js";
 import type { NodeId } from "./node-id.js";
-import type { PartitionCopies, PartitionCopy, PartitionPoint } from "./partition-copies.js";
+import { type PartitionCopies, type PartitionCopy, type PartitionPoint, plausiblePoint } from "./partition-copies.js";
 import type { PartitionReplica } from "./partition-replica.js";
 import { callUnary } from "./peer-rpc.js";
 import type { ReplicaPeers, Replicator } from "./replicator.js";
@@ -530,7 +530,7 @@ export class PartitionOwnership implements OwnershipGate {
       void callUnary(peers.channel(peer), PeerService.method.getPartitionStates, { partitions: owned }, STATES_DEADLINE_MS).then(
         (res) => {
           let newer = 0;
-          for (const state of res.partitions) {
+          for (const state of this.plausible(peer, res.partitions)) {
             const p = state.partition as PartitionId;
             const epoch = Math.max(pointOf(state).epoch, ...historyEpochs(state));
             if (epoch <= this.config.copies.get(p).epoch || this.holds[p] !== Hold.OWNED) continue;
@@ -582,13 +582,28 @@ export class PartitionOwnership implements OwnershipGate {
       [...ask].map(async ([node, list]) => {
         try {
           const res = await callUnary(peers.channel(node), PeerService.method.getPartitionStates, { partitions: list }, STATES_DEADLINE_MS);
-          result.set(node, new Map(res.partitions.map((s) => [s.partition, s])));
+          result.set(node, new Map(this.plausible(node, res.partitions).map((s) => [s.partition, s])));
         } catch (err) {
           this.config.log.debug({ peer: node, err }, "a peer did not say where its partitions stand");
         }
       }),
     );
     return result;
+  }
+
+  /**
+   * The states of `list` whose epochs and positions a peer may name: one beyond (an epoch past
+   * 2^48) is left out and logged, so it neither deposes this node nor lifts the next epoch
+   * past what replicas take.
+   */
+  private plausible(peer: NodeId, list: readonly PartitionState[]): PartitionState[] {
+    const kept = list.filter(plausibleState);
+    if (kept.length < list.length)
+      this.config.log.warn(
+        { peer, ignored: list.length - kept.length },
+        "a peer named partition epochs or positions beyond what any cluster reaches; ignored them",
+      );
+    return kept;
   }
 
   /** At start: catches up every partition this node holds a copy of from its current owner. */
@@ -677,13 +692,6 @@ export function epochBeginner(epoch: number | bigint): number {
 /** Members an epoch tells apart. */
 const EPOCH_NODE_SLOTS = 256;
 
-/**
- * Epochs a peer may name are below this. An owner's epoch grows by 256 at each change of owner,
- * so a cluster stays far below it (2^40 changes); a peer's epoch near 2^53 would leave the next
- * owner's epoch ({@link nextEpoch}) no exact integer, and the partition no owner.
- */
-export const EPOCH_LIMIT = 2 ** 48;
-
 /** The node among `nodes` whose copy of `partition` is the most advanced (the first of equals), and its point. */
 function mostAdvanced(
   nodes: readonly NodeId[],
@@ -707,6 +715,10 @@ function sameCopy(copy: PartitionCopy, state: PartitionState | undefined): boole
   const point = pointOf(state);
   if (point.epoch !== copy.epoch || point.position !== copy.position || state.history.length !== copy.history.length) return false;
   return state.history.every((h, i) => Number(h.epoch) === copy.history[i]?.epoch && Number(h.startPosition) === copy.history[i]?.start);
+}
+
+function plausibleState(state: PartitionState): boolean {
+  return plausiblePoint(state.last?.epoch ?? 0n, state.last?.position ?? 0n) && state.history.every((h) => plausiblePoint(h.epoch, h.startPosition));
 }
 
 function pointOf(state: PartitionState | undefined): PartitionPoint {

@@ -21,7 +21,7 @@ import {
 import { type BatchOp, type Logger, type PartitionId, SpanName, type TraceSpan, type Tracing, type TwinRuntime } from "../runtime/index.js";
 import type { CallContext, StreamSink } from "../server/grpc/index.js";
 import type { NodeId } from "./node-id.js";
-import type { EpochStart, PartitionCopies, PartitionCopy, PartitionPoint } from "./partition-copies.js";
+import { type EpochStart, type PartitionCopies, type PartitionCopy, type PartitionPoint, plausiblePoint } from "./partition-copies.js";
 import { methodPath } from "./peer-rpc.js";
 import type { FetchPartitionHandler, PartitionStatesHandler, ReplicateHandler } from "./peer-service.js";
 import { PartitionKeyScans, RangeScans } from "./range-scans.js";
@@ -476,6 +476,10 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
               { partition, source, at: Number(at.position), position: copy.position },
               "catch-up ended short of its source; tried again later",
             );
+            return;
+          }
+          if (at !== undefined && !(plausiblePoint(at.epoch, at.position) && range.history.every((h) => plausiblePoint(h.epoch, h.startPosition)))) {
+            this.config.log.warn({ partition, source }, "catch-up source named an epoch or position beyond what any cluster reaches; not adopted");
             return;
           }
           if (at !== undefined) {

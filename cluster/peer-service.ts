@@ -28,7 +28,8 @@ import { type AdapterOptions, addService, type CallContext, type StreamSink } fr
 import { DEFAULT_MAX_FORWARD_BATCH_EVENTS, type ForwardHandler, serveForward } from "./forward-server.js";
 import { NODE_ID_PATTERN, type NodeId } from "./node-id.js";
 import { type NodeSettings, nodeSettingsFromMessage, nodeSettingsToMessage, PEER_PROTOCOL, settingsDifference } from "./node-settings.js";
-import { EPOCH_LIMIT, epochBeginner } from "./partition-ownership.js";
+import { plausiblePoint } from "./partition-copies.js";
+import { epochBeginner } from "./partition-ownership.js";
 import { IncompatiblePeerError, NotServedError } from "./peer-errors.js";
 import { MalformedChanges, shipmentOps } from "./shipment-changes.js";
 
@@ -188,14 +189,7 @@ function ping(self: LocalNode, req: PingRequest): PingResponse {
   });
 }
 
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-const MAX_EPOCH = BigInt(EPOCH_LIMIT - 1);
 const POINT_RANGE = "epochs are below 2^48 and positions below 2^53";
-
-/** A partition point a peer may name: see {@link EPOCH_LIMIT}. */
-function pointInRange(epoch: bigint, position: bigint): boolean {
-  return epoch <= MAX_EPOCH && position <= MAX_SAFE;
-}
 
 async function* checkedReplicateRequests(self: LocalNode, input: AsyncIterable<ReplicateRequest>, partitions: number): AsyncGenerator<ReplicateRequest> {
   const partitioning = new Partitioning(partitions);
@@ -213,14 +207,18 @@ async function* checkedReplicateRequests(self: LocalNode, input: AsyncIterable<R
           { field: `shipments[${i}].partition`, description: `below ${partitions}` },
         ]);
       }
-      if (
-        !pointInRange(shipment.epoch, shipment.position) ||
-        (shipment.begunFrom !== undefined && !pointInRange(shipment.begunFrom.epoch, shipment.begunFrom.position))
-      ) {
+      if (!plausiblePoint(shipment.epoch, shipment.position)) {
         throw new InvalidArgumentError(
           "BAD_FIELD",
           `${where} has epoch ${shipment.epoch} and position ${shipment.position}; ${POINT_RANGE}: the sender runs another release or has a bug`,
           [{ field: `shipments[${i}]`, description: POINT_RANGE }],
+        );
+      }
+      if (shipment.begunFrom !== undefined && !plausiblePoint(shipment.begunFrom.epoch, shipment.begunFrom.position)) {
+        throw new InvalidArgumentError(
+          "BAD_FIELD",
+          `${where} says its epoch began from epoch ${shipment.begunFrom.epoch} and position ${shipment.begunFrom.position}; ${POINT_RANGE}: the sender runs another release or has a bug`,
+          [{ field: `shipments[${i}].begun_from`, description: POINT_RANGE }],
         );
       }
       const from = shipment.begunFrom;
@@ -313,7 +311,7 @@ function checkFetchPartition(req: FetchPartitionRequest, partitions: number): vo
       [{ field: "after.partition", description: "equal to partition" }],
     );
   }
-  if (req.after !== undefined && !pointInRange(req.after.epoch, req.after.position)) {
+  if (req.after !== undefined && !plausiblePoint(req.after.epoch, req.after.position)) {
     throw new InvalidArgumentError(
       "BAD_FIELD",
       `FetchPartition asks for partition ${req.partition} after epoch ${req.after.epoch} and position ${req.after.position}; ${POINT_RANGE}: the caller runs another release or has a bug`,

@@ -7,6 +7,7 @@ import {
   Keys,
   type Logger,
   type PartitionId,
+  type Partitioning,
   type ReplicationStage,
   SpanName,
   type StageFailure,
@@ -14,7 +15,7 @@ import {
   type TwinRuntime,
 } from "../runtime/index.js";
 import type { NodeId } from "./node-id.js";
-import type { PartitionCopies } from "./partition-copies.js";
+import { type PartitionCopies, plausiblePoint } from "./partition-copies.js";
 import { ReplicateStream } from "./replicate-stream.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
 import { packChanges } from "./shipment-changes.js";
@@ -114,13 +115,16 @@ class ReplicationShortfall extends Error implements StageFailure {
 export class Replicator implements ReplicationStage {
   private readonly streams = new Map<NodeId, ReplicateStream>();
   private readonly prepared = new WeakMap<CommitGroup, Shipment[]>();
-  /** Groups that touched a partition this node no longer writes: their answers are refused. */
+  /** Shipments waiting for their replicas' confirmations, by partition, in position order (one epoch per list). */
   private readonly waiters = new Map<number, Waiter[]>();
   private readonly retained = new Map<number, Shipment[]>();
   private readonly ackTimeoutMs: number;
   private readonly retainedPerPartition: number;
-  /** Shipments sent, and answers that waited for replicas, for metrics and benches. */
-  readonly stats = { shipments: 0, waits: 0, shortfalls: 0 };
+  /**
+   * Shipments sent, groups that waited for replicas, those that fell short, and of those the ones
+   * whose weaker answers were still met (a shortfall with 2 copies or more), for metrics and benches.
+   */
+  readonly stats = { shipments: 0, waits: 0, shortfalls: 0, metInPart: 0 };
   /** Per replica: the last position sent and the last one it confirmed, by partition (the lag metric). */
   private readonly sentTo = new Map<NodeId, Float64Array>();
   private readonly ackedBy = new Map<NodeId, Float64Array>();
@@ -132,33 +136,25 @@ export class Replicator implements ReplicationStage {
 
   prepare(group: CommitGroup): void {
     const { runtime, copies } = this.config;
-    const byPartition = new Map<number, BatchOp[]>();
-    const { ops } = group;
-    for (let i = 0; i < ops.length; i++) {
-      let op = ops[i] as BatchOp;
-      const partition = Keys.partitionOfKey(op.key, runtime.partitioning);
-      if (partition === undefined) continue;
-      let changes = byPartition.get(partition);
-      if (changes === undefined) byPartition.set(partition, (changes = []));
-      if (op.type === "put" && typeof op.value === "string") {
-        // Encoded once: the same bytes go to the local batch and into the shipments.
-        op = { type: "put", key: op.key, value: Buffer.from(op.value) };
-        ops[i] = op;
-      }
-      changes.push(op);
+    let byPartition = splitByPartition(group.ops, runtime.partitioning);
+    let withdrawn = false;
+    for (const partition of byPartition.keys()) {
+      const copy = copies.get(partition as PartitionId);
+      if (copy.writing) continue;
+      // Its turns ran as the owner, but another node took the partition since: nothing of them
+      // may land outside that owner's history. They leave the group and are refused
+      // (retryable, so the retry goes to the owner); its other turns go on.
+      this.config.log.warn({ partition, epoch: copy.epoch }, "a commit touched a partition another node took; its turns are withdrawn and refused NOT_OWNER");
+      group.withdraw(partition as PartitionId, runtime.host.keys, runtime.partitioning);
+      withdrawn = true;
     }
+    // A withdrawn turn may also have written another partition (a delivery's outbox delete in
+    // its sender's): the shipments are split from what is left.
+    if (withdrawn) byPartition = splitByPartition(group.ops, runtime.partitioning);
     if (byPartition.size === 0) return;
     const shipments: Shipment[] = [];
     for (const [partition, changes] of byPartition) {
       const copy = copies.get(partition as PartitionId);
-      if (!copy.writing) {
-        // Its turns ran as the owner, but another node took the partition since: nothing of them
-        // may land outside that owner's history. They leave the group and are refused
-        // (retryable, so the retry goes to the owner); its other turns go on.
-        this.config.log.warn({ partition, epoch: copy.epoch }, "a commit touched a partition another node took; its turns are withdrawn and refused NOT_OWNER");
-        group.withdraw(partition as PartitionId, runtime.host.keys, runtime.partitioning);
-        continue;
-      }
       copy.position++;
       group.ops.push(copy.op());
       shipments.push(create(ShipmentSchema, { partition, epoch: BigInt(copy.epoch), position: BigInt(copy.position), changes: packChanges(changes) }));
@@ -393,7 +389,7 @@ export class Replicator implements ReplicationStage {
   /** The replica `peer` reports what is durable on it. */
   durable(peer: NodeId, response: ReplicateResponse): void {
     for (const point of response.durable) {
-      if (point.partition >= this.config.runtime.partitioning.partitions) continue;
+      if (point.partition >= this.config.runtime.partitioning.partitions || !plausiblePoint(point.epoch, point.position)) continue;
       const position = Number(point.position);
       const epoch = Number(point.epoch);
       // A copy at another epoch holds another history: it does not count (yet).
@@ -410,7 +406,7 @@ export class Replicator implements ReplicationStage {
       let done = 0;
       for (const w of waiters) {
         if (w.position > position) break;
-        if (!current || !w.pending.delete(peer)) continue;
+        if (!current || w.epoch !== epoch || !w.pending.delete(peer)) continue;
         w.acked++;
         if (w.acked === w.group.goal && --w.group.remaining === 0) this.reached(w.group);
       }
@@ -483,17 +479,7 @@ export class Replicator implements ReplicationStage {
    */
   private waitFor(waits: readonly Wait[], needed: number, levels: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const late = group.waiters.find((w) => w.acked < group.goal) ?? group.waiters[0];
-        group.settle(
-          new ReplicationShortfall(
-            "REPLICATION_TIMEOUT",
-            `partition ${late?.partition}'s replicas did not confirm within ${this.ackTimeoutMs} ms (${(late?.acked ?? 0) + 1} of ${needed + 1} copies durable)`,
-            copiesOf(group),
-          ),
-        );
-        this.sweep();
-      }, this.ackTimeoutMs);
+      let timer: NodeJS.Timeout | undefined;
       const group: GroupWait = {
         needed,
         levels,
@@ -514,22 +500,47 @@ export class Replicator implements ReplicationStage {
         },
       };
       for (const { partition, epoch, position, targets, acked } of waits) {
-        const waiter: Waiter = { partition, epoch, position, acked, pending: new Set(targets), group };
-        group.waiters.push(waiter);
-        // One epoch per list, so positions ascend along it.
-        this.endEpoch(partition as PartitionId, epoch, "this node took it again");
-        let list = this.waiters.get(partition);
-        if (list === undefined) this.waiters.set(partition, (list = []));
-        list.push(waiter);
+        // A newer epoch's shipments wait already: this node took the partition again since this
+        // one was numbered, and no replica confirms it now.
+        const newer = this.waiters.get(partition)?.[0]?.epoch ?? epoch;
+        if (newer > epoch) {
+          group.settle(
+            new ReplicationShortfall(
+              "NOT_OWNER",
+              `partition ${partition} changed owner (epoch ${newer}) before its replicas confirmed this batch; retry, and it goes to the owner`,
+            ),
+          );
+          return;
+        }
+        group.waiters.push({ partition, epoch, position, acked, pending: new Set(targets), group });
       }
       const short = group.waiters.find((w) => w.acked + w.pending.size < needed);
       if (short !== undefined)
         this.lower(group, `only ${short.acked + short.pending.size + 1} of the ${needed + 1} copies asked for are live for partition ${short.partition}`);
       else {
-        group.remaining = group.waiters.filter((w) => w.acked < needed).length;
+        group.remaining = countBelow(group.waiters, needed);
         if (group.remaining === 0) this.reached(group);
       }
-      if (group.settled) this.sweep();
+      // Answered already (too few replicas for any of its answers, or all confirmed before): nothing to register.
+      if (group.settled) return;
+      for (const waiter of group.waiters) {
+        // One epoch per list, so positions ascend along it.
+        this.endEpoch(waiter.partition as PartitionId, waiter.epoch, "this node took it again");
+        let list = this.waiters.get(waiter.partition);
+        if (list === undefined) this.waiters.set(waiter.partition, (list = []));
+        list.push(waiter);
+      }
+      timer = setTimeout(() => {
+        const late = group.waiters.find((w) => w.acked < group.goal) ?? group.waiters[0];
+        group.settle(
+          new ReplicationShortfall(
+            "REPLICATION_TIMEOUT",
+            `partition ${late?.partition}'s replicas did not confirm within ${this.ackTimeoutMs} ms (${(late?.acked ?? 0) + 1} of ${needed + 1} copies durable)`,
+            copiesOf(group),
+          ),
+        );
+        this.sweep();
+      }, this.ackTimeoutMs);
     });
   }
 
@@ -542,7 +553,7 @@ export class Replicator implements ReplicationStage {
     for (const w of group.waiters) live = Math.min(live, w.acked + w.pending.size);
     group.goal = highestLevel(group.levels, live);
     group.lowered = why;
-    group.remaining = group.waiters.filter((w) => w.acked < group.goal).length;
+    group.remaining = countBelow(group.waiters, group.goal);
     if (group.goal === 0 || group.remaining === 0) this.reached(group);
   }
 
@@ -553,6 +564,7 @@ export class Replicator implements ReplicationStage {
       return;
     }
     const copies = copiesOf(group);
+    if (copies > 1) this.stats.metInPart++;
     const durable = `${copies} of the ${group.needed + 1} copies asked for ${copies === 1 ? "is" : "are"} durable`;
     group.settle(new ReplicationShortfall("NOT_ENOUGH_REPLICAS", `${group.lowered}; ${durable}`, copies));
   }
@@ -607,8 +619,37 @@ export class Replicator implements ReplicationStage {
 }
 
 /** True when a waiter needs nothing more: its shipment is confirmed, or its group gave up. */
+/**
+ * The writes of `ops` by the partition their key names (keys of none, this node's own
+ * bookkeeping, are left out). A put's string value is encoded here, once: the same bytes go to
+ * the local batch and into the shipments.
+ */
+function splitByPartition(ops: BatchOp[], partitioning: Partitioning): Map<number, BatchOp[]> {
+  const byPartition = new Map<number, BatchOp[]>();
+  for (let i = 0; i < ops.length; i++) {
+    let op = ops[i] as BatchOp;
+    const partition = Keys.partitionOfKey(op.key, partitioning);
+    if (partition === undefined) continue;
+    let changes = byPartition.get(partition);
+    if (changes === undefined) byPartition.set(partition, (changes = []));
+    if (op.type === "put" && typeof op.value === "string") {
+      op = { type: "put", key: op.key, value: Buffer.from(op.value) };
+      ops[i] = op;
+    }
+    changes.push(op);
+  }
+  return byPartition;
+}
+
 function finished(w: Waiter): boolean {
   return w.acked >= w.group.goal || w.group.settled;
+}
+
+/** Waiters confirmed by fewer than `goal` replicas. */
+function countBelow(waiters: readonly Waiter[], goal: number): number {
+  let below = 0;
+  for (const w of waiters) if (w.acked < goal) below++;
+  return below;
 }
 
 /** Copies (this node's included) every shipment of `group` is durable on. */

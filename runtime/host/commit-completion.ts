@@ -36,7 +36,8 @@ export interface ReplicationStage {
   /**
    * Called once per locally written group, in commit order. Returns undefined when the group
    * needs no other copy; otherwise a promise that resolves once `group.copies` copies (this
-   * node's included) are durable, or rejects with a {@link StageFailure} when they cannot be.
+   * node's included) are durable, or rejects with a {@link StageFailure} when they cannot be
+   * (saying how many were had, for the answers that asked for fewer).
    */
   replicate(group: CommitGroup): Promise<void> | undefined;
 }
@@ -95,9 +96,7 @@ export class CommitCompletion {
     group.ackMessages.push(msg);
     group.ackOutcomes.push(outcome);
     group.ackTwins.push(act);
-    const copies = msg.sink.copies ?? 1;
-    if (copies > group.copies) group.copies = copies;
-    group.copiesAsked |= 1 << Math.min(copies, 30);
+    group.asks(msg.sink.copies ?? 1);
   }
 
   /** Answers `msg` now and releases what it held. */
@@ -159,8 +158,9 @@ export class CommitCompletion {
 
   /**
    * Releases a group's answers and post-commit work. With a replication `failure`, the group is
-   * written here but not on enough copies: callers get a retryable rejection (their retry is
-   * then answered DUPLICATE); timers and outbox messages, which nobody waits for, go on.
+   * written here but not on as many copies as some answers asked: those callers get a retryable
+   * rejection (their retry is then answered DUPLICATE), the others their outcome; timers and
+   * outbox messages, which nobody waits for, go on.
    */
   private acknowledge(group: CommitGroup, failure: StageFailure | undefined): void {
     const { observer, effects, timers, outbox, activations } = this.config;

@@ -19,8 +19,8 @@ export class CommitGroup {
   readonly ackMessages: TwinMessage[] = [];
   readonly ackOutcomes: TurnOutcome[] = [];
   readonly ackTwins: Activation[] = [];
-  /** The dead letter each failed outbox delivery of this group records, by message (key). */
-  deadLetters: Map<TwinMessage, string> | undefined;
+  /** The key of the dead letter each failed outbox delivery of this group records, by message. */
+  deadLetterKeys: Map<TwinMessage, string> | undefined;
   /**
    * Keys of the twins whose records answered a duplicate in this group: those answers say the
    * first attempt is kept, so a replication stage holds them until the records are on as many
@@ -85,7 +85,7 @@ export class CommitGroup {
       if (msg.type !== "message" || msg.outbox === undefined) continue;
       // Its sender's outbox entry is deleted and its dead letter recorded in the sender's partition.
       spent.add(keys.outbox(msg.outbox.partition, msg.outbox.seq));
-      const deadLetter = this.deadLetters?.get(msg);
+      const deadLetter = this.deadLetterKeys?.get(msg);
       if (deadLetter !== undefined) spent.add(deadLetter);
     }
     keep(this.ops, (op) => !inPartition(op.key) && !spent.has(op.key));
@@ -93,6 +93,17 @@ export class CommitGroup {
     keep(this.alertChanges, (change) => change.partition !== partition);
     keep(this.outbox, (entry) => entry.partition !== partition);
     for (const act of this.twins) if (inPartition(act.key)) (this.withdrawn ??= []).push(act);
+    // A refusal waits for no copies: the group waits for what its other answers ask.
+    this.copies = 1;
+    this.copiesAsked = 0;
+    for (let i = 0; i < this.ackMessages.length; i++)
+      if ((this.ackOutcomes[i] as TurnOutcome).status !== "rejected") this.asks((this.ackMessages[i] as TwinMessage).sink.copies ?? 1);
+  }
+
+  /** One of its answers waits for `copies` durable copies (this node's included). */
+  asks(copies: number): void {
+    if (copies > this.copies) this.copies = copies;
+    this.copiesAsked |= 1 << Math.min(copies, 30);
   }
 
   get empty(): boolean {

@@ -539,7 +539,7 @@ export class TurnRunner {
     const group = this.config.pipeline.current;
     const recorded = this.config.deadLetters.record(outbox, reason, message);
     group.ops.push({ type: "del", key: this.config.keys.outbox(outbox.partition, outbox.seq) }, ...recorded);
-    (group.deadLetters ??= new Map()).set(msg, recorded[0].key);
+    (group.deadLetterKeys ??= new Map()).set(msg, recorded[0].key);
     this.config.metrics.deadLetters++;
     this.ackAfterCommit(act, msg, { status: "rejected", reason, message, retryable: false });
   }

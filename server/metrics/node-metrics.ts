@@ -229,6 +229,12 @@ function registerCluster(meter: Meter, cluster: ClusterNode): void {
   counter(meter, "twinmesh.replication.shortfalls", "Waits for replica acknowledgements that fell short (answered retryable)", () => view().replicaShortfalls);
   counter(
     meter,
+    "twinmesh.replication.shortfalls.met_in_part",
+    "Of the shortfalls, those whose answers that asked for fewer copies (QUORUM beside ALL) were still answered as committed",
+    () => view().replicaShortfallsMetInPart,
+  );
+  counter(
+    meter,
     "twinmesh.replication.catch_ups",
     "Partition catch-ups this node fetched from another copy (shipments it missed, or the whole key range)",
     () => view().catchUps,

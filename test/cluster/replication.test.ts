@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { AlertState, Consistency, MemberState, type TwinmeshClient, type WatchAlertsResponse } from "../../client/index.js";
 import { runCli } from "../harness/cli-process.js";
-import { ClusterHarness } from "../harness/cluster-harness.js";
+import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
 import { type CounterView, counterVia, range, sumTo } from "../harness/counters.js";
 import { describeOutcome, type EventInit, ev, type Outcome, outcomes } from "../harness/events.js";
+import { Scrape } from "../harness/prometheus-text.js";
 import { SeqWriter } from "../harness/seq-writer.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
@@ -433,7 +434,14 @@ describe("replication and failover in a cluster of three nodes at replication fa
   });
 
   it("answers QUORUM events with the two copies they asked for when a replica freezes, though ALL events of other clients share their commit groups", async () => {
-    const { c, clients } = await start();
+    const ports = await freePorts(MEMBERS.length);
+    const c = await ClusterHarness.start(t, {
+      size: 3,
+      twins: [FIXTURES],
+      args: ["--replication-factor", "3"],
+      argsOf: Object.fromEntries(MEMBERS.map((id, i) => [id, ["--metrics-port", String(ports[i])]])),
+    });
+    const clients = new Map(MEMBERS.map((id) => [id as string, c.client(id, 5_000)]));
     const ids = (
       await c.ownedBy(
         "n1",
@@ -462,6 +470,9 @@ describe("replication and failover in a cluster of three nodes at replication fa
     } finally {
       c.resume("n3");
     }
+    // Some groups held both kinds (else this test would not test that).
+    const metInPart = (await Scrape.of(c.node("n1").metricsAddress)).count("twinmesh_replication_shortfalls_met_in_part_total");
+    assert.ok(metInPart > 0, `no commit group on n1 held both a QUORUM and an ALL answer (met in part: ${metInPart})`);
     const want = new Map(pairs.map(([quorum]) => [quorum, { owner: "n1", count: 1, lastSeq: 1, total: 1 }]));
     await assertCounters(clients, ["n1", "n2"], want, "the QUORUM events");
   });

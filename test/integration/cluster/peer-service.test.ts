@@ -408,6 +408,8 @@ describe("PeerService Forward and Replicate requests", () => {
     assert.deepEqual(error && statusDetails(error).badRequest?.fieldViolations.map((v) => v.field), ["shipments[0].epoch"]);
     assert.deepEqual(seen, [3]);
     // An epoch no cluster reaches (2^48 and above: 2^40 changes of owner): the next owner's epoch would soon be no exact integer.
+    assert.equal(await replicate([req("n2", 2n ** 48n - 255n)]), undefined, "n2's last epoch below 2^48");
+    assert.deepEqual(seen, [3]);
     const huge = 2n ** 48n + 1n;
     const tooHigh = await replicate([req("n2", huge)]);
     assert.equal(tooHigh?.code, grpc.status.INVALID_ARGUMENT);
@@ -416,6 +418,22 @@ describe("PeerService Forward and Replicate requests", () => {
       `Replicate shipment 0 (partition 3) has epoch ${huge} and position 1; epochs are below 2^48 and positions below 2^53: the sender runs another release or has a bug`,
     );
     assert.deepEqual(seen, []);
+    const announce = Buffer.from(
+      toBinary(
+        ReplicateRequestSchema,
+        createMessage(ReplicateRequestSchema, {
+          nodeId: "n2",
+          shipments: [{ partition: 3, epoch: 257n, position: 5n, begunFrom: { partition: 3, epoch: 2n ** 48n, position: 4n } }],
+        }),
+      ),
+    );
+    const beganBeyond = await replicate([announce]);
+    assert.equal(beganBeyond?.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(
+      beganBeyond?.details,
+      `Replicate shipment 0 (partition 3) says its epoch began from epoch ${2n ** 48n} and position 4; epochs are below 2^48 and positions below 2^53: the sender runs another release or has a bug`,
+    );
+    assert.deepEqual(beganBeyond && statusDetails(beganBeyond).badRequest?.fieldViolations.map((v) => v.field), ["shipments[0].begun_from"]);
   });
 
   it("answers a FetchPartition for a partition outside the cluster, after a position of another partition, or from a node that is not a member, INVALID_ARGUMENT", async () => {

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
-import { setTimeout as delay } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { NodeId } from "../../../cluster/node-id.js";
@@ -8,7 +7,8 @@ import { PartitionCopies } from "../../../cluster/partition-copies.js";
 import { nextEpoch } from "../../../cluster/partition-ownership.js";
 import { Replicator } from "../../../cluster/replicator.js";
 import { RingSnapshot } from "../../../cluster/ring-snapshot.js";
-import { ReplicateResponseSchema } from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
+import { unpackChanges } from "../../../cluster/shipment-changes.js";
+import { ReplicateResponseSchema, type Shipment } from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import type { Activation } from "../../../runtime/host/activation.js";
 import type { StageFailure } from "../../../runtime/host/commit-completion.js";
 import { CommitGroup } from "../../../runtime/host/commit-group.js";
@@ -60,6 +60,30 @@ function durable(replicator: Replicator, epoch: number, position: number, partit
   replicator.durable(replica as NodeId, create(ReplicateResponseSchema, { durable: [{ partition, epoch: BigInt(epoch), position: BigInt(position) }] }));
 }
 
+/**
+ * How `promise` stands once the callbacks already due have run: "confirmed", its failure, or
+ * "waiting". The replicator settles a group synchronously (on an answer, a lost replica or a new
+ * epoch), so a group still waiting then waits for something the test has not done yet.
+ */
+async function settled(promise: Promise<void> | undefined): Promise<"confirmed" | "waiting" | StageFailure> {
+  let state: "confirmed" | "waiting" | StageFailure = "waiting";
+  Promise.resolve(promise).then(
+    () => {
+      state = "confirmed";
+    },
+    (err: StageFailure) => {
+      state = err;
+    },
+  );
+  await new Promise((resolve) => setImmediate(resolve));
+  return state;
+}
+
+/** `reason: message` of a failure, or the state. */
+function text(state: "confirmed" | "waiting" | StageFailure): string {
+  return typeof state === "string" ? state : `${state.reason}: ${state.message}`;
+}
+
 /** A group of one accepted event per twin (`counter/<id>`), each writing its record. */
 function groupWriting(...ids: string[]): CommitGroup {
   const group = new CommitGroup();
@@ -67,7 +91,7 @@ function groupWriting(...ids: string[]): CommitGroup {
     const act = { key: keys.twin("counter", id), id, entry: { kind: "counter" } } as Activation;
     group.ops.push({ type: "put", key: act.key, value: "{}" });
     group.twins.add(act);
-    group.ackMessages.push({ type: "telemetry", index: 0 } as TwinMessage);
+    group.ackMessages.push({ type: "telemetry", index: 0, sink: { complete: () => undefined } } as unknown as TwinMessage);
     group.ackOutcomes.push({ status: "accepted" });
     group.ackTwins.push(act);
   }
@@ -122,6 +146,42 @@ describe("Replicator", () => {
     assert.equal(other.written, 2, "and sent");
   });
 
+  it("ships nothing of a withdrawn delivery to its sender's partition: the sender's outbox entry stays on every copy", async () => {
+    const { replicator, copies } = await replicatorOn();
+    // The sink's partition moved away; the relay's (the sender's) is still this node's.
+    let r = 0;
+    while (partitioning.partitionOf("relay", `r-${r}`) === partitioning.partitionOf("sink", "s-1")) r++;
+    const sender = partitioning.partitionOf("relay", `r-${r}`);
+    const target = partitioning.partitionOf("sink", "s-1");
+    copies.get(target).adopt({ epoch: nextEpoch(0, 1), position: 4 }, [{ epoch: nextEpoch(0, 1), start: 1 }]);
+    const mine = copies.get(sender);
+    mine.beginEpoch(nextEpoch(0, 0));
+    const sink = { key: keys.twin("sink", "s-1"), id: "s-1", entry: { kind: "sink" } } as Activation;
+    const relay = keys.twin("relay", `r-${r}`);
+    const entry = { partition: sender, seq: 7, fromKind: "relay", fromId: `r-${r}`, toKind: "sink", toId: "s-1", message: {} };
+    const group = new CommitGroup();
+    group.ops.push({ type: "put", key: sink.key, value: "{}" }, { type: "del", key: keys.outbox(sender, 7) }, { type: "put", key: relay, value: "{}" });
+    group.twins.add(sink);
+    group.ackMessages.push({ type: "message", index: 0, message: {}, outbox: entry, sink: { complete: () => undefined } } as unknown as TwinMessage);
+    group.ackOutcomes.push({ status: "accepted" });
+    group.ackTwins.push(sink);
+    replicator.prepare(group);
+    assert.equal(replicator.replicate(group), undefined);
+    assert.deepEqual(
+      group.ops.filter((op) => !op.key.startsWith("\u0000")).map((op) => op.key),
+      [relay],
+      "the local batch keeps only the relay's write",
+    );
+    const shipped = replicator.shipmentsAfter(sender, mine.position - 1) ?? [];
+    assert.equal(shipped.length, 1);
+    assert.deepEqual(
+      unpackChanges((shipped[0] as Shipment).changes).map((op) => op.key),
+      [relay],
+      "the sender's shipment deletes no outbox entry",
+    );
+    assert.equal(group.ackOutcomes[0]?.reason, "NOT_OWNER");
+  });
+
   it("lets a partition go when a replica says it follows a newer epoch of it than the one this node writes under, and only then", async () => {
     const { replicator, copies, superseded } = await replicatorOn();
     const copy = copies.get(PARTITION as PartitionId);
@@ -129,6 +189,8 @@ describe("Replicator", () => {
     durable(replicator, copy.epoch, 1);
     durable(replicator, copy.epoch - 256, 9);
     assert.deepEqual(superseded, [], "the same or an older epoch");
+    durable(replicator, 2 ** 48 + 2, 2);
+    assert.deepEqual(superseded, [], "an epoch past 2^48, which no cluster reaches, is ignored");
     durable(replicator, nextEpoch(copy.epoch, 2), 2);
     assert.deepEqual(superseded, [PARTITION], "a newer epoch");
     assert.equal(copy.writing, false, "the partition is written no more");
@@ -147,7 +209,7 @@ describe("Replicator", () => {
     copy.beginEpoch(first);
     const commit = (copiesAsked: number): Promise<void> | undefined => {
       const group = groupWriting("c-1");
-      group.copies = copiesAsked;
+      group.asks(copiesAsked);
       replicator.prepare(group);
       return replicator.replicate(group);
     };
@@ -163,16 +225,8 @@ describe("Replicator", () => {
     ]);
     copy.beginEpoch(nextEpoch(theirs, 0));
     replicator.announce([PARTITION as PartitionId]);
-    const settled = (promise: Promise<void> | undefined) =>
-      Promise.race([
-        Promise.resolve(promise).then(
-          () => "confirmed",
-          (err: Error & { reason?: string }) => `${err.reason}: ${err.message}`,
-        ),
-        delay(1_000, "waiting"),
-      ]);
     assert.match(
-      await settled(old),
+      text(await settled(old)),
       /^NOT_OWNER: partition \d+ changed owner \(epoch \d+: this node took it again\) before its replicas confirmed this batch; retry/,
     );
     const current = commit(2);
@@ -181,27 +235,17 @@ describe("Replicator", () => {
     // A replica that shows a newer epoch than a waiting answer's ends that answer too.
     const stale = commit(2);
     durable(replicator, nextEpoch(copy.epoch, 1), 1);
-    assert.match(await settled(stale), /^NOT_OWNER: .*n2 follows it/);
+    assert.match(text(await settled(stale)), /^NOT_OWNER: .*n2 follows it/);
   });
 
   describe("a group whose answers ask for different copies", () => {
     /** Prepares and replicates a group of one event per entry of `asked` (the copies each answer asks for). */
     function commitAsking(replicator: Replicator, ...asked: number[]): Promise<void> | undefined {
       const group = groupWriting("c-1");
-      for (const copies of asked) group.copiesAsked |= 1 << copies;
-      group.copies = Math.max(...asked);
+      for (const copies of asked) group.asks(copies);
       replicator.prepare(group);
       return replicator.replicate(group);
     }
-    /** How `promise` settled within `ms`: "confirmed", the failure, or "waiting". */
-    const settled = (promise: Promise<void> | undefined, ms = 200) =>
-      Promise.race([
-        Promise.resolve(promise).then(
-          () => "confirmed" as const,
-          (err: StageFailure) => err,
-        ),
-        delay(ms, "waiting" as const),
-      ]);
 
     it("answers at the copies its live replicas gave when a replica goes down: QUORUM answers are met, ALL answers get the shortfall", async () => {
       const { replicator, copies } = await replicatorOn(2);

@@ -123,17 +123,20 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
   it("answers the other partitions' turns of a group that lost one partition as their own writes earned: the withdrawal is per turn", async () => {
     let other = 2;
     let withdrawn: PartitionId | undefined;
+    const waitedFor: number[] = [];
     const replication: ReplicationStage = {
       prepare(group) {
         if (withdrawn !== undefined) group.withdraw(withdrawn, runtime.host.keys, runtime.partitioning);
       },
-      replicate: () => undefined,
+      replicate: (group) => void waitedFor.push(group.copies),
     };
     const runtime = await open(t, { replication });
     const gone = runtime.partitioning.partitionOf("counter", "c-1");
     while (runtime.partitioning.partitionOf("counter", `c-${other}`) === gone) other++;
     withdrawn = gone;
-    const outcomes = await runtime.host.publish([event("c-1", 1), event(`c-${other}`, 1)]);
+    // The withdrawn event asks for 3 copies, the other for 2: the group waits for 2.
+    const answers = [runtime.host.publish([event("c-1", 1)], { copies: 3 }), runtime.host.publish([event(`c-${other}`, 1)], { copies: 2 })];
+    const outcomes = (await Promise.all(answers)).map(([o]) => o as TurnOutcome);
     assert.deepEqual(
       outcomes.map((o) => [o.status, o.reason]),
       [
@@ -141,6 +144,7 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
         ["accepted", undefined],
       ],
     );
+    assert.deepEqual(waitedFor, [2], "one group, waiting for the copies its remaining answer asks");
     withdrawn = undefined;
     assert.equal((await runtime.getTwin("counter", `c-${other}`)).state.count, 1);
     await assert.rejects(runtime.getTwin("counter", "c-1"), { reason: "TWIN_NOT_FOUND" });
