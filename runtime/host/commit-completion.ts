@@ -151,6 +151,7 @@ export class CommitCompletion {
       }
       for (const msg of group.ackMessages) this.finish(msg, outcome);
       for (const key of group.timersDone) this.config.timers.released(key);
+      for (const done of group.onDone ?? []) done(false);
     }
     this.config.metrics.commitFailures++;
     this.config.settled();
@@ -198,6 +199,7 @@ export class CommitCompletion {
       }
       effects.committed(group);
       for (const key of group.timersDone) timers.released(key);
+      for (const done of group.onDone ?? []) done(true);
       if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) timers.armedAt(group.earliestTimerMs);
       for (const act of group.twins) outbox.targetFreed(act.entry.kind, act.id);
       for (const entry of group.outbox) outbox.enqueue(entry);

@@ -29,6 +29,13 @@ export class CommitGroup {
   readonly duplicateKeys: string[] = [];
   readonly alertChanges: AlertChange[] = [];
   readonly outbox: OutboxEntry[] = [];
+  /**
+   * Called once the group is done with: `true` when it was written here (its replication stage
+   * may still have fallen short), `false` when its write failed or it was abandoned unwritten.
+   * For writes that are no turn's (a message another node applied: its outbox delete), so they
+   * are shipped to the replicas like any other.
+   */
+  onDone: ((written: boolean) => void)[] | undefined;
   /** Timer index keys whose turn is in this group (released from in-flight after the write). */
   readonly timersDone: string[] = [];
   /** Durable copies (this node's included) its answers wait for: the most any of them asked. */

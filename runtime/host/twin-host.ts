@@ -601,50 +601,70 @@ export class TwinHost {
    * Hands a message to the node that owns its target. Applied there: its outbox entry is deleted
    * here. Refused for good (the target's turn failed): it moves to the dead letters here, as a
    * local failure would. Anything else: it is offered again later; the owner recognises a
-   * redelivery by the message's id.
+   * redelivery by the message's id. The delete (or the move) is committed like a turn's writes,
+   * so the sender's replicas drop the entry too: a new owner of the sender's partition does not
+   * send it again after a failover.
    */
   private deliverRemote(remote: RemoteMessages, entry: OutboxEntry, target: string): void {
     const key = this.keys.outbox(entry.partition, entry.seq);
-    let delivered = false;
-    const finished = async (): Promise<void> => {
-      try {
-        await remote.send(entry);
-      } catch (err) {
+    const settle = (delivered: boolean, stillInOutbox: boolean): void => {
+      this.outbox.released(entry, stillInOutbox);
+      this.remoteInFlight.delete(target);
+      // After a delivery the next message to that twin goes at once; after a failure it waits
+      // for the dispatcher's retry tick (offering it again at once would spin while the owner is down).
+      if (delivered) this.outbox.targetFreed(entry.toKind, entry.toId);
+      this.checkIdle();
+    };
+    remote.send(entry).then(
+      () =>
+        this.commitWrites([{ type: "del", key }], (written) => {
+          // Not written: the entry is still in the outbox, and the message is offered again.
+          if (!written) this.log.warn({ seq: entry.seq }, "could not record a message delivered to another node; it is offered again");
+          settle(written, !written);
+        }),
+      (err: unknown) => {
         if (isTwinmeshError(err) && !err.retryable) {
-          await this.store.write([{ type: "del", key }, ...this.deadLetters.record(entry, err.reason, err.message)]);
-          this.metrics.deadLetters++;
-          this.outbox.released(entry, false);
+          this.commitWrites([{ type: "del", key }, ...this.deadLetters.record(entry, err.reason, err.message)], (written) => {
+            if (written) this.metrics.deadLetters++;
+            settle(false, !written);
+          });
           return;
         }
         this.log.debug({ err, seq: entry.seq, to: `${entry.toKind}/${entry.toId}` }, "message to another node's twin not delivered yet; it is offered again");
-        this.outbox.released(entry, true);
-        return;
-      }
-      await this.store.write([{ type: "del", key }]);
-      delivered = true;
-      this.outbox.released(entry, false);
-    };
-    finished()
-      .catch((err: unknown) => {
-        // The outbox write failed: the entry is still there, so the message is offered again.
-        this.log.warn({ err, seq: entry.seq }, "could not record a message delivered to another node; it is offered again");
-        this.outbox.released(entry, true);
-      })
-      .finally(() => {
-        this.remoteInFlight.delete(target);
-        // After a delivery the next message to that twin goes at once; after a failure it waits
-        // for the dispatcher's retry tick (offering it again at once would spin while the owner is down).
-        if (delivered) this.outbox.targetFreed(entry.toKind, entry.toId);
-        this.checkIdle();
-      });
+        settle(false, true);
+      },
+    );
   }
 
-  /** Moves an outbox entry that does not parse to the dead letters, in one batch with its delete. */
-  private async quarantineOutboxEntry(key: string, raw: string, problem: string): Promise<void> {
+  /** Moves an outbox entry that does not parse to the dead letters, in one commit with its delete. */
+  private quarantineOutboxEntry(key: string, raw: string, problem: string): Promise<void> {
     const { partition, seq } = this.keys.outboxKeyOf(key);
     const stand: OutboxEntry = { partition, seq, fromKind: "", fromId: "", toKind: "", toId: "", message: { unreadable: raw } };
-    await this.store.write([{ type: "del", key }, ...this.deadLetters.record(stand, "UNREADABLE_MESSAGE", `the outbox entry could not be read: ${problem}`)]);
-    this.metrics.deadLetters++;
+    return new Promise((resolve, reject) =>
+      this.commitWrites(
+        [{ type: "del", key }, ...this.deadLetters.record(stand, "UNREADABLE_MESSAGE", `the outbox entry could not be read: ${problem}`)],
+        (written) => {
+          if (!written) {
+            reject(new Error("the commit that moves it to the dead letters failed"));
+            return;
+          }
+          this.metrics.deadLetters++;
+          resolve();
+        },
+      ),
+    );
+  }
+
+  /**
+   * Adds `ops`, writes that are no turn's, to the open commit group: written with it, shipped to
+   * the replicas of their partitions with it, withdrawn with it. `done` is called once the group
+   * is answered (see {@link CommitGroup.onDone}).
+   */
+  private commitWrites(ops: readonly BatchOp[], done: (written: boolean) => void): void {
+    const group = this.pipeline.current;
+    group.ops.push(...ops);
+    (group.onDone ??= []).push(done);
+    this.pipeline.schedule();
   }
 
   // ---------------------------------------------------------------- lifecycle

@@ -277,6 +277,49 @@ describe("replication and failover in a cluster of three nodes at replication fa
     }
   });
 
+  it("delivers each message of a killed sender's twin to another node's twin once, beyond the receiver's memory of message ids: the sender's replicas drop what was delivered", async () => {
+    const { c, clients } = await start();
+    const [relay] = await c.ownedBy(
+      "n1",
+      "relay",
+      range(40).map((i) => `rd-${i}`),
+    );
+    const [sink] = await c.ownedBy(
+      "n2",
+      "sink",
+      range(40).map((i) => `sd-${i}`),
+    );
+    assert.ok(relay !== undefined && sink !== undefined, "no relay on n1 or no sink on n2");
+    const n1 = clients.get("n1") as TwinmeshClient;
+    const n2 = clients.get("n2") as TwinmeshClient;
+    const send = (seq: number) => ev("relay", relay, seq, {}, { attributes: { to: sink } });
+    // More messages than a twin remembers ids of (128): a redelivery of the oldest would be applied again.
+    for (let from = 1; from <= 200; from += 50) {
+      const batch = range(50, from).map(send);
+      assert.deepEqual(
+        outcomes((await n1.publish(batch, Consistency.QUORUM)).results).map(describeOutcome),
+        batch.map(() => "ACCEPTED"),
+      );
+    }
+    const sinkState = async () => (await n2.getTwin({ kind: "sink", id: sink })).twin?.state as { received: number; seen: string[] } | undefined;
+    await waitFor(async () => ((await sinkState())?.received ?? 0) >= 200, { timeoutMs: 40_000, what: "the 200 messages to reach the sink on n2" });
+    await c.kill("n1");
+    // The relay's new owner sends its outbox in order: once message 201 is there, any message it
+    // sent again is there too.
+    assert.deepEqual((await publishRetrying(n2, [send(201)], Consistency.QUORUM, 20_000)).map(describeOutcome), ["ACCEPTED"]);
+    const state = await waitFor(
+      async () => {
+        const now = await sinkState();
+        return now?.seen.includes(`${relay}#201`) === true ? now : undefined;
+      },
+      { timeoutMs: 30_000, what: "message 201, sent by the relay's new owner, to reach the sink" },
+    );
+    assert.ok(state);
+    const repeated = state.seen.filter((m, i) => state.seen.indexOf(m) !== i);
+    assert.deepEqual(repeated, [], `messages applied twice (${state.received} received for 201 sent)`);
+    assert.equal(state.received, 201);
+  });
+
   it("lets an alert watch through a surviving node miss no change of a killed owner's twin, before and after the kill", async () => {
     const { c, clients } = await start();
     const victim = "n2";

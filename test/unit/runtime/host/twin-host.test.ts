@@ -118,4 +118,20 @@ describe("TwinHost: how a refused single-twin operation is answered (twin-host)"
     assert.deepEqual((await owner.host.getTwin("sink", sink)).state, { received: 2, seen: [`${relay}#1`, `${relay}#2`] });
     assert.deepEqual((await sender.host.deadLetters.list({})).deadLetters, []);
   });
+
+  it("takes a message delivered here from its sender's outbox and the same message sent by the node that owned the sender for one: applied once either way round", async () => {
+    const runtime = await open(t, "both-ways", {});
+    // Delivered here: the relay and the sink share this node.
+    await runtime.host.publish([{ kind: "relay", sourceId: "r-1", seq: 1, channels: {}, attributes: { to: "s-1" } }]);
+    await runtime.host.whenIdle();
+    const first = outboxMessageId({ partition: p("relay", "r-1"), seq: 1 });
+    // The same message, as the sender's former owner hands it over (SendToTwin keyed by its id).
+    assert.deepEqual(await runtime.host.sendToTwin("sink", "s-1", { from: "r-1", seq: 1 }, first), { duplicate: true, version: 1 });
+    // And the other way round: handed over first, then found in the outbox here.
+    const second = outboxMessageId({ partition: p("relay", "r-1"), seq: 2 });
+    assert.deepEqual(await runtime.host.sendToTwin("sink", "s-1", { from: "r-1", seq: 2 }, second), { duplicate: false, version: 2 });
+    await runtime.host.publish([{ kind: "relay", sourceId: "r-1", seq: 2, channels: {}, attributes: { to: "s-1" } }]);
+    await runtime.host.whenIdle();
+    assert.deepEqual((await runtime.host.getTwin("sink", "s-1")).state, { received: 2, seen: ["r-1#1", "r-1#2"] });
+  });
 });
