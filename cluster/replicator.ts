@@ -618,7 +618,6 @@ export class Replicator implements ReplicationStage {
   }
 }
 
-/** True when a waiter needs nothing more: its shipment is confirmed, or its group gave up. */
 /**
  * The writes of `ops` by the partition their key names (keys of none, this node's own
  * bookkeeping, are left out). A put's string value is encoded here, once: the same bytes go to
@@ -641,6 +640,7 @@ function splitByPartition(ops: BatchOp[], partitioning: Partitioning): Map<numbe
   return byPartition;
 }
 
+/** True when a waiter needs nothing more: its shipment is confirmed, or its group gave up. */
 function finished(w: Waiter): boolean {
   return w.acked >= w.group.goal || w.group.settled;
 }

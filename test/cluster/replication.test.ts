@@ -94,13 +94,7 @@ async function publishRetrying(client: TwinmeshClient, events: readonly EventIni
  * and a client of n1 that waits long enough for a frozen replica's answer.
  */
 async function seqOneOnN1(c: ClusterHarness, prefix: string): Promise<{ ids: string[]; owner: TwinmeshClient }> {
-  const ids = (
-    await c.ownedBy(
-      "n1",
-      "counter",
-      range(60).map((i) => `${prefix}-${i}`),
-    )
-  ).slice(0, 3);
+  const ids = (await c.ownedBy("n1", "counter", named(prefix, 60))).slice(0, 3);
   const owner = c.client("n1", 20_000);
   const first = ids.map((id) => ev("counter", id, 1, { v: 1 }));
   assert.deepEqual(
@@ -109,6 +103,11 @@ async function seqOneOnN1(c: ClusterHarness, prefix: string): Promise<{ ids: str
     "seq 1 with every node up",
   );
   return { ids, owner };
+}
+
+/** `<prefix>-0` … `<prefix>-<count - 1>`: candidate twin ids, of which a test picks those a node owns. */
+function named(prefix: string, count: number): string[] {
+  return range(count).map((i) => `${prefix}-${i}`);
 }
 
 /** Each event's outcome of one publish, or the call's failure. */
@@ -152,7 +151,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
 
   it("loses nothing acknowledged at QUORUM when the owner of many twins is killed with kill -9 mid-stream, applies each retried seq once, and reads the same through every node, the restarted one too", async () => {
     const { c, clients, live } = await start();
-    const ids = range(60).map((i) => `q-${i}`);
+    const ids = named("q", 60);
     const victim = "n2";
     const victims = await c.ownedBy(victim, "counter", ids);
     assert.ok(victims.length >= 10, `${victim} owns only ${victims.length} of the 60 twins`);
@@ -199,30 +198,10 @@ describe("replication and failover in a cluster of three nodes at replication fa
     const { c, clients } = await start();
     const victim = "n3";
     const n1 = clients.get("n1") as TwinmeshClient;
-    const alarms = (
-      await c.ownedBy(
-        victim,
-        "alarm",
-        range(60).map((i) => `tm-${i}`),
-      )
-    ).slice(0, 4);
-    const relays = (
-      await c.ownedBy(
-        victim,
-        "relay",
-        range(80).map((i) => `rl-${i}`),
-      )
-    ).slice(0, 10);
-    const [sinkOfVictim] = await c.ownedBy(
-      victim,
-      "sink",
-      range(30).map((i) => `sk-${i}`),
-    );
-    const [sinkOfSurvivor] = await c.ownedBy(
-      "n1",
-      "sink",
-      range(30).map((i) => `sk-${i}`),
-    );
+    const alarms = (await c.ownedBy(victim, "alarm", named("tm", 60))).slice(0, 4);
+    const relays = (await c.ownedBy(victim, "relay", named("rl", 80))).slice(0, 10);
+    const [sinkOfVictim] = await c.ownedBy(victim, "sink", named("sk", 30));
+    const [sinkOfSurvivor] = await c.ownedBy("n1", "sink", named("sk", 30));
     assert.ok(alarms.length === 4 && relays.length === 10 && sinkOfVictim !== undefined && sinkOfSurvivor !== undefined, "not enough twins owned by each node");
     const sinks = [sinkOfVictim, sinkOfSurvivor] as const;
 
@@ -279,16 +258,8 @@ describe("replication and failover in a cluster of three nodes at replication fa
 
   it("delivers each message of a killed sender's twin to another node's twin once, beyond the receiver's memory of message ids: the sender's replicas drop what was delivered", async () => {
     const { c, clients } = await start();
-    const [relay] = await c.ownedBy(
-      "n1",
-      "relay",
-      range(40).map((i) => `rd-${i}`),
-    );
-    const [sink] = await c.ownedBy(
-      "n2",
-      "sink",
-      range(40).map((i) => `sd-${i}`),
-    );
+    const [relay] = await c.ownedBy("n1", "relay", named("rd", 40));
+    const [sink] = await c.ownedBy("n2", "sink", named("sd", 40));
     assert.ok(relay !== undefined && sink !== undefined, "no relay on n1 or no sink on n2");
     const n1 = clients.get("n1") as TwinmeshClient;
     const n2 = clients.get("n2") as TwinmeshClient;
@@ -324,11 +295,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     const { c, clients } = await start();
     const victim = "n2";
     const n1 = clients.get("n1") as TwinmeshClient;
-    const [twin] = (await c.ownedBy(
-      victim,
-      "alarm",
-      range(60).map((i) => `al-${i}`),
-    )) as [string];
+    const [twin] = (await c.ownedBy(victim, "alarm", named("al", 60))) as [string];
     const { cursor } = await n1.listAlerts({});
     const controller = new AbortController();
     t.defer(() => controller.abort());
@@ -430,7 +397,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     const { c, clients } = await start();
     await c.kill("n3");
     await c.waitForState("n3", MemberState.DOWN);
-    const candidates = range(80).map((i) => `r-${i}`);
+    const candidates = named("r", 80);
     const owned = [...(await c.ownedBy("n1", "counter", candidates)).slice(0, 4), ...(await c.ownedBy("n2", "counter", candidates)).slice(0, 4)];
     for (const id of owned) assert.ok((await c.preferenceList("counter", id)).includes("n3"), `n3 does not replicate ${id}`);
     const [written, fresh] = [owned.slice(0, 5), owned.slice(5)];
@@ -485,13 +452,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
       argsOf: Object.fromEntries(MEMBERS.map((id, i) => [id, ["--metrics-port", String(ports[i])]])),
     });
     const clients = new Map(MEMBERS.map((id) => [id as string, c.client(id, 5_000)]));
-    const ids = (
-      await c.ownedBy(
-        "n1",
-        "counter",
-        range(120).map((i) => `m-${i}`),
-      )
-    ).slice(0, 24);
+    const ids = (await c.ownedBy("n1", "counter", named("m", 120))).slice(0, 24);
     const owner = c.client("n1", 20_000);
     // Concurrent calls to one owner share its commit groups; each its own twins, so no call waits for another's.
     const pairs = range(ids.length / 2).map((i) => [ids[2 * i] as string, ids[2 * i + 1] as string] as const);
@@ -525,13 +486,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
     await Promise.all([c.kill("n2"), c.kill("n3")]);
     await c.waitForState("n2", MemberState.DOWN);
     await c.waitForState("n3", MemberState.DOWN);
-    const ids = (
-      await c.ownedBy(
-        "n1",
-        "counter",
-        range(40).map((i) => `d-${i}`),
-      )
-    ).slice(0, 3);
+    const ids = (await c.ownedBy("n1", "counter", named("d", 40))).slice(0, 3);
     const n1 = clients.get("n1") as TwinmeshClient;
     const events = ids.map((id) => ev("counter", id, 1, { v: 1 }));
     const byDefault = outcomes((await n1.publish(events)).results);
@@ -551,7 +506,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
   it("brings a node restarted after 10 s of load without it up to date before it owns its twins again: every twin then reads the same through it", async () => {
     const { c, clients, live } = await start();
     const back = "n3";
-    const ids = range(60).map((i) => `c-${i}`);
+    const ids = named("c", 60);
     const itsOwn = await c.ownedBy(back, "counter", ids);
     await c.kill(back);
     await c.waitForState(back, MemberState.DOWN);
@@ -614,13 +569,7 @@ describe("replication and failover in a cluster of three nodes at replication fa
 
   it("makes a returning node give up the writes its partition's new owner never saw (acknowledged only LOCAL) and take the new owner's history", async () => {
     const { c, clients } = await start();
-    const ids = (
-      await c.ownedBy(
-        "n2",
-        "counter",
-        range(60).map((i) => `h-${i}`),
-      )
-    ).slice(0, 3);
+    const ids = (await c.ownedBy("n2", "counter", named("h", 60))).slice(0, 3);
     // n2 alone: its LOCAL writes are on its disk only.
     await Promise.all([c.kill("n1"), c.kill("n3")]);
     await c.waitForState("n1", MemberState.DOWN);
