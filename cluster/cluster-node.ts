@@ -279,7 +279,7 @@ export class ClusterNode {
     addPeerService(
       server,
       local,
-      { forward: router, replicate: replica, fetchPartition: replica, partitionStates: replica },
+      { forward: router, replicate: replica, fetchPartition: replica, partitionStates: replica, claimPartitions: replica },
       { adapter, log: this.rootLog, tracing: this.tracing },
     );
   }

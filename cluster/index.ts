@@ -32,6 +32,7 @@ export { type PeerAddress, parsePeers } from "./peer-list.js";
 export { PeerCondition, PeerPool, type PeerPoolOptions, type PeerState } from "./peer-pool.js";
 export {
   addPeerService,
+  type ClaimPartitionsHandler,
   type FetchPartitionHandler,
   type LocalNode,
   type PartitionStatesHandler,

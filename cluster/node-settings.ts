@@ -22,9 +22,11 @@ export interface NodeSettings {
  * `Shipment.changes` (field 5); a release before it sent one message per key (field 4), which
  * this release would read as a shipment of no writes, and the other way round. 3: an epoch's
  * announcement says where its owner began it (`Shipment.begun_from`, field 6), which a release
- * before it refuses as a field it does not read.
+ * before it refuses as a field it does not read. 4: a node takes a partition only with the
+ * promises of a majority of its copies (`ClaimPartitions`), which a release before it neither
+ * asks for nor honours: mixed, the two could both begin epochs and lose writes.
  */
-export const PEER_PROTOCOL = 3;
+export const PEER_PROTOCOL = 4;
 
 /**
  * Checks settings and puts the kinds in their canonical order (sorted, without repeats), so two

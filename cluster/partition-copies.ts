@@ -26,6 +26,11 @@ export interface PartitionPoint {
   readonly position: number;
 }
 
+/** True when point `a` is ahead of `b`: a newer epoch, or the same epoch at a later position. */
+export function ahead(a: PartitionPoint, b: PartitionPoint): boolean {
+  return a.epoch > b.epoch || (a.epoch === b.epoch && a.position > b.position);
+}
+
 /** The node-local key of a partition's replication state. Never replicated: each copy keeps its own. */
 const PREFIX = "\u0000meta\u0000repl\u0000";
 
@@ -62,6 +67,12 @@ export class PartitionCopy {
   rebuilding = false;
   /** Where this copy stood when this node began {@link writer}: sent with the epoch's announcement. */
   begunFrom: PartitionPoint | undefined;
+  /**
+   * The newest epoch this copy promised to a node claiming the partition (design §5, "taking a
+   * partition"): from the promise on it confirms no shipment of an older epoch. Stored with the
+   * copy's state, so a restart keeps the promise; kept when the copy is replaced by a whole range.
+   */
+  promised = 0;
 
   constructor(readonly partition: PartitionId) {}
 
@@ -103,8 +114,9 @@ export class PartitionCopy {
 
   /** Remembers this copy's state; the function returned puts it back (a write of it failed). */
   save(): () => void {
-    const { epoch, position, written, writer, history, begunFrom } = this;
+    const { epoch, position, written, writer, history, begunFrom, promised } = this;
     return () => {
+      this.promised = promised;
       this.epoch = epoch;
       this.position = position;
       this.written = written;
@@ -114,8 +126,17 @@ export class PartitionCopy {
     };
   }
 
-  /** Starts a new epoch at the next position: this node takes the partition as its owner. */
+  /** True while the copy promised a newer epoch than it follows: it confirms nothing of the epoch it follows. */
+  get fenced(): boolean {
+    return this.promised > this.epoch;
+  }
+
+  /**
+   * Starts a new epoch at the next position: this node takes the partition as its owner.
+   * @throws RangeError when `epoch` is not newer than the copy's (a bug: epochs only grow).
+   */
   beginEpoch(epoch: number): void {
+    if (epoch <= this.epoch) throw new RangeError(`partition ${this.partition}: epoch ${epoch} does not follow ${this.epoch}`);
     this.begunFrom = this.point;
     this.epoch = epoch;
     this.writer = epoch;
@@ -149,9 +170,14 @@ export class PartitionCopy {
 
   /** The write that stores this state (in the same batch as the changes it describes). */
   op(): BatchOp {
-    if (this.empty && !this.rebuilding) return { type: "del", key: keyOf(this.partition) };
-    const state: { e: number; p: number; h: number[][]; r?: 1 } = { e: this.epoch, p: this.position, h: this.history.map((h) => [h.epoch, h.start]) };
+    if (this.empty && !this.rebuilding && this.promised === 0) return { type: "del", key: keyOf(this.partition) };
+    const state: { e: number; p: number; h: number[][]; r?: 1; c?: number } = {
+      e: this.epoch,
+      p: this.position,
+      h: this.history.map((h) => [h.epoch, h.start]),
+    };
     if (this.rebuilding) state.r = 1;
+    if (this.promised > this.epoch) state.c = this.promised;
     return { type: "put", key: keyOf(this.partition), value: JSON.stringify(state) };
   }
 
@@ -162,16 +188,17 @@ export class PartitionCopy {
 }
 
 /** Parses a stored state; undefined for a damaged one (the copy then counts as empty and is copied again). */
-export function parseCopyState(raw: string): { point: PartitionPoint; history: EpochStart[]; rebuilding: boolean } | undefined {
+export function parseCopyState(raw: string): { point: PartitionPoint; history: EpochStart[]; rebuilding: boolean; promised: number } | undefined {
   try {
-    const v = JSON.parse(raw) as { e?: unknown; p?: unknown; h?: unknown; r?: unknown };
+    const v = JSON.parse(raw) as { e?: unknown; p?: unknown; h?: unknown; r?: unknown; c?: unknown };
     if (!Number.isSafeInteger(v.e) || !Number.isSafeInteger(v.p) || !Array.isArray(v.h)) return undefined;
     const history: EpochStart[] = [];
     for (const entry of v.h as unknown[]) {
       if (!Array.isArray(entry) || !Number.isSafeInteger(entry[0]) || !Number.isSafeInteger(entry[1])) return undefined;
       history.push({ epoch: entry[0] as number, start: entry[1] as number });
     }
-    return { point: { epoch: v.e as number, position: v.p as number }, history, rebuilding: v.r === 1 };
+    const promised = Number.isSafeInteger(v.c) ? (v.c as number) : 0;
+    return { point: { epoch: v.e as number, position: v.p as number }, history, rebuilding: v.r === 1, promised };
   } catch {
     return undefined;
   }
@@ -196,6 +223,7 @@ export class PartitionCopies {
         if (copy === undefined || state === undefined) continue;
         copy.adopt(state.point, state.history);
         copy.rebuilding = state.rebuilding;
+        copy.promised = state.promised;
       }
     }
     return copies;

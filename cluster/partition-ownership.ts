@@ -1,7 +1,8 @@
 import { type PartitionState, PeerService } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import type { Logger, OwnershipGate, PartitionId, TurnOutcome, TwinRuntime } from "../runtime/index.js";
+import { freezeAt } from "./failpoints.js";
 import type { NodeId } from "./node-id.js";
-import { type PartitionCopies, type PartitionCopy, type PartitionPoint, plausiblePoint } from "./partition-copies.js";
+import { ahead, type PartitionCopies, type PartitionCopy, type PartitionPoint, plausiblePoint } from "./partition-copies.js";
 import type { PartitionReplica } from "./partition-replica.js";
 import { callUnary } from "./peer-rpc.js";
 import type { ReplicaPeers, Replicator } from "./replicator.js";
@@ -47,23 +48,23 @@ const REBUILD_CHECK_MS = 1000;
 /**
  * Why a partition this node should own is not taken yet: a node ahead of it in the list is still
  * catching up (in the startup grace), too few current copies answered, its previous owner still
- * holds it, or the catch-up from the most advanced copy did not reach that copy.
+ * holds it, too few copies promised the new epoch (another node claimed a newer one), or the
+ * catch-up from the most advanced copy did not reach that copy.
  */
-type WaitReason = "ahead-catching-up" | "too-few-copies" | "previous-owner-holds" | "catch-up-short";
-
-function ahead(a: PartitionPoint, b: PartitionPoint): boolean {
-  return a.epoch > b.epoch || (a.epoch === b.epoch && a.position > b.position);
-}
+type WaitReason = "ahead-catching-up" | "too-few-copies" | "previous-owner-holds" | "too-few-promises" | "catch-up-short";
 
 /**
  * Which node runs each partition, and this node's part in moving partitions (design §5). The
  * owner of a partition is the first node of its preference list that is live and caught up.
  * When that becomes this node, it *takes* the partition before serving it: it asks the other
  * copies where they stand (a majority must answer; all of them during the startup grace),
- * waits while one of them still holds it (a handoff), catches up from the most advanced copy
- * when that is ahead of its own, and only then begins a new epoch and serves. When another node
- * becomes the owner, this one refuses new work for the partition at once (retryable) and keeps
- * reporting it held until its last writes are out.
+ * waits while one of them still holds it (a handoff), then claims the partition under its new
+ * epoch: as many copies must promise it (this one too), and from its promise on a copy confirms
+ * no older owner's write. It catches up from the most advanced promised copy when that is ahead
+ * of its own, and only then begins the epoch and serves: every write acknowledged under an older
+ * epoch is on a promised copy, and none is acknowledged after. When another node becomes the
+ * owner, this one refuses new work for the partition at once (retryable) and keeps reporting it
+ * held until its last writes are out.
  *
  * A restarted node first catches up every partition it holds a copy of from its current owner,
  * reporting itself `catching up` meanwhile: its peers neither give it partitions nor count it.
@@ -314,6 +315,8 @@ export class PartitionOwnership implements OwnershipGate {
     const grace = performance.now() - this.startedAt < (this.config.startupGraceMs ?? 10_000);
     const ready: PartitionId[] = [];
     const catchUps: { partition: PartitionId; source: NodeId; point: PartitionPoint }[] = [];
+    /** Partitions whose copies answered enough, to be claimed: the copies each needs to promise, of those that may. */
+    const claimable: { partition: PartitionId; needed: number; voters: NodeId[] }[] = [];
     const lost: PartitionId[] = [];
     const waiting = new Map<WaitReason, PartitionId[]>();
     const wait = (p: PartitionId, reason: WaitReason): void => {
@@ -345,54 +348,120 @@ export class PartitionOwnership implements OwnershipGate {
       else if (held.length > 0 && !this.handoffExpired(p)) wait(p, "previous-owner-holds");
       else {
         this.handoffSince.delete(p);
-        const most = mostAdvanced(voters, states, p);
-        if (most !== undefined && ahead(most.point, copies.get(p).point)) catchUps.push({ partition: p, source: most.node, point: most.point });
-        else ready.push(p);
+        claimable.push({ partition: p, needed, voters });
       }
     }
     if (lost.length > 0) await this.markRebuilding(lost, "a peer's copy names an epoch this node began and has no record of");
+    if (claimable.length > 0) freezeAt("freeze-before-claim");
+    // The claims: each partition's new epoch, above every epoch its copies follow, began or promised.
+    const epochs = new Map<PartitionId, number>();
+    const index = ring.nodes.indexOf(self);
+    for (const { partition } of claimable) {
+      const copy = copies.get(partition);
+      let top = Math.max(copy.epoch, copy.promised);
+      for (const peerStates of states.values()) {
+        const state = peerStates.get(partition);
+        top = Math.max(top, pointOf(state).epoch, Number(state?.promised ?? 0n), ...historyEpochs(state));
+      }
+      epochs.set(partition, nextEpoch(top, index));
+    }
+    const promises = await this.claim(epochs, ring);
+    for (const { partition: p, needed, voters } of claimable) {
+      const epoch = epochs.get(p) as number;
+      // A copy counts once it promised this epoch: from then on it confirms no older owner's write.
+      const promised = voters.filter((n) => promises.get(n)?.get(p)?.promised === BigInt(epoch) && promises.get(n)?.get(p)?.rebuilding !== true);
+      if (copies.get(p).promised !== epoch || promised.length < needed) {
+        wait(p, "too-few-promises");
+        continue;
+      }
+      const most = mostAdvanced(promised, promises, p);
+      if (most !== undefined && ahead(most.point, copies.get(p).point)) catchUps.push({ partition: p, source: most.node, point: most.point });
+      else ready.push(p);
+    }
     // Those that need no catch-up are served at once, the others each as soon as it caught up: a
     // slow catch-up delays only its own partition.
-    await this.begin(ready, states, ring);
+    await this.begin(ready, epochs);
     await runLimited(catchUps, CATCH_UP_CONCURRENCY, async ({ partition, source, point }) => {
       // A catch-up joined from another source may stop short of the most advanced copy: check.
-      if ((await replica.catchUp(partition, source)) && !ahead(point, copies.get(partition).point)) await this.begin([partition], states, ring);
+      if ((await replica.catchUp(partition, source)) && !ahead(point, copies.get(partition).point)) await this.begin([partition], epochs);
       else wait(partition, "catch-up-short");
     });
     for (const [reason, list] of waiting) log.debug({ partitions: list, reason }, "partitions not taken yet; tried again at the next reconcile");
   }
 
-  /** Begins a new epoch of each of `partitions` (one durable write), then serves them. */
-  private async begin(partitions: PartitionId[], states: Map<NodeId, Map<number, PartitionState>>, ring: RingSnapshot): Promise<void> {
+  /**
+   * Claims each partition of `epochs` under its epoch: on this node's copy first, then on the
+   * others' (one ClaimPartitions call per peer). Returns each answering peer's states of the
+   * partitions it was asked for; a peer that did not answer is left out.
+   */
+  private async claim(epochs: ReadonlyMap<PartitionId, number>, ring: RingSnapshot): Promise<Map<NodeId, Map<number, PartitionState>>> {
+    const { self, peers, replica } = this.config;
+    const result = new Map<NodeId, Map<number, PartitionState>>();
+    if (epochs.size === 0) return result;
+    await replica.claim(
+      [...epochs].map(([partition, epoch]) => ({ partition, epoch })),
+      self,
+    );
+    const ask = new Map<NodeId, { partition: number; epoch: bigint }[]>();
+    for (const [partition, epoch] of epochs) {
+      for (const node of ring.preferenceList(partition)) {
+        if (node === self || !peers.isUp(node as NodeId)) continue;
+        let list = ask.get(node as NodeId);
+        if (list === undefined) ask.set(node as NodeId, (list = []));
+        list.push({ partition, epoch: BigInt(epoch) });
+      }
+    }
+    await Promise.all(
+      [...ask].map(async ([node, claims]) => {
+        try {
+          const res = await callUnary(peers.channel(node), PeerService.method.claimPartitions, { nodeId: self, claims }, STATES_DEADLINE_MS);
+          result.set(node, new Map(this.plausible(node, res.partitions).map((s) => [s.partition, s])));
+        } catch (err) {
+          this.config.log.debug({ peer: node, err }, "a peer did not answer a claim");
+        }
+      }),
+    );
+    return result;
+  }
+
+  /**
+   * Begins the claimed epoch of each of `partitions` (one durable write, while no claim or
+   * replicated write runs here), then serves them. A partition whose copy promised a newer epoch
+   * since (another node claims it), or moved past the claimed one, is not begun.
+   */
+  private async begin(partitions: PartitionId[], epochs: ReadonlyMap<PartitionId, number>): Promise<void> {
     const { self, copies, log } = this.config;
     const ready: PartitionId[] = [];
-    const ops = [];
-    const undo: { copy: PartitionCopy; restore: () => void }[] = [];
-    for (const p of partitions) {
-      if (this.ownerOfPartition(p) !== self || this.holds[p] !== Hold.ACQUIRING) {
-        if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
-        continue;
+    await this.config.replica.serialized(async () => {
+      const ops = [];
+      const undo: { copy: PartitionCopy; restore: () => void }[] = [];
+      for (const p of partitions) {
+        const copy = copies.get(p);
+        const epoch = epochs.get(p) ?? 0;
+        if (this.ownerOfPartition(p) !== self || this.holds[p] !== Hold.ACQUIRING || copy.promised !== epoch || copy.epoch >= epoch) {
+          if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
+          continue;
+        }
+        undo.push({ copy, restore: copy.save() });
+        copy.beginEpoch(epoch);
+        this.config.replicator.forget(p);
+        ops.push(copy.op());
+        ready.push(p);
       }
-      let top = copies.get(p).epoch;
-      for (const peerStates of states.values()) top = Math.max(top, pointOf(peerStates.get(p)).epoch, ...historyEpochs(peerStates.get(p)));
-      const copy = copies.get(p);
-      undo.push({ copy, restore: copy.save() });
-      copy.beginEpoch(nextEpoch(top, ring.nodes.indexOf(self)));
-      this.config.replicator.forget(p);
-      ops.push(copy.op());
-      ready.push(p);
-    }
+      if (ready.length === 0) return;
+      try {
+        await this.config.runtime.host.writeReplicated(ops);
+      } catch (err) {
+        // The new epochs are not durable: forget them, and try the partitions again later.
+        for (const u of undo) {
+          u.restore();
+          this.holds[u.copy.partition] = Hold.NONE;
+        }
+        ready.length = 0;
+        throw err;
+      }
+    });
     if (ready.length === 0) return;
-    try {
-      await this.config.runtime.host.writeReplicated(ops);
-    } catch (err) {
-      // The new epochs are not durable: forget them, and try the partitions again later.
-      for (const u of undo) {
-        u.restore();
-        this.holds[u.copy.partition] = Hold.NONE;
-      }
-      throw err;
-    }
     // Their numbering (alert log, outbox, dead letters) was written by another owner: read it
     // before serving, so the first watch or turn here continues it. Read again once owned, when
     // the outbox and timers of owned partitions are scanned.
@@ -400,6 +469,11 @@ export class PartitionOwnership implements OwnershipGate {
     let taken = 0;
     for (const p of ready) {
       if (this.holds[p] !== Hold.ACQUIRING) continue;
+      // A claim of a newer epoch granted since the epoch began (before this node served it): not served.
+      if (!copies.get(p).writing) {
+        this.holds[p] = Hold.NONE;
+        continue;
+      }
       this.holds[p] = Hold.OWNED;
       taken++;
     }
@@ -532,7 +606,7 @@ export class PartitionOwnership implements OwnershipGate {
           let newer = 0;
           for (const state of this.plausible(peer, res.partitions)) {
             const p = state.partition as PartitionId;
-            const epoch = Math.max(pointOf(state).epoch, ...historyEpochs(state));
+            const epoch = Math.max(pointOf(state).epoch, Number(state.promised), ...historyEpochs(state));
             if (epoch <= this.config.copies.get(p).epoch || this.holds[p] !== Hold.OWNED) continue;
             newer++;
             this.superseded(p);
@@ -718,7 +792,11 @@ function sameCopy(copy: PartitionCopy, state: PartitionState | undefined): boole
 }
 
 function plausibleState(state: PartitionState): boolean {
-  return plausiblePoint(state.last?.epoch ?? 0n, state.last?.position ?? 0n) && state.history.every((h) => plausiblePoint(h.epoch, h.startPosition));
+  return (
+    plausiblePoint(state.last?.epoch ?? 0n, state.last?.position ?? 0n) &&
+    plausiblePoint(state.promised, 0) &&
+    state.history.every((h) => plausiblePoint(h.epoch, h.startPosition))
+  );
 }
 
 function pointOf(state: PartitionState | undefined): PartitionPoint {

@@ -1,6 +1,9 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import {
+  type ClaimPartitionsRequest,
+  type ClaimPartitionsResponse,
+  ClaimPartitionsResponseSchema,
   type FetchPartitionRequest,
   FetchPartitionRequestSchema,
   type FetchPartitionResponse,
@@ -11,6 +14,7 @@ import {
   type PartitionPosition,
   PartitionPositionSchema,
   PartitionRangeSchema,
+  type PartitionState,
   PartitionStateSchema,
   PeerService,
   type ReplicateRequest,
@@ -21,9 +25,9 @@ import {
 import { type BatchOp, type Logger, type PartitionId, SpanName, type TraceSpan, type Tracing, type TwinRuntime } from "../runtime/index.js";
 import type { CallContext, StreamSink } from "../server/grpc/index.js";
 import type { NodeId } from "./node-id.js";
-import { type EpochStart, type PartitionCopies, type PartitionCopy, type PartitionPoint, plausiblePoint } from "./partition-copies.js";
+import { ahead, type EpochStart, type PartitionCopies, type PartitionCopy, type PartitionPoint, plausiblePoint } from "./partition-copies.js";
 import { methodPath } from "./peer-rpc.js";
-import type { FetchPartitionHandler, PartitionStatesHandler, ReplicateHandler } from "./peer-service.js";
+import type { ClaimPartitionsHandler, FetchPartitionHandler, PartitionStatesHandler, ReplicateHandler } from "./peer-service.js";
 import { PartitionKeyScans, RangeScans } from "./range-scans.js";
 import type { Replicator } from "./replicator.js";
 import { shipmentOps } from "./shipment-changes.js";
@@ -54,6 +58,12 @@ interface CatchUp {
   readonly abort: AbortController;
   /** When the fetch last started or received a message (performance.now()); -Infinity before it starts. */
   readonly progress: { at: number };
+}
+
+/** A node's claim of a partition: the epoch it will begin (see {@link PartitionReplica.claim}). */
+export interface PartitionClaim {
+  readonly partition: PartitionId;
+  readonly epoch: number;
 }
 
 /** One owner's Replicate request, waiting for the replica's next write. */
@@ -95,9 +105,15 @@ const STALLED_MS = 1000;
  *
  * Catch-up asks for the shipments after the copy's position; the source sends them when it still
  * keeps them all and the copy's history is a prefix of its own, and otherwise its whole key
- * range, which replaces the copy (it may hold writes the source never saw).
+ * range, which replaces the copy (it may hold writes the source never saw). A source whose copy
+ * is behind the caller's (an older epoch, or the same one at an earlier position) sends nothing:
+ * the caller stays as it is, so a stale owner's older history never replaces a newer one.
+ *
+ * A node about to take a partition claims it on its copies first ({@link claim}): a copy that
+ * promised an epoch confirms no shipment of an older one from then on, and answers the owner of
+ * an older one with its promise, which tells that owner it lost the partition.
  */
-export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler, PartitionStatesHandler {
+export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler, PartitionStatesHandler, ClaimPartitionsHandler {
   /** Replica writes, one at a time: a partition's position is read and written under it. */
   private lock: Promise<void> = Promise.resolve();
   /** Partitions catching up: from where, the shipments that arrived meanwhile, and how to give up. */
@@ -204,9 +220,16 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
           continue;
         }
         for (const [out, partitions] of answers) {
-          const durable = [...partitions].map((p) => this.positionOf(p));
+          const durable: PartitionPosition[] = [];
+          const promised: PartitionPosition[] = [];
+          for (const p of partitions) {
+            const copy = this.config.copies.get(p as PartitionId);
+            // A copy that promised a newer epoch confirms nothing of the one it follows: it says what it promised.
+            if (copy.fenced) promised.push(create(PartitionPositionSchema, { partition: p, epoch: BigInt(copy.promised), position: 0n }));
+            else durable.push(this.positionOf(p));
+          }
           // A stream that ended meanwhile is the owner's to notice.
-          out.write(create(ReplicateResponseSchema, { durable })).catch(() => undefined);
+          out.write(create(ReplicateResponseSchema, { durable, promised })).catch(() => undefined);
         }
       }
     } finally {
@@ -219,11 +242,12 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     const partition = req.partition as PartitionId;
     const copy = this.config.copies.get(partition);
     const after: PartitionPoint = { epoch: Number(req.after?.epoch ?? 0n), position: Number(req.after?.position ?? 0n) };
-    if (after.epoch === copy.epoch && after.position > copy.position) {
-      // The caller is ahead of this copy in the same epoch (it holds writes of the same owner that
-      // this one has not seen yet, such as its own acknowledged at LOCAL): nothing here may
-      // replace them. The answer says "stay". (A caller at another epoch is not known to extend
-      // this history: it takes this copy's.)
+    if (ahead(after, copy.point)) {
+      // The caller is ahead of this copy: in the same epoch it holds writes of the same owner that
+      // this one has not seen yet (such as its own acknowledged at LOCAL); at a newer epoch it
+      // follows an owner that took the partition after this copy's (this node is a stale owner,
+      // paused or cut off meanwhile). Nothing here may replace them: the answer says "stay". (A
+      // caller behind, at another epoch, is not known to extend this history: it takes this one.)
       await out.write(this.completion(copy, after, [], false));
       return;
     }
@@ -249,21 +273,70 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   }
 
   async getPartitionStates(req: GetPartitionStatesRequest): Promise<GetPartitionStatesResponse> {
-    const { copies, holds } = this.config;
     const partitions = req.partitions.length > 0 ? req.partitions : Array.from({ length: this.config.runtime.partitioning.partitions }, (_, p) => p);
-    return create(GetPartitionStatesResponseSchema, {
-      partitions: partitions.map((p) => {
-        const copy = copies.get(p as PartitionId);
-        // A partition catching up is a partial copy: never the most advanced one.
-        const point = this.catching.has(p) ? { epoch: 0, position: 0 } : copy.point;
-        return create(PartitionStateSchema, {
-          partition: p,
-          last: create(PartitionPositionSchema, { partition: p, epoch: BigInt(point.epoch), position: BigInt(point.position) }),
-          history: copy.history.map((h) => ({ epoch: BigInt(h.epoch), startPosition: BigInt(h.start) })),
-          owned: holds(p as PartitionId),
-          rebuilding: copy.rebuilding,
-        });
-      }),
+    return create(GetPartitionStatesResponseSchema, { partitions: partitions.map((p) => this.stateOf(p as PartitionId)) });
+  }
+
+  async claimPartitions(req: ClaimPartitionsRequest): Promise<ClaimPartitionsResponse> {
+    const claims = req.claims.map((c) => ({ partition: c.partition as PartitionId, epoch: Number(c.epoch) }));
+    return create(ClaimPartitionsResponseSchema, { partitions: await this.claim(claims, req.nodeId) });
+  }
+
+  /**
+   * Grants each claim this copy may grant: from now on it confirms no shipment of an epoch older
+   * than the claim's (written durably before the answer; a failed write grants nothing and
+   * throws). A claim no newer than the epoch the copy follows or promised is refused, and so is
+   * one while this node still holds the partition (it serves it, or finishes writes it took as
+   * its owner: the claimant waits for the handoff, or takes the partition with the other
+   * copies' promises). Granted, this node writes the partition no more under an epoch it began. Answers where each claimed copy stands, in the claims' order; a granted
+   * claim's `promised` is its epoch.
+   */
+  claim(claims: readonly PartitionClaim[], claimant: string): Promise<PartitionState[]> {
+    return this.locked(async () => {
+      const granted: PartitionCopy[] = [];
+      const restores: (() => void)[] = [];
+      for (const { partition, epoch } of claims) {
+        const copy = this.config.copies.get(partition);
+        if (epoch <= copy.epoch || epoch <= copy.promised || this.config.holds(partition)) continue;
+        restores.push(copy.save());
+        copy.promised = epoch;
+        // This node let the partition go, but still numbered writes under the epoch it began (a
+        // turn that outlived the release grace, or an epoch begun a moment before it would have
+        // served it): it writes under it no more, so none of its writes counts on this copy.
+        if (copy.writing) copy.writer = 0;
+        granted.push(copy);
+      }
+      if (granted.length > 0) {
+        try {
+          await this.config.runtime.host.writeReplicated(granted.map((copy) => copy.op()));
+        } catch (err) {
+          for (const restore of restores) restore();
+          throw err;
+        }
+        // Answers still waiting for this copy's older epoch are refused: it confirms none of it now.
+        for (const copy of granted) this.config.replicator.endEpoch(copy.partition, copy.promised, `promised to ${claimant}`);
+        this.config.log.debug({ claimant, partitions: granted.map((c) => c.partition) }, "promised partitions to a claimant");
+      }
+      return claims.map((c) => this.stateOf(c.partition));
+    });
+  }
+
+  /** Runs `work` while no replicated write or claim runs on this node (a new owner begins its epoch under it). */
+  serialized<T>(work: () => Promise<T>): Promise<T> {
+    return this.locked(work);
+  }
+
+  private stateOf(partition: PartitionId): PartitionState {
+    const copy = this.config.copies.get(partition);
+    // A partition catching up is a partial copy: never the most advanced one.
+    const point = this.catching.has(partition) ? { epoch: 0, position: 0 } : copy.point;
+    return create(PartitionStateSchema, {
+      partition,
+      last: create(PartitionPositionSchema, { partition, epoch: BigInt(point.epoch), position: BigInt(point.position) }),
+      history: copy.history.map((h) => ({ epoch: BigInt(h.epoch), startPosition: BigInt(h.start) })),
+      owned: this.config.holds(partition),
+      rebuilding: copy.rebuilding,
+      promised: BigInt(copy.fenced ? copy.promised : 0),
     });
   }
 
@@ -501,7 +574,9 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   /** Applies what arrived during a catch-up, from where the copy now stands. */
   private async applyBuffered(partition: PartitionId, buffered: Shipment[]): Promise<void> {
     const copy = this.config.copies.get(partition);
-    const next = buffered.filter((s) => Number(s.epoch) === copy.epoch && Number(s.position) > copy.position).sort((a, b) => Number(a.position - b.position));
+    const next = buffered
+      .filter((s) => Number(s.epoch) === copy.epoch && Number(s.epoch) >= copy.promised && Number(s.position) > copy.position)
+      .sort((a, b) => Number(a.position - b.position));
     const apply: Shipment[] = [];
     let at = copy.position;
     for (const s of next) {
@@ -542,13 +617,16 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         this.stale.set(partition, from);
         continue;
       }
+      const copy = this.config.copies.get(partition);
+      const epoch = Number(s.epoch);
+      // The copy promised a newer epoch to a node taking the partition: an older owner's shipment
+      // is not confirmed (the answer names the promise, and that owner lets the partition go).
+      if (epoch < copy.promised) continue;
       const catching = this.catching.get(partition);
       if (catching !== undefined) {
         if (catching.buffered.length < MAX_BUFFERED) catching.buffered.push(s);
         continue;
       }
-      const copy = this.config.copies.get(partition);
-      const epoch = Number(s.epoch);
       // This node serves the partition: only an owner of a newer epoch may replace it (below).
       if (this.config.holds(partition) && epoch <= copy.epoch) continue;
       const run = runs.get(partition) ?? [];

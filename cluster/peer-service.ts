@@ -1,6 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import {
+  type ClaimPartitionsRequest,
+  type ClaimPartitionsResponse,
   type FetchPartitionRequest,
   type FetchPartitionResponse,
   type GetPartitionStatesRequest,
@@ -67,12 +69,18 @@ export interface PartitionStatesHandler {
   getPartitionStates(req: GetPartitionStatesRequest, call: CallContext): Promise<GetPartitionStatesResponse>;
 }
 
+/** Promises the claimed partitions to a node about to take them, and reports where they stand. The request arrives checked. */
+export interface ClaimPartitionsHandler {
+  claimPartitions(req: ClaimPartitionsRequest, call: CallContext): Promise<ClaimPartitionsResponse>;
+}
+
 /** The work a node does for its peers. A method without a handler is answered FAILED_PRECONDITION (`NOT_SERVED`). */
 export interface PeerHandlers {
   readonly forward?: ForwardHandler;
   readonly replicate?: ReplicateHandler;
   readonly fetchPartition?: FetchPartitionHandler;
   readonly partitionStates?: PartitionStatesHandler;
+  readonly claimPartitions?: ClaimPartitionsHandler;
 }
 
 /** How PeerService is served. Every field is optional. */
@@ -116,7 +124,7 @@ export function addPeerService(server: grpc.Server, self: LocalNode, handlers: P
     if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} is ${value}; use a whole number above 0`);
   }
   const log = (options.log ?? silentLogger()).child({ component: "cluster.peer-service" });
-  const { forward, replicate, fetchPartition, partitionStates } = handlers;
+  const { forward, replicate, fetchPartition, partitionStates, claimPartitions } = handlers;
   const partitions = self.settings.partitions;
   addService(
     server,
@@ -141,6 +149,11 @@ export function addPeerService(server: grpc.Server, self: LocalNode, handlers: P
         if (partitionStates === undefined) throw new NotServedError(self.id, "GetPartitionStates");
         checkPartitionList(req.partitions, partitions, (i) => `partitions[${i}]`);
         return partitionStates.getPartitionStates(req, call);
+      },
+      claimPartitions: async (req, call) => {
+        if (claimPartitions === undefined) throw new NotServedError(self.id, "ClaimPartitions");
+        checkClaims(self, req, partitions);
+        return claimPartitions.claimPartitions(req, call);
       },
     },
     { log, ...options.adapter },
@@ -317,6 +330,36 @@ function checkFetchPartition(req: FetchPartitionRequest, partitions: number): vo
       `FetchPartition asks for partition ${req.partition} after epoch ${req.after.epoch} and position ${req.after.position}; ${POINT_RANGE}: the caller runs another release or has a bug`,
       [{ field: "after", description: POINT_RANGE }],
     );
+  }
+}
+
+function checkClaims(self: LocalNode, req: ClaimPartitionsRequest, partitions: number): void {
+  if (!NODE_ID_PATTERN.test(req.nodeId)) {
+    throw new InvalidArgumentError("BAD_FIELD", `ClaimPartitions from ${quoteInput(req.nodeId)}, which is not a node id; send the claimant's node id`, [
+      { field: "node_id", description: "the claimant's node id" },
+    ]);
+  }
+  const claimant = checkMember(self, "ClaimPartitions", req.nodeId);
+  checkPartitionList(
+    req.claims.map((c) => c.partition),
+    partitions,
+    (i) => `claims[${i}].partition`,
+  );
+  for (const [i, claim] of req.claims.entries()) {
+    if (claim.epoch === 0n || !plausiblePoint(claim.epoch, 0)) {
+      throw new InvalidArgumentError(
+        "BAD_FIELD",
+        `ClaimPartitions claims partition ${claim.partition} under epoch ${claim.epoch}; epochs are 1 to 2^48 - 1: the claimant runs another release or has a bug`,
+        [{ field: `claims[${i}].epoch`, description: "1 to 2^48 - 1" }],
+      );
+    }
+    if (claimant !== undefined && epochBeginner(claim.epoch) !== claimant) {
+      throw new InvalidArgumentError(
+        "BAD_FIELD",
+        `ClaimPartitions from ${req.nodeId} claims partition ${claim.partition} under epoch ${claim.epoch}, which is not one ${req.nodeId} begins; a node claims only its own epochs: the claimant runs another release or has a bug`,
+        [{ field: `claims[${i}].epoch`, description: `an epoch ${req.nodeId} begins (its low byte ${claimant})` }],
+      );
+    }
   }
 }
 

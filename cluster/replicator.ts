@@ -386,8 +386,16 @@ export class Replicator implements ReplicationStage {
       if (!this.stream(peer).send(ReplicateStream.encode(self, list))) this.lost(peer, `cannot open a replicate stream to ${peer}`);
   }
 
-  /** The replica `peer` reports what is durable on it. */
+  /** The replica `peer` reports what is durable on it, and the partitions it promised to a newer owner. */
   durable(peer: NodeId, response: ReplicateResponse): void {
+    for (const point of response.promised) {
+      if (point.partition >= this.config.runtime.partitioning.partitions || !plausiblePoint(point.epoch, 0)) continue;
+      const partition = point.partition as PartitionId;
+      const epoch = Number(point.epoch);
+      // Another node claims the partition under a newer epoch: this copy confirms nothing older.
+      if (epoch > this.config.copies.get(partition).epoch && this.config.copies.get(partition).writing) this.deposed(partition, epoch, peer);
+      this.endEpoch(partition, epoch, `${peer} promised it to a node taking the partition`);
+    }
     for (const point of response.durable) {
       if (point.partition >= this.config.runtime.partitioning.partitions || !plausiblePoint(point.epoch, point.position)) continue;
       const position = Number(point.position);
@@ -570,11 +578,11 @@ export class Replicator implements ReplicationStage {
   }
 
   /**
-   * A newer epoch of `partition` than its waiters' began (`why`): no copy confirms their
-   * positions any more, so their groups are refused now, not at their timeout, and the list is
-   * left to the new epoch's positions.
+   * A newer epoch of `partition` than its waiters' began or was promised (`why`): no copy
+   * confirms their positions any more (this node's own promised it away too), so their groups
+   * are refused now, not at their timeout, and the list is left to the new epoch's positions.
    */
-  private endEpoch(partition: PartitionId, epoch: number, why: string): void {
+  endEpoch(partition: PartitionId, epoch: number, why: string): void {
     // Each list holds one epoch's positions: its first waiter's epoch is every waiter's.
     const waiters = this.waiters.get(partition);
     if (waiters === undefined || (waiters[0] as Waiter).epoch >= epoch) return;

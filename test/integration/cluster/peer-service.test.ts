@@ -5,6 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { type ForwardHandler, PEER_PROTOCOL } from "../../../cluster/index.js";
 import { packChanges } from "../../../cluster/shipment-changes.js";
 import {
+  ClaimPartitionsResponseSchema,
   FetchPartitionRequestSchema,
   ForwardRequestSchema,
   ForwardResponseSchema,
@@ -486,6 +487,59 @@ describe("PeerService Forward and Replicate requests", () => {
       stranger?.details,
       `FetchPartition from "n9", which is not another member of this cluster (n2, n3); only its members call each other: check the caller's --node-id and --peers`,
     );
+    assert.equal(calls, 1);
+  });
+
+  it("answers a ClaimPartitions from a stranger, for a partition outside the cluster, or under an epoch the claimant does not begin, INVALID_ARGUMENT, before its handler", async () => {
+    let calls = 0;
+    const { address } = await startPeerServer(
+      t,
+      { ...testNode("n1"), members: () => ["n1", "n2", "n3"] },
+      {
+        claimPartitions: {
+          async claimPartitions() {
+            calls++;
+            return createMessage(ClaimPartitionsResponseSchema, {});
+          },
+        },
+      },
+    );
+    const client = rawClient(address);
+    t.defer(() => client.close());
+    const claim = (nodeId: string, claims: { partition: number; epoch: bigint }[]) =>
+      serviceError(unaryCall(client, PeerService.method.claimPartitions, { nodeId, claims })).catch(() => undefined);
+    // n2 is member 1: its epochs end in 1.
+    await unaryCall(client, PeerService.method.claimPartitions, { nodeId: "n2", claims: [{ partition: 4, epoch: 257n }] });
+    const cases: [string, { partition: number; epoch: bigint }[], string, string][] = [
+      [
+        "n9",
+        [{ partition: 4, epoch: 257n }],
+        `ClaimPartitions from "n9", which is not another member of this cluster (n2, n3); only its members call each other: check the caller's --node-id and --peers`,
+        "node_id",
+      ],
+      ["n2", [{ partition: 256, epoch: 257n }], "partition 256 is outside this cluster's 256 partitions; send partitions 0-255", "claims[0].partition"],
+      [
+        "n2",
+        [
+          { partition: 4, epoch: 257n },
+          { partition: 5, epoch: 258n },
+        ],
+        "ClaimPartitions from n2 claims partition 5 under epoch 258, which is not one n2 begins; a node claims only its own epochs: the claimant runs another release or has a bug",
+        "claims[1].epoch",
+      ],
+      [
+        "n2",
+        [{ partition: 4, epoch: 2n ** 48n + 1n }],
+        `ClaimPartitions claims partition 4 under epoch ${2n ** 48n + 1n}; epochs are 1 to 2^48 - 1: the claimant runs another release or has a bug`,
+        "claims[0].epoch",
+      ],
+    ];
+    for (const [nodeId, claims, details, field] of cases) {
+      const err = await claim(nodeId, claims);
+      assert.equal(err?.code, grpc.status.INVALID_ARGUMENT, details);
+      assert.equal(err?.details, details);
+      assert.deepEqual(err && statusDetails(err).badRequest?.fieldViolations.map((v) => v.field), [field]);
+    }
     assert.equal(calls, 1);
   });
 });

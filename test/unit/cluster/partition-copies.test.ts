@@ -25,7 +25,12 @@ describe("PartitionCopy rebuilding mark", () => {
     copy.rebuilding = true;
     const op = copy.op();
     assert.equal(op.type, "put");
-    assert.deepEqual(parseCopyState(op.type === "put" ? String(op.value) : ""), { point: { epoch: 0, position: 0 }, history: [], rebuilding: true });
+    assert.deepEqual(parseCopyState(op.type === "put" ? String(op.value) : ""), {
+      point: { epoch: 0, position: 0 },
+      history: [],
+      rebuilding: true,
+      promised: 0,
+    });
     const loaded = await PartitionCopies.load(storeOf([op]), 16);
     assert.equal(loaded.get(PARTITION).rebuilding, true);
     assert.equal(loaded.get(0 as PartitionId).rebuilding, false);

@@ -2,13 +2,14 @@ import assert from "node:assert/strict";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { NodeId } from "../../../cluster/node-id.js";
-import { PartitionCopies, PartitionCopy } from "../../../cluster/partition-copies.js";
+import { PartitionCopies, PartitionCopy, parseCopyState } from "../../../cluster/partition-copies.js";
 import { nextEpoch } from "../../../cluster/partition-ownership.js";
 import { PartitionReplica } from "../../../cluster/partition-replica.js";
 import type { Replicator } from "../../../cluster/replicator.js";
 import { packChanges } from "../../../cluster/shipment-changes.js";
 import {
   FetchPartitionRequestSchema,
+  type FetchPartitionResponse,
   type ReplicateRequest,
   ReplicateRequestSchema,
   type ReplicateResponse,
@@ -16,7 +17,7 @@ import {
   ShipmentSchema,
 } from "../../../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import { type BatchOp, type PartitionId, Partitioning, silentLogger, type TwinRuntime } from "../../../runtime/index.js";
-import type { StreamSink } from "../../../server/grpc/index.js";
+import type { CallContext, StreamSink } from "../../../server/grpc/index.js";
 import { waitFor } from "../../harness/wait-for.js";
 
 const PARTITION = 3 as PartitionId;
@@ -27,12 +28,18 @@ class FakeStore {
   readonly data = new Map<string, string>();
   /** Set to hold the next writes until `release()`. */
   hold = false;
+  /** Set to fail the next write, as a full disk does. */
+  failNext = false;
   private held: (() => void)[] = [];
   private onWrite: (() => void)[] = [];
 
   async write(ops: readonly BatchOp[]): Promise<void> {
     for (const f of this.onWrite.splice(0)) f();
     if (this.hold) await new Promise<void>((resolve) => this.held.push(resolve));
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error("IO error: No space left on device");
+    }
     for (const op of ops) {
       if (op.type === "put") this.data.set(op.key, typeof op.value === "string" ? op.value : Buffer.from(op.value).toString());
       else this.data.delete(op.key);
@@ -77,9 +84,10 @@ class FetchLog {
   }
 }
 
-/** Whether the replica's node serves the partition (its ownership's answer). */
+/** Whether the replica's node serves the partition (its ownership's answer), and the epochs its replicator was told ended. */
 interface Serving {
   holds: boolean;
+  ended?: string[];
 }
 
 async function replicaOn(
@@ -100,7 +108,7 @@ async function replicaOn(
     self: "n2" as NodeId,
     runtime,
     copies,
-    replicator: {} as Replicator,
+    replicator: { endEpoch: (partition: number, epoch: number) => serving.ended?.push(`p${partition}@${epoch}`) } as unknown as Replicator,
     channel: (): grpc.Client => {
       if (fetches !== undefined) return fetches.channel();
       throw new Error("this test expects no catch-up");
@@ -151,6 +159,11 @@ function stream(replica: PartitionReplica, requests: readonly ReplicateRequest[]
 
 function durableOf(answer: ReplicateResponse | undefined): string {
   return (answer?.durable ?? []).map((d) => `p${d.partition}@${d.epoch}:${d.position}`).join(",");
+}
+
+/** The promises an answer names instead of durable positions, as `p<partition>@<epoch>`. */
+function promisedOf(answer: ReplicateResponse | undefined): string {
+  return (answer?.promised ?? []).map((d) => `p${d.partition}@${d.epoch}`).join(",");
 }
 
 describe("PartitionReplica", () => {
@@ -295,6 +308,97 @@ describe("PartitionReplica", () => {
       await waitFor(() => fetches.fetched.length > 0 || undefined, { timeoutMs: 2_000, what: "the catch-up's fetch" });
       assert.deepEqual(copy.point, { epoch: EPOCH, position: 2 });
     });
+  });
+});
+
+describe("PartitionReplica, claimed by a node taking the partition", () => {
+  const EPOCH = nextEpoch(0, 0);
+  const CLAIMED = nextEpoch(EPOCH, 2);
+
+  /** A replica whose copy stands at EPOCH:2, and its store. */
+  async function replicaAtTwo(serving: Serving = { holds: false }): Promise<{ replica: PartitionReplica; copy: PartitionCopy; store: FakeStore }> {
+    const store = new FakeStore();
+    const { replica, copies } = await replicaOn(store, new FetchLog(), serving);
+    const copy = copies.get(PARTITION);
+    copy.adopt({ epoch: EPOCH, position: 0 }, [{ epoch: EPOCH, start: 1 }]);
+    await stream(replica, [request(shipment(EPOCH, 1, "v1"), shipment(EPOCH, 2, "v2"))]).done;
+    return { replica, copy, store };
+  }
+
+  it("promises the claim durably, then confirms no older epoch's shipment and answers with the promise; the claimant's own epoch applies", async () => {
+    const { replica, copy, store } = await replicaAtTwo();
+    const [state] = await replica.claim([{ partition: PARTITION, epoch: CLAIMED }], "n3");
+    assert.equal(state?.promised, BigInt(CLAIMED), "the claim was refused");
+    assert.deepEqual([state?.last?.epoch, state?.last?.position], [BigInt(EPOCH), 2n], "where the copy stood at its promise");
+    assert.equal(parseCopyState(store.data.get(PartitionCopies.keyOf(PARTITION)) ?? "")?.promised, CLAIMED, "the promise is not stored");
+
+    const old = stream(replica, [request(shipment(EPOCH, 3, "the old owner's"))]);
+    await old.done;
+    assert.equal(store.data.get("k"), "v2", "a shipment of the old owner was applied after the promise");
+    assert.deepEqual(old.answers.map(durableOf), [""], "the copy confirmed the old owner's epoch after its promise");
+    assert.deepEqual(old.answers.map(promisedOf), [`p${PARTITION}@${CLAIMED}`]);
+
+    const claimant = stream(replica, [request(announcement(CLAIMED, 3, { epoch: EPOCH, position: 2 }), shipment(CLAIMED, 4, "v4"))]);
+    await claimant.done;
+    assert.deepEqual(claimant.answers.map(durableOf), [`p${PARTITION}@${CLAIMED}:4`]);
+    assert.deepEqual(copy.point, { epoch: CLAIMED, position: 4 });
+    assert.equal(copy.fenced, false);
+  });
+
+  it("refuses a claim no newer than the epoch the copy follows or promised, and one while this node holds the partition", async () => {
+    const serving = { holds: false };
+    const { replica } = await replicaAtTwo(serving);
+    const promisedAfter = async (epoch: number): Promise<bigint | undefined> => (await replica.claim([{ partition: PARTITION, epoch }], "n3"))[0]?.promised;
+    assert.equal(await promisedAfter(EPOCH), 0n, "the epoch the copy follows");
+    assert.equal(await promisedAfter(CLAIMED), BigInt(CLAIMED));
+    assert.equal(await promisedAfter(CLAIMED - 1), BigInt(CLAIMED), "an epoch below the one promised");
+    serving.holds = true;
+    assert.equal(await promisedAfter(nextEpoch(CLAIMED, 1)), BigInt(CLAIMED), "while this node holds the partition");
+    serving.holds = false;
+    assert.equal(await promisedAfter(nextEpoch(CLAIMED, 1)), BigInt(nextEpoch(CLAIMED, 1)));
+  });
+
+  it("writes no more under an epoch this node began once it granted a newer claim, and refuses the answers waiting on it", async () => {
+    const serving: Serving = { holds: false, ended: [] };
+    const { replica, copy } = await replicaAtTwo(serving);
+    // This node began an epoch and let the partition go, a turn still in flight.
+    copy.beginEpoch(nextEpoch(EPOCH, 1));
+    assert.equal(copy.writing, true);
+    const claimed = nextEpoch(copy.epoch, 2);
+    const [state] = await replica.claim([{ partition: PARTITION, epoch: claimed }], "n3");
+    assert.equal(state?.promised, BigInt(claimed));
+    assert.equal(copy.writing, false, "the node still numbers writes under its own epoch after promising a newer one");
+    assert.deepEqual(serving.ended, [`p${PARTITION}@${claimed}`]);
+  });
+
+  it("grants nothing when its promise cannot be written", async () => {
+    const { replica, copy, store } = await replicaAtTwo();
+    store.failNext = true;
+    await assert.rejects(replica.claim([{ partition: PARTITION, epoch: CLAIMED }], "n3"), /No space left/);
+    assert.equal(copy.promised, 0);
+    const after = stream(replica, [request(shipment(EPOCH, 3, "v3"))]);
+    await after.done;
+    assert.deepEqual(after.answers.map(durableOf), [`p${PARTITION}@${EPOCH}:3`], "the old owner's shipments are still confirmed");
+  });
+
+  it("sends nothing to a catch-up from a copy ahead of its own (a newer epoch): a stale owner's older history never replaces a newer one", async () => {
+    const { replica, copy } = await replicaAtTwo();
+    const sent: FetchPartitionResponse[] = [];
+    const out = { write: async (m: FetchPartitionResponse) => void sent.push(m) } as unknown as StreamSink<FetchPartitionResponse>;
+    const after = { partition: PARTITION, epoch: BigInt(CLAIMED), position: 3n };
+    await replica.fetchPartition(create(FetchPartitionRequestSchema, { partition: PARTITION, after, nodeId: "n3" }), out, {
+      signal: new AbortController().signal,
+    } as CallContext);
+    assert.equal(sent.length, 1);
+    const body = sent[0]?.body;
+    assert.equal(body?.case, "range");
+    if (body?.case !== "range") return;
+    assert.deepEqual(
+      { first: body.value.first, puts: body.value.puts.length, at: [body.value.completeAt?.epoch, body.value.completeAt?.position] },
+      { first: false, puts: 0, at: [BigInt(CLAIMED), 3n] },
+      "the answer is not 'stay where you are'",
+    );
+    assert.deepEqual(copy.point, { epoch: EPOCH, position: 2 });
   });
 });
 

@@ -84,7 +84,7 @@ describe("RangeScans", () => {
         got.firsts.map((_, i) => i === 0),
         `partition ${p}: only the first chunk is marked first`,
       );
-      assert.deepEqual(got.state, { point: { epoch: 256 + p, position: 10 + p }, history: [{ epoch: 256 + p, start: 1 }], rebuilding: false });
+      assert.deepEqual(got.state, { point: { epoch: 256 + p, position: 10 + p }, history: [{ epoch: 256 + p, start: 1 }], rebuilding: false, promised: 0 });
     }
   });
 

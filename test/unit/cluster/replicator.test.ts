@@ -238,6 +238,24 @@ describe("Replicator", () => {
     assert.match(text(await settled(stale)), /^NOT_OWNER: .*n2 follows it/);
   });
 
+  it("refuses its waiting answers and lets the partition go when a replica answers that it promised a newer epoch to another node", async () => {
+    const { replicator, copies, superseded } = await replicatorOn(1);
+    const copy = copies.get(PARTITION as PartitionId);
+    copy.beginEpoch(nextEpoch(0, 0));
+    const group = groupWriting("c-1");
+    group.asks(2);
+    replicator.prepare(group);
+    const waiting = replicator.replicate(group);
+    const promise = (epoch: number): void =>
+      replicator.durable("n2" as NodeId, create(ReplicateResponseSchema, { promised: [{ partition: PARTITION, epoch: BigInt(epoch), position: 0n }] }));
+    promise(copy.epoch);
+    assert.equal(await settled(waiting), "waiting", "a promise of this node's own epoch is no news");
+    promise(nextEpoch(copy.epoch, 2));
+    assert.match(text(await settled(waiting)), /^NOT_OWNER: partition \d+ was taken by another node/);
+    assert.deepEqual(superseded, [PARTITION]);
+    assert.equal(copy.writing, false, "the partition is written no more");
+  });
+
   describe("a group whose answers ask for different copies", () => {
     /** Prepares and replicates a group of one event per entry of `asked` (the copies each answer asks for). */
     function commitAsking(replicator: Replicator, ...asked: number[]): Promise<void> | undefined {
