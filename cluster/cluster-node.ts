@@ -11,6 +11,7 @@ import {
 } from "../runtime/index.js";
 import type { AdapterOptions } from "../server/grpc/index.js";
 import { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
+import { reportFailpoints } from "./failpoints.js";
 import type { FailureDetectorOptions } from "./failure-detector.js";
 import { ForwardClient } from "./forward-client.js";
 import { type NodeInfo, STATIC_EPOCH, StaticMembership } from "./membership.js";
@@ -204,6 +205,7 @@ export class ClusterNode {
       channel: (peer) => pool.channel(peer),
     };
     const log = this.rootLog;
+    reportFailpoints(log);
     const ring = (): RingSnapshot => this.currentRing();
     this.replicator = new Replicator({
       self: this.self,

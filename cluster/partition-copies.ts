@@ -68,8 +68,8 @@ export class PartitionCopy {
   /** Where this copy stood when this node began {@link writer}: sent with the epoch's announcement. */
   begunFrom: PartitionPoint | undefined;
   /**
-   * The newest epoch this copy promised to a node claiming the partition (design §5, "taking a
-   * partition"): from the promise on it confirms no shipment of an older epoch. Stored with the
+   * The newest epoch this copy promised to a node claiming the partition (docs/architecture.md,
+   * "Why claims"): from the promise on it confirms no shipment of an older epoch. Stored with the
    * copy's state, so a restart keeps the promise; kept when the copy is replaced by a whole range.
    */
   promised = 0;
@@ -197,7 +197,9 @@ export function parseCopyState(raw: string): { point: PartitionPoint; history: E
       if (!Array.isArray(entry) || !Number.isSafeInteger(entry[0]) || !Number.isSafeInteger(entry[1])) return undefined;
       history.push({ epoch: entry[0] as number, start: entry[1] as number });
     }
-    const promised = Number.isSafeInteger(v.c) ? (v.c as number) : 0;
+    // A damaged promise is a damaged state: dropping it would let the copy confirm an older owner again.
+    if (v.c !== undefined && !Number.isSafeInteger(v.c)) return undefined;
+    const promised = (v.c as number | undefined) ?? 0;
     return { point: { epoch: v.e as number, position: v.p as number }, history, rebuilding: v.r === 1, promised };
   } catch {
     return undefined;

@@ -1,6 +1,6 @@
 import { type PartitionState, PeerService } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import type { Logger, OwnershipGate, PartitionId, TurnOutcome, TwinRuntime } from "../runtime/index.js";
-import { freezeAt } from "./failpoints.js";
+import { FAILPOINTS, freezeAt } from "./failpoints.js";
 import type { NodeId } from "./node-id.js";
 import { ahead, type PartitionCopies, type PartitionCopy, type PartitionPoint, plausiblePoint } from "./partition-copies.js";
 import type { PartitionReplica } from "./partition-replica.js";
@@ -38,10 +38,14 @@ enum Hold {
 const RECONCILE_MS = 200;
 /** A peer asked for its partition states answers within this. */
 const STATES_DEADLINE_MS = 2000;
+/** A peer asked to promise partitions answers within this (its promise is a durable write). */
+const CLAIM_DEADLINE_MS = 2000;
 /** After letting a partition go, this node still reports it held this long: turns that started before finish. */
 const RELEASE_GRACE_MS = 500;
 /** Partitions caught up at once (the replica fetches as many at once; see PartitionReplica's MAX_FETCHES). */
 const CATCH_UP_CONCURRENCY = 16;
+/** The longest pause before a partition whose claims failed is claimed again (before jitter). */
+const CLAIM_BACKOFF_MAX_MS = 3000;
 /** How often a node rebuilding its copies asks its peers whether they have caught up with a majority. */
 const REBUILD_CHECK_MS = 1000;
 
@@ -97,6 +101,12 @@ export class PartitionOwnership implements OwnershipGate {
   private closed = false;
   private stopDiskWatch: () => void = () => undefined;
   private readonly listeners = new Set<() => void>();
+  /**
+   * Partitions whose last claims too few copies promised, and when to claim them again: each
+   * failed claim leaves promises behind that fence the current owner, so two nodes whose views
+   * disagree must not claim in lockstep every reconcile (Raft's randomised election timeouts).
+   */
+  private readonly claimBackoff = new Map<number, { failures: number; until: number }>();
 
   constructor(private readonly config: PartitionOwnershipConfig) {
     const n = config.runtime.partitioning.partitions;
@@ -272,7 +282,7 @@ export class PartitionOwnership implements OwnershipGate {
     for (const p of runtime.partitioning.all()) {
       const owner = this.ownerOfPartition(p);
       if (owner === self) {
-        if (this.holds[p] === Hold.NONE) wanted.push(p);
+        if (this.holds[p] === Hold.NONE && !(performance.now() < (this.claimBackoff.get(p)?.until ?? 0))) wanted.push(p);
         continue;
       }
       this.handoffSince.delete(p);
@@ -293,10 +303,12 @@ export class PartitionOwnership implements OwnershipGate {
   }
 
   /**
-   * Takes `partitions`: reads where their copies stand, begins new epochs for those whose copy
-   * here is the most advanced, then catches the others up from the most advanced copy and begins
-   * theirs. A partition that must wait (too few copies answered, a previous owner still holds it,
-   * a catch-up fell short) is tried again at the next reconcile; why is logged at debug level.
+   * Takes `partitions`: reads where their copies stand, claims them under new epochs, begins the
+   * epochs of those whose copy here is the most advanced of the promised ones, then catches the
+   * others up from that copy and begins theirs. A partition that must wait (too few copies
+   * answered or promised, a previous owner still holds it, a catch-up fell short) is tried again
+   * at the next reconcile, or after a growing pause once its claims failed; why is logged at
+   * debug level.
    */
   private async acquire(partitions: PartitionId[]): Promise<void> {
     for (const p of partitions) this.holds[p] = Hold.ACQUIRING;
@@ -352,7 +364,7 @@ export class PartitionOwnership implements OwnershipGate {
       }
     }
     if (lost.length > 0) await this.markRebuilding(lost, "a peer's copy names an epoch this node began and has no record of");
-    if (claimable.length > 0) freezeAt("freeze-before-claim");
+    if (claimable.length > 0) freezeAt(FAILPOINTS.freezeBeforeClaim);
     // The claims: each partition's new epoch, above every epoch its copies follow, began or promised.
     const epochs = new Map<PartitionId, number>();
     const index = ring.nodes.indexOf(self);
@@ -365,15 +377,19 @@ export class PartitionOwnership implements OwnershipGate {
       }
       epochs.set(partition, nextEpoch(top, index));
     }
-    const promises = await this.claim(epochs, ring);
+    const promises = await this.claim(claimable, epochs);
     for (const { partition: p, needed, voters } of claimable) {
       const epoch = epochs.get(p) as number;
       // A copy counts once it promised this epoch: from then on it confirms no older owner's write.
       const promised = voters.filter((n) => promises.get(n)?.get(p)?.promised === BigInt(epoch) && promises.get(n)?.get(p)?.rebuilding !== true);
       if (copies.get(p).promised !== epoch || promised.length < needed) {
         wait(p, "too-few-promises");
+        const failures = (this.claimBackoff.get(p)?.failures ?? 0) + 1;
+        const pause = Math.min(CLAIM_BACKOFF_MAX_MS, RECONCILE_MS * 2 ** (failures - 1)) * (0.5 + Math.random());
+        this.claimBackoff.set(p, { failures, until: performance.now() + pause });
         continue;
       }
+      this.claimBackoff.delete(p);
       const most = mostAdvanced(promised, promises, p);
       if (most !== undefined && ahead(most.point, copies.get(p).point)) catchUps.push({ partition: p, source: most.node, point: most.point });
       else ready.push(p);
@@ -390,31 +406,34 @@ export class PartitionOwnership implements OwnershipGate {
   }
 
   /**
-   * Claims each partition of `epochs` under its epoch: on this node's copy first, then on the
-   * others' (one ClaimPartitions call per peer). Returns each answering peer's states of the
-   * partitions it was asked for; a peer that did not answer is left out.
+   * Claims each partition of `partitions` under its epoch in `epochs`: on this node's copy first,
+   * then on its voters' (one ClaimPartitions call per peer; a copy that cannot count is not
+   * asked). Returns each answering peer's states of the partitions it was asked for; a peer that
+   * did not answer is left out.
    */
-  private async claim(epochs: ReadonlyMap<PartitionId, number>, ring: RingSnapshot): Promise<Map<NodeId, Map<number, PartitionState>>> {
+  private async claim(
+    partitions: readonly { partition: PartitionId; voters: readonly NodeId[] }[],
+    epochs: ReadonlyMap<PartitionId, number>,
+  ): Promise<Map<NodeId, Map<number, PartitionState>>> {
     const { self, peers, replica } = this.config;
     const result = new Map<NodeId, Map<number, PartitionState>>();
-    if (epochs.size === 0) return result;
+    if (partitions.length === 0) return result;
     await replica.claim(
-      [...epochs].map(([partition, epoch]) => ({ partition, epoch })),
+      partitions.map(({ partition }) => ({ partition, epoch: epochs.get(partition) as number })),
       self,
     );
     const ask = new Map<NodeId, { partition: number; epoch: bigint }[]>();
-    for (const [partition, epoch] of epochs) {
-      for (const node of ring.preferenceList(partition)) {
-        if (node === self || !peers.isUp(node as NodeId)) continue;
-        let list = ask.get(node as NodeId);
-        if (list === undefined) ask.set(node as NodeId, (list = []));
-        list.push({ partition, epoch: BigInt(epoch) });
+    for (const { partition, voters } of partitions) {
+      for (const node of voters) {
+        let list = ask.get(node);
+        if (list === undefined) ask.set(node, (list = []));
+        list.push({ partition, epoch: BigInt(epochs.get(partition) as number) });
       }
     }
     await Promise.all(
       [...ask].map(async ([node, claims]) => {
         try {
-          const res = await callUnary(peers.channel(node), PeerService.method.claimPartitions, { nodeId: self, claims }, STATES_DEADLINE_MS);
+          const res = await callUnary(peers.channel(node), PeerService.method.claimPartitions, { nodeId: self, claims }, CLAIM_DEADLINE_MS);
           result.set(node, new Map(this.plausible(node, res.partitions).map((s) => [s.partition, s])));
         } catch (err) {
           this.config.log.debug({ peer: node, err }, "a peer did not answer a claim");
@@ -438,7 +457,15 @@ export class PartitionOwnership implements OwnershipGate {
       for (const p of partitions) {
         const copy = copies.get(p);
         const epoch = epochs.get(p) ?? 0;
-        if (this.ownerOfPartition(p) !== self || this.holds[p] !== Hold.ACQUIRING || copy.promised !== epoch || copy.epoch >= epoch) {
+        // Not begun: the partition moved on, another node claimed a newer epoch, or a catch-up
+        // still writes the copy (it would write an older history over the new epoch).
+        if (
+          this.ownerOfPartition(p) !== self ||
+          this.holds[p] !== Hold.ACQUIRING ||
+          copy.promised !== epoch ||
+          copy.epoch >= epoch ||
+          this.config.replica.isCatchingUp(p)
+        ) {
           if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
           continue;
         }
@@ -457,7 +484,6 @@ export class PartitionOwnership implements OwnershipGate {
           u.restore();
           this.holds[u.copy.partition] = Hold.NONE;
         }
-        ready.length = 0;
         throw err;
       }
     });

@@ -220,16 +220,8 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
           continue;
         }
         for (const [out, partitions] of answers) {
-          const durable: PartitionPosition[] = [];
-          const promised: PartitionPosition[] = [];
-          for (const p of partitions) {
-            const copy = this.config.copies.get(p as PartitionId);
-            // A copy that promised a newer epoch confirms nothing of the one it follows: it says what it promised.
-            if (copy.fenced) promised.push(create(PartitionPositionSchema, { partition: p, epoch: BigInt(copy.promised), position: 0n }));
-            else durable.push(this.positionOf(p));
-          }
           // A stream that ended meanwhile is the owner's to notice.
-          out.write(create(ReplicateResponseSchema, { durable, promised })).catch(() => undefined);
+          out.write(this.answer(partitions)).catch(() => undefined);
         }
       }
     } finally {
@@ -288,17 +280,27 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
    * throws). A claim no newer than the epoch the copy follows or promised is refused, and so is
    * one while this node still holds the partition (it serves it, or finishes writes it took as
    * its owner: the claimant waits for the handoff, or takes the partition with the other
-   * copies' promises). Granted, this node writes the partition no more under an epoch it began. Answers where each claimed copy stands, in the claims' order; a granted
-   * claim's `promised` is its epoch.
+   * copies' promises), while the copy catches up, and while the disk refuses writes. Granted,
+   * this node writes the partition no more under an epoch it began. Answers where each claimed
+   * copy stands, in the claims' order; a granted claim's `promised` is its epoch.
    */
   claim(claims: readonly PartitionClaim[], claimant: string): Promise<PartitionState[]> {
     return this.locked(async () => {
       const granted: PartitionCopy[] = [];
       const restores: (() => void)[] = [];
+      // A disk that refuses writes cannot store a promise: nothing is granted (and nothing fails).
+      const refusing = this.config.runtime.host.diskProblem !== undefined;
       for (const { partition, epoch } of claims) {
         const copy = this.config.copies.get(partition);
-        if (epoch <= copy.epoch || epoch <= copy.promised || this.config.holds(partition)) continue;
-        restores.push(copy.save());
+        // A copy catching up is partial (it reports no point) and may still apply an older
+        // owner's history: it vouches for nothing until it is done.
+        if (refusing || epoch <= copy.epoch || epoch <= copy.promised || this.config.holds(partition) || this.catching.has(partition)) continue;
+        const promised = copy.promised;
+        // Only the promise is put back if it cannot be written: an owner's writer cleared
+        // meanwhile (it was deposed) stays cleared, and so does the one cleared below.
+        restores.push(() => {
+          copy.promised = promised;
+        });
         copy.promised = epoch;
         // This node let the partition go, but still numbered writes under the epoch it began (a
         // turn that outlived the release grace, or an epoch begun a moment before it would have
@@ -391,7 +393,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       // Tell the owner how far the copy got: its waiting answers may be satisfied now.
       this.owners
         .get(source)
-        ?.write(create(ReplicateResponseSchema, { durable: [this.positionOf(partition)] }))
+        ?.write(this.answer([partition]))
         .catch(() => undefined);
     });
     return done;
@@ -504,9 +506,19 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     else signal.addEventListener("abort", () => call.cancel(), { once: true });
     progress();
     let complete = false;
+    // Where this catch-up left the copy. Nothing else writes a partition while it catches up (its
+    // shipments are held), except a new owner beginning its epoch: a copy that moved otherwise
+    // is not this catch-up's any more, and it stops rather than write an older history over it.
+    let left: PartitionPoint = after;
+    let moved = false;
+    const movedSince = (): boolean => {
+      moved = copy.epoch !== left.epoch || copy.position !== left.position;
+      return moved;
+    };
     for await (const bytes of call as AsyncIterable<Buffer>) {
-      if (this.closed || signal.aborted) {
+      if (this.closed || signal.aborted || moved) {
         call.cancel();
+        if (moved) break;
         return false;
       }
       progress();
@@ -514,8 +526,9 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       if (res.body.case === "shipment") {
         const shipment = res.body.value;
         await this.locked(async () => {
-          if (Number(shipment.position) !== copy.position + 1) return;
+          if (movedSince() || Number(shipment.position) !== copy.position + 1) return;
           await this.write(copy, { epoch: Number(shipment.epoch), position: Number(shipment.position) }, changesOf([shipment]));
+          left = copy.point;
         });
       } else if (res.body.case === "range") {
         const range = res.body.value;
@@ -523,6 +536,12 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         // writes this partition while it catches up (its shipments are held).
         const stale = range.first ? await this.ownKeys.keysOf(partition) : [];
         await this.locked(async () => {
+          if (movedSince()) return;
+          const at = range.completeAt;
+          if (at !== undefined && !(plausiblePoint(at.epoch, at.position) && range.history.every((h) => plausiblePoint(h.epoch, h.startPosition)))) {
+            this.config.log.warn({ partition, source }, "catch-up source named an epoch or position beyond what any cluster reaches; not adopted");
+            return;
+          }
           const ops: BatchOp[] = [];
           if (range.first) {
             this.stats.rangeCopies++;
@@ -530,7 +549,6 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
             copy.clear();
           }
           for (const put of range.puts) ops.push({ type: "put", key: utf8.decode(put.key), value: put.value ?? new Uint8Array() });
-          const at = range.completeAt;
           // The source is behind this copy: it stays as it is.
           if (
             at !== undefined &&
@@ -551,10 +569,6 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
             );
             return;
           }
-          if (at !== undefined && !(plausiblePoint(at.epoch, at.position) && range.history.every((h) => plausiblePoint(h.epoch, h.startPosition)))) {
-            this.config.log.warn({ partition, source }, "catch-up source named an epoch or position beyond what any cluster reaches; not adopted");
-            return;
-          }
           if (at !== undefined) {
             copy.adopt(
               { epoch: Number(at.epoch), position: Number(at.position) },
@@ -564,8 +578,13 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
           }
           ops.push(copy.op());
           await this.config.runtime.host.writeReplicated(ops);
+          left = copy.point;
         });
       }
+    }
+    if (moved) {
+      this.config.log.warn({ partition, source }, "a catch-up's copy was written by something else meanwhile; the catch-up stops");
+      return false;
     }
     if (complete) this.config.log.debug({ partition, source, position: copy.position }, "partition caught up");
     return complete;
@@ -717,6 +736,22 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         }),
       },
     });
+  }
+
+  /**
+   * Where `partitions` stand, as an owner's stream is answered: the durable position of each, or,
+   * for a copy that promised a newer epoch than it follows, that promise (it confirms nothing of
+   * the epoch it follows: an owner still writing under it has lost the partition).
+   */
+  private answer(partitions: Iterable<number>): ReplicateResponse {
+    const durable: PartitionPosition[] = [];
+    const promised: PartitionPosition[] = [];
+    for (const p of partitions) {
+      const copy = this.config.copies.get(p as PartitionId);
+      if (copy.fenced) promised.push(create(PartitionPositionSchema, { partition: p, epoch: BigInt(copy.promised), position: 0n }));
+      else durable.push(this.positionOf(p));
+    }
+    return create(ReplicateResponseSchema, { durable, promised });
   }
 
   private positionOf(partition: number): PartitionPosition {

@@ -349,14 +349,15 @@ function checkClaims(self: LocalNode, req: ClaimPartitionsRequest, partitions: n
     if (claim.epoch === 0n || !plausiblePoint(claim.epoch, 0)) {
       throw new InvalidArgumentError(
         "BAD_FIELD",
-        `ClaimPartitions claims partition ${claim.partition} under epoch ${claim.epoch}; epochs are 1 to 2^48 - 1: the claimant runs another release or has a bug`,
+        `ClaimPartitions from ${req.nodeId} claims partition ${claim.partition} under epoch ${claim.epoch}; epochs are 1 to 2^48 - 1: the claimant runs another release or has a bug`,
         [{ field: `claims[${i}].epoch`, description: "1 to 2^48 - 1" }],
       );
     }
     if (claimant !== undefined && epochBeginner(claim.epoch) !== claimant) {
+      const beginner = self.members?.()?.[epochBeginner(claim.epoch)] ?? "no member";
       throw new InvalidArgumentError(
         "BAD_FIELD",
-        `ClaimPartitions from ${req.nodeId} claims partition ${claim.partition} under epoch ${claim.epoch}, which is not one ${req.nodeId} begins; a node claims only its own epochs: the claimant runs another release or has a bug`,
+        `ClaimPartitions from ${req.nodeId} claims partition ${claim.partition} under epoch ${claim.epoch}, which ${beginner} begins, not ${req.nodeId}; a node claims only its own epochs: the claimant runs another release or has a bug`,
         [{ field: `claims[${i}].epoch`, description: `an epoch ${req.nodeId} begins (its low byte ${claimant})` }],
       );
     }

@@ -392,8 +392,9 @@ export class Replicator implements ReplicationStage {
       if (point.partition >= this.config.runtime.partitioning.partitions || !plausiblePoint(point.epoch, 0)) continue;
       const partition = point.partition as PartitionId;
       const epoch = Number(point.epoch);
+      const copy = this.config.copies.get(partition);
       // Another node claims the partition under a newer epoch: this copy confirms nothing older.
-      if (epoch > this.config.copies.get(partition).epoch && this.config.copies.get(partition).writing) this.deposed(partition, epoch, peer);
+      if (epoch > copy.epoch && copy.writing) this.deposed(partition, epoch, `${peer} promised its epoch ${epoch} to another node`);
       this.endEpoch(partition, epoch, `${peer} promised it to a node taking the partition`);
     }
     for (const point of response.durable) {
@@ -403,7 +404,7 @@ export class Replicator implements ReplicationStage {
       // A copy at another epoch holds another history: it does not count (yet).
       const copy = this.config.copies.get(point.partition as PartitionId);
       const current = copy.epoch === epoch;
-      if (epoch > copy.epoch && copy.writing) this.deposed(point.partition as PartitionId, epoch, peer);
+      if (epoch > copy.epoch && copy.writing) this.deposed(point.partition as PartitionId, epoch, `${peer} follows its epoch ${epoch}`);
       if (current) {
         const acked = this.positions(this.ackedBy, peer);
         if (position > (acked[point.partition] ?? 0)) acked[point.partition] = position;
@@ -426,19 +427,17 @@ export class Replicator implements ReplicationStage {
   }
 
   /**
-   * `peer` follows a newer epoch of `partition` than the one this node writes it under: another
-   * node took the partition (this one was paused, or restarted before its peers saw it go), and no
-   * replica will confirm this node's shipments of it again. Its waiting answers are refused at
-   * once, and ownership lets it go, to take it again from the most advanced copy.
+   * A replica follows, or promised to another node, a newer epoch of `partition` than the one
+   * this node writes it under (`evidence` says which): another node took the partition, or is
+   * taking it (this one was paused, or restarted before its peers saw it go), and no replica will
+   * confirm this node's shipments of it again. Its waiting answers are refused at once, and
+   * ownership lets it go, to take it again from the most advanced copy.
    */
-  private deposed(partition: PartitionId, epoch: number, peer: NodeId): void {
-    this.config.log.warn({ partition, epoch, peer }, "a replica follows a newer owner of a partition this node writes");
+  private deposed(partition: PartitionId, epoch: number, evidence: string): void {
+    this.config.log.warn({ partition, epoch, evidence }, "a replica follows or promised a newer owner of a partition this node writes");
     // Written no more: later groups withdraw its writes, and this runs once per new owner.
     this.config.copies.get(partition).writer = 0;
-    const failure = new ReplicationShortfall(
-      "NOT_OWNER",
-      `partition ${partition} was taken by another node (${peer} follows its epoch ${epoch}); retry, and it goes to the owner`,
-    );
+    const failure = new ReplicationShortfall("NOT_OWNER", `partition ${partition} was taken by another node (${evidence}); retry, and it goes to the owner`);
     for (const w of this.waiters.get(partition) ?? []) w.group.settle(failure);
     this.sweep();
     this.config.superseded?.(partition);

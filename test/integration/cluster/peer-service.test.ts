@@ -524,13 +524,13 @@ describe("PeerService Forward and Replicate requests", () => {
           { partition: 4, epoch: 257n },
           { partition: 5, epoch: 258n },
         ],
-        "ClaimPartitions from n2 claims partition 5 under epoch 258, which is not one n2 begins; a node claims only its own epochs: the claimant runs another release or has a bug",
+        "ClaimPartitions from n2 claims partition 5 under epoch 258, which n3 begins, not n2; a node claims only its own epochs: the claimant runs another release or has a bug",
         "claims[1].epoch",
       ],
       [
         "n2",
         [{ partition: 4, epoch: 2n ** 48n + 1n }],
-        `ClaimPartitions claims partition 4 under epoch ${2n ** 48n + 1n}; epochs are 1 to 2^48 - 1: the claimant runs another release or has a bug`,
+        `ClaimPartitions from n2 claims partition 4 under epoch ${2n ** 48n + 1n}; epochs are 1 to 2^48 - 1: the claimant runs another release or has a bug`,
         "claims[0].epoch",
       ],
     ];

@@ -18,6 +18,21 @@ function storeOf(ops: readonly BatchOp[]): TwinRuntime["store"] {
   } as unknown as TwinRuntime["store"];
 }
 
+describe("PartitionCopy promise", () => {
+  it("stores a promise newer than the epoch it follows, loads it back, and keeps it through a whole-range copy", async () => {
+    const copy = new PartitionCopy(PARTITION);
+    copy.adopt({ epoch: 257, position: 4 }, [{ epoch: 257, start: 1 }]);
+    copy.promised = 514;
+    assert.equal(copy.fenced, true);
+    let loaded = (await PartitionCopies.load(storeOf([copy.op()]), 16)).get(PARTITION);
+    assert.deepEqual([loaded.promised, loaded.point], [514, { epoch: 257, position: 4 }]);
+    copy.clear();
+    loaded = (await PartitionCopies.load(storeOf([copy.op()]), 16)).get(PARTITION);
+    assert.equal(loaded.promised, 514, "an empty copy's promise was dropped");
+    assert.equal(parseCopyState('{"e":257,"p":4,"h":[[257,1]],"c":"514"}'), undefined, "a damaged promise read as none");
+  });
+});
+
 describe("PartitionCopy rebuilding mark", () => {
   it("stores the mark of an empty copy, which is otherwise deleted, and loads it back", async () => {
     const copy = new PartitionCopy(PARTITION);

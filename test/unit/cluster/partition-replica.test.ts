@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { NodeId } from "../../../cluster/node-id.js";
 import { PartitionCopies, PartitionCopy, parseCopyState } from "../../../cluster/partition-copies.js";
@@ -10,6 +10,7 @@ import { packChanges } from "../../../cluster/shipment-changes.js";
 import {
   FetchPartitionRequestSchema,
   type FetchPartitionResponse,
+  FetchPartitionResponseSchema,
   type ReplicateRequest,
   ReplicateRequestSchema,
   type ReplicateResponse,
@@ -84,6 +85,64 @@ class FetchLog {
   }
 }
 
+/** A catch-up source the test feeds: each fetch streams what the test pushes, until it ends. */
+class HeldSource {
+  private readonly queue: Buffer[] = [];
+  private readonly waiters: (() => void)[] = [];
+  private ended = false;
+
+  push(res: MessageInitShape<typeof FetchPartitionResponseSchema>): void {
+    this.queue.push(Buffer.from(toBinary(FetchPartitionResponseSchema, create(FetchPartitionResponseSchema, res))));
+    this.wake();
+  }
+
+  /** Shipment `position` of `epoch`, as a catch-up streams it. */
+  pushShipment(epoch: number, position: number, value: string): void {
+    this.push({ body: { case: "shipment", value: shipment(epoch, position, value) } });
+  }
+
+  /** The end of a stream of shipments: the point and history the copy then follows. */
+  pushEnd(epoch: number, position: number, history: { epoch: number; start: number }[]): void {
+    this.push({
+      body: {
+        case: "range",
+        value: {
+          completeAt: { partition: PARTITION, epoch: BigInt(epoch), position: BigInt(position) },
+          history: history.map((h) => ({ epoch: BigInt(h.epoch), startPosition: BigInt(h.start) })),
+        },
+      },
+    });
+  }
+
+  end(): void {
+    this.ended = true;
+    this.wake();
+  }
+
+  channel(): grpc.Client {
+    const source = this;
+    return {
+      makeServerStreamRequest() {
+        return {
+          cancel: () => source.end(),
+          async *[Symbol.asyncIterator]() {
+            for (;;) {
+              const next = source.queue.shift();
+              if (next !== undefined) yield next;
+              else if (source.ended) return;
+              else await new Promise<void>((resolve) => source.waiters.push(resolve));
+            }
+          },
+        };
+      },
+    } as unknown as grpc.Client;
+  }
+
+  private wake(): void {
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+}
+
 /** Whether the replica's node serves the partition (its ownership's answer), and the epochs its replicator was told ended. */
 interface Serving {
   holds: boolean;
@@ -92,7 +151,7 @@ interface Serving {
 
 async function replicaOn(
   store: FakeStore,
-  fetches?: FetchLog,
+  fetches?: { channel(): grpc.Client },
   serving: Serving = { holds: false },
 ): Promise<{ replica: PartitionReplica; copies: PartitionCopies }> {
   const partitioning = new Partitioning(16);
@@ -371,6 +430,70 @@ describe("PartitionReplica, claimed by a node taking the partition", () => {
     assert.deepEqual(serving.ended, [`p${PARTITION}@${claimed}`]);
   });
 
+  describe("while the copy catches up", () => {
+    /** A replica at EPOCH:2 whose owner's stream answers are kept, and a catch-up source the test feeds. */
+    async function catchingReplica(): Promise<{
+      replica: PartitionReplica;
+      copy: PartitionCopy;
+      store: FakeStore;
+      source: HeldSource;
+      answers: ReplicateResponse[];
+    }> {
+      const store = new FakeStore();
+      const source = new HeldSource();
+      const { replica, copies } = await replicaOn(store, source);
+      const copy = copies.get(PARTITION);
+      copy.adopt({ epoch: EPOCH, position: 0 }, [{ epoch: EPOCH, start: 1 }]);
+      const owner = stream(replica, [request(shipment(EPOCH, 1, "v1"), shipment(EPOCH, 2, "v2"))]);
+      await owner.done;
+      return { replica, copy, store, source, answers: owner.answers };
+    }
+
+    it("refuses a claim: a partial copy vouches for nothing", async () => {
+      const { replica, copy, source } = await catchingReplica();
+      const caught = replica.catchUp(PARTITION, OWNER);
+      const [state] = await replica.claim([{ partition: PARTITION, epoch: CLAIMED }], "n3");
+      assert.equal(state?.promised, 0n, "a copy catching up promised");
+      source.end();
+      await caught;
+      assert.equal(copy.promised, 0);
+    });
+
+    it("tells the old owner its promise, not a durable position, when a catch-up from it ends after the promise", async () => {
+      const { replica, copy, source, answers } = await catchingReplica();
+      await replica.claim([{ partition: PARTITION, epoch: CLAIMED }], "n3");
+      const caught = replica.catchUp(PARTITION, OWNER);
+      source.pushShipment(EPOCH, 3, "v3");
+      source.pushShipment(EPOCH, 4, "v4");
+      source.pushEnd(EPOCH, 4, [{ epoch: EPOCH, start: 1 }]);
+      source.end();
+      assert.equal(await caught, true);
+      for (let i = 0; i < 5; i++) await new Promise(setImmediate);
+      assert.deepEqual(copy.point, { epoch: EPOCH, position: 4 });
+      assert.deepEqual(answers.slice(1).map(durableOf), [""], "the copy confirmed the old owner's epoch after promising a newer one");
+      assert.deepEqual(answers.slice(1).map(promisedOf), [`p${PARTITION}@${CLAIMED}`]);
+    });
+
+    it("stops once something else wrote the copy (a new owner began its epoch): an older history is not written over it", async () => {
+      const { replica, copy, store, source } = await catchingReplica();
+      const caught = replica.catchUp(PARTITION, OWNER);
+      source.pushShipment(EPOCH, 3, "v3");
+      await waitFor(() => copy.position === 3 || undefined, { timeoutMs: 2_000, what: "the catch-up's first shipment" });
+      const mine = nextEpoch(EPOCH, 1);
+      await replica.serialized(async () => {
+        copy.beginEpoch(mine);
+        await store.write([copy.op()]);
+      });
+      source.pushShipment(EPOCH, 4, "v4");
+      source.pushEnd(EPOCH, 4, [{ epoch: EPOCH, start: 1 }]);
+      source.end();
+      assert.equal(await caught, false);
+      assert.deepEqual(copy.point, { epoch: mine, position: 4 });
+      assert.deepEqual(copy.history.at(-1), { epoch: mine, start: 4 }, "the epoch this node began was erased");
+      assert.equal(store.data.get("k"), "v3");
+    });
+  });
+
   it("grants nothing when its promise cannot be written", async () => {
     const { replica, copy, store } = await replicaAtTwo();
     store.failNext = true;
@@ -381,7 +504,7 @@ describe("PartitionReplica, claimed by a node taking the partition", () => {
     assert.deepEqual(after.answers.map(durableOf), [`p${PARTITION}@${EPOCH}:3`], "the old owner's shipments are still confirmed");
   });
 
-  it("sends nothing to a catch-up from a copy ahead of its own (a newer epoch): a stale owner's older history never replaces a newer one", async () => {
+  it("answers 'stay' to a catch-up from a copy ahead of its own (a newer epoch): a stale owner's older history never replaces a newer one", async () => {
     const { replica, copy } = await replicaAtTwo();
     const sent: FetchPartitionResponse[] = [];
     const out = { write: async (m: FetchPartitionResponse) => void sent.push(m) } as unknown as StreamSink<FetchPartitionResponse>;
