@@ -49,6 +49,7 @@ interface StartOptions {
   peers: string;
   replicationFactor?: number;
   startupGraceMs: number;
+  stuckAfterMs: number;
   partitions?: number;
   logLevel: string;
   logFormat?: "json" | "pretty";
@@ -143,6 +144,15 @@ export function startCommand(): Command {
         .argParser(wholeNumber("--startup-grace-ms", 0, 3_600_000)),
     )
     .addOption(
+      new Option(
+        "--stuck-after-ms <ms>",
+        "a partition this node should own and has not served for this long is stuck: the node logs it at error level with why, and `twinmesh status` reports the cluster degraded",
+      )
+        .env("TWINMESH_STUCK_AFTER_MS")
+        .default(30_000)
+        .argParser(wholeNumber("--stuck-after-ms", 1, 86_400_000)),
+    )
+    .addOption(
       new Option("--replication-factor <n>", "copies kept of each partition, capped at the cluster size (default 3)")
         .env("TWINMESH_REPLICATION_FACTOR")
         .argParser(wholeNumber("--replication-factor", 1, 64)),
@@ -220,7 +230,7 @@ async function start(opts: StartOptions, modules: readonly string[], peers: read
     queryOptions: opts.maxFilterCost === undefined ? undefined : { maxFilterCost: opts.maxFilterCost },
     storeOptions: { cacheBytes: opts.cacheMb * 1024 * 1024 },
     partitions: opts.partitions,
-    cluster: { peers, replicationFactor: opts.replicationFactor, startupGraceMs: opts.startupGraceMs },
+    cluster: { peers, replicationFactor: opts.replicationFactor, startupGraceMs: opts.startupGraceMs, stuckAfterMs: opts.stuckAfterMs },
     // --metrics-port 0 turns the endpoint off (in the library API, port 0 picks a free port).
     metrics: opts.metricsPort === 0 ? undefined : { host: opts.metricsHost ?? opts.host, port: opts.metricsPort },
     log,

@@ -45,6 +45,11 @@ export interface ClusterOptions {
    * (`--startup-grace-ms`), so a whole cluster restarted at once keeps its LOCAL writes. @defaultValue 10000
    */
   readonly startupGraceMs?: number;
+  /**
+   * A partition this node should own and has not served for this long is stuck: logged at error
+   * level with why, counted in status (`--stuck-after-ms`). @defaultValue 30000
+   */
+  readonly stuckAfterMs?: number;
 }
 
 /** The default replication factor of a cluster (design §5). */
@@ -100,6 +105,8 @@ export interface HandoffProgress {
   readonly catchingUp: number;
   /** Of the taking partitions, those whose previous owner still held them when last asked. */
   readonly waitingForPreviousOwner: number;
+  /** Of the taking partitions, those not served for `stuckAfterMs` or more (logged at error level with why). */
+  readonly stuck: number;
   /** Copies marked rebuilding after this node lost data. */
   readonly rebuilding: number;
 }
@@ -222,6 +229,7 @@ export class ClusterNode {
       runtime,
       copies,
       replicator: this.replicator,
+      ring,
       channel: (peer) => pool.channel(peer),
       holds: (p) => this.partitions?.holding(p) ?? false,
       superseded: (p) => this.partitions?.superseded(p),
@@ -238,6 +246,7 @@ export class ClusterNode {
       replicator: this.replicator,
       log: log.child({ component: "cluster.ownership" }),
       startupGraceMs: this.options.startupGraceMs,
+      stuckAfterMs: this.options.stuckAfterMs,
     });
     this.ownership.attach(this.partitions);
     pool.onChange((peer) => {
@@ -368,7 +377,13 @@ export class ClusterNode {
       if (copies?.get(p).rebuilding === true) rebuilding++;
     }
     const handoff = this.partitions?.handoff;
-    return { taking: handoff?.taking ?? 0, waitingForPreviousOwner: handoff?.waitingForPreviousOwner ?? 0, catchingUp, rebuilding };
+    return {
+      taking: handoff?.taking ?? 0,
+      waitingForPreviousOwner: handoff?.waitingForPreviousOwner ?? 0,
+      stuck: handoff?.stuck ?? 0,
+      catchingUp,
+      rebuilding,
+    };
   }
 
   /** The ring now. */

@@ -1,9 +1,12 @@
 import type { BatchOp, PartitionId, TwinRuntime } from "../runtime/index.js";
 
 /**
- * Epochs a peer may name are below this. An owner's epoch grows by 256 at each change of owner,
- * so a cluster stays far below it (2^40 changes); a peer's epoch near 2^53 would leave the next
- * owner's epoch (`nextEpoch`) no exact integer, and the partition no owner.
+ * Epochs are below this. An owner's epoch grows by 256 at each change of owner, so a cluster
+ * stays far below it (2^40 changes); a peer's epoch near 2^53 would leave the next owner's epoch
+ * (`nextEpoch`) no exact integer. No node claims, promises or follows an epoch at or above it: a
+ * partition whose copies promised an epoch just below it (a forged claim: peers do not
+ * authenticate each other yet) cannot be taken again, and its owner-to-be says so in its log and
+ * status instead of claiming ever higher epochs.
  */
 export const EPOCH_LIMIT = 2 ** 48;
 
@@ -11,6 +14,24 @@ export const EPOCH_LIMIT = 2 ** 48;
 export function plausiblePoint(epoch: number | bigint, position: number | bigint): boolean {
   return epoch >= 0 && epoch < EPOCH_LIMIT && position >= 0 && position <= Number.MAX_SAFE_INTEGER;
 }
+
+/**
+ * The epoch a node begins when it takes a partition: above every epoch it has heard of, and its
+ * own (the low byte is the node's index among the members), so two nodes that take a partition
+ * without hearing of each other (one of them was down) never begin the same epoch, and their
+ * histories tell their writes apart.
+ */
+export function nextEpoch(highest: number, nodeIndex: number): number {
+  return (Math.floor(highest / EPOCH_NODE_SLOTS) + 1) * EPOCH_NODE_SLOTS + nodeIndex;
+}
+
+/** The index among the members of the node that began `epoch` (see {@link nextEpoch}). */
+export function epochBeginner(epoch: number | bigint): number {
+  return typeof epoch === "bigint" ? Number(epoch % BigInt(EPOCH_NODE_SLOTS)) : epoch % EPOCH_NODE_SLOTS;
+}
+
+/** Members an epoch tells apart. */
+const EPOCH_NODE_SLOTS = 256;
 
 type RocksStore = TwinRuntime["store"];
 

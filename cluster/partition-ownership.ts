@@ -1,8 +1,18 @@
 import { type PartitionState, PeerService } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import type { Logger, OwnershipGate, PartitionId, TurnOutcome, TwinRuntime } from "../runtime/index.js";
 import { FAILPOINTS, freezeAt } from "./failpoints.js";
+import { LogLimiter } from "./log-limiter.js";
 import type { NodeId } from "./node-id.js";
-import { ahead, type PartitionCopies, type PartitionCopy, type PartitionPoint, plausiblePoint } from "./partition-copies.js";
+import {
+  ahead,
+  EPOCH_LIMIT,
+  epochBeginner,
+  nextEpoch,
+  type PartitionCopies,
+  type PartitionCopy,
+  type PartitionPoint,
+  plausiblePoint,
+} from "./partition-copies.js";
 import type { PartitionReplica } from "./partition-replica.js";
 import { callUnary } from "./peer-rpc.js";
 import type { ReplicaPeers, Replicator } from "./replicator.js";
@@ -24,6 +34,8 @@ export interface PartitionOwnershipConfig {
    * LOCAL, which only the previous owner holds. @defaultValue 10000
    */
   readonly startupGraceMs?: number;
+  /** A partition this node should own and has not served for this long is stuck (see {@link PartitionOwnership.handoff}). @defaultValue 30000 */
+  readonly stuckAfterMs?: number;
   /** How long a new owner waits for the previous one to let a partition go. @defaultValue 5000 */
   readonly handoffTimeoutMs?: number;
 }
@@ -48,14 +60,17 @@ const CATCH_UP_CONCURRENCY = 16;
 const CLAIM_BACKOFF_MAX_MS = 3000;
 /** How often a node rebuilding its copies asks its peers whether they have caught up with a majority. */
 const REBUILD_CHECK_MS = 1000;
+/** A partition this node should own and has not served for this long is stuck: logged at error level, counted in status. */
+const STUCK_AFTER_MS = 30_000;
 
 /**
  * Why a partition this node should own is not taken yet: a node ahead of it in the list is still
  * catching up (in the startup grace), too few current copies answered, its previous owner still
  * holds it, too few copies promised the new epoch (another node claimed a newer one), or the
- * catch-up from the most advanced copy did not reach that copy.
+ * catch-up from the most advanced copy did not reach that copy, or no epoch is left to claim it
+ * under (a copy promised one just below {@link EPOCH_LIMIT}).
  */
-type WaitReason = "ahead-catching-up" | "too-few-copies" | "previous-owner-holds" | "too-few-promises" | "catch-up-short";
+type WaitReason = "ahead-catching-up" | "too-few-copies" | "previous-owner-holds" | "too-few-promises" | "catch-up-short" | "epochs-exhausted";
 
 /**
  * Which node runs each partition, and this node's part in moving partitions (design §5). The
@@ -107,6 +122,10 @@ export class PartitionOwnership implements OwnershipGate {
    * disagree must not claim in lockstep every reconcile (Raft's randomised election timeouts).
    */
   private readonly claimBackoff = new Map<number, { failures: number; until: number }>();
+  /** Partitions this node should own and does not serve: since when, and why it last waited. */
+  private readonly untaken = new Map<number, { since: number; reason?: WaitReason; stuck: boolean }>();
+  /** Partitions left without an epoch to claim, logged at most once a minute. */
+  private readonly exhausted = new LogLimiter(60_000);
 
   constructor(private readonly config: PartitionOwnershipConfig) {
     const n = config.runtime.partitioning.partitions;
@@ -205,15 +224,17 @@ export class PartitionOwnership implements OwnershipGate {
    * the ones whose previous owner still held them when last asked (a handoff). Read-only: for
    * status and metrics.
    */
-  get handoff(): { readonly taking: number; readonly waitingForPreviousOwner: number } {
+  get handoff(): { readonly taking: number; readonly waitingForPreviousOwner: number; readonly stuck: number } {
     let taking = 0;
     let waitingForPreviousOwner = 0;
+    let stuck = 0;
     for (const p of this.config.runtime.partitioning.all()) {
       if (this.holds[p] === Hold.OWNED || this.ownerOfPartition(p) !== this.config.self) continue;
       taking++;
       if (this.handoffSince.has(p)) waitingForPreviousOwner++;
+      if (this.untaken.get(p)?.stuck === true) stuck++;
     }
-    return { taking, waitingForPreviousOwner };
+    return { taking, waitingForPreviousOwner, stuck };
   }
 
   /** True while this node serves `partition`, or may still write to it (just let go of it). */
@@ -285,6 +306,7 @@ export class PartitionOwnership implements OwnershipGate {
         if (this.holds[p] === Hold.NONE && !(performance.now() < (this.claimBackoff.get(p)?.until ?? 0))) wanted.push(p);
         continue;
       }
+      this.untaken.delete(p);
       this.handoffSince.delete(p);
       if (this.holds[p] === Hold.OWNED) {
         this.holds[p] = Hold.NONE;
@@ -293,6 +315,7 @@ export class PartitionOwnership implements OwnershipGate {
         this.notify();
       }
     }
+    this.watchUntaken();
     // Partitions being taken are ACQUIRING, not NONE: each is in one acquire at a time, and one
     // whose catch-up is slow holds up no other.
     if (wanted.length > 0) {
@@ -333,6 +356,8 @@ export class PartitionOwnership implements OwnershipGate {
     const waiting = new Map<WaitReason, PartitionId[]>();
     const wait = (p: PartitionId, reason: WaitReason): void => {
       this.holds[p] = Hold.NONE; // tried again at the next reconcile
+      const untaken = this.untaken.get(p);
+      if (untaken !== undefined) untaken.reason = reason;
       if (reason !== "previous-owner-holds") this.handoffSince.delete(p);
       waiting.set(reason, [...(waiting.get(reason) ?? []), p]);
     };
@@ -368,6 +393,7 @@ export class PartitionOwnership implements OwnershipGate {
     // The claims: each partition's new epoch, above every epoch its copies follow, began or promised.
     const epochs = new Map<PartitionId, number>();
     const index = ring.nodes.indexOf(self);
+    const exhausted: { partition: PartitionId; top: number }[] = [];
     for (const { partition } of claimable) {
       const copy = copies.get(partition);
       let top = Math.max(copy.epoch, copy.promised);
@@ -375,18 +401,34 @@ export class PartitionOwnership implements OwnershipGate {
         const state = peerStates.get(partition);
         top = Math.max(top, pointOf(state).epoch, Number(state?.promised ?? 0n), ...historyEpochs(state));
       }
-      epochs.set(partition, nextEpoch(top, index));
+      const epoch = nextEpoch(top, index);
+      // No copy would promise it (nor this one): claiming it anyway would only raise this
+      // copy's promise at every reconcile. The partition waits for an operator.
+      if (epoch >= EPOCH_LIMIT) exhausted.push({ partition, top });
+      else epochs.set(partition, epoch);
     }
-    const promises = await this.claim(claimable, epochs);
-    for (const { partition: p, needed, voters } of claimable) {
+    if (exhausted.length > 0) {
+      for (const { partition } of exhausted) {
+        wait(partition, "epochs-exhausted");
+        this.backOff(partition);
+      }
+      const held = this.exhausted.admit();
+      if (held !== undefined) {
+        log.error(
+          { partitions: exhausted.map((e) => e.partition), highestEpochs: exhausted.map((e) => e.top), heldBack: held },
+          "partitions cannot be taken: a copy follows or promised an epoch just below 2^48, so no epoch is left to claim them under. No member comes near it: a node impersonated a member (peers do not authenticate each other yet) or one has a bug. They stay unserved; this node claims nothing higher",
+        );
+      }
+    }
+    const claiming = claimable.filter(({ partition }) => epochs.has(partition));
+    const promises = await this.claim(claiming, epochs);
+    for (const { partition: p, needed, voters } of claiming) {
       const epoch = epochs.get(p) as number;
       // A copy counts once it promised this epoch: from then on it confirms no older owner's write.
       const promised = voters.filter((n) => promises.get(n)?.get(p)?.promised === BigInt(epoch) && promises.get(n)?.get(p)?.rebuilding !== true);
       if (copies.get(p).promised !== epoch || promised.length < needed) {
         wait(p, "too-few-promises");
-        const failures = (this.claimBackoff.get(p)?.failures ?? 0) + 1;
-        const pause = Math.min(CLAIM_BACKOFF_MAX_MS, RECONCILE_MS * 2 ** (failures - 1)) * (0.5 + Math.random());
-        this.claimBackoff.set(p, { failures, until: performance.now() + pause });
+        this.backOff(p);
         continue;
       }
       this.claimBackoff.delete(p);
@@ -403,6 +445,44 @@ export class PartitionOwnership implements OwnershipGate {
       else wait(partition, "catch-up-short");
     });
     for (const [reason, list] of waiting) log.debug({ partitions: list, reason }, "partitions not taken yet; tried again at the next reconcile");
+  }
+
+  /** Claims `partition` again only after a growing, jittered pause (see {@link claimBackoff}). */
+  private backOff(partition: PartitionId): void {
+    const failures = (this.claimBackoff.get(partition)?.failures ?? 0) + 1;
+    const pause = Math.min(CLAIM_BACKOFF_MAX_MS, RECONCILE_MS * 2 ** (failures - 1)) * (0.5 + Math.random());
+    this.claimBackoff.set(partition, { failures, until: performance.now() + pause });
+  }
+
+  /**
+   * Notes since when each partition this node should own has gone unserved, and logs at error
+   * level those unserved for `stuckAfterMs` (once each, with why they last waited), and again
+   * once they are served.
+   */
+  private watchUntaken(): void {
+    const { self, runtime, log } = this.config;
+    const stuckAfterMs = this.config.stuckAfterMs ?? STUCK_AFTER_MS;
+    const now = performance.now();
+    const stuck: { partition: number; reason: WaitReason | "taking" }[] = [];
+    for (const p of runtime.partitioning.all()) {
+      if (this.ownerOfPartition(p) !== self) continue;
+      const untaken = this.untaken.get(p);
+      if (this.holds[p] === Hold.OWNED) {
+        if (untaken?.stuck === true) log.info({ partition: p, afterMs: Math.round(now - untaken.since) }, "a stuck partition is served again");
+        this.untaken.delete(p);
+      } else if (untaken === undefined) this.untaken.set(p, { since: now, stuck: false });
+      else if (!untaken.stuck && now - untaken.since >= stuckAfterMs) {
+        untaken.stuck = true;
+        stuck.push({ partition: p, reason: untaken.reason ?? "taking" });
+      }
+    }
+    if (stuck.length === 0) return;
+    const byReason: Record<string, number[]> = {};
+    for (const { partition, reason } of stuck) (byReason[reason] ??= []).push(partition);
+    log.error(
+      { partitions: byReason, afterMs: stuckAfterMs },
+      "partitions this node should own have gone unserved for --stuck-after-ms, by why they last waited; nobody serves their twins, and `twinmesh status` counts them stuck until they are served",
+    );
   }
 
   /**
@@ -773,24 +853,6 @@ export class PartitionOwnership implements OwnershipGate {
     for (const listener of this.listeners) listener();
   }
 }
-
-/**
- * The epoch a node begins when it takes a partition: above every epoch it has heard of, and its
- * own (the low byte is the node's index among the members), so two nodes that take a partition
- * without hearing of each other (one of them was down) never begin the same epoch, and their
- * histories tell their writes apart.
- */
-export function nextEpoch(highest: number, nodeIndex: number): number {
-  return (Math.floor(highest / EPOCH_NODE_SLOTS) + 1) * EPOCH_NODE_SLOTS + nodeIndex;
-}
-
-/** The index among the members of the node that began `epoch` (see {@link nextEpoch}). */
-export function epochBeginner(epoch: number | bigint): number {
-  return typeof epoch === "bigint" ? Number(epoch % BigInt(EPOCH_NODE_SLOTS)) : epoch % EPOCH_NODE_SLOTS;
-}
-
-/** Members an epoch tells apart. */
-const EPOCH_NODE_SLOTS = 256;
 
 /** The node among `nodes` whose copy of `partition` is the most advanced (the first of equals), and its point. */
 function mostAdvanced(

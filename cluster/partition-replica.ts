@@ -24,12 +24,23 @@ import {
 } from "../proto/gen/twinmesh/cluster/v1/peer_pb.js";
 import { type BatchOp, type Logger, type PartitionId, SpanName, type TraceSpan, type Tracing, type TwinRuntime } from "../runtime/index.js";
 import type { CallContext, StreamSink } from "../server/grpc/index.js";
+import { LogLimiter } from "./log-limiter.js";
 import type { NodeId } from "./node-id.js";
-import { ahead, type EpochStart, type PartitionCopies, type PartitionCopy, type PartitionPoint, plausiblePoint } from "./partition-copies.js";
+import {
+  ahead,
+  EPOCH_LIMIT,
+  type EpochStart,
+  epochBeginner,
+  type PartitionCopies,
+  type PartitionCopy,
+  type PartitionPoint,
+  plausiblePoint,
+} from "./partition-copies.js";
 import { methodPath } from "./peer-rpc.js";
 import type { ClaimPartitionsHandler, FetchPartitionHandler, PartitionStatesHandler, ReplicateHandler } from "./peer-service.js";
 import { PartitionKeyScans, RangeScans } from "./range-scans.js";
 import type { Replicator } from "./replicator.js";
+import type { RingSnapshot } from "./ring-snapshot.js";
 import { shipmentOps } from "./shipment-changes.js";
 
 /** What a {@link PartitionReplica} works with. */
@@ -38,6 +49,8 @@ export interface PartitionReplicaConfig {
   readonly runtime: TwinRuntime;
   readonly copies: PartitionCopies;
   readonly replicator: Replicator;
+  /** The members and each partition's copies: a claim counts only from a copy's node, on a copy. */
+  readonly ring: () => RingSnapshot;
   /** The channel to a peer. */
   readonly channel: (peer: NodeId) => grpc.Client;
   /** True while this node serves `partition` as its owner, or still finishes writes it took as one. */
@@ -127,6 +140,8 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
   private draining = false;
   private readonly roomWaiters: (() => void)[] = [];
   private readonly drainedWaiters: (() => void)[] = [];
+  /** Claims refused as malformed, logged at most once per 10 s. */
+  private readonly invalidClaims = new LogLimiter();
   private fetching = 0;
   private readonly fetchQueue: (() => void)[] = [];
   /** Peers seen going down and not up since: a catch-up does not fetch from them (it would hang on a frozen one). */
@@ -280,7 +295,9 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
    * throws). A claim no newer than the epoch the copy follows or promised is refused, and so is
    * one while this node still holds the partition (it serves it, or finishes writes it took as
    * its owner: the claimant waits for the handoff, or takes the partition with the other
-   * copies' promises), while the copy catches up, and while the disk refuses writes. Granted,
+   * copies' promises), while the copy catches up, and while the disk refuses writes; a claim no
+   * member makes (an epoch out of range or begun by another node, a partition the claimant or this
+   * node holds no copy of) is refused and logged, its neighbours answered as usual. Granted,
    * this node writes the partition no more under an epoch it began. Answers where each claimed
    * copy stands, in the claims' order; a granted claim's `promised` is its epoch.
    */
@@ -290,7 +307,13 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
       const restores: (() => void)[] = [];
       // A disk that refuses writes cannot store a promise: nothing is granted (and nothing fails).
       const refusing = this.config.runtime.host.diskProblem !== undefined;
+      const invalid: { partition: number; epoch: number; why: string }[] = [];
       for (const { partition, epoch } of claims) {
+        const why = this.invalidClaim(partition, epoch, claimant);
+        if (why !== undefined) {
+          invalid.push({ partition, epoch, why });
+          continue;
+        }
         const copy = this.config.copies.get(partition);
         // A copy catching up is partial (it reports no point) and may still apply an older
         // owner's history: it vouches for nothing until it is done.
@@ -319,8 +342,34 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         for (const copy of granted) this.config.replicator.endEpoch(copy.partition, copy.promised, `promised to ${claimant}`);
         this.config.log.debug({ claimant, partitions: granted.map((c) => c.partition) }, "promised partitions to a claimant");
       }
+      if (invalid.length > 0) {
+        const held = this.invalidClaims.admit();
+        if (held !== undefined) {
+          this.config.log.warn(
+            { claimant, claims: invalid.slice(0, 8), invalidClaims: invalid.length, heldBack: held },
+            "refused claims no member of this cluster makes (a forged claim, or a node running another release); the other claims of the request are answered as usual",
+          );
+        }
+      }
       return claims.map((c) => this.stateOf(c.partition));
     });
+  }
+
+  /**
+   * Why this copy must not promise `epoch` of `partition` to `claimant` whatever its state: the
+   * epoch is out of range or not one the claimant begins, or the claimant or this node holds no
+   * copy of the partition. Undefined when the claim is well formed.
+   */
+  private invalidClaim(partition: PartitionId, epoch: number, claimant: string): string | undefined {
+    if (!Number.isSafeInteger(epoch) || epoch < 1 || epoch >= EPOCH_LIMIT) return `epoch ${epoch} is not 1 to 2^48 - 1`;
+    const ring = this.config.ring();
+    const index = ring.nodes.indexOf(claimant);
+    if (index < 0) return `${claimant} is not a member`;
+    if (epochBeginner(epoch) !== index) return `epoch ${epoch} is begun by member ${epochBeginner(epoch)}, not by ${claimant} (member ${index})`;
+    const list = ring.preferenceList(partition);
+    if (!list.includes(claimant)) return `${claimant} holds no copy of partition ${partition} (${list.join(", ")})`;
+    if (!list.includes(this.config.self)) return `this node holds no copy of partition ${partition} (${list.join(", ")})`;
+    return undefined;
   }
 
   /** Runs `work` while no replicated write or claim runs on this node (a new owner begins its epoch under it). */

@@ -30,8 +30,7 @@ import { type AdapterOptions, addService, type CallContext, type StreamSink } fr
 import { DEFAULT_MAX_FORWARD_BATCH_EVENTS, type ForwardHandler, serveForward } from "./forward-server.js";
 import { NODE_ID_PATTERN, type NodeId } from "./node-id.js";
 import { type NodeSettings, nodeSettingsFromMessage, nodeSettingsToMessage, PEER_PROTOCOL, settingsDifference } from "./node-settings.js";
-import { plausiblePoint } from "./partition-copies.js";
-import { epochBeginner } from "./partition-ownership.js";
+import { epochBeginner, plausiblePoint } from "./partition-copies.js";
 import { IncompatiblePeerError, NotServedError } from "./peer-errors.js";
 import { MalformedChanges, shipmentOps } from "./shipment-changes.js";
 
@@ -339,29 +338,19 @@ function checkClaims(self: LocalNode, req: ClaimPartitionsRequest, partitions: n
       { field: "node_id", description: "the claimant's node id" },
     ]);
   }
-  const claimant = checkMember(self, "ClaimPartitions", req.nodeId);
-  checkPartitionList(
-    req.claims.map((c) => c.partition),
-    partitions,
-    (i) => `claims[${i}].partition`,
-  );
-  for (const [i, claim] of req.claims.entries()) {
-    if (claim.epoch === 0n || !plausiblePoint(claim.epoch, 0)) {
-      throw new InvalidArgumentError(
-        "BAD_FIELD",
-        `ClaimPartitions from ${req.nodeId} claims partition ${claim.partition} under epoch ${claim.epoch}; epochs are 1 to 2^48 - 1: the claimant runs another release or has a bug`,
-        [{ field: `claims[${i}].epoch`, description: "1 to 2^48 - 1" }],
-      );
-    }
-    if (claimant !== undefined && epochBeginner(claim.epoch) !== claimant) {
-      const beginner = self.members?.()?.[epochBeginner(claim.epoch)] ?? "no member";
-      throw new InvalidArgumentError(
-        "BAD_FIELD",
-        `ClaimPartitions from ${req.nodeId} claims partition ${claim.partition} under epoch ${claim.epoch}, which ${beginner} begins, not ${req.nodeId}; a node claims only its own epochs: the claimant runs another release or has a bug`,
-        [{ field: `claims[${i}].epoch`, description: `an epoch ${req.nodeId} begins (its low byte ${claimant})` }],
-      );
-    }
+  checkMember(self, "ClaimPartitions", req.nodeId);
+  const claimed = req.claims.map((c) => c.partition);
+  checkPartitionList(claimed, partitions, (i) => `claims[${i}].partition`);
+  const again = claimed.findIndex((p, i) => claimed.indexOf(p) !== i);
+  if (again >= 0) {
+    throw new InvalidArgumentError(
+      "BAD_FIELD",
+      `ClaimPartitions from ${req.nodeId} claims partition ${claimed[again]} twice (claims[${claimed.indexOf(claimed[again] as number)}] and claims[${again}]); claim each partition once: the claimant runs another release or has a bug`,
+      [{ field: `claims[${again}].partition`, description: "a partition not claimed before in the request" }],
+    );
   }
+  // A claim's epoch is checked claim by claim where the copies are (PartitionReplica.claim): one
+  // the claimant may not make is refused there, and its neighbours are answered as usual.
 }
 
 function checkPartitionList(list: readonly number[], partitions: number, field: (index: number) => string): void {

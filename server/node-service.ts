@@ -155,6 +155,7 @@ export function nodeService(runtime: TwinRuntime, cluster?: ClusterNode, health?
           taking: view?.handoff.taking ?? 0,
           catchingUp: view?.handoff.catchingUp ?? 0,
           waitingForPreviousOwner: view?.handoff.waitingForPreviousOwner ?? 0,
+          stuck: view?.handoff.stuck ?? 0,
           rebuilding: view?.handoff.rebuilding ?? 0,
         },
         events,

@@ -81,7 +81,8 @@ ${MEMBER_DEADLINE_MS / 1000} s is shown as NO ANSWER, with the state the asked n
 Exit codes:
   0  healthy: every node asked answered, says SERVING, and is up as the asked node sees it
   ${EXIT_DEGRADED}  degraded: a node asked did not answer, is NOT_SERVING, or is not up (down,
-     catching up, incompatible); the output and the stderr line say which and why
+     catching up, incompatible), or has partitions it should own and has not served for
+     its --stuck-after-ms (stuck); the output and the stderr line say which and why
      (with --no-cluster only the node at --address is asked, so only its own health counts)
   1  the node at --address could not be asked (or answered with an error)
   2  usage error
@@ -164,6 +165,11 @@ function problemsOf(rows: readonly NodeRow[]): string[] {
     if (row.status === undefined) problems.push(`${row.nodeId} did not answer (${row.seenAs} as the asked node sees it)`);
     else if (!row.status.serving) problems.push(`${row.nodeId} is NOT_SERVING${row.status.problem === "" ? "" : ` (${row.status.problem})`}`);
     else if (row.seenAs !== "self" && row.seenAs !== "up") problems.push(`${row.nodeId} is ${row.seenAs} as the asked node sees it`);
+    else if ((row.status.partitionProgress?.stuck ?? 0) > 0) {
+      problems.push(
+        `${row.nodeId} has not served ${row.status.partitionProgress?.stuck} partitions it should own for its --stuck-after-ms or more (its log says why)`,
+      );
+    }
   }
   return problems;
 }
@@ -239,7 +245,7 @@ function describeNode(s: GetNodeStatusResponse, r: Rates | undefined): string[] 
     `node ${s.nodeId} (twinmesh ${s.version || "?"}), up ${duration(s.uptimeMs)}, ${s.serving ? "SERVING" : "NOT_SERVING"}`,
     `  health        ${notServing.length === 0 ? `all ${s.services.length} services SERVING` : `NOT_SERVING: ${notServing.join(", ")}`}${s.problem === "" ? "" : `; ${s.problem}`}`,
     `  ring          epoch ${s.epoch}, ${s.partitions} partitions, replication factor ${s.replicationFactor}; ${s.members.map((m) => `${m.nodeId} ${m.self ? "self" : stateName(m.state)}`).join(", ")}`,
-    `  partitions    owned ${p?.owned ?? 0}, taking ${p?.taking ?? 0}, catching up ${p?.catchingUp ?? 0}, waiting for previous owner ${p?.waitingForPreviousOwner ?? 0}, rebuilding ${p?.rebuilding ?? 0}`,
+    `  partitions    owned ${p?.owned ?? 0}, taking ${p?.taking ?? 0}, catching up ${p?.catchingUp ?? 0}, waiting for previous owner ${p?.waitingForPreviousOwner ?? 0}, stuck ${p?.stuck ?? 0}, rebuilding ${p?.rebuilding ?? 0}`,
     `  events        accepted ${e?.accepted ?? 0}${rate(r?.accepted)}, duplicate ${e?.duplicate ?? 0}${rate(r?.duplicate)}, rejected ${e?.rejected ?? 0}${rate(r?.rejected)}${reasons.length === 0 ? "" : ` [${reasons.join(", ")}]`}`,
     `  twins         ${s.twinsActive} active`,
     `  alerts        open: critical ${s.openAlerts?.critical ?? 0}, warning ${s.openAlerts?.warning ?? 0}, info ${s.openAlerts?.info ?? 0}; acknowledged: critical ${s.acknowledgedAlerts?.critical ?? 0}, warning ${s.acknowledgedAlerts?.warning ?? 0}, info ${s.acknowledgedAlerts?.info ?? 0}`,

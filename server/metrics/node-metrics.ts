@@ -255,12 +255,13 @@ function registerCluster(meter: Meter, cluster: ClusterNode): void {
   meter
     .createObservableGauge("twinmesh.cluster.handoff.partitions", {
       description:
-        "Partitions on their way to this node, by phase: taking (should own, not serving yet), waiting_for_previous_owner (of those, still held by the previous owner), catching_up (copies being brought up to date), rebuilding (copies rebuilt after this node lost data)",
+        "Partitions on their way to this node, by phase: taking (should own, not serving yet), waiting_for_previous_owner (of those, still held by the previous owner), stuck (of those, not served for --stuck-after-ms or more), catching_up (copies being brought up to date), rebuilding (copies rebuilt after this node lost data)",
     })
     .addCallback((r: ObservableResult) => {
       const { handoff } = view();
       r.observe(handoff.taking, { phase: "taking" });
       r.observe(handoff.waitingForPreviousOwner, { phase: "waiting_for_previous_owner" });
+      r.observe(handoff.stuck, { phase: "stuck" });
       r.observe(handoff.catchingUp, { phase: "catching_up" });
       r.observe(handoff.rebuilding, { phase: "rebuilding" });
     });

@@ -99,7 +99,15 @@ describe("NodeService.GetNodeStatus (node-status)", () => {
           self: true,
         },
       ],
-      partitionProgress: { $typeName: "twinmesh.v1.PartitionProgress", owned: 256, taking: 0, catchingUp: 0, waitingForPreviousOwner: 0, rebuilding: 0 },
+      partitionProgress: {
+        $typeName: "twinmesh.v1.PartitionProgress",
+        owned: 256,
+        taking: 0,
+        catchingUp: 0,
+        waitingForPreviousOwner: 0,
+        rebuilding: 0,
+        stuck: 0,
+      },
       events: {
         $typeName: "twinmesh.v1.EventCounts",
         accepted: 12n,

@@ -68,7 +68,7 @@ describe("twinmesh status (status-cli)", () => {
       {
         serving: true,
         epoch: 1,
-        partitionProgress: { owned: 256, taking: 0, catchingUp: 0, waitingForPreviousOwner: 0, rebuilding: 0 },
+        partitionProgress: { owned: 256, taking: 0, catchingUp: 0, waitingForPreviousOwner: 0, rebuilding: 0, stuck: 0 },
         events: { accepted: 5, duplicate: 1, rejected: 1, rejectedByReason: { UNKNOWN_KIND: 1 } },
         twinsActive: 4,
         openAlerts: { info: 0, warning: 1, critical: 1 },
@@ -91,7 +91,7 @@ describe("twinmesh status (status-cli)", () => {
     assert.deepEqual(lines.slice(1), [
       "  health        all 6 services SERVING",
       "  ring          epoch 1, 256 partitions, replication factor 1; solo self",
-      "  partitions    owned 256, taking 0, catching up 0, waiting for previous owner 0, rebuilding 0",
+      "  partitions    owned 256, taking 0, catching up 0, waiting for previous owner 0, stuck 0, rebuilding 0",
       "  events        accepted 5, duplicate 1, rejected 1 [UNKNOWN_KIND 1]",
       "  twins         4 active",
       "  alerts        open: critical 1, warning 1, info 0; acknowledged: critical 0, warning 0, info 0",

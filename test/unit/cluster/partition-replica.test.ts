@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { NodeId } from "../../../cluster/node-id.js";
-import { PartitionCopies, PartitionCopy, parseCopyState } from "../../../cluster/partition-copies.js";
-import { nextEpoch } from "../../../cluster/partition-ownership.js";
+import { nextEpoch, PartitionCopies, PartitionCopy, parseCopyState } from "../../../cluster/partition-copies.js";
 import { PartitionReplica } from "../../../cluster/partition-replica.js";
 import type { Replicator } from "../../../cluster/replicator.js";
+import { RingSnapshot } from "../../../cluster/ring-snapshot.js";
 import { packChanges } from "../../../cluster/shipment-changes.js";
 import {
   FetchPartitionRequestSchema,
@@ -153,6 +153,8 @@ async function replicaOn(
   store: FakeStore,
   fetches?: { channel(): grpc.Client },
   serving: Serving = { holds: false },
+  members: readonly string[] = ["n1", "n2", "n3"],
+  replicationFactor = 3,
 ): Promise<{ replica: PartitionReplica; copies: PartitionCopies }> {
   const partitioning = new Partitioning(16);
   const host = {
@@ -163,11 +165,13 @@ async function replicaOn(
   };
   const runtime = { store, partitioning, host } as unknown as TwinRuntime;
   const copies = await PartitionCopies.load(runtime.store, 16);
+  const ring = new RingSnapshot(1n, members, partitioning, replicationFactor);
   const replica = new PartitionReplica({
     self: "n2" as NodeId,
     runtime,
     copies,
     replicator: { endEpoch: (partition: number, epoch: number) => serving.ended?.push(`p${partition}@${epoch}`) } as unknown as Replicator,
+    ring: () => ring,
     channel: (): grpc.Client => {
       if (fetches !== undefined) return fetches.channel();
       throw new Error("this test expects no catch-up");
@@ -407,14 +411,59 @@ describe("PartitionReplica, claimed by a node taking the partition", () => {
   it("refuses a claim no newer than the epoch the copy follows or promised, and one while this node holds the partition", async () => {
     const serving = { holds: false };
     const { replica } = await replicaAtTwo(serving);
-    const promisedAfter = async (epoch: number): Promise<bigint | undefined> => (await replica.claim([{ partition: PARTITION, epoch }], "n3"))[0]?.promised;
-    assert.equal(await promisedAfter(EPOCH), 0n, "the epoch the copy follows");
+    const promisedAfter = async (epoch: number, claimant = "n3"): Promise<bigint | undefined> =>
+      (await replica.claim([{ partition: PARTITION, epoch }], claimant))[0]?.promised;
+    assert.equal(await promisedAfter(EPOCH, "n1"), 0n, "the epoch the copy follows");
     assert.equal(await promisedAfter(CLAIMED), BigInt(CLAIMED));
-    assert.equal(await promisedAfter(CLAIMED - 1), BigInt(CLAIMED), "an epoch below the one promised");
+    assert.equal(await promisedAfter(nextEpoch(0, 2)), BigInt(CLAIMED), "an epoch below the one promised");
     serving.holds = true;
-    assert.equal(await promisedAfter(nextEpoch(CLAIMED, 1)), BigInt(CLAIMED), "while this node holds the partition");
+    assert.equal(await promisedAfter(nextEpoch(CLAIMED, 0), "n1"), BigInt(CLAIMED), "while this node holds the partition");
     serving.holds = false;
-    assert.equal(await promisedAfter(nextEpoch(CLAIMED, 1)), BigInt(nextEpoch(CLAIMED, 1)));
+    assert.equal(await promisedAfter(nextEpoch(CLAIMED, 0), "n1"), BigInt(nextEpoch(CLAIMED, 0)));
+  });
+
+  it("refuses, claim by claim, an epoch out of range or begun by another member, and a claimant or copy outside the partition's list; grants the others", async () => {
+    const { replica } = await replicaAtTwo();
+    const other = (PARTITION + 1) as PartitionId;
+    const answer = async (claims: { partition: number; epoch: number }[], claimant: string): Promise<bigint[]> =>
+      (
+        await replica.claim(
+          claims.map((c) => ({ partition: c.partition as PartitionId, epoch: c.epoch })),
+          claimant,
+        )
+      ).map((s) => s.promised);
+    // n3 is member 2 (its epochs end in 2), n2 member 1.
+    assert.deepEqual(
+      await answer(
+        [
+          { partition: PARTITION, epoch: 2 ** 48 + 2 },
+          { partition: other, epoch: CLAIMED },
+        ],
+        "n3",
+      ),
+      [0n, BigInt(CLAIMED)],
+      "an epoch out of range",
+    );
+    assert.deepEqual(await answer([{ partition: PARTITION, epoch: nextEpoch(CLAIMED, 1) }], "n3"), [0n], "an epoch n2 begins, claimed by n3");
+    assert.deepEqual(await answer([{ partition: PARTITION, epoch: nextEpoch(CLAIMED, 3) }], "n4"), [0n], "a claimant that is no member");
+    // In a ring of four with two copies, some partition's list leaves out n2 (this node) and some leaves out n3.
+    const { replica: small } = await replicaOn(new FakeStore(), undefined, { holds: false }, ["n1", "n2", "n3", "n4"], 2);
+    const ring = new RingSnapshot(1n, ["n1", "n2", "n3", "n4"], new Partitioning(16), 2);
+    const lists = new Partitioning(16).all().map((p) => ({ p, list: ring.preferenceList(p) }));
+    const withoutSelf = lists.find(({ list }) => !list.includes("n2") && list.includes("n3"));
+    const withoutClaimant = lists.find(({ list }) => list.includes("n2") && !list.includes("n3"));
+    const both = lists.find(({ list }) => list.includes("n2") && list.includes("n3"));
+    assert.ok(withoutSelf && withoutClaimant && both, "the ring of four has no partition of each kind");
+    const epoch = nextEpoch(0, 2);
+    const states = await small.claim(
+      [withoutSelf, withoutClaimant, both].map(({ p }) => ({ partition: p, epoch })),
+      "n3",
+    );
+    assert.deepEqual(
+      states.map((s) => s.promised),
+      [0n, 0n, BigInt(epoch)],
+      "a partition this node holds no copy of, one the claimant holds none of, and one both hold",
+    );
   });
 
   it("writes no more under an epoch this node began once it granted a newer claim, and refuses the answers waiting on it", async () => {
