@@ -156,6 +156,9 @@ export class ClusterNode {
     const clusterSize = Math.min(this.replicationFactor, options.peers.length + 1);
     this.replication = {
       operationCopies: Math.floor(clusterSize / 2) + 1,
+      // A message leaves once its sending write cannot be lost with this node: else a retry of
+      // that write on a new owner sends it again, and the new owner reuses its id.
+      messageCopies: Math.floor(clusterSize / 2) + 1,
       prepare: (group) => this.replicator?.prepare(group),
       replicate: (group) => this.replicator?.replicate(group),
       aborted: (group) => this.replicator?.aborted(group),

@@ -1,10 +1,13 @@
 import type { Logger } from "pino";
 import type { Alert } from "../alerts/alert.js";
+import type { Keys } from "../store/keys.js";
+import type { BatchOp } from "../store/rocks-store.js";
 import type { Activation } from "./activation.js";
 import type { ActivationDirectory } from "./activation-directory.js";
 import type { Admission } from "./admission.js";
 import type { CommitGroup } from "./commit-group.js";
 import type { DiskHealth } from "./disk-health.js";
+import type { HeldMessages } from "./held-messages.js";
 import type { HostMetrics } from "./host-metrics.js";
 import type { OutboxDispatcher } from "./outbox-dispatcher.js";
 import type { OutboxEntry } from "./outbox-entry.js";
@@ -26,6 +29,12 @@ export interface HostObserver {
 export interface ReplicationStage {
   /** Durable copies (this node's included) a single-twin operation's answer waits for. @defaultValue 1 */
   readonly operationCopies?: number;
+  /**
+   * Durable copies (this node's included) a write must reach before the messages it sends
+   * leave: a group that sends messages asks for them, whatever its answers asked, and its
+   * messages are held until its writes have them (see {@link HeldMessages}). @defaultValue 1
+   */
+  readonly messageCopies?: number;
   /**
    * Called once per group just before its local write, in commit order, when the group is
    * complete: the stage may add writes (its own bookkeeping) to the group's batch. Must not throw.
@@ -57,17 +66,22 @@ export interface StageFailure extends Error {
 /** What {@link CommitCompletion} needs of its host. */
 export interface CommitCompletionConfig {
   readonly log: Logger;
+  readonly keys: Keys;
   readonly metrics: HostMetrics;
   readonly admission: Admission;
   readonly activations: ActivationDirectory;
   readonly timers: TimerService;
   readonly outbox: OutboxDispatcher;
+  /** Where a group's messages go once it is acknowledged: to the dispatcher, or held until its writes are durable enough. */
+  readonly messages: HeldMessages;
   readonly effects: TurnEffects;
   readonly disk: DiskHealth;
   readonly observer?: HostObserver;
   readonly replication?: ReplicationStage;
   /** Forgets a twin's working record, which holds turns the disk does not; work queued on it runs on a reload. */
   readonly reload: (act: Activation) => void;
+  /** Adds writes that are no turn's to the open commit group; `done` once it is answered (`true`: written). */
+  readonly commitWrites: (ops: readonly BatchOp[], done: (written: boolean) => void) => void;
   /** The host may have become idle. */
   readonly settled: () => void;
 }
@@ -151,6 +165,7 @@ export class CommitCompletion {
       }
       for (const msg of group.ackMessages) this.finish(msg, outcome);
       for (const key of group.timersDone) this.config.timers.released(key);
+      this.config.messages.failed(group);
       for (const done of group.onDone ?? []) done(false);
     }
     this.config.metrics.commitFailures++;
@@ -160,8 +175,8 @@ export class CommitCompletion {
   /**
    * Releases a group's answers and post-commit work. With a replication `failure`, the group is
    * written here but not on as many copies as some answers asked: those callers get a retryable
-   * rejection (their retry is then answered DUPLICATE), the others their outcome; timers and
-   * outbox messages, which nobody waits for, go on.
+   * rejection (their retry is then answered DUPLICATE), the others their outcome; timers go on,
+   * and outbox messages leave only once their writes reached `messageCopies`.
    */
   private acknowledge(group: CommitGroup, failure: StageFailure | undefined): void {
     const { observer, effects, timers, outbox, activations } = this.config;
@@ -179,9 +194,25 @@ export class CommitCompletion {
               message: `written on this node but not on enough replicas (${failure.message}); retry with the same seq (a DUPLICATE answer then means it was applied)`,
               retryable: true,
             };
+      // Copies every write of the group reached: what it asked for, or what a shortfall says.
+      const reached = failure === undefined ? group.copies : (failure.copies ?? 0);
+      const messagesLeave = reached >= (this.config.replication?.messageCopies ?? 1);
+      /** Deliveries applied here whose outbox entries are deleted now, answered once that is written. */
+      const spent: { msg: TwinMessage; outcome: TurnOutcome; key: string }[] = [];
       for (let i = 0; i < ackMessages.length; i++) {
         const msg = ackMessages[i] as TwinMessage;
         const outcome = ackOutcomes[i] as TurnOutcome;
+        if (msg.type === "message" && msg.outbox !== undefined && outcome.status !== "rejected" && group.deliveries?.has(msg) === true) {
+          // The receiver's write has the copies: its sender's entry goes. Short of them, the
+          // entry stays and the message is offered again (the receiver's inbox marks tell a repeat).
+          if (messagesLeave) spent.push({ msg, outcome, key: this.config.keys.outbox(msg.outbox.partition, msg.outbox.seq) });
+          else
+            this.finish(
+              msg,
+              shortfall ?? { status: "rejected", reason: "REPLICATION_FAILED", message: "the delivery is not on enough copies", retryable: true },
+            );
+          continue;
+        }
         // A refusal stands (its turn wrote nothing, or was withdrawn); an answer that asked for
         // no more copies than the group reached is met; nobody waits for a timer's or an outbox
         // delivery's copies.
@@ -202,7 +233,21 @@ export class CommitCompletion {
       for (const done of group.onDone ?? []) done(true);
       if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) timers.armedAt(group.earliestTimerMs);
       for (const act of group.twins) outbox.targetFreed(act.entry.kind, act.id);
-      for (const entry of group.outbox) outbox.enqueue(entry);
+      this.config.messages.committed(group, messagesLeave);
+      if (spent.length > 0) {
+        this.config.commitWrites(
+          spent.map(({ key }) => ({ type: "del", key })),
+          (written) => {
+            const retry: TurnOutcome = {
+              status: "rejected",
+              reason: "COMMIT_FAILED",
+              message: "the delivered message's outbox entry could not be deleted",
+              retryable: true,
+            };
+            for (const { msg, outcome } of spent) this.finish(msg, written ? outcome : retry);
+          },
+        );
+      }
       activations.trim();
     } catch (err) {
       this.config.metrics.internalErrors++;

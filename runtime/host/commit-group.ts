@@ -29,6 +29,13 @@ export class CommitGroup {
   readonly duplicateKeys: string[] = [];
   readonly alertChanges: AlertChange[] = [];
   readonly outbox: OutboxEntry[] = [];
+  /** True when it writes held messages again (see {@link HeldMessages}): it asks for the copies messages need. */
+  rewritesHeldMessages = false;
+  /**
+   * In a cluster, the outbox deliveries its turns applied (or found applied before): their
+   * entries are deleted in a later commit, once this group has the copies messages need.
+   */
+  deliveries: Set<TwinMessage> | undefined;
   /**
    * Called once the group is done with: `true` when it was written here (its replication stage
    * may still have fallen short), `false` when its write failed or it was abandoned unwritten.

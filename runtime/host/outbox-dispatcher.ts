@@ -28,6 +28,8 @@ export interface OutboxDispatcherConfig {
   readonly quarantine: Quarantine;
   /** True for the partitions this node owns now: only their outboxes are read. Absent: all. */
   readonly owns?: (p: PartitionId) => boolean;
+  /** True for an entry whose sending write is not durable enough yet: a read of the outbox skips it (it is enqueued when it is). */
+  readonly held?: (p: PartitionId, seq: number) => boolean;
   /** The partition count: the outboxes read at start are those of every owned partition below it. */
   readonly partitions: number;
   /** Called when the dispatcher may have become idle. */
@@ -267,7 +269,7 @@ export class OutboxDispatcher {
             if (this.closed) return;
             const { seq } = keys.outboxKeyOf(key);
             const id = `${p}:${seq}`;
-            if (this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id)) continue;
+            if (this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id) || this.config.held?.(p, seq) === true) continue;
             const entry = parseOutboxEntry(raw, p, seq);
             if (typeof entry === "string") {
               unreadable.push([key, raw, entry]);

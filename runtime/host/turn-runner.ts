@@ -59,6 +59,12 @@ export interface TurnRunnerConfig {
   readonly gate?: OwnershipGate;
   /** The host may have become idle. */
   readonly settled: () => void;
+  /**
+   * Copies a delivery's receiving write must reach before its outbox entry is deleted (see
+   * `ReplicationStage.messageCopies`). Above 1 (a cluster), the delete is a commit of its own
+   * once they are reached; 1 (one node): in the receiving turn's own commit. @defaultValue 1
+   */
+  readonly messageCopies?: number;
 }
 
 /**
@@ -225,7 +231,7 @@ export class TurnRunner {
       );
     }
     if (msg.messageId !== undefined && wasDelivered(rec, msg.messageId)) {
-      if (msg.outbox !== undefined) group.ops.push({ type: "del", key: this.config.keys.outbox(msg.outbox.partition, msg.outbox.seq) });
+      this.spend(group, msg);
       group.duplicateKeys.push(act.key);
       this.ackAfterCommit(act, msg, { status: "duplicate", version: rec.ver });
       return undefined;
@@ -242,9 +248,25 @@ export class TurnRunner {
       (ctx) => handler.call(instance, msg.message, ctx),
       (g) => {
         if (msg.messageId !== undefined) rememberDelivery(rec, msg.messageId, INBOX_REMEMBER);
-        if (msg.outbox !== undefined) g.ops.push({ type: "del", key: this.config.keys.outbox(msg.outbox.partition, msg.outbox.seq) });
+        this.spend(g, msg);
       },
     );
+  }
+
+  /**
+   * Deletes the outbox entry `msg` delivered: in `group`, or, in a cluster, once `group` has the
+   * copies messages need ({@link CommitGroup.deliveries}). In one commit, a replica could keep the
+   * delete (the sender's partition) and refuse the receiver's write (its partition had moved
+   * to a newer owner unbeknown to this node): the message would be lost.
+   */
+  private spend(group: CommitGroup, msg: UserMessage): void {
+    if (msg.outbox === undefined) return;
+    const copies = this.config.messageCopies ?? 1;
+    if (copies > 1) {
+      // Asked here too: a group of repeats only writes nothing, and is not sealed.
+      group.asks(copies);
+      (group.deliveries ??= new Set()).add(msg);
+    } else group.ops.push({ type: "del", key: this.config.keys.outbox(msg.outbox.partition, msg.outbox.seq) });
   }
 
   private timerTurn(act: Activation, msg: TimerMessage, rec: TwinRecordData): Promise<void> | undefined {

@@ -28,6 +28,7 @@ import { Admission, type OwnershipGate, type RemoteMessages } from "./admission.
 import { CommitCompletion, type HostObserver, type ReplicationStage } from "./commit-completion.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { DiskHealth } from "./disk-health.js";
+import { HeldMessages } from "./held-messages.js";
 import { HostMetrics } from "./host-metrics.js";
 import { type HostOptions, type ResolvedHostOptions, resolveHostOptions, retentionSweepMs } from "./host-options.js";
 import { type IngestEvent, readableEventTime, validateBatch } from "./ingest-event.js";
@@ -144,6 +145,8 @@ export class TwinHost {
   private readonly turns: TurnRunner;
   private readonly timers: TimerService;
   private readonly outbox: OutboxDispatcher;
+  /** Messages whose sending writes are not yet on `messageCopies` copies. */
+  private readonly heldMessages: HeldMessages;
   private readonly effects: TurnEffects;
   /** Undeliverable messages: written here when a delivery fails; listed, retried and trimmed by their store. */
   readonly deadLetters: DeadLetterStore;
@@ -161,6 +164,7 @@ export class TwinHost {
 
   constructor(config: TwinHostConfig) {
     this.operationCopies = config.replication?.operationCopies ?? 1;
+    const messageCopies = config.replication?.messageCopies ?? 1;
     this.options = resolveHostOptions(config.options);
     this.store = config.store;
     this.registry = config.registry;
@@ -175,7 +179,12 @@ export class TwinHost {
       this.store,
       this.options.maxGroupEvents,
       {
-        sealed: (g) => config.replication?.prepare?.(g),
+        sealed: (g) => {
+          config.replication?.prepare?.(g);
+          // After prepare, which may withdraw turns (and their messages) and recount the copies asked.
+          if (g.outbox.length > 0 || g.rewritesHeldMessages || g.deliveries !== undefined) g.asks(messageCopies);
+          if (g.outbox.length > 0) this.heldMessages.sealed(g);
+        },
         committed: (g) => {
           this.metrics.timings?.committed(g.writeMs / 1000, g.events);
           this.completion.written(g);
@@ -233,8 +242,22 @@ export class TwinHost {
       deliver: (entry) => this.deliver(entry),
       quarantine: (key, raw, problem) => this.quarantineOutboxEntry(key, raw, problem),
       owns,
+      held: (p, seq) => this.heldMessages.holds(p, seq),
       partitions: this.partitioning.partitions,
       settled: () => this.checkIdle(),
+    });
+    this.heldMessages = new HeldMessages({
+      keys: this.keys,
+      partitioning: this.partitioning,
+      log: this.log,
+      deliver: (entry) => this.outbox.enqueue(entry),
+      owns,
+      recommit: (ops) => {
+        const group = this.pipeline.current;
+        group.ops.push(...ops);
+        group.rewritesHeldMessages = true;
+        this.pipeline.schedule();
+      },
     });
     this.deadLetters = new DeadLetterStore({
       store: this.store,
@@ -253,16 +276,19 @@ export class TwinHost {
     });
     this.completion = new CommitCompletion({
       log: this.log,
+      keys: this.keys,
       metrics: this.metrics,
       admission: this.admission,
       activations: this.activations,
       timers: this.timers,
       outbox: this.outbox,
+      messages: this.heldMessages,
       effects: this.effects,
       disk: this.disk,
       observer: config.observer,
       replication: config.replication,
       reload: (act) => this.reload(act),
+      commitWrites: (ops, done) => this.commitWrites(ops, done),
       settled: () => this.checkIdle(),
     });
     this.turns = new TurnRunner({
@@ -282,6 +308,7 @@ export class TwinHost {
       tracing: this.tracing,
       gate: config.ownership,
       settled: () => this.checkIdle(),
+      messageCopies,
     });
   }
 
@@ -305,6 +332,7 @@ export class TwinHost {
     for (const p of partitions) {
       await this.effects.resyncPartition(p);
       await this.deadLetters.resyncPartition(p);
+      this.heldMessages.partitionChanged(p);
       this.outbox.partitionChanged(p);
     }
     this.timers.partitionsChanged();
@@ -761,6 +789,7 @@ export class TwinHost {
     this.servingChanged();
     this.alerts.close();
     await this.timers.close();
+    this.heldMessages.close();
     await this.outbox.close();
     await this.deadLetters.close();
     // These timers are not unref'd: an embedding process stays up until its twins have drained.

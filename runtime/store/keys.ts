@@ -247,6 +247,11 @@ export const PartitionMark = {
   OUTBOX_SEQ: "outbox-seq",
   /** The last dead letter seq handed out, kept when the newest letters were retried or deleted. */
   DEAD_LETTER_SEQ: "dead-letter-seq",
+  /**
+   * The last seq of the outbox messages held until their sending writes reach a majority of
+   * copies (see HeldMessages): written only to give the partition a write that reaches them.
+   */
+  HELD_MESSAGES: "held-messages",
 } as const;
 /** One of {@link PartitionMark}'s names. */
 export type PartitionMark = (typeof PartitionMark)[keyof typeof PartitionMark];

@@ -193,9 +193,9 @@ export class ClusterHarness {
     return out;
   }
 
-  /** Waits until every running member other than `id` sees member `id` in `state` (`DescribeCluster`). */
+  /** Waits until every running member other than `id` and those paused sees member `id` in `state` (`DescribeCluster`). */
   async waitForState(id: string, state: MemberState, timeoutMs = 10_000): Promise<void> {
-    const observers = this.runningIds().filter((r) => r !== id);
+    const observers = this.runningIds().filter((r) => r !== id && !this.paused.has(r));
     const deadline = Date.now() + timeoutMs;
     for (const observer of observers) {
       const client = this.client(observer, 5_000);

@@ -224,6 +224,118 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
     assert.deepEqual((await runtime.getTwin("sink", "s-1")).state, { received: 1, seen: ["r-1#1"] });
   });
 
+  describe("a group's messages leave once its writes have the copies messages need (messageCopies)", () => {
+    /** A held stage whose messages need two copies, over relays and sinks. */
+    async function relays(): Promise<{ runtime: TwinRuntime; replication: HeldReplication & { messageCopies: number } }> {
+      const replication = Object.assign(new HeldReplication(), { messageCopies: 2 });
+      const runtime = await TwinRuntime.open({ dataDir: t.tempDir("stages"), twins: [RelayTwin, SinkTwin], host: { timerPollMs: 3_600_000 }, replication });
+      t.defer(async () => {
+        // What the test left at the stage (a delivery's delete, say) is settled, or close would wait for it.
+        await settleWhile(replication, async () => runtime.host.idle);
+        await runtime.close();
+      });
+      return { runtime, replication };
+    }
+    const relayEvent = (seq: number) => ({ kind: "relay", sourceId: "r-1", seq, channels: {}, attributes: { to: "s-1" } });
+    /** Resolves every group at the stage from `from` on that matches `which`, as they come, until `done`. */
+    async function settleWhile(replication: HeldReplication, done: () => Promise<boolean>, which: (group: CommitGroup) => boolean = () => true): Promise<void> {
+      await waitFor(
+        async () => {
+          for (const g of replication.groups.splice(0)) if (which(g.group)) g.resolve();
+          return (await done()) || undefined;
+        },
+        { timeoutMs: 10_000, what: "the sink to have its messages" },
+      );
+    }
+    const seen = async (runtime: TwinRuntime): Promise<string[]> =>
+      ((await runtime.getTwin("sink", "s-1").catch(() => undefined))?.state as SinkState | undefined)?.seen ?? [];
+
+    it("a group that sends asks for them whatever its answers asked; fallen short, its messages are held, and leave before the next group's of the partition once that one has them", async () => {
+      const { runtime, replication } = await relays();
+      const first = runtime.host.publish([relayEvent(1)], { copies: 1 });
+      await waitFor(() => replication.groups.length === 1, { timeoutMs: 5_000, what: "the first group" });
+      assert.equal(replication.groups[0]?.group.copies, 2, "a group that sends messages did not ask for the copies they need");
+      replication.groups.shift()?.reject(Object.assign(shortfall("1 of 3 copies are durable"), { copies: 1 }));
+      assert.deepEqual(await first, [{ status: "accepted" }], "the LOCAL answer was refused for the messages' sake");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.deepEqual(await seen(runtime), [], "a message left before its sending write had the copies");
+
+      const second = runtime.host.publish([relayEvent(2)], { copies: 1 });
+      await waitFor(() => replication.groups.length === 1, { timeoutMs: 5_000, what: "the second group" });
+      replication.groups.shift()?.resolve();
+      await second;
+      await settleWhile(replication, async () => (await seen(runtime)).length >= 2);
+      assert.deepEqual(await seen(runtime), ["r-1#1", "r-1#2"]);
+    });
+
+    it("deletes a delivered message's outbox entry in a later commit, once the receiving write has the copies: short of them, the entry stays and the repeat is told apart", async () => {
+      const { runtime, replication } = await relays();
+      const entryKey = runtime.host.keys.outbox(runtime.partitioning.partitionOf("relay", "r-1"), 1);
+      const sent = runtime.host.publish([relayEvent(1)], { copies: 1 });
+      await waitFor(() => replication.groups.length === 1, { timeoutMs: 5_000, what: "the sending group" });
+      replication.groups.shift()?.resolve();
+      await sent;
+      const receiving = await waitFor(() => replication.groups.find((g) => g.group.deliveries !== undefined), {
+        timeoutMs: 5_000,
+        what: "the receiving group",
+      });
+      assert.ok(receiving);
+      assert.deepEqual(
+        receiving.group.ops.filter((op) => op.key === entryKey),
+        [],
+        "the outbox entry is deleted in the receiving turn's own commit: a replica could keep the delete and refuse the receiver's write",
+      );
+      assert.equal(receiving.group.copies, 2, "the receiving group does not ask for the copies messages need");
+      replication.groups.splice(replication.groups.indexOf(receiving), 1);
+      receiving.reject(Object.assign(shortfall("1 of 3 copies are durable"), { copies: 1 }));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.notEqual(await runtime.store.get(entryKey), undefined, "the entry went though the receiving write fell short");
+      await settleWhile(replication, async () => (await runtime.store.get(entryKey)) === undefined);
+      assert.deepEqual(await seen(runtime), ["r-1#1"], "the message offered again was applied again");
+    });
+
+    it("lets no read of the outbox (here: after a change of owner) deliver a message of a group not yet acknowledged", async () => {
+      const { runtime, replication } = await relays();
+      const sent = runtime.host.publish([relayEvent(1)], { copies: 1 });
+      await waitFor(() => replication.groups.length >= 1 || undefined, { timeoutMs: 5_000, what: "the sending group" });
+      await runtime.host.partitionsChanged([runtime.partitioning.partitionOf("relay", "r-1")]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.deepEqual(
+        replication.groups.map((g) => g.group.outbox.length),
+        [1],
+        "a read of the outbox delivered the message of a group the stage has not acknowledged",
+      );
+      replication.groups.shift()?.resolve();
+      await sent;
+      await settleWhile(replication, async () => (await seen(runtime)).length >= 1);
+      assert.deepEqual(await seen(runtime), ["r-1#1"]);
+    });
+
+    it("writes held messages again when nothing else writes their partition, and lets them leave once that write has the copies", async () => {
+      const { runtime, replication } = await relays();
+      const first = runtime.host.publish([relayEvent(1)], { copies: 1 });
+      await waitFor(() => replication.groups.length >= 1 || undefined, {
+        timeoutMs: 5_000,
+        what: "the group",
+      });
+      assert.deepEqual(
+        replication.groups.map((g) => g.group.outbox.length),
+        [1],
+        "the stage holds other groups than the sending one",
+      );
+      replication.groups.shift()?.reject(Object.assign(shortfall("1 of 3 copies are durable"), { copies: 1 }));
+      await first;
+      const again = await waitFor(() => replication.groups.find((g) => g.group.rewritesHeldMessages), {
+        timeoutMs: 5_000,
+        what: "the held messages written again",
+      });
+      assert.equal(again?.group.copies, 2, "the rewrite does not ask for the copies messages need");
+      assert.deepEqual(await seen(runtime), []);
+      await settleWhile(replication, async () => (await seen(runtime)).length >= 1);
+      assert.deepEqual(await seen(runtime), ["r-1#1"]);
+    });
+  });
+
   it("is idle only when no written group waits for replication", async () => {
     const replication = new HeldReplication();
     const runtime = await open(t, { replication });
