@@ -72,6 +72,9 @@ const STUCK_AFTER_MS = 30_000;
  */
 type WaitReason = "ahead-catching-up" | "too-few-copies" | "previous-owner-holds" | "too-few-promises" | "catch-up-short" | "epochs-exhausted";
 
+/** Where a partition this node should own and does not serve stands: why it last waited, or that it is catching up or being taken now. */
+type UntakenReason = WaitReason | "catching-up" | "taking";
+
 /**
  * Which node runs each partition, and this node's part in moving partitions (design §5). The
  * owner of a partition is the first node of its preference list that is live and caught up.
@@ -123,7 +126,7 @@ export class PartitionOwnership implements OwnershipGate {
    */
   private readonly claimBackoff = new Map<number, { failures: number; until: number }>();
   /** Partitions this node should own and does not serve: since when, and why it last waited. */
-  private readonly untaken = new Map<number, { since: number; reason?: WaitReason; stuck: boolean }>();
+  private readonly untaken = new Map<number, { since: number; reason: UntakenReason; stuck: boolean }>();
   /** Partitions left without an epoch to claim, logged at most once a minute. */
   private readonly exhausted = new LogLimiter(60_000);
 
@@ -334,7 +337,11 @@ export class PartitionOwnership implements OwnershipGate {
    * debug level.
    */
   private async acquire(partitions: PartitionId[]): Promise<void> {
-    for (const p of partitions) this.holds[p] = Hold.ACQUIRING;
+    for (const p of partitions) {
+      this.holds[p] = Hold.ACQUIRING;
+      const untaken = this.untaken.get(p);
+      if (untaken !== undefined) untaken.reason = "taking";
+    }
     try {
       await this.tryAcquire(partitions);
     } finally {
@@ -416,7 +423,7 @@ export class PartitionOwnership implements OwnershipGate {
       if (held !== undefined) {
         log.error(
           { partitions: exhausted.map((e) => e.partition), highestEpochs: exhausted.map((e) => e.top), heldBack: held },
-          "partitions cannot be taken: a copy follows or promised an epoch just below 2^48, so no epoch is left to claim them under. No member comes near it: a node impersonated a member (peers do not authenticate each other yet) or one has a bug. They stay unserved; this node claims nothing higher",
+          "partitions cannot be taken: a copy follows or promised an epoch just below 2^48, so no epoch is left to claim them under. No member comes near it: a node impersonated a member (peers do not authenticate each other yet) or one has a bug. They stay unserved, and this node claims nothing higher. Keep node ports reachable only by the members; no command clears the copies' stored promise yet",
         );
       }
     }
@@ -433,8 +440,11 @@ export class PartitionOwnership implements OwnershipGate {
       }
       this.claimBackoff.delete(p);
       const most = mostAdvanced(promised, promises, p);
-      if (most !== undefined && ahead(most.point, copies.get(p).point)) catchUps.push({ partition: p, source: most.node, point: most.point });
-      else ready.push(p);
+      if (most !== undefined && ahead(most.point, copies.get(p).point)) {
+        catchUps.push({ partition: p, source: most.node, point: most.point });
+        const untaken = this.untaken.get(p);
+        if (untaken !== undefined) untaken.reason = "catching-up";
+      } else ready.push(p);
     }
     // Those that need no catch-up are served at once, the others each as soon as it caught up: a
     // slow catch-up delays only its own partition.
@@ -463,21 +473,21 @@ export class PartitionOwnership implements OwnershipGate {
     const { self, runtime, log } = this.config;
     const stuckAfterMs = this.config.stuckAfterMs ?? STUCK_AFTER_MS;
     const now = performance.now();
-    const stuck: { partition: number; reason: WaitReason | "taking" }[] = [];
+    const stuck: { partition: number; reason: UntakenReason }[] = [];
     for (const p of runtime.partitioning.all()) {
       if (this.ownerOfPartition(p) !== self) continue;
       const untaken = this.untaken.get(p);
       if (this.holds[p] === Hold.OWNED) {
         if (untaken?.stuck === true) log.info({ partition: p, afterMs: Math.round(now - untaken.since) }, "a stuck partition is served again");
         this.untaken.delete(p);
-      } else if (untaken === undefined) this.untaken.set(p, { since: now, stuck: false });
+      } else if (untaken === undefined) this.untaken.set(p, { since: now, reason: "taking", stuck: false });
       else if (!untaken.stuck && now - untaken.since >= stuckAfterMs) {
         untaken.stuck = true;
-        stuck.push({ partition: p, reason: untaken.reason ?? "taking" });
+        stuck.push({ partition: p, reason: untaken.reason });
       }
     }
     if (stuck.length === 0) return;
-    const byReason: Record<string, number[]> = {};
+    const byReason: Partial<Record<UntakenReason, number[]>> = {};
     for (const { partition, reason } of stuck) (byReason[reason] ??= []).push(partition);
     log.error(
       { partitions: byReason, afterMs: stuckAfterMs },

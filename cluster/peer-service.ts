@@ -341,12 +341,17 @@ function checkClaims(self: LocalNode, req: ClaimPartitionsRequest, partitions: n
   checkMember(self, "ClaimPartitions", req.nodeId);
   const claimed = req.claims.map((c) => c.partition);
   checkPartitionList(claimed, partitions, (i) => `claims[${i}].partition`);
-  const again = claimed.findIndex((p, i) => claimed.indexOf(p) !== i);
-  if (again >= 0) {
+  const first = new Map<number, number>();
+  for (const [i, p] of claimed.entries()) {
+    const before = first.get(p);
+    if (before === undefined) {
+      first.set(p, i);
+      continue;
+    }
     throw new InvalidArgumentError(
       "BAD_FIELD",
-      `ClaimPartitions from ${req.nodeId} claims partition ${claimed[again]} twice (claims[${claimed.indexOf(claimed[again] as number)}] and claims[${again}]); claim each partition once: the claimant runs another release or has a bug`,
-      [{ field: `claims[${again}].partition`, description: "a partition not claimed before in the request" }],
+      `ClaimPartitions from ${req.nodeId} claims partition ${p} twice (claims[${before}] and claims[${i}]); claim each partition once: the claimant runs another release or has a bug`,
+      [{ field: `claims[${i}].partition`, description: "a partition not claimed before in the request" }],
     );
   }
   // A claim's epoch is checked claim by claim where the copies are (PartitionReplica.claim): one

@@ -165,7 +165,7 @@ export class CommitCompletion {
       }
       for (const msg of group.ackMessages) this.finish(msg, outcome);
       for (const key of group.timersDone) this.config.timers.released(key);
-      this.config.messages.failed(group);
+      this.config.messages.forgetUnacknowledged(group);
       for (const done of group.onDone ?? []) done(false);
     }
     this.config.metrics.commitFailures++;
@@ -251,6 +251,8 @@ export class CommitCompletion {
       activations.trim();
     } catch (err) {
       this.config.metrics.internalErrors++;
+      // Its messages must not stay skipped by outbox reads: they are read again at the next change of owner or start.
+      this.config.messages.forgetUnacknowledged(group);
       this.config.log.error({ err }, "acknowledging a committed group failed (a twinmesh bug); its answers may be lost");
     }
     this.config.settled();

@@ -11,6 +11,8 @@ export interface HeldMessagesConfig {
   readonly log: Logger;
   /** Hands a message whose sending write is durable enough to the dispatcher. */
   readonly deliver: (entry: OutboxEntry) => void;
+  /** Has the dispatcher read partition `p`'s whole outbox, once every write in it is durable enough. */
+  readonly readOutbox: (partition: PartitionId) => void;
   /** True while this node writes `partition`: a held message of another is its new owner's. */
   readonly owns: (partition: PartitionId) => boolean;
   /**
@@ -24,8 +26,11 @@ export interface HeldMessagesConfig {
 }
 
 const DEFAULT_RETRY_MS = 1000;
-/** Held messages beyond this are logged at error level once (they are still held: nothing is dropped). */
-const WARN_HELD = 100_000;
+/**
+ * Held messages kept in memory per partition. Beyond it the partition's outbox waits as a whole
+ * (one flag, the entries are on disk) and is read again once it may leave.
+ */
+const MAX_HELD_PER_PARTITION = 1000;
 
 /**
  * Outbox messages whose sending write is not yet on as many copies as messages need (a
@@ -40,30 +45,37 @@ const WARN_HELD = 100_000;
  * write of its own after `retryMs` (its `held-messages` mark: not the entries themselves, which
  * a delivery may delete meanwhile), as often as it takes. A partition that moved to another node
  * drops its held messages: the new owner delivers what its copy holds.
+ *
+ * A partition this node takes waits as a whole ({@link taken}): its copy's tail may be on this
+ * copy alone (it was the most advanced of those that promised), so its outbox is read only once
+ * a write of the new epoch has the copies. So does a partition with more than 1,000 messages
+ * held: memory keeps one flag for it, not its messages.
  */
 export class HeldMessages {
   private readonly held = new Map<PartitionId, OutboxEntry[]>();
   /** Held entries, by `partition:seq`: the dispatcher's outbox reads skip them. */
   private readonly ids = new Set<string>();
+  /** Partitions whose whole outbox waits: taken, or too many held. Outbox reads skip them. */
+  private readonly whole = new Set<PartitionId>();
   /** Entries written here whose groups are not acknowledged yet: outbox reads skip them too. */
   private readonly unacknowledged = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  private warned = false;
 
   constructor(private readonly config: HeldMessagesConfig) {}
 
-  /** Messages held now. */
+  /** Messages held in memory now (a partition waiting as a whole counts none). */
   get size(): number {
     return this.ids.size;
   }
 
   /**
    * True while partition `p`'s message `seq` waits for its sending write to be acknowledged, or
-   * to be durable enough: a read of the outbox (at start-up, after a full queue, after a change
-   * of owner) finds it on disk before either.
+   * to be durable enough: a read of the outbox (after a full queue, say) finds it on disk before
+   * either.
    */
   holds(p: PartitionId, seq: number): boolean {
+    if (this.whole.size > 0 && this.whole.has(p)) return true;
     const id = `${p}:${seq}`;
     return (this.unacknowledged.size > 0 && this.unacknowledged.has(id)) || (this.ids.size > 0 && this.ids.has(id));
   }
@@ -73,8 +85,9 @@ export class HeldMessages {
     for (const entry of group.outbox) this.unacknowledged.add(`${entry.partition}:${entry.seq}`);
   }
 
-  /** `group`'s write failed: its messages are not on disk. */
-  failed(group: CommitGroup): void {
+  /** `group` is done with, acknowledged or not (its write failed, or acknowledging it threw): its messages no longer wait for that. */
+  forgetUnacknowledged(group: CommitGroup): void {
+    if (this.unacknowledged.size === 0) return;
     for (const entry of group.outbox) this.unacknowledged.delete(`${entry.partition}:${entry.seq}`);
   }
 
@@ -84,22 +97,33 @@ export class HeldMessages {
    * own are held.
    */
   committed(group: CommitGroup, durable: boolean): void {
-    if (this.unacknowledged.size > 0) this.failed(group);
+    this.forgetUnacknowledged(group);
     if (durable) {
-      if (this.held.size > 0) this.releaseWritten(group);
-      for (const entry of group.outbox) this.config.deliver(entry);
+      const readWhole = this.held.size > 0 || this.whole.size > 0 ? this.releaseWritten(group) : undefined;
+      // A partition read as a whole (now or later) has the group's own messages read with the rest.
+      for (const entry of group.outbox) {
+        if (!this.whole.has(entry.partition) && readWhole?.has(entry.partition) !== true) this.config.deliver(entry);
+      }
       return;
     }
     for (const entry of group.outbox) this.hold(entry);
     this.arm();
   }
 
-  /** Partition `p` changed hands: what was held of it is its copy's now (read again if this node owns it). */
+  /**
+   * This node took partition `p`: its outbox is read, and its messages leave, once a write of
+   * the new epoch has the copies messages need (the mark is written at once).
+   */
+  taken(p: PartitionId): void {
+    this.drop(p);
+    this.whole.add(p);
+    this.arm(0);
+  }
+
+  /** Partition `p` changed hands: what was held of it is its copy's now. */
   partitionChanged(p: PartitionId): void {
-    const list = this.held.get(p);
-    if (list === undefined) return;
-    this.held.delete(p);
-    for (const entry of list) this.ids.delete(`${entry.partition}:${entry.seq}`);
+    this.drop(p);
+    this.whole.delete(p);
   }
 
   close(): void {
@@ -108,27 +132,45 @@ export class HeldMessages {
     this.timer = undefined;
   }
 
-  private hold(entry: OutboxEntry): void {
-    let list = this.held.get(entry.partition);
-    if (list === undefined) this.held.set(entry.partition, (list = []));
-    list.push(entry);
-    this.ids.add(`${entry.partition}:${entry.seq}`);
-    if (this.ids.size >= WARN_HELD && !this.warned) {
-      this.warned = true;
-      this.config.log.error(
-        { held: this.ids.size },
-        "outbox messages pile up waiting for their sending writes to reach a majority of copies: too few replicas are live for too long; they stay in memory and on disk",
-      );
-    }
+  private drop(p: PartitionId): void {
+    const list = this.held.get(p);
+    if (list === undefined) return;
+    this.held.delete(p);
+    for (const entry of list) this.ids.delete(`${entry.partition}:${entry.seq}`);
   }
 
-  private releaseWritten(group: CommitGroup): void {
+  private hold(entry: OutboxEntry): void {
+    const p = entry.partition;
+    if (this.whole.has(p)) return; // on disk: read with the rest
+    let list = this.held.get(p);
+    if (list === undefined) this.held.set(p, (list = []));
+    if (list.length >= MAX_HELD_PER_PARTITION) {
+      this.drop(p);
+      this.whole.add(p);
+      this.config.log.warn(
+        { partition: p, held: MAX_HELD_PER_PARTITION },
+        "over 1,000 messages of this partition wait for their sending writes to reach a majority of copies (too few replicas are live); its outbox now waits as a whole on disk, and is read once a write has the copies",
+      );
+      return;
+    }
+    list.push(entry);
+    this.ids.add(`${p}:${entry.seq}`);
+  }
+
+  /** Lets the held messages of the partitions `group` wrote leave; returns those read as a whole. */
+  private releaseWritten(group: CommitGroup): Set<PartitionId> {
     const written = new Set<PartitionId>();
     for (const op of group.ops) {
       const p = Keys.partitionOfKey(op.key, this.config.partitioning);
-      if (p !== undefined && this.held.has(p)) written.add(p);
+      if (p !== undefined && (this.held.has(p) || this.whole.has(p))) written.add(p);
     }
+    const readWhole = new Set<PartitionId>();
     for (const p of [...written].sort((a, b) => a - b)) {
+      if (this.whole.delete(p)) {
+        readWhole.add(p);
+        this.config.readOutbox(p);
+        continue;
+      }
       const list = this.held.get(p) ?? [];
       this.held.delete(p);
       for (const entry of list) {
@@ -136,11 +178,12 @@ export class HeldMessages {
         this.config.deliver(entry);
       }
     }
+    return readWhole;
   }
 
-  private arm(): void {
-    if (this.closed || this.timer !== undefined || this.held.size === 0) return;
-    this.timer = setTimeout(() => this.writeAgain(), this.config.retryMs ?? DEFAULT_RETRY_MS);
+  private arm(delayMs = this.config.retryMs ?? DEFAULT_RETRY_MS): void {
+    if (this.closed || this.timer !== undefined || (this.held.size === 0 && this.whole.size === 0)) return;
+    this.timer = setTimeout(() => this.writeAgain(), delayMs);
     this.timer.unref?.();
   }
 
@@ -149,12 +192,12 @@ export class HeldMessages {
     this.timer = undefined;
     if (this.closed) return;
     const ops: { type: "put"; key: string; value: string }[] = [];
-    for (const [p, list] of this.held) {
+    for (const p of new Set([...this.held.keys(), ...this.whole])) {
       if (!this.config.owns(p)) {
         this.partitionChanged(p);
         continue;
       }
-      ops.push({ type: "put", key: this.config.keys.mark(p, PartitionMark.HELD_MESSAGES), value: String(list.at(-1)?.seq ?? 0) });
+      ops.push({ type: "put", key: this.config.keys.mark(p, PartitionMark.HELD_MESSAGES), value: String(this.held.get(p)?.at(-1)?.seq ?? 0) });
     }
     if (ops.length > 0) this.config.recommit(ops);
     this.arm();

@@ -53,7 +53,9 @@ const DEFAULT_RETRY_MS = 200;
  * room or on the retry tick. At most `maxQueued` wait in memory; the rest stay in RocksDB and the
  * partitions' outboxes are read, each from the lowest seq memory may not know, once the queue has
  * drained to half: never a full re-read while a target is busy. Only the outboxes of partitions
- * this node owns are read; a partition that changed hands is read again ({@link partitionChanged}). An entry that does not parse is quarantined as a
+ * this node owns are read and delivered: a message of a partition that moved away is dropped from
+ * memory when it is next offered (the new owner delivers it), and one that came back is read again
+ * ({@link partitionChanged}). An entry that does not parse is quarantined as a
  * dead letter. Messages to a kind that is not loaded are parked (left in the outbox, not retried)
  * until the node restarts with that kind.
  */
@@ -115,7 +117,7 @@ export class OutboxDispatcher {
   /** A committed turn sent this message (or a dead letter was requeued into the outbox). */
   enqueue(entry: OutboxEntry): void {
     const id = entryId(entry);
-    if (this.closed || this.queued.has(id) || this.inflight.has(id)) return;
+    if (this.closed || this.queued.has(id) || this.inflight.has(id) || !this.owns(entry.partition)) return;
     this.admit(entry);
   }
 
@@ -127,7 +129,7 @@ export class OutboxDispatcher {
     const id = entryId(entry);
     if (!this.inflight.delete(id)) return;
     if (this.closed) return;
-    if (stillInOutbox) {
+    if (stillInOutbox && this.owns(entry.partition)) {
       this.admit(entry, false);
       this.scheduleRetry();
     } else if (this.scanning !== undefined) this.doneDuringScan.add(id);
@@ -196,6 +198,14 @@ export class OutboxDispatcher {
   private offer(target: string, list: OutboxEntry[]): void {
     let taken = 0;
     for (const entry of list) {
+      // Its partition moved to another node, which delivers it from its copy: this node
+      // delivering it too, maybe much later, would apply it twice once the receiver's memory of
+      // message ids has moved past it.
+      if (!this.owns(entry.partition)) {
+        taken++;
+        this.queued.delete(entryId(entry));
+        continue;
+      }
       const result = this.config.deliver(entry);
       if (result === "busy") break;
       taken++;

@@ -147,6 +147,8 @@ export class TwinHost {
   private readonly outbox: OutboxDispatcher;
   /** Messages whose sending writes are not yet on `messageCopies` copies. */
   private readonly heldMessages: HeldMessages;
+  /** Copies a write must reach before the messages it sends leave (1 on one node). */
+  private readonly messageCopies: number;
   private readonly effects: TurnEffects;
   /** Undeliverable messages: written here when a delivery fails; listed, retried and trimmed by their store. */
   readonly deadLetters: DeadLetterStore;
@@ -165,6 +167,7 @@ export class TwinHost {
   constructor(config: TwinHostConfig) {
     this.operationCopies = config.replication?.operationCopies ?? 1;
     const messageCopies = config.replication?.messageCopies ?? 1;
+    this.messageCopies = messageCopies;
     this.options = resolveHostOptions(config.options);
     this.store = config.store;
     this.registry = config.registry;
@@ -182,8 +185,10 @@ export class TwinHost {
         sealed: (g) => {
           config.replication?.prepare?.(g);
           // After prepare, which may withdraw turns (and their messages) and recount the copies asked.
-          if (g.outbox.length > 0 || g.rewritesHeldMessages || g.deliveries !== undefined) g.asks(messageCopies);
-          if (g.outbox.length > 0) this.heldMessages.sealed(g);
+          if (messageCopies > 1) {
+            if (g.outbox.length > 0 || g.rewritesHeldMessages || g.deliveries !== undefined) g.asks(messageCopies);
+            if (g.outbox.length > 0) this.heldMessages.sealed(g);
+          }
         },
         committed: (g) => {
           this.metrics.timings?.committed(g.writeMs / 1000, g.events);
@@ -251,6 +256,7 @@ export class TwinHost {
       partitioning: this.partitioning,
       log: this.log,
       deliver: (entry) => this.outbox.enqueue(entry),
+      readOutbox: (p) => this.outbox.partitionChanged(p),
       owns,
       recommit: (ops) => {
         const group = this.pipeline.current;
@@ -333,7 +339,10 @@ export class TwinHost {
       await this.effects.resyncPartition(p);
       await this.deadLetters.resyncPartition(p);
       this.heldMessages.partitionChanged(p);
-      this.outbox.partitionChanged(p);
+      // A partition this node took in a cluster: its copy's tail may be on it alone, so its
+      // outbox is read once a write of the new epoch has the copies messages need.
+      if (this.messageCopies > 1 && this.admission.owns(p)) this.heldMessages.taken(p);
+      else this.outbox.partitionChanged(p);
     }
     this.timers.partitionsChanged();
   }

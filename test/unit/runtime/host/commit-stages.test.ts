@@ -294,19 +294,36 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
       assert.deepEqual(await seen(runtime), ["r-1#1"], "the message offered again was applied again");
     });
 
-    it("lets no read of the outbox (here: after a change of owner) deliver a message of a group not yet acknowledged", async () => {
+    it("lets no read of the outbox deliver a message of a group not yet acknowledged, nor one held, and reads a partition it takes only once a write of the new epoch has the copies", async () => {
       const { runtime, replication } = await relays();
+      const p = runtime.partitioning.partitionOf("relay", "r-1");
+      const noDelivery = () =>
+        assert.deepEqual(
+          replication.groups.filter((g) => g.group.deliveries !== undefined || g.group.ackMessages.some((m) => m.type === "message")),
+          [],
+          "a message left before its sending write had the copies",
+        );
       const sent = runtime.host.publish([relayEvent(1)], { copies: 1 });
       await waitFor(() => replication.groups.length >= 1 || undefined, { timeoutMs: 5_000, what: "the sending group" });
-      await runtime.host.partitionsChanged([runtime.partitioning.partitionOf("relay", "r-1")]);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      assert.deepEqual(
-        replication.groups.map((g) => g.group.outbox.length),
-        [1],
-        "a read of the outbox delivered the message of a group the stage has not acknowledged",
-      );
-      replication.groups.shift()?.resolve();
+      // Not acknowledged yet: the outbox read that a change of owner makes finds it on disk.
+      await runtime.host.partitionsChanged([p]);
+      const rewrite = await waitFor(() => replication.groups.find((g) => g.group.rewritesHeldMessages), {
+        timeoutMs: 5_000,
+        what: "the taken partition's first write",
+      });
+      noDelivery();
+      // The sending group falls short: the message is held, and taking the partition again does not let it out.
+      const sending = replication.groups.find((g) => g.group.outbox.length > 0);
+      replication.groups.splice(replication.groups.indexOf(sending as (typeof replication.groups)[number]), 1);
+      sending?.reject(Object.assign(shortfall("1 of 3 copies are durable"), { copies: 1 }));
       await sent;
+      await runtime.host.partitionsChanged([p]);
+      await waitFor(() => replication.groups.filter((g) => g.group.rewritesHeldMessages).length >= 1 || undefined, {
+        timeoutMs: 5_000,
+        what: "a write of the taken partition",
+      });
+      noDelivery();
+      assert.ok(rewrite);
       await settleWhile(replication, async () => (await seen(runtime)).length >= 1);
       assert.deepEqual(await seen(runtime), ["r-1#1"]);
     });

@@ -98,6 +98,23 @@ describe("OutboxDispatcher", () => {
     assert.equal(h.dispatcher.idle, true);
   });
 
+  it("delivers no more messages of a partition that moved to another node: its new owner delivers them, and a late second delivery would be applied twice", async () => {
+    const h = await Harness.open(t, { owned: [0] });
+    await h.persist(entry(1), entry(2), entry(3));
+    h.busy.add("sink-1");
+    for (const seq of [1, 2, 3]) h.dispatcher.enqueue(entry(seq));
+    // The target was busy: all three wait. Then the sender's partition moves away, unannounced.
+    h.owned = new Set();
+    h.busy.delete("sink-1");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(h.delivered, [], "a message of a partition this node no longer owns was delivered");
+    h.dispatcher.enqueue(entry(4));
+    h.dispatcher.released(entry(1), true);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(h.delivered, []);
+    await waitFor(() => h.dispatcher.idle, { timeoutMs: 2_000, what: "idle" });
+  });
+
   it("redelivers at start-up what the outbox holds, each message once", async () => {
     const h = await Harness.open(t);
     await h.persist(entry(3), entry(1, "sink-2"), entry(2));
