@@ -168,6 +168,7 @@ export function nodeService(runtime: TwinRuntime, cluster?: ClusterNode, health?
           queued: BigInt(load.outboxQueued),
           inflight: BigInt(load.outboxInFlight),
           parked: BigInt(load.outboxParked),
+          held: BigInt(load.outboxHeld),
         },
         deadLetters: BigInt(stored.deadLetters),
         replicationLag: [...(view?.replicationLag ?? [])]

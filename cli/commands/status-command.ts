@@ -250,7 +250,7 @@ function describeNode(s: GetNodeStatusResponse, r: Rates | undefined): string[] 
     `  twins         ${s.twinsActive} active`,
     `  alerts        open: critical ${s.openAlerts?.critical ?? 0}, warning ${s.openAlerts?.warning ?? 0}, info ${s.openAlerts?.info ?? 0}; acknowledged: critical ${s.acknowledgedAlerts?.critical ?? 0}, warning ${s.acknowledgedAlerts?.warning ?? 0}, info ${s.acknowledgedAlerts?.info ?? 0}`,
     `  timers        ${s.timersPending} pending`,
-    `  outbox        ${s.outbox?.queued ?? 0} queued, ${s.outbox?.inflight ?? 0} in flight, ${s.outbox?.parked ?? 0} parked`,
+    `  outbox        ${s.outbox?.queued ?? 0} queued, ${s.outbox?.inflight ?? 0} in flight, ${s.outbox?.parked ?? 0} parked, ${s.outbox?.held ?? 0} held`,
     `  dead letters  ${s.deadLetters}`,
   ];
   if (s.replicationLag.length > 0) lines.push(`  replica lag   ${s.replicationLag.map((l) => `${l.nodeId} ${l.shipmentsBehind} shipments`).join(", ")}`);

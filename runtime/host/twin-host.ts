@@ -112,6 +112,8 @@ export interface HostLoad {
   readonly outboxQueued: number;
   readonly outboxInFlight: number;
   readonly outboxParked: number;
+  /** Outbox messages held until their sending writes are on a majority of copies (see HeldMessages). */
+  readonly outboxHeld: number;
 }
 
 /**
@@ -341,10 +343,17 @@ export class TwinHost {
       this.heldMessages.partitionChanged(p);
       // A partition this node took in a cluster: its copy's tail may be on it alone, so its
       // outbox is read once a write of the new epoch has the copies messages need.
-      if (this.messageCopies > 1 && this.admission.owns(p)) this.heldMessages.taken(p);
+      // An empty outbox has nothing to hold, and writing its mark would only move the copies on.
+      if (this.messageCopies > 1 && this.admission.owns(p) && (await this.hasOutbox(p))) this.heldMessages.taken(p);
       else this.outbox.partitionChanged(p);
     }
     this.timers.partitionsChanged();
+  }
+
+  /** True when partition `p`'s outbox holds an entry (one seek). */
+  private async hasOutbox(p: PartitionId): Promise<boolean> {
+    for await (const chunk of this.store.scan(this.keys.outboxFrom(p), { values: false })) if (chunk.length > 0) return true;
+    return false;
   }
 
   /** The registered kinds. */
@@ -367,6 +376,7 @@ export class TwinHost {
       outboxQueued: outbox.queued,
       outboxInFlight: outbox.inflight,
       outboxParked: outbox.parked,
+      outboxHeld: this.heldMessages.size,
     };
   }
 

@@ -139,12 +139,15 @@ function register(meter: Meter, sources: MetricSources): () => void {
   gauge(meter, "twinmesh.ingest.queue_depth", "Telemetry events admitted and not yet answered", () => host.load.eventsInFlight);
   gauge(meter, "twinmesh.timers.inflight", "Due timers whose turn is queued or running", () => host.load.timersInFlight);
   meter
-    .createObservableGauge("twinmesh.outbox.depth", { description: "Twin-to-twin messages in the outbox, by state (queued, inflight, parked)" })
+    .createObservableGauge("twinmesh.outbox.depth", {
+      description: "Twin-to-twin messages in the outbox, by state (queued, inflight, parked, held: sent by writes not yet on a majority of copies)",
+    })
     .addCallback((r) => {
       const load = host.load;
       r.observe(load.outboxQueued, { state: "queued" });
       r.observe(load.outboxInFlight, { state: "inflight" });
       r.observe(load.outboxParked, { state: "parked" });
+      r.observe(load.outboxHeld, { state: "held" });
     });
 
   // ---- counts kept only in the store: one scan per scrape serves all three instruments

@@ -37,8 +37,11 @@ describe("messages between twins leave only with their sending write on a majori
     await c.waitForState("n2", MemberState.DOWN, 10_000);
     await c.waitForState("n3", MemberState.DOWN, 10_000);
     assert.deepEqual(outcomes((await n1.publish([send(2)], Consistency.LOCAL)).results).map(describeOutcome), ["ACCEPTED"]);
-    // Long enough for a local delivery to run several times over (it takes milliseconds).
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    // The node says it holds the message back (NodeStatus outbox.held) once the write fell short.
+    await waitFor(async () => ((await n1.getNodeStatus()).outbox?.held ?? 0n) >= 1n || undefined, {
+      timeoutMs: 10_000,
+      what: "n1 to hold the message of a write only it has",
+    });
     assert.deepEqual((await sinkState())?.seen, [`${relay}#1`], "a message left while its sending write was on the owner alone");
 
     c.resume("n2");
@@ -51,5 +54,6 @@ describe("messages between twins leave only with their sending write on a majori
       { timeoutMs: 30_000, what: "the held message to reach the sink once the replicas are back" },
     );
     assert.deepEqual(state?.seen, [`${relay}#1`, `${relay}#2`]);
+    assert.equal((await n1.getNodeStatus()).outbox?.held, 0n, "a delivered message is still counted held");
   });
 });

@@ -120,7 +120,7 @@ describe("NodeService.GetNodeStatus (node-status)", () => {
       openAlerts: { $typeName: "twinmesh.v1.AlertCounts", info: 0n, warning: 1n, critical: 1n },
       acknowledgedAlerts: { $typeName: "twinmesh.v1.AlertCounts", info: 0n, warning: 1n, critical: 0n },
       timersPending: 1n,
-      outbox: { $typeName: "twinmesh.v1.OutboxDepth", queued: 0n, inflight: 0n, parked: 0n },
+      outbox: { $typeName: "twinmesh.v1.OutboxDepth", queued: 0n, inflight: 0n, parked: 0n, held: 0n },
       deadLetters: 2n,
       replicationLag: [],
     } satisfies Omit<GetNodeStatusResponse, "uptimeMs">);

@@ -74,7 +74,7 @@ describe("twinmesh status (status-cli)", () => {
         openAlerts: { info: 0, warning: 1, critical: 1 },
         acknowledgedAlerts: { info: 0, warning: 0, critical: 0 },
         timersPending: 1,
-        outbox: { queued: 0, inflight: 0, parked: 0 },
+        outbox: { queued: 0, inflight: 0, parked: 0, held: 0 },
         deadLetters: 0,
         replicationLag: [],
       },
@@ -96,7 +96,7 @@ describe("twinmesh status (status-cli)", () => {
       "  twins         4 active",
       "  alerts        open: critical 1, warning 1, info 0; acknowledged: critical 0, warning 0, info 0",
       "  timers        1 pending",
-      "  outbox        0 queued, 0 in flight, 0 parked",
+      "  outbox        0 queued, 0 in flight, 0 parked, 0 held",
       "  dead letters  0",
       "healthy: the node serves",
     ]);
