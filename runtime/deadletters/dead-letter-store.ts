@@ -46,8 +46,15 @@ export interface DeadLetterStoreConfig {
   readonly partitions: number;
   /** How often the retention runs. */
   readonly sweepMs: number;
-  /** Hands requeued messages to the outbox dispatcher, after they are durable in the outbox. */
-  readonly requeued: (entries: readonly OutboxEntry[]) => void;
+  /**
+   * Commits an operator's change (a retry, a delete, a trim) through the node's commit pipeline,
+   * so the partition's replicas and a later owner see it too. `sends` are the outbox entries
+   * `ops` writes: they are delivered as any sent message is, once durable enough.
+   * @throws UnavailableError (COMMIT_FAILED, REPLICATION_FAILED)
+   */
+  readonly commit: (ops: readonly BatchOp[], sends: readonly OutboxEntry[]) => Promise<void>;
+  /** True while this node owns partition `p`: only the owner lists and changes its dead letters. */
+  readonly owns: (p: PartitionId) => boolean;
 }
 
 /** A ListDeadLetters request. */
@@ -178,7 +185,7 @@ export class DeadLetterStore {
           break scan;
         }
         const d = this.decode(key, raw);
-        if (matchesDeadLetter(d, req.filter)) {
+        if (this.config.owns(d.partition) && matchesDeadLetter(d, req.filter)) {
           if (deadLetters.length === pageSize) {
             more = true;
             break scan;
@@ -196,6 +203,7 @@ export class DeadLetterStore {
   /** One dead letter. @throws InvalidArgumentError (BAD_FIELD) for a malformed id, DeadLetterNotFoundError */
   async get(id: string): Promise<DeadLetter> {
     const { partition, seq } = parseId(id, "id");
+    this.checkOwned(partition, id);
     const raw = await this.store.get(this.keys.deadLetter(partition, seq));
     if (raw === undefined) throw new DeadLetterNotFoundError(id);
     return decodeDeadLetter(partition, seq, raw);
@@ -220,8 +228,7 @@ export class DeadLetterStore {
           entries.push(entry);
           ops.push({ type: "put", key: this.keys.outbox(entry.partition, entry.seq), value: JSON.stringify(entry) }, { type: "del", key: this.letterKey(d) });
         }
-        await this.write(ops);
-        this.config.requeued(entries);
+        await this.write(ops, entries, letters);
         retried += letters.length;
       };
       if ("ids" in selection) {
@@ -251,7 +258,11 @@ export class DeadLetterStore {
     return this.exclusive(async () => {
       let deleted = 0;
       const remove = async (letters: DeadLetter[]): Promise<void> => {
-        await this.write(letters.map((d) => ({ type: "del", key: this.letterKey(d) })));
+        await this.write(
+          letters.map((d) => ({ type: "del", key: this.letterKey(d) })),
+          [],
+          letters,
+        );
         deleted += letters.length;
       };
       if ("ids" in selection) {
@@ -276,6 +287,8 @@ export class DeadLetterStore {
       const cutoffMs = this.config.clock.nowMs() - this.config.retentionMs;
       let trimmed = 0;
       for (const [p, lastSeq] of [...this.lastSeqs].sort((a, b) => a[0] - b[0])) {
+        // A replica's copy is trimmed by its owner's shipments, not by its own clock.
+        if (!this.config.owns(p)) continue;
         // Seqs at or below this are beyond the count (fewer are kept when some were retried or deleted).
         const countFloor = lastSeq - this.config.maxCount;
         for (;;) {
@@ -294,7 +307,7 @@ export class DeadLetterStore {
             if (young) break;
           }
           if (ops.length === 0) break;
-          await this.write(ops);
+          await this.write(ops, [], [p]);
           trimmed += ops.length;
           if (young || ops.length < WRITE_BATCH || this.closed) break;
         }
@@ -336,6 +349,7 @@ export class DeadLetterStore {
     const byKey = new Map<string, { partition: PartitionId; seq: number }>();
     for (let i = 0; i < ids.length; i++) {
       const id = parseId(ids[i] as string, `ids[${i}]`);
+      this.checkOwned(id.partition, ids[i] as string);
       byKey.set(this.keys.deadLetter(id.partition, id.seq), id);
     }
     const keys = [...byKey.keys()].sort();
@@ -374,7 +388,7 @@ export class DeadLetterStore {
           read++;
           last = key;
           const d = this.decode(key, raw);
-          if (matchesDeadLetter(d, filter)) letters.push(d);
+          if (this.config.owns(d.partition) && matchesDeadLetter(d, filter)) letters.push(d);
           if (letters.length === WRITE_BATCH) break;
         }
         if (letters.length === WRITE_BATCH) break;
@@ -396,12 +410,34 @@ export class DeadLetterStore {
     return this.keys.deadLetter(partition, seq);
   }
 
-  private async write(ops: BatchOp[]): Promise<void> {
-    try {
-      await this.store.write(ops);
-    } catch (err) {
-      throw new UnavailableError("COMMIT_FAILED", `the node could not write to its disk (${(err as Error).message}); nothing of this batch changed; retry`);
+  /**
+   * Commits `ops` (and the outbox entries `sends` they write), which change dead letters of
+   * `touched` (letters, or partitions).
+   * @throws UnavailableError (COMMIT_FAILED, REPLICATION_FAILED; PARTITION_MOVING when one of those partitions changed owner meanwhile)
+   */
+  private async write(ops: BatchOp[], sends: readonly OutboxEntry[], touched: readonly (DeadLetter | PartitionId)[]): Promise<void> {
+    await this.config.commit(ops, sends);
+    // A partition taken by another node as the commit was sealed has its writes withdrawn from it.
+    const moved = new Set<PartitionId>();
+    for (const t of touched) {
+      const p = typeof t === "number" ? t : t.partition;
+      if (!this.config.owns(p)) moved.add(p);
     }
+    if (moved.size > 0) {
+      throw new UnavailableError(
+        "PARTITION_MOVING",
+        `partition ${[...moved].join(", ")} moved to another node during this call, which may or may not have changed its dead letters; list them again (through any node) and repeat what is still there`,
+      );
+    }
+  }
+
+  /** @throws UnavailableError (PARTITION_MOVING) unless this node owns partition `p` now */
+  private checkOwned(p: PartitionId, id: string): void {
+    if (this.config.owns(p)) return;
+    throw new UnavailableError(
+      "PARTITION_MOVING",
+      `dead letter ${id} is in partition ${p}, which this node does not own now (it moved, or is moving); retry, and the call goes to its owner`,
+    );
   }
 
   /** Runs `op` after every earlier retry, delete and trim. */

@@ -166,7 +166,7 @@ export class CommitCompletion {
       for (const msg of group.ackMessages) this.finish(msg, outcome);
       for (const key of group.timersDone) this.config.timers.released(key);
       this.config.messages.forgetUnacknowledged(group);
-      for (const done of group.onDone ?? []) done(false);
+      for (const done of group.onDone ?? []) done(false, 0);
     }
     this.config.metrics.commitFailures++;
     this.config.settled();
@@ -230,7 +230,7 @@ export class CommitCompletion {
       }
       effects.committed(group);
       for (const key of group.timersDone) timers.released(key);
-      for (const done of group.onDone ?? []) done(true);
+      for (const done of group.onDone ?? []) done(true, reached);
       if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) timers.armedAt(group.earliestTimerMs);
       for (const act of group.twins) outbox.targetFreed(act.entry.kind, act.id);
       this.config.messages.committed(group, messagesLeave);

@@ -37,12 +37,12 @@ export class CommitGroup {
    */
   deliveries: Set<TwinMessage> | undefined;
   /**
-   * Called once the group is done with: `true` when it was written here (its replication stage
-   * may still have fallen short), `false` when its write failed or it was abandoned unwritten.
-   * For writes that are no turn's (a message another node applied: its outbox delete), so they
+   * Called once the group is done with: `true` when it was written here, with the durable copies
+   * its writes reached (this node's included: fewer than it asked when its replication stage fell
+   * short), `false` and 0 when its write failed or it was abandoned unwritten. For writes that are no turn's (a message another node applied: its outbox delete), so they
    * are shipped to the replicas like any other.
    */
-  onDone: ((written: boolean) => void)[] | undefined;
+  onDone: ((written: boolean, copies: number) => void)[] | undefined;
   /** Timer index keys whose turn is in this group (released from in-flight after the write). */
   readonly timersDone: string[] = [];
   /** Durable copies (this node's included) its answers wait for: the most any of them asked. */

@@ -428,7 +428,7 @@ export class TurnRunner {
     // The broken message may already wait among the group's acks (its bookkeeping threw later).
     for (const acked of group.ackMessages) if (acked !== msg) this.finish(acked, abandoned);
     for (const key of group.timersDone) this.config.timers.released(key);
-    for (const done of group.onDone ?? []) done(false);
+    for (const done of group.onDone ?? []) done(false, 0);
     this.config.metrics.rejected++;
     if (msg.type === "timer") {
       const next = this.config.pipeline.current;

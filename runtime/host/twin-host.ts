@@ -278,9 +278,8 @@ export class TwinHost {
       maxCount: this.options.maxDeadLetters,
       partitions: this.partitioning.partitions,
       sweepMs: retentionSweepMs(this.options, this.options.deadLetterRetentionMs),
-      requeued: (entries) => {
-        for (const entry of entries) this.outbox.enqueue(entry);
-      },
+      commit: (ops, sends) => this.commitOperation(ops, sends),
+      owns,
     });
     this.completion = new CommitCompletion({
       log: this.log,
@@ -705,13 +704,47 @@ export class TwinHost {
   /**
    * Adds `ops`, writes that are no turn's, to the open commit group: written with it, shipped to
    * the replicas of their partitions with it, withdrawn with it. `done` is called once the group
-   * is answered (see {@link CommitGroup.onDone}).
+   * is answered (see {@link CommitGroup.onDone}). `copies`: the group waits for at least as many
+   * durable copies; `sends`: outbox entries `ops` writes, which leave as the group's own messages
+   * do (once its writes have the copies messages need).
    */
-  private commitWrites(ops: readonly BatchOp[], done: (written: boolean) => void): void {
+  private commitWrites(
+    ops: readonly BatchOp[],
+    done: (written: boolean, copies: number) => void,
+    extra?: { copies?: number; sends?: readonly OutboxEntry[] },
+  ): void {
     const group = this.pipeline.current;
     group.ops.push(...ops);
+    if (extra?.sends !== undefined) group.outbox.push(...extra.sends);
+    if (extra?.copies !== undefined) group.asks(extra.copies);
     (group.onDone ??= []).push(done);
     this.pipeline.schedule();
+  }
+
+  /**
+   * Commits an operator's writes that are no turn's (a dead letter retried, deleted or trimmed)
+   * like a single-twin operation: at the copies operations wait for (a cluster's QUORUM).
+   * @throws UnavailableError `COMMIT_FAILED` (nothing written), `REPLICATION_FAILED` (written here, on too few copies)
+   */
+  private commitOperation(ops: readonly BatchOp[], sends: readonly OutboxEntry[]): Promise<void> {
+    const copies = this.operationCopies;
+    return new Promise((resolve, reject) =>
+      this.commitWrites(
+        ops,
+        (written, reached) => {
+          if (!written) reject(new UnavailableError("COMMIT_FAILED", "the node could not write to its disk; nothing of this call changed; retry"));
+          else if (reached < copies)
+            reject(
+              new UnavailableError(
+                "REPLICATION_FAILED",
+                `written on this node but on ${reached} of the ${copies} copies this cluster waits for (a replica is down or slow); the replicas get it once they are back; list again before you repeat the call`,
+              ),
+            );
+          else resolve();
+        },
+        { copies, sends },
+      ),
+    );
   }
 
   // ---------------------------------------------------------------- lifecycle

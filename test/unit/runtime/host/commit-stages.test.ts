@@ -3,6 +3,7 @@ import type { TwinContext } from "twinmesh";
 import type { CommitGroup } from "../../../../runtime/host/commit-group.js";
 import { type OwnershipGate, type PartitionId, type ReplicationStage, type StageFailure, type TurnOutcome, TwinRuntime } from "../../../../runtime/index.js";
 import { CounterTwin, type RelayMessage, RelayTwin, type SinkState, SinkTwin } from "../../../fixtures/index.js";
+import { ForwardTwin, RefuseTwin } from "../../../fixtures/recovery-twins.js";
 import { type TestScope, useTestScope } from "../../../harness/test-scope.js";
 import { waitFor } from "../../../harness/wait-for.js";
 
@@ -350,6 +351,95 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
       assert.deepEqual(await seen(runtime), []);
       await settleWhile(replication, async () => (await seen(runtime)).length >= 1);
       assert.deepEqual(await seen(runtime), ["r-1#1"]);
+    });
+  });
+
+  describe("an operator's change to the dead letters is committed like a turn's writes", () => {
+    /** A held stage (messages and operations need two copies) over forwards that send to a twin refusing every message. */
+    async function refusals(owned: Set<number>) {
+      const replication = Object.assign(new HeldReplication(), { messageCopies: 2, operationCopies: 2 });
+      const ownership: OwnershipGate = { refusal: () => undefined, owns: (p) => owned.has(p) };
+      const runtime = await TwinRuntime.open({
+        dataDir: t.tempDir("stages"),
+        twins: [ForwardTwin, RefuseTwin],
+        host: { timerPollMs: 3_600_000 },
+        replication,
+        ownership,
+      });
+      const settle = (done: () => Promise<boolean>, what: string) =>
+        waitFor(
+          async () => {
+            for (const g of replication.groups.splice(0)) g.resolve();
+            return (await done()) || undefined;
+          },
+          { timeoutMs: 10_000, what },
+        );
+      t.defer(async () => {
+        await settle(async () => runtime.host.idle, "the host to be idle");
+        await runtime.close();
+      });
+      return { runtime, replication, settle };
+    }
+
+    it("a retry asks for the copies operations wait for, its message leaves only once its write has the copies messages need, and a shortfall is answered UNAVAILABLE", async () => {
+      const owned = new Set<number>();
+      for (let p = 0; p < 256; p++) owned.add(p);
+      const { runtime, replication, settle } = await refusals(owned);
+      const sending = runtime.host.publish([{ kind: "forward", sourceId: "f-1", seq: 1, channels: {}, attributes: { kind: "refuse", to: "r-1" } }]);
+      await settle(async () => (await runtime.host.deadLetters.list({})).deadLetters.length === 1, "the message to die");
+      await sending;
+      const [letter] = (await runtime.host.deadLetters.list({})).deadLetters;
+      assert.ok(letter);
+      const outboxKey = runtime.host.keys.outbox(letter.partition, letter.outboxSeq);
+
+      const retrying = runtime.host.deadLetters.retry({ ids: [letter.id] });
+      const group = await waitFor(() => replication.groups.find((g) => g.group.ops.some((op) => op.key === outboxKey)), {
+        timeoutMs: 5_000,
+        what: "the retry's group at the replication stage",
+      });
+      assert.ok(group, "the retry was written outside the commit pipeline: its replicas would never see it");
+      assert.equal(group.group.copies, 2, "the retry's group does not ask for the copies operations wait for");
+      assert.deepEqual(
+        group.group.outbox.map((e) => [e.partition, e.seq]),
+        [[letter.partition, letter.outboxSeq]],
+        "the requeued message is not one of its group's messages",
+      );
+      replication.groups.splice(replication.groups.indexOf(group), 1);
+      group.reject(Object.assign(shortfall("1 of 3 copies are durable"), { copies: 1 }));
+      await assert.rejects(retrying, { reason: "REPLICATION_FAILED", retryable: true });
+      assert.equal(runtime.host.load.outboxHeld, 1, "a requeued message was let go before its write had the copies messages need");
+      assert.deepEqual((await runtime.host.deadLetters.list({})).deadLetters, [], "the retry is written here");
+      assert.equal((await runtime.store.get(outboxKey)) !== undefined, true, "the requeued message is not in the outbox");
+      // A later write of the partition with the copies lets it leave: refused again, it dies again.
+      await settle(async () => (await runtime.host.deadLetters.list({})).deadLetters.length === 1, "the held message to be delivered and die again");
+      assert.notEqual((await runtime.host.deadLetters.list({})).deadLetters[0]?.id, letter.id);
+    });
+
+    it("lists, reads, retries, deletes and trims only the dead letters of partitions this node owns", async () => {
+      const owned = new Set<number>();
+      for (let p = 0; p < 256; p++) owned.add(p);
+      const { runtime, settle } = await refusals(owned);
+      const sending = runtime.host.publish([{ kind: "forward", sourceId: "f-1", seq: 1, channels: {}, attributes: { kind: "refuse", to: "r-1" } }]);
+      await settle(async () => (await runtime.host.deadLetters.list({})).deadLetters.length === 1, "the message to die");
+      await sending;
+      const [letter] = (await runtime.host.deadLetters.list({})).deadLetters;
+      assert.ok(letter);
+      // Another node takes the sender's partition: this node keeps a replica's copy of the letter.
+      owned.delete(letter.partition);
+      assert.deepEqual((await runtime.host.deadLetters.list({})).deadLetters, [], "a replica's copy was listed");
+      await assert.rejects(runtime.host.deadLetters.get(letter.id), { reason: "PARTITION_MOVING", retryable: true });
+      await assert.rejects(runtime.host.deadLetters.retry({ ids: [letter.id] }), { reason: "PARTITION_MOVING" });
+      await assert.rejects(runtime.host.deadLetters.delete({ ids: [letter.id] }), { reason: "PARTITION_MOVING" });
+      assert.deepEqual(await runtime.host.deadLetters.retry({ all: true }), { retried: 0, skipped: 0 });
+      assert.deepEqual(await runtime.host.deadLetters.delete({ all: true }), { deleted: 0 });
+      assert.equal(await runtime.host.deadLetters.trim(), 0, "a replica trimmed its copy on its own clock");
+      const key = runtime.host.keys.deadLetter(letter.partition, Number(letter.id.split("-")[1]));
+      assert.notEqual(await runtime.store.get(key), undefined);
+      owned.add(letter.partition);
+      assert.deepEqual(
+        (await runtime.host.deadLetters.list({})).deadLetters.map((d) => d.id),
+        [letter.id],
+      );
     });
   });
 
