@@ -5,11 +5,16 @@ import {
   type AlertEvent,
   type AlertListing,
   type AlertPage,
+  type DeadLetter,
+  type DeadLetterListing,
+  type DeadLetterPage,
+  type DeadLetterSelection,
   isTwinmeshError,
   type JsonObject,
   type Logger,
   type OwnershipGate,
   type PartitionId,
+  parseDeadLetterId,
   type QuerySummary,
   type TurnOutcome,
   type TwinAggregation,
@@ -28,7 +33,7 @@ import type { PeerPool } from "./peer-pool.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
 import { consistencyOfLevel, copiesFor, decodePartitions, PARTITIONS_HEADER, type RoutedCalls } from "./routed-calls.js";
 import { ScatterReads } from "./scatter-reads.js";
-import type { CallMetadata, ConsistencyLevel, ReadScope, TwinRouter } from "./twin-router.js";
+import type { CallMetadata, ConsistencyLevel, DeadLetterRetry, ReadScope, TwinRouter } from "./twin-router.js";
 
 /** What a {@link ClusterRouter} routes by. */
 export interface ClusterRouterConfig {
@@ -205,6 +210,59 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
     return this.reads.watchAlerts(cursor, filter, signal);
   }
 
+  /** The dead letters of every partition, merged from the owners' pages (see {@link ScatterReads.listDeadLetters}). */
+  listDeadLetters(listing: DeadLetterListing): Promise<DeadLetterPage> {
+    return this.reads.listDeadLetters(listing);
+  }
+
+  /** A dead letter, read on the owner of its partition (named in its id). */
+  async getDeadLetter(id: string): Promise<DeadLetter> {
+    const owner = this.remotePartitionOwner(parseDeadLetterId(id, "id").partition);
+    return owner === undefined ? this.localOnly.getDeadLetter(id) : this.config.calls.getDeadLetter(owner, id);
+  }
+
+  /**
+   * Named dead letters are retried on their partitions' owners, all or nothing on each (not
+   * across owners: each answers for its own); all matching ones, on every owner.
+   */
+  async retryDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<DeadLetterRetry> {
+    if ("all" in selection) return this.reads.retryDeadLetters(selection, signal);
+    const parts = await Promise.all(
+      [...this.byOwner(selection.ids)].map(([owner, ids]) =>
+        owner === undefined ? this.localOnly.retryDeadLetters({ ids }, signal) : this.config.calls.retryDeadLetters(owner, { ids }),
+      ),
+    );
+    return { retried: parts.reduce((n, p) => n + p.retried, 0), skipped: parts.reduce((n, p) => n + p.skipped, 0) };
+  }
+
+  /** Deletes dead letters on their partitions' owners, selected as for {@link retryDeadLetters}. */
+  async deleteDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<{ deleted: number }> {
+    if ("all" in selection) return this.reads.deleteDeadLetters(selection, signal);
+    const parts = await Promise.all(
+      [...this.byOwner(selection.ids)].map(([owner, ids]) =>
+        owner === undefined ? this.localOnly.deleteDeadLetters({ ids }, signal) : this.config.calls.deleteDeadLetters(owner, { ids }),
+      ),
+    );
+    return { deleted: parts.reduce((n, p) => n + p.deleted, 0) };
+  }
+
+  /**
+   * Dead letter ids by the owner of their partitions (undefined: this node, or no live owner,
+   * which this node's store refuses retryably). Every id is checked before any owner is asked.
+   * @throws InvalidArgumentError (BAD_FIELD) for a malformed id
+   */
+  private byOwner(ids: readonly string[]): Map<NodeId | undefined, string[]> {
+    const owners = new Map<NodeId | undefined, string[]>();
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i] as string;
+      const owner = this.remotePartitionOwner(parseDeadLetterId(id, `ids[${i}]`).partition);
+      const list = owners.get(owner);
+      if (list === undefined) owners.set(owner, [id]);
+      else list.push(id);
+    }
+    return owners;
+  }
+
   /**
    * Applies events this node owns, each answered once `copies` copies are durable. An event
    * whose partition has fewer live copies than that is refused before it is applied (retryable):
@@ -259,6 +317,12 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
   /** The owner of a twin when it is another node; undefined when it is this one. */
   private remoteOwner(kind: string, id: string): NodeId | undefined {
     const owner = this.ownership.ownerOf(kind, id);
+    return owner === undefined || owner === this.config.self ? undefined : owner;
+  }
+
+  /** The owner of a partition when it is another node; undefined when it is this one, or none is live. */
+  private remotePartitionOwner(partition: PartitionId): NodeId | undefined {
+    const owner = this.ownership.ownerOfPartition(partition);
     return owner === undefined || owner === this.config.self ? undefined : owner;
   }
 

@@ -3,6 +3,11 @@ import {
   type AlertEvent,
   type AlertListing,
   type AlertPage,
+  type DeadLetterListing,
+  type DeadLetterPage,
+  type DeadLetterSelection,
+  deadLetterListingIdentity,
+  isLetterPosition,
   type OwnershipGate,
   type PartitionId,
   type QuerySummary,
@@ -13,7 +18,7 @@ import {
   UnavailableError,
 } from "../runtime/index.js";
 import { alertListingIdentity, ClusterPageTokens, isAnyPosition, isIdPosition, twinQueryIdentity } from "./scatter-token.js";
-import { LocalRouter } from "./twin-router.js";
+import { type DeadLetterRetry, LocalRouter } from "./twin-router.js";
 
 /**
  * A member's part of a cluster-wide read (a call another node routed here, or this node's own
@@ -54,6 +59,31 @@ export class MemberReads extends LocalRouter {
       return Promise.reject(err);
     }
     return super.aggregateTwins(aggregation, signal);
+  }
+
+  override async listDeadLetters(listing: DeadLetterListing): Promise<DeadLetterPage> {
+    this.checkServed();
+    const identity = deadLetterListingIdentity(listing.filter);
+    const token = listing.pageToken;
+    const local =
+      token !== undefined && ClusterPageTokens.is(token)
+        ? this.node.pageTokens.encode(identity, ClusterPageTokens.decode(token, identity, isLetterPosition))
+        : token;
+    const page = await super.listDeadLetters({ ...listing, pageToken: local });
+    const next =
+      page.nextPageToken === "" ? "" : ClusterPageTokens.encode(identity, this.node.pageTokens.decode(page.nextPageToken, identity, isLetterPosition));
+    return { ...page, nextPageToken: next };
+  }
+
+  /** Named dead letters are checked one by one by the store; a selection of all covers the partitions expected of this node. */
+  override async retryDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<DeadLetterRetry> {
+    if ("all" in selection) this.checkServed();
+    return super.retryDeadLetters(selection, signal);
+  }
+
+  override async deleteDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<{ deleted: number }> {
+    if ("all" in selection) this.checkServed();
+    return super.deleteDeadLetters(selection, signal);
   }
 
   override async *watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {

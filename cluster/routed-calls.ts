@@ -2,6 +2,7 @@ import { create, type DescMethod, fromBinary, type MessageInitShape, type Messag
 import { type Timestamp, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { AlertService, type Alert as PbAlert, AlertSeverity as PbSeverity, AlertState as PbState } from "../proto/gen/twinmesh/v1/alert_pb.js";
+import { DeadLetterService, type DeadLetter as PbDeadLetter, type DeadLetterFilter as PbDeadLetterFilter } from "../proto/gen/twinmesh/v1/dead_letter_pb.js";
 import { Consistency } from "../proto/gen/twinmesh/v1/telemetry_pb.js";
 import { TwinService, type TwinSnapshot } from "../proto/gen/twinmesh/v1/twin_pb.js";
 import {
@@ -11,6 +12,11 @@ import {
   type AlertListing,
   type AlertPage,
   AlertState,
+  type DeadLetter,
+  type DeadLetterFilter,
+  type DeadLetterListing,
+  type DeadLetterPage,
+  type DeadLetterSelection,
   type JsonObject,
   type PartitionId,
   type QuerySummary,
@@ -24,7 +30,7 @@ import {
 import { consistencyLevel } from "../server/proto-convert.js";
 import type { NodeId } from "./node-id.js";
 import { callFailure, callUnary, methodPath } from "./peer-rpc.js";
-import type { ConsistencyLevel } from "./twin-router.js";
+import type { ConsistencyLevel, DeadLetterRetry } from "./twin-router.js";
 
 /** Metadata that marks a call one node routed to another (the owner answers it itself). */
 export const ROUTED_BY_HEADER = "twinmesh-routed-by";
@@ -270,6 +276,36 @@ export class RoutedCalls {
     return alertOf((await this.call(owner, AlertService.method.resolveAlert, { id })).alert);
   }
 
+  /** `member`'s page of a cluster-wide dead letter listing (the dead letters of the partitions it owns). */
+  async listDeadLetters(member: NodeId, listing: DeadLetterListing, partitions: readonly number[]): Promise<DeadLetterPage> {
+    const res = await this.call(
+      member,
+      DeadLetterService.method.listDeadLetters,
+      { filter: pbFilter(listing.filter), pageSize: listing.pageSize ?? 0, pageToken: listing.pageToken ?? "" },
+      partitions,
+    );
+    return { deadLetters: res.deadLetters.map((d) => deadLetterOf(d, member)), nextPageToken: res.nextPageToken };
+  }
+
+  async getDeadLetter(owner: NodeId, id: string): Promise<DeadLetter> {
+    return deadLetterOf((await this.call(owner, DeadLetterService.method.getDeadLetter, { id })).deadLetter, owner);
+  }
+
+  /**
+   * Retries dead letters on `member`: the named ones (of partitions it owns), or every matching
+   * one of `partitions`, which it must serve.
+   */
+  async retryDeadLetters(member: NodeId, selection: DeadLetterSelection, partitions?: readonly number[]): Promise<DeadLetterRetry> {
+    const res = await this.call(member, DeadLetterService.method.retryDeadLetters, selectionRequest(selection), partitions);
+    return { retried: Number(res.retriedCount), skipped: Number(res.skippedCount) };
+  }
+
+  /** Deletes dead letters on `member`, selected as for {@link retryDeadLetters}. */
+  async deleteDeadLetters(member: NodeId, selection: DeadLetterSelection, partitions?: readonly number[]): Promise<{ deleted: number }> {
+    const res = await this.call(member, DeadLetterService.method.deleteDeadLetters, selectionRequest(selection), partitions);
+    return { deleted: Number(res.deletedCount) };
+  }
+
   private call<M extends DescMethod & { methodKind: "unary" }>(
     owner: NodeId,
     method: M,
@@ -332,6 +368,35 @@ function viewOf(s: TwinSnapshot | undefined, kind: string, id: string, owner: No
     lastSeq: Number(s.lastSeq),
     lastEventTime: s.lastEventTime === undefined ? undefined : ms(s.lastEventTime),
     ownerNodeId: s.ownerNodeId,
+  };
+}
+
+function pbFilter(f: DeadLetterFilter | undefined): Omit<PbDeadLetterFilter, "$typeName"> | undefined {
+  if (f === undefined) return undefined;
+  return { toKind: f.toKind ?? "", toId: f.toId ?? "", fromKind: f.fromKind ?? "", fromId: f.fromId ?? "", reason: f.reason ?? "" };
+}
+
+function selectionRequest(selection: DeadLetterSelection): { ids: string[]; all: boolean; filter?: Omit<PbDeadLetterFilter, "$typeName"> } {
+  return "ids" in selection ? { ids: [...selection.ids], all: false } : { ids: [], all: true, filter: pbFilter(selection.filter) };
+}
+
+function deadLetterOf(d: PbDeadLetter | undefined, owner: NodeId): DeadLetter {
+  if (d === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", `${owner} answered without a dead letter`, false);
+  const partition = Number(d.id.split("-")[0]);
+  if (!Number.isSafeInteger(partition))
+    throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", `${owner} answered a dead letter id ${JSON.stringify(d.id.slice(0, 40))}`, false);
+  return {
+    id: d.id,
+    partition: partition as PartitionId,
+    reason: d.reason,
+    errorMessage: d.errorMessage,
+    deadAtMs: ms(d.deadAt),
+    fromKind: d.fromKind,
+    fromId: d.fromId,
+    toKind: d.toKind,
+    toId: d.toId,
+    message: (d.message ?? {}) as JsonObject,
+    outboxSeq: Number(d.outboxSeq),
   };
 }
 

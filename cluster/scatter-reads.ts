@@ -4,7 +4,13 @@ import {
   type AlertListing,
   type AlertPage,
   compareTwins,
+  type DeadLetter,
+  type DeadLetterListing,
+  type DeadLetterPage,
+  type DeadLetterSelection,
+  deadLetterListingIdentity,
   InvalidArgumentError,
+  isLetterPosition,
   isTwinmeshError,
   type Logger,
   type PartitionId,
@@ -19,14 +25,17 @@ import { mergeAggregates } from "./merge-aggregates.js";
 import type { NodeId } from "./node-id.js";
 import { RoutedCallError, type RoutedCalls } from "./routed-calls.js";
 import { alertListingIdentity, ClusterPageTokens, isIdPosition, isOrderPosition, type OrderPosition, twinQueryIdentity } from "./scatter-token.js";
-import type { TwinRouter } from "./twin-router.js";
+import type { DeadLetterRetry, TwinRouter } from "./twin-router.js";
 
 /** What {@link ScatterReads} reads through. */
 export interface ScatterReadsConfig {
   readonly self: NodeId;
   /** This node's part of a read: the partitions given, with cluster tokens. */
   readonly localFor: (partitions: readonly PartitionId[]) => TwinRouter;
-  readonly calls: Pick<RoutedCalls, "queryTwins" | "listAlerts" | "watchAlerts" | "aggregateTwins">;
+  readonly calls: Pick<
+    RoutedCalls,
+    "queryTwins" | "listAlerts" | "watchAlerts" | "aggregateTwins" | "listDeadLetters" | "retryDeadLetters" | "deleteDeadLetters"
+  >;
   /** Every partition of the cluster. */
   readonly partitions: () => readonly PartitionId[];
   /** The node serving a partition now, or undefined while no copy of it is live. */
@@ -146,6 +155,53 @@ export class ScatterReads {
       nextPageToken: next === undefined ? "" : ClusterPageTokens.encode(identity, next),
       cursor: formatCursor(mergeCursors(parts.map((p) => parseCursor(p.cursor)))),
     };
+  }
+
+  /**
+   * One page of the dead letters of every partition, by partition, oldest first within one, as
+   * {@link listAlerts} merges alerts: a member whose page was cut short bounds the merged page.
+   */
+  async listDeadLetters(listing: DeadLetterListing): Promise<DeadLetterPage> {
+    const identity = deadLetterListingIdentity(listing.filter);
+    if (listing.pageToken) ClusterPageTokens.decode(listing.pageToken, identity, isLetterPosition);
+    const pageSize = listing.pageSize === undefined || listing.pageSize === 0 ? 100 : Math.min(listing.pageSize, 1_000);
+    const parts = await this.each((member, partitions) =>
+      member === this.config.self ? this.config.localFor(partitions).listDeadLetters(listing) : this.config.calls.listDeadLetters(member, listing, partitions),
+    );
+    let bound: [number, number] | undefined;
+    for (const part of parts) {
+      if (part.nextPageToken === "") continue;
+      const after = ClusterPageTokens.decode(part.nextPageToken, identity, isLetterPosition);
+      if (bound === undefined || comparePositions(after, bound) < 0) bound = after;
+    }
+    const all = parts
+      .flatMap((p) => p.deadLetters)
+      .filter((d) => bound === undefined || comparePositions(letterPosition(d), bound) <= 0)
+      .sort((a, b) => comparePositions(letterPosition(a), letterPosition(b)));
+    const deadLetters = all.slice(0, pageSize);
+    const last = deadLetters[deadLetters.length - 1];
+    const next = all.length > pageSize && last !== undefined ? letterPosition(last) : bound;
+    return { deadLetters, nextPageToken: next === undefined ? "" : ClusterPageTokens.encode(identity, next) };
+  }
+
+  /** Retries every matching dead letter of the cluster: each owner those of its partitions. */
+  async retryDeadLetters(selection: DeadLetterSelection & { all: true }, signal?: AbortSignal): Promise<DeadLetterRetry> {
+    const parts = await this.each((member, partitions) =>
+      member === this.config.self
+        ? this.config.localFor(partitions).retryDeadLetters(selection, signal)
+        : this.config.calls.retryDeadLetters(member, selection, partitions),
+    );
+    return { retried: parts.reduce((n, p) => n + p.retried, 0), skipped: parts.reduce((n, p) => n + p.skipped, 0) };
+  }
+
+  /** Deletes every matching dead letter of the cluster: each owner those of its partitions. */
+  async deleteDeadLetters(selection: DeadLetterSelection & { all: true }, signal?: AbortSignal): Promise<{ deleted: number }> {
+    const parts = await this.each((member, partitions) =>
+      member === this.config.self
+        ? this.config.localFor(partitions).deleteDeadLetters(selection, signal)
+        : this.config.calls.deleteDeadLetters(member, selection, partitions),
+    );
+    return { deleted: parts.reduce((n, p) => n + p.deleted, 0) };
   }
 
   /**
@@ -291,6 +347,15 @@ export class ScatterReads {
       ),
     );
   }
+}
+
+/** A dead letter's place in listings: its partition, then its seq there. */
+function letterPosition(d: DeadLetter): [number, number] {
+  return [d.partition, Number(d.id.slice(d.id.indexOf("-") + 1))];
+}
+
+function comparePositions(a: readonly [number, number], b: readonly [number, number]): number {
+  return a[0] - b[0] || a[1] - b[1];
 }
 
 function ownerless(): RoutedCallError {

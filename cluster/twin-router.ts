@@ -5,6 +5,10 @@ import type {
   AlertEvent,
   AlertListing,
   AlertPage,
+  DeadLetter,
+  DeadLetterListing,
+  DeadLetterPage,
+  DeadLetterSelection,
   JsonObject,
   OwnershipGate,
   QuerySummary,
@@ -62,6 +66,18 @@ export interface TwinRouter {
   aggregateTwins(aggregation: TwinAggregation, signal?: AbortSignal, scope?: ReadScope): Promise<AggregateResult>;
   listAlerts(listing: AlertListing, signal?: AbortSignal): Promise<AlertPage>;
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent>;
+  /** A page of the dead letters of every partition, by partition, oldest first within one. */
+  listDeadLetters(listing: DeadLetterListing): Promise<DeadLetterPage>;
+  getDeadLetter(id: string): Promise<DeadLetter>;
+  /** Puts the selected dead letters back into their outboxes, each on its partition's owner. */
+  retryDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<DeadLetterRetry>;
+  deleteDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<{ deleted: number }>;
+}
+
+/** What a retry of dead letters did: how many it put back, and how many it left (their target kind is not loaded). */
+export interface DeadLetterRetry {
+  readonly retried: number;
+  readonly skipped: number;
 }
 
 /** Routes everything to this node's runtime: a single node owns every partition and keeps one copy. */
@@ -121,6 +137,22 @@ export class LocalRouter implements TwinRouter {
 
   watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
     return this.runtime.alerts.watch(cursor, filter, signal);
+  }
+
+  listDeadLetters(listing: DeadLetterListing): Promise<DeadLetterPage> {
+    return this.runtime.host.deadLetters.list(listing);
+  }
+
+  getDeadLetter(id: string): Promise<DeadLetter> {
+    return this.runtime.host.deadLetters.get(id);
+  }
+
+  retryDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<DeadLetterRetry> {
+    return this.runtime.host.deadLetters.retry(selection, signal);
+  }
+
+  deleteDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<{ deleted: number }> {
+    return this.runtime.host.deadLetters.delete(selection, signal);
   }
 }
 

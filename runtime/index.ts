@@ -6,7 +6,14 @@ export { type Alert, type AlertChange, AlertState } from "./alerts/alert.js";
 export type { AlertEvent, AlertListing, AlertPage } from "./alerts/alert-queries.js";
 export { type Clock, SYSTEM_CLOCK, VirtualClock } from "./clock.js";
 export type { DeadLetter, DeadLetterFilter, DeadLetterSelection } from "./deadletters/dead-letter.js";
-export type { DeadLetterListing, DeadLetterPage } from "./deadletters/dead-letter-store.js";
+export {
+  type DeadLetterListing,
+  type DeadLetterPage,
+  deadLetterListingIdentity,
+  isLetterPosition,
+  MAX_DEAD_LETTER_IDS,
+  parseDeadLetterId,
+} from "./deadletters/dead-letter-store.js";
 export {
   AlertNotFoundError,
   ConfigError,

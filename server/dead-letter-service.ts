@@ -1,31 +1,34 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { routerFor, type TwinRouter } from "../cluster/index.js";
 import type { DeadLetterService, DeadLetter as PbDeadLetter, DeadLetterFilter as PbDeadLetterFilter } from "../proto/gen/twinmesh/v1/dead_letter_pb.js";
-import type { DeadLetter, DeadLetterFilter, DeadLetterSelection, TwinRuntime } from "../runtime/index.js";
-import { InvalidArgumentError } from "../runtime/index.js";
+import type { DeadLetter, DeadLetterFilter, DeadLetterSelection } from "../runtime/index.js";
+import { InvalidArgumentError, MAX_DEAD_LETTER_IDS } from "../runtime/index.js";
 import type { ServiceImpl } from "./grpc/grpc-adapter.js";
 import { requireField } from "./proto-convert.js";
 
-/** `twinmesh.v1.DeadLetterService` over a {@link TwinRuntime}'s dead letter store. */
-export function deadLetterService(runtime: TwinRuntime): ServiceImpl<typeof DeadLetterService> {
-  const deadLetters = runtime.host.deadLetters;
+/**
+ * `twinmesh.v1.DeadLetterService` over a {@link TwinRouter}: in a cluster, listings cover every
+ * partition, and each dead letter is read, retried and deleted on its partition's owner.
+ */
+export function deadLetterService(router: TwinRouter): ServiceImpl<typeof DeadLetterService> {
   return {
-    async listDeadLetters(req) {
-      const page = await deadLetters.list({ filter: toFilter(req.filter), pageSize: req.pageSize, pageToken: req.pageToken });
+    async listDeadLetters(req, call) {
+      const page = await routerFor(router, call).listDeadLetters({ filter: toFilter(req.filter), pageSize: req.pageSize, pageToken: req.pageToken });
       return { $typeName: "twinmesh.v1.ListDeadLettersResponse", deadLetters: page.deadLetters.map(toPbDeadLetter), nextPageToken: page.nextPageToken };
     },
 
-    async getDeadLetter(req) {
-      const d = await deadLetters.get(requireField(req.id, "id", '"3-17"'));
+    async getDeadLetter(req, call) {
+      const d = await routerFor(router, call).getDeadLetter(requireField(req.id, "id", '"3-17"'));
       return { $typeName: "twinmesh.v1.GetDeadLetterResponse", deadLetter: toPbDeadLetter(d) };
     },
 
     async retryDeadLetters(req, call) {
-      const { retried, skipped } = await deadLetters.retry(toSelection(req), call.signal);
+      const { retried, skipped } = await routerFor(router, call).retryDeadLetters(toSelection(req), call.signal);
       return { $typeName: "twinmesh.v1.RetryDeadLettersResponse", retriedCount: BigInt(retried), skippedCount: BigInt(skipped) };
     },
 
     async deleteDeadLetters(req, call) {
-      const { deleted } = await deadLetters.delete(toSelection(req), call.signal);
+      const { deleted } = await routerFor(router, call).deleteDeadLetters(toSelection(req), call.signal);
       return { $typeName: "twinmesh.v1.DeleteDeadLettersResponse", deletedCount: BigInt(deleted) };
     },
   };
@@ -40,6 +43,14 @@ function toFilter(f: PbDeadLetterFilter | undefined): DeadLetterFilter | undefin
 function toSelection(req: { ids: string[]; all: boolean; filter?: PbDeadLetterFilter }): DeadLetterSelection {
   if (req.ids.length > 0 && req.all) {
     throw new InvalidArgumentError("BAD_FIELD", "set ids or all, not both", [{ field: "all", description: "must be false when ids are given" }]);
+  }
+  if (req.ids.length > MAX_DEAD_LETTER_IDS) {
+    // Checked before a cluster splits the ids among the partitions' owners.
+    throw new InvalidArgumentError(
+      "BAD_FIELD",
+      `${req.ids.length} ids named; at most ${MAX_DEAD_LETTER_IDS} per call; split the call, or select with a filter`,
+      [{ field: "ids", description: `at most ${MAX_DEAD_LETTER_IDS}` }],
+    );
   }
   if (req.ids.length > 0) return { ids: req.ids };
   if (req.all) return { all: true, filter: toFilter(req.filter) };

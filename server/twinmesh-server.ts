@@ -253,7 +253,7 @@ export class TwinmeshNode {
     addService(server, TelemetryService, telemetryService(router, { maxBatchEvents, maxInflightBatches }, grpcLog, tracing?.tracing), adapter);
     addService(server, TwinService, twinService(router), adapter);
     addService(server, AlertService, alertService(router), adapter);
-    addService(server, DeadLetterService, deadLetterService(runtime), adapter);
+    addService(server, DeadLetterService, deadLetterService(router), adapter);
     const health = new HealthState({
       "": Serving.SERVING,
       [TelemetryService.typeName]: Serving.SERVING,

@@ -96,6 +96,8 @@ export class DeadLetterStore {
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeping = false;
   private closed = false;
+  /** Keys of dead letters recorded while a retry or delete of all matching runs: it leaves them alone. */
+  private recordedDuringBulk: Set<string> | undefined;
   private readonly store: RocksStore;
   private readonly keys: Keys;
   private readonly log: Logger;
@@ -147,6 +149,7 @@ export class DeadLetterStore {
     const p = entry.partition;
     const seq = (this.lastSeqs.get(p) ?? 0) + 1;
     this.lastSeqs.set(p, seq);
+    this.recordedDuringBulk?.add(this.keys.deadLetter(p, seq));
     return [
       { type: "put", key: this.keys.deadLetter(p, seq), value: encodeDeadLetter(entry, reason, errorMessage, this.config.clock.nowMs()) },
       { type: "put", key: this.keys.mark(p, PartitionMark.DEAD_LETTER_SEQ), value: String(seq) },
@@ -161,14 +164,7 @@ export class DeadLetterStore {
    */
   async list(req: DeadLetterListing): Promise<DeadLetterPage> {
     const pageSize = req.pageSize === undefined || req.pageSize === 0 ? DEFAULT_PAGE : Math.min(req.pageSize, MAX_DEAD_LETTER_PAGE);
-    const identity = JSON.stringify([
-      "dead-letters",
-      req.filter?.toKind ?? "",
-      req.filter?.toId ?? "",
-      req.filter?.fromKind ?? "",
-      req.filter?.fromId ?? "",
-      req.filter?.reason ?? "",
-    ]);
+    const identity = deadLetterListingIdentity(req.filter);
     const after = req.pageToken ? this.config.tokens.decode(req.pageToken, identity, isLetterPosition) : undefined;
     const range = this.keys.deadLetterRange();
     // A key followed by NUL is the first key after it.
@@ -368,8 +364,10 @@ export class DeadLetterStore {
   }
 
   /**
-   * Calls `act` with the matching dead letters, a batch at a time, oldest first, until none are
-   * left or `signal` aborts. `act` resolves to how many of its batch it left in place.
+   * Calls `act` with the matching dead letters that exist when it is called, a batch at a time,
+   * oldest first, until none are left or `signal` aborts. `act` resolves to how many of its batch
+   * it left in place. Dead letters recorded meanwhile are not acted on: a retried message that
+   * dies again is not retried again by the same call, over and over.
    */
   private async forEachBatch(
     filter: DeadLetterFilter | undefined,
@@ -377,6 +375,22 @@ export class DeadLetterStore {
     act: (letters: DeadLetter[]) => Promise<number>,
   ): Promise<void> {
     const range = this.keys.deadLetterRange();
+    const recorded = new Set<string>();
+    this.recordedDuringBulk = recorded;
+    try {
+      await this.eachBatch(range, recorded, filter, signal, act);
+    } finally {
+      this.recordedDuringBulk = undefined;
+    }
+  }
+
+  private async eachBatch(
+    range: { gte: string; lt: string },
+    recorded: ReadonlySet<string>,
+    filter: DeadLetterFilter | undefined,
+    signal: AbortSignal | undefined,
+    act: (letters: DeadLetter[]) => Promise<number>,
+  ): Promise<void> {
     let from = range.gte;
     for (;;) {
       signal?.throwIfAborted();
@@ -388,7 +402,7 @@ export class DeadLetterStore {
           read++;
           last = key;
           const d = this.decode(key, raw);
-          if (this.config.owns(d.partition) && matchesDeadLetter(d, filter)) letters.push(d);
+          if (!recorded.has(key) && this.config.owns(d.partition) && matchesDeadLetter(d, filter)) letters.push(d);
           if (letters.length === WRITE_BATCH) break;
         }
         if (letters.length === WRITE_BATCH) break;
@@ -433,6 +447,7 @@ export class DeadLetterStore {
 
   /** @throws UnavailableError (PARTITION_MOVING) unless this node owns partition `p` now */
   private checkOwned(p: PartitionId, id: string): void {
+    if (p >= this.config.partitions) throw new DeadLetterNotFoundError(id);
     if (this.config.owns(p)) return;
     throw new UnavailableError(
       "PARTITION_MOVING",
@@ -446,6 +461,16 @@ export class DeadLetterStore {
     this.chain = run.catch(() => undefined);
     return run;
   }
+}
+
+/** The parameters a dead letter listing's page token is bound to. */
+export function deadLetterListingIdentity(filter: DeadLetterFilter | undefined): string {
+  return JSON.stringify(["dead-letters", filter?.toKind ?? "", filter?.toId ?? "", filter?.fromKind ?? "", filter?.fromId ?? "", filter?.reason ?? ""]);
+}
+
+/** The partition and seq of a dead letter id (`field` names it in the error). @throws InvalidArgumentError (BAD_FIELD) */
+export function parseDeadLetterId(id: string, field: string): { partition: PartitionId; seq: number } {
+  return parseId(id, field);
 }
 
 /** A dead letter id: `<partition>-<seq>`, both decimal, the seq from 1. @throws InvalidArgumentError (BAD_FIELD) */
@@ -467,7 +492,7 @@ function parseId(id: string, field: string): { partition: PartitionId; seq: numb
 const MAX_PARTITION = 0xffff;
 
 /** A listing's page position: the partition and seq of the last dead letter read. */
-function isLetterPosition(position: unknown): position is [number, number] {
+export function isLetterPosition(position: unknown): position is [number, number] {
   return (
     Array.isArray(position) &&
     position.length === 2 &&

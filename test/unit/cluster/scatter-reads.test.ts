@@ -1,6 +1,16 @@
 import assert from "node:assert/strict";
 import { ClusterPageTokens, LocalRouter, type NodeId, ScatterReads, type TwinRouter } from "../../../cluster/index.js";
-import { type Alert, type AlertPage, AlertState, type PartitionId, type QuerySummary, silentLogger, type TwinView } from "../../../runtime/index.js";
+import {
+  type Alert,
+  type AlertPage,
+  AlertState,
+  type DeadLetter,
+  type DeadLetterPage,
+  type PartitionId,
+  type QuerySummary,
+  silentLogger,
+  type TwinView,
+} from "../../../runtime/index.js";
 
 const ALERTS = JSON.stringify(["alerts", ""]);
 
@@ -8,14 +18,35 @@ function alert(id: string): Alert {
   return { id, kind: "alarm", twinId: id, code: "high", severity: "warning", message: "", state: AlertState.OPEN, raisedAt: 0, updatedAt: 0, count: 1 };
 }
 
+const DEAD_LETTERS = JSON.stringify(["dead-letters", "", "", "", "", ""]);
+
+function letter(partition: number, seq: number): DeadLetter {
+  return {
+    id: `${partition}-${seq}`,
+    partition: partition as PartitionId,
+    reason: "HANDLER_FAILED",
+    errorMessage: "",
+    deadAtMs: 0,
+    fromKind: "a",
+    fromId: "a-1",
+    toKind: "b",
+    toId: "b-1",
+    message: {},
+    outboxSeq: seq,
+  };
+}
+
 function twin(id: string, total: number): TwinView {
   return { kind: "counter", id, state: { total }, version: 1, lastSeq: 1, lastEventTime: undefined, ownerNodeId: "" };
 }
 
 /** Two members, n1 (this node) owning partition 0 and n2 owning partition 1, each answering from a fixed page. */
-function reads(pages: { n1: AlertPage | TwinView[]; n2: AlertPage | TwinView[] }, limit: number): ScatterReads {
-  const part = (page: AlertPage | TwinView[]) => ({
+type Page = AlertPage | TwinView[] | DeadLetterPage;
+
+function reads(pages: { n1: Page; n2: Page }, limit: number): ScatterReads {
+  const part = (page: Page) => ({
     listAlerts: async (): Promise<AlertPage> => page as AlertPage,
+    listDeadLetters: async (): Promise<DeadLetterPage> => page as DeadLetterPage,
     queryTwins: async (): Promise<{ twins: TwinView[]; summary: QuerySummary }> => {
       const twins = page as TwinView[];
       const more = twins.length > limit;
@@ -29,6 +60,7 @@ function reads(pages: { n1: AlertPage | TwinView[]; n2: AlertPage | TwinView[] }
   const remote = part(pages.n2);
   const localRouter = Object.assign(Object.create(LocalRouter.prototype) as TwinRouter, {
     listAlerts: local.listAlerts,
+    listDeadLetters: local.listDeadLetters,
     queryTwins: async function* (): AsyncGenerator<TwinView, QuerySummary> {
       const { twins, summary } = await local.queryTwins();
       for (const t of twins) yield t;
@@ -45,6 +77,9 @@ function reads(pages: { n1: AlertPage | TwinView[]; n2: AlertPage | TwinView[] }
         throw new Error("not used");
       },
       aggregateTwins: () => Promise.reject(new Error("not used")),
+      listDeadLetters: remote.listDeadLetters,
+      retryDeadLetters: () => Promise.reject(new Error("not used")),
+      deleteDeadLetters: () => Promise.reject(new Error("not used")),
     },
     partitions: () => [0, 1] as PartitionId[],
     ownerOfPartition: (p) => (p === 0 ? "n1" : "n2") as NodeId,
@@ -79,6 +114,30 @@ describe("ScatterReads (merging the members' pages)", () => {
     );
     assert.equal(merged.nextPageToken, ClusterPageTokens.encode(ALERTS, "k5"));
     assert.equal(merged.cursor, "c2.0-2.1-4");
+  });
+
+  it("merges dead letter pages by partition, then seq as a number, ending at a member's cut-short position or at the page's last letter", async () => {
+    const cut = reads(
+      {
+        n1: { deadLetters: [letter(0, 9), letter(0, 10)], nextPageToken: "" },
+        n2: { deadLetters: [letter(1, 2)], nextPageToken: ClusterPageTokens.encode(DEAD_LETTERS, [1, 7]) },
+      },
+      10,
+    );
+    const merged = await cut.listDeadLetters({ pageSize: 10 });
+    assert.deepEqual(
+      merged.deadLetters.map((d) => d.id),
+      ["0-9", "0-10", "1-2"],
+    );
+    assert.equal(merged.nextPageToken, ClusterPageTokens.encode(DEAD_LETTERS, [1, 7]));
+    const full = reads({ n1: { deadLetters: [letter(0, 9), letter(0, 10)], nextPageToken: "" }, n2: { deadLetters: [letter(1, 2)], nextPageToken: "" } }, 10);
+    const first = await full.listDeadLetters({ pageSize: 2 });
+    assert.deepEqual(
+      first.deadLetters.map((d) => d.id),
+      ["0-9", "0-10"],
+    );
+    assert.equal(first.nextPageToken, ClusterPageTokens.encode(DEAD_LETTERS, [0, 10]));
+    await assert.rejects(full.listDeadLetters({ pageToken: ClusterPageTokens.encode(DEAD_LETTERS, "k5") }), { reason: "BAD_PAGE_TOKEN" });
   });
 
   it("merges ordered pages exactly: the best `limit` of the union, a token at the last one, the members' look-ahead not counted", async () => {
