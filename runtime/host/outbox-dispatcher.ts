@@ -36,12 +36,18 @@ export interface OutboxDispatcherConfig {
   readonly settled: () => void;
   /** Most messages held in memory; beyond it they wait in RocksDB and are read when room returns. */
   readonly maxQueued?: number;
-  /** How often messages whose target was busy are offered again. */
+  /**
+   * How often messages whose target was busy are offered again; a message whose turn ended
+   * without a commit is offered again after this, then twice as long after each further failure
+   * in a row, up to {@link MAX_BACKOFF} times as long.
+   */
   readonly retryMs?: number;
 }
 
 const DEFAULT_MAX_QUEUED = 10_000;
 const DEFAULT_RETRY_MS = 200;
+/** The longest wait before a target whose deliveries keep failing is offered its messages again, in retry intervals. */
+const MAX_BACKOFF = 16;
 
 /**
  * Delivers durable outbox messages after the sending turn committed. Each message stays in the
@@ -58,6 +64,12 @@ const DEFAULT_RETRY_MS = 200;
  * ({@link partitionChanged}). An entry that does not parse is quarantined as a
  * dead letter. Messages to a kind that is not loaded are parked (left in the outbox, not retried)
  * until the node restarts with that kind.
+ *
+ * A target whose deliveries keep ending without a commit (its owner is down, its write cannot
+ * reach the copies messages need) backs off: it is offered its messages again after the retry
+ * interval, then after twice that, and so on up to 16 intervals, until one of its deliveries
+ * commits. Each failed offer costs a turn or a call, and they would otherwise repeat every
+ * interval for as long as the cause lasts.
  */
 export class OutboxDispatcher {
   /** Waiting messages per target (`kind NUL id`), oldest first. */
@@ -68,6 +80,8 @@ export class OutboxDispatcher {
   private readonly inflight = new Map<string, OutboxEntry>();
   /** Messages to kinds not loaded here, by kind (logged once per kind). */
   private readonly parked = new Map<string, Set<string>>();
+  /** Targets whose last deliveries ended without a commit: how many in a row, and when they may be offered again (performance.now()). */
+  private readonly backoff = new Map<string, { failures: number; notBefore: number }>();
   /** Per partition, outbox entries at or above this seq may be unknown to memory. */
   private readonly scanFrom = new Map<PartitionId, number>();
   /** Delivered while a scan ran: its snapshot may still hold them. */
@@ -111,6 +125,7 @@ export class OutboxDispatcher {
       else if (kept.length !== list.length) this.waiting.set(target, kept);
     }
     for (const ids of this.parked.values()) for (const id of ids) if (id.startsWith(`${p}:`)) ids.delete(id);
+    this.pruneBackoff();
     this.config.settled();
   }
 
@@ -127,12 +142,20 @@ export class OutboxDispatcher {
    */
   released(entry: OutboxEntry, stillInOutbox: boolean): void {
     const id = entryId(entry);
-    if (!this.inflight.delete(id)) return;
+    const taken = this.inflight.get(id);
+    if (taken === undefined) return;
+    this.inflight.delete(id);
     if (this.closed) return;
+    const target = targetKey(taken.toKind, taken.toId);
     if (stillInOutbox && this.owns(entry.partition)) {
+      const failures = (this.backoff.get(target)?.failures ?? 0) + 1;
+      this.backoff.set(target, { failures, notBefore: performance.now() + this.retryMs * Math.min(2 ** (failures - 1), MAX_BACKOFF) });
       this.admit(entry, false);
       this.scheduleRetry();
-    } else if (this.scanning !== undefined) this.doneDuringScan.add(id);
+    } else {
+      this.backoff.delete(target);
+      if (this.scanning !== undefined) this.doneDuringScan.add(id);
+    }
     this.maybeScan();
   }
 
@@ -140,7 +163,7 @@ export class OutboxDispatcher {
   targetFreed(kind: string, id: string): void {
     const target = targetKey(kind, id);
     const list = this.waiting.get(target);
-    if (list !== undefined) this.offer(target, list);
+    if (list !== undefined && !this.backingOff(target, performance.now())) this.offer(target, list);
     this.maybeScan();
   }
 
@@ -166,6 +189,7 @@ export class OutboxDispatcher {
     this.waiting.clear();
     this.queued.clear();
     this.scanFrom.clear();
+    this.backoff.clear();
     await this.scanning;
     this.config.settled();
   }
@@ -234,11 +258,27 @@ export class OutboxDispatcher {
     if (this.closed || this.retryTimer !== undefined || this.waiting.size === 0) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
-      for (const [target, list] of this.waiting) this.offer(target, list);
+      const now = performance.now();
+      for (const [target, list] of this.waiting) if (!this.backingOff(target, now)) this.offer(target, list);
+      this.pruneBackoff();
       this.scheduleRetry();
       this.maybeScan();
     }, this.retryMs);
     this.retryTimer.unref();
+  }
+
+  /** True while `target` waits out its backoff. */
+  private backingOff(target: string, now: number): boolean {
+    const b = this.backoff.get(target);
+    return b !== undefined && now < b.notBefore;
+  }
+
+  /** Forgets the backoff of targets with nothing left here (their partition moved, say): no commit will. */
+  private pruneBackoff(): void {
+    if (this.backoff.size === 0) return;
+    const inflight = new Set<string>();
+    for (const e of this.inflight.values()) inflight.add(targetKey(e.toKind, e.toId));
+    for (const target of this.backoff.keys()) if (!this.waiting.has(target) && !inflight.has(target)) this.backoff.delete(target);
   }
 
   private owns(p: PartitionId): boolean {

@@ -19,6 +19,8 @@ function entry(seq: number, toId = "sink-1", toKind = "sink", partition = P0): O
 class Harness {
   readonly delivered: number[] = [];
   readonly offered: number[] = [];
+  /** When each offer was made (performance.now()). */
+  readonly offeredAt: number[] = [];
   readonly quarantined: { key: string; problem: string }[] = [];
   readonly scans: KeyRange[] = [];
   /** Targets whose mailbox is full. */
@@ -66,6 +68,7 @@ class Harness {
 
   private deliver(e: OutboxEntry): Delivery {
     this.offered.push(e.seq);
+    this.offeredAt.push(performance.now());
     if (this.unknownKinds.has(e.toKind)) return "unknown-kind";
     if (this.busy.has(e.toId)) return "busy";
     this.delivered.push(e.seq);
@@ -160,7 +163,9 @@ describe("OutboxDispatcher", () => {
     h.dispatcher.enqueue(entry(2, "hot"));
     h.dispatcher.released(entry(1, "hot"), true);
     h.busy.delete("hot");
+    // Freed at once, it is still offered after its backoff (one interval after one failure).
     h.dispatcher.targetFreed("sink", "hot");
+    await waitFor(() => h.delivered.length === 3 || undefined, { timeoutMs: 2_000, what: "the retry" });
     assert.deepEqual(h.delivered, [1, 1, 2]);
   });
 
@@ -171,6 +176,31 @@ describe("OutboxDispatcher", () => {
     h.dispatcher.released(entry(1), true);
     await waitFor(() => h.delivered.length === 2, { timeoutMs: 2_000, what: "the second delivery" });
     assert.deepEqual(h.delivered, [1, 1]);
+  });
+
+  it("backs off a target whose deliveries keep ending without a commit, twice as long each time up to 16 intervals, and not after a delivery commits", async () => {
+    const h = await Harness.open(t, { retryMs: 20 });
+    await h.persist(entry(1), entry(2));
+    h.dispatcher.enqueue(entry(1));
+    for (let failures = 1; failures <= 6; failures++) {
+      h.dispatcher.released(entry(1), true);
+      await waitFor(() => h.offered.length === failures + 1 || undefined, { timeoutMs: 5_000, what: `offer ${failures + 1}` });
+    }
+    // Timers never fire early: each wait is at least its backoff (20, 40, 80, 160, 320, then 320 ms).
+    const gaps = h.offeredAt.slice(1).map((at, i) => at - (h.offeredAt[i] as number));
+    [20, 40, 80, 160, 320, 320].forEach((least, i) => {
+      assert.ok(
+        (gaps[i] as number) >= least - 1,
+        `offer ${i + 2} came ${Math.round(gaps[i] as number)} ms after the one before it; its backoff is ${least} ms`,
+      );
+    });
+    // The delivery commits: the next message to that twin, failing once, waits one interval again.
+    await h.commit(1);
+    h.dispatcher.enqueue(entry(2));
+    h.dispatcher.released(entry(2), true);
+    const before = performance.now();
+    await waitFor(() => h.offered.length === 9 || undefined, { timeoutMs: 5_000, what: "the second message offered again" });
+    assert.ok((h.offeredAt[8] as number) - before < 300, "the backoff outlived a committed delivery");
   });
 
   it("keeps at most maxQueued in memory and reads the rest from where it stopped, never from the head again", async () => {
