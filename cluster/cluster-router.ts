@@ -8,6 +8,7 @@ import {
   type DeadLetter,
   type DeadLetterListing,
   type DeadLetterPage,
+  type DeadLetterRetry,
   type DeadLetterSelection,
   isTwinmeshError,
   type JsonObject,
@@ -16,6 +17,7 @@ import {
   type PartitionId,
   parseDeadLetterId,
   type QuerySummary,
+  StatusCode,
   type TurnOutcome,
   type TwinAggregation,
   type TwinDeletion,
@@ -31,9 +33,9 @@ import type { NodeId } from "./node-id.js";
 import type { PartitionOwnership } from "./partition-ownership.js";
 import type { PeerPool } from "./peer-pool.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
-import { consistencyOfLevel, copiesFor, decodePartitions, PARTITIONS_HEADER, type RoutedCalls } from "./routed-calls.js";
-import { ScatterReads } from "./scatter-reads.js";
-import type { CallMetadata, ConsistencyLevel, DeadLetterRetry, ReadScope, TwinRouter } from "./twin-router.js";
+import { consistencyOfLevel, copiesFor, decodePartitions, PARTITIONS_HEADER, RoutedCallError, type RoutedCalls } from "./routed-calls.js";
+import { ScatterReads, settleChanges } from "./scatter-reads.js";
+import type { CallMetadata, ConsistencyLevel, ReadScope, TwinRouter } from "./twin-router.js";
 
 /** What a {@link ClusterRouter} routes by. */
 export interface ClusterRouterConfig {
@@ -217,50 +219,73 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
 
   /** A dead letter, read on the owner of its partition (named in its id). */
   async getDeadLetter(id: string): Promise<DeadLetter> {
-    const owner = this.remotePartitionOwner(parseDeadLetterId(id, "id").partition);
+    const owner = this.letterOwner(parseDeadLetterId(id, "id").partition);
     return owner === undefined ? this.localOnly.getDeadLetter(id) : this.config.calls.getDeadLetter(owner, id);
   }
 
   /**
    * Named dead letters are retried on their partitions' owners, all or nothing on each (not
-   * across owners: each answers for its own); all matching ones, on every owner.
+   * across owners: one failing, the call fails saying what the others retried); all matching
+   * ones, on every owner.
    */
   async retryDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<DeadLetterRetry> {
     if ("all" in selection) return this.reads.retryDeadLetters(selection, signal);
-    const parts = await Promise.all(
+    const results = await Promise.allSettled(
       [...this.byOwner(selection.ids)].map(([owner, ids]) =>
-        owner === undefined ? this.localOnly.retryDeadLetters({ ids }, signal) : this.config.calls.retryDeadLetters(owner, { ids }),
+        owner === undefined ? this.localOnly.retryDeadLetters({ ids }, signal) : this.config.calls.retryDeadLetters(owner, { ids }, undefined, signal),
       ),
     );
+    const parts = settleChanges(results, (done) => `${done.reduce((n, p) => n + p.retried, 0)} dead letters were retried`);
     return { retried: parts.reduce((n, p) => n + p.retried, 0), skipped: parts.reduce((n, p) => n + p.skipped, 0) };
   }
 
   /** Deletes dead letters on their partitions' owners, selected as for {@link retryDeadLetters}. */
   async deleteDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<{ deleted: number }> {
     if ("all" in selection) return this.reads.deleteDeadLetters(selection, signal);
-    const parts = await Promise.all(
+    const results = await Promise.allSettled(
       [...this.byOwner(selection.ids)].map(([owner, ids]) =>
-        owner === undefined ? this.localOnly.deleteDeadLetters({ ids }, signal) : this.config.calls.deleteDeadLetters(owner, { ids }),
+        owner === undefined ? this.localOnly.deleteDeadLetters({ ids }, signal) : this.config.calls.deleteDeadLetters(owner, { ids }, undefined, signal),
       ),
     );
+    const parts = settleChanges(results, (done) => `${done.reduce((n, p) => n + p.deleted, 0)} dead letters were deleted`);
     return { deleted: parts.reduce((n, p) => n + p.deleted, 0) };
   }
 
   /**
-   * Dead letter ids by the owner of their partitions (undefined: this node, or no live owner,
-   * which this node's store refuses retryably). Every id is checked before any owner is asked.
-   * @throws InvalidArgumentError (BAD_FIELD) for a malformed id
+   * Dead letter ids by the owner of their partitions (undefined: this node, or a partition the
+   * cluster does not have, which this node answers as not found). Every id is checked before any
+   * owner is asked.
+   * @throws InvalidArgumentError (BAD_FIELD) for a malformed id, RoutedCallError (PARTITION_UNAVAILABLE) for a partition with no live copy
    */
   private byOwner(ids: readonly string[]): Map<NodeId | undefined, string[]> {
     const owners = new Map<NodeId | undefined, string[]>();
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i] as string;
-      const owner = this.remotePartitionOwner(parseDeadLetterId(id, `ids[${i}]`).partition);
+      const owner = this.letterOwner(parseDeadLetterId(id, `ids[${i}]`).partition);
       const list = owners.get(owner);
       if (list === undefined) owners.set(owner, [id]);
       else list.push(id);
     }
     return owners;
+  }
+
+  /**
+   * The owner of a dead letter's partition when it is another node; undefined when it is this
+   * one, or the partition is beyond the cluster's (no such dead letter: this node's store says so).
+   * @throws RoutedCallError (PARTITION_UNAVAILABLE) while the partition has no live copy
+   */
+  private letterOwner(partition: PartitionId): NodeId | undefined {
+    if (partition >= this.config.runtime.partitioning.partitions) return undefined;
+    const owner = this.ownership.ownerOfPartition(partition);
+    if (owner === undefined) {
+      throw new RoutedCallError(
+        StatusCode.UNAVAILABLE,
+        "PARTITION_UNAVAILABLE",
+        `partition ${partition} has no live copy now (its owner is down and its replicas have not taken it yet); retry in a moment`,
+        true,
+      );
+    }
+    return owner === this.config.self ? undefined : owner;
   }
 
   /**
@@ -317,12 +342,6 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
   /** The owner of a twin when it is another node; undefined when it is this one. */
   private remoteOwner(kind: string, id: string): NodeId | undefined {
     const owner = this.ownership.ownerOf(kind, id);
-    return owner === undefined || owner === this.config.self ? undefined : owner;
-  }
-
-  /** The owner of a partition when it is another node; undefined when it is this one, or none is live. */
-  private remotePartitionOwner(partition: PartitionId): NodeId | undefined {
-    const owner = this.ownership.ownerOfPartition(partition);
     return owner === undefined || owner === this.config.self ? undefined : owner;
   }
 

@@ -5,6 +5,7 @@ import {
   type AlertPage,
   type DeadLetterListing,
   type DeadLetterPage,
+  type DeadLetterRetry,
   type DeadLetterSelection,
   deadLetterListingIdentity,
   isLetterPosition,
@@ -18,7 +19,7 @@ import {
   UnavailableError,
 } from "../runtime/index.js";
 import { alertListingIdentity, ClusterPageTokens, isAnyPosition, isIdPosition, twinQueryIdentity } from "./scatter-token.js";
-import { type DeadLetterRetry, LocalRouter } from "./twin-router.js";
+import { LocalRouter } from "./twin-router.js";
 
 /**
  * A member's part of a cluster-wide read (a call another node routed here, or this node's own
@@ -61,6 +62,7 @@ export class MemberReads extends LocalRouter {
     return super.aggregateTwins(aggregation, signal);
   }
 
+  /** This node's page of a cluster-wide dead letter listing: the partitions it owns, with cluster tokens. */
   override async listDeadLetters(listing: DeadLetterListing): Promise<DeadLetterPage> {
     this.checkServed();
     const identity = deadLetterListingIdentity(listing.filter);
@@ -75,7 +77,7 @@ export class MemberReads extends LocalRouter {
     return { ...page, nextPageToken: next };
   }
 
-  /** Named dead letters are checked one by one by the store; a selection of all covers the partitions expected of this node. */
+  /** Named dead letters are checked one by one by the store; a selection of all is refused unless this node serves every partition counted on it. */
   override async retryDeadLetters(selection: DeadLetterSelection, signal?: AbortSignal): Promise<DeadLetterRetry> {
     if ("all" in selection) this.checkServed();
     return super.retryDeadLetters(selection, signal);

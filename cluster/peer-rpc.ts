@@ -18,17 +18,26 @@ export function callUnary<M extends DescMethod & { methodKind: "unary" }>(
   request: MessageInitShape<M["input"]>,
   deadlineMs: number,
   metadata: grpc.Metadata = new grpc.Metadata(),
+  /** Cancels the call when it aborts (the peer sees the cancellation). */
+  signal?: AbortSignal,
 ): Promise<MessageShape<M["output"]>> {
   return new Promise((resolve, reject) => {
-    client.makeUnaryRequest<Buffer, MessageShape<M["output"]>>(
+    const call = client.makeUnaryRequest<Buffer, MessageShape<M["output"]>>(
       methodPath(method),
       () => Buffer.from(toBinary(method.input, create(method.input, request))),
       (bytes: Buffer) => fromBinary(method.output, bytes) as MessageShape<M["output"]>,
       Buffer.alloc(0),
       metadata,
       { deadline: Date.now() + deadlineMs },
-      (err, res) => (err || res === undefined ? reject(err ?? new Error("empty answer")) : resolve(res)),
+      (err, res) => {
+        signal?.removeEventListener("abort", cancel);
+        if (err || res === undefined) reject(err ?? new Error("empty answer"));
+        else resolve(res);
+      },
     );
+    const cancel = (): void => call.cancel();
+    signal?.addEventListener("abort", cancel, { once: true });
+    if (signal?.aborted === true) call.cancel();
   });
 }
 

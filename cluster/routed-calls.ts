@@ -16,9 +16,11 @@ import {
   type DeadLetterFilter,
   type DeadLetterListing,
   type DeadLetterPage,
+  type DeadLetterRetry,
   type DeadLetterSelection,
   type JsonObject,
   type PartitionId,
+  parseDeadLetterId,
   type QuerySummary,
   StatusCode,
   type TwinAggregation,
@@ -30,7 +32,7 @@ import {
 import { consistencyLevel } from "../server/proto-convert.js";
 import type { NodeId } from "./node-id.js";
 import { callFailure, callUnary, methodPath } from "./peer-rpc.js";
-import type { ConsistencyLevel, DeadLetterRetry } from "./twin-router.js";
+import type { ConsistencyLevel } from "./twin-router.js";
 
 /** Metadata that marks a call one node routed to another (the owner answers it itself). */
 export const ROUTED_BY_HEADER = "twinmesh-routed-by";
@@ -287,6 +289,7 @@ export class RoutedCalls {
     return { deadLetters: res.deadLetters.map((d) => deadLetterOf(d, member)), nextPageToken: res.nextPageToken };
   }
 
+  /** Dead letter `id`, read on `owner`, the owner of its partition. */
   async getDeadLetter(owner: NodeId, id: string): Promise<DeadLetter> {
     return deadLetterOf((await this.call(owner, DeadLetterService.method.getDeadLetter, { id })).deadLetter, owner);
   }
@@ -295,14 +298,14 @@ export class RoutedCalls {
    * Retries dead letters on `member`: the named ones (of partitions it owns), or every matching
    * one of `partitions`, which it must serve.
    */
-  async retryDeadLetters(member: NodeId, selection: DeadLetterSelection, partitions?: readonly number[]): Promise<DeadLetterRetry> {
-    const res = await this.call(member, DeadLetterService.method.retryDeadLetters, selectionRequest(selection), partitions);
+  async retryDeadLetters(member: NodeId, selection: DeadLetterSelection, partitions?: readonly number[], signal?: AbortSignal): Promise<DeadLetterRetry> {
+    const res = await this.call(member, DeadLetterService.method.retryDeadLetters, selectionRequest(selection), partitions, bulkOptions(selection, signal));
     return { retried: Number(res.retriedCount), skipped: Number(res.skippedCount) };
   }
 
   /** Deletes dead letters on `member`, selected as for {@link retryDeadLetters}. */
-  async deleteDeadLetters(member: NodeId, selection: DeadLetterSelection, partitions?: readonly number[]): Promise<{ deleted: number }> {
-    const res = await this.call(member, DeadLetterService.method.deleteDeadLetters, selectionRequest(selection), partitions);
+  async deleteDeadLetters(member: NodeId, selection: DeadLetterSelection, partitions?: readonly number[], signal?: AbortSignal): Promise<{ deleted: number }> {
+    const res = await this.call(member, DeadLetterService.method.deleteDeadLetters, selectionRequest(selection), partitions, bulkOptions(selection, signal));
     return { deleted: Number(res.deletedCount) };
   }
 
@@ -311,6 +314,7 @@ export class RoutedCalls {
     method: M,
     request: MessageInitShape<M["input"]>,
     partitions?: readonly number[],
+    options: { readonly deadlineMs?: number; readonly signal?: AbortSignal } = {},
   ): Promise<MessageShape<M["output"]>> {
     if (!this.isUp(owner)) {
       return Promise.reject(
@@ -325,7 +329,7 @@ export class RoutedCalls {
     const metadata = new grpc.Metadata();
     metadata.set(ROUTED_BY_HEADER, this.self);
     if (partitions !== undefined) metadata.set(PARTITIONS_HEADER, encodePartitions(partitions));
-    return callUnary(this.channel(owner), method, request, this.deadlineMs, metadata).catch((err: unknown) => {
+    return callUnary(this.channel(owner), method, request, options.deadlineMs ?? this.deadlineMs, metadata, options.signal).catch((err: unknown) => {
       throw routedError(owner, err);
     });
   }
@@ -376,18 +380,31 @@ function pbFilter(f: DeadLetterFilter | undefined): Omit<PbDeadLetterFilter, "$t
   return { toKind: f.toKind ?? "", toId: f.toId ?? "", fromKind: f.fromKind ?? "", fromId: f.fromId ?? "", reason: f.reason ?? "" };
 }
 
+/**
+ * A retry or delete of all matching dead letters runs as long as there are: it is bounded by the
+ * caller's own deadline (its cancellation reaches the member), not by a routed call's.
+ */
+const BULK_DEADLINE_MS = 3_600_000;
+
+function bulkOptions(selection: DeadLetterSelection, signal: AbortSignal | undefined): { deadlineMs?: number; signal?: AbortSignal } {
+  return "all" in selection ? { deadlineMs: BULK_DEADLINE_MS, signal } : { signal };
+}
+
 function selectionRequest(selection: DeadLetterSelection): { ids: string[]; all: boolean; filter?: Omit<PbDeadLetterFilter, "$typeName"> } {
   return "ids" in selection ? { ids: [...selection.ids], all: false } : { ids: [], all: true, filter: pbFilter(selection.filter) };
 }
 
 function deadLetterOf(d: PbDeadLetter | undefined, owner: NodeId): DeadLetter {
   if (d === undefined) throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", `${owner} answered without a dead letter`, false);
-  const partition = Number(d.id.split("-")[0]);
-  if (!Number.isSafeInteger(partition))
+  let partition: PartitionId;
+  try {
+    partition = parseDeadLetterId(d.id, "id").partition;
+  } catch {
     throw new RoutedCallError(StatusCode.INTERNAL, "BAD_PEER_ANSWER", `${owner} answered a dead letter id ${JSON.stringify(d.id.slice(0, 40))}`, false);
+  }
   return {
     id: d.id,
-    partition: partition as PartitionId,
+    partition,
     reason: d.reason,
     errorMessage: d.errorMessage,
     deadAtMs: ms(d.deadAt),

@@ -4,16 +4,20 @@ import {
   type AlertListing,
   type AlertPage,
   compareTwins,
+  DEFAULT_DEAD_LETTER_PAGE,
   type DeadLetter,
   type DeadLetterListing,
   type DeadLetterPage,
+  type DeadLetterRetry,
   type DeadLetterSelection,
   deadLetterListingIdentity,
   InvalidArgumentError,
   isLetterPosition,
   isTwinmeshError,
   type Logger,
+  MAX_DEAD_LETTER_PAGE,
   type PartitionId,
+  parseDeadLetterId,
   parseOrderBy,
   type QuerySummary,
   StatusCode,
@@ -25,7 +29,7 @@ import { mergeAggregates } from "./merge-aggregates.js";
 import type { NodeId } from "./node-id.js";
 import { RoutedCallError, type RoutedCalls } from "./routed-calls.js";
 import { alertListingIdentity, ClusterPageTokens, isIdPosition, isOrderPosition, type OrderPosition, twinQueryIdentity } from "./scatter-token.js";
-import type { DeadLetterRetry, TwinRouter } from "./twin-router.js";
+import type { TwinRouter } from "./twin-router.js";
 
 /** What {@link ScatterReads} reads through. */
 export interface ScatterReadsConfig {
@@ -164,9 +168,13 @@ export class ScatterReads {
   async listDeadLetters(listing: DeadLetterListing): Promise<DeadLetterPage> {
     const identity = deadLetterListingIdentity(listing.filter);
     if (listing.pageToken) ClusterPageTokens.decode(listing.pageToken, identity, isLetterPosition);
-    const pageSize = listing.pageSize === undefined || listing.pageSize === 0 ? 100 : Math.min(listing.pageSize, 1_000);
-    const parts = await this.each((member, partitions) =>
-      member === this.config.self ? this.config.localFor(partitions).listDeadLetters(listing) : this.config.calls.listDeadLetters(member, listing, partitions),
+    const pageSize = listing.pageSize === undefined || listing.pageSize === 0 ? DEFAULT_DEAD_LETTER_PAGE : Math.min(listing.pageSize, MAX_DEAD_LETTER_PAGE);
+    const parts = await this.each(
+      (member, partitions) =>
+        member === this.config.self
+          ? this.config.localFor(partitions).listDeadLetters(listing)
+          : this.config.calls.listDeadLetters(member, listing, partitions),
+      "the dead letters it owns cannot be read",
     );
     let bound: [number, number] | undefined;
     for (const part of parts) {
@@ -184,22 +192,32 @@ export class ScatterReads {
     return { deadLetters, nextPageToken: next === undefined ? "" : ClusterPageTokens.encode(identity, next) };
   }
 
-  /** Retries every matching dead letter of the cluster: each owner those of its partitions. */
+  /**
+   * Retries every matching dead letter of the cluster: each owner those it owns (having checked
+   * it serves the partitions counted on it). One owner failing fails the call, saying what the
+   * others did.
+   */
   async retryDeadLetters(selection: DeadLetterSelection & { all: true }, signal?: AbortSignal): Promise<DeadLetterRetry> {
-    const parts = await this.each((member, partitions) =>
-      member === this.config.self
-        ? this.config.localFor(partitions).retryDeadLetters(selection, signal)
-        : this.config.calls.retryDeadLetters(member, selection, partitions),
+    const parts = await this.each(
+      (member, partitions) =>
+        member === this.config.self
+          ? this.config.localFor(partitions).retryDeadLetters(selection, signal)
+          : this.config.calls.retryDeadLetters(member, selection, partitions, signal),
+      "the dead letters it owns cannot be retried",
+      (done) => `${done.reduce((n, p) => n + p.retried, 0)} dead letters were retried`,
     );
     return { retried: parts.reduce((n, p) => n + p.retried, 0), skipped: parts.reduce((n, p) => n + p.skipped, 0) };
   }
 
-  /** Deletes every matching dead letter of the cluster: each owner those of its partitions. */
+  /** Deletes every matching dead letter of the cluster, as {@link retryDeadLetters} retries them. */
   async deleteDeadLetters(selection: DeadLetterSelection & { all: true }, signal?: AbortSignal): Promise<{ deleted: number }> {
-    const parts = await this.each((member, partitions) =>
-      member === this.config.self
-        ? this.config.localFor(partitions).deleteDeadLetters(selection, signal)
-        : this.config.calls.deleteDeadLetters(member, selection, partitions),
+    const parts = await this.each(
+      (member, partitions) =>
+        member === this.config.self
+          ? this.config.localFor(partitions).deleteDeadLetters(selection, signal)
+          : this.config.calls.deleteDeadLetters(member, selection, partitions, signal),
+      "the dead letters it owns cannot be deleted",
+      (done) => `${done.reduce((n, p) => n + p.deleted, 0)} dead letters were deleted`,
     );
     return { deleted: parts.reduce((n, p) => n + p.deleted, 0) };
   }
@@ -326,32 +344,51 @@ export class ScatterReads {
 
   /**
    * Runs `read` on every owner of now, naming the partitions it must cover; fails, retryably,
-   * when a partition has no live owner, an owner does not answer, or does not serve them all yet.
+   * when a partition has no live owner, an owner does not answer (then `cannot` says what it
+   * could not do), or does not serve them all yet. For a change (`changed` given), every owner's
+   * part is waited for, and a failure says what the others changed.
    */
-  private async each<T>(read: (member: NodeId, partitions: readonly PartitionId[]) => Promise<T>): Promise<T[]> {
+  private async each<T>(
+    read: (member: NodeId, partitions: readonly PartitionId[]) => Promise<T>,
+    cannot = "the twins it owns cannot be read",
+    changed?: (done: readonly T[]) => string,
+  ): Promise<T[]> {
     const owners = this.ownersNow();
     if (owners === undefined) throw ownerless();
-    return Promise.all(
-      [...owners].map(([member, partitions]) =>
-        read(member, partitions).catch((err: unknown) => {
-          if (isTwinmeshError(err) && err.reason === "OWNER_UNAVAILABLE") {
-            throw new RoutedCallError(
-              StatusCode.UNAVAILABLE,
-              "MEMBER_UNAVAILABLE",
-              `${member} is not answering, so the twins it owns cannot be read; retry in a moment`,
-              true,
-            );
-          }
-          throw err;
-        }),
-      ),
+    const parts = [...owners].map(([member, partitions]) =>
+      read(member, partitions).catch((err: unknown) => {
+        if (isTwinmeshError(err) && err.reason === "OWNER_UNAVAILABLE") {
+          throw new RoutedCallError(StatusCode.UNAVAILABLE, "MEMBER_UNAVAILABLE", `${member} is not answering, so ${cannot}; retry in a moment`, true);
+        }
+        throw err;
+      }),
     );
+    if (changed === undefined) return Promise.all(parts);
+    return settleChanges(await Promise.allSettled(parts), changed);
   }
+}
+
+/**
+ * The parts of a change made on several owners, or, when one failed, its error with what the
+ * others did (`changed`) and what to do before repeating the call.
+ */
+export function settleChanges<T>(results: readonly PromiseSettledResult<T>[], changed: (done: readonly T[]) => string): T[] {
+  const done: T[] = [];
+  let failure: unknown;
+  for (const r of results) {
+    if (r.status === "fulfilled") done.push(r.value);
+    else failure ??= r.reason;
+  }
+  if (failure === undefined) return done;
+  if (done.length === 0) throw failure;
+  const what = `${changed(done)} on the other owners meanwhile; list the dead letters again before repeating the call`;
+  if (isTwinmeshError(failure)) throw new RoutedCallError(failure.code, failure.reason, `${failure.message}; ${what}`, failure.retryable);
+  throw new RoutedCallError(StatusCode.INTERNAL, "INTERNAL", `${failure instanceof Error ? failure.message : String(failure)}; ${what}`, false);
 }
 
 /** A dead letter's place in listings: its partition, then its seq there. */
 function letterPosition(d: DeadLetter): [number, number] {
-  return [d.partition, Number(d.id.slice(d.id.indexOf("-") + 1))];
+  return [d.partition, parseDeadLetterId(d.id, "id").seq];
 }
 
 function comparePositions(a: readonly [number, number], b: readonly [number, number]): number {

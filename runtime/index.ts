@@ -5,13 +5,15 @@
 export { type Alert, type AlertChange, AlertState } from "./alerts/alert.js";
 export type { AlertEvent, AlertListing, AlertPage } from "./alerts/alert-queries.js";
 export { type Clock, SYSTEM_CLOCK, VirtualClock } from "./clock.js";
-export type { DeadLetter, DeadLetterFilter, DeadLetterSelection } from "./deadletters/dead-letter.js";
+export type { DeadLetter, DeadLetterFilter, DeadLetterRetry, DeadLetterSelection } from "./deadletters/dead-letter.js";
+export type { DeadLetterListing, DeadLetterPage } from "./deadletters/dead-letter-store.js";
+/** @internal Dead letter ids, page sizes and listing tokens, for the cluster's routing and merging; not covered by semver. */
 export {
-  type DeadLetterListing,
-  type DeadLetterPage,
+  DEFAULT_DEAD_LETTER_PAGE,
   deadLetterListingIdentity,
   isLetterPosition,
   MAX_DEAD_LETTER_IDS,
+  MAX_DEAD_LETTER_PAGE,
   parseDeadLetterId,
 } from "./deadletters/dead-letter-store.js";
 export {

@@ -11,6 +11,7 @@ import { sequenceEnds } from "../store/sequence-ends.js";
 import {
   type DeadLetter,
   type DeadLetterFilter,
+  type DeadLetterRetry,
   type DeadLetterSelection,
   decodeDeadLetter,
   encodeDeadLetter,
@@ -19,7 +20,8 @@ import {
 } from "./dead-letter.js";
 
 /** Page size of a listing that asks for none. */
-const DEFAULT_PAGE = 100;
+/** A dead letter listing's page size when it gives none. */
+export const DEFAULT_DEAD_LETTER_PAGE = 100;
 /** Largest page. */
 export const MAX_DEAD_LETTER_PAGE = 1_000;
 /** Records one listing page reads at most: a rarely matching filter returns a partial page and a token. */
@@ -49,10 +51,11 @@ export interface DeadLetterStoreConfig {
   /**
    * Commits an operator's change (a retry, a delete, a trim) through the node's commit pipeline,
    * so the partition's replicas and a later owner see it too. `sends` are the outbox entries
-   * `ops` writes: they are delivered as any sent message is, once durable enough.
-   * @throws UnavailableError (COMMIT_FAILED, REPLICATION_FAILED)
+   * `ops` writes: they are delivered as any sent message is, once durable enough. `partitions`
+   * are those `ops` change.
+   * @throws UnavailableError (COMMIT_FAILED, REPLICATION_FAILED, PARTITION_MOVING)
    */
-  readonly commit: (ops: readonly BatchOp[], sends: readonly OutboxEntry[]) => Promise<void>;
+  readonly commit: (ops: readonly BatchOp[], sends: readonly OutboxEntry[], partitions: ReadonlySet<PartitionId>) => Promise<void>;
   /** True while this node owns partition `p`: only the owner lists and changes its dead letters. */
   readonly owns: (p: PartitionId) => boolean;
 }
@@ -96,8 +99,6 @@ export class DeadLetterStore {
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeping = false;
   private closed = false;
-  /** Keys of dead letters recorded while a retry or delete of all matching runs: it leaves them alone. */
-  private recordedDuringBulk: Set<string> | undefined;
   private readonly store: RocksStore;
   private readonly keys: Keys;
   private readonly log: Logger;
@@ -149,7 +150,6 @@ export class DeadLetterStore {
     const p = entry.partition;
     const seq = (this.lastSeqs.get(p) ?? 0) + 1;
     this.lastSeqs.set(p, seq);
-    this.recordedDuringBulk?.add(this.keys.deadLetter(p, seq));
     return [
       { type: "put", key: this.keys.deadLetter(p, seq), value: encodeDeadLetter(entry, reason, errorMessage, this.config.clock.nowMs()) },
       { type: "put", key: this.keys.mark(p, PartitionMark.DEAD_LETTER_SEQ), value: String(seq) },
@@ -163,7 +163,7 @@ export class DeadLetterStore {
    * @throws InvalidArgumentError (BAD_PAGE_TOKEN)
    */
   async list(req: DeadLetterListing): Promise<DeadLetterPage> {
-    const pageSize = req.pageSize === undefined || req.pageSize === 0 ? DEFAULT_PAGE : Math.min(req.pageSize, MAX_DEAD_LETTER_PAGE);
+    const pageSize = req.pageSize === undefined || req.pageSize === 0 ? DEFAULT_DEAD_LETTER_PAGE : Math.min(req.pageSize, MAX_DEAD_LETTER_PAGE);
     const identity = deadLetterListingIdentity(req.filter);
     const after = req.pageToken ? this.config.tokens.decode(req.pageToken, identity, isLetterPosition) : undefined;
     const range = this.keys.deadLetterRange();
@@ -196,9 +196,9 @@ export class DeadLetterStore {
     return { deadLetters, nextPageToken: more ? this.config.tokens.encode(identity, last ?? [0, 0]) : "" };
   }
 
-  /** One dead letter. @throws InvalidArgumentError (BAD_FIELD) for a malformed id, DeadLetterNotFoundError */
+  /** One dead letter. @throws InvalidArgumentError (BAD_FIELD) for a malformed id, DeadLetterNotFoundError, UnavailableError (PARTITION_MOVING) */
   async get(id: string): Promise<DeadLetter> {
-    const { partition, seq } = parseId(id, "id");
+    const { partition, seq } = parseDeadLetterId(id, "id");
     this.checkOwned(partition, id);
     const raw = await this.store.get(this.keys.deadLetter(partition, seq));
     if (raw === undefined) throw new DeadLetterNotFoundError(id);
@@ -210,9 +210,10 @@ export class DeadLetterStore {
    * exist and target loaded kinds, and are retried in one atomic batch, or nothing is retried;
    * with `all`, one batch per {@link WRITE_BATCH}, and dead letters whose target kind is not
    * loaded are left in place and counted.
-   * @throws InvalidArgumentError (BAD_FIELD), DeadLetterNotFoundError, UnknownKindError, UnavailableError (COMMIT_FAILED)
+   * @throws InvalidArgumentError (BAD_FIELD), DeadLetterNotFoundError, UnknownKindError, UnavailableError (COMMIT_FAILED,
+   *   REPLICATION_FAILED, PARTITION_MOVING)
    */
-  retry(selection: DeadLetterSelection, signal?: AbortSignal): Promise<{ retried: number; skipped: number }> {
+  retry(selection: DeadLetterSelection, signal?: AbortSignal): Promise<DeadLetterRetry> {
     return this.exclusive(async () => {
       let retried = 0;
       let skipped = 0;
@@ -248,7 +249,7 @@ export class DeadLetterStore {
 
   /**
    * Deletes the selected dead letters; named ids that do not exist are ignored.
-   * @throws InvalidArgumentError (BAD_FIELD), UnavailableError (COMMIT_FAILED)
+   * @throws InvalidArgumentError (BAD_FIELD), UnavailableError (COMMIT_FAILED, REPLICATION_FAILED, PARTITION_MOVING)
    */
   delete(selection: DeadLetterSelection, signal?: AbortSignal): Promise<{ deleted: number }> {
     return this.exclusive(async () => {
@@ -344,7 +345,8 @@ export class DeadLetterStore {
     }
     const byKey = new Map<string, { partition: PartitionId; seq: number }>();
     for (let i = 0; i < ids.length; i++) {
-      const id = parseId(ids[i] as string, `ids[${i}]`);
+      const id = parseDeadLetterId(ids[i] as string, `ids[${i}]`);
+      if (id.partition >= this.config.partitions && !mustExist) continue; // no such dead letter, as for a deleted one
       this.checkOwned(id.partition, ids[i] as string);
       byKey.set(this.keys.deadLetter(id.partition, id.seq), id);
     }
@@ -375,22 +377,15 @@ export class DeadLetterStore {
     act: (letters: DeadLetter[]) => Promise<number>,
   ): Promise<void> {
     const range = this.keys.deadLetterRange();
-    const recorded = new Set<string>();
-    this.recordedDuringBulk = recorded;
-    try {
-      await this.eachBatch(range, recorded, filter, signal, act);
-    } finally {
-      this.recordedDuringBulk = undefined;
-    }
-  }
-
-  private async eachBatch(
-    range: { gte: string; lt: string },
-    recorded: ReadonlySet<string>,
-    filter: DeadLetterFilter | undefined,
-    signal: AbortSignal | undefined,
-    act: (letters: DeadLetter[]) => Promise<number>,
-  ): Promise<void> {
+    // Each partition's last dead letter now (stored, or handed out and not yet written).
+    const ends = await sequenceEnds(
+      this.store,
+      { range: (q) => this.keys.deadLettersFrom(q), keyOf: (key) => this.keys.deadLetterKeyOf(key) },
+      0 as PartitionId,
+      (this.config.partitions - 1) as PartitionId,
+    );
+    const existing = new Map<PartitionId, number>(this.lastSeqs);
+    for (const [p, { last }] of ends) existing.set(p, Math.max(existing.get(p) ?? 0, last));
     let from = range.gte;
     for (;;) {
       signal?.throwIfAborted();
@@ -402,7 +397,8 @@ export class DeadLetterStore {
           read++;
           last = key;
           const d = this.decode(key, raw);
-          if (!recorded.has(key) && this.config.owns(d.partition) && matchesDeadLetter(d, filter)) letters.push(d);
+          const existed = this.keys.deadLetterKeyOf(key).seq <= (existing.get(d.partition) ?? 0);
+          if (existed && this.config.owns(d.partition) && matchesDeadLetter(d, filter)) letters.push(d);
           if (letters.length === WRITE_BATCH) break;
         }
         if (letters.length === WRITE_BATCH) break;
@@ -420,32 +416,21 @@ export class DeadLetterStore {
   }
 
   private letterKey(d: DeadLetter): string {
-    const { partition, seq } = parseId(d.id, "id");
+    const { partition, seq } = parseDeadLetterId(d.id, "id");
     return this.keys.deadLetter(partition, seq);
   }
 
   /**
    * Commits `ops` (and the outbox entries `sends` they write), which change dead letters of
    * `touched` (letters, or partitions).
-   * @throws UnavailableError (COMMIT_FAILED, REPLICATION_FAILED; PARTITION_MOVING when one of those partitions changed owner meanwhile)
+   * @throws UnavailableError (COMMIT_FAILED, REPLICATION_FAILED, PARTITION_MOVING)
    */
-  private async write(ops: BatchOp[], sends: readonly OutboxEntry[], touched: readonly (DeadLetter | PartitionId)[]): Promise<void> {
-    await this.config.commit(ops, sends);
-    // A partition taken by another node as the commit was sealed has its writes withdrawn from it.
-    const moved = new Set<PartitionId>();
-    for (const t of touched) {
-      const p = typeof t === "number" ? t : t.partition;
-      if (!this.config.owns(p)) moved.add(p);
-    }
-    if (moved.size > 0) {
-      throw new UnavailableError(
-        "PARTITION_MOVING",
-        `partition ${[...moved].join(", ")} moved to another node during this call, which may or may not have changed its dead letters; list them again (through any node) and repeat what is still there`,
-      );
-    }
+  private write(ops: BatchOp[], sends: readonly OutboxEntry[], touched: readonly (DeadLetter | PartitionId)[]): Promise<void> {
+    if (ops.length === 0) return Promise.resolve();
+    return this.config.commit(ops, sends, new Set(touched.map((t) => (typeof t === "number" ? t : t.partition))));
   }
 
-  /** @throws UnavailableError (PARTITION_MOVING) unless this node owns partition `p` now */
+  /** @throws DeadLetterNotFoundError for a partition the cluster does not have, UnavailableError (PARTITION_MOVING) unless this node owns partition `p` now */
   private checkOwned(p: PartitionId, id: string): void {
     if (p >= this.config.partitions) throw new DeadLetterNotFoundError(id);
     if (this.config.owns(p)) return;
@@ -468,13 +453,12 @@ export function deadLetterListingIdentity(filter: DeadLetterFilter | undefined):
   return JSON.stringify(["dead-letters", filter?.toKind ?? "", filter?.toId ?? "", filter?.fromKind ?? "", filter?.fromId ?? "", filter?.reason ?? ""]);
 }
 
-/** The partition and seq of a dead letter id (`field` names it in the error). @throws InvalidArgumentError (BAD_FIELD) */
+/**
+ * The partition and seq of a dead letter id: `<partition>-<seq>`, both decimal, the seq from 1
+ * (`field` names it in the error).
+ * @throws InvalidArgumentError (BAD_FIELD)
+ */
 export function parseDeadLetterId(id: string, field: string): { partition: PartitionId; seq: number } {
-  return parseId(id, field);
-}
-
-/** A dead letter id: `<partition>-<seq>`, both decimal, the seq from 1. @throws InvalidArgumentError (BAD_FIELD) */
-function parseId(id: string, field: string): { partition: PartitionId; seq: number } {
   const match = /^(\d{1,5})-(\d{1,16})$/.exec(id);
   const partition = match?.[1] === undefined ? Number.NaN : Number(match[1]);
   const seq = match?.[2] === undefined ? Number.NaN : Number(match[2]);

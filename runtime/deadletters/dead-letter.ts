@@ -42,6 +42,12 @@ export interface DeadLetterFilter {
   readonly reason?: string;
 }
 
+/** What a retry of dead letters did: how many it put back, and how many it left (their target kind is not loaded). */
+export interface DeadLetterRetry {
+  readonly retried: number;
+  readonly skipped: number;
+}
+
 /** Which dead letters a retry or delete acts on: the named ones, or all that match a filter. */
 export type DeadLetterSelection = { readonly ids: readonly string[] } | { readonly all: true; readonly filter?: DeadLetterFilter };
 

@@ -230,7 +230,7 @@ export class CommitCompletion {
       }
       effects.committed(group);
       for (const key of group.timersDone) timers.released(key);
-      for (const done of group.onDone ?? []) done(true, reached);
+      for (const done of group.onDone ?? []) done(true, reached, failure?.reason ?? (failure === undefined ? undefined : "REPLICATION_FAILED"));
       if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) timers.armedAt(group.earliestTimerMs);
       for (const act of group.twins) outbox.targetFreed(act.entry.kind, act.id);
       this.config.messages.committed(group, messagesLeave);

@@ -7,6 +7,16 @@ import type { Activation } from "./activation.js";
 import type { OutboxEntry } from "./outbox-entry.js";
 import type { TurnOutcome, TwinMessage } from "./twin-message.js";
 
+/** An operator's change committed with a group (see `TwinHost.commitOperation`). */
+export interface GroupOperation {
+  /** The partitions its writes change. */
+  readonly partitions: ReadonlySet<PartitionId>;
+  /** The durable copies its answer waits for. */
+  readonly copies: number;
+  /** Set when one of its partitions was withdrawn from the group: its writes there are not made. */
+  withdrawn: boolean;
+}
+
 /**
  * The effects of a group of turns, across many twins, written as one RocksDB batch. Each
  * touched twin's latest record is added when the group closes, so a twin that ran many turns
@@ -37,12 +47,16 @@ export class CommitGroup {
    */
   deliveries: Set<TwinMessage> | undefined;
   /**
-   * Called once the group is done with: `true` when it was written here, with the durable copies
-   * its writes reached (this node's included: fewer than it asked when its replication stage fell
-   * short), `false` and 0 when its write failed or it was abandoned unwritten. For writes that are no turn's (a message another node applied: its outbox delete), so they
-   * are shipped to the replicas like any other.
+   * Callbacks of writes that are no turn's (a message another node applied: its outbox delete;
+   * an operator's change), which go into the group so they are shipped to the replicas like any
+   * other. Each is called once the group is done with: `written` when it was written here, with
+   * the durable copies its writes reached (this node's included) and, short of the copies it
+   * asked for, the replication stage's reason; `false` and 0 when its write failed or it was
+   * abandoned unwritten.
    */
-  onDone: ((written: boolean, copies: number) => void)[] | undefined;
+  onDone: ((written: boolean, copies: number, shortfall?: string) => void)[] | undefined;
+  /** Operators' changes in it, so a withdrawal can tell them and the copies asked are recounted with them. */
+  operations: GroupOperation[] | undefined;
   /** Timer index keys whose turn is in this group (released from in-flight after the write). */
   readonly timersDone: string[] = [];
   /** Durable copies (this node's included) its answers wait for: the most any of them asked. */
@@ -107,11 +121,13 @@ export class CommitGroup {
     keep(this.alertChanges, (change) => change.partition !== partition);
     keep(this.outbox, (entry) => entry.partition !== partition);
     for (const act of this.twins) if (inPartition(act.key)) (this.withdrawn ??= []).push(act);
-    // A refusal waits for no copies: the group waits for what its other answers ask.
+    for (const op of this.operations ?? []) if (op.partitions.has(partition)) op.withdrawn = true;
+    // A refusal waits for no copies: the group waits for what its other answers and operations ask.
     this.copies = 1;
     this.copiesAsked = 0;
     for (let i = 0; i < this.ackMessages.length; i++)
       if ((this.ackOutcomes[i] as TurnOutcome).status !== "rejected") this.asks((this.ackMessages[i] as TwinMessage).sink.copies ?? 1);
+    for (const op of this.operations ?? []) if (!op.withdrawn) this.asks(op.copies);
   }
 
   /** One of its answers waits for `copies` durable copies (this node's included). */
@@ -120,8 +136,9 @@ export class CommitGroup {
     this.copiesAsked |= 1 << Math.min(copies, 30);
   }
 
+  /** True when nothing in it waits for its commit (a group of callbacks alone is not empty: they must be answered). */
   get empty(): boolean {
-    return this.ackMessages.length === 0 && this.ops.length === 0 && this.twins.size === 0;
+    return this.ackMessages.length === 0 && this.ops.length === 0 && this.twins.size === 0 && this.onDone === undefined;
   }
 }
 

@@ -26,6 +26,7 @@ import type { Activation } from "./activation.js";
 import { ActivationDirectory } from "./activation-directory.js";
 import { Admission, type OwnershipGate, type RemoteMessages } from "./admission.js";
 import { CommitCompletion, type HostObserver, type ReplicationStage } from "./commit-completion.js";
+import type { GroupOperation } from "./commit-group.js";
 import { CommitPipeline } from "./commit-pipeline.js";
 import { DiskHealth } from "./disk-health.js";
 import { HeldMessages } from "./held-messages.js";
@@ -278,7 +279,7 @@ export class TwinHost {
       maxCount: this.options.maxDeadLetters,
       partitions: this.partitioning.partitions,
       sweepMs: retentionSweepMs(this.options, this.options.deadLetterRetentionMs),
-      commit: (ops, sends) => this.commitOperation(ops, sends),
+      commit: (ops, sends, partitions) => this.commitOperation(ops, sends, partitions),
       owns,
     });
     this.completion = new CommitCompletion({
@@ -710,13 +711,16 @@ export class TwinHost {
    */
   private commitWrites(
     ops: readonly BatchOp[],
-    done: (written: boolean, copies: number) => void,
-    extra?: { copies?: number; sends?: readonly OutboxEntry[] },
+    done: (written: boolean, copies: number, shortfall?: string) => void,
+    operation?: { readonly op: GroupOperation; readonly sends: readonly OutboxEntry[] },
   ): void {
     const group = this.pipeline.current;
     group.ops.push(...ops);
-    if (extra?.sends !== undefined) group.outbox.push(...extra.sends);
-    if (extra?.copies !== undefined) group.asks(extra.copies);
+    if (operation !== undefined) {
+      group.outbox.push(...operation.sends);
+      group.asks(operation.op.copies);
+      (group.operations ??= []).push(operation.op);
+    }
     (group.onDone ??= []).push(done);
     this.pipeline.schedule();
   }
@@ -724,25 +728,37 @@ export class TwinHost {
   /**
    * Commits an operator's writes that are no turn's (a dead letter retried, deleted or trimmed)
    * like a single-twin operation: at the copies operations wait for (a cluster's QUORUM).
-   * @throws UnavailableError `COMMIT_FAILED` (nothing written), `REPLICATION_FAILED` (written here, on too few copies)
+   * `sends` are outbox entries `ops` writes: they leave as the group's own messages do.
+   * @throws UnavailableError `COMMIT_FAILED` (nothing written), `REPLICATION_FAILED` (written here,
+   *   on too few copies), `PARTITION_MOVING` (a partition it writes moved to another node meanwhile)
    */
-  private commitOperation(ops: readonly BatchOp[], sends: readonly OutboxEntry[]): Promise<void> {
-    const copies = this.operationCopies;
+  private commitOperation(ops: readonly BatchOp[], sends: readonly OutboxEntry[], partitions: ReadonlySet<PartitionId>): Promise<void> {
+    const op: GroupOperation = { partitions, copies: this.operationCopies, withdrawn: false };
     return new Promise((resolve, reject) =>
       this.commitWrites(
         ops,
-        (written, reached) => {
-          if (!written) reject(new UnavailableError("COMMIT_FAILED", "the node could not write to its disk; nothing of this call changed; retry"));
-          else if (reached < copies)
+        (written, reached, shortfall) => {
+          if (op.withdrawn || shortfall === "NOT_OWNER") {
+            reject(
+              new UnavailableError(
+                "PARTITION_MOVING",
+                `partition ${[...partitions].join(", ")} moved to another node as this call was written, which may have left some of its changes unmade; list again (through any node) and repeat what is still needed`,
+              ),
+            );
+          } else if (!written) {
+            reject(
+              new UnavailableError("COMMIT_FAILED", "the commit that carries this call failed (the node's log says why); nothing of it was written; retry"),
+            );
+          } else if (reached < op.copies) {
             reject(
               new UnavailableError(
                 "REPLICATION_FAILED",
-                `written on this node but on ${reached} of the ${copies} copies this cluster waits for (a replica is down or slow); the replicas get it once they are back; list again before you repeat the call`,
+                `written on this node but on ${reached} of the ${op.copies} copies this cluster waits for (a replica is down or slow); the replicas get it once they are back; list again before you repeat the call`,
               ),
             );
-          else resolve();
+          } else resolve();
         },
-        { copies, sends },
+        { op, sends },
       ),
     );
   }

@@ -89,6 +89,10 @@ describe("dead letters in a cluster: listed through any node, changed on their o
     assert.equal(deleted.deletedCount, 1n);
     for (const n of NODES) assert.deepEqual(await allDeadLetters(c.client(n)), [], `${n} still lists a deleted dead letter`);
     await assert.rejects(c.client("n1").getDeadLetter(third.id), { code: 5 });
+    // A partition the cluster does not have: no such dead letter, whichever node is asked.
+    await assert.rejects(c.client("n2").getDeadLetter("999-1"), { code: 5 });
+    assert.equal((await c.client("n3").deleteDeadLetters({ ids: ["999-1", third.id] })).deletedCount, 0n);
+    await assert.rejects(c.client("n3").retryDeadLetters({ ids: ["999-1"] }), { code: 5 });
   });
 
   it("keeps a retry acknowledged at QUORUM through a kill -9 of the owner: the new owner neither lists the dead letter again nor loses its message", async () => {
@@ -129,6 +133,18 @@ describe("dead letters in a cluster: listed through any node, changed on their o
       { timeoutMs: 30_000, what: "the retried message to reach the sink" },
     );
     assert.deepEqual(state?.seen, [`${relay}#1`]);
+    // Nothing left to deliver on the survivors, and still one copy of the message.
+    for (const n of ["n1", "n2"]) {
+      await waitFor(
+        async () => {
+          const o = (await c.client(n).getNodeStatus()).outbox;
+          return o !== undefined && o.queued + o.inflight + o.held === 0n ? true : undefined;
+        },
+        { timeoutMs: 20_000, what: `${n}'s outbox to be empty` },
+      );
+    }
+    const after = (await c.client("n2").getTwin({ kind: "sink", id: sink })).twin?.state as SinkState | undefined;
+    assert.deepEqual(after?.seen, [`${relay}#1`], "the retried message was applied twice across the failover");
     for (const n of ["n1", "n2"]) {
       const letters = await waitFor(() => allDeadLetters(c.client(n)).catch(() => undefined), { timeoutMs: 20_000, what: `a listing through ${n}` });
       assert.deepEqual(letters, [], `${n}: the retried dead letter is back after the failover`);

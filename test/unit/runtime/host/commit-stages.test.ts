@@ -1,7 +1,17 @@
 import assert from "node:assert/strict";
 import type { TwinContext } from "twinmesh";
 import type { CommitGroup } from "../../../../runtime/host/commit-group.js";
-import { type OwnershipGate, type PartitionId, type ReplicationStage, type StageFailure, type TurnOutcome, TwinRuntime } from "../../../../runtime/index.js";
+import {
+  type DeadLetter,
+  type OwnershipGate,
+  type PartitionId,
+  parseDeadLetterId,
+  type ReplicationStage,
+  type StageFailure,
+  type TurnOutcome,
+  TwinRuntime,
+  VirtualClock,
+} from "../../../../runtime/index.js";
 import { CounterTwin, type RelayMessage, RelayTwin, type SinkState, SinkTwin } from "../../../fixtures/index.js";
 import { ForwardTwin, RefuseTwin } from "../../../fixtures/recovery-twins.js";
 import { type TestScope, useTestScope } from "../../../harness/test-scope.js";
@@ -355,16 +365,21 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
   });
 
   describe("an operator's change to the dead letters is committed like a turn's writes", () => {
-    /** A held stage (messages and operations need two copies) over forwards that send to a twin refusing every message. */
-    async function refusals(owned: Set<number>) {
-      const replication = Object.assign(new HeldReplication(), { messageCopies: 2, operationCopies: 2 });
+    /**
+     * A held stage (messages and operations need two copies) over forwards that send to a twin
+     * refusing every message; `prepare` runs as the stage's own when each group is sealed.
+     */
+    async function refusals(owned: Set<number>, prepare?: (group: CommitGroup) => void) {
+      const replication = Object.assign(new HeldReplication(), { messageCopies: 2, operationCopies: 2, prepare });
       const ownership: OwnershipGate = { refusal: () => undefined, owns: (p) => owned.has(p) };
+      const clock = new VirtualClock(Date.parse("2026-01-01T00:00:00Z"));
       const runtime = await TwinRuntime.open({
         dataDir: t.tempDir("stages"),
         twins: [ForwardTwin, RefuseTwin],
-        host: { timerPollMs: 3_600_000 },
+        host: { timerPollMs: 3_600_000, deadLetterRetentionMs: 60_000 },
         replication,
         ownership,
+        clock,
       });
       const settle = (done: () => Promise<boolean>, what: string) =>
         waitFor(
@@ -378,18 +393,21 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
         await settle(async () => runtime.host.idle, "the host to be idle");
         await runtime.close();
       });
-      return { runtime, replication, settle };
+      const oneLetter = async (): Promise<DeadLetter> => {
+        const sending = runtime.host.publish([{ kind: "forward", sourceId: "f-1", seq: 1, channels: {}, attributes: { kind: "refuse", to: "r-1" } }]);
+        await settle(async () => (await runtime.host.deadLetters.list({})).deadLetters.length === 1, "the message to die");
+        await sending;
+        const [letter] = (await runtime.host.deadLetters.list({})).deadLetters;
+        assert.ok(letter);
+        return letter;
+      };
+      return { runtime, replication, settle, clock, oneLetter };
     }
+    const allPartitions = (): Set<number> => new Set(Array.from({ length: 256 }, (_, p) => p));
 
     it("a retry asks for the copies operations wait for, its message leaves only once its write has the copies messages need, and a shortfall is answered UNAVAILABLE", async () => {
-      const owned = new Set<number>();
-      for (let p = 0; p < 256; p++) owned.add(p);
-      const { runtime, replication, settle } = await refusals(owned);
-      const sending = runtime.host.publish([{ kind: "forward", sourceId: "f-1", seq: 1, channels: {}, attributes: { kind: "refuse", to: "r-1" } }]);
-      await settle(async () => (await runtime.host.deadLetters.list({})).deadLetters.length === 1, "the message to die");
-      await sending;
-      const [letter] = (await runtime.host.deadLetters.list({})).deadLetters;
-      assert.ok(letter);
+      const { runtime, replication, settle, oneLetter } = await refusals(allPartitions());
+      const letter = await oneLetter();
       const outboxKey = runtime.host.keys.outbox(letter.partition, letter.outboxSeq);
 
       const retrying = runtime.host.deadLetters.retry({ ids: [letter.id] });
@@ -416,14 +434,9 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
     });
 
     it("lists, reads, retries, deletes and trims only the dead letters of partitions this node owns", async () => {
-      const owned = new Set<number>();
-      for (let p = 0; p < 256; p++) owned.add(p);
-      const { runtime, settle } = await refusals(owned);
-      const sending = runtime.host.publish([{ kind: "forward", sourceId: "f-1", seq: 1, channels: {}, attributes: { kind: "refuse", to: "r-1" } }]);
-      await settle(async () => (await runtime.host.deadLetters.list({})).deadLetters.length === 1, "the message to die");
-      await sending;
-      const [letter] = (await runtime.host.deadLetters.list({})).deadLetters;
-      assert.ok(letter);
+      const owned = allPartitions();
+      const { runtime, settle, clock, oneLetter } = await refusals(owned);
+      const letter = await oneLetter();
       // Another node takes the sender's partition: this node keeps a replica's copy of the letter.
       owned.delete(letter.partition);
       assert.deepEqual((await runtime.host.deadLetters.list({})).deadLetters, [], "a replica's copy was listed");
@@ -432,14 +445,56 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
       await assert.rejects(runtime.host.deadLetters.delete({ ids: [letter.id] }), { reason: "PARTITION_MOVING" });
       assert.deepEqual(await runtime.host.deadLetters.retry({ all: true }), { retried: 0, skipped: 0 });
       assert.deepEqual(await runtime.host.deadLetters.delete({ all: true }), { deleted: 0 });
+      // Past the retention: a replica's copy waits for its owner's trim, shipped.
+      clock.set(clock.nowMs() + 120_000);
       assert.equal(await runtime.host.deadLetters.trim(), 0, "a replica trimmed its copy on its own clock");
-      const key = runtime.host.keys.deadLetter(letter.partition, Number(letter.id.split("-")[1]));
+      const key = runtime.host.keys.deadLetter(letter.partition, parseDeadLetterId(letter.id, "id").seq);
       assert.notEqual(await runtime.store.get(key), undefined);
       owned.add(letter.partition);
       assert.deepEqual(
         (await runtime.host.deadLetters.list({})).deadLetters.map((d) => d.id),
         [letter.id],
       );
+      const trimming = runtime.host.deadLetters.trim();
+      await settle(async () => (await runtime.store.get(key)) === undefined, "the owner's trim");
+      assert.equal(await trimming, 1);
+    });
+
+    it("answers a change whose partition was withdrawn from its group PARTITION_MOVING, and an operation keeps the copies it asked when another partition is withdrawn", async () => {
+      let withdraw: { partition: PartitionId; when: (group: CommitGroup) => boolean } | undefined;
+      const { runtime, replication, settle, oneLetter } = await refusals(allPartitions(), (group) => {
+        if (withdraw?.when(group) === true) group.withdraw(withdraw.partition, runtime.host.keys, runtime.partitioning);
+      });
+      const letter = await oneLetter();
+      const letterKey = runtime.host.keys.deadLetter(letter.partition, parseDeadLetterId(letter.id, "id").seq);
+      const touches = (group: CommitGroup) => group.ops.some((op) => op.key === letterKey);
+      // Another node takes the letter's partition as the retry's group is sealed.
+      withdraw = { partition: letter.partition, when: touches };
+      const retrying = runtime.host.deadLetters.retry({ ids: [letter.id] });
+      let answered = false;
+      retrying.then(
+        () => {
+          answered = true;
+        },
+        () => {
+          answered = true;
+        },
+      );
+      await settle(async () => answered, "the retry's answer");
+      await assert.rejects(retrying, { reason: "PARTITION_MOVING", retryable: true });
+      assert.deepEqual(
+        (await runtime.host.deadLetters.list({})).deadLetters.map((d) => d.id),
+        [letter.id],
+        "a withdrawn retry changed the dead letters",
+      );
+      // A delete in a group that loses another partition still waits for the copies it asked for.
+      const other = ((letter.partition + 1) % 256) as PartitionId;
+      withdraw = { partition: other, when: touches };
+      const deleting = runtime.host.deadLetters.delete({ ids: [letter.id] });
+      const group = await waitFor(() => replication.groups.find((g) => touches(g.group)), { timeoutMs: 5_000, what: "the delete's group" });
+      assert.equal(group?.group.copies, 2, "withdrawing another partition dropped the copies the delete asked for");
+      group?.resolve();
+      assert.deepEqual(await deleting, { deleted: 1 });
     });
   });
 
