@@ -38,6 +38,12 @@ export interface PartitionOwnershipConfig {
   readonly stuckAfterMs?: number;
   /** How long a new owner waits for the previous one to let a partition go. @defaultValue 5000 */
   readonly handoffTimeoutMs?: number;
+  /**
+   * This node's event loop stalled this long (frozen, starved, a long pause) may have been taken
+   * for dead by its peers, which then took its partitions: it stops serving them until their
+   * copies say no newer epoch began. Half the failure detector's down-after time. @defaultValue 500
+   */
+  readonly stallAfterMs?: number;
 }
 
 enum Hold {
@@ -48,6 +54,8 @@ enum Hold {
 
 /** How often ownership is reconciled with who is live, besides every membership change. */
 const RECONCILE_MS = 200;
+/** See {@link PartitionOwnershipConfig.stallAfterMs}. */
+const DEFAULT_STALL_AFTER_MS = 500;
 /** A peer asked for its partition states answers within this. */
 const STATES_DEADLINE_MS = 2000;
 /** A peer asked to promise partitions answers within this (its promise is a durable write). */
@@ -129,6 +137,11 @@ export class PartitionOwnership implements OwnershipGate {
   private readonly untaken = new Map<number, { since: number; reason: UntakenReason; stuck: boolean }>();
   /** Partitions left without an epoch to claim, logged at most once a minute. */
   private readonly exhausted = new LogLimiter(60_000);
+  /** When the event loop last showed it runs (a reconcile, a check of a partition): a longer gap is a stall. */
+  private lastTick = performance.now();
+  /** Owned partitions not served since a stall, until their copies say no other node took them meanwhile. */
+  private readonly verifying = new Set<number>();
+  private verifyRunning = false;
 
   constructor(private readonly config: PartitionOwnershipConfig) {
     const n = config.runtime.partitioning.partitions;
@@ -203,11 +216,17 @@ export class PartitionOwnership implements OwnershipGate {
 
   /** True when this node serves `partition` now. */
   owns(partition: PartitionId): boolean {
-    return this.holds[partition] === Hold.OWNED && this.ownerOfPartition(partition) === this.config.self;
+    this.checkStall();
+    return (
+      this.holds[partition] === Hold.OWNED &&
+      !(this.verifying.size > 0 && this.verifying.has(partition)) &&
+      this.ownerOfPartition(partition) === this.config.self
+    );
   }
 
   /** Another node took `partition` under a newer epoch (its shipments say so): stop serving it. */
   superseded(partition: PartitionId): void {
+    this.verifying.delete(partition);
     if (this.holds[partition] !== Hold.OWNED) return;
     this.holds[partition] = Hold.NONE;
     this.releasedAt[partition] = performance.now();
@@ -256,9 +275,18 @@ export class PartitionOwnership implements OwnershipGate {
   }
 
   refusal(kind: string, id: string): TurnOutcome | undefined {
+    this.checkStall();
     const partition = this.config.runtime.partitioning.partitionOf(kind, id);
     const owner = this.ownerOfPartition(partition);
     if (owner === this.config.self) {
+      if (this.verifying.size > 0 && this.verifying.has(partition)) {
+        return {
+          status: "rejected",
+          reason: "PARTITION_MOVING",
+          message: `this node (${this.config.self}) stalled long enough for its peers to take partition ${partition} (twin ${kind}/${id}); it serves it again once its copies say none did; retry in a moment`,
+          retryable: true,
+        };
+      }
       if (this.holds[partition] === Hold.OWNED) return undefined;
       return {
         status: "rejected",
@@ -287,9 +315,89 @@ export class PartitionOwnership implements OwnershipGate {
     };
   }
 
+  /**
+   * Notices a stall of this node's event loop (see {@link PartitionOwnershipConfig.stallAfterMs}):
+   * its peers may have marked it down and taken its partitions under newer epochs, and the failure
+   * detector, which credits peers with this node's own stalls, shows no peer going away and
+   * coming back. Every owned partition stops being served until {@link verifyOwned} hears from
+   * its copies: reads served meanwhile could miss writes the new owner acknowledged.
+   */
+  private checkStall(): void {
+    const now = performance.now();
+    const gap = now - this.lastTick;
+    this.lastTick = now;
+    if (gap <= (this.config.stallAfterMs ?? DEFAULT_STALL_AFTER_MS) || this.startingUp || this.closed) return;
+    let suspended = 0;
+    for (const p of this.config.runtime.partitioning.all()) {
+      if (this.holds[p] !== Hold.OWNED || this.verifying.has(p)) continue;
+      this.verifying.add(p);
+      suspended++;
+    }
+    if (suspended === 0) return;
+    this.config.log.warn(
+      { stalledMs: Math.round(gap), partitions: suspended },
+      "this node's event loop stalled long enough for its peers to take its partitions; it serves them again once their copies say no newer epoch began",
+    );
+    this.notify();
+    this.verifyOwned();
+  }
+
+  /**
+   * Asks the copies of the partitions held back since a stall where they stand: one whose copies
+   * (enough of them, with this one, to include any majority that promised a newer epoch) follow
+   * no newer epoch is served again; one that another node took is let go, and taken again through
+   * a claim, catching up first. Copies that do not answer keep their partitions waiting: they are
+   * asked again at the next reconcile.
+   */
+  private verifyOwned(): void {
+    if (this.verifyRunning || this.verifying.size === 0 || this.closed) return;
+    this.verifyRunning = true;
+    const partitions = [...this.verifying] as PartitionId[];
+    void this.peerStates(partitions, this.config.ring())
+      .then(async (states) => {
+        const ring = this.config.ring();
+        const restored: PartitionId[] = [];
+        let taken = 0;
+        for (const p of partitions) {
+          if (!this.verifying.has(p)) continue;
+          const own = this.config.copies.get(p);
+          const list = ring.preferenceList(p);
+          let answered = 1;
+          let newer = own.promised > own.epoch;
+          for (const node of list) {
+            if (node === this.config.self) continue;
+            const state = states.get(node as NodeId)?.get(p);
+            if (state === undefined) continue;
+            answered++;
+            if (Math.max(pointOf(state).epoch, Number(state.promised), ...historyEpochs(state)) > own.epoch) newer = true;
+          }
+          if (newer) {
+            this.superseded(p);
+            taken++;
+          } else if (answered >= Math.floor(list.length / 2) + 1) {
+            this.verifying.delete(p);
+            if (this.holds[p] === Hold.OWNED) restored.push(p);
+          }
+        }
+        if (taken > 0) this.config.log.warn({ partitions: taken }, "other nodes took partitions while this node stalled; taking them again, catching up first");
+        if (restored.length > 0) {
+          this.config.log.info({ partitions: restored.length }, "no other node took these partitions while this node stalled; serving them again");
+          // Their outbox and timers were passed over while they were held back.
+          await this.config.runtime.partitionsChanged(restored);
+        }
+        if (taken > 0 || restored.length > 0) this.notify();
+      })
+      .catch((err: unknown) => this.config.log.warn({ err }, "checking partitions after a stall failed; checked again in a moment"))
+      .finally(() => {
+        this.verifyRunning = false;
+      });
+  }
+
   /** Takes the partitions this node should own and lets go of the others. */
   private reconcile(): void {
     if (this.closed) return;
+    this.checkStall();
+    this.verifyOwned();
     const { self, runtime, peers } = this.config;
     for (const node of this.config.ring().nodes) if (node !== self && peers.isUp(node as NodeId)) this.seenUp.add(node as NodeId);
     this.checkReturnedPeers();
@@ -311,6 +419,7 @@ export class PartitionOwnership implements OwnershipGate {
       }
       this.untaken.delete(p);
       this.handoffSince.delete(p);
+      this.verifying.delete(p);
       if (this.holds[p] === Hold.OWNED) {
         this.holds[p] = Hold.NONE;
         this.releasedAt[p] = performance.now();
