@@ -12,7 +12,7 @@ import {
 import type { AdapterOptions } from "../server/grpc/index.js";
 import { ClusterOwnership, ClusterRouter } from "./cluster-router.js";
 import { reportFailpoints } from "./failpoints.js";
-import { type FailureDetectorOptions, resolveFailureDetectorOptions } from "./failure-detector.js";
+import type { FailureDetectorOptions } from "./failure-detector.js";
 import { ForwardClient } from "./forward-client.js";
 import { type NodeInfo, STATIC_EPOCH, StaticMembership } from "./membership.js";
 import type { NodeId } from "./node-id.js";
@@ -250,7 +250,7 @@ export class ClusterNode {
       log: log.child({ component: "cluster.ownership" }),
       startupGraceMs: this.options.startupGraceMs,
       stuckAfterMs: this.options.stuckAfterMs,
-      stallAfterMs: resolveFailureDetectorOptions(this.options.failureDetector).downAfterMs / 2,
+      stallAfterMs: pool.safeStallMs,
     });
     this.ownership.attach(this.partitions);
     pool.onChange((peer) => {

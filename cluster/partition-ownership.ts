@@ -41,7 +41,7 @@ export interface PartitionOwnershipConfig {
   /**
    * This node's event loop stalled this long (frozen, starved, a long pause) may have been taken
    * for dead by its peers, which then took its partitions: it stops serving them until their
-   * copies say no newer epoch began. Half the failure detector's down-after time. @defaultValue 500
+   * copies say no newer epoch began. The node passes {@link PeerPool.safeStallMs}. @defaultValue 500
    */
   readonly stallAfterMs?: number;
 }
@@ -56,6 +56,8 @@ enum Hold {
 const RECONCILE_MS = 200;
 /** See {@link PartitionOwnershipConfig.stallAfterMs}. */
 const DEFAULT_STALL_AFTER_MS = 500;
+/** How often the event loop marks itself as running (see {@link PartitionOwnership.checkStall}). */
+const STALL_TICK_MS = 50;
 /** A peer asked for its partition states answers within this. */
 const STATES_DEADLINE_MS = 2000;
 /** A peer asked to promise partitions answers within this (its promise is a durable write). */
@@ -81,7 +83,7 @@ const STUCK_AFTER_MS = 30_000;
 type WaitReason = "ahead-catching-up" | "too-few-copies" | "previous-owner-holds" | "too-few-promises" | "catch-up-short" | "epochs-exhausted";
 
 /** Where a partition this node should own and does not serve stands: why it last waited, or that it is catching up or being taken now. */
-type UntakenReason = WaitReason | "catching-up" | "taking";
+type UntakenReason = WaitReason | "catching-up" | "taking" | "checking-after-stall";
 
 /**
  * Which node runs each partition, and this node's part in moving partitions (design §5). The
@@ -137,8 +139,11 @@ export class PartitionOwnership implements OwnershipGate {
   private readonly untaken = new Map<number, { since: number; reason: UntakenReason; stuck: boolean }>();
   /** Partitions left without an epoch to claim, logged at most once a minute. */
   private readonly exhausted = new LogLimiter(60_000);
-  /** When the event loop last showed it runs (a reconcile, a check of a partition): a longer gap is a stall. */
+  /** When the event loop last showed it runs (its own short timer, or a check of ownership): a longer gap is a stall. */
   private lastTick = performance.now();
+  private tickTimer: NodeJS.Timeout | undefined;
+  /** Stalls noticed so far: work that spans one (a take, a check of the copies) does not act on what it read before it. */
+  private stalls = 0;
   /** Owned partitions not served since a stall, until their copies say no other node took them meanwhile. */
   private readonly verifying = new Set<number>();
   private verifyRunning = false;
@@ -179,6 +184,11 @@ export class PartitionOwnership implements OwnershipGate {
     this.notify();
     this.timer = setInterval(() => this.reconcile(), RECONCILE_MS);
     this.timer.unref();
+    // A short tick of its own marks the event loop as running, so a stall is measured by how
+    // late it comes, not by how busy the node happens to be.
+    this.lastTick = performance.now();
+    this.tickTimer = setInterval(() => this.checkStall(true), STALL_TICK_MS);
+    this.tickTimer.unref();
     // A full disk lets this node's partitions go at once; freed space takes them back.
     this.stopDiskWatch = this.config.runtime.host.onServingChange(() => {
       this.notify();
@@ -195,6 +205,7 @@ export class PartitionOwnership implements OwnershipGate {
   close(): void {
     this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.tickTimer !== undefined) clearInterval(this.tickTimer);
     this.stopDiskWatch();
   }
 
@@ -214,7 +225,10 @@ export class PartitionOwnership implements OwnershipGate {
     return this.ownerOfPartition(this.config.runtime.partitioning.partitionOf(kind, id));
   }
 
-  /** True when this node serves `partition` now. */
+  /**
+   * True when this node serves `partition` now. After a stall of the event loop, it first holds
+   * back every owned partition (see {@link checkStall}).
+   */
   owns(partition: PartitionId): boolean {
     this.checkStall();
     return (
@@ -251,7 +265,7 @@ export class PartitionOwnership implements OwnershipGate {
     let waitingForPreviousOwner = 0;
     let stuck = 0;
     for (const p of this.config.runtime.partitioning.all()) {
-      if (this.holds[p] === Hold.OWNED || this.ownerOfPartition(p) !== this.config.self) continue;
+      if ((this.holds[p] === Hold.OWNED && !this.verifying.has(p)) || this.ownerOfPartition(p) !== this.config.self) continue;
       taking++;
       if (this.handoffSince.has(p)) waitingForPreviousOwner++;
       if (this.untaken.get(p)?.stuck === true) stuck++;
@@ -322,18 +336,26 @@ export class PartitionOwnership implements OwnershipGate {
    * coming back. Every owned partition stops being served until {@link verifyOwned} hears from
    * its copies: reads served meanwhile could miss writes the new owner acknowledged.
    */
-  private checkStall(): void {
+  private checkStall(tick = false): void {
     const now = performance.now();
     const gap = now - this.lastTick;
+    if (gap <= (this.config.stallAfterMs ?? DEFAULT_STALL_AFTER_MS)) {
+      if (tick) this.lastTick = now;
+      return;
+    }
     this.lastTick = now;
-    if (gap <= (this.config.stallAfterMs ?? DEFAULT_STALL_AFTER_MS) || this.startingUp || this.closed) return;
+    if (this.startingUp || this.closed) return;
+    this.stalls++;
     let suspended = 0;
     for (const p of this.config.runtime.partitioning.all()) {
       if (this.holds[p] !== Hold.OWNED || this.verifying.has(p)) continue;
       this.verifying.add(p);
       suspended++;
     }
-    if (suspended === 0) return;
+    if (suspended === 0) {
+      this.verifyOwned();
+      return;
+    }
     this.config.log.warn(
       { stalledMs: Math.round(gap), partitions: suspended },
       "this node's event loop stalled long enough for its peers to take its partitions; it serves them again once their copies say no newer epoch began",
@@ -353,28 +375,36 @@ export class PartitionOwnership implements OwnershipGate {
     if (this.verifyRunning || this.verifying.size === 0 || this.closed) return;
     this.verifyRunning = true;
     const partitions = [...this.verifying] as PartitionId[];
-    void this.peerStates(partitions, this.config.ring())
+    const ring = this.config.ring();
+    const stalls = this.stalls;
+    void this.peerStates(partitions, ring)
       .then(async (states) => {
-        const ring = this.config.ring();
+        this.checkStall();
+        // Answers read across another stall may predate a claim made during it: ask again.
+        if (this.closed || this.stalls !== stalls) return;
         const restored: PartitionId[] = [];
         let taken = 0;
         for (const p of partitions) {
           if (!this.verifying.has(p)) continue;
           const own = this.config.copies.get(p);
           const list = ring.preferenceList(p);
+          // A newer epoch needs promises from a majority of the copies; answers from this many
+          // (this one included) meet every majority. A copy rebuilding after it lost its disk
+          // lost its promises too: its word counts only when it names a newer epoch.
+          const needed = list.length - (Math.floor(list.length / 2) + 1) + 1;
           let answered = 1;
           let newer = own.promised > own.epoch;
           for (const node of list) {
             if (node === this.config.self) continue;
             const state = states.get(node as NodeId)?.get(p);
             if (state === undefined) continue;
-            answered++;
+            if (!state.rebuilding) answered++;
             if (Math.max(pointOf(state).epoch, Number(state.promised), ...historyEpochs(state)) > own.epoch) newer = true;
           }
           if (newer) {
+            if (this.holds[p] === Hold.OWNED) taken++;
             this.superseded(p);
-            taken++;
-          } else if (answered >= Math.floor(list.length / 2) + 1) {
+          } else if (answered >= needed) {
             this.verifying.delete(p);
             if (this.holds[p] === Hold.OWNED) restored.push(p);
           }
@@ -462,6 +492,7 @@ export class PartitionOwnership implements OwnershipGate {
   private async tryAcquire(partitions: PartitionId[]): Promise<void> {
     const { self, ring: currentRing, copies, replica, log } = this.config;
     const ring = currentRing();
+    const stalls = this.stalls;
     const states = await this.peerStates(partitions, ring);
     const grace = performance.now() - this.startedAt < (this.config.startupGraceMs ?? 10_000);
     const ready: PartitionId[] = [];
@@ -557,10 +588,10 @@ export class PartitionOwnership implements OwnershipGate {
     }
     // Those that need no catch-up are served at once, the others each as soon as it caught up: a
     // slow catch-up delays only its own partition.
-    await this.begin(ready, epochs);
+    await this.begin(ready, epochs, stalls);
     await runLimited(catchUps, CATCH_UP_CONCURRENCY, async ({ partition, source, point }) => {
       // A catch-up joined from another source may stop short of the most advanced copy: check.
-      if ((await replica.catchUp(partition, source)) && !ahead(point, copies.get(partition).point)) await this.begin([partition], epochs);
+      if ((await replica.catchUp(partition, source)) && !ahead(point, copies.get(partition).point)) await this.begin([partition], epochs, stalls);
       else wait(partition, "catch-up-short");
     });
     for (const [reason, list] of waiting) log.debug({ partitions: list, reason }, "partitions not taken yet; tried again at the next reconcile");
@@ -586,10 +617,10 @@ export class PartitionOwnership implements OwnershipGate {
     for (const p of runtime.partitioning.all()) {
       if (this.ownerOfPartition(p) !== self) continue;
       const untaken = this.untaken.get(p);
-      if (this.holds[p] === Hold.OWNED) {
+      if (this.holds[p] === Hold.OWNED && !this.verifying.has(p)) {
         if (untaken?.stuck === true) log.info({ partition: p, afterMs: Math.round(now - untaken.since) }, "a stuck partition is served again");
         this.untaken.delete(p);
-      } else if (untaken === undefined) this.untaken.set(p, { since: now, reason: "taking", stuck: false });
+      } else if (untaken === undefined) this.untaken.set(p, { since: now, reason: this.verifying.has(p) ? "checking-after-stall" : "taking", stuck: false });
       else if (!untaken.stuck && now - untaken.since >= stuckAfterMs) {
         untaken.stuck = true;
         stuck.push({ partition: p, reason: untaken.reason });
@@ -647,9 +678,17 @@ export class PartitionOwnership implements OwnershipGate {
    * replicated write runs here), then serves them. A partition whose copy promised a newer epoch
    * since (another node claims it), or moved past the claimed one, is not begun.
    */
-  private async begin(partitions: PartitionId[], epochs: ReadonlyMap<PartitionId, number>): Promise<void> {
+  private async begin(partitions: PartitionId[], epochs: ReadonlyMap<PartitionId, number>, stalls: number): Promise<void> {
     const { self, copies, log } = this.config;
     const ready: PartitionId[] = [];
+    this.checkStall();
+    if (this.stalls !== stalls) {
+      // This node stalled while taking them: other nodes may have claimed and begun newer epochs
+      // meanwhile, which the states and promises read before do not show. Taken again from scratch.
+      for (const p of partitions) if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
+      log.info({ partitions: partitions.length }, "this node stalled while taking partitions; taking them again");
+      return;
+    }
     await this.config.replica.serialized(async () => {
       const ops = [];
       const undo: { copy: PartitionCopy; restore: () => void }[] = [];
