@@ -730,6 +730,14 @@ export class PartitionOwnership implements OwnershipGate {
     // before serving, so the first watch or turn here continues it. Read again once owned, when
     // the outbox and timers of owned partitions are scanned.
     await this.config.runtime.partitionsChanged(ready);
+    // A stall during the waits above (the epoch's write, the reads): newer claims may have begun
+    // meanwhile, so these are not served under the epoch claimed before it; taken again.
+    this.checkStall();
+    if (this.stalls !== stalls) {
+      for (const p of ready) if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
+      log.info({ partitions: ready.length }, "this node stalled while taking partitions; taking them again");
+      return;
+    }
     let taken = 0;
     for (const p of ready) {
       if (this.holds[p] !== Hold.ACQUIRING) continue;
