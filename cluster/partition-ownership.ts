@@ -678,17 +678,23 @@ export class PartitionOwnership implements OwnershipGate {
    * replicated write runs here), then serves them. A partition whose copy promised a newer epoch
    * since (another node claims it), or moved past the claimed one, is not begun.
    */
+  /**
+   * True when this node stalled since `stalls` was read, as it took `partitions`: other nodes may
+   * have claimed and begun newer epochs meanwhile, which the states and promises read before do
+   * not show. Those still being taken are let go, to be taken again from scratch.
+   */
+  private stalledSince(stalls: number, partitions: readonly PartitionId[]): boolean {
+    this.checkStall();
+    if (this.stalls === stalls) return false;
+    for (const p of partitions) if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
+    this.config.log.info({ partitions: partitions.length }, "this node stalled while taking partitions; taking them again");
+    return true;
+  }
+
   private async begin(partitions: PartitionId[], epochs: ReadonlyMap<PartitionId, number>, stalls: number): Promise<void> {
     const { self, copies, log } = this.config;
     const ready: PartitionId[] = [];
-    this.checkStall();
-    if (this.stalls !== stalls) {
-      // This node stalled while taking them: other nodes may have claimed and begun newer epochs
-      // meanwhile, which the states and promises read before do not show. Taken again from scratch.
-      for (const p of partitions) if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
-      log.info({ partitions: partitions.length }, "this node stalled while taking partitions; taking them again");
-      return;
-    }
+    if (this.stalledSince(stalls, partitions)) return;
     await this.config.replica.serialized(async () => {
       const ops = [];
       const undo: { copy: PartitionCopy; restore: () => void }[] = [];
@@ -730,14 +736,8 @@ export class PartitionOwnership implements OwnershipGate {
     // before serving, so the first watch or turn here continues it. Read again once owned, when
     // the outbox and timers of owned partitions are scanned.
     await this.config.runtime.partitionsChanged(ready);
-    // A stall during the waits above (the epoch's write, the reads): newer claims may have begun
-    // meanwhile, so these are not served under the epoch claimed before it; taken again.
-    this.checkStall();
-    if (this.stalls !== stalls) {
-      for (const p of ready) if (this.holds[p] === Hold.ACQUIRING) this.holds[p] = Hold.NONE;
-      log.info({ partitions: ready.length }, "this node stalled while taking partitions; taking them again");
-      return;
-    }
+    // A stall during the waits above (the epoch's write, the reads) is checked for again.
+    if (this.stalledSince(stalls, ready)) return;
     let taken = 0;
     for (const p of ready) {
       if (this.holds[p] !== Hold.ACQUIRING) continue;
