@@ -674,11 +674,6 @@ export class PartitionOwnership implements OwnershipGate {
   }
 
   /**
-   * Begins the claimed epoch of each of `partitions` (one durable write, while no claim or
-   * replicated write runs here), then serves them. A partition whose copy promised a newer epoch
-   * since (another node claims it), or moved past the claimed one, is not begun.
-   */
-  /**
    * True when this node stalled since `stalls` was read, as it took `partitions`: other nodes may
    * have claimed and begun newer epochs meanwhile, which the states and promises read before do
    * not show. Those still being taken are let go, to be taken again from scratch.
@@ -691,6 +686,12 @@ export class PartitionOwnership implements OwnershipGate {
     return true;
   }
 
+  /**
+   * Begins the claimed epoch of each of `partitions` (one durable write, while no claim or
+   * replicated write runs here), then serves them. A partition whose copy promised a newer epoch
+   * since (another node claims it), or moved past the claimed one, is not begun. A stall
+   * since `stalls` was read (before the epoch's write, or before serving) begins or serves none.
+   */
   private async begin(partitions: PartitionId[], epochs: ReadonlyMap<PartitionId, number>, stalls: number): Promise<void> {
     const { self, copies, log } = this.config;
     const ready: PartitionId[] = [];

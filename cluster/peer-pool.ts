@@ -120,15 +120,6 @@ interface PeerRecord {
  */
 export class PeerPool {
   private readonly options: ResolvedPeerPoolOptions;
-
-  /**
-   * The longest stall of this node's event loop that its peers cannot take for its death: their
-   * failure detectors see its silence plus up to one heartbeat interval, less a margin for the
-   * network (650 ms with the defaults; 50 ms at least).
-   */
-  get safeStallMs(): number {
-    return Math.max(50, this.detector.options.downAfterMs - this.options.heartbeatIntervalMs - 100);
-  }
   private readonly detector: FailureDetector;
   private readonly peers = new Map<NodeId, PeerRecord>();
   private readonly listeners = new Set<(state: PeerState) => void>();
@@ -206,6 +197,15 @@ export class PeerPool {
       const rec = this.peers.get(peer);
       if (rec !== undefined) this.report(rec);
     });
+  }
+
+  /**
+   * The longest stall of this node's event loop that its peers cannot take for its death: their
+   * failure detectors see its silence plus up to one heartbeat interval, less a margin for the
+   * network (650 ms with the defaults; 50 ms at least).
+   */
+  get safeStallMs(): number {
+    return Math.max(50, this.detector.options.downAfterMs - this.options.heartbeatIntervalMs - 100);
   }
 
   /** Starts the heartbeats and the failure detector. Returns at once: peers need not be reachable. Idempotent. */
