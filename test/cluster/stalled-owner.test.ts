@@ -3,14 +3,17 @@ import { fileURLToPath } from "node:url";
 import { Consistency, MemberState } from "../../client/index.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
 import { counterVia } from "../harness/counters.js";
-import { describeOutcome, ev, outcomes } from "../harness/events.js";
+import { SeqWriter } from "../harness/seq-writer.js";
 import { type TestScope, useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
 
-/** Three nodes, and counters owned by n3, each at seq 1 (acknowledged at QUORUM). */
-async function counters(t: TestScope): Promise<{ c: ClusterHarness; ids: string[] }> {
+/**
+ * Three nodes, counters owned by n3, and a writer of their seqs through n1 at QUORUM (retrying
+ * retryable refusals for up to 20 s per seq) that has had seq 1 of each ACCEPTED.
+ */
+async function counters(t: TestScope): Promise<{ c: ClusterHarness; ids: string[]; writer: SeqWriter }> {
   const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", "3"] });
   const ids = (
     await c.ownedBy(
@@ -20,34 +23,16 @@ async function counters(t: TestScope): Promise<{ c: ClusterHarness; ids: string[
     )
   ).slice(0, 8);
   assert.ok(ids.length >= 4, "too few counters owned by n3");
-  const first = await c.client("n1").publish(
-    ids.map((id) => ev("counter", id, 1, { v: 1 })),
-    Consistency.QUORUM,
-  );
-  assert.deepEqual(
-    outcomes(first.results).map(describeOutcome),
-    ids.map(() => "ACCEPTED"),
-  );
-  return { c, ids };
+  const writer = new SeqWriter({ kind: "counter", ids, clients: () => [c.client("n1")], consistency: Consistency.QUORUM, maxAttempts: 200 });
+  await writeAll(writer, 1);
+  assert.deepEqual(Object.fromEntries(writer.answers), { ACCEPTED: ids.length });
+  return { c, ids, writer };
 }
 
-/** Seq `seq` of every counter, acknowledged at QUORUM through n1 (retried while refused retryably). */
-async function writeAll(c: ClusterHarness, ids: readonly string[], seq: number): Promise<void> {
-  const pending = new Set(ids);
-  await waitFor(
-    async () => {
-      const batch = [...pending];
-      const res = await c.client("n1").publish(
-        batch.map((id) => ev("counter", id, seq, { v: seq })),
-        Consistency.QUORUM,
-      );
-      outcomes(res.results).forEach((o, i) => {
-        if (o.status === "ACCEPTED" || o.status === "DUPLICATE") pending.delete(batch[i] as string);
-      });
-      return pending.size === 0 || undefined;
-    },
-    { timeoutMs: 20_000, what: `seq ${seq} of every counter acknowledged` },
-  );
+/** Seq `seq` of every counter, acknowledged. */
+async function writeAll(writer: SeqWriter, seq: number): Promise<void> {
+  await writer.run({ untilSeq: seq });
+  assert.equal(writer.failure, undefined, `seq ${seq} of every counter acknowledged: ${writer.failure?.message}`);
 }
 
 /**
@@ -93,25 +78,25 @@ describe("an owner that stalled long enough to be taken for dead", function () {
   const t = useTestScope();
 
   it("serves no read from its pre-stall copies once it runs again: each read through it either has the writes acknowledged meanwhile or is refused retryably", async () => {
-    const { c, ids } = await counters(t);
+    const { c, ids, writer } = await counters(t);
     c.pause("n3");
     await c.waitForState("n3", MemberState.DOWN, 10_000);
-    await writeAll(c, ids, 2);
+    await writeAll(writer, 2);
     c.resume("n3");
     await assertNoStaleReads(c, ids, 2, 3_000);
   });
 
   it("serves none either when it freezes again while it checks its copies or takes its partitions back", async () => {
-    const { c, ids } = await counters(t);
+    const { c, ids, writer } = await counters(t);
     c.pause("n3");
     await c.waitForState("n3", MemberState.DOWN, 10_000);
-    await writeAll(c, ids, 2);
+    await writeAll(writer, 2);
     c.resume("n3");
     // Frozen again as it asks its copies where they stand (or claims the partitions back).
     await new Promise((resolve) => setTimeout(resolve, 30));
     c.pause("n3");
     await c.waitForState("n3", MemberState.DOWN, 10_000);
-    await writeAll(c, ids, 3);
+    await writeAll(writer, 3);
     c.resume("n3");
     await assertNoStaleReads(c, ids, 3, 3_000);
   });
