@@ -34,7 +34,9 @@ describe("a node frozen while it takes its partitions back (take-race)", functio
     assert.equal(writer.failure?.message, undefined, "the load without n2 failed");
 
     const n2 = await c.startMember("n2", { env: { TWINMESH_FAILPOINTS: "freeze-before-claim" }, logLevel: "info" });
-    await waitFor(() => /failpoint freeze-before-claim: frozen/.test(n2.output()) || undefined, {
+    // The failpoint writes its line just before it stops the process: a pause sent in between
+    // would be undone by the resume below, and the failpoint would then stop n2 for good.
+    await waitFor(() => (/failpoint freeze-before-claim: frozen/.test(n2.output()) && n2.stopped) || undefined, {
       timeoutMs: 30_000,
       what: "n2 to freeze as it takes its partitions back",
     });

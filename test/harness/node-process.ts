@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -177,6 +178,21 @@ export class NodeProcess {
   /** SIGSTOP: the process freezes (no heartbeats, no answers) without losing its connections. */
   pause(): void {
     if (this.running) this.child.kill("SIGSTOP");
+  }
+
+  /**
+   * True while the process is stopped (by {@link pause}, or by a failpoint that stopped itself),
+   * as Linux's `/proc/<pid>/stat` says; false once it exited or where `/proc` cannot be read.
+   */
+  get stopped(): boolean {
+    if (!this.running || this.child.pid === undefined) return false;
+    try {
+      const stat = readFileSync(`/proc/${this.child.pid}/stat`, "utf8");
+      // "pid (command) state …": the command may hold spaces and parentheses; the state follows the last ") ".
+      return /^[tT]/.test(stat.slice(stat.lastIndexOf(") ") + 2));
+    } catch {
+      return false;
+    }
   }
 
   /** SIGCONT: a paused process goes on where it stopped. */
