@@ -23,6 +23,7 @@ import { PartitionReplica } from "./partition-replica.js";
 import type { PeerAddress } from "./peer-list.js";
 import { isCurrentPeer, PeerCondition, PeerPool, type PeerState } from "./peer-pool.js";
 import { addPeerService, type LocalNode } from "./peer-service.js";
+import { majorityOf } from "./quorum.js";
 import { type ReplicaPeers, Replicator } from "./replicator.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
 import { RoutedCallError, RoutedCalls } from "./routed-calls.js";
@@ -155,10 +156,10 @@ export class ClusterNode {
     this.ownership = new ClusterOwnership();
     const clusterSize = Math.min(this.replicationFactor, options.peers.length + 1);
     this.replication = {
-      operationCopies: Math.floor(clusterSize / 2) + 1,
+      operationCopies: majorityOf(clusterSize),
       // A message leaves once its sending write cannot be lost with this node: else a retry of
       // that write on a new owner sends it again, and the new owner reuses its id.
-      messageCopies: Math.floor(clusterSize / 2) + 1,
+      messageCopies: majorityOf(clusterSize),
       prepare: (group) => this.replicator?.prepare(group),
       replicate: (group) => this.replicator?.replicate(group),
       aborted: (group) => this.replicator?.aborted(group),

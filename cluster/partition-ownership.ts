@@ -15,6 +15,7 @@ import {
 } from "./partition-copies.js";
 import type { PartitionReplica } from "./partition-replica.js";
 import { callUnary } from "./peer-rpc.js";
+import { majorityOf, meetingEveryMajority } from "./quorum.js";
 import type { ReplicaPeers, Replicator } from "./replicator.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
 
@@ -391,7 +392,7 @@ export class PartitionOwnership implements OwnershipGate {
           // A newer epoch needs promises from a majority of the copies; answers from this many
           // (this one included) meet every majority. A copy rebuilding after it lost its disk
           // lost its promises too: its word counts only when it names a newer epoch.
-          const needed = list.length - (Math.floor(list.length / 2) + 1) + 1;
+          const needed = meetingEveryMajority(list.length);
           let answered = 1;
           let newer = own.promised > own.epoch;
           for (const node of list) {
@@ -520,9 +521,10 @@ export class PartitionOwnership implements OwnershipGate {
       // after its node lost data) speaks for the partition: an empty or partial copy would let
       // a lagging copy outvote the one that holds acknowledged writes.
       const voters = answered.filter((n) => this.config.peers.isCurrent(n) && states.get(n)?.get(p)?.rebuilding !== true);
-      // A majority of the copies (this one included); in the startup grace every copy but those
-      // seen up and then lost, so a cluster restarted at once waits for the node with the writes.
-      const majority = Math.floor((list.length + 1) / 2);
+      // The others that make a majority of the copies with this one; in the startup grace every
+      // copy but those seen up and then lost, so a cluster restarted at once waits for the node
+      // with the writes.
+      const majority = majorityOf(list.length + 1) - 1;
       const needed = grace ? Math.max(majority, list.filter((n) => !(this.seenUp.has(n) && !this.config.peers.isUp(n))).length) : majority;
       const held = answered.filter((n) => states.get(n)?.get(p)?.owned === true);
       // In the grace, a node ahead of this one in the list that is up but still catching up
@@ -820,7 +822,7 @@ export class PartitionOwnership implements OwnershipGate {
       if (replica.isCatchingUp(p)) continue;
       const list = ring.preferenceList(p).filter((n) => n !== self) as NodeId[];
       const answers = list.filter((n) => peers.isCurrent(n) && states.get(n)?.has(p));
-      const majority = Math.floor((list.length + 1) / 2) + 1;
+      const majority = majorityOf(list.length + 1);
       const neverWritten = copy.empty && answers.length + 1 >= majority && answers.every((n) => isEmpty(states.get(n)?.get(p)));
       const trusted = answers.filter((n) => states.get(n)?.get(p)?.rebuilding !== true);
       if (!neverWritten && trusted.length >= majority) {

@@ -32,6 +32,7 @@ import {
 import { consistencyLevel } from "../server/proto-convert.js";
 import type { NodeId } from "./node-id.js";
 import { callFailure, callUnary, methodPath } from "./peer-rpc.js";
+import { majorityOf } from "./quorum.js";
 import type { ConsistencyLevel } from "./twin-router.js";
 
 /** Metadata that marks a call one node routed to another (the owner answers it itself). */
@@ -67,7 +68,7 @@ export function copiesFor(level: ConsistencyLevel, rf: number): number {
     case "quorum":
     case "default":
       // A cluster's default is QUORUM (design §5).
-      return Math.floor(rf / 2) + 1;
+      return majorityOf(rf);
     default:
       return 1;
   }
