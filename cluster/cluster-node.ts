@@ -112,6 +112,12 @@ export interface HandoffProgress {
   readonly rebuilding: number;
 }
 
+/** Told how long a node's cluster work took. Must be cheap and must not throw. */
+export interface ClusterTimings {
+  /** A replica answered one Replicate request `seconds` after it arrived (its queue wait and its write). */
+  replicaApplied(seconds: number): void;
+}
+
 /**
  * This node's part in a static cluster: the ring of this node and its `--peers`, the peer pool
  * (heartbeats, failure detection, settings agreement), forwarding, and the router every RPC goes
@@ -125,6 +131,8 @@ export class ClusterNode {
   /** The host's replication stage: ships each committed group to the replicas of its partitions. */
   readonly replication: ReplicationStage;
   readonly replicationFactor: number;
+  /** Where cluster durations go (the metrics exporter sets it); none by default, and then nothing is recorded. */
+  timings: ClusterTimings | undefined;
   /** This node's own cluster lines (`component` `cluster`). */
   private readonly log: Logger;
   private replicator: Replicator | undefined;
@@ -239,6 +247,7 @@ export class ClusterNode {
       superseded: (p) => this.partitions?.superseded(p),
       log: log.child({ component: "cluster.replica" }),
       tracing: this.tracing,
+      applied: (seconds) => this.timings?.replicaApplied(seconds),
     });
     this.partitions = new PartitionOwnership({
       self: this.self,

@@ -7,6 +7,7 @@ export {
   type ClusterMetricsView,
   ClusterNode,
   type ClusterOptions,
+  type ClusterTimings,
   DEFAULT_REPLICATION_FACTOR,
   type HandoffProgress,
   type MemberView,

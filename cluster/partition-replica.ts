@@ -60,6 +60,11 @@ export interface PartitionReplicaConfig {
   readonly log: Logger;
   /** Continues the traces of traced shipments. @defaultValue none (tracing off) */
   readonly tracing?: Tracing;
+  /**
+   * Told, for each Replicate request answered, the `seconds` from its arrival to its answer: its
+   * wait in the queue and its write. Must be cheap and must not throw. @defaultValue none
+   */
+  readonly applied?: (seconds: number) => void;
 }
 
 /** A partition catching up. */
@@ -88,6 +93,8 @@ interface QueuedRequest {
   readonly bytes: number;
   /** The request's span when the owner traced it: from arrival until its write is done. */
   readonly span: TraceSpan | undefined;
+  /** When it arrived (performance.now()). */
+  readonly arrived: number;
 }
 
 /** Bytes of replicate requests queued behind the write in flight before the streams stop being read. */
@@ -189,7 +196,7 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
               attributes: { "twinmesh.node": this.config.self, "twinmesh.peer": from, "twinmesh.replicate.shipments": req.shipments.length },
             })
           : undefined;
-      await this.enqueue({ from, shipments: req.shipments, out, bytes: bytesOf(req.shipments), span });
+      await this.enqueue({ from, shipments: req.shipments, out, bytes: bytesOf(req.shipments), span, arrived: performance.now() });
     }
     // The owner ended its stream: what it sent is still answered before the call ends.
     if (this.draining) await new Promise<void>((resolve) => this.drainedWaiters.push(resolve));
@@ -237,6 +244,11 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
         for (const [out, partitions] of answers) {
           // A stream that ended meanwhile is the owner's to notice.
           out.write(this.answer(partitions)).catch(() => undefined);
+        }
+        const { applied } = this.config;
+        if (applied !== undefined) {
+          const now = performance.now();
+          for (const r of requests) applied((now - r.arrived) / 1000);
         }
       }
     } finally {

@@ -134,6 +134,7 @@ export class CommitCompletion {
     }
     // Later groups wait for earlier ones: answers, watchers and the outbox see groups in order.
     this.waiting++;
+    const writtenAt = performance.now();
     const settled = (stage ?? Promise.resolve()).then(
       () => undefined,
       // Whatever the stage rejected with is a failure, even a value that is no Error.
@@ -143,6 +144,7 @@ export class CommitCompletion {
       .then(() => settled)
       .then((failure) => {
         this.waiting--;
+        this.config.metrics.timings?.replicated?.((performance.now() - writtenAt) / 1000);
         this.acknowledge(group, failure);
       });
   }

@@ -10,6 +10,13 @@ export interface HostTimings {
   committed(seconds: number, events: number): void;
   /** One turn (a handler run, or the check that found a duplicate) took `seconds`, up to its async handler settling. */
   turned(seconds: number): void;
+  /**
+   * A group written here was acknowledged `seconds` after its write: the time its answers waited
+   * for its replication stage (its copies on replicas, or the shortfall), and for the groups
+   * written before it, since answers leave in commit order. Only groups that had to wait are
+   * told (never on a single node).
+   */
+  replicated?(seconds: number): void;
 }
 
 /**

@@ -2,7 +2,7 @@ import type { Histogram, Meter, ObservableResult } from "@opentelemetry/api";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { MeterProvider } from "@opentelemetry/sdk-metrics";
 import type { ClusterMetricsView, ClusterNode } from "../../cluster/index.js";
-import { ConfigError, type Logger, type TwinRuntime } from "../../runtime/index.js";
+import { ConfigError, type HostTimings, type Logger, type TwinRuntime } from "../../runtime/index.js";
 import type { GrpcCallCounts } from "./grpc-call-counts.js";
 import { MetricsEndpoint } from "./metrics-endpoint.js";
 
@@ -14,6 +14,8 @@ const SHED_REASONS: ReadonlySet<string> = new Set(["INGEST_QUEUE_FULL", "MAILBOX
 
 /** Seconds: from a quick WAL append to a slow fsync under load. */
 const COMMIT_SECONDS_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** Seconds: a replica's round trip takes about a millisecond when the machine is idle; an answer gives up on its replicas after 5 s. */
+const REPLICATION_SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** Seconds: most turns take microseconds; an async handler may wait up to the turn timeout. */
 const TURN_SECONDS_BUCKETS = [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1, 1, 10];
 /** Events per commit group, up to the default `maxGroupEvents` and beyond. */
@@ -190,7 +192,7 @@ function register(meter: Meter, sources: MetricSources): () => void {
     unit: "s",
     advice: { explicitBucketBoundaries: TURN_SECONDS_BUCKETS },
   });
-  m.timings = {
+  const timings: HostTimings = {
     committed(seconds, events) {
       duration.record(seconds);
       batchSize.record(events);
@@ -199,6 +201,7 @@ function register(meter: Meter, sources: MetricSources): () => void {
       turns.record(seconds);
     },
   };
+  m.timings = timings;
 
   // ---- gRPC
   const { calls } = sources;
@@ -210,14 +213,30 @@ function register(meter: Meter, sources: MetricSources): () => void {
 
   // ---- cluster
   const { cluster } = sources;
-  if (cluster !== undefined) registerCluster(meter, cluster);
+  if (cluster !== undefined) registerCluster(meter, cluster, timings);
 
   return () => {
     m.timings = undefined;
+    if (cluster !== undefined) cluster.timings = undefined;
   };
 }
 
-function registerCluster(meter: Meter, cluster: ClusterNode): void {
+function registerCluster(meter: Meter, cluster: ClusterNode, host: HostTimings): void {
+  // ---- durations, pushed as they happen
+  const wait: Histogram = meter.createHistogram("twinmesh.replication.wait", {
+    description:
+      "Time a commit group's answers waited after its local write: for its copies on replicas (or the shortfall), and for the groups written before it (answers leave in commit order)",
+    unit: "s",
+    advice: { explicitBucketBoundaries: REPLICATION_SECONDS_BUCKETS },
+  });
+  host.replicated = (seconds) => wait.record(seconds);
+  const apply: Histogram = meter.createHistogram("twinmesh.replication.apply.duration", {
+    description: "Time from a Replicate request's arrival on this node (as a replica) to its answer: its wait in the queue and its write",
+    unit: "s",
+    advice: { explicitBucketBoundaries: REPLICATION_SECONDS_BUCKETS },
+  });
+  cluster.timings = { replicaApplied: (seconds) => apply.record(seconds) };
+
   // Each read takes a fresh view: a few counts and one pass over the partitions, at scrape time only.
   const view = (): ClusterMetricsView => cluster.metricsView();
   gauge(meter, "twinmesh.cluster.ring.epoch", "The ring epoch this node routes by", () => Number(view().epoch));

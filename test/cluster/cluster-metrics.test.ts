@@ -105,6 +105,46 @@ describe("a three-node cluster's metrics (cluster-metrics)", function () {
       c.resume("n3");
     }
     await waitFor(async () => (await lagOf("n3")) === 0, { timeoutMs: 15_000, what: "n3's lag back to 0 once it resumes" });
+
+    // Replication timings: a QUORUM answer whose replicas are both frozen for 400 ms (less than the
+    // failure detector's 1 s, so neither is marked down) waits that long, and the owner's
+    // histogram of waits shows it; each replica's histogram counts the requests it answered.
+    const wait = "twinmesh_replication_wait_seconds";
+    const applied = "twinmesh_replication_apply_duration_seconds_count";
+    const n1Before = await Scrape.of(addresses[0] as string);
+    const slowBefore = n1Before.count(`${wait}_count`) - n1Before.count(`${wait}_bucket`, { le: "0.25" });
+    const replicasBefore = await Promise.all(addresses.slice(1).map(async (a) => (await Scrape.of(a)).count(applied)));
+    c.pause("n2");
+    c.pause("n3");
+    let publishing: ReturnType<ReturnType<typeof c.client>["publish"]>;
+    try {
+      publishing = c.client("n1").publish(
+        n1s.map((id) => ev("counter", id, 3)),
+        Consistency.QUORUM,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 400));
+    } finally {
+      c.resume("n2");
+      c.resume("n3");
+    }
+    assert.deepEqual(
+      statuses((await publishing).results),
+      n1s.map(() => "ACCEPTED"),
+    );
+    const n1After = await Scrape.of(addresses[0] as string);
+    assert.ok(n1After.count(`${wait}_count`) > n1Before.count(`${wait}_count`), "n1 recorded no replication wait");
+    assert.ok(
+      n1After.count(`${wait}_count`) - n1After.count(`${wait}_bucket`, { le: "0.25" }) > slowBefore,
+      "the wait for two frozen replicas is not among n1's waits over 0.25 s",
+    );
+    assert.ok(n1After.count(`${wait}_sum`) >= 0.35, `n1's replication waits add up to ${n1After.count(`${wait}_sum`)} s`);
+    await waitFor(
+      async () => {
+        const now = await Promise.all(addresses.slice(1).map(async (a) => (await Scrape.of(a)).count(applied)));
+        return now.every((n, i) => n > (replicasBefore[i] ?? 0)) || undefined;
+      },
+      { timeoutMs: 10_000, what: "n2 and n3 to count the Replicate requests they answered" },
+    );
   });
 
   it("counts no catch-up when a killed member's partitions fail over to survivors that were level with it, and counts the restarted member's", async () => {
