@@ -42,6 +42,7 @@ interface StartOptions {
   deadLetterRetention?: number;
   maxDeadLetters?: number;
   resolvedAlertRetention?: number;
+  alertLogRetention?: number;
   maxFilterCost?: number;
   cacheMb: number;
   heapBudgetMb: number;
@@ -101,6 +102,14 @@ export function startCommand(): Command {
       new Option("--resolved-alert-retention <duration>", "resolved alerts are removed this long after they resolved (default 7d)")
         .env("TWINMESH_RESOLVED_ALERT_RETENTION")
         .argParser(duration("--resolved-alert-retention")),
+    )
+    .addOption(
+      new Option(
+        "--alert-log-retention <changes>",
+        "alert changes kept for watchers, over all the partitions this node owns; the busiest partition's oldest go first (default 100000)",
+      )
+        .env("TWINMESH_ALERT_LOG_RETENTION")
+        .argParser(wholeNumber("--alert-log-retention", 1)),
     )
     .addOption(
       new Option(
@@ -226,6 +235,7 @@ async function start(opts: StartOptions, modules: readonly string[], peers: read
       deadLetterRetentionMs: opts.deadLetterRetention,
       maxDeadLetters: opts.maxDeadLetters,
       resolvedAlertRetentionMs: opts.resolvedAlertRetention,
+      alertLogRetention: opts.alertLogRetention,
     },
     queryOptions: opts.maxFilterCost === undefined ? undefined : { maxFilterCost: opts.maxFilterCost },
     storeOptions: { cacheBytes: opts.cacheMb * 1024 * 1024 },

@@ -26,6 +26,13 @@ export interface TurnEffectsConfig {
   readonly metrics: HostMetrics;
   readonly options: ResolvedHostOptions;
   readonly partitioning: Partitioning;
+  /** True while this node serves partition `p` as its owner: only an owner trims a partition's log. */
+  readonly owns: (p: PartitionId) => boolean;
+  /**
+   * Adds writes that are no turn's to the open commit group, so they are shipped to the
+   * partition's replicas with it; `done(true)` once it is written, `done(false)` when it failed.
+   */
+  readonly commitWrites: (ops: readonly BatchOp[], done: (written: boolean) => void) => void;
 }
 
 /**
@@ -34,15 +41,21 @@ export interface TurnEffectsConfig {
  * alert log changes and outbox messages, both in the partition of the twin whose turn produced
  * them (for a message, its sender). After a commit it advances the alert feed and trims the logs.
  *
- * Alert log retention: `alertLogRetention` is one budget for all partitions together. When the
- * logs hold more, the partition holding the most loses its oldest changes (never its last one,
- * which keeps its numbering), so a busy partition keeps most of the budget and a quiet one keeps
- * its few changes.
+ * Alert log retention: `alertLogRetention` is one budget for all the partitions this node owns
+ * together. When their logs hold more, the partition holding the most loses its oldest changes
+ * (never its last one, which keeps its numbering), so a busy partition keeps most of the budget
+ * and a quiet one keeps its few changes. The trim is a commit like a turn's: in a cluster it is
+ * shipped to the partition's replicas, so every copy holds the same changes and a watch cursor
+ * means the same on a new owner after a failover.
  */
 export class TurnEffects {
   /** Per partition, the last outbox seq handed out. */
   private readonly outboxSeqs = new Map<PartitionId, number>();
-  /** Changes retained in all partitions' logs (an upper bound: numbers of failed writes count too). */
+  /**
+   * Changes retained in the logs of the partitions this node owns: an upper bound (numbers of
+   * failed writes, and partitions let go of since the last count, count too), counted again
+   * exactly before a trim.
+   */
   private retained = 0;
   private trimming = false;
   private readonly store: RocksStore;
@@ -94,7 +107,7 @@ export class TurnEffects {
 
   private recount(): void {
     this.retained = 0;
-    for (const [, log] of this.alerts.partitions()) this.retained += Math.max(0, log.last - log.first + 1);
+    for (const [p, log] of this.alerts.partitions()) if (this.config.owns(p)) this.retained += Math.max(0, log.last - log.first + 1);
   }
 
   /** Adds a successful turn's alert, timer and message effects to `group`, updating `rec`. */
@@ -222,12 +235,17 @@ export class TurnEffects {
 
   private trimAlertLog(): void {
     const budget = this.config.options.alertLogRetention;
-    const excess = this.retained - budget;
     // Trim in chunks of at least 1,000 so the cost is amortised.
-    if (excess < Math.min(1_000, budget) || this.trimming) return;
+    const chunk = Math.min(1_000, budget);
+    if (this.retained - budget < chunk || this.trimming) return;
+    this.recount();
+    const excess = this.retained - budget;
+    if (excess < chunk) return;
     let largest: PartitionId | undefined;
     let size = 0;
     for (const [p, log] of this.alerts.partitions()) {
+      // A replica's copy is trimmed by its owner's shipments.
+      if (!this.config.owns(p)) continue;
       const held = log.last - log.first + 1;
       if (held > size) {
         largest = p;
@@ -246,17 +264,15 @@ export class TurnEffects {
     this.trimming = true;
     const ops: BatchOp[] = [];
     for (let seq = from; seq <= upto; seq++) ops.push({ type: "del", key: this.keys.alertLog(p, seq) });
-    this.store.write(ops).then(
-      () => {
-        this.trimming = false;
-      },
-      (err: unknown) => {
-        // The batch is atomic: nothing was deleted. The next commit with alert changes retries.
-        this.alerts.trimmedTo(p, from);
-        this.retained += count;
-        this.trimming = false;
-        this.config.log.warn({ err }, "alert log trim failed; it will be retried");
-      },
-    );
+    this.config.commitWrites(ops, (written) => {
+      this.trimming = false;
+      if (written) return;
+      // The group's write failed as a whole: nothing was deleted. The next commit with alert
+      // changes retries. (A trim withdrawn with its partition, which another node took, is that
+      // node's to make; this node reads the log's ends again if it takes the partition back.)
+      this.alerts.trimmedTo(p, from);
+      this.retained += count;
+      this.config.log.warn({ partition: p }, "alert log trim failed with its commit; it will be retried");
+    });
   }
 }

@@ -242,6 +242,8 @@ export class TwinHost {
       metrics: this.metrics,
       options: this.options,
       partitioning: this.partitioning,
+      owns,
+      commitWrites: (ops, done) => this.commitWrites(ops, done),
     });
     this.outbox = new OutboxDispatcher({
       store: this.store,

@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { Consistency, MemberState, type TwinmeshClient, TwinmeshClientError, type WatchAlertsResponse } from "../../client/index.js";
+import { Partitioning } from "../../runtime/index.js";
+import { ClusterHarness } from "../harness/cluster-harness.js";
+import { describeOutcome, ev, outcomes } from "../harness/events.js";
+import { useTestScope } from "../harness/test-scope.js";
+import { waitFor } from "../harness/wait-for.js";
+
+const FIXTURES = fileURLToPath(new URL("../fixtures/index.js", import.meta.url));
+const RETENTION = 20;
+
+/** The cursor of one partition's alert log, just after change `seq`. */
+function cursorAt(partition: number, seq: number): string {
+  return `c2.${partition.toString(36)}-${seq.toString(36)}`;
+}
+
+/**
+ * The first `count` changes a watch from `cursor` through `client` delivers, or the error it ends
+ * with. Bounded: a watch that goes quiet fails after 10 s.
+ */
+async function watchFrom(client: TwinmeshClient, cursor: string, count: number): Promise<WatchAlertsResponse[] | TwinmeshClientError> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), 10_000);
+  const seen: WatchAlertsResponse[] = [];
+  try {
+    for await (const change of client.watchAlerts({ cursor }, controller.signal)) {
+      seen.push(change);
+      if (seen.length === count) break;
+    }
+    return seen;
+  } catch (err) {
+    if (err instanceof TwinmeshClientError) return err;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+  }
+}
+
+describe("alert log retention in a cluster (alert-log-trim)", function () {
+  this.timeout(90_000);
+  const t = useTestScope();
+
+  it("trims a partition's alert log on its owner and ships the trim: after a failover the new owner holds the same changes, not the ones trimmed", async () => {
+    const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", "3", "--alert-log-retention", String(RETENTION)] });
+    const owner = "n2";
+    const [twin] = (await c.ownedBy(
+      owner,
+      "alarm",
+      Array.from({ length: 60 }, (_, i) => `t-${i}`),
+    )) as [string];
+    assert.ok(twin !== undefined, `${owner} owns none of 60 alarm twins`);
+    const partition = new Partitioning(256).partitionOf("alarm", twin);
+    const n1 = c.client("n1");
+    // 60 changes of one twin (raised, resolved, raised again …), each on every copy (ALL). With a
+    // retention of 20 the owner trims its log to its last 20-39 changes.
+    for (let seq = 1; seq <= 60; seq++) {
+      const res = await c.client(owner).publish([ev("alarm", twin, seq, { level: seq % 2 === 1 ? 120 : 10 })], Consistency.ALL);
+      assert.deepEqual(outcomes(res.results).map(describeOutcome), ["ACCEPTED"], `seq ${seq}`);
+    }
+    const expired = (result: WatchAlertsResponse[] | TwinmeshClientError, where: string): void => {
+      assert.ok(
+        result instanceof TwinmeshClientError,
+        `a watch from change 1 through ${where} delivered ${Array.isArray(result) ? result.length : 0} changes: the log was not trimmed there`,
+      );
+      assert.equal(result.code, grpc.status.OUT_OF_RANGE, result.message);
+      assert.equal(result.reason, "CURSOR_EXPIRED");
+    };
+    expired(await watchFrom(n1, cursorAt(partition, 1), 1), "n1, from the owner");
+    const last5 = await watchFrom(n1, cursorAt(partition, 55), 5);
+    assert.ok(Array.isArray(last5), `a watch from change 55 failed: ${(last5 as Error).message}`);
+    assert.deepEqual(
+      last5.map((w) => Number(w.change)),
+      [56, 57, 58, 59, 60],
+    );
+
+    // The owner dies; a replica takes the partition with its copy of the log.
+    await c.kill(owner);
+    await c.waitForState(owner, MemberState.DOWN, 10_000);
+    const afterFailover = await waitFor(
+      async () => {
+        const r = await watchFrom(n1, cursorAt(partition, 1), 1);
+        // Retryable while the partition moves.
+        return r instanceof TwinmeshClientError && r.code === grpc.status.UNAVAILABLE ? undefined : r;
+      },
+      { timeoutMs: 20_000, what: `a survivor to serve partition ${partition}'s alert log` },
+    );
+    assert.ok(afterFailover !== undefined);
+    expired(afterFailover, "n1, from the new owner");
+    const again = await watchFrom(n1, cursorAt(partition, 55), 5);
+    assert.ok(Array.isArray(again), `a watch from change 55 after the failover failed: ${(again as Error).message}`);
+    assert.deepEqual(
+      again.map((w) => [Number(w.change), w.alert?.id]),
+      last5.map((w) => [Number(w.change), w.alert?.id]),
+      "the changes after 55, on the new owner",
+    );
+  });
+});
