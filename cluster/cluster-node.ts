@@ -114,7 +114,7 @@ export interface HandoffProgress {
 
 /** Told how long a node's cluster work took. Must be cheap and must not throw. */
 export interface ClusterTimings {
-  /** A replica answered one Replicate request `seconds` after it arrived (its queue wait and its write). */
+  /** A replica answered one Replicate request `seconds` after reading it off its owner's stream (its queue wait and its write). */
   replicaApplied(seconds: number): void;
 }
 

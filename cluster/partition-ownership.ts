@@ -15,7 +15,7 @@ import {
 } from "./partition-copies.js";
 import type { PartitionReplica } from "./partition-replica.js";
 import { callUnary } from "./peer-rpc.js";
-import { majorityOf, meetingEveryMajority } from "./quorum.js";
+import { intersectingEveryMajority, majorityOf } from "./quorum.js";
 import type { ReplicaPeers, Replicator } from "./replicator.js";
 import type { RingSnapshot } from "./ring-snapshot.js";
 
@@ -392,7 +392,7 @@ export class PartitionOwnership implements OwnershipGate {
           // A newer epoch needs promises from a majority of the copies; answers from this many
           // (this one included) meet every majority. A copy rebuilding after it lost its disk
           // lost its promises too: its word counts only when it names a newer epoch.
-          const needed = meetingEveryMajority(list.length);
+          const needed = intersectingEveryMajority(list.length);
           let answered = 1;
           let newer = own.promised > own.epoch;
           for (const node of list) {
@@ -524,8 +524,8 @@ export class PartitionOwnership implements OwnershipGate {
       // The others that make a majority of the copies with this one; in the startup grace every
       // copy but those seen up and then lost, so a cluster restarted at once waits for the node
       // with the writes.
-      const majority = majorityOf(list.length + 1) - 1;
-      const needed = grace ? Math.max(majority, list.filter((n) => !(this.seenUp.has(n) && !this.config.peers.isUp(n))).length) : majority;
+      const othersNeeded = majorityOf(list.length + 1) - 1;
+      const needed = grace ? Math.max(othersNeeded, list.filter((n) => !(this.seenUp.has(n) && !this.config.peers.isUp(n))).length) : othersNeeded;
       const held = answered.filter((n) => states.get(n)?.get(p)?.owned === true);
       // In the grace, a node ahead of this one in the list that is up but still catching up
       // will own the partition in a moment: taking it meanwhile would only move it twice.

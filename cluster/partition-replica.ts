@@ -61,8 +61,9 @@ export interface PartitionReplicaConfig {
   /** Continues the traces of traced shipments. @defaultValue none (tracing off) */
   readonly tracing?: Tracing;
   /**
-   * Told, for each Replicate request answered, the `seconds` from its arrival to its answer: its
-   * wait in the queue and its write. Must be cheap and must not throw. @defaultValue none
+   * Told, for each Replicate request answered, the `seconds` from reading it off its owner's
+   * stream to its answer: its wait in the queue and its write (not the time it spent in transport
+   * buffers while the queue was full and the stream was not read). Must be cheap and must not throw. @defaultValue none
    */
   readonly applied?: (seconds: number) => void;
 }
@@ -93,7 +94,7 @@ interface QueuedRequest {
   readonly bytes: number;
   /** The request's span when the owner traced it: from arrival until its write is done. */
   readonly span: TraceSpan | undefined;
-  /** When it arrived (performance.now()). */
+  /** When it was read off its owner's stream (performance.now()). */
   readonly arrived: number;
 }
 

@@ -16,6 +16,6 @@ export function majorityOf(copies: number): number {
  * plus one. Answers from this many copies include one from any majority that promised something
  * (a newer epoch, say).
  */
-export function meetingEveryMajority(copies: number): number {
+export function intersectingEveryMajority(copies: number): number {
   return copies - majorityOf(copies) + 1;
 }

@@ -13,8 +13,9 @@ export interface HostTimings {
   /**
    * A group written here was acknowledged `seconds` after its write: the time its answers waited
    * for its replication stage (its copies on replicas, or the shortfall), and for the groups
-   * written before it, since answers leave in commit order. Only groups that had to wait are
-   * told (never on a single node).
+   * written before it, since answers leave in commit order; 0 for a group answered at once.
+   * Told for every group of a host with a replication stage (a cluster node), never on a single
+   * node.
    */
   replicated?(seconds: number): void;
 }

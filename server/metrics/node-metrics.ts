@@ -192,6 +192,9 @@ function register(meter: Meter, sources: MetricSources): () => void {
     unit: "s",
     advice: { explicitBucketBoundaries: TURN_SECONDS_BUCKETS },
   });
+  // In a cluster, also the wait for replicas after each write (a histogram of its own).
+  const { cluster } = sources;
+  const clusterTimings = cluster === undefined ? undefined : registerClusterTimings(meter, cluster);
   const timings: HostTimings = {
     committed(seconds, events) {
       duration.record(seconds);
@@ -200,6 +203,7 @@ function register(meter: Meter, sources: MetricSources): () => void {
     turned(seconds) {
       turns.record(seconds);
     },
+    replicated: clusterTimings?.replicated,
   };
   m.timings = timings;
 
@@ -212,8 +216,7 @@ function register(meter: Meter, sources: MetricSources): () => void {
   }
 
   // ---- cluster
-  const { cluster } = sources;
-  if (cluster !== undefined) registerCluster(meter, cluster, timings);
+  if (cluster !== undefined) registerCluster(meter, cluster);
 
   return () => {
     m.timings = undefined;
@@ -221,22 +224,27 @@ function register(meter: Meter, sources: MetricSources): () => void {
   };
 }
 
-function registerCluster(meter: Meter, cluster: ClusterNode, host: HostTimings): void {
-  // ---- durations, pushed as they happen
+/**
+ * The cluster's durations, pushed as they happen: a replica's answer time goes to the cluster
+ * node's timings; returns where the host's wait for replicas after each write goes.
+ */
+function registerClusterTimings(meter: Meter, cluster: ClusterNode): { replicated: (seconds: number) => void } {
   const wait: Histogram = meter.createHistogram("twinmesh.replication.wait", {
     description:
-      "Time a commit group's answers waited after its local write: for its copies on replicas (or the shortfall), and for the groups written before it (answers leave in commit order)",
+      "Time a commit group's answers waited after its local write: for its copies on replicas (or the shortfall), and for the groups written before it (answers leave in commit order); 0 for a group answered at once",
     unit: "s",
     advice: { explicitBucketBoundaries: REPLICATION_SECONDS_BUCKETS },
   });
-  host.replicated = (seconds) => wait.record(seconds);
   const apply: Histogram = meter.createHistogram("twinmesh.replication.apply.duration", {
-    description: "Time from a Replicate request's arrival on this node (as a replica) to its answer: its wait in the queue and its write",
+    description: "On a replica, time from reading a Replicate request off its owner's stream to answering it: its wait in the queue and its write",
     unit: "s",
     advice: { explicitBucketBoundaries: REPLICATION_SECONDS_BUCKETS },
   });
   cluster.timings = { replicaApplied: (seconds) => apply.record(seconds) };
+  return { replicated: (seconds) => wait.record(seconds) };
+}
 
+function registerCluster(meter: Meter, cluster: ClusterNode): void {
   // Each read takes a fresh view: a few counts and one pass over the partitions, at scrape time only.
   const view = (): ClusterMetricsView => cluster.metricsView();
   gauge(meter, "twinmesh.cluster.ring.epoch", "The ring epoch this node routes by", () => Number(view().epoch));

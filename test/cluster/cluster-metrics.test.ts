@@ -105,42 +105,72 @@ describe("a three-node cluster's metrics (cluster-metrics)", function () {
       c.resume("n3");
     }
     await waitFor(async () => (await lagOf("n3")) === 0, { timeoutMs: 15_000, what: "n3's lag back to 0 once it resumes" });
+  });
 
-    // Replication timings: a QUORUM answer whose replicas are both frozen for 400 ms (less than the
-    // failure detector's 1 s, so neither is marked down) waits that long, and the owner's
-    // histogram of waits shows it; each replica's histogram counts the requests it answered.
+  it("times the wait for replicas on the owner and each replica's answers: both replicas frozen under a QUORUM write show as one long wait", async () => {
+    const ports = await freePorts(MEMBERS.length);
+    const argsOf = Object.fromEntries(MEMBERS.map((id, i) => [id, ["--metrics-port", String(ports[i])]]));
+    const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], argsOf, args: ["--partitions", "64"] });
+    const scrape = (id: string): Promise<Scrape> => Scrape.of(c.node(id).metricsAddress);
     const wait = "twinmesh_replication_wait_seconds";
     const applied = "twinmesh_replication_apply_duration_seconds_count";
-    const n1Before = await Scrape.of(addresses[0] as string);
-    const slowBefore = n1Before.count(`${wait}_count`) - n1Before.count(`${wait}_bucket`, { le: "0.25" });
-    const replicasBefore = await Promise.all(addresses.slice(1).map(async (a) => (await Scrape.of(a)).count(applied)));
+    const n1s = await c.ownedBy(
+      "n1",
+      "counter",
+      Array.from({ length: 30 }, (_, i) => `w-${i}`),
+    );
+    assert.ok(n1s.length > 0, "n1 owns none of 30 twins");
+    // Every group a cluster node writes is timed, a group answered at once as 0.
+    const first = await c.client("n1").publish(
+      n1s.map((id) => ev("counter", id, 1)),
+      Consistency.LOCAL,
+    );
+    assert.deepEqual(new Set(statuses(first.results)), new Set(["ACCEPTED"]));
+    const before = await scrape("n1");
+    assert.ok(before.count(`${wait}_count`) > 0, "n1 timed none of its groups");
+    const slowBefore = before.count(`${wait}_count`) - before.count(`${wait}_bucket`, { le: "0.25" });
+    const replicasBefore = await Promise.all(["n2", "n3"].map(async (id) => (await scrape(id)).count(applied)));
+
+    // Both replicas frozen: a QUORUM write on n1 waits until one answers. They are held for 400 ms
+    // (less than the failure detector's 1 s, so neither is marked down) after n1 shows the
+    // shipments unconfirmed, which it does only once the group is written.
     c.pause("n2");
     c.pause("n3");
-    let publishing: ReturnType<ReturnType<typeof c.client>["publish"]>;
+    let heldMs = 0;
+    let publishing: Promise<string[]> | undefined;
     try {
-      publishing = c.client("n1").publish(
-        n1s.map((id) => ev("counter", id, 3)),
-        Consistency.QUORUM,
-      );
+      publishing = c
+        .client("n1")
+        .publish(
+          n1s.map((id) => ev("counter", id, 2)),
+          Consistency.QUORUM,
+        )
+        .then((res) => statuses(res.results));
+      await waitFor(async () => ((await scrape("n1")).value("twinmesh_replication_lag", { peer: "n2" }) ?? 0) > 0 || undefined, {
+        timeoutMs: 5_000,
+        what: "n1's write to wait for n2",
+      });
+      const shippedAt = performance.now();
       await new Promise((resolve) => setTimeout(resolve, 400));
+      heldMs = performance.now() - shippedAt;
     } finally {
       c.resume("n2");
       c.resume("n3");
     }
     assert.deepEqual(
-      statuses((await publishing).results),
+      await publishing,
       n1s.map(() => "ACCEPTED"),
     );
-    const n1After = await Scrape.of(addresses[0] as string);
-    assert.ok(n1After.count(`${wait}_count`) > n1Before.count(`${wait}_count`), "n1 recorded no replication wait");
+    const after = await scrape("n1");
     assert.ok(
-      n1After.count(`${wait}_count`) - n1After.count(`${wait}_bucket`, { le: "0.25" }) > slowBefore,
+      after.count(`${wait}_count`) - after.count(`${wait}_bucket`, { le: "0.25" }) > slowBefore,
       "the wait for two frozen replicas is not among n1's waits over 0.25 s",
     );
-    assert.ok(n1After.count(`${wait}_sum`) >= 0.35, `n1's replication waits add up to ${n1After.count(`${wait}_sum`)} s`);
+    const waited = after.count(`${wait}_sum`) - before.count(`${wait}_sum`);
+    assert.ok(waited >= heldMs / 1000, `n1's replication waits grew by ${waited} s while its replicas were held for ${heldMs} ms`);
     await waitFor(
       async () => {
-        const now = await Promise.all(addresses.slice(1).map(async (a) => (await Scrape.of(a)).count(applied)));
+        const now = await Promise.all(["n2", "n3"].map(async (id) => (await scrape(id)).count(applied)));
         return now.every((n, i) => n > (replicasBefore[i] ?? 0)) || undefined;
       },
       { timeoutMs: 10_000, what: "n2 and n3 to count the Replicate requests they answered" },

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { majorityOf, meetingEveryMajority } from "../../../cluster/quorum.js";
+import { intersectingEveryMajority, majorityOf } from "../../../cluster/quorum.js";
 
 /** Every subset of `n` copies, as bit masks. */
 function subsets(n: number): number[] {
@@ -12,13 +12,13 @@ function size(mask: number): number {
   return count;
 }
 
-describe("quorum arithmetic", () => {
+describe("quorum (cluster/quorum.ts)", () => {
   it("a majority is the fewest copies of which any two sets share one", () => {
     assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map(majorityOf), [1, 2, 2, 3, 3, 4, 4]);
     for (let n = 1; n <= 7; n++) {
       const majorities = subsets(n).filter((s) => size(s) === majorityOf(n));
       for (const a of majorities) for (const b of majorities) assert.notEqual(a & b, 0, `two majorities of ${n} copies share none`);
-      // One fewer is not enough: two disjoint sets of that size exist (or a set of it misses one that a loss leaves).
+      // One fewer is not enough: two sets of that size share no copy.
       const fewer = subsets(n).filter((s) => size(s) === majorityOf(n) - 1);
       assert.ok(
         fewer.some((a) => fewer.some((b) => (a & b) === 0)),
@@ -27,18 +27,18 @@ describe("quorum arithmetic", () => {
     }
   });
 
-  it("answers from meetingEveryMajority copies include one of every majority, and one fewer may miss one", () => {
-    assert.deepEqual([1, 2, 3, 4, 5].map(meetingEveryMajority), [1, 1, 2, 2, 3]);
+  it("answers from intersectingEveryMajority copies include one of every majority, and one fewer may miss one", () => {
+    assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map(intersectingEveryMajority), [1, 1, 2, 2, 3, 3, 4]);
     for (let n = 1; n <= 7; n++) {
       const majorities = subsets(n).filter((s) => size(s) >= majorityOf(n));
-      for (const answered of subsets(n).filter((s) => size(s) === meetingEveryMajority(n))) {
+      for (const answered of subsets(n).filter((s) => size(s) === intersectingEveryMajority(n))) {
         for (const majority of majorities)
           assert.notEqual(answered & majority, 0, `answers ${answered.toString(2)} of ${n} miss majority ${majority.toString(2)}`);
       }
-      const fewer = subsets(n).filter((s) => size(s) === meetingEveryMajority(n) - 1);
+      const fewer = subsets(n).filter((s) => size(s) === intersectingEveryMajority(n) - 1);
       assert.ok(
         fewer.some((answered) => majorities.some((majority) => (answered & majority) === 0)),
-        `${meetingEveryMajority(n) - 1} answers of ${n} already meet every majority`,
+        `${intersectingEveryMajority(n) - 1} answers of ${n} already meet every majority`,
       );
     }
   });
