@@ -1,10 +1,10 @@
 import { AlertQueries } from "./alerts/alert-queries.js";
-import { AlertRetention } from "./alerts/alert-retention.js";
+import type { AlertRetention } from "./alerts/alert-retention.js";
 import { type Clock, SYSTEM_CLOCK } from "./clock.js";
 import { ConfigError, DataDirectoryError } from "./errors.js";
 import type { OwnershipGate, RemoteMessages } from "./host/admission.js";
 import type { HostObserver, ReplicationStage } from "./host/commit-completion.js";
-import { type HostOptions, retentionSweepMs } from "./host/host-options.js";
+import type { HostOptions } from "./host/host-options.js";
 import type { IngestEvent } from "./host/ingest-event.js";
 import { TwinHost, type TwinView } from "./host/twin-host.js";
 import type { TurnOutcome } from "./host/twin-message.js";
@@ -80,8 +80,6 @@ export class TwinRuntime {
     readonly host: TwinHost,
     readonly queries: TwinQueries,
     readonly alerts: AlertQueries,
-    /** Trims resolved alerts past their retention. */
-    readonly alertRetention: AlertRetention,
     private readonly filterPool: FilterPool,
     /**
      * Kinds that have twins in the data directory but are not registered: their events are
@@ -94,6 +92,11 @@ export class TwinRuntime {
     /** @internal Counts kept only in the store (alerts, timers, dead letters), for server/ (status and metrics). */
     readonly storedCounts: StoredCounts,
   ) {}
+
+  /** Trims resolved alerts past their retention (the host's, in the partitions this node owns). */
+  get alertRetention(): AlertRetention {
+    return this.host.alertRetention;
+  }
 
   /**
    * Registers the twin classes, opens the data directory and starts the host.
@@ -133,15 +136,6 @@ export class TwinRuntime {
         log.warn({ dataDir: options.dataDir, kinds: unloadedKinds, loaded, more: stored.truncated }, "stored twins of kinds not loaded");
       }
       await host.start();
-      const alertRetention = new AlertRetention({
-        store,
-        keys: host.keys,
-        clock: options.clock ?? SYSTEM_CLOCK,
-        log: log.child({ component: "alert-retention" }),
-        retentionMs: host.options.resolvedAlertRetentionMs,
-        sweepMs: retentionSweepMs(host.options, host.options.resolvedAlertRetentionMs),
-      });
-      alertRetention.start();
       const pool = new FilterPool({
         workers: queryOptions.filterWorkers,
         maxQueued: queryOptions.maxQueuedFilterChunks,
@@ -172,7 +166,6 @@ export class TwinRuntime {
           (p) => options.ownership?.owns?.(p) ?? true,
           (kind, id) => partitioning.partitionOf(kind, id),
         ),
-        alertRetention,
         pool,
         unloadedKinds,
         tokens,
@@ -216,7 +209,6 @@ export class TwinRuntime {
     // Queries still running fail now rather than hold the store open.
     await this.filterPool.close();
     await this.host.close();
-    await this.alertRetention.close();
     await this.store.close();
   }
 }

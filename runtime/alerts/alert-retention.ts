@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
-import type { Keys } from "../store/keys.js";
+import type { PartitionId, Partitioning } from "../partition/partitioning.js";
+import { Keys } from "../store/keys.js";
 import type { BatchOp, RocksStore } from "../store/rocks-store.js";
 import { type Alert, AlertState } from "./alert.js";
 
@@ -17,6 +18,15 @@ export interface AlertRetentionConfig {
   readonly retentionMs: number;
   /** How often the trim runs. */
   readonly sweepMs: number;
+  readonly partitioning: Partitioning;
+  /** True while this node owns partition `p`: only the owner removes its resolved alerts. */
+  readonly owns: (p: PartitionId) => boolean;
+  /**
+   * Commits the removals of `partitions`' alerts through the node's commit pipeline, so they are
+   * shipped to the partitions' replicas. Rejects when they were not written (or not on as many
+   * copies as operations wait for); the next sweep tries again.
+   */
+  readonly commit: (ops: readonly BatchOp[], partitions: ReadonlySet<PartitionId>) => Promise<void>;
 }
 
 /**
@@ -34,6 +44,11 @@ export function resolvedAlertIndexOp(keys: Keys, alert: Alert): BatchOp | undefi
  * of {@link ALERT_TRIM_BATCH}, reading only the resolved-at index up to the cutoff. Open and
  * acknowledged alerts are never removed; the alert change log has its own retention (a count).
  * Resolved alerts stored before the index existed have no entry and are kept.
+ *
+ * Only the owner of an alert's partition removes it, by a commit like a turn's: in a cluster the
+ * removal is shipped to the partition's replicas, which never remove alerts on their own clocks
+ * or settings. So every copy holds the same alerts, and one gone from `ListAlerts` does not come
+ * back when another node takes its partition.
  */
 export class AlertRetention {
   private timer: NodeJS.Timeout | undefined;
@@ -60,25 +75,39 @@ export class AlertRetention {
   }
 
   private async trimAll(): Promise<number> {
-    const { store, keys, clock, retentionMs } = this.config;
+    const { store, keys, clock, retentionMs, partitioning, owns, commit } = this.config;
     const range = keys.resolvedAlertsUpTo(clock.nowMs() - retentionMs);
+    let from = range.gte;
     let trimmed = 0;
     while (!this.closed) {
-      const indexKeys: string[] = [];
-      for await (const chunk of store.scan({ ...range, limit: ALERT_TRIM_BATCH }, { values: false })) for (const [key] of chunk) indexKeys.push(key);
-      if (indexKeys.length === 0) break;
-      const ids = indexKeys.map((k) => keys.resolvedAlertIdOf(k));
-      const raws = await store.getMany(ids.map((id) => keys.alert(id)));
-      const ops: BatchOp[] = [];
-      for (let i = 0; i < ids.length; i++) {
-        ops.push({ type: "del", key: indexKeys[i] as string });
-        const raw = raws[i];
-        // Only a still-resolved alert goes (a resolved id is never reopened; this is a safety net).
-        if (raw !== undefined && (JSON.parse(raw) as Alert).state === AlertState.RESOLVED) ops.push({ type: "del", key: keys.alert(ids[i] as string) });
+      const scanned: string[] = [];
+      for await (const chunk of store.scan({ gte: from, lt: range.lt, limit: ALERT_TRIM_BATCH }, { values: false })) {
+        for (const [key] of chunk) scanned.push(key);
       }
-      await store.write(ops);
-      trimmed += ids.length;
-      if (indexKeys.length < ALERT_TRIM_BATCH) break;
+      if (scanned.length === 0) break;
+      // Entries of partitions this node does not own stay, so the next batch starts past them.
+      from = `${scanned[scanned.length - 1] as string}\u0000`;
+      const partitions = new Set<PartitionId>();
+      const indexKeys = scanned.filter((key) => {
+        const p = Keys.partitionOfKey(key, partitioning);
+        if (p === undefined || !owns(p)) return false;
+        partitions.add(p);
+        return true;
+      });
+      if (indexKeys.length > 0) {
+        const ids = indexKeys.map((k) => keys.resolvedAlertIdOf(k));
+        const raws = await store.getMany(ids.map((id) => keys.alert(id)));
+        const ops: BatchOp[] = [];
+        for (let i = 0; i < ids.length; i++) {
+          ops.push({ type: "del", key: indexKeys[i] as string });
+          const raw = raws[i];
+          // Only a still-resolved alert goes (a resolved id is never reopened; this is a safety net).
+          if (raw !== undefined && (JSON.parse(raw) as Alert).state === AlertState.RESOLVED) ops.push({ type: "del", key: keys.alert(ids[i] as string) });
+        }
+        await commit(ops, partitions);
+        trimmed += ids.length;
+      }
+      if (scanned.length < ALERT_TRIM_BATCH) break;
     }
     if (trimmed > 0) this.config.log.info({ trimmed }, "resolved alerts trimmed by retention");
     return trimmed;

@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import { type Alert, AlertState } from "../alerts/alert.js";
 import { AlertFeed } from "../alerts/alert-feed.js";
+import { AlertRetention } from "../alerts/alert-retention.js";
 import type { Clock } from "../clock.js";
 import { DeadLetterStore } from "../deadletters/dead-letter-store.js";
 import {
@@ -155,6 +156,8 @@ export class TwinHost {
   private readonly effects: TurnEffects;
   /** Undeliverable messages: written here when a delivery fails; listed, retried and trimmed by their store. */
   readonly deadLetters: DeadLetterStore;
+  /** Removes resolved alerts past their retention, in the partitions this node owns. */
+  readonly alertRetention: AlertRetention;
   private readonly admission: Admission;
   private readonly remoteMessages: RemoteMessages | undefined;
   /** Remote targets (twin keys) with a message on its way. */
@@ -284,6 +287,17 @@ export class TwinHost {
       commit: (ops, sends, partitions) => this.commitOperation(ops, sends, partitions),
       owns,
     });
+    this.alertRetention = new AlertRetention({
+      store: this.store,
+      keys: this.keys,
+      clock: this.clock,
+      log: config.log.child({ component: "alert-retention" }),
+      retentionMs: this.options.resolvedAlertRetentionMs,
+      sweepMs: retentionSweepMs(this.options, this.options.resolvedAlertRetentionMs),
+      partitioning: this.partitioning,
+      owns,
+      commit: (ops, partitions) => this.commitOperation(ops, [], partitions),
+    });
     this.completion = new CommitCompletion({
       log: this.log,
       keys: this.keys,
@@ -326,6 +340,7 @@ export class TwinHost {
   async start(): Promise<void> {
     await this.effects.start();
     await this.deadLetters.start();
+    this.alertRetention.start();
     this.outbox.start();
     this.timers.start();
     this.sweepTimer = setInterval(() => this.activations.sweepIdle(), Math.min(this.options.idleTimeoutMs, 10_000));
@@ -862,6 +877,7 @@ export class TwinHost {
     this.heldMessages.close();
     await this.outbox.close();
     await this.deadLetters.close();
+    await this.alertRetention.close();
     // These timers are not unref'd: an embedding process stays up until its twins have drained.
     const deadline = performance.now() + timeoutMs;
     while (!this.idle && performance.now() < deadline) {

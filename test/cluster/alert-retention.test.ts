@@ -4,7 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Consistency, MemberState, type TwinmeshClient, TwinmeshClientError, type WatchAlertsResponse } from "../../client/index.js";
 import { Partitioning } from "../../runtime/index.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
-import { describeOutcome, ev, outcomes } from "../harness/events.js";
+import { describeOutcome, ev, outcomes, statuses } from "../harness/events.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
 
@@ -39,7 +39,7 @@ async function watchFrom(client: TwinmeshClient, cursor: string, count: number):
   }
 }
 
-describe("alert log retention in a cluster (alert-log-trim)", function () {
+describe("alert retention in a cluster (alert-retention)", function () {
   this.timeout(90_000);
   const t = useTestScope();
 
@@ -95,6 +95,61 @@ describe("alert log retention in a cluster (alert-log-trim)", function () {
       again.map((w) => [Number(w.change), w.alert?.id]),
       last5.map((w) => [Number(w.change), w.alert?.id]),
       "the changes after 55, on the new owner",
+    );
+  });
+
+  it("removes a resolved alert past the owner's retention from every copy: another node taking the partition does not bring it back", async () => {
+    // The owner keeps resolved alerts 1.5 s, the others an hour: before, each node removed them
+    // from its own copies by its own setting, so the new owner still had what the old one removed.
+    const c = await ClusterHarness.start(t, {
+      size: 3,
+      twins: [FIXTURES],
+      args: ["--replication-factor", "3"],
+      argsOf: { n1: ["--resolved-alert-retention", "1h"], n2: ["--resolved-alert-retention", "1500ms"], n3: ["--resolved-alert-retention", "1h"] },
+    });
+    const owner = "n2";
+    const [twin] = (await c.ownedBy(
+      owner,
+      "alarm",
+      Array.from({ length: 60 }, (_, i) => `r-${i}`),
+    )) as [string];
+    assert.ok(twin !== undefined, `${owner} owns none of 60 alarm twins`);
+    const n1 = c.client("n1");
+    for (const [seq, level] of [
+      [1, 120],
+      [2, 10],
+    ] as const) {
+      assert.deepEqual(statuses((await c.client(owner).publish([ev("alarm", twin, seq, { level })], Consistency.ALL)).results), ["ACCEPTED"]);
+    }
+    const filter = `twin_id == "${twin}"`;
+    assert.deepEqual(
+      (await n1.listAlerts({ filter })).alerts.map((a) => a.id),
+      [`alarm/${twin}/high@1`],
+      "the resolved alert, before its retention",
+    );
+    await waitFor(async () => (await n1.listAlerts({ filter })).alerts.length === 0 || undefined, {
+      timeoutMs: 15_000,
+      what: `${owner} to remove the resolved alert past its 1.5 s retention`,
+    });
+
+    await c.kill(owner);
+    await c.waitForState(owner, MemberState.DOWN, 10_000);
+    const listed = await waitFor(
+      async () => {
+        try {
+          return await n1.listAlerts({ filter });
+        } catch (err) {
+          // Retryable while the partition moves.
+          if (err instanceof TwinmeshClientError && err.code === grpc.status.UNAVAILABLE) return undefined;
+          throw err;
+        }
+      },
+      { timeoutMs: 20_000, what: "a survivor to serve the twin's partition" },
+    );
+    assert.deepEqual(
+      listed?.alerts.map((a) => a.id),
+      [],
+      "the resolved alert, after the node that removed it died",
     );
   });
 });
