@@ -268,7 +268,8 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
       assert.equal(replication.groups[0]?.group.copies, 2, "a group that sends messages did not ask for the copies they need");
       replication.groups.shift()?.reject(Object.assign(shortfall("1 of 3 copies are durable"), { copies: 1 }));
       assert.deepEqual(await first, [{ status: "accepted" }], "the LOCAL answer was refused for the messages' sake");
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Held as the group was acknowledged, so never handed to the dispatcher.
+      assert.equal(runtime.host.load.outboxHeld, 1, "the message of a write short of the copies is not held");
       assert.deepEqual(await seen(runtime), [], "a message left before its sending write had the copies");
 
       const second = runtime.host.publish([relayEvent(2)], { copies: 1 });
@@ -299,7 +300,12 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
       assert.equal(receiving.group.copies, 2, "the receiving group does not ask for the copies messages need");
       replication.groups.splice(replication.groups.indexOf(receiving), 1);
       receiving.reject(Object.assign(shortfall("1 of 3 copies are durable"), { copies: 1 }));
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The message is offered again: a delete made for the first delivery was committed before
+      // the second one's group.
+      await waitFor(() => replication.groups.some((g) => g.group.deliveries !== undefined) || undefined, {
+        timeoutMs: 10_000,
+        what: "the message to be offered again",
+      });
       assert.notEqual(await runtime.store.get(entryKey), undefined, "the entry went though the receiving write fell short");
       await settleWhile(replication, async () => (await runtime.store.get(entryKey)) === undefined);
       assert.deepEqual(await seen(runtime), ["r-1#1"], "the message offered again was applied again");
