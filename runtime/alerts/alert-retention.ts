@@ -18,6 +18,7 @@ export interface AlertRetentionConfig {
   readonly retentionMs: number;
   /** How often the trim runs. */
   readonly sweepMs: number;
+  /** Which partition an index entry's alert is in (the alert id names its twin). */
   readonly partitioning: Partitioning;
   /** True while this node owns partition `p`: only the owner removes its resolved alerts. */
   readonly owns: (p: PartitionId) => boolean;

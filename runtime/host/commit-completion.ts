@@ -15,6 +15,9 @@ import type { TimerService } from "./timer-service.js";
 import type { TurnEffects } from "./turn-effects.js";
 import type { TurnOutcome, TwinMessage } from "./twin-message.js";
 
+/** What a group's writes that are no turn's are told once it is done with (see `CommitGroup.onDone`). */
+type DoneCallback = NonNullable<CommitGroup["onDone"]>[number];
+
 /** Hooks called after a commit, in commit order. They must not throw or block. */
 export interface HostObserver {
   alertChanged?(alert: Alert): void;
@@ -184,6 +187,9 @@ export class CommitCompletion {
    */
   private acknowledge(group: CommitGroup, failure: StageFailure | undefined): void {
     const { observer, effects, timers, outbox, activations } = this.config;
+    const callbacks = group.onDone ?? [];
+    /** Callbacks told so far: those left are told in the catch below. */
+    let called = 0;
     try {
       // First: an answer below may hand a withdrawn twin its next message at once, which must
       // run on the stored record, not on the working one that holds the withdrawn turns.
@@ -234,7 +240,8 @@ export class CommitCompletion {
       }
       effects.committed(group);
       for (const key of group.timersDone) timers.released(key);
-      for (const done of group.onDone ?? []) done(true, reached, failure?.reason ?? (failure === undefined ? undefined : "REPLICATION_FAILED"));
+      const shortfallReason = failure?.reason ?? (failure === undefined ? undefined : "REPLICATION_FAILED");
+      while (called < callbacks.length) (callbacks[called++] as DoneCallback)(true, reached, shortfallReason);
       if (group.earliestTimerMs !== Number.POSITIVE_INFINITY) timers.armedAt(group.earliestTimerMs);
       for (const act of group.twins) outbox.targetFreed(act.entry.kind, act.id);
       this.config.messages.committed(group, messagesLeave);
@@ -258,6 +265,15 @@ export class CommitCompletion {
       // Its messages must not stay skipped by outbox reads: they are read again at the next change of owner or start.
       this.config.messages.forgetUnacknowledged(group);
       this.config.log.error({ err }, "acknowledging a committed group failed (a twinmesh bug); its answers may be lost");
+      // Whoever waits on its writes and was not told yet (an operator's change, a trim) is told,
+      // so nothing waits forever: written here, on no more copies than this one.
+      while (called < callbacks.length) {
+        try {
+          (callbacks[called++] as DoneCallback)(true, 1, "INTERNAL");
+        } catch (inner) {
+          this.config.log.error({ err: inner }, "a commit callback failed (a twinmesh bug)");
+        }
+      }
     }
     this.config.settled();
   }

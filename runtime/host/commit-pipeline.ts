@@ -163,6 +163,10 @@ export class CommitPipeline {
   private done(group: CommitGroup): void {
     for (const act of group.twins) act.uncommitted--;
     this.hooks.committed(group);
+    // The hook may have started the next write itself (an acknowledgement whose turns or writes
+    // filled the open group): what it left open waits for that write, as a second one in flight
+    // would break the order of groups.
+    if (this.writing !== undefined) return;
     if (!this.open.empty) this.flush();
     else this.notifyIdle();
   }

@@ -16,6 +16,9 @@ import type { OutboxEntry } from "./outbox-entry.js";
 import type { AlertEffect, TurnContext } from "./turn-context.js";
 import type { TwinRecordData } from "./twin-record.js";
 
+/** Alert log changes one trim deletes at most: one commit group, one shipment per replica. */
+const MAX_TRIM = 10_000;
+
 /** What {@link TurnEffects} needs of its host. */
 export interface TurnEffectsConfig {
   readonly store: RocksStore;
@@ -30,7 +33,9 @@ export interface TurnEffectsConfig {
   readonly owns: (p: PartitionId) => boolean;
   /**
    * Adds writes that are no turn's to the open commit group, so they are shipped to the
-   * partition's replicas with it; `done(true)` once it is written, `done(false)` when it failed.
+   * partition's replicas with it; `done(true)` once the group is written (also when the writes
+   * were withdrawn from it with their partition, which another node took), `done(false)` when
+   * its write failed.
    */
   readonly commitWrites: (ops: readonly BatchOp[], done: (written: boolean) => void) => void;
 }
@@ -252,8 +257,10 @@ export class TurnEffects {
         size = held;
       }
     }
-    // A partition keeps its last change: its numbering is read from it at start.
-    const count = Math.min(excess, size - 1);
+    // A partition keeps its last change: its numbering is read from it at start. One trim deletes
+    // at most MAX_TRIM changes (a node that just took partitions may be far over its budget); the
+    // next commit with alert changes goes on.
+    const count = Math.min(excess, size - 1, MAX_TRIM);
     if (largest === undefined || count <= 0) return;
     const p = largest;
     const from = this.alerts.positions(p).first;
@@ -264,12 +271,13 @@ export class TurnEffects {
     this.trimming = true;
     const ops: BatchOp[] = [];
     for (let seq = from; seq <= upto; seq++) ops.push({ type: "del", key: this.keys.alertLog(p, seq) });
+    // A trim withdrawn with its partition (another node took it) is that node's to make; this
+    // node reads the log's ends again if it takes the partition back.
     this.config.commitWrites(ops, (written) => {
       this.trimming = false;
       if (written) return;
       // The group's write failed as a whole: nothing was deleted. The next commit with alert
-      // changes retries. (A trim withdrawn with its partition, which another node took, is that
-      // node's to make; this node reads the log's ends again if it takes the partition back.)
+      // changes retries.
       this.alerts.trimmedTo(p, from);
       this.retained += count;
       this.config.log.warn({ partition: p }, "alert log trim failed with its commit; it will be retried");

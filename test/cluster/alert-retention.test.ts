@@ -3,8 +3,9 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { Consistency, MemberState, type TwinmeshClient, TwinmeshClientError, type WatchAlertsResponse } from "../../client/index.js";
 import { Partitioning } from "../../runtime/index.js";
-import { ClusterHarness } from "../harness/cluster-harness.js";
+import { ClusterHarness, freePorts } from "../harness/cluster-harness.js";
 import { describeOutcome, ev, outcomes, statuses } from "../harness/events.js";
+import { Scrape } from "../harness/prometheus-text.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
 
@@ -99,13 +100,18 @@ describe("alert retention in a cluster (alert-retention)", function () {
   });
 
   it("removes a resolved alert past the owner's retention from every copy: another node taking the partition does not bring it back", async () => {
-    // The owner keeps resolved alerts 1.5 s, the others an hour: before, each node removed them
+    // The owner keeps resolved alerts 3 s, the others an hour: before, each node removed them
     // from its own copies by its own setting, so the new owner still had what the old one removed.
+    const ports = await freePorts(3);
     const c = await ClusterHarness.start(t, {
       size: 3,
       twins: [FIXTURES],
       args: ["--replication-factor", "3"],
-      argsOf: { n1: ["--resolved-alert-retention", "1h"], n2: ["--resolved-alert-retention", "1500ms"], n3: ["--resolved-alert-retention", "1h"] },
+      argsOf: {
+        n1: ["--resolved-alert-retention", "1h", "--metrics-port", String(ports[0])],
+        n2: ["--resolved-alert-retention", "3s", "--metrics-port", String(ports[1])],
+        n3: ["--resolved-alert-retention", "1h", "--metrics-port", String(ports[2])],
+      },
     });
     const owner = "n2";
     const [twin] = (await c.ownedBy(
@@ -129,8 +135,16 @@ describe("alert retention in a cluster (alert-retention)", function () {
     );
     await waitFor(async () => (await n1.listAlerts({ filter })).alerts.length === 0 || undefined, {
       timeoutMs: 15_000,
-      what: `${owner} to remove the resolved alert past its 1.5 s retention`,
+      what: `${owner} to remove the resolved alert past its 3 s retention`,
     });
+    // The removal is on the owner's disk; it is on the replicas once they confirmed every shipment.
+    await waitFor(
+      async () => {
+        const s = await Scrape.of(c.node(owner).metricsAddress);
+        return ["n1", "n3"].every((peer) => s.value("twinmesh_replication_lag", { peer }) === 0) || undefined;
+      },
+      { timeoutMs: 10_000, what: `n1 and n3 to confirm every shipment of ${owner}` },
+    );
 
     await c.kill(owner);
     await c.waitForState(owner, MemberState.DOWN, 10_000);

@@ -86,6 +86,48 @@ describe("CommitPipeline", () => {
     assert.deepEqual([a.uncommitted, b.uncommitted], [0, 0]);
   });
 
+  it("keeps one write in flight when a committed group's hook fills the open group and then adds to the next (an acknowledgement running turns, a trim)", async () => {
+    const store = new FakeStore();
+    let inFlight = 0;
+    let most = 0;
+    const counting = {
+      write(ops: readonly BatchOp[]): Promise<void> {
+        most = Math.max(most, ++inFlight);
+        return store.write(ops).finally(() => inFlight--);
+      },
+    };
+    let hooked = false;
+    const pipeline: CommitPipeline = new CommitPipeline(
+      counting as unknown as RocksStore,
+      2,
+      {
+        committed: () => {
+          if (hooked) return;
+          hooked = true;
+          // The open group reaches maxGroupEvents: it is written at once, and a turn after it opens the next group.
+          turn(pipeline, twin("c"));
+          turn(pipeline, twin("d"));
+        },
+        failed: () => undefined,
+      },
+      silentLogger(),
+    );
+    turn(pipeline, twin("a"));
+    await waitFor(() => store.writes.length === 1, { timeoutMs: 1_000, what: "the first write" });
+    turn(pipeline, twin("b"));
+    store.writes[0]?.settle();
+    await waitFor(() => store.writes.length >= 2, { timeoutMs: 1_000, what: "the second write" });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.equal(most, 1, "two writes were in flight at once");
+    assert.deepEqual(keysOf(store.writes[1]?.ops ?? []), ["t/b", "t/c"]);
+    store.writes[1]?.settle();
+    await waitFor(() => store.writes.length === 3, { timeoutMs: 1_000, what: "the third write" });
+    assert.deepEqual(keysOf(store.writes[2]?.ops ?? []), ["t/d"]);
+    store.writes[2]?.settle();
+    await pipeline.whenIdle();
+    assert.equal(most, 1, "two writes were in flight at once");
+  });
+
   it("writes a twin touched by several turns of one group once, with its latest state", async () => {
     const { pipeline, store } = harness();
     const a = twin("a");
