@@ -7,6 +7,8 @@ import { type Alert, AlertState } from "./alert.js";
 
 /** Resolved alerts removed per write: each trim batch is one atomic RocksDB write. */
 export const ALERT_TRIM_BATCH = 500;
+/** Every this many sweeps one reads the index from its start again (see {@link AlertRetention}). */
+const FULL_SWEEP_EVERY = 10;
 
 /** What {@link AlertRetention} needs. */
 export interface AlertRetentionConfig {
@@ -50,11 +52,25 @@ export function resolvedAlertIndexOp(keys: Keys, alert: Alert): BatchOp | undefi
  * removal is shipped to the partition's replicas, which never remove alerts on their own clocks
  * or settings. So every copy holds the same alerts, and one gone from `ListAlerts` does not come
  * back when another node takes its partition.
+ *
+ * Entries of partitions another node owns stay in the index until their owner's removal arrives,
+ * which with a longer retention there may be long after this node's cutoff. So that each sweep
+ * does not read them all again, a sweep starts where the last complete one ended, as long as
+ * this node owns no partition it did not own when that one began (a partition taken since may
+ * hold entries before that point). Every {@link FULL_SWEEP_EVERY}th sweep, and every one after a
+ * sweep that failed, reads from the start: an entry written before the last cutoff after it
+ * passed (a resolve committed late under a tiny retention, a clock stepped back) is removed then.
  */
 export class AlertRetention {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<number> | undefined;
   private closed = false;
+  /** Where the last complete sweep's range ended, and the partitions owned when it began. */
+  private resume: { readonly from: string; readonly owned: ReadonlySet<PartitionId> } | undefined;
+  /** Sweeps since the last that read the index from its start. */
+  private sinceFull = 0;
+  /** Index entries read, for tests and benches. */
+  readonly stats = { scanned: 0 };
 
   constructor(private readonly config: AlertRetentionConfig) {}
 
@@ -78,13 +94,20 @@ export class AlertRetention {
   private async trimAll(): Promise<number> {
     const { store, keys, clock, retentionMs, partitioning, owns, commit } = this.config;
     const range = keys.resolvedAlertsUpTo(clock.nowMs() - retentionMs);
-    let from = range.gte;
+    const owned = new Set<PartitionId>();
+    for (let p = 0; p < partitioning.partitions; p++) if (owns(p as PartitionId)) owned.add(p as PartitionId);
+    const { resume } = this;
+    const incremental = resume !== undefined && this.sinceFull < FULL_SWEEP_EVERY - 1 && [...owned].every((p) => resume.owned.has(p));
+    // Until this sweep completes, the next one reads from the start.
+    this.resume = undefined;
+    let from = incremental && resume.from > range.gte ? resume.from : range.gte;
     let trimmed = 0;
     while (!this.closed) {
       const scanned: string[] = [];
       for await (const chunk of store.scan({ gte: from, lt: range.lt, limit: ALERT_TRIM_BATCH }, { values: false })) {
         for (const [key] of chunk) scanned.push(key);
       }
+      this.stats.scanned += scanned.length;
       if (scanned.length === 0) break;
       // Entries of partitions this node does not own stay, so the next batch starts past them.
       from = `${scanned[scanned.length - 1] as string}\u0000`;
@@ -109,6 +132,10 @@ export class AlertRetention {
         trimmed += ids.length;
       }
       if (scanned.length < ALERT_TRIM_BATCH) break;
+    }
+    if (!this.closed) {
+      this.resume = { from: range.lt, owned };
+      this.sinceFull = incremental ? this.sinceFull + 1 : 0;
     }
     if (trimmed > 0) this.config.log.info({ trimmed }, "resolved alerts trimmed by retention");
     return trimmed;
