@@ -178,20 +178,17 @@ function register(meter: Meter, sources: MetricSources): () => void {
   );
 
   // ---- commits: recorded once per group by the host's commit observer
-  const duration: Histogram = meter.createHistogram("twinmesh.commit.duration", {
-    description: "Time to write one commit group to RocksDB",
-    unit: "s",
-    advice: { explicitBucketBoundaries: COMMIT_SECONDS_BUCKETS },
-  });
+  const duration = secondsHistogram(meter, "twinmesh.commit.duration", "Time to write one commit group to RocksDB", COMMIT_SECONDS_BUCKETS);
   const batchSize: Histogram = meter.createHistogram("twinmesh.commit.batch_size", {
     description: "Telemetry events in one commit group",
     advice: { explicitBucketBoundaries: BATCH_SIZE_BUCKETS },
   });
-  const turns: Histogram = meter.createHistogram("twinmesh.turn.duration", {
-    description: "Time one turn took, from its start to its handler's end (async handlers included)",
-    unit: "s",
-    advice: { explicitBucketBoundaries: TURN_SECONDS_BUCKETS },
-  });
+  const turns = secondsHistogram(
+    meter,
+    "twinmesh.turn.duration",
+    "Time one turn took, from its start to its handler's end (async handlers included)",
+    TURN_SECONDS_BUCKETS,
+  );
   // In a cluster, also the wait for replicas after each write (a histogram of its own).
   const { cluster } = sources;
   const clusterTimings = cluster === undefined ? undefined : registerClusterTimings(meter, cluster);
@@ -229,17 +226,18 @@ function register(meter: Meter, sources: MetricSources): () => void {
  * node's timings; returns where the host's wait for replicas after each write goes.
  */
 function registerClusterTimings(meter: Meter, cluster: ClusterNode): { replicated: (seconds: number) => void } {
-  const wait: Histogram = meter.createHistogram("twinmesh.replication.wait", {
-    description:
-      "Time a commit group's answers waited after its local write: for its copies on replicas (or the shortfall), and for the groups written before it (answers leave in commit order); 0 for a group answered at once",
-    unit: "s",
-    advice: { explicitBucketBoundaries: REPLICATION_SECONDS_BUCKETS },
-  });
-  const apply: Histogram = meter.createHistogram("twinmesh.replication.apply.duration", {
-    description: "On a replica, time from reading a Replicate request off its owner's stream to answering it: its wait in the queue and its write",
-    unit: "s",
-    advice: { explicitBucketBoundaries: REPLICATION_SECONDS_BUCKETS },
-  });
+  const wait = secondsHistogram(
+    meter,
+    "twinmesh.replication.wait",
+    "Time a commit group's answers waited after its local write: for its copies on replicas (or the shortfall), and for the groups written before it (answers leave in commit order); 0 for a group answered at once",
+    REPLICATION_SECONDS_BUCKETS,
+  );
+  const apply = secondsHistogram(
+    meter,
+    "twinmesh.replication.apply.duration",
+    "On a replica, time from reading a Replicate request off its owner's stream to answering it: its wait in the queue and its write",
+    REPLICATION_SECONDS_BUCKETS,
+  );
   cluster.timings = { replicaApplied: (seconds) => apply.record(seconds) };
   return { replicated: (seconds) => wait.record(seconds) };
 }
@@ -295,6 +293,11 @@ function registerCluster(meter: Meter, cluster: ClusterNode): void {
       r.observe(handoff.catchingUp, { phase: "catching_up" });
       r.observe(handoff.rebuilding, { phase: "rebuilding" });
     });
+}
+
+/** A histogram of durations in seconds, with the bucket boundaries `buckets`. */
+function secondsHistogram(meter: Meter, name: string, description: string, buckets: readonly number[]): Histogram {
+  return meter.createHistogram(name, { description, unit: "s", advice: { explicitBucketBoundaries: [...buckets] } });
 }
 
 function counter(meter: Meter, name: string, description: string, read: () => number): void {
