@@ -50,8 +50,9 @@ export interface TurnEffectsConfig {
  * together. When their logs hold more, the partition holding the most loses its oldest changes
  * (never its last one, which keeps its numbering), so a busy partition keeps most of the budget
  * and a quiet one keeps its few changes. The trim is a commit like a turn's: in a cluster it is
- * shipped to the partition's replicas, so every copy holds the same changes and a watch cursor
- * means the same on a new owner after a failover.
+ * shipped to the partition's replicas, which never trim on their own, so a new owner after a
+ * failover holds the log its predecessor kept (a little more when the last trim had not reached
+ * it yet).
  */
 export class TurnEffects {
   /** Per partition, the last outbox seq handed out. */
