@@ -40,6 +40,17 @@ async function watchFrom(client: TwinmeshClient, cursor: string, count: number):
   }
 }
 
+/** An alarm twin (of `<prefix>-0` … `<prefix>-59`) that `owner` owns. */
+async function alarmOwnedBy(c: ClusterHarness, owner: string, prefix: string): Promise<string> {
+  const [twin] = await c.ownedBy(
+    owner,
+    "alarm",
+    Array.from({ length: 60 }, (_, i) => `${prefix}-${i}`),
+  );
+  assert.ok(twin !== undefined, `${owner} owns none of 60 alarm twins`);
+  return twin;
+}
+
 describe("alert retention in a cluster (alert-retention)", function () {
   this.timeout(90_000);
   const t = useTestScope();
@@ -47,12 +58,7 @@ describe("alert retention in a cluster (alert-retention)", function () {
   it("trims a partition's alert log on its owner and ships the trim: after a failover the new owner holds the same changes, not the ones trimmed", async () => {
     const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", "3", "--alert-log-retention", String(RETENTION)] });
     const owner = "n2";
-    const [twin] = (await c.ownedBy(
-      owner,
-      "alarm",
-      Array.from({ length: 60 }, (_, i) => `t-${i}`),
-    )) as [string];
-    assert.ok(twin !== undefined, `${owner} owns none of 60 alarm twins`);
+    const twin = await alarmOwnedBy(c, owner, "t");
     const partition = new Partitioning(256).partitionOf("alarm", twin);
     const n1 = c.client("n1");
     // 60 changes of one twin (raised, resolved, raised again …), each on every copy (ALL). With a
@@ -114,12 +120,7 @@ describe("alert retention in a cluster (alert-retention)", function () {
       },
     });
     const owner = "n2";
-    const [twin] = (await c.ownedBy(
-      owner,
-      "alarm",
-      Array.from({ length: 60 }, (_, i) => `r-${i}`),
-    )) as [string];
-    assert.ok(twin !== undefined, `${owner} owns none of 60 alarm twins`);
+    const twin = await alarmOwnedBy(c, owner, "r");
     const n1 = c.client("n1");
     for (const [seq, level] of [
       [1, 120],
