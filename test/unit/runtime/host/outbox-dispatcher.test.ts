@@ -109,11 +109,13 @@ describe("OutboxDispatcher", () => {
     // The target was busy: all three wait. Then the sender's partition moves away, unannounced.
     h.owned = new Set();
     h.busy.delete("sink-1");
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The next retry round offers the waiting messages again: it drops them instead.
+    await waitFor(() => h.dispatcher.counts.queued === 0, { timeoutMs: 2_000, what: "the retry round" });
     assert.deepEqual(h.delivered, [], "a message of a partition this node no longer owns was delivered");
+    // Neither a new commit nor a failed turn of the moved partition queues anything again.
     h.dispatcher.enqueue(entry(4));
     h.dispatcher.released(entry(1), true);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(h.dispatcher.counts, { queued: 0, inflight: 0, parked: 0 });
     assert.deepEqual(h.delivered, []);
     await waitFor(() => h.dispatcher.idle, { timeoutMs: 2_000, what: "idle" });
   });
