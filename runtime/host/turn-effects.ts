@@ -38,6 +38,8 @@ export interface TurnEffectsConfig {
    * its write failed.
    */
   readonly commitWrites: (ops: readonly BatchOp[], done: (written: boolean) => void) => void;
+  /** True once the host is shutting down: no further trim is started. */
+  readonly closing: () => boolean;
 }
 
 /**
@@ -52,7 +54,9 @@ export interface TurnEffectsConfig {
  * and a quiet one keeps its few changes. The trim is a commit like a turn's: in a cluster it is
  * shipped to the partition's replicas, which never trim on their own, so a new owner after a
  * failover holds the log its predecessor kept (a little more when the last trim had not reached
- * it yet).
+ * it yet). A trim is due after a commit with alert changes, at start, and when the node takes a
+ * partition (its copy may be over this node's budget); trims follow each other, one commit at a
+ * time, until the logs are within it.
  */
 export class TurnEffects {
   /** Per partition, the last outbox seq handed out. */
@@ -95,6 +99,7 @@ export class TurnEffects {
       }
     }
     this.recount();
+    this.trimAlertLog();
   }
 
   /**
@@ -109,6 +114,7 @@ export class TurnEffects {
     const mark = Number(await this.store.get(this.keys.mark(p, PartitionMark.OUTBOX_SEQ))) || 0;
     this.outboxSeqs.set(p, Math.max(this.outboxSeqs.get(p) ?? 0, outbox?.last ?? 0, mark));
     this.recount();
+    this.trimAlertLog();
   }
 
   private recount(): void {
@@ -243,7 +249,7 @@ export class TurnEffects {
     const budget = this.config.options.alertLogRetention;
     // Trim in chunks of at least 1,000 so the cost is amortised.
     const chunk = Math.min(1_000, budget);
-    if (this.retained - budget < chunk || this.trimming) return;
+    if (this.retained - budget < chunk || this.trimming || this.config.closing()) return;
     this.recount();
     const excess = this.retained - budget;
     if (excess < chunk) return;
@@ -276,7 +282,11 @@ export class TurnEffects {
     // node reads the log's ends again if it takes the partition back.
     this.config.commitWrites(ops, (written) => {
       this.trimming = false;
-      if (written) return;
+      if (written) {
+        // A node that took partitions may be far over its budget: the next trim goes on.
+        this.trimAlertLog();
+        return;
+      }
       // The group's write failed as a whole: nothing was deleted. The next commit with alert
       // changes retries.
       this.alerts.trimmedTo(p, from);

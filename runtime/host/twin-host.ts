@@ -247,6 +247,7 @@ export class TwinHost {
       partitioning: this.partitioning,
       owns,
       commitWrites: (ops, done) => this.commitWrites(ops, done),
+      closing: () => this.closing,
     });
     this.outbox = new OutboxDispatcher({
       store: this.store,

@@ -233,6 +233,30 @@ describe("AlertService (alerts)", () => {
     assert.deepEqual([change.alert?.twinId, change.cursor], ["a-2", `c2.${at("a-1", 10)}.${at("a-2", 1)}`]);
   });
 
+  it("trims a log over its budget when the node starts, without waiting for another alert change", async () => {
+    const first = await startNode(t);
+    const { cursor: old } = await first.client.listAlerts();
+    const publish = levels(first.client);
+    for (let i = 0; i < 5; i++) await publish(["a-1", 120], ["a-1", 10]);
+    // Ten changes kept; restarted with a budget of 5, and no alert change after it.
+    const { client } = await first.restart({ hostOptions: { alertLogRetention: 5 } });
+    const expired = async (): Promise<boolean> => {
+      const w = watch(t, client, old);
+      try {
+        await w.next();
+        return false;
+      } catch (err) {
+        return (err as { code?: number }).code === grpc.status.OUT_OF_RANGE;
+      } finally {
+        w.close();
+      }
+    };
+    await waitFor(() => expired().then((yes) => yes || undefined), { timeoutMs: 5_000, what: "the log to be trimmed at start" });
+    // What the budget keeps is still there: the changes after 5.
+    const edge = watch(t, client, `c2.${at("a-1", 5)}`);
+    assert.deepEqual([(await edge.next()).cursor, (await edge.next()).cursor], [`c2.${at("a-1", 6)}`, `c2.${at("a-1", 7)}`]);
+  });
+
   it("answers WatchAlerts with a cursor of data format 2 (c1.) with OUT_OF_RANGE, telling to list again", async () => {
     const { client } = await startNode(t);
     const err = await clientError(watch(t, client, "c1.5").next());
