@@ -38,8 +38,8 @@ export interface TurnEffectsConfig {
    * its write failed.
    */
   readonly commitWrites: (ops: readonly BatchOp[], done: (written: boolean) => void) => void;
-  /** True once the host is shutting down: no further trim is started. */
-  readonly closing: () => boolean;
+  /** True while the host commits (not closing, and its disk takes writes): no trim starts otherwise. */
+  readonly writable: () => boolean;
 }
 
 /**
@@ -54,9 +54,10 @@ export interface TurnEffectsConfig {
  * and a quiet one keeps its few changes. The trim is a commit like a turn's: in a cluster it is
  * shipped to the partition's replicas, which never trim on their own, so a new owner after a
  * failover holds the log its predecessor kept (a little more when the last trim had not reached
- * it yet). A trim is due after a commit with alert changes, at start, and when the node takes a
- * partition (its copy may be over this node's budget); trims follow each other, one commit at a
- * time, until the logs are within it.
+ * it yet). A trim is due after a commit with alert changes and whenever the host calls
+ * {@link trimAlertLog} (at start, after taking partitions, when its disk takes writes again);
+ * trims follow each other, one commit at a time, while the logs are over the budget by a chunk
+ * and a log holds more than its last change.
  */
 export class TurnEffects {
   /** Per partition, the last outbox seq handed out. */
@@ -67,7 +68,8 @@ export class TurnEffects {
    * exactly before a trim.
    */
   private retained = 0;
-  private trimming = false;
+  /** The trim being committed: its partition's changes before `first` are being deleted. */
+  private trimming: { readonly partition: PartitionId; readonly first: number } | undefined;
   private readonly store: RocksStore;
   private readonly keys: Keys;
   private readonly clock: Clock;
@@ -99,7 +101,6 @@ export class TurnEffects {
       }
     }
     this.recount();
-    this.trimAlertLog();
   }
 
   /**
@@ -110,11 +111,13 @@ export class TurnEffects {
   async resyncPartition(p: PartitionId): Promise<void> {
     const log = (await sequenceEnds(this.store, this.alertLog, p, p)).get(p);
     this.alerts.resync(p, log);
+    // The disk may not show a trim in flight yet: its changes stay trimmed for watchers.
+    const trim = this.trimming;
+    if (trim?.partition === p && this.alerts.positions(p).first < trim.first) this.alerts.trimmedTo(p, trim.first);
     const outbox = (await sequenceEnds(this.store, this.outboxLog, p, p)).get(p);
     const mark = Number(await this.store.get(this.keys.mark(p, PartitionMark.OUTBOX_SEQ))) || 0;
     this.outboxSeqs.set(p, Math.max(this.outboxSeqs.get(p) ?? 0, outbox?.last ?? 0, mark));
     this.recount();
-    this.trimAlertLog();
   }
 
   private recount(): void {
@@ -245,11 +248,17 @@ export class TurnEffects {
     group.ops.push({ type: "put", key: this.keys.mark(partition, PartitionMark.OUTBOX_SEQ), value: String(seq) });
   }
 
-  private trimAlertLog(): void {
+  /**
+   * Starts a trim when the logs of the partitions this node owns are over the budget by a chunk,
+   * and none is in flight. The host calls it once the logs' positions are read (at start, after
+   * taking partitions), never between the reads of one change of owner: a read made while a trim
+   * is in flight must not see its deletes half done.
+   */
+  trimAlertLog(): void {
     const budget = this.config.options.alertLogRetention;
     // Trim in chunks of at least 1,000 so the cost is amortised.
     const chunk = Math.min(1_000, budget);
-    if (this.retained - budget < chunk || this.trimming || this.config.closing()) return;
+    if (this.retained - budget < chunk || this.trimming !== undefined || !this.config.writable()) return;
     this.recount();
     const excess = this.retained - budget;
     if (excess < chunk) return;
@@ -266,7 +275,7 @@ export class TurnEffects {
     }
     // A partition keeps its last change: its numbering is read from it at start. One trim deletes
     // at most MAX_TRIM changes (a node that just took partitions may be far over its budget); the
-    // next commit with alert changes goes on.
+    // next trim starts once it is written.
     const count = Math.min(excess, size - 1, MAX_TRIM);
     if (largest === undefined || count <= 0) return;
     const p = largest;
@@ -275,23 +284,25 @@ export class TurnEffects {
     // Advanced before the write, so a watcher never reads past a hole without noticing.
     this.alerts.trimmedTo(p, upto + 1);
     this.retained -= count;
-    this.trimming = true;
+    this.trimming = { partition: p, first: upto + 1 };
     const ops: BatchOp[] = [];
     for (let seq = from; seq <= upto; seq++) ops.push({ type: "del", key: this.keys.alertLog(p, seq) });
     // A trim withdrawn with its partition (another node took it) is that node's to make; this
     // node reads the log's ends again if it takes the partition back.
     this.config.commitWrites(ops, (written) => {
-      this.trimming = false;
+      this.trimming = undefined;
       if (written) {
-        // A node that took partitions may be far over its budget: the next trim goes on.
         this.trimAlertLog();
         return;
       }
       // The group's write failed as a whole: nothing was deleted. The next commit with alert
-      // changes retries.
+      // changes retries, or the host once its disk takes writes again.
       this.alerts.trimmedTo(p, from);
       this.retained += count;
-      this.config.log.warn({ partition: p }, "alert log trim failed with its commit; it will be retried");
+      this.config.log.warn(
+        { partition: p },
+        "alert log trim failed with its commit; it is retried with the next alert change, or once the disk takes writes again",
+      );
     });
   }
 }

@@ -234,7 +234,11 @@ export class TwinHost {
       store: this.store,
       log: this.log,
       commitsIdle: () => this.pipeline.idle,
-      changed: () => this.servingChanged(),
+      changed: () => {
+        this.servingChanged();
+        // A trim that failed with the disk is due again (see TurnEffects.trimAlertLog).
+        if (this.serving) this.effects.trimAlertLog();
+      },
     });
     this.effects = new TurnEffects({
       store: this.store,
@@ -247,7 +251,7 @@ export class TwinHost {
       partitioning: this.partitioning,
       owns,
       commitWrites: (ops, done) => this.commitWrites(ops, done),
-      closing: () => this.closing,
+      writable: () => this.serving,
     });
     this.outbox = new OutboxDispatcher({
       store: this.store,
@@ -337,7 +341,7 @@ export class TwinHost {
     });
   }
 
-  /** Reads the log positions, redelivers the outbox, and starts the timer and idle loops. */
+  /** Reads the log positions, redelivers the outbox, starts the timer and idle loops, and trims an alert log over its budget. */
   async start(): Promise<void> {
     await this.effects.start();
     await this.deadLetters.start();
@@ -346,13 +350,16 @@ export class TwinHost {
     this.timers.start();
     this.sweepTimer = setInterval(() => this.activations.sweepIdle(), Math.min(this.options.idleTimeoutMs, 10_000));
     this.sweepTimer.unref();
+    // A log may be over a budget lowered since the last run.
+    this.effects.trimAlertLog();
   }
 
   /**
    * Partitions changed hands, or keys of theirs were written underneath (replicated from their
    * owner): re-reads their alert log, outbox and dead letter positions, so numbering continues
    * after the highest number in the store and never reuses one, and makes the timer service and
-   * the outbox dispatcher read them again (when owned) or forget them (when not).
+   * the outbox dispatcher read them again (when owned) or forget them (when not). Then trims the
+   * alert logs if a taken copy put them over this node's budget.
    */
   async partitionsChanged(partitions: Iterable<PartitionId>): Promise<void> {
     for (const p of partitions) {
@@ -366,6 +373,8 @@ export class TwinHost {
       else this.outbox.partitionChanged(p);
     }
     this.timers.partitionsChanged();
+    // Once every partition's log is read again: a taken copy may be over this node's budget.
+    this.effects.trimAlertLog();
   }
 
   /** True when partition `p`'s outbox holds an entry (one seek). */

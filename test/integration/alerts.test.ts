@@ -239,19 +239,15 @@ describe("AlertService (alerts)", () => {
     const publish = levels(first.client);
     for (let i = 0; i < 5; i++) await publish(["a-1", 120], ["a-1", 10]);
     // Ten changes kept; restarted with a budget of 5, and no alert change after it.
-    const { client } = await first.restart({ hostOptions: { alertLogRetention: 5 } });
-    const expired = async (): Promise<boolean> => {
-      const w = watch(t, client, old);
-      try {
-        await w.next();
-        return false;
-      } catch (err) {
-        return (err as { code?: number }).code === grpc.status.OUT_OF_RANGE;
-      } finally {
-        w.close();
-      }
-    };
-    await waitFor(() => expired().then((yes) => yes || undefined), { timeoutMs: 5_000, what: "the log to be trimmed at start" });
+    const { client, node } = await first.restart({ hostOptions: { alertLogRetention: 5 } });
+    await node.runtime.host.whenIdle();
+    const err = await clientError(watch(t, client, old).next());
+    assert.deepEqual([err.code, err.reason], [grpc.status.OUT_OF_RANGE, "CURSOR_EXPIRED"]);
+    const p = new Partitioning(256).partitionOf("alarm", "a-1");
+    assert.equal(
+      err.message,
+      `cursor "c2." is older than partition ${p}'s retained alert log (its changes before 6 were trimmed); list alerts again to get a fresh cursor`,
+    );
     // What the budget keeps is still there: the changes after 5.
     const edge = watch(t, client, `c2.${at("a-1", 5)}`);
     assert.deepEqual([(await edge.next()).cursor, (await edge.next()).cursor], [`c2.${at("a-1", 6)}`, `c2.${at("a-1", 7)}`]);
