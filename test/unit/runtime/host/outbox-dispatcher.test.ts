@@ -103,18 +103,22 @@ describe("OutboxDispatcher", () => {
 
   it("delivers no more messages of a partition that moved to another node: its new owner delivers them, and a late second delivery would be applied twice", async () => {
     const h = await Harness.open(t, { owned: [0] });
-    await h.persist(entry(1), entry(2), entry(3));
+    await h.persist(entry(1), entry(2), entry(3), entry(5, "sink-2"));
     h.busy.add("sink-1");
     for (const seq of [1, 2, 3]) h.dispatcher.enqueue(entry(seq));
-    // The target was busy: all three wait. Then the sender's partition moves away, unannounced.
+    // Message 5 is in flight.
+    h.dispatcher.enqueue(entry(5, "sink-2"));
+    assert.deepEqual(h.delivered, [5]);
+    h.delivered.length = 0;
+    // The target was busy: the three wait. Then the sender's partition moves away, unannounced.
     h.owned = new Set();
     h.busy.delete("sink-1");
     // The next retry round offers the waiting messages again: it drops them instead.
     await waitFor(() => h.dispatcher.counts.queued === 0, { timeoutMs: 2_000, what: "the retry round" });
     assert.deepEqual(h.delivered, [], "a message of a partition this node no longer owns was delivered");
-    // Neither a new commit nor a failed turn of the moved partition queues anything again.
+    // Neither a new commit nor the failed turn of message 5 queues anything again.
     h.dispatcher.enqueue(entry(4));
-    h.dispatcher.released(entry(1), true);
+    h.dispatcher.released(entry(5, "sink-2"), true);
     assert.deepEqual(h.dispatcher.counts, { queued: 0, inflight: 0, parked: 0 });
     assert.deepEqual(h.delivered, []);
     await waitFor(() => h.dispatcher.idle, { timeoutMs: 2_000, what: "idle" });
