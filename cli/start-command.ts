@@ -106,7 +106,7 @@ export function startCommand(): Command {
     .addOption(
       new Option(
         "--alert-log-retention <changes>",
-        "alert changes kept for watchers, over all the partitions this node owns; the busiest partition's oldest go first (default 100000)",
+        "alert changes kept for watchers (at least), over all the partitions this node owns; the busiest partition's oldest go first (default 100000)",
       )
         .env("TWINMESH_ALERT_LOG_RETENTION")
         .argParser(wholeNumber("--alert-log-retention", 1)),

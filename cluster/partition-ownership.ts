@@ -462,9 +462,11 @@ export class PartitionOwnership implements OwnershipGate {
     // Partitions being taken are ACQUIRING, not NONE: each is in one acquire at a time, and one
     // whose catch-up is slow holds up no other.
     if (wanted.length > 0) {
-      void this.acquire(wanted).catch((err: unknown) =>
-        this.config.log.error({ err }, "taking partitions failed; they are tried again at the next reconcile (200 ms)"),
-      );
+      void this.acquire(wanted).catch((err: unknown) => {
+        // A take cut short by the node's shutdown (its store closed under it) is no failure.
+        if (this.closed) this.config.log.debug({ err }, "taking partitions stopped: the node is shutting down");
+        else this.config.log.error({ err }, "taking partitions failed; they are tried again at the next reconcile (200 ms)");
+      });
     }
   }
 

@@ -25,7 +25,7 @@ export interface HostOptions {
   readonly maxGroupEvents?: number;
   /** Event times further in the future than this are rejected. @defaultValue 300_000 */
   readonly maxClockSkewMs?: number;
-  /** Alert changes kept for watch cursors. @defaultValue 100_000 */
+  /** Alert changes kept for watch cursors, at least, over the partitions this node owns (see `TurnEffects`). @defaultValue 100_000 */
   readonly alertLogRetention?: number;
   /** Timers fired concurrently. @defaultValue 256 */
   readonly maxConcurrentTimers?: number;
