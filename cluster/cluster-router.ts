@@ -116,6 +116,7 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
       partitions: () => config.runtime.partitioning.all(),
       ownerOfPartition: (p) => ownership.ownerOfPartition(p),
       isUp: (peer) => config.pool.isUp(peer),
+      shuttingDown: () => config.runtime.host.alerts.closed,
       log: config.log.child({ component: "cluster.scatter-reads" }),
     });
   }

@@ -24,6 +24,7 @@ import {
   type TwinAggregation,
   type TwinQuery,
   type TwinView,
+  UnavailableError,
 } from "../runtime/index.js";
 import { mergeAggregates } from "./merge-aggregates.js";
 import type { NodeId } from "./node-id.js";
@@ -46,6 +47,8 @@ export interface ScatterReadsConfig {
   readonly ownerOfPartition: (p: PartitionId) => NodeId | undefined;
   /** Whether a peer answers now. */
   readonly isUp: (peer: NodeId) => boolean;
+  /** True once this node is shutting down: watches through it end, telling where to continue. */
+  readonly shuttingDown: () => boolean;
   readonly log: Logger;
 }
 
@@ -228,7 +231,8 @@ export class ScatterReads {
    * stream breaks or the partitions' owners change (a failover, a node back), every part is
    * reopened from the combined cursor on the owners of now, so no change is lost; a change may
    * come again, with the same alert id, count and state (and the same partition and change
-   * number).
+   * number). When this node shuts down, the watch ends `UNAVAILABLE` (`SHUTTING_DOWN`) with the
+   * combined cursor, to continue through another node.
    */
   async *watchAlerts(cursor: string | undefined, filter: string | undefined, signal: AbortSignal): AsyncGenerator<AlertEvent> {
     // A cursor that is not one would read as no positions, and replay every change from the start.
@@ -244,7 +248,13 @@ export class ScatterReads {
     let backoff = false;
     /** Until when a member's BAD_CURSOR is taken for a new owner that has not read its partition's log yet. */
     let settlingUntil = Number.NEGATIVE_INFINITY;
+    const shuttingDown = (): UnavailableError =>
+      new UnavailableError(
+        "SHUTTING_DOWN",
+        `the node is shutting down; reconnect through another node with cursor ${formatCursor(at)} to continue where this watch stopped`,
+      );
     while (!signal.aborted) {
+      if (this.config.shuttingDown()) throw shuttingDown();
       // After a part failed, a moment for the failover (or the taking of a partition) to progress.
       if (backoff) await pause(OWNERS_CHECK_MS, signal);
       backoff = false;
@@ -273,14 +283,15 @@ export class ScatterReads {
         }
       });
       const check = setInterval(() => {
-        if (!sameOwners(owners, this.ownersNow())) inbox.wake();
+        if (this.config.shuttingDown() || !sameOwners(owners, this.ownersNow())) inbox.wake();
       }, OWNERS_CHECK_MS);
       try {
         for (;;) {
           const item = await inbox.take(signal);
           if (item === undefined) {
-            // Woken: the owners changed (or the caller left). Reopen from the combined cursor.
+            // Woken: the owners changed, this node is shutting down, or the caller left.
             if (signal.aborted) break;
+            if (this.config.shuttingDown()) throw shuttingDown();
             if (!sameOwners(owners, this.ownersNow())) {
               settlingUntil = performance.now() + WATCH_OWNERLESS_MS;
               break;
@@ -288,6 +299,8 @@ export class ScatterReads {
             continue;
           }
           if ("error" in item) {
+            // This node's own part ends first when it shuts down.
+            if (this.config.shuttingDown()) throw shuttingDown();
             const err = item.error;
             // A node that just took a partition serves it a moment before it has read the partition's
             // alert log positions, and meanwhile calls a cursor naming them ahead of its log: after a

@@ -9,7 +9,7 @@ import { Partitioning } from "../../runtime/index.js";
 import { ClusterHarness } from "../harness/cluster-harness.js";
 import { range } from "../harness/counters.js";
 import { ev, statuses } from "../harness/events.js";
-import { rawClient, statusDetails } from "../harness/grpc-status.js";
+import { clientError, rawClient, statusDetails } from "../harness/grpc-status.js";
 import { useTestScope } from "../harness/test-scope.js";
 import { waitFor } from "../harness/wait-for.js";
 
@@ -158,6 +158,36 @@ describe("cluster-wide reads through any node of three (scatter-reads)", functio
     assert.deepEqual(
       [...resumed.changes].sort(),
       [...alarms.slice(6).map((id) => `alarm/${id}/high@1 1`), ...first.slice(0, 3).map((id) => `alarm/${id}/high@1 3`)].sort(),
+    );
+
+    // The node a watch goes through shuts down: the watch ends at once, UNAVAILABLE, with the
+    // cursor to continue from through another node (a client retries UNAVAILABLE; CANCELLED at
+    // the end of the drain would be final).
+    const open = n1.watchAlerts({ cursor: resumed.cursor })[Symbol.asyncIterator]();
+    const [resolved, ...rest] = first.slice(3);
+    assert.deepEqual(statuses((await n2.publish([ev("alarm", resolved as string, 2, { level: 10 })])).results), ["ACCEPTED"]);
+    const change = await open.next();
+    assert.equal(change.value?.alert?.twinId, resolved, "the watch through n1 is not open");
+    const stopping = c.stop("n1");
+    const err = await clientError(open.next());
+    assert.deepEqual(
+      [err.code, err.reason, err.message],
+      [
+        grpc.status.UNAVAILABLE,
+        "SHUTTING_DOWN",
+        `the node is shutting down; reconnect through another node with cursor ${change.value?.cursor} to continue where this watch stopped`,
+      ],
+    );
+    assert.equal(await stopping, 0);
+    const last = rest.map((id) => ev("alarm", id, 2, { level: 10 }));
+    assert.deepEqual(
+      statuses((await n2.publish(last)).results),
+      last.map(() => "ACCEPTED"),
+    );
+    const after = await watchN(n2, change.value?.cursor ?? "", 2, "the changes after the cursor the shut-down node gave, through n2");
+    assert.deepEqual(
+      [...after.changes].sort(),
+      rest.map((id) => `alarm/${id}/high@1 3`),
     );
   });
 

@@ -84,6 +84,7 @@ function reads(pages: { n1: Page; n2: Page }, limit: number): ScatterReads {
     partitions: () => [0, 1] as PartitionId[],
     ownerOfPartition: (p) => (p === 0 ? "n1" : "n2") as NodeId,
     isUp: () => true,
+    shuttingDown: () => false,
     log: silentLogger(),
   });
 }
