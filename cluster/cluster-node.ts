@@ -146,6 +146,8 @@ export class ClusterNode {
   private calls: RoutedCalls | undefined;
   private runtime: TwinRuntime | undefined;
   private copies: PartitionCopies | undefined;
+  /** Aborted when this node stops serving its peers' streams (see {@link stopServingPeers}). */
+  private readonly peersServed = new AbortController();
 
   /** @throws ConfigError (BAD_OPTION) for a replication factor below 1. */
   constructor(
@@ -305,8 +307,17 @@ export class ClusterNode {
       server,
       local,
       { forward: router, replicate: replica, fetchPartition: replica, partitionStates: replica, claimPartitions: replica },
-      { adapter, log: this.rootLog, tracing: this.tracing },
+      { adapter, log: this.rootLog, tracing: this.tracing, stopping: this.peersServed.signal },
     );
+  }
+
+  /**
+   * Ends the peers' open Forward and Replicate streams to this node, after answering what they
+   * sent: at shutdown, once the host has drained, so the server does not wait out its grace for
+   * streams only the peers would end. Idempotent.
+   */
+  stopServingPeers(): void {
+    this.peersServed.abort();
   }
 
   /**
@@ -408,6 +419,7 @@ export class ClusterNode {
 
   /** Stops forwarding and heartbeats. Idempotent. */
   async close(): Promise<void> {
+    this.stopServingPeers();
     this.partitions?.close();
     this.replica?.close();
     this.replicator?.close();

@@ -94,6 +94,13 @@ export interface PeerServiceOptions {
   readonly log?: Logger;
   /** Continues the traces of traced forwarded batches. @defaultValue none (tracing off) */
   readonly tracing?: Tracing;
+  /**
+   * Aborted when this node stops serving its peers (at shutdown, once its host drained): open
+   * Forward and Replicate streams stop reading, answer what they took, and end, so the server's
+   * shutdown does not wait out its grace for streams only the peers would end. The peers open
+   * new ones where they are needed. @defaultValue never
+   */
+  readonly stopping?: AbortSignal;
 }
 
 const DEFAULT_MAX_INFLIGHT_FORWARD_BATCHES = 64;
@@ -125,18 +132,20 @@ export function addPeerService(server: grpc.Server, self: LocalNode, handlers: P
   const log = (options.log ?? silentLogger()).child({ component: "cluster.peer-service" });
   const { forward, replicate, fetchPartition, partitionStates, claimPartitions } = handlers;
   const partitions = self.settings.partitions;
+  const stopping = options.stopping;
+  const forwardStream = forward === undefined ? undefined : serveForward(self.id, forward, { maxInflightBatches, maxBatchEvents }, log, options.tracing);
   addService(
     server,
     PeerService,
     {
       ping: async (req) => ping(self, req),
       forward:
-        forward === undefined
+        forwardStream === undefined
           ? () => Promise.reject(new NotServedError(self.id, "Forward"))
-          : serveForward(self.id, forward, { maxInflightBatches, maxBatchEvents }, log, options.tracing),
+          : (input, out, call) => forwardStream(untilStopped(input, stopping), out, call),
       replicate: async (input, out, call) => {
         if (replicate === undefined) throw new NotServedError(self.id, "Replicate");
-        await replicate.replicate(checkedReplicateRequests(self, input, partitions), out, call);
+        await replicate.replicate(checkedReplicateRequests(self, untilStopped(input, stopping), partitions), out, call);
       },
       fetchPartition: async (req, out, call) => {
         if (fetchPartition === undefined) throw new NotServedError(self.id, "FetchPartition");
@@ -157,6 +166,31 @@ export function addPeerService(server: grpc.Server, self: LocalNode, handlers: P
     },
     { log, ...options.adapter },
   );
+}
+
+/** The requests of `input` until `stopping` aborts; then no more are read. */
+async function* untilStopped<T>(input: AsyncIterable<T>, stopping: AbortSignal | undefined): AsyncGenerator<T> {
+  if (stopping === undefined) {
+    yield* input;
+    return;
+  }
+  if (stopping.aborted) return;
+  const requests = input[Symbol.asyncIterator]();
+  let stop = (): void => undefined;
+  // A read still pending when the stream stops settles when the call ends, unobserved.
+  const stopped = new Promise<IteratorResult<T>>((resolve) => {
+    stop = () => resolve({ done: true, value: undefined });
+  });
+  stopping.addEventListener("abort", stop, { once: true });
+  try {
+    for (;;) {
+      const next = await Promise.race([requests.next(), stopped]);
+      if (next.done === true) return;
+      yield next.value;
+    }
+  } finally {
+    stopping.removeEventListener("abort", stop);
+  }
 }
 
 function ping(self: LocalNode, req: PingRequest): PingResponse {

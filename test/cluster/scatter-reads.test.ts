@@ -179,6 +179,8 @@ describe("cluster-wide reads through any node of three (scatter-reads)", functio
       ],
     );
     assert.equal(await stopping, 0);
+    // Its peers' streams to it ended once it drained: no call was left for the end of the grace.
+    assert.doesNotMatch(c.node("n1").output(), /calls still open after the shutdown grace/);
     const last = rest.map((id) => ev("alarm", id, 2, { level: 10 }));
     assert.deepEqual(
       statuses((await n2.publish(last)).results),
