@@ -116,7 +116,7 @@ export class ClusterRouter implements TwinRouter, ForwardHandler {
       partitions: () => config.runtime.partitioning.all(),
       ownerOfPartition: (p) => ownership.ownerOfPartition(p),
       isUp: (peer) => config.pool.isUp(peer),
-      shuttingDown: () => config.runtime.host.alerts.closed,
+      shuttingDown: () => config.runtime.host.closing,
       log: config.log.child({ component: "cluster.scatter-reads" }),
     });
   }

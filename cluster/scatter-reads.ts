@@ -248,17 +248,17 @@ export class ScatterReads {
     let backoff = false;
     /** Until when a member's BAD_CURSOR is taken for a new owner that has not read its partition's log yet. */
     let settlingUntil = Number.NEGATIVE_INFINITY;
-    const shuttingDown = (): UnavailableError =>
+    const shutdownError = (): UnavailableError =>
       new UnavailableError(
         "SHUTTING_DOWN",
         `the node is shutting down; reconnect through another node with cursor ${formatCursor(at)} to continue where this watch stopped`,
       );
+    const stopped = (): UnavailableError | undefined => (this.config.shuttingDown() ? shutdownError() : undefined);
     while (!signal.aborted) {
-      if (this.config.shuttingDown()) throw shuttingDown();
       // After a part failed, a moment for the failover (or the taking of a partition) to progress.
       if (backoff) await pause(OWNERS_CHECK_MS, signal);
       backoff = false;
-      const owners = await this.waitForOwners(signal);
+      const owners = await this.waitForOwners(signal, stopped);
       if (owners === undefined) return;
       const _members = [...owners.keys()];
       const round = new AbortController();
@@ -287,11 +287,14 @@ export class ScatterReads {
       }, OWNERS_CHECK_MS);
       try {
         for (;;) {
+          // Checked before each take too: a wake comes only to a taker already waiting.
+          const stop = stopped();
+          if (stop !== undefined) throw stop;
           const item = await inbox.take(signal);
           if (item === undefined) {
-            // Woken: the owners changed, this node is shutting down, or the caller left.
+            // Woken: the owners changed, this node is shutting down (checked above, before the
+            // next take), or the caller left.
             if (signal.aborted) break;
-            if (this.config.shuttingDown()) throw shuttingDown();
             if (!sameOwners(owners, this.ownersNow())) {
               settlingUntil = performance.now() + WATCH_OWNERLESS_MS;
               break;
@@ -300,7 +303,8 @@ export class ScatterReads {
           }
           if ("error" in item) {
             // This node's own part ends first when it shuts down.
-            if (this.config.shuttingDown()) throw shuttingDown();
+            const stop = stopped();
+            if (stop !== undefined) throw stop;
             const err = item.error;
             // A node that just took a partition serves it a moment before it has read the partition's
             // alert log positions, and meanwhile calls a cursor naming them ahead of its log: after a
@@ -343,10 +347,15 @@ export class ScatterReads {
     return owners;
   }
 
-  /** Waits (bounded) until every partition has a live owner; undefined when `signal` aborts first. */
-  private async waitForOwners(signal: AbortSignal): Promise<Map<NodeId, PartitionId[]> | undefined> {
+  /**
+   * Waits (bounded) until every partition has a live owner; undefined when `signal` aborts first.
+   * @throws what `stopped` returns, once it returns an error (the node is shutting down)
+   */
+  private async waitForOwners(signal: AbortSignal, stopped: () => Error | undefined): Promise<Map<NodeId, PartitionId[]> | undefined> {
     const deadline = performance.now() + WATCH_OWNERLESS_MS;
     for (;;) {
+      const stop = stopped();
+      if (stop !== undefined) throw stop;
       const owners = this.ownersNow();
       if (owners !== undefined) return owners;
       if (signal.aborted) return undefined;

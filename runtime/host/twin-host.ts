@@ -163,7 +163,7 @@ export class TwinHost {
   /** Remote targets (twin keys) with a message on its way. */
   private readonly remoteInFlight = new Set<string>();
   private readonly disk: DiskHealth;
-  private closing = false;
+  private shuttingDown = false;
   private closed: Promise<void> | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
@@ -217,7 +217,7 @@ export class TwinHost {
     this.remoteMessages = config.remoteMessages;
     this.admission = new Admission({
       options: this.options,
-      closing: () => this.closing,
+      closing: () => this.shuttingDown,
       readOnly: () => this.disk.readOnly,
       gate: config.ownership,
     });
@@ -407,9 +407,14 @@ export class TwinHost {
     };
   }
 
+  /** True once {@link close} began: the host takes no new work, and its watches end. */
+  get closing(): boolean {
+    return this.shuttingDown;
+  }
+
   /** False while the disk refuses writes; the node then answers NOT_SERVING. */
   get serving(): boolean {
-    return this.disk.readOnly === undefined && !this.closing;
+    return this.disk.readOnly === undefined && !this.shuttingDown;
   }
 
   /** What an operator should know while the disk refuses writes (for `twinmesh ring`), else undefined. */
@@ -879,7 +884,7 @@ export class TwinHost {
   }
 
   private async shutdown(timeoutMs: number): Promise<void> {
-    this.closing = true;
+    this.shuttingDown = true;
     this.disk.close();
     this.servingChanged();
     this.alerts.close();

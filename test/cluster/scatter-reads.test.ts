@@ -92,8 +92,8 @@ describe("cluster-wide reads through any node of three (scatter-reads)", functio
   this.timeout(60_000);
   const t = useTestScope();
 
-  async function start(rf: number): Promise<{ c: ClusterHarness; clients: TwinmeshClient[] }> {
-    const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", String(rf)] });
+  async function start(rf: number, logLevel?: string): Promise<{ c: ClusterHarness; clients: TwinmeshClient[] }> {
+    const c = await ClusterHarness.start(t, { size: 3, twins: [FIXTURES], args: ["--replication-factor", String(rf)], logLevel });
     return { c, clients: MEMBERS.map((id) => c.client(id, 5_000)) };
   }
 
@@ -159,37 +159,50 @@ describe("cluster-wide reads through any node of three (scatter-reads)", functio
       [...resumed.changes].sort(),
       [...alarms.slice(6).map((id) => `alarm/${id}/high@1 1`), ...first.slice(0, 3).map((id) => `alarm/${id}/high@1 3`)].sort(),
     );
+  });
 
-    // The node a watch goes through shuts down: the watch ends at once, UNAVAILABLE, with the
-    // cursor to continue from through another node (a client retries UNAVAILABLE; CANCELLED at
-    // the end of the drain would be final).
-    const open = n1.watchAlerts({ cursor: resumed.cursor })[Symbol.asyncIterator]();
-    const [resolved, ...rest] = first.slice(3);
-    assert.deepEqual(statuses((await n2.publish([ev("alarm", resolved as string, 2, { level: 10 })])).results), ["ACCEPTED"]);
-    const change = await open.next();
-    assert.equal(change.value?.alert?.twinId, resolved, "the watch through n1 is not open");
+  it("ends a watch through a node that shuts down UNAVAILABLE, with the cursor to continue from through another node, and the node's peers' streams once it drained", async () => {
+    // Info: the server says at that level when its shutdown grace closes calls still open.
+    const { c, clients } = await start(3, "info");
+    const [n1, n2] = clients as [TwinmeshClient, TwinmeshClient, TwinmeshClient];
+    // Twins n1 does not own, so they are written through n2 at once after n1 stopped.
+    const candidates = range(30).map((i) => `s-${String(i).padStart(2, "0")}`);
+    const owners = await Promise.all(candidates.map((id) => c.ownerOf("alarm", id)));
+    const [raised, ...later] = candidates.filter((_, i) => owners[i] !== "n1").slice(0, 3) as [string, ...string[]];
+    assert.equal(later.length, 2, "fewer than 3 of 30 alarms are owned by n2 or n3");
+    const { cursor } = await n1.listAlerts({});
+    const controller = new AbortController();
+    t.defer(() => controller.abort());
+    const watch = n1.watchAlerts({ cursor }, controller.signal)[Symbol.asyncIterator]();
+    assert.deepEqual(statuses((await n2.publish([ev("alarm", raised, 1, { level: 120 })])).results), ["ACCEPTED"]);
+    const change = await watch.next();
+    assert.equal(change.value?.alert?.twinId, raised, "the watch through n1 is not open");
+    const resumeAt = change.value?.cursor;
+    assert.ok(resumeAt);
+
     const stopping = c.stop("n1");
-    const err = await clientError(open.next());
+    // A client retries UNAVAILABLE; the CANCELLED of a call closed at the end of the grace would be final.
+    const err = await clientError(watch.next());
     assert.deepEqual(
       [err.code, err.reason, err.message],
       [
         grpc.status.UNAVAILABLE,
         "SHUTTING_DOWN",
-        `the node is shutting down; reconnect through another node with cursor ${change.value?.cursor} to continue where this watch stopped`,
+        `the node is shutting down; reconnect through another node with cursor ${resumeAt} to continue where this watch stopped`,
       ],
     );
     assert.equal(await stopping, 0);
-    // Its peers' streams to it ended once it drained: no call was left for the end of the grace.
-    assert.doesNotMatch(c.node("n1").output(), /calls still open after the shutdown grace/);
-    const last = rest.map((id) => ev("alarm", id, 2, { level: 10 }));
+    assert.doesNotMatch(c.node("n1").output(), /calls still open after the shutdown grace/, "the peers' streams were left for the end of the grace");
+
+    const more = later.map((id) => ev("alarm", id, 1, { level: 120 }));
     assert.deepEqual(
-      statuses((await n2.publish(last)).results),
-      last.map(() => "ACCEPTED"),
+      statuses((await n2.publish(more)).results),
+      more.map(() => "ACCEPTED"),
     );
-    const after = await watchN(n2, change.value?.cursor ?? "", 2, "the changes after the cursor the shut-down node gave, through n2");
+    const after = await watchN(n2, resumeAt, 2, "the changes after the cursor the stopped node gave, through n2");
     assert.deepEqual(
       [...after.changes].sort(),
-      rest.map((id) => `alarm/${id}/high@1 3`),
+      later.map((id) => `alarm/${id}/high@1 1`),
     );
   });
 

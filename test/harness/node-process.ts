@@ -71,7 +71,8 @@ export class NodeProcess {
     child.stdout?.on("data", append);
     child.stderr?.on("data", append);
     this.exited = new Promise<number | null>((resolve) => {
-      child.once("exit", (code, signal) => {
+      // "close" comes after the output streams ended, so the output read after it is complete.
+      child.once("close", (code, signal) => {
         this.exitCode = code;
         this.text += `\n[harness] the node exited (code ${code}, signal ${signal})\n`;
         resolve(code);

@@ -156,4 +156,40 @@ describe("ScatterReads (merging the members' pages)", () => {
     await assert.rejects(page(s.queryTwins({ kind: "counter", pageToken: "s1.bm90IGpzb24" })), { reason: "BAD_PAGE_TOKEN" });
     await assert.rejects(page(s.queryTwins({ kind: "counter", orderBy: "state.total", pageToken: token })), { reason: "BAD_PAGE_TOKEN" });
   });
+
+  it("ends a watch that waits for a partition's owner UNAVAILABLE (SHUTTING_DOWN), with its cursor, once this node shuts down", async () => {
+    let shuttingDown = false;
+    const notUsed = () => Promise.reject(new Error("not used"));
+    const s = new ScatterReads({
+      self: "n1" as NodeId,
+      localFor: () => {
+        throw new Error("not used");
+      },
+      calls: {
+        listAlerts: notUsed,
+        queryTwins: notUsed,
+        watchAlerts: () => {
+          throw new Error("not used");
+        },
+        aggregateTwins: notUsed,
+        listDeadLetters: notUsed,
+        retryDeadLetters: notUsed,
+        deleteDeadLetters: notUsed,
+      },
+      partitions: () => [0, 1] as PartitionId[],
+      // Partition 1 has no live owner: the watch waits (up to 15 s) for a failover.
+      ownerOfPartition: (p) => (p === 0 ? ("n1" as NodeId) : undefined),
+      isUp: () => true,
+      shuttingDown: () => shuttingDown,
+      log: silentLogger(),
+    });
+    const watch = s.watchAlerts("c2.0-5.1-7", "", new AbortController().signal);
+    const ended = watch.next();
+    shuttingDown = true;
+    await assert.rejects(ended, {
+      reason: "SHUTTING_DOWN",
+      retryable: true,
+      message: "the node is shutting down; reconnect through another node with cursor c2.0-5.1-7 to continue where this watch stopped",
+    });
+  });
 });
