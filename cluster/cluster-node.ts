@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import {
   ConfigError,
@@ -146,8 +147,12 @@ export class ClusterNode {
   private calls: RoutedCalls | undefined;
   private runtime: TwinRuntime | undefined;
   private copies: PartitionCopies | undefined;
-  /** Aborted when this node stops serving its peers' streams (see {@link stopServingPeers}). */
-  private readonly peersServed = new AbortController();
+  /**
+   * Aborted when this node stops serving its peers' streams (see {@link stopServingPeers}). Each
+   * open Forward and Replicate stream listens: two per peer, a bounded count above Node's default
+   * warning threshold (10) in clusters of seven or more.
+   */
+  private readonly peersServed = withoutListenerLimit(new AbortController());
 
   /** @throws ConfigError (BAD_OPTION) for a replication factor below 1. */
   constructor(
@@ -426,4 +431,10 @@ export class ClusterNode {
     await this.forwarding?.close();
     await this.pool?.close();
   }
+}
+
+/** `controller`, whose signal takes any number of listeners without Node's leak warning. */
+function withoutListenerLimit(controller: AbortController): AbortController {
+  setMaxListeners(0, controller.signal);
+  return controller;
 }

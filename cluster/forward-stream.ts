@@ -291,7 +291,8 @@ export class ForwardStream {
         ),
       );
     });
-    // The owner never ends a stream this node still writes to; an end is a break like any other.
+    // An owner ends a stream this node still writes to only when it stops (drained, at shutdown):
+    // an end is a break like any other.
     call.on("end", () =>
       this.broke(
         call,

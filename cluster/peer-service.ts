@@ -174,16 +174,17 @@ async function* untilStopped<T>(input: AsyncIterable<T>, stopping: AbortSignal |
     yield* input;
     return;
   }
-  if (stopping.aborted) return;
   const requests = input[Symbol.asyncIterator]();
   let stop = (): void => undefined;
-  // A read still pending when the stream stops settles when the call ends, unobserved.
+  // A read still pending when the stream stops may take one more request, which is dropped
+  // unanswered: the peer takes the stream's end as a break and sends it again (it was not applied).
   const stopped = new Promise<IteratorResult<T>>((resolve) => {
     stop = () => resolve({ done: true, value: undefined });
   });
   stopping.addEventListener("abort", stop, { once: true });
   try {
     for (;;) {
+      if (stopping.aborted) return;
       const next = await Promise.race([requests.next(), stopped]);
       if (next.done === true) return;
       yield next.value;

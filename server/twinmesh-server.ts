@@ -339,12 +339,13 @@ export class TwinmeshNode {
     this.log.info({ address: this.address }, "node stopping: draining twins");
     // A served runtime is the caller's: its open calls finish against a running host.
     if (this.ownsRuntime) await this.runtime.host.close(graceMs);
-    // Drained: the peers' streams to this node end now, not at the end of the grace.
+    // Drained: the peers' streams to this node end now, not at the end of the grace. (A node with
+    // a cluster always owns its runtime, so the host above has drained.)
     this.cluster?.stopServingPeers();
     this.health.close();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
-        this.log.warn({ graceMs }, "calls still open after the shutdown grace (clients' streams); closing them");
+        this.log.info({ graceMs }, "calls still open after the shutdown grace (clients' streams); closing them");
         this.server.forceShutdown();
         resolve();
       }, graceMs);

@@ -169,8 +169,11 @@ describe("PeerService", () => {
   });
 });
 
-/** Sends `requests` on one raw bidi call of `method`, half-closes, and resolves with the answers and the final status. */
-function bidi(client: grpc.Client, path: string, requests: Buffer[]): Promise<{ answers: Buffer[]; error: grpc.ServiceError | undefined }> {
+/**
+ * Sends `requests` on one raw bidi call of `method`, half-closes (unless `halfClose` is false),
+ * and resolves with the answers and the final status.
+ */
+function bidi(client: grpc.Client, path: string, requests: Buffer[], halfClose = true): Promise<{ answers: Buffer[]; error: grpc.ServiceError | undefined }> {
   return new Promise((resolve) => {
     const raw = (b: Buffer): Buffer => b;
     const call = client.makeBidiStreamRequest<Buffer, Buffer>(path, raw, raw, { deadline: Date.now() + 10_000 });
@@ -181,7 +184,7 @@ function bidi(client: grpc.Client, path: string, requests: Buffer[]): Promise<{ 
       if (s.code === grpc.status.OK) resolve({ answers, error: undefined });
     });
     for (const r of requests) call.write(r);
-    call.end();
+    if (halfClose) call.end();
   });
 }
 
@@ -279,6 +282,40 @@ describe("PeerService Forward and Replicate requests", () => {
       answers.map((b) => fromBinary(ForwardResponseSchema, b).batchId),
       [5n],
     );
+  });
+
+  it("ends its Forward streams once the node stops serving peers, after answering the batch in flight, without waiting for the peer to end them", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const seen: bigint[] = [];
+    const slow: ForwardHandler = {
+      forward: async (b) => {
+        seen.push(b.events[0]?.seq ?? 0n);
+        await held;
+        return b.events.map(() => createMessage(EventResultSchema, { status: EventStatus.ACCEPTED }));
+      },
+    };
+    const stopping = new AbortController();
+    const { address } = await startPeerServer(t, testNode("n1"), { forward: slow }, 0, { stopping: stopping.signal });
+    const client = rawClient(address);
+    t.defer(() => client.close());
+    const path = methodPath(PeerService.method.forward);
+    // The peer never half-closes these streams.
+    const open = bidi(client, path, [forwardRequest({ batchId: 1n, epoch: 1n, events: [event] })], false);
+    await waitFor(() => seen.length === 1 || undefined, { timeoutMs: 5_000, what: "the batch to reach its handler" });
+    stopping.abort();
+    release();
+    const { answers, error } = await open;
+    assert.equal(error, undefined, "the stream did not end OK");
+    assert.deepEqual(
+      answers.map((b) => fromBinary(ForwardResponseSchema, b).batchId),
+      [1n],
+    );
+    // A stream opened after the stop ends at once, reading nothing.
+    const late = await bidi(client, path, [forwardRequest({ batchId: 2n, epoch: 1n, events: [{ ...event, seq: 2n }] })], false);
+    assert.deepEqual([late.error, late.answers.length, seen], [undefined, 0, [1n]]);
   });
 
   it("answers Forward FAILED_PRECONDITION (NOT_SERVED) on a node without a forward handler", async () => {
