@@ -494,10 +494,13 @@ export class PartitionReplica implements ReplicateHandler, FetchPartitionHandler
     this.downSources.delete(peer);
   }
 
-  /** Stops catching up; writes in flight finish. */
+  /** Stops catching up, cancelling the catch-ups' calls; writes in flight finish. */
   close(): void {
     this.closed = true;
     this.stopDiskWatch();
+    // Their calls would hold the process until their sources finished streaming (or the 120 s
+    // deadline): a node stopped while it catches up exits now, and catches up when it is back.
+    for (const entry of this.catching.values()) entry.abort.abort();
   }
 
   /**

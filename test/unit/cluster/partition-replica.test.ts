@@ -90,6 +90,8 @@ class HeldSource {
   private readonly queue: Buffer[] = [];
   private readonly waiters: (() => void)[] = [];
   private ended = false;
+  /** True once a fetch's call was cancelled. */
+  cancelled = false;
 
   push(res: MessageInitShape<typeof FetchPartitionResponseSchema>): void {
     this.queue.push(Buffer.from(toBinary(FetchPartitionResponseSchema, create(FetchPartitionResponseSchema, res))));
@@ -124,7 +126,10 @@ class HeldSource {
     return {
       makeServerStreamRequest() {
         return {
-          cancel: () => source.end(),
+          cancel: () => {
+            source.cancelled = true;
+            source.end();
+          },
           async *[Symbol.asyncIterator]() {
             for (;;) {
               const next = source.queue.shift();
@@ -371,6 +376,21 @@ describe("PartitionReplica", () => {
       await waitFor(() => fetches.fetched.length > 0 || undefined, { timeoutMs: 2_000, what: "the catch-up's fetch" });
       assert.deepEqual(copy.point, { epoch: EPOCH, position: 2 });
     });
+  });
+});
+
+describe("PartitionReplica, closed", () => {
+  it("cancels its catch-ups when it closes: a node stopped while it catches up does not wait for its sources to finish streaming", async () => {
+    const store = new FakeStore();
+    const source = new HeldSource();
+    const { replica, copies } = await replicaOn(store, source);
+    copies.get(PARTITION).adopt({ epoch: nextEpoch(0, 0), position: 0 }, [{ epoch: nextEpoch(0, 0), start: 1 }]);
+    // The source streams nothing and never ends on its own.
+    const caught = replica.catchUp(PARTITION, OWNER);
+    await new Promise(setImmediate);
+    replica.close();
+    assert.equal(await caught, false);
+    assert.equal(source.cancelled, true, "the catch-up's call was left open");
   });
 });
 
