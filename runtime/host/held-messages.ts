@@ -57,6 +57,8 @@ export class HeldMessages {
   private readonly ids = new Set<string>();
   /** Partitions whose whole outbox waits: taken, or too many held. Outbox reads skip them. */
   private readonly whole = new Set<PartitionId>();
+  /** Partitions of {@link whole} a message short of the copies was left on disk for (see {@link heldOnDisk}). */
+  private readonly shortOnDisk = new Set<PartitionId>();
   /** Entries written here whose groups are not acknowledged yet: outbox reads skip them too. */
   private readonly unacknowledged = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
@@ -120,10 +122,31 @@ export class HeldMessages {
     this.arm(0);
   }
 
+  /**
+   * This node serves partition `p` now and has not looked at its outbox yet: until {@link taken}
+   * or {@link partitionChanged} says what becomes of it, its messages wait (a new turn's are read
+   * with the rest), so none leaves ahead of those the outbox already holds.
+   */
+  taking(p: PartitionId): void {
+    this.drop(p);
+    this.whole.add(p);
+    this.shortOnDisk.delete(p);
+  }
+
+  /**
+   * True when a message of partition `p` whose sending write fell short of the copies was left
+   * on disk while its whole outbox waited: reading the outbox now would let it out, so it must
+   * wait for a write with the copies ({@link taken}).
+   */
+  heldOnDisk(p: PartitionId): boolean {
+    return this.shortOnDisk.has(p);
+  }
+
   /** Partition `p` changed hands: what was held of it is its copy's now. */
   partitionChanged(p: PartitionId): void {
     this.drop(p);
     this.whole.delete(p);
+    this.shortOnDisk.delete(p);
   }
 
   close(): void {
@@ -141,7 +164,11 @@ export class HeldMessages {
 
   private hold(entry: OutboxEntry): void {
     const p = entry.partition;
-    if (this.whole.has(p)) return; // on disk: read with the rest
+    if (this.whole.has(p)) {
+      // On disk: read with the rest, once a write has the copies.
+      this.shortOnDisk.add(p);
+      return;
+    }
     let list = this.held.get(p);
     if (list === undefined) this.held.set(p, (list = []));
     if (list.length >= MAX_HELD_PER_PARTITION) {
@@ -166,6 +193,7 @@ export class HeldMessages {
     }
     const readWhole = new Set<PartitionId>();
     for (const p of [...written].sort((a, b) => a - b)) {
+      this.shortOnDisk.delete(p);
       if (this.whole.delete(p)) {
         readWhole.add(p);
         this.config.readOutbox(p);

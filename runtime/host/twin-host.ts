@@ -362,15 +362,24 @@ export class TwinHost {
    * alert logs if a taken copy put them over this node's budget.
    */
   async partitionsChanged(partitions: Iterable<PartitionId>): Promise<void> {
-    for (const p of partitions) {
+    const changed = [...partitions];
+    // Before any wait: a partition served here from now on lets no new turn's message out ahead
+    // of those its outbox already holds, which are read below (or once a write has the copies).
+    const taking = new Set<PartitionId>();
+    if (this.messageCopies > 1) for (const p of changed) if (this.admission.owns(p)) taking.add(p);
+    for (const p of taking) this.heldMessages.taking(p);
+    for (const p of changed) {
       await this.effects.resyncPartition(p);
       await this.deadLetters.resyncPartition(p);
-      this.heldMessages.partitionChanged(p);
       // A partition this node took in a cluster: its copy's tail may be on it alone, so its
       // outbox is read once a write of the new epoch has the copies messages need.
       // An empty outbox has nothing to hold, and writing its mark would only move the copies on.
-      if (this.messageCopies > 1 && this.admission.owns(p) && (await this.hasOutbox(p))) this.heldMessages.taken(p);
-      else this.outbox.partitionChanged(p);
+      if (taking.has(p) && this.admission.owns(p) && ((await this.hasOutbox(p)) || this.heldMessages.heldOnDisk(p))) {
+        this.heldMessages.taken(p);
+        continue;
+      }
+      this.heldMessages.partitionChanged(p);
+      this.outbox.partitionChanged(p);
     }
     this.timers.partitionsChanged();
     // Once every partition's log is read again: a taken copy may be over this node's budget.

@@ -314,6 +314,45 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
       assert.deepEqual(await seen(runtime), ["r-1#1"], "the message offered again was applied again");
     });
 
+    it("lets no new turn's message of a partition it takes leave ahead of those its outbox holds, while it is still reading that partition", async () => {
+      const { runtime, replication } = await relays();
+      const p = runtime.partitioning.partitionOf("relay", "r-1");
+      // Message 1's sending write falls short of the copies: it waits in the outbox.
+      const first = runtime.host.publish([relayEvent(1)], { copies: 1 });
+      await waitFor(() => replication.groups.length === 1 || undefined, { timeoutMs: 5_000, what: "the first group" });
+      replication.groups.shift()?.reject(Object.assign(shortfall("1 of 3 copies are durable"), { copies: 1 }));
+      await first;
+      // The node takes the partition (again); its look at the partition's outbox is slow.
+      const outbox = JSON.stringify(runtime.host.keys.outboxFrom(p));
+      let open: () => void = () => undefined;
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      let gated = false;
+      const scan = runtime.store.scan.bind(runtime.store);
+      runtime.store.scan = (range, options) => {
+        if (gated || JSON.stringify(range) !== outbox || options?.values !== false) return scan(range, options);
+        gated = true;
+        return (async function* () {
+          await gate;
+          yield* scan(range, options);
+        })();
+      };
+      const taking = runtime.host.partitionsChanged([p]);
+      await waitFor(() => gated || undefined, { timeoutMs: 5_000, what: "the look at the taken partition's outbox" });
+      // Meanwhile the relay's next event commits with the copies messages need.
+      let answered = false;
+      const second = runtime.host.publish([relayEvent(2)], { copies: 1 }).then(() => {
+        answered = true;
+      });
+      await settleWhile(replication, async () => answered);
+      await second;
+      open();
+      await taking;
+      await settleWhile(replication, async () => (await seen(runtime)).length >= 2);
+      assert.deepEqual(await seen(runtime), ["r-1#1", "r-1#2"], "a message left ahead of one its sender's outbox already held");
+    });
+
     it("lets no read of the outbox deliver a message of a group not yet acknowledged, nor one held, and reads a partition it takes only once a write of the new epoch has the copies", async () => {
       const { runtime, replication } = await relays();
       const p = runtime.partitioning.partitionOf("relay", "r-1");
