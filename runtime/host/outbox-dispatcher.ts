@@ -28,7 +28,10 @@ export interface OutboxDispatcherConfig {
   readonly quarantine: Quarantine;
   /** True for the partitions this node owns now: only their outboxes are read. Absent: all. */
   readonly owns?: (p: PartitionId) => boolean;
-  /** True for an entry whose sending write is not durable enough yet: a read of the outbox skips it (it is enqueued when it is). */
+  /**
+   * True for an entry whose sending write is not durable enough yet: a read of the outbox skips it
+   * and the rest of its partition (it is enqueued when it is, or its partition read again).
+   */
   readonly held?: (p: PartitionId, seq: number) => boolean;
   /** The partition count: the outboxes read at start are those of every owned partition below it. */
   readonly partitions: number;
@@ -319,7 +322,11 @@ export class OutboxDispatcher {
             if (this.closed) return;
             const { seq } = keys.outboxKeyOf(key);
             const id = `${p}:${seq}`;
-            if (this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id) || this.config.held?.(p, seq) === true) continue;
+            if (this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id)) continue;
+            // A held message leaves when it is released: by itself, or with a read of its whole
+            // partition. A later one of its partition read now would overtake it (its partition
+            // may have been released as this scan went), so the rest of the partition waits too.
+            if (this.config.held?.(p, seq) === true) continue outer;
             const entry = parseOutboxEntry(raw, p, seq);
             if (typeof entry === "string") {
               unreadable.push([key, raw, entry]);

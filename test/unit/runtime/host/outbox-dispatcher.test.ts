@@ -28,6 +28,8 @@ class Harness {
   readonly unknownKinds = new Set<string>();
   /** Partitions this node owns; undefined: all. */
   owned: Set<number> | undefined;
+  /** Entries (`partition:seq`) whose sending writes are not durable enough yet. */
+  readonly held = new Set<string>();
   /** Every delivery, as `partition:seq`. */
   readonly handed: string[] = [];
   settledCalls = 0;
@@ -58,6 +60,7 @@ class Harness {
         h.settledCalls++;
       },
       owns: (p) => h.owned?.has(p) ?? true,
+      held: (p, seq) => h.held.has(`${p}:${seq}`),
       partitions: options.partitions ?? 1,
       maxQueued: options.maxQueued ?? 100,
       retryMs: options.retryMs ?? 10,
@@ -122,6 +125,20 @@ describe("OutboxDispatcher", () => {
     assert.deepEqual(h.dispatcher.counts, { queued: 0, inflight: 0, parked: 0 });
     assert.deepEqual(h.delivered, []);
     await waitFor(() => h.dispatcher.idle, { timeoutMs: 2_000, what: "idle" });
+  });
+
+  it("reads no message of a partition past one that is held: the later ones would overtake it, and leave after it when the partition is read again", async () => {
+    const h = await Harness.open(t);
+    await h.persist(entry(1), entry(2), entry(3, "sink-2"));
+    h.held.add("0:1");
+    h.dispatcher.start();
+    await waitFor(() => h.scans.length >= 1 && h.dispatcher.idle, { timeoutMs: 2_000, what: "the start-up read" });
+    assert.deepEqual(h.delivered, [], "a message left ahead of a held one of its partition");
+    // Released with a read of its partition (as HeldMessages does for a partition that waited as a whole).
+    h.held.clear();
+    h.dispatcher.partitionChanged(P0);
+    await waitFor(() => h.delivered.length === 3, { timeoutMs: 2_000, what: "the three deliveries" });
+    assert.deepEqual(h.delivered, [1, 2, 3]);
   });
 
   it("redelivers at start-up what the outbox holds, each message once", async () => {
