@@ -151,6 +151,9 @@ function promisify<T>(fn: (cb: Callback<T>) => void): Promise<T> {
 export class RocksStore {
   private closed = false;
   private reopening = false;
+  /** Native calls under way (reads, writes, iterator steps): close waits for them to call back. */
+  private native = 0;
+  private nativeDone: (() => void) | undefined;
   /** The reopen in progress. */
   private reopened: Promise<void> | undefined;
   /** The close in progress or done. */
@@ -351,6 +354,8 @@ export class RocksStore {
     this.reopened ??= (async () => {
       try {
         // After a reopen that could not open (the disk still full), the old handle is closed already.
+        // Native calls still under way on the old handle finish first (new ones are refused).
+        if (this.native > 0) await new Promise<void>((resolve) => (this.nativeDone = resolve));
         if (this.dbOpen) await promisify<void>((cb) => this.db.close(cb));
         this.dbOpen = false;
         const db = leveldown(this.path);
@@ -367,8 +372,11 @@ export class RocksStore {
 
   /** Reads one key; `undefined` when absent. */
   get(key: string): Promise<string | undefined> {
+    if (this.closed || this.reopening || !this.dbOpen) return Promise.reject(new Error(`store is ${this.closed ? "closed" : "reopening"}`));
+    this.native++;
     return new Promise((resolve, reject) => {
       this.db.get(key, { asBuffer: false }, (err, value) => {
+        this.calledBack();
         if (err) {
           if ((err as { notFound?: boolean }).notFound || /NotFound/.test(err.message)) resolve(undefined);
           else reject(err);
@@ -379,7 +387,14 @@ export class RocksStore {
 
   /** Reads many keys in one call; `undefined` for the absent ones. */
   getMany(keys: string[]): Promise<(string | undefined)[]> {
-    return promisify<(string | undefined)[]>((cb) => this.db.getMany(keys, { asBuffer: false }, cb));
+    if (this.closed || this.reopening || !this.dbOpen) return Promise.reject(new Error(`store is ${this.closed ? "closed" : "reopening"}`));
+    this.native++;
+    return promisify<(string | undefined)[]>((cb) =>
+      this.db.getMany(keys, { asBuffer: false }, (err, values) => {
+        this.calledBack();
+        cb(err, values);
+      }),
+    );
   }
 
   /**
@@ -397,7 +412,18 @@ export class RocksStore {
       if (op.type === "put") binding.batch_put(batch, op.key, op.value);
       else binding.batch_del(batch, op.key);
     }
-    return promisify<void>((cb) => binding.batch_write(batch, { sync: this.durability === Durability.FSYNC }, cb));
+    this.native++;
+    return promisify<void>((cb) =>
+      binding.batch_write(batch, { sync: this.durability === Durability.FSYNC }, (err) => {
+        this.calledBack();
+        cb(err);
+      }),
+    );
+  }
+
+  /** A native call called back: a close waiting for the last one goes on. */
+  private calledBack(): void {
+    if (--this.native === 0) this.nativeDone?.();
   }
 
   /**
@@ -427,7 +453,14 @@ export class RocksStore {
         // again would reach a freed handle and crash the process, so the scan fails instead.
         if (this.closed || this.reopening || !this.dbOpen || this.db !== db)
           reject(new Error(`store is ${this.closed ? "closed" : "reopening"}; the scan was ended`));
-        else binding.iterator_next(it, (err, entries, finished) => (err ? reject(err) : resolve({ entries, finished })));
+        else {
+          this.native++;
+          binding.iterator_next(it, (err, entries, finished) => {
+            this.calledBack();
+            if (err) reject(err);
+            else resolve({ entries, finished });
+          });
+        }
       });
       // A read ahead fails while the caller is away, before anyone awaits it: that must not count
       // as an unhandled rejection (which would end the process). The await below still throws.
@@ -456,7 +489,15 @@ export class RocksStore {
       // is of no interest now) before the iterator is released.
       await reading?.catch(() => undefined);
       // Closing or reopening the database ended its iterators, and ending one again would never call back.
-      if (!this.closed && this.db === db) await promisify<void>((cb) => binding.iterator_end(it, cb));
+      if (!this.closed && !this.reopening && this.dbOpen && this.db === db) {
+        this.native++;
+        await promisify<void>((cb) =>
+          binding.iterator_end(it, (err) => {
+            this.calledBack();
+            cb(err);
+          }),
+        );
+      }
     }
   }
 
@@ -467,6 +508,9 @@ export class RocksStore {
       this.closing = (async () => {
         // A reopen in progress finishes first, so its new handle is the one closed.
         await this.reopened?.catch(() => undefined);
+        // A native call still under way on the thread pool would read or write a freed handle and
+        // crash the process: new ones are refused (closed), and those under way are waited for.
+        if (this.native > 0) await new Promise<void>((resolve) => (this.nativeDone = resolve));
         if (this.dbOpen) await promisify<void>((cb) => this.db.close(cb));
         this.dbOpen = false;
       })();
