@@ -175,22 +175,26 @@ async function* untilStopped<T>(input: AsyncIterable<T>, stopping: AbortSignal |
     return;
   }
   const requests = input[Symbol.asyncIterator]();
-  let stop = (): void => undefined;
-  // A read still pending when the stream stops may take one more request, which is dropped
-  // unanswered: the peer takes the stream's end as a break and sends it again (it was not applied).
-  const stopped = new Promise<IteratorResult<T>>((resolve) => {
-    stop = () => resolve({ done: true, value: undefined });
-  });
-  stopping.addEventListener("abort", stop, { once: true });
-  try {
-    for (;;) {
-      if (stopping.aborted) return;
-      const next = await Promise.race([requests.next(), stopped]);
-      if (next.done === true) return;
-      yield next.value;
+  const ended: IteratorResult<T> = { done: true, value: undefined };
+  for (;;) {
+    if (stopping.aborted) return;
+    // A read still pending when the stream stops may take one more request, which is dropped
+    // unanswered: the peer takes the stream's end as a break and sends it again (it was not
+    // applied). The listener is per read: a race against one long-lived promise would keep a
+    // reaction per request for the stream's whole life.
+    let stop = (): void => undefined;
+    const stopped = new Promise<IteratorResult<T>>((resolve) => {
+      stop = () => resolve(ended);
+    });
+    stopping.addEventListener("abort", stop, { once: true });
+    let next: IteratorResult<T>;
+    try {
+      next = await Promise.race([requests.next(), stopped]);
+    } finally {
+      stopping.removeEventListener("abort", stop);
     }
-  } finally {
-    stopping.removeEventListener("abort", stop);
+    if (next.done === true) return;
+    yield next.value;
   }
 }
 
