@@ -74,6 +74,22 @@ function levels(client: TwinmeshClient) {
   };
 }
 
+/**
+ * A-1's log keeps changes 6 on: a watch from `old` (before them) is refused CURSOR_EXPIRED with
+ * the message that says so, and one from change 5 replays 6 and 7.
+ */
+async function assertTrimmedBeforeSix(t: TestScope, client: TwinmeshClient, old: string): Promise<void> {
+  const err = await clientError(watch(t, client, old).next());
+  assert.deepEqual([err.code, err.reason], [grpc.status.OUT_OF_RANGE, "CURSOR_EXPIRED"]);
+  const p = new Partitioning(256).partitionOf("alarm", "a-1");
+  assert.equal(
+    err.message,
+    `cursor "${old}" is older than partition ${p}'s retained alert log (its changes before 6 were trimmed); list alerts again to get a fresh cursor`,
+  );
+  const edge = watch(t, client, `c2.${at("a-1", 5)}`);
+  assert.deepEqual([(await edge.next()).cursor, (await edge.next()).cursor], [`c2.${at("a-1", 6)}`, `c2.${at("a-1", 7)}`]);
+}
+
 describe("AlertService (alerts)", () => {
   const t = useTestScope();
 
@@ -213,17 +229,7 @@ describe("AlertService (alerts)", () => {
     // Ten changes: with a retention of 5, the log is trimmed (in chunks of at least 5) to changes 6-10.
     for (let i = 0; i < 5; i++) await publish(["a-1", 120], ["a-1", 10]);
     await waitFor(() => node.runtime.host.idle, { timeoutMs: 5_000, what: "the alert changes to commit" });
-    const err = await clientError(watch(t, client, old).next());
-    assert.equal(err.code, grpc.status.OUT_OF_RANGE);
-    assert.equal(err.reason, "CURSOR_EXPIRED");
-    const p = new Partitioning(256).partitionOf("alarm", "a-1");
-    assert.equal(
-      err.message,
-      `cursor "c2." is older than partition ${p}'s retained alert log (its changes before 6 were trimmed); list alerts again to get a fresh cursor`,
-    );
-    // The oldest retained position still works: it replays changes 6-10.
-    const edge = watch(t, client, `c2.${at("a-1", 5)}`);
-    assert.deepEqual([(await edge.next()).cursor, (await edge.next()).cursor], [`c2.${at("a-1", 6)}`, `c2.${at("a-1", 7)}`]);
+    await assertTrimmedBeforeSix(t, client, old);
     const { cursor: fresh } = await client.listAlerts();
     assert.equal(fresh, `c2.${at("a-1", 10)}`);
     const w = watch(t, client, fresh);
@@ -241,16 +247,7 @@ describe("AlertService (alerts)", () => {
     // Ten changes kept; restarted with a budget of 5, and no alert change after it.
     const { client, node } = await first.restart({ hostOptions: { alertLogRetention: 5 } });
     await node.runtime.host.whenIdle();
-    const err = await clientError(watch(t, client, old).next());
-    assert.deepEqual([err.code, err.reason], [grpc.status.OUT_OF_RANGE, "CURSOR_EXPIRED"]);
-    const p = new Partitioning(256).partitionOf("alarm", "a-1");
-    assert.equal(
-      err.message,
-      `cursor "c2." is older than partition ${p}'s retained alert log (its changes before 6 were trimmed); list alerts again to get a fresh cursor`,
-    );
-    // What the budget keeps is still there: the changes after 5.
-    const edge = watch(t, client, `c2.${at("a-1", 5)}`);
-    assert.deepEqual([(await edge.next()).cursor, (await edge.next()).cursor], [`c2.${at("a-1", 6)}`, `c2.${at("a-1", 7)}`]);
+    await assertTrimmedBeforeSix(t, client, old);
   });
 
   it("answers WatchAlerts with a cursor of data format 2 (c1.) with OUT_OF_RANGE, telling to list again", async () => {
