@@ -61,7 +61,9 @@ const MAX_BACKOFF = 16;
  * up only its own messages, in order, and is offered them again when a commit of its turns frees
  * room or on the retry tick. At most `maxQueued` wait in memory; the rest stay in RocksDB and the
  * partitions' outboxes are read, each from the lowest seq memory may not know, once the queue has
- * drained to half: never a full re-read while a target is busy. Only the outboxes of partitions
+ * drained to half: never a full re-read while a target is busy. A message committed while its
+ * partition's outbox is due to be read (older ones wait on disk, or the partition changed hands)
+ * is left to that read, so it never overtakes them. Only the outboxes of partitions
  * this node owns are read and delivered: a message of a partition that moved away is dropped from
  * memory when it is next offered (the new owner delivers it), and one that came back is read again
  * ({@link partitionChanged}). An entry that does not parse is quarantined as a
@@ -87,6 +89,8 @@ export class OutboxDispatcher {
   private readonly backoff = new Map<string, { failures: number; notBefore: number }>();
   /** Per partition, outbox entries at or above this seq may be unknown to memory. */
   private readonly scanFrom = new Map<PartitionId, number>();
+  /** Partitions the running scan has yet to read to their end. */
+  private readonly scanAhead = new Set<PartitionId>();
   /** Delivered while a scan ran: its snapshot may still hold them. */
   private readonly doneDuringScan = new Set<string>();
   private scanning: Promise<void> | undefined;
@@ -132,10 +136,19 @@ export class OutboxDispatcher {
     this.config.settled();
   }
 
-  /** A committed turn sent this message (or a dead letter was requeued into the outbox). */
+  /**
+   * A committed turn sent this message (or a dead letter was requeued into the outbox). While
+   * its partition's outbox is due to be read, the message is left to that read, which finds it
+   * behind the older ones memory does not know.
+   */
   enqueue(entry: OutboxEntry): void {
     const id = entryId(entry);
     if (this.closed || this.queued.has(id) || this.inflight.has(id) || !this.owns(entry.partition)) return;
+    if (this.readDue(entry.partition)) {
+      this.missed(entry.partition, entry.seq);
+      this.maybeScan();
+      return;
+    }
     this.admit(entry);
   }
 
@@ -192,6 +205,7 @@ export class OutboxDispatcher {
     this.waiting.clear();
     this.queued.clear();
     this.scanFrom.clear();
+    this.scanAhead.clear();
     this.backoff.clear();
     await this.scanning;
     this.config.settled();
@@ -288,6 +302,11 @@ export class OutboxDispatcher {
     return this.config.owns?.(p) ?? true;
   }
 
+  /** True while partition `p`'s outbox is to be read, by the running scan or the next. */
+  private readDue(p: PartitionId): boolean {
+    return (this.scanFrom.size > 0 && this.scanFrom.has(p)) || (this.scanAhead.size > 0 && this.scanAhead.has(p));
+  }
+
   /** Partition `p`'s outbox entries from `seq` on may not be in memory. */
   private missed(p: PartitionId, seq: number): void {
     const from = this.scanFrom.get(p);
@@ -312,9 +331,11 @@ export class OutboxDispatcher {
   private async scan(from: [PartitionId, number][]): Promise<void> {
     const { store, keys, log } = this.config;
     const unreadable: [string, string, string][] = [];
+    for (const [p] of from) this.scanAhead.add(p);
     let i = 0;
     try {
       outer: for (; i < from.length; i++) {
+        if (i > 0) this.scanAhead.delete((from[i - 1] as [PartitionId, number])[0]);
         const [p, fromSeq] = from[i] as [PartitionId, number];
         if (!this.owns(p)) continue;
         for await (const chunk of store.scan(keys.outboxFrom(p, fromSeq))) {
@@ -346,6 +367,7 @@ export class OutboxDispatcher {
       log.warn({ err }, "outbox scan failed; retrying");
       this.scheduleRescan();
     }
+    this.scanAhead.clear();
     // What this scan did not reach (it stopped at a full queue or failed) is read by the next.
     for (; i < from.length; i++) {
       const [p, fromSeq] = from[i] as [PartitionId, number];

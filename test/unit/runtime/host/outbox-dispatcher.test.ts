@@ -25,6 +25,8 @@ class Harness {
   readonly scans: KeyRange[] = [];
   /** Targets whose mailbox is full. */
   readonly busy = new Set<string>();
+  /** Targets whose mailbox takes this many more messages, then is full. */
+  readonly room = new Map<string, number>();
   readonly unknownKinds = new Set<string>();
   /** Partitions this node owns; undefined: all. */
   owned: Set<number> | undefined;
@@ -74,6 +76,11 @@ class Harness {
     this.offeredAt.push(performance.now());
     if (this.unknownKinds.has(e.toKind)) return "unknown-kind";
     if (this.busy.has(e.toId)) return "busy";
+    const room = this.room.get(e.toId);
+    if (room !== undefined) {
+      if (room === 0) return "busy";
+      this.room.set(e.toId, room - 1);
+    }
     this.delivered.push(e.seq);
     this.handed.push(`${e.partition}:${e.seq}`);
     return "delivered";
@@ -139,6 +146,59 @@ describe("OutboxDispatcher", () => {
     h.dispatcher.partitionChanged(P0);
     await waitFor(() => h.delivered.length === 3, { timeoutMs: 2_000, what: "the three deliveries" });
     assert.deepEqual(h.delivered, [1, 2, 3]);
+  });
+
+  it("leaves a message committed while its partition's outbox is yet to be read behind the older ones that read finds", async () => {
+    const h = await Harness.open(t, { partitions: 2, retryMs: 60_000 });
+    const P1 = 1 as PartitionId;
+    await h.persist(entry(1, "a"), entry(1, "b", "sink", P1));
+    // The read of partition 0 waits until the test lets it go.
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      letGo = resolve;
+    });
+    const scan = h.store.scan.bind(h.store);
+    h.store.scan = (range, opts) => {
+      const inner = scan(range, opts);
+      if (keys.outboxKeyOf(range.gte).partition !== P0) return inner;
+      return (async function* () {
+        await gate;
+        yield* inner;
+      })();
+    };
+    h.dispatcher.start();
+    await waitFor(() => h.scans.length === 1, { timeoutMs: 2_000, what: "the read of partition 0" });
+    // A turn of partition 1 commits message 2 while the read has yet to reach partition 1.
+    await h.persist(entry(2, "b", "sink", P1));
+    h.dispatcher.enqueue(entry(2, "b", "sink", P1));
+    letGo();
+    await waitFor(() => h.handed.length === 3, { timeoutMs: 2_000, what: "the three deliveries" });
+    assert.deepEqual(
+      h.handed.filter((id) => id.startsWith("1:")),
+      ["1:1", "1:2"],
+      "the new message overtook the one the outbox held",
+    );
+  });
+
+  it("leaves a message committed while older ones of its partition wait on disk (memory was full) behind them", async () => {
+    const h = await Harness.open(t, { maxQueued: 4, retryMs: 60_000 });
+    await h.persist(entry(1, "hot"), entry(2, "hot"), entry(3, "hot"), entry(4, "hot"), entry(5, "cold"));
+    h.busy.add("hot");
+    h.dispatcher.start();
+    // Four wait for the busy target; message 5 stays on disk.
+    await waitFor(() => h.scans.length === 1 && h.dispatcher.counts.queued === 4, { timeoutMs: 2_000, what: "the first read" });
+    // The busy target takes one: three wait, over half of memory, so the outbox is not read yet.
+    h.busy.delete("hot");
+    h.room.set("hot", 1);
+    h.dispatcher.targetFreed("sink", "hot");
+    assert.deepEqual(h.delivered, [1]);
+    await h.persist(entry(6, "cold"));
+    h.dispatcher.enqueue(entry(6, "cold"));
+    assert.deepEqual(h.delivered, [1], "message 6 left ahead of message 5, still on disk");
+    h.room.delete("hot");
+    h.dispatcher.targetFreed("sink", "hot");
+    await waitFor(() => h.delivered.length === 6, { timeoutMs: 2_000, what: "the six deliveries" });
+    assert.deepEqual(h.delivered, [1, 2, 3, 4, 5, 6]);
   });
 
   it("redelivers at start-up what the outbox holds, each message once", async () => {
