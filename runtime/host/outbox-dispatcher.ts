@@ -83,6 +83,8 @@ export class OutboxDispatcher {
   private readonly queued = new Set<string>();
   /** Handed to their target, until the turn that took them commits or fails (by {@link entryId}). */
   private readonly inflight = new Map<string, OutboxEntry>();
+  /** Messages in flight per target (`kind NUL id`). */
+  private readonly inflightTo = new Map<string, number>();
   /** Messages to kinds not loaded here, by kind (logged once per kind). */
   private readonly parked = new Map<string, Set<string>>();
   /** Targets whose last deliveries ended without a commit: how many in a row, and when they may be offered again (performance.now()). */
@@ -161,8 +163,11 @@ export class OutboxDispatcher {
     const taken = this.inflight.get(id);
     if (taken === undefined) return;
     this.inflight.delete(id);
-    if (this.closed) return;
     const target = targetKey(taken.toKind, taken.toId);
+    const left = (this.inflightTo.get(target) ?? 1) - 1;
+    if (left === 0) this.inflightTo.delete(target);
+    else this.inflightTo.set(target, left);
+    if (this.closed) return;
     if (stillInOutbox && this.owns(entry.partition)) {
       const failures = (this.backoff.get(target)?.failures ?? 0) + 1;
       this.backoff.set(target, { failures, notBefore: performance.now() + this.retryMs * Math.min(2 ** (failures - 1), MAX_BACKOFF) });
@@ -181,6 +186,11 @@ export class OutboxDispatcher {
     const list = this.waiting.get(target);
     if (list !== undefined && !this.backingOff(target, performance.now())) this.offer(target, list);
     this.maybeScan();
+  }
+
+  /** How many messages to twin `kind`/`id` are in flight: handed over, their turns not ended. */
+  inFlightTo(kind: string, id: string): number {
+    return this.inflightTo.size === 0 ? 0 : (this.inflightTo.get(targetKey(kind, id)) ?? 0);
   }
 
   /** Nothing waiting to be handed over or in flight. */
@@ -251,8 +261,10 @@ export class OutboxDispatcher {
       if (result === "busy") break;
       taken++;
       this.queued.delete(entryId(entry));
-      if (result === "delivered") this.inflight.set(entryId(entry), entry);
-      else this.park(entry);
+      if (result === "delivered") {
+        this.inflight.set(entryId(entry), entry);
+        this.inflightTo.set(target, (this.inflightTo.get(target) ?? 0) + 1);
+      } else this.park(entry);
     }
     if (taken === list.length) this.waiting.delete(target);
     else if (taken > 0) list.splice(0, taken);
@@ -293,9 +305,7 @@ export class OutboxDispatcher {
   /** Forgets the backoff of targets with nothing left here (their partition moved, say): no commit will. */
   private pruneBackoff(): void {
     if (this.backoff.size === 0) return;
-    const inflight = new Set<string>();
-    for (const e of this.inflight.values()) inflight.add(targetKey(e.toKind, e.toId));
-    for (const target of this.backoff.keys()) if (!this.waiting.has(target) && !inflight.has(target)) this.backoff.delete(target);
+    for (const target of this.backoff.keys()) if (!this.waiting.has(target) && !this.inflightTo.has(target)) this.backoff.delete(target);
   }
 
   private owns(p: PartitionId): boolean {

@@ -667,15 +667,19 @@ export class TwinHost {
     const notHere = this.remoteMessages === undefined ? undefined : this.admission.ownerRefusal(entry.toKind, entry.toId);
     // Not knowing yet who owns it (the node is joining its cluster): try again later.
     if (notHere !== undefined && notHere.reason !== "NOT_OWNER") return "busy";
+    const key = this.keys.twin(entry.toKind, entry.toId);
     if (notHere !== undefined && this.remoteMessages !== undefined) {
-      // One message at a time per remote target keeps the sender's order at the receiver.
-      const target = this.keys.twin(entry.toKind, entry.toId);
-      if (this.remoteInFlight.has(target)) return "busy";
-      this.remoteInFlight.add(target);
-      this.deliverRemote(this.remoteMessages, entry, target);
+      // One message at a time per remote target keeps the sender's order at the receiver. None
+      // while one is still in a turn here either (the target was served here until just now):
+      // refused there, it would be sent again after this one.
+      if (this.outbox.inFlightTo(entry.toKind, entry.toId) > 0) return "busy";
+      this.remoteInFlight.add(key);
+      this.deliverRemote(this.remoteMessages, entry, key);
       return "delivered";
     }
-    const key = this.keys.twin(entry.toKind, entry.toId);
+    // The target was just served elsewhere: a message still on its way there, refused, would be
+    // applied here after this one.
+    if (this.remoteInFlight.size > 0 && this.remoteInFlight.has(key)) return "busy";
     const existing = this.activations.get(key);
     if (existing !== undefined && existing.queued >= this.options.mailboxDepth) return "busy";
     const act = this.activations.activate(target, entry.toId, key);

@@ -10,11 +10,45 @@ import {
   type StageFailure,
   StatusCode,
   type TurnOutcome,
+  Twin,
+  type TwinContext,
   TwinRuntime,
 } from "../../../../runtime/index.js";
-import { CounterTwin, RelayTwin, SinkTwin } from "../../../fixtures/index.js";
+import { CounterTwin, Gate, type RelayMessage, type RelayState, RelayTwin, type SinkState, SinkTwin } from "../../../fixtures/index.js";
 import { type TestScope, useTestScope } from "../../../harness/test-scope.js";
 import { waitFor } from "../../../harness/wait-for.js";
+
+/** Where each {@link SlowSinkTwin} turn waits. */
+const slowGate = new Gate();
+
+/** `slow-sink`: a sink whose every message waits at {@link slowGate} before it is applied. */
+class SlowSinkTwin extends Twin<SinkState, RelayMessage> {
+  static readonly kind = "slow-sink";
+
+  initial(): SinkState {
+    return { received: 0, seen: [] };
+  }
+
+  override async onMessage(message: RelayMessage, ctx: TwinContext<SinkState>): Promise<void> {
+    await slowGate.pass();
+    ctx.state.received += 1;
+    ctx.state.seen.push(`${message.from}#${message.seq}`);
+  }
+}
+
+/** `slow-relay`: sends every event on to the slow sink named by its `to` attribute. */
+class SlowRelayTwin extends Twin<RelayState> {
+  static readonly kind = "slow-relay";
+
+  initial(): RelayState {
+    return { sent: 0 };
+  }
+
+  override onTelemetry(t: { seq: number; attributes: Record<string, unknown> }, ctx: TwinContext<RelayState>): void {
+    ctx.send(SlowSinkTwin, String(t.attributes.to), { from: ctx.id, seq: t.seq });
+    ctx.state.sent += 1;
+  }
+}
 
 const partitioning = new Partitioning(256);
 const p = (kind: string, id: string): PartitionId => partitioning.partitionOf(kind, id);
@@ -40,7 +74,7 @@ async function open(
 ): Promise<TwinRuntime> {
   const runtime = await TwinRuntime.open({
     dataDir: t.tempDir(name),
-    twins: [CounterTwin, RelayTwin, SinkTwin],
+    twins: [CounterTwin, RelayTwin, SinkTwin, SlowRelayTwin, SlowSinkTwin],
     host: { timerPollMs: 3_600_000 },
     partitions: partitioning.partitions,
     ...extra,
@@ -117,6 +151,61 @@ describe("TwinHost: how a refused single-twin operation is answered (twin-host)"
     await sender.host.whenIdle();
     assert.deepEqual((await owner.host.getTwin("sink", sink)).state, { received: 2, seen: [`${relay}#1`, `${relay}#2`] });
     assert.deepEqual((await sender.host.deadLetters.list({})).deadLetters, []);
+  });
+
+  it("sends no message on to a twin's new owner while an earlier one to it is still in a turn here: that one, refused, would be applied after it", async () => {
+    const relay = "r-2";
+    const sink = "s-2";
+    assert.notEqual(p("slow-relay", relay), p("slow-sink", sink));
+    const sent: string[] = [];
+    const remoteMessages: RemoteMessages = {
+      send: async (entry) => {
+        sent.push(`${entry.message.from}#${entry.message.seq}`);
+      },
+    };
+    const refused = new Map<number, string>();
+    const sender = await open(t, "moved-away", { ownership: gate(refused), remoteMessages });
+    slowGate.reset();
+    slowGate.close();
+    t.defer(() => slowGate.reset());
+    const relayed = (seq: number) => ({ kind: "slow-relay", sourceId: relay, seq, channels: {}, attributes: { to: sink } });
+    assert.deepEqual(await sender.host.publish([relayed(1)]), [{ status: "accepted" }]);
+    // Message 1 is in the sink's turn here when the sink's partition moves to another node.
+    await waitFor(() => slowGate.entered === 1 || undefined, { timeoutMs: 5_000, what: "message 1's turn" });
+    refused.set(p("slow-sink", sink), "NOT_OWNER");
+    assert.deepEqual(await sender.host.publish([relayed(2)]), [{ status: "accepted" }]);
+    // The turn ends refused (the partition moved while it ran): message 1 goes to the new owner too.
+    slowGate.open();
+    await waitFor(() => sent.length === 2 || undefined, { timeoutMs: 5_000, what: "both messages sent to the new owner" });
+    assert.deepEqual(sent, [`${relay}#1`, `${relay}#2`]);
+  });
+
+  it("applies no message here to a twin that just moved here while an earlier one to it is still on its way to the former owner: that one, refused, would be applied after it", async () => {
+    const relay = "r-3";
+    const sink = "s-3";
+    assert.notEqual(p("relay", relay), p("sink", sink));
+    let refuse!: (err: Error) => void;
+    let tries = 0;
+    const remoteMessages: RemoteMessages = {
+      send: (entry) => {
+        tries++;
+        assert.equal(entry.seq, 1, "a second message went to the former owner");
+        return new Promise<void>((_resolve, reject) => {
+          refuse = reject;
+        });
+      },
+    };
+    const refused = new Map<number, string>([[p("sink", sink), "NOT_OWNER"]]);
+    const sender = await open(t, "moved-here", { ownership: gate(refused), remoteMessages });
+    const relayed = (seq: number) => ({ kind: "relay", sourceId: relay, seq, channels: {}, attributes: { to: sink } });
+    assert.deepEqual(await sender.host.publish([relayed(1)]), [{ status: "accepted" }]);
+    await waitFor(() => tries === 1 || undefined, { timeoutMs: 5_000, what: "message 1 sent to the sink's owner" });
+    // The sink's partition moves here while message 1 is on its way to its former owner.
+    refused.clear();
+    assert.deepEqual(await sender.host.publish([relayed(2)]), [{ status: "accepted" }]);
+    refuse(new Error("NOT_OWNER: the sink's partition moved"));
+    await sender.host.whenIdle();
+    assert.deepEqual((await sender.host.getTwin("sink", sink)).state, { received: 2, seen: [`${relay}#1`, `${relay}#2`] });
   });
 
   it("takes a message delivered here from its sender's outbox and the same message sent by the node that owned the sender for one: applied once either way round", async () => {
