@@ -6,8 +6,10 @@ import { isPlainObject } from "../util/json.js";
 import type { OutboxEntry } from "./outbox-entry.js";
 
 /**
- * What became of handing a message to its target twin: `busy` when the target's mailbox is full
- * (try again later), `unknown-kind` when the target's kind is not loaded on this node.
+ * What became of handing a message to its target twin: `busy` when it cannot be handed over now
+ * (the target's mailbox is full, its owner is not known yet, or an earlier message to it is in
+ * flight by another route; it is offered again later), `unknown-kind` when the target's kind is
+ * not loaded on this node.
  */
 export type Delivery = "delivered" | "busy" | "unknown-kind";
 
@@ -61,14 +63,21 @@ const MAX_BACKOFF = 16;
  * up only its own messages, in order, and is offered them again when a commit of its turns frees
  * room or on the retry tick. At most `maxQueued` wait in memory; the rest stay in RocksDB and the
  * partitions' outboxes are read, each from the lowest seq memory may not know, once the queue has
- * drained to half: never a full re-read while a target is busy. A message committed while its
- * partition's outbox is due to be read (older ones wait on disk, or the partition changed hands)
- * is left to that read, so it never overtakes them. Only the outboxes of partitions
- * this node owns are read and delivered: a message of a partition that moved away is dropped from
- * memory when it is next offered (the new owner delivers it), and one that came back is read again
- * ({@link partitionChanged}). An entry that does not parse is quarantined as a
- * dead letter. Messages to a kind that is not loaded are parked (left in the outbox, not retried)
- * until the node restarts with that kind.
+ * drained to half: never a full re-read while a target is busy.
+ *
+ * A message committed while its partition's outbox is to be read (at start-up, after the
+ * partition moved here, with older entries left on disk by a full queue) waits for that read, so
+ * it never overtakes the older ones: the read finds it, or, when the read's snapshot began before
+ * its commit, admits it after the rest. Such a partition is read as soon as memory has room for
+ * anything, ahead of the others: its new messages would otherwise wait on busy targets they are
+ * not for. A message whose turn ended without a commit goes back before the later ones to its
+ * target, over the memory limit if need be.
+ *
+ * Only the outboxes of partitions this node owns are read and delivered: a message of a
+ * partition that moved away is dropped from memory when it is next offered (the new owner
+ * delivers it), and one that came back is read again ({@link partitionChanged}). An entry that
+ * does not parse is quarantined as a dead letter. Messages to a kind that is not loaded are
+ * parked (left in the outbox, not retried) until the node restarts with that kind.
  *
  * A target whose deliveries keep ending without a commit (its owner is down, its write cannot
  * reach the copies messages need) backs off: it is offered its messages again after the retry
@@ -84,15 +93,19 @@ export class OutboxDispatcher {
   /** Handed to their target, until the turn that took them commits or fails (by {@link entryId}). */
   private readonly inflight = new Map<string, OutboxEntry>();
   /** Messages in flight per target (`kind NUL id`). */
-  private readonly inflightTo = new Map<string, number>();
+  private readonly inflightByTarget = new Map<string, number>();
   /** Messages to kinds not loaded here, by kind (logged once per kind). */
   private readonly parked = new Map<string, Set<string>>();
   /** Targets whose last deliveries ended without a commit: how many in a row, and when they may be offered again (performance.now()). */
   private readonly backoff = new Map<string, { failures: number; notBefore: number }>();
   /** Per partition, outbox entries at or above this seq may be unknown to memory. */
   private readonly scanFrom = new Map<PartitionId, number>();
-  /** Partitions the running scan has yet to read to their end. */
-  private readonly scanAhead = new Set<PartitionId>();
+  /** Partitions the running scan has yet to reach, each with the seq it reads from. */
+  private readonly scanAhead = new Map<PartitionId, number>();
+  /** The partition the running scan reads now, and its messages committed meanwhile (admitted after the read). */
+  private reading: { partition: PartitionId; late: OutboxEntry[] } | undefined;
+  /** Partitions of {@link scanFrom} with new messages left to their read: read first, and while memory is over half full. */
+  private readonly deferred = new Set<PartitionId>();
   /** Delivered while a scan ran: its snapshot may still hold them. */
   private readonly doneDuringScan = new Set<string>();
   private scanning: Promise<void> | undefined;
@@ -127,6 +140,7 @@ export class OutboxDispatcher {
       return;
     }
     this.scanFrom.delete(p);
+    this.deferred.delete(p);
     for (const [target, list] of this.waiting) {
       const kept = list.filter((e) => e.partition !== p);
       for (const e of list) if (e.partition === p) this.queued.delete(entryId(e));
@@ -140,14 +154,27 @@ export class OutboxDispatcher {
 
   /**
    * A committed turn sent this message (or a dead letter was requeued into the outbox). While
-   * its partition's outbox is due to be read, the message is left to that read, which finds it
-   * behind the older ones memory does not know.
+   * its partition's outbox is to be read, the message waits for that read, so it does not
+   * overtake older messages memory does not know yet: the read finds it (it is on disk), or,
+   * when it began before the message's commit, admits it once it has read the rest.
    */
   enqueue(entry: OutboxEntry): void {
     const id = entryId(entry);
-    if (this.closed || this.queued.has(id) || this.inflight.has(id) || !this.owns(entry.partition)) return;
-    if (this.readDue(entry.partition)) {
-      this.missed(entry.partition, entry.seq);
+    const p = entry.partition;
+    if (this.closed || this.queued.has(id) || this.inflight.has(id) || !this.owns(p)) return;
+    if (this.reading?.partition === p) {
+      this.reading.late.push(entry);
+      return;
+    }
+    const ahead = this.scanAhead.size === 0 ? undefined : this.scanAhead.get(p);
+    if (ahead !== undefined) {
+      // The running scan reads it; unless it is below where that read begins (a requeued dead letter).
+      if (entry.seq < ahead) this.missed(p, entry.seq);
+      return;
+    }
+    if (this.scanFrom.size > 0 && this.scanFrom.has(p)) {
+      this.missed(p, entry.seq);
+      this.deferred.add(p);
       this.maybeScan();
       return;
     }
@@ -164,14 +191,14 @@ export class OutboxDispatcher {
     if (taken === undefined) return;
     this.inflight.delete(id);
     const target = targetKey(taken.toKind, taken.toId);
-    const left = (this.inflightTo.get(target) ?? 1) - 1;
-    if (left === 0) this.inflightTo.delete(target);
-    else this.inflightTo.set(target, left);
+    const left = (this.inflightByTarget.get(target) ?? 1) - 1;
+    if (left === 0) this.inflightByTarget.delete(target);
+    else this.inflightByTarget.set(target, left);
     if (this.closed) return;
     if (stillInOutbox && this.owns(entry.partition)) {
       const failures = (this.backoff.get(target)?.failures ?? 0) + 1;
       this.backoff.set(target, { failures, notBefore: performance.now() + this.retryMs * Math.min(2 ** (failures - 1), MAX_BACKOFF) });
-      this.admit(entry, false);
+      this.admit(entry, true);
       this.scheduleRetry();
     } else {
       this.backoff.delete(target);
@@ -190,7 +217,7 @@ export class OutboxDispatcher {
 
   /** How many messages to twin `kind`/`id` are in flight: handed over, their turns not ended. */
   inFlightTo(kind: string, id: string): number {
-    return this.inflightTo.size === 0 ? 0 : (this.inflightTo.get(targetKey(kind, id)) ?? 0);
+    return this.inflightByTarget.size === 0 ? 0 : (this.inflightByTarget.get(targetKey(kind, id)) ?? 0);
   }
 
   /** Nothing waiting to be handed over or in flight. */
@@ -216,18 +243,24 @@ export class OutboxDispatcher {
     this.queued.clear();
     this.scanFrom.clear();
     this.scanAhead.clear();
+    this.deferred.clear();
     this.backoff.clear();
     await this.scanning;
     this.config.settled();
   }
 
-  /** Queues a message (or parks it), delivering it at once when nothing waits before it. */
-  private admit(entry: OutboxEntry, deliverNow = true): void {
+  /**
+   * Queues a message (or parks it), delivering it at once when nothing waits before it. `again`
+   * for one offered before, whose turn ended without a commit: it goes back before later
+   * messages to the same twin, over the memory limit if need be (it was counted in flight; left
+   * on disk, the later ones would overtake it).
+   */
+  private admit(entry: OutboxEntry, again = false): void {
     if (this.parked.has(entry.toKind)) {
       this.park(entry);
       return;
     }
-    if (this.queued.size >= this.maxQueued) {
+    if (!again && this.queued.size >= this.maxQueued) {
       this.missed(entry.partition, entry.seq); // it is durable: a later scan reads it
       return;
     }
@@ -237,11 +270,10 @@ export class OutboxDispatcher {
       list = [];
       this.waiting.set(target, list);
     }
-    // Offered again after a failed turn, it goes back before later messages to the same twin.
-    if (deliverNow) list.push(entry);
-    else insertBySeq(list, entry);
+    if (again) insertBySeq(list, entry);
+    else list.push(entry);
     this.queued.add(entryId(entry));
-    if (deliverNow && list.length === 1) this.offer(target, list);
+    if (!again && list.length === 1) this.offer(target, list);
     if (this.waiting.has(target)) this.scheduleRetry();
   }
 
@@ -263,7 +295,7 @@ export class OutboxDispatcher {
       this.queued.delete(entryId(entry));
       if (result === "delivered") {
         this.inflight.set(entryId(entry), entry);
-        this.inflightTo.set(target, (this.inflightTo.get(target) ?? 0) + 1);
+        this.inflightByTarget.set(target, (this.inflightByTarget.get(target) ?? 0) + 1);
       } else this.park(entry);
     }
     if (taken === list.length) this.waiting.delete(target);
@@ -305,16 +337,11 @@ export class OutboxDispatcher {
   /** Forgets the backoff of targets with nothing left here (their partition moved, say): no commit will. */
   private pruneBackoff(): void {
     if (this.backoff.size === 0) return;
-    for (const target of this.backoff.keys()) if (!this.waiting.has(target) && !this.inflightTo.has(target)) this.backoff.delete(target);
+    for (const target of this.backoff.keys()) if (!this.waiting.has(target) && !this.inflightByTarget.has(target)) this.backoff.delete(target);
   }
 
   private owns(p: PartitionId): boolean {
     return this.config.owns?.(p) ?? true;
-  }
-
-  /** True while partition `p`'s outbox is to be read, by the running scan or the next. */
-  private readDue(p: PartitionId): boolean {
-    return (this.scanFrom.size > 0 && this.scanFrom.has(p)) || (this.scanAhead.size > 0 && this.scanAhead.has(p));
   }
 
   /** Partition `p`'s outbox entries from `seq` on may not be in memory. */
@@ -323,13 +350,32 @@ export class OutboxDispatcher {
     if (from === undefined || seq < from) this.scanFrom.set(p, seq);
   }
 
-  /** Reads the outboxes when memory may miss entries and has room for them (half empty). */
+  /**
+   * Reads the outboxes when memory may miss entries and has room for them (half empty). Over
+   * half full, only the partitions whose new messages wait for their read are read, while there
+   * is room: those messages would otherwise wait on busy targets they are not for.
+   */
   private maybeScan(): void {
     if (this.closed || this.scanFrom.size === 0 || this.scanning !== undefined || this.rescanTimer !== undefined) return;
-    if (this.queued.size > this.maxQueued / 2) return;
-    const from = [...this.scanFrom].sort((a, b) => a[0] - b[0]);
-    this.scanFrom.clear();
-    this.scanning = this.scan(from).finally(() => {
+    let from: [PartitionId, number][];
+    if (this.queued.size <= this.maxQueued / 2) {
+      from = [...this.scanFrom];
+      this.scanFrom.clear();
+    } else {
+      if (this.deferred.size === 0 || this.queued.size >= this.maxQueued) return;
+      from = [];
+      for (const p of this.deferred) {
+        const seq = this.scanFrom.get(p);
+        if (seq === undefined) continue;
+        from.push([p, seq]);
+        this.scanFrom.delete(p);
+      }
+      if (from.length === 0) return;
+    }
+    from.sort((a, b) => a[0] - b[0]);
+    const deferred = new Set<PartitionId>();
+    for (const [p] of from) if (this.deferred.delete(p)) deferred.add(p);
+    this.scanning = this.scan(from, deferred).finally(() => {
       this.scanning = undefined;
       this.doneDuringScan.clear();
       this.maybeScan();
@@ -337,39 +383,33 @@ export class OutboxDispatcher {
     });
   }
 
-  /** Reads the owned partitions among `from`, each from its seq; others are left to their owner. */
-  private async scan(from: [PartitionId, number][]): Promise<void> {
-    const { store, keys, log } = this.config;
+  /**
+   * Reads the owned partitions among `from`, each from its seq; others are left to their owner.
+   * `deferred`: those with new messages left to this read (they keep that mark when it does not
+   * read them to the end).
+   */
+  private async scan(from: [PartitionId, number][], deferred: ReadonlySet<PartitionId>): Promise<void> {
+    const { keys, log } = this.config;
     const unreadable: [string, string, string][] = [];
-    for (const [p] of from) this.scanAhead.add(p);
+    for (const [p, seq] of from) this.scanAhead.set(p, seq);
     let i = 0;
     try {
-      outer: for (; i < from.length; i++) {
-        if (i > 0) this.scanAhead.delete((from[i - 1] as [PartitionId, number])[0]);
+      for (; i < from.length; i++) {
         const [p, fromSeq] = from[i] as [PartitionId, number];
+        this.scanAhead.delete(p);
         if (!this.owns(p)) continue;
-        for await (const chunk of store.scan(keys.outboxFrom(p, fromSeq))) {
-          for (const [key, raw] of chunk) {
-            if (this.closed) return;
-            const { seq } = keys.outboxKeyOf(key);
-            const id = `${p}:${seq}`;
-            if (this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id)) continue;
-            // A held message leaves when it is released: by itself, or with a read of its whole
-            // partition. A later one of its partition read now would overtake it (its partition
-            // may have been released as this scan went), so the rest of the partition waits too.
-            if (this.config.held?.(p, seq) === true) continue outer;
-            const entry = parseOutboxEntry(raw, p, seq);
-            if (typeof entry === "string") {
-              unreadable.push([key, raw, entry]);
-              continue;
-            }
-            if (this.queued.size >= this.maxQueued) {
-              this.missed(p, seq);
-              i++;
-              break outer;
-            }
-            this.admit(entry);
-          }
+        this.reading = { partition: p, late: [] };
+        let read = false;
+        try {
+          read = await this.readPartition(p, fromSeq, unreadable);
+        } finally {
+          this.admitLate(read);
+        }
+        if (this.closed) return;
+        if (!read) {
+          if (deferred.has(p)) this.deferred.add(p);
+          i++;
+          break;
         }
       }
     } catch (err) {
@@ -382,6 +422,7 @@ export class OutboxDispatcher {
     for (; i < from.length; i++) {
       const [p, fromSeq] = from[i] as [PartitionId, number];
       this.missed(p, fromSeq);
+      if (deferred.has(p)) this.deferred.add(p);
     }
     for (const [key, raw, problem] of unreadable) {
       if (this.closed) return;
@@ -394,6 +435,54 @@ export class OutboxDispatcher {
         this.missed(partition, seq);
         this.scheduleRescan();
       }
+    }
+  }
+
+  /**
+   * Admits what partition `p`'s outbox holds from `fromSeq` on. True when it read to the end, or
+   * to a held message (the rest of the partition leaves after it, see below); false when memory
+   * filled first (the rest is read by a later scan) or the dispatcher closed.
+   */
+  private async readPartition(p: PartitionId, fromSeq: number, unreadable: [string, string, string][]): Promise<boolean> {
+    const { store, keys } = this.config;
+    for await (const chunk of store.scan(keys.outboxFrom(p, fromSeq))) {
+      for (const [key, raw] of chunk) {
+        if (this.closed) return false;
+        const { seq } = keys.outboxKeyOf(key);
+        const id = `${p}:${seq}`;
+        if (this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id)) continue;
+        // A held message leaves when it is released: by itself, or with a read of its whole
+        // partition. A later one of its partition read now would overtake it (its partition
+        // may have been released as this scan went), so the rest of the partition waits too.
+        if (this.config.held?.(p, seq) === true) return true;
+        const entry = parseOutboxEntry(raw, p, seq);
+        if (typeof entry === "string") {
+          unreadable.push([key, raw, entry]);
+          continue;
+        }
+        if (this.queued.size >= this.maxQueued) {
+          this.missed(p, seq);
+          return false;
+        }
+        this.admit(entry);
+      }
+    }
+    return true;
+  }
+
+  /**
+   * The read of a partition ended: the messages it committed meanwhile, which its snapshot may
+   * lack, follow what it admitted; or, when it did not read to the end, are left on disk to the
+   * next read.
+   */
+  private admitLate(read: boolean): void {
+    const reading = this.reading;
+    this.reading = undefined;
+    if (reading === undefined || this.closed) return;
+    for (const entry of reading.late) {
+      const id = entryId(entry);
+      if (!read) this.missed(entry.partition, entry.seq);
+      else if (!this.queued.has(id) && !this.inflight.has(id) && !this.doneDuringScan.has(id) && this.owns(entry.partition)) this.admit(entry);
     }
   }
 

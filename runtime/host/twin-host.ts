@@ -160,7 +160,7 @@ export class TwinHost {
   readonly alertRetention: AlertRetention;
   private readonly admission: Admission;
   private readonly remoteMessages: RemoteMessages | undefined;
-  /** Remote targets (twin keys) with a message on its way. */
+  /** Targets (twin keys) with a message on its way to another node: a local delivery to one waits. */
   private readonly remoteInFlight = new Set<string>();
   private readonly disk: DiskHealth;
   private shuttingDown = false;
@@ -669,9 +669,10 @@ export class TwinHost {
     if (notHere !== undefined && notHere.reason !== "NOT_OWNER") return "busy";
     const key = this.keys.twin(entry.toKind, entry.toId);
     if (notHere !== undefined && this.remoteMessages !== undefined) {
-      // One message at a time per remote target keeps the sender's order at the receiver. None
-      // while one is still in a turn here either (the target was served here until just now):
-      // refused there, it would be sent again after this one.
+      // No message while another to the same twin is in flight (the count includes those on
+      // their way to its owner): one at a time keeps the sender's order at the receiver, and one
+      // still queued or in a turn here (the twin was served here until just now), refused, would
+      // be sent again after this one.
       if (this.outbox.inFlightTo(entry.toKind, entry.toId) > 0) return "busy";
       this.remoteInFlight.add(key);
       this.deliverRemote(this.remoteMessages, entry, key);

@@ -82,29 +82,30 @@ describe("dead-lettering while the outbox is rescanned (recovery/messages)", () 
     const writes = WriteSpy.install(t);
     const proto = RocksStore.prototype;
     const scan = proto.scan;
-    let openScan: () => void = () => undefined;
-    const scanGate = new Promise<void>((resolve) => {
-      openScan = resolve;
-    });
     t.defer(() => {
       proto.scan = scan;
-      openScan();
     });
-    // The start-up rescan of the outbox (not the one-key lookups) waits at the gate before it takes its snapshot.
-    proto.scan = async function* (this: RocksStore, range, options) {
-      if (range.gte.startsWith(outboxPrefix) && range.limit === undefined) await scanGate;
-      yield* scan.call(this, range, options);
-    };
+    // Counts the outbox reads (not the one-key lookups) that ran to their end.
     const outboxPrefix = new Keys().outboxRange().gte;
+    let outboxReads = 0;
+    proto.scan = async function* (this: RocksStore, range, options) {
+      yield* scan.call(this, range, options);
+      if (range.gte.startsWith(outboxPrefix) && range.limit === undefined) outboxReads++;
+    };
     const runtime = await TwinRuntime.open({ dataDir: t.tempDir("rescan"), twins: [ForwardTwin, RefuseTwin], host: { timerPollMs: 3_600_000 } });
     t.defer(() => runtime.close());
     const { host } = runtime;
+    await host.whenIdle();
     assert.equal((await publishOne(runtime, "forward", "f-1", 1, {}, { kind: "refuse", to: "r-1" })).status, "accepted");
     writes.hold();
+    t.defer(() => writes.release());
     await waitFor(() => host.metrics.handlerErrors === 1, { timeoutMs: 5_000, what: "the message's handler to fail" });
-    // Its dead-letter batch is not written yet when the rescan reads the outbox.
-    openScan();
-    await waitFor(() => writes.heldCount >= 1, { timeoutMs: 5_000, what: "the dead-letter batch to be written" });
+    // Its dead-letter batch is not written yet when a rescan reads the outbox (as after a change
+    // of the sender partition's owner).
+    const before = outboxReads;
+    await runtime.partitionsChanged([runtime.partitioning.partitionOf("forward", "f-1")]);
+    await waitFor(() => outboxReads > before || undefined, { timeoutMs: 5_000, what: "the rescan of the sender's outbox" });
+    assert.ok(writes.heldCount >= 1, "the dead-letter batch was written before the rescan");
     writes.release();
     await host.whenIdle();
     assert.equal(host.metrics.handlerErrors, 1);

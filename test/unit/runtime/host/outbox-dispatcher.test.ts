@@ -86,6 +86,38 @@ class Harness {
     return "delivered";
   }
 
+  /**
+   * Makes the reads of partition `p`'s outbox wait until `open()`: before they open their
+   * snapshot, or after `afterChunks` chunks (a chunk holds up to 256 KiB). `reached` once one waits.
+   */
+  gateReadOf(p: PartitionId, { afterChunks = 0 } = {}): { open: () => void; readonly reached: boolean } {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const state = { open, reached: false };
+    const scan = this.store.scan;
+    this.store.scan = (range, opts) => {
+      const inner = scan(range, opts);
+      if (keys.outboxKeyOf(range.gte).partition !== p) return inner;
+      return (async function* () {
+        let chunks = 0;
+        if (afterChunks === 0) {
+          state.reached = true;
+          await gate;
+        }
+        for await (const chunk of inner) {
+          yield chunk;
+          if (++chunks === afterChunks) {
+            state.reached = true;
+            await gate;
+          }
+        }
+      })();
+    };
+    return state;
+  }
+
   /** Writes entries to the outbox as committed turns would. */
   async persist(...entries: OutboxEntry[]): Promise<void> {
     await this.store.write(entries.map((e) => ({ type: "put", key: keys.outbox(e.partition, e.seq), value: JSON.stringify(e) })));
@@ -152,26 +184,14 @@ describe("OutboxDispatcher", () => {
     const h = await Harness.open(t, { partitions: 2, retryMs: 60_000 });
     const P1 = 1 as PartitionId;
     await h.persist(entry(1, "a"), entry(1, "b", "sink", P1));
-    // The read of partition 0 waits until the test lets it go.
-    let letGo!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      letGo = resolve;
-    });
-    const scan = h.store.scan.bind(h.store);
-    h.store.scan = (range, opts) => {
-      const inner = scan(range, opts);
-      if (keys.outboxKeyOf(range.gte).partition !== P0) return inner;
-      return (async function* () {
-        await gate;
-        yield* inner;
-      })();
-    };
+    const gate = h.gateReadOf(P0);
+    t.defer(gate.open);
     h.dispatcher.start();
     await waitFor(() => h.scans.length === 1, { timeoutMs: 2_000, what: "the read of partition 0" });
     // A turn of partition 1 commits message 2 while the read has yet to reach partition 1.
     await h.persist(entry(2, "b", "sink", P1));
     h.dispatcher.enqueue(entry(2, "b", "sink", P1));
-    letGo();
+    gate.open();
     await waitFor(() => h.handed.length === 3, { timeoutMs: 2_000, what: "the three deliveries" });
     assert.deepEqual(
       h.handed.filter((id) => id.startsWith("1:")),
@@ -180,14 +200,43 @@ describe("OutboxDispatcher", () => {
     );
   });
 
-  it("leaves a message committed while older ones of its partition wait on disk (memory was full) behind them", async () => {
+  it("admits a message committed while its partition's outbox is being read after what that read finds, and lets one of a partition the read has passed leave at once", async () => {
+    const h = await Harness.open(t, { partitions: 3, maxQueued: 5_000, retryMs: 60_000 });
+    const [P1, P2] = [1 as PartitionId, 2 as PartitionId];
+    // Partition 1 holds more than a chunk (256 KiB): its read waits after the first one, with
+    // its snapshot open.
+    const older = Array.from({ length: 400 }, (_, i) => ({ ...entry(i + 1, "b", "sink", P1), message: { pad: "x".repeat(1_000) } }));
+    await h.persist(entry(1, "a"), ...older, entry(1, "c", "sink", P2));
+    const gate = h.gateReadOf(P1, { afterChunks: 1 });
+    t.defer(gate.open);
+    h.dispatcher.start();
+    await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the first chunk of partition 1" });
+    assert.ok(h.handed.length > 1 && h.handed.length < 401, `${h.handed.length - 1} of partition 1's 400 messages were read in the first chunk`);
+    // Partition 0 was read: its new message leaves at once.
+    await h.persist(entry(2, "a"));
+    h.dispatcher.enqueue(entry(2, "a"));
+    assert.equal(h.handed.at(-1), "0:2", "a message of a partition already read waited for the rest of the scan");
+    // Partition 1 is being read: its new message, which the read's snapshot lacks, follows what the read finds.
+    await h.persist(entry(401, "b", "sink", P1));
+    h.dispatcher.enqueue(entry(401, "b", "sink", P1));
+    gate.open();
+    await waitFor(() => h.handed.length === 404 || undefined, { timeoutMs: 2_000, what: "every delivery" });
+    assert.deepEqual(
+      h.handed.filter((id) => id.startsWith("1:")),
+      Array.from({ length: 401 }, (_, i) => `1:${i + 1}`),
+      "partition 1's messages left out of order",
+    );
+    assert.equal(h.handed.at(-1), "2:1");
+  });
+
+  it("leaves a message committed while older ones of its partition wait on disk (memory was full) behind them, and reads them though busy targets fill over half of memory", async () => {
     const h = await Harness.open(t, { maxQueued: 4, retryMs: 60_000 });
     await h.persist(entry(1, "hot"), entry(2, "hot"), entry(3, "hot"), entry(4, "hot"), entry(5, "cold"));
     h.busy.add("hot");
     h.dispatcher.start();
     // Four wait for the busy target; message 5 stays on disk.
     await waitFor(() => h.scans.length === 1 && h.dispatcher.counts.queued === 4, { timeoutMs: 2_000, what: "the first read" });
-    // The busy target takes one: three wait, over half of memory, so the outbox is not read yet.
+    // The busy target takes one: three wait, over half of memory.
     h.busy.delete("hot");
     h.room.set("hot", 1);
     h.dispatcher.targetFreed("sink", "hot");
@@ -195,10 +244,25 @@ describe("OutboxDispatcher", () => {
     await h.persist(entry(6, "cold"));
     h.dispatcher.enqueue(entry(6, "cold"));
     assert.deepEqual(h.delivered, [1], "message 6 left ahead of message 5, still on disk");
+    // The partition is read for them, though the busy target still holds three in memory.
+    await waitFor(() => h.delivered.length === 3, { timeoutMs: 2_000, what: "the two cold messages" });
+    assert.deepEqual(h.delivered, [1, 5, 6]);
     h.room.delete("hot");
     h.dispatcher.targetFreed("sink", "hot");
-    await waitFor(() => h.delivered.length === 6, { timeoutMs: 2_000, what: "the six deliveries" });
-    assert.deepEqual(h.delivered, [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(h.delivered, [1, 5, 6, 2, 3, 4]);
+  });
+
+  it("puts a message whose turn ended without a commit back before later ones to the same twin, though memory is full", async () => {
+    const h = await Harness.open(t, { maxQueued: 4, retryMs: 10 });
+    await h.persist(...[1, 2, 3, 4, 5].map((seq) => entry(seq, "hot")));
+    h.dispatcher.enqueue(entry(1, "hot"));
+    h.busy.add("hot");
+    for (const seq of [2, 3, 4, 5]) h.dispatcher.enqueue(entry(seq, "hot"));
+    assert.equal(h.dispatcher.counts.queued, 4);
+    h.dispatcher.released(entry(1, "hot"), true);
+    h.busy.delete("hot");
+    await waitFor(() => h.delivered.length === 6, { timeoutMs: 2_000, what: "the six offers" });
+    assert.deepEqual(h.delivered, [1, 1, 2, 3, 4, 5]);
   });
 
   it("redelivers at start-up what the outbox holds, each message once", async () => {
