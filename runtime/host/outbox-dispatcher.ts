@@ -66,12 +66,13 @@ const MAX_BACKOFF = 16;
  * drained to half: never a full re-read while a target is busy.
  *
  * A message committed while its partition's outbox is to be read (at start-up, after the
- * partition moved here, with older entries left on disk by a full queue) waits for that read, so
- * it never overtakes the older ones: the read finds it, or, when the read's snapshot began before
- * its commit, admits it after the rest. Such a partition is read as soon as memory has room for
- * anything, ahead of the others: its new messages would otherwise wait on busy targets they are
- * not for. A message whose turn ended without a commit goes back before the later ones to its
- * target, over the memory limit if need be.
+ * partition moved here or was released as a whole, with older entries left on disk by a full
+ * queue, after a read stopped at a held message) waits for that read, so it never overtakes the
+ * older ones: the read finds it, or, when the read's snapshot began before its commit, admits it
+ * after the rest. Such a partition is read even while memory is over half full, whenever it has
+ * room: its new messages would otherwise wait on busy targets they are not for. A message whose
+ * turn ended without a commit goes back before the later ones to its target, over the memory
+ * limit if need be.
  *
  * Only the outboxes of partitions this node owns are read and delivered: a message of a
  * partition that moved away is dropped from memory when it is next offered (the new owner
@@ -102,9 +103,15 @@ export class OutboxDispatcher {
   private readonly scanFrom = new Map<PartitionId, number>();
   /** Partitions the running scan has yet to reach, each with the seq it reads from. */
   private readonly scanAhead = new Map<PartitionId, number>();
-  /** The partition the running scan reads now, and its messages committed meanwhile (admitted after the read). */
+  /**
+   * The partition the running scan reads now, and its messages committed meanwhile (up to
+   * `maxQueued`; beyond, they are left on disk to the next read): admitted after the read when it
+   * reads to the end, left on disk otherwise.
+   */
   private reading: { partition: PartitionId; late: OutboxEntry[] } | undefined;
-  /** Partitions of {@link scanFrom} with new messages left to their read: read first, and while memory is over half full. */
+  /** Partitions whose read stopped at a held message, at its seq: read again from there once a message of theirs is enqueued (that one, released, or a later one). */
+  private readonly stoppedAt = new Map<PartitionId, number>();
+  /** Partitions with new messages waiting for a read (due or under way): read even while memory is over half full, when it has room. */
   private readonly deferred = new Set<PartitionId>();
   /** Delivered while a scan ran: its snapshot may still hold them. */
   private readonly doneDuringScan = new Set<string>();
@@ -135,12 +142,17 @@ export class OutboxDispatcher {
   partitionChanged(p: PartitionId): void {
     if (this.closed) return;
     if (this.owns(p)) {
+      // Read again from its head: what was held or being read is found there.
+      this.stoppedAt.delete(p);
+      if (this.reading?.partition === p) this.reading.late = [];
       this.missed(p, 0);
       this.maybeScan();
       return;
     }
     this.scanFrom.delete(p);
     this.deferred.delete(p);
+    this.stoppedAt.delete(p);
+    if (this.reading?.partition === p) this.reading.late = [];
     for (const [target, list] of this.waiting) {
       const kept = list.filter((e) => e.partition !== p);
       for (const e of list) if (e.partition === p) this.queued.delete(entryId(e));
@@ -155,26 +167,35 @@ export class OutboxDispatcher {
   /**
    * A committed turn sent this message (or a dead letter was requeued into the outbox). While
    * its partition's outbox is to be read, the message waits for that read, so it does not
-   * overtake older messages memory does not know yet: the read finds it (it is on disk), or,
-   * when it began before the message's commit, admits it once it has read the rest.
+   * overtake older messages memory does not know yet: the read finds it on disk, or, when the
+   * read's snapshot began before the message's commit, admits it after the rest. A partition
+   * whose last read stopped at a held message is read again from there.
    */
   enqueue(entry: OutboxEntry): void {
     const id = entryId(entry);
     const p = entry.partition;
     if (this.closed || this.queued.has(id) || this.inflight.has(id) || !this.owns(p)) return;
     if (this.reading?.partition === p) {
-      this.reading.late.push(entry);
+      if (this.reading.late.length < this.maxQueued) this.reading.late.push(entry);
+      else this.leaveToRead(p, entry.seq);
       return;
     }
     const ahead = this.scanAhead.size === 0 ? undefined : this.scanAhead.get(p);
     if (ahead !== undefined) {
       // The running scan reads it; unless it is below where that read begins (a requeued dead letter).
       if (entry.seq < ahead) this.missed(p, entry.seq);
+      this.deferred.add(p);
+      return;
+    }
+    const stopped = this.stoppedAt.size === 0 ? undefined : this.stoppedAt.get(p);
+    if (stopped !== undefined) {
+      this.stoppedAt.delete(p);
+      this.leaveToRead(p, Math.min(stopped, entry.seq));
+      this.maybeScan();
       return;
     }
     if (this.scanFrom.size > 0 && this.scanFrom.has(p)) {
-      this.missed(p, entry.seq);
-      this.deferred.add(p);
+      this.leaveToRead(p, entry.seq);
       this.maybeScan();
       return;
     }
@@ -244,6 +265,7 @@ export class OutboxDispatcher {
     this.scanFrom.clear();
     this.scanAhead.clear();
     this.deferred.clear();
+    this.stoppedAt.clear();
     this.backoff.clear();
     await this.scanning;
     this.config.settled();
@@ -261,7 +283,7 @@ export class OutboxDispatcher {
       return;
     }
     if (!again && this.queued.size >= this.maxQueued) {
-      this.missed(entry.partition, entry.seq); // it is durable: a later scan reads it
+      this.leaveToRead(entry.partition, entry.seq); // it is durable: a later scan reads it
       return;
     }
     const target = targetKey(entry.toKind, entry.toId);
@@ -344,6 +366,12 @@ export class OutboxDispatcher {
     return this.config.owns?.(p) ?? true;
   }
 
+  /** Partition `p`'s message `seq` (and what follows it) waits on disk for a read of the partition. */
+  private leaveToRead(p: PartitionId, seq: number): void {
+    this.missed(p, seq);
+    this.deferred.add(p);
+  }
+
   /** Partition `p`'s outbox entries from `seq` on may not be in memory. */
   private missed(p: PartitionId, seq: number): void {
     const from = this.scanFrom.get(p);
@@ -373,9 +401,7 @@ export class OutboxDispatcher {
       if (from.length === 0) return;
     }
     from.sort((a, b) => a[0] - b[0]);
-    const deferred = new Set<PartitionId>();
-    for (const [p] of from) if (this.deferred.delete(p)) deferred.add(p);
-    this.scanning = this.scan(from, deferred).finally(() => {
+    this.scanning = this.scan(from).finally(() => {
       this.scanning = undefined;
       this.doneDuringScan.clear();
       this.maybeScan();
@@ -383,12 +409,8 @@ export class OutboxDispatcher {
     });
   }
 
-  /**
-   * Reads the owned partitions among `from`, each from its seq; others are left to their owner.
-   * `deferred`: those with new messages left to this read (they keep that mark when it does not
-   * read them to the end).
-   */
-  private async scan(from: [PartitionId, number][], deferred: ReadonlySet<PartitionId>): Promise<void> {
+  /** Reads the owned partitions among `from`, each from its seq; others are left to their owner. */
+  private async scan(from: [PartitionId, number][]): Promise<void> {
     const { keys, log } = this.config;
     const unreadable: [string, string, string][] = [];
     for (const [p, seq] of from) this.scanAhead.set(p, seq);
@@ -398,16 +420,16 @@ export class OutboxDispatcher {
         const [p, fromSeq] = from[i] as [PartitionId, number];
         this.scanAhead.delete(p);
         if (!this.owns(p)) continue;
+        this.stoppedAt.delete(p);
         this.reading = { partition: p, late: [] };
-        let read = false;
+        let outcome: ReadOutcome = "failed";
         try {
-          read = await this.readPartition(p, fromSeq, unreadable);
+          outcome = await this.readPartition(p, fromSeq, unreadable);
         } finally {
-          this.admitLate(read);
+          this.endRead(p, outcome);
         }
-        if (this.closed) return;
-        if (!read) {
-          if (deferred.has(p)) this.deferred.add(p);
+        if (outcome === "closed") return;
+        if (outcome === "full") {
           i++;
           break;
         }
@@ -422,7 +444,6 @@ export class OutboxDispatcher {
     for (; i < from.length; i++) {
       const [p, fromSeq] = from[i] as [PartitionId, number];
       this.missed(p, fromSeq);
-      if (deferred.has(p)) this.deferred.add(p);
     }
     for (const [key, raw, problem] of unreadable) {
       if (this.closed) return;
@@ -439,22 +460,24 @@ export class OutboxDispatcher {
   }
 
   /**
-   * Admits what partition `p`'s outbox holds from `fromSeq` on. True when it read to the end, or
-   * to a held message (the rest of the partition leaves after it, see below); false when memory
-   * filled first (the rest is read by a later scan) or the dispatcher closed.
+   * Admits what partition `p`'s outbox holds from `fromSeq` on, until its end, a held message
+   * (see {@link stoppedAt}), a full memory (the rest is left to a later read) or the close.
    */
-  private async readPartition(p: PartitionId, fromSeq: number, unreadable: [string, string, string][]): Promise<boolean> {
+  private async readPartition(p: PartitionId, fromSeq: number, unreadable: [string, string, string][]): Promise<ReadOutcome> {
     const { store, keys } = this.config;
     for await (const chunk of store.scan(keys.outboxFrom(p, fromSeq))) {
       for (const [key, raw] of chunk) {
-        if (this.closed) return false;
+        if (this.closed) return "closed";
         const { seq } = keys.outboxKeyOf(key);
         const id = `${p}:${seq}`;
         if (this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id)) continue;
         // A held message leaves when it is released: by itself, or with a read of its whole
-        // partition. A later one of its partition read now would overtake it (its partition
-        // may have been released as this scan went), so the rest of the partition waits too.
-        if (this.config.held?.(p, seq) === true) return true;
+        // partition. A later one of its partition read now would overtake it, so the rest of
+        // the partition waits too, and is read from here once a message of it is enqueued.
+        if (this.config.held?.(p, seq) === true) {
+          this.stoppedAt.set(p, seq);
+          return "held";
+        }
         const entry = parseOutboxEntry(raw, p, seq);
         if (typeof entry === "string") {
           unreadable.push([key, raw, entry]);
@@ -462,28 +485,33 @@ export class OutboxDispatcher {
         }
         if (this.queued.size >= this.maxQueued) {
           this.missed(p, seq);
-          return false;
+          return "full";
         }
         this.admit(entry);
       }
     }
-    return true;
+    return "end";
   }
 
   /**
-   * The read of a partition ended: the messages it committed meanwhile, which its snapshot may
-   * lack, follow what it admitted; or, when it did not read to the end, are left on disk to the
-   * next read.
+   * The read of partition `p` ended. The messages committed meanwhile, which its snapshot may
+   * lack, follow what it admitted when it read to the end; otherwise they wait on disk: for the
+   * held message it stopped at, or for the next read.
    */
-  private admitLate(read: boolean): void {
-    const reading = this.reading;
+  private endRead(p: PartitionId, outcome: ReadOutcome): void {
+    const late = this.reading?.late ?? [];
     this.reading = undefined;
-    if (reading === undefined || this.closed) return;
-    for (const entry of reading.late) {
-      const id = entryId(entry);
-      if (!read) this.missed(entry.partition, entry.seq);
-      else if (!this.queued.has(id) && !this.inflight.has(id) && !this.doneDuringScan.has(id) && this.owns(entry.partition)) this.admit(entry);
+    if (this.closed) return;
+    if (outcome === "end" || outcome === "held") {
+      if (!this.scanFrom.has(p)) this.deferred.delete(p);
+      if (outcome === "held") return;
+      for (const entry of late) {
+        const id = entryId(entry);
+        if (!this.queued.has(id) && !this.inflight.has(id) && !this.doneDuringScan.has(id) && this.owns(p)) this.admit(entry);
+      }
+      return;
     }
+    for (const entry of late) this.leaveToRead(p, entry.seq);
   }
 
   /** After a failed scan, scan again after the retry interval rather than at once. */
@@ -496,6 +524,9 @@ export class OutboxDispatcher {
     this.rescanTimer.unref();
   }
 }
+
+/** How the read of one partition's outbox ended ({@link OutboxDispatcher.readPartition}); `failed`: it threw. */
+type ReadOutcome = "end" | "held" | "full" | "closed" | "failed";
 
 /** Puts `entry` back before the later messages of its sender's partition (seqs of different partitions do not compare). */
 function insertBySeq(list: OutboxEntry[], entry: OutboxEntry): void {

@@ -23,6 +23,8 @@ class Harness {
   readonly offeredAt: number[] = [];
   readonly quarantined: { key: string; problem: string }[] = [];
   readonly scans: KeyRange[] = [];
+  /** Reads of the outbox that ended (to their end or stopped early). */
+  scansEnded = 0;
   /** Targets whose mailbox is full. */
   readonly busy = new Set<string>();
   /** Targets whose mailbox takes this many more messages, then is full. */
@@ -47,7 +49,14 @@ class Harness {
     const scan = store.scan.bind(store);
     store.scan = (range, opts) => {
       h.scans.push(range);
-      return scan(range, opts);
+      const inner = scan(range, opts);
+      return (async function* () {
+        try {
+          yield* inner;
+        } finally {
+          h.scansEnded++;
+        }
+      })();
     };
     h.dispatcher = new OutboxDispatcher({
       store,
@@ -250,6 +259,122 @@ describe("OutboxDispatcher", () => {
     h.room.delete("hot");
     h.dispatcher.targetFreed("sink", "hot");
     assert.deepEqual(h.delivered, [1, 5, 6, 2, 3, 4]);
+  });
+
+  it("keeps reading a partition with new messages waiting while memory stays over half full, each time a message leaves", async () => {
+    const h = await Harness.open(t, { maxQueued: 4, retryMs: 60_000 });
+    await h.persist(entry(1, "hot"), entry(2, "hot"), entry(3, "hot"), entry(4, "hot"), entry(5, "cold"), entry(6, "hot"), entry(7, "cold"));
+    h.busy.add("hot");
+    h.dispatcher.start();
+    await waitFor(() => h.scans.length === 1 && h.dispatcher.counts.queued === 4, { timeoutMs: 2_000, what: "the first read" });
+    await h.persist(entry(8, "cold"));
+    h.dispatcher.enqueue(entry(8, "cold"));
+    // One hot message leaves: the read that follows admits 5 and 6, and stops, full, at 7.
+    h.busy.delete("hot");
+    h.room.set("hot", 1);
+    h.dispatcher.targetFreed("sink", "hot");
+    await waitFor(() => h.scans.length === 2 && h.dispatcher.counts.queued === 4, { timeoutMs: 2_000, what: "the second read" });
+    assert.deepEqual(h.delivered, [1, 5]);
+    // Another leaves: the partition is read again from 7, though three still wait for the busy target.
+    h.room.set("hot", 1);
+    h.dispatcher.targetFreed("sink", "hot");
+    await waitFor(() => h.delivered.length === 5, { timeoutMs: 2_000, what: "messages 7 and 8" });
+    assert.deepEqual(h.delivered, [1, 5, 2, 7, 8]);
+  });
+
+  it("reads a partition whose read stopped at a held message again from there once that message leaves, with what was committed meanwhile", async () => {
+    const h = await Harness.open(t, { partitions: 2, retryMs: 60_000 });
+    const P1 = 1 as PartitionId;
+    await h.persist(entry(1, "a"), entry(3, "b", "sink", P1), entry(4, "b", "sink", P1));
+    h.held.add("1:3");
+    const gate = h.gateReadOf(P0);
+    t.defer(gate.open);
+    h.dispatcher.start();
+    await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the read of partition 0" });
+    // Committed while the scan has yet to reach partition 1, whose read then stops at message 3.
+    await h.persist(entry(10, "b", "sink", P1));
+    h.dispatcher.enqueue(entry(10, "b", "sink", P1));
+    gate.open();
+    await waitFor(() => h.scansEnded === 2 || undefined, { timeoutMs: 2_000, what: "the read of partition 1" });
+    assert.deepEqual(h.handed, ["0:1"]);
+    // Message 3 is released (its sending write reached the copies): it leaves, and so do the others after it.
+    h.held.clear();
+    h.dispatcher.enqueue(entry(3, "b", "sink", P1));
+    await waitFor(() => h.handed.length === 4 || undefined, { timeoutMs: 2_000, what: "partition 1's messages" });
+    assert.deepEqual(h.handed, ["0:1", "1:3", "1:4", "1:10"]);
+  });
+
+  it("leaves a message committed during a read that then stops at a held message behind that message", async () => {
+    const h = await Harness.open(t, { partitions: 1, retryMs: 60_000 });
+    const older = Array.from({ length: 400 }, (_, i) => ({ ...entry(i + 1, "b"), message: { pad: "x".repeat(1_000) } }));
+    await h.persist(...older);
+    h.held.add("0:400");
+    const gate = h.gateReadOf(P0, { afterChunks: 1 });
+    t.defer(gate.open);
+    h.dispatcher.start();
+    await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the first chunk" });
+    await h.persist(entry(401, "b"));
+    h.dispatcher.enqueue(entry(401, "b"));
+    gate.open();
+    await waitFor(() => h.scansEnded === 1 || undefined, { timeoutMs: 2_000, what: "the read" });
+    assert.equal(h.handed.at(-1), "0:399", "message 401 left ahead of message 400, still held");
+    h.held.clear();
+    h.dispatcher.enqueue(entry(400, "b"));
+    await waitFor(() => h.handed.length === 401 || undefined, { timeoutMs: 2_000, what: "messages 400 and 401" });
+    assert.deepEqual(h.handed.slice(-2), ["0:400", "0:401"]);
+  });
+
+  it("reads a partition with a message committed while a scan had yet to reach it even when that scan stopped at a full memory before it", async () => {
+    const h = await Harness.open(t, { partitions: 2, maxQueued: 4, retryMs: 60_000 });
+    const P1 = 1 as PartitionId;
+    await h.persist(...[1, 2, 3, 4, 5].map((seq) => entry(seq, "hot")), entry(1, "cold", "sink", P1));
+    h.busy.add("hot");
+    const gate = h.gateReadOf(P0);
+    t.defer(gate.open);
+    h.dispatcher.start();
+    await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the read of partition 0" });
+    await h.persist(entry(2, "cold", "sink", P1));
+    h.dispatcher.enqueue(entry(2, "cold", "sink", P1));
+    gate.open();
+    // Partition 0 fills memory; the scan stops before partition 1.
+    await waitFor(() => (h.scansEnded === 1 && h.dispatcher.counts.queued === 4) || undefined, { timeoutMs: 2_000, what: "the read of partition 0" });
+    assert.deepEqual(h.handed, []);
+    // One hot message leaves: memory is still over half full, yet partition 1 is read for its new message.
+    h.busy.delete("hot");
+    h.room.set("hot", 1);
+    h.dispatcher.targetFreed("sink", "hot");
+    await waitFor(() => h.handed.length === 3 || undefined, { timeoutMs: 2_000, what: "partition 1's messages" });
+    assert.deepEqual(h.handed, ["0:1", "1:1", "1:2"]);
+  });
+
+  it("forgets what was committed during the read of a partition that moved away meanwhile: it is read again from the head once back", async () => {
+    const h = await Harness.open(t, { partitions: 1, owned: [0], retryMs: 60_000 });
+    const older = Array.from({ length: 400 }, (_, i) => ({ ...entry(i + 1, "b"), message: { pad: "x".repeat(1_000) } }));
+    await h.persist(...older);
+    const gate = h.gateReadOf(P0, { afterChunks: 1 });
+    t.defer(gate.open);
+    h.dispatcher.start();
+    await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the first chunk" });
+    const first = h.handed.length;
+    await h.persist(entry(401, "b"));
+    h.dispatcher.enqueue(entry(401, "b"));
+    // The partition moves away and comes back, its whole outbox held (as a node taking it holds it).
+    h.owned?.delete(0);
+    h.dispatcher.partitionChanged(P0);
+    h.owned?.add(0);
+    for (let seq = 1; seq <= 401; seq++) h.held.add(`0:${seq}`);
+    h.dispatcher.partitionChanged(P0);
+    gate.open();
+    await waitFor(() => h.scansEnded === 2 || undefined, { timeoutMs: 2_000, what: "the read after the move" });
+    assert.equal(h.handed.length, first, "a message left while the partition's outbox was held");
+    // Released as a whole: read from the head.
+    h.held.clear();
+    h.dispatcher.partitionChanged(P0);
+    await waitFor(() => h.handed.length === 401 || undefined, { timeoutMs: 2_000, what: "every message" });
+    assert.deepEqual(
+      h.handed,
+      Array.from({ length: 401 }, (_, i) => `0:${i + 1}`),
+    );
   });
 
   it("puts a message whose turn ended without a commit back before later ones to the same twin, though memory is full", async () => {
