@@ -503,6 +503,12 @@ export class OutboxDispatcher {
     this.reading = undefined;
     if (this.closed) return;
     if (outcome === "end" || outcome === "held") {
+      if (outcome === "held") {
+        // What follows the held message, messages committed during the read included, is read
+        // from it once it leaves: a read due from further on would overtake it.
+        const due = this.scanFrom.get(p);
+        if (due !== undefined && due >= (this.stoppedAt.get(p) ?? 0)) this.scanFrom.delete(p);
+      }
       if (!this.scanFrom.has(p)) this.deferred.delete(p);
       if (outcome === "held") return;
       for (const entry of late) {

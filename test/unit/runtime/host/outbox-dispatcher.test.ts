@@ -324,6 +324,29 @@ describe("OutboxDispatcher", () => {
     assert.deepEqual(h.handed.slice(-2), ["0:400", "0:401"]);
   });
 
+  it("leaves messages committed during a read beyond what memory takes behind a held message that read stops at", async () => {
+    const h = await Harness.open(t, { maxQueued: 4, retryMs: 60_000 });
+    await h.persist(entry(1, "b"));
+    h.held.add("0:1");
+    const gate = h.gateReadOf(P0);
+    t.defer(gate.open);
+    h.dispatcher.start();
+    await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the read" });
+    // Five commits during the read: four wait with it, the fifth is left to a later read.
+    for (const seq of [2, 3, 4, 5, 6]) {
+      await h.persist(entry(seq, "b"));
+      h.dispatcher.enqueue(entry(seq, "b"));
+    }
+    gate.open();
+    await waitFor(() => h.scansEnded >= 1 || undefined, { timeoutMs: 2_000, what: "the read to stop at message 1" });
+    await waitFor(() => h.dispatcher.idle || undefined, { timeoutMs: 2_000, what: "the scans to settle" });
+    assert.deepEqual(h.delivered, [], "a message left ahead of message 1, still held");
+    h.held.clear();
+    h.dispatcher.enqueue(entry(1, "b"));
+    await waitFor(() => h.delivered.length === 6 || undefined, { timeoutMs: 2_000, what: "the six messages" });
+    assert.deepEqual(h.delivered, [1, 2, 3, 4, 5, 6]);
+  });
+
   it("reads a partition with a message committed while a scan had yet to reach it even when that scan stopped at a full memory before it", async () => {
     const h = await Harness.open(t, { partitions: 2, maxQueued: 4, retryMs: 60_000 });
     const P1 = 1 as PartitionId;
