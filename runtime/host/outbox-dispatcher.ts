@@ -470,7 +470,7 @@ export class OutboxDispatcher {
         if (this.closed) return "closed";
         const { seq } = keys.outboxKeyOf(key);
         const id = `${p}:${seq}`;
-        if (this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id)) continue;
+        if (this.known(id)) continue;
         // A held message leaves when it is released: by itself, or with a read of its whole
         // partition. A later one of its partition read now would overtake it, so the rest of
         // the partition waits too, and is read from here once a message of it is enqueued.
@@ -502,22 +502,27 @@ export class OutboxDispatcher {
     const late = this.reading?.late ?? [];
     this.reading = undefined;
     if (this.closed) return;
-    if (outcome === "end" || outcome === "held") {
-      if (outcome === "held") {
+    switch (outcome) {
+      case "end":
+        for (const entry of late) if (!this.known(entryId(entry)) && this.owns(p)) this.admit(entry);
+        break;
+      case "held": {
         // What follows the held message, messages committed during the read included, is read
         // from it once it leaves: a read due from further on would overtake it.
         const due = this.scanFrom.get(p);
         if (due !== undefined && due >= (this.stoppedAt.get(p) ?? 0)) this.scanFrom.delete(p);
+        break;
       }
-      if (!this.scanFrom.has(p)) this.deferred.delete(p);
-      if (outcome === "held") return;
-      for (const entry of late) {
-        const id = entryId(entry);
-        if (!this.queued.has(id) && !this.inflight.has(id) && !this.doneDuringScan.has(id) && this.owns(p)) this.admit(entry);
-      }
-      return;
+      default:
+        for (const entry of late) this.leaveToRead(p, entry.seq);
+        return;
     }
-    for (const entry of late) this.leaveToRead(p, entry.seq);
+    if (!this.scanFrom.has(p)) this.deferred.delete(p);
+  }
+
+  /** True for a message memory holds (waiting or in flight) or that was delivered while this scan ran. */
+  private known(id: string): boolean {
+    return this.queued.has(id) || this.inflight.has(id) || this.doneDuringScan.has(id);
   }
 
   /** After a failed scan, scan again after the retry interval rather than at once. */
