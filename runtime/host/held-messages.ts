@@ -16,6 +16,12 @@ export interface HeldMessagesConfig {
   /** True while this node writes `partition`: a held message of another is its new owner's. */
   readonly owns: (partition: PartitionId) => boolean;
   /**
+   * Held messages of partition `p` from `seq` on were dropped while this node did not serve it:
+   * should it serve it again without a change of hands, the dispatcher reads them from disk
+   * before a new message of it leaves.
+   */
+  readonly dropped?: (partition: PartitionId, seq: number) => void;
+  /**
    * Writes `ops` (one mark per partition with held messages) in the next commit group, which asks
    * for as many copies as messages need: once it has them, so has every earlier write of their
    * partitions.
@@ -222,7 +228,9 @@ export class HeldMessages {
     const ops: { type: "put"; key: string; value: string }[] = [];
     for (const p of new Set([...this.held.keys(), ...this.whole])) {
       if (!this.config.owns(p)) {
+        const from = this.whole.has(p) ? 0 : (this.held.get(p)?.[0]?.seq ?? 0);
         this.partitionChanged(p);
+        this.config.dropped?.(p, from);
         continue;
       }
       ops.push({ type: "put", key: this.config.keys.mark(p, PartitionMark.HELD_MESSAGES), value: String(this.held.get(p)?.at(-1)?.seq ?? 0) });

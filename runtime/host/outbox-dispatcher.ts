@@ -109,7 +109,12 @@ export class OutboxDispatcher {
    * reads to the end, left on disk otherwise.
    */
   private reading: { partition: PartitionId; late: OutboxEntry[] } | undefined;
-  /** Partitions whose read stopped at a held message, at its seq: read again from there once a message of theirs is enqueued (that one, released, or a later one). */
+  /**
+   * Partitions whose outbox holds entries memory let go of, from this seq: a read stopped at a
+   * held message there, or the partition was not served for a moment (the ring's view can change
+   * back without the node letting the partition go). Read again from there once a message of
+   * theirs is enqueued (the held one, released, or a later one, which would otherwise overtake them).
+   */
   private readonly stoppedAt = new Map<PartitionId, number>();
   /** Partitions with new messages waiting for a read (due or under way): read even while memory is over half full, when it has room. */
   private readonly deferred = new Set<PartitionId>();
@@ -223,6 +228,7 @@ export class OutboxDispatcher {
       this.scheduleRetry();
     } else {
       this.backoff.delete(target);
+      if (stillInOutbox) this.letGo(entry.partition, entry.seq);
       if (this.scanning !== undefined) this.doneDuringScan.add(id);
     }
     this.maybeScan();
@@ -234,6 +240,14 @@ export class OutboxDispatcher {
     const list = this.waiting.get(target);
     if (list !== undefined && !this.backingOff(target, performance.now())) this.offer(target, list);
     this.maybeScan();
+  }
+
+  /**
+   * Partition `p`'s entries from `seq` on were let go of elsewhere (held messages dropped while
+   * the partition was not served): they are read again before a new message of it leaves.
+   */
+  forgot(p: PartitionId, seq: number): void {
+    if (!this.closed) this.letGo(p, seq);
   }
 
   /** How many messages to twin `kind`/`id` are in flight: handed over, their turns not ended. */
@@ -309,6 +323,7 @@ export class OutboxDispatcher {
       if (!this.owns(entry.partition)) {
         taken++;
         this.queued.delete(entryId(entry));
+        this.letGo(entry.partition, entry.seq);
         continue;
       }
       const result = this.config.deliver(entry);
@@ -366,6 +381,12 @@ export class OutboxDispatcher {
     return this.config.owns?.(p) ?? true;
   }
 
+  /** Memory lets go of partition `p`'s entries from `seq` on (see {@link stoppedAt}). */
+  private letGo(p: PartitionId, seq: number): void {
+    const at = this.stoppedAt.get(p);
+    if (at === undefined || seq < at) this.stoppedAt.set(p, seq);
+  }
+
   /** Partition `p`'s message `seq` (and what follows it) waits on disk for a read of the partition. */
   private leaveToRead(p: PartitionId, seq: number): void {
     this.missed(p, seq);
@@ -419,7 +440,10 @@ export class OutboxDispatcher {
       for (; i < from.length; i++) {
         const [p, fromSeq] = from[i] as [PartitionId, number];
         this.scanAhead.delete(p);
-        if (!this.owns(p)) continue;
+        if (!this.owns(p)) {
+          this.letGo(p, fromSeq);
+          continue;
+        }
         this.stoppedAt.delete(p);
         this.reading = { partition: p, late: [] };
         let outcome: ReadOutcome = "failed";
@@ -475,7 +499,7 @@ export class OutboxDispatcher {
         // partition. A later one of its partition read now would overtake it, so the rest of
         // the partition waits too, and is read from here once a message of it is enqueued.
         if (this.config.held?.(p, seq) === true) {
-          this.stoppedAt.set(p, seq);
+          this.letGo(p, seq);
           return "held";
         }
         const entry = parseOutboxEntry(raw, p, seq);

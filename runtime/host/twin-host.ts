@@ -271,6 +271,7 @@ export class TwinHost {
       deliver: (entry) => this.outbox.enqueue(entry),
       readOutbox: (p) => this.outbox.partitionChanged(p),
       owns,
+      dropped: (p, seq) => this.outbox.forgot(p, seq),
       recommit: (ops) => {
         const group = this.pipeline.current;
         group.ops.push(...ops);

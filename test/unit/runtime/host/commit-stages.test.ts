@@ -5,6 +5,7 @@ import {
   type DeadLetter,
   type OwnershipGate,
   type PartitionId,
+  Partitioning,
   parseDeadLetterId,
   type ReplicationStage,
   type StageFailure,
@@ -410,6 +411,54 @@ describe("commit stages: write → replicate → acknowledge (host seams for the
       await settleWhile(replication, async () => (await seen(runtime)).length >= 1);
       assert.deepEqual(await seen(runtime), ["r-1#1"]);
     });
+  });
+
+  it("delivers held messages a moment without the partition dropped before a later message of it, once it serves the partition again with no change of hands", async () => {
+    const replication = Object.assign(new HeldReplication(), { messageCopies: 2 });
+    const partitioning = new Partitioning(256);
+    const relayPartition = partitioning.partitionOf("relay", "r-1");
+    let servesRelays = true;
+    const ownership: OwnershipGate = { refusal: () => undefined, owns: (p) => p !== relayPartition || servesRelays };
+    const runtime = await TwinRuntime.open({
+      dataDir: t.tempDir("stages"),
+      twins: [RelayTwin, SinkTwin],
+      host: { timerPollMs: 3_600_000 },
+      replication,
+      ownership,
+    });
+    t.defer(async () => {
+      await waitFor(
+        async () => {
+          for (const g of replication.groups.splice(0)) g.resolve();
+          return runtime.host.idle || undefined;
+        },
+        { timeoutMs: 10_000, what: "the stage to settle" },
+      );
+      await runtime.close();
+    });
+    await runtime.host.whenIdle();
+    const relayEvent = (seq: number) => ({ kind: "relay", sourceId: "r-1", seq, channels: {}, attributes: { to: "s-1" } });
+    const first = runtime.host.publish([relayEvent(1)], { copies: 1 });
+    await waitFor(() => replication.groups.length >= 1 || undefined, { timeoutMs: 5_000, what: "the group" });
+    // Short of the copies: message 1 is held. The node stops serving the relay's partition for a
+    // moment; the rewrite of held messages drops it.
+    replication.groups.shift()?.reject(Object.assign(shortfall("1 of 3 copies are durable"), { copies: 1 }));
+    await first;
+    servesRelays = false;
+    await waitFor(() => runtime.host.load.outboxHeld === 0 || undefined, { timeoutMs: 5_000, what: "the held message dropped" });
+    servesRelays = true;
+    // A later message of the partition, whose write has the copies.
+    const second = runtime.host.publish([relayEvent(2)], { copies: 2 });
+    const seen = async (): Promise<string[]> => ((await runtime.getTwin("sink", "s-1").catch(() => undefined))?.state as SinkState | undefined)?.seen ?? [];
+    await waitFor(
+      async () => {
+        for (const g of replication.groups.splice(0)) g.resolve();
+        return (await seen()).length >= 2 || undefined;
+      },
+      { timeoutMs: 10_000, what: "both messages at the sink" },
+    );
+    await second;
+    assert.deepEqual(await seen(), ["r-1#1", "r-1#2"]);
   });
 
   describe("an operator's change to the dead letters is committed like a turn's writes", () => {

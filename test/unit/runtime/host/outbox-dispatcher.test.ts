@@ -400,6 +400,23 @@ describe("OutboxDispatcher", () => {
     );
   });
 
+  it("reads again what it let go of while its partition was not served for a moment, before a new message of it", async () => {
+    const h = await Harness.open(t, { owned: [0], retryMs: 10 });
+    await h.persist(entry(1, "hot"));
+    h.busy.add("hot");
+    h.dispatcher.enqueue(entry(1, "hot"));
+    // The node stops serving the partition for a moment (its view of the ring changed) and the
+    // retry round lets message 1 go; then it serves it again, with no change of hands announced.
+    h.owned?.delete(0);
+    await waitFor(() => h.dispatcher.counts.queued === 0 || undefined, { timeoutMs: 2_000, what: "the retry round" });
+    h.owned?.add(0);
+    h.busy.delete("hot");
+    await h.persist(entry(2, "hot"));
+    h.dispatcher.enqueue(entry(2, "hot"));
+    await waitFor(() => h.delivered.length === 2 || undefined, { timeoutMs: 2_000, what: "both messages" });
+    assert.deepEqual(h.delivered, [1, 2]);
+  });
+
   it("puts a message whose turn ended without a commit back before later ones to the same twin, though memory is full", async () => {
     const h = await Harness.open(t, { maxQueued: 4, retryMs: 10 });
     await h.persist(...[1, 2, 3, 4, 5].map((seq) => entry(seq, "hot")));
