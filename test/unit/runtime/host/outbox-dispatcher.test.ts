@@ -127,6 +127,12 @@ class Harness {
     return state;
   }
 
+  /** Writes `e` to the outbox and hands it to the dispatcher, as a committed turn does. */
+  async send(e: OutboxEntry): Promise<void> {
+    await this.persist(e);
+    this.dispatcher.enqueue(e);
+  }
+
   /** Writes entries to the outbox as committed turns would. */
   async persist(...entries: OutboxEntry[]): Promise<void> {
     await this.store.write(entries.map((e) => ({ type: "put", key: keys.outbox(e.partition, e.seq), value: JSON.stringify(e) })));
@@ -144,8 +150,7 @@ describe("OutboxDispatcher", () => {
 
   it("hands a committed message to its target at once and is idle once the delivery commits", async () => {
     const h = await Harness.open(t);
-    await h.persist(entry(1));
-    h.dispatcher.enqueue(entry(1));
+    await h.send(entry(1));
     assert.deepEqual(h.delivered, [1]);
     assert.equal(h.dispatcher.idle, false);
     await h.commit(1);
@@ -198,8 +203,7 @@ describe("OutboxDispatcher", () => {
     h.dispatcher.start();
     await waitFor(() => h.scans.length === 1, { timeoutMs: 2_000, what: "the read of partition 0" });
     // A turn of partition 1 commits message 2 while the read has yet to reach partition 1.
-    await h.persist(entry(2, "b", "sink", P1));
-    h.dispatcher.enqueue(entry(2, "b", "sink", P1));
+    await h.send(entry(2, "b", "sink", P1));
     gate.open();
     await waitFor(() => h.handed.length === 3, { timeoutMs: 2_000, what: "the three deliveries" });
     assert.deepEqual(
@@ -222,12 +226,10 @@ describe("OutboxDispatcher", () => {
     await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the first chunk of partition 1" });
     assert.ok(h.handed.length > 1 && h.handed.length < 401, `${h.handed.length - 1} of partition 1's 400 messages were read in the first chunk`);
     // Partition 0 was read: its new message leaves at once.
-    await h.persist(entry(2, "a"));
-    h.dispatcher.enqueue(entry(2, "a"));
+    await h.send(entry(2, "a"));
     assert.equal(h.handed.at(-1), "0:2", "a message of a partition already read waited for the rest of the scan");
     // Partition 1 is being read: its new message, which the read's snapshot lacks, follows what the read finds.
-    await h.persist(entry(401, "b", "sink", P1));
-    h.dispatcher.enqueue(entry(401, "b", "sink", P1));
+    await h.send(entry(401, "b", "sink", P1));
     gate.open();
     await waitFor(() => h.handed.length === 404 || undefined, { timeoutMs: 2_000, what: "every delivery" });
     assert.deepEqual(
@@ -250,8 +252,7 @@ describe("OutboxDispatcher", () => {
     h.room.set("hot", 1);
     h.dispatcher.targetFreed("sink", "hot");
     assert.deepEqual(h.delivered, [1]);
-    await h.persist(entry(6, "cold"));
-    h.dispatcher.enqueue(entry(6, "cold"));
+    await h.send(entry(6, "cold"));
     assert.deepEqual(h.delivered, [1], "message 6 left ahead of message 5, still on disk");
     // The partition is read for them, though the busy target still holds three in memory.
     await waitFor(() => h.delivered.length === 3, { timeoutMs: 2_000, what: "the two cold messages" });
@@ -267,8 +268,7 @@ describe("OutboxDispatcher", () => {
     h.busy.add("hot");
     h.dispatcher.start();
     await waitFor(() => h.scans.length === 1 && h.dispatcher.counts.queued === 4, { timeoutMs: 2_000, what: "the first read" });
-    await h.persist(entry(8, "cold"));
-    h.dispatcher.enqueue(entry(8, "cold"));
+    await h.send(entry(8, "cold"));
     // One hot message leaves: the read that follows admits 5 and 6, and stops, full, at 7.
     h.busy.delete("hot");
     h.room.set("hot", 1);
@@ -292,8 +292,7 @@ describe("OutboxDispatcher", () => {
     h.dispatcher.start();
     await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the read of partition 0" });
     // Committed while the scan has yet to reach partition 1, whose read then stops at message 3.
-    await h.persist(entry(10, "b", "sink", P1));
-    h.dispatcher.enqueue(entry(10, "b", "sink", P1));
+    await h.send(entry(10, "b", "sink", P1));
     gate.open();
     await waitFor(() => h.scansEnded === 2 || undefined, { timeoutMs: 2_000, what: "the read of partition 1" });
     assert.deepEqual(h.handed, ["0:1"]);
@@ -313,8 +312,7 @@ describe("OutboxDispatcher", () => {
     t.defer(gate.open);
     h.dispatcher.start();
     await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the first chunk" });
-    await h.persist(entry(401, "b"));
-    h.dispatcher.enqueue(entry(401, "b"));
+    await h.send(entry(401, "b"));
     gate.open();
     await waitFor(() => h.scansEnded === 1 || undefined, { timeoutMs: 2_000, what: "the read" });
     assert.equal(h.handed.at(-1), "0:399", "message 401 left ahead of message 400, still held");
@@ -334,8 +332,7 @@ describe("OutboxDispatcher", () => {
     await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the read" });
     // Five commits during the read: four wait with it, the fifth is left to a later read.
     for (const seq of [2, 3, 4, 5, 6]) {
-      await h.persist(entry(seq, "b"));
-      h.dispatcher.enqueue(entry(seq, "b"));
+      await h.send(entry(seq, "b"));
     }
     gate.open();
     await waitFor(() => h.scansEnded >= 1 || undefined, { timeoutMs: 2_000, what: "the read to stop at message 1" });
@@ -356,8 +353,7 @@ describe("OutboxDispatcher", () => {
     t.defer(gate.open);
     h.dispatcher.start();
     await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the read of partition 0" });
-    await h.persist(entry(2, "cold", "sink", P1));
-    h.dispatcher.enqueue(entry(2, "cold", "sink", P1));
+    await h.send(entry(2, "cold", "sink", P1));
     gate.open();
     // Partition 0 fills memory; the scan stops before partition 1.
     await waitFor(() => (h.scansEnded === 1 && h.dispatcher.counts.queued === 4) || undefined, { timeoutMs: 2_000, what: "the read of partition 0" });
@@ -379,8 +375,7 @@ describe("OutboxDispatcher", () => {
     h.dispatcher.start();
     await waitFor(() => gate.reached || undefined, { timeoutMs: 2_000, what: "the first chunk" });
     const first = h.handed.length;
-    await h.persist(entry(401, "b"));
-    h.dispatcher.enqueue(entry(401, "b"));
+    await h.send(entry(401, "b"));
     // The partition moves away and comes back, its whole outbox held (as a node taking it holds it).
     h.owned?.delete(0);
     h.dispatcher.partitionChanged(P0);
@@ -411,8 +406,7 @@ describe("OutboxDispatcher", () => {
     await waitFor(() => h.dispatcher.counts.queued === 0 || undefined, { timeoutMs: 2_000, what: "the retry round" });
     h.owned?.add(0);
     h.busy.delete("hot");
-    await h.persist(entry(2, "hot"));
-    h.dispatcher.enqueue(entry(2, "hot"));
+    await h.send(entry(2, "hot"));
     await waitFor(() => h.delivered.length === 2 || undefined, { timeoutMs: 2_000, what: "both messages" });
     assert.deepEqual(h.delivered, [1, 2]);
   });
@@ -483,8 +477,7 @@ describe("OutboxDispatcher", () => {
 
   it("offers a message again when its turn ended without a commit", async () => {
     const h = await Harness.open(t, { retryMs: 10 });
-    await h.persist(entry(1));
-    h.dispatcher.enqueue(entry(1));
+    await h.send(entry(1));
     h.dispatcher.released(entry(1), true);
     await waitFor(() => h.delivered.length === 2, { timeoutMs: 2_000, what: "the second delivery" });
     assert.deepEqual(h.delivered, [1, 1]);
@@ -545,8 +538,7 @@ describe("OutboxDispatcher", () => {
     h.dispatcher.start();
     await waitFor(() => h.dispatcher.counts.queued === 2, { timeoutMs: 2_000, what: "the scan" });
     // A dead letter requeued under its old seq while memory is full.
-    await h.persist(entry(3, "cold"));
-    h.dispatcher.enqueue(entry(3, "cold"));
+    await h.send(entry(3, "cold"));
     assert.deepEqual(h.delivered, []);
     h.busy.delete("hot");
     h.dispatcher.targetFreed("sink", "hot");
