@@ -355,7 +355,7 @@ export class RocksStore {
       try {
         // After a reopen that could not open (the disk still full), the old handle is closed already.
         // Native calls still under way on the old handle finish first (new ones are refused).
-        if (this.native > 0) await new Promise<void>((resolve) => (this.nativeDone = resolve));
+        await this.nativeCallsDone();
         if (this.dbOpen) await promisify<void>((cb) => this.db.close(cb));
         this.dbOpen = false;
         const db = leveldown(this.path);
@@ -372,11 +372,10 @@ export class RocksStore {
 
   /** Reads one key; `undefined` when absent. */
   get(key: string): Promise<string | undefined> {
-    if (this.closed || this.reopening || !this.dbOpen) return Promise.reject(new Error(`store is ${this.closed ? "closed" : "reopening"}`));
-    this.native++;
+    const refused = this.refusal();
+    if (refused !== undefined) return Promise.reject(refused);
     return new Promise((resolve, reject) => {
-      this.db.get(key, { asBuffer: false }, (err, value) => {
-        this.calledBack();
+      this.tracked<string | undefined>((cb) => this.db.get(key, { asBuffer: false }, cb))((err, value) => {
         if (err) {
           if ((err as { notFound?: boolean }).notFound || /NotFound/.test(err.message)) resolve(undefined);
           else reject(err);
@@ -387,14 +386,9 @@ export class RocksStore {
 
   /** Reads many keys in one call; `undefined` for the absent ones. */
   getMany(keys: string[]): Promise<(string | undefined)[]> {
-    if (this.closed || this.reopening || !this.dbOpen) return Promise.reject(new Error(`store is ${this.closed ? "closed" : "reopening"}`));
-    this.native++;
-    return promisify<(string | undefined)[]>((cb) =>
-      this.db.getMany(keys, { asBuffer: false }, (err, values) => {
-        this.calledBack();
-        cb(err, values);
-      }),
-    );
+    const refused = this.refusal();
+    if (refused !== undefined) return Promise.reject(refused);
+    return promisify<(string | undefined)[]>(this.tracked((cb) => this.db.getMany(keys, { asBuffer: false }, cb)));
   }
 
   /**
@@ -405,25 +399,38 @@ export class RocksStore {
    * array (`batch_do`), which reads three properties of every op through N-API.
    */
   write(ops: readonly BatchOp[]): Promise<void> {
-    if (this.closed || this.reopening || !this.dbOpen) return Promise.reject(new Error(`store is ${this.closed ? "closed" : "reopening"}`));
+    const refused = this.refusal();
+    if (refused !== undefined) return Promise.reject(refused);
     if (ops.length === 0) return Promise.resolve();
     const batch = binding.batch_init(this.db.context);
     for (const op of ops) {
       if (op.type === "put") binding.batch_put(batch, op.key, op.value);
       else binding.batch_del(batch, op.key);
     }
-    this.native++;
-    return promisify<void>((cb) =>
-      binding.batch_write(batch, { sync: this.durability === Durability.FSYNC }, (err) => {
-        this.calledBack();
-        cb(err);
-      }),
-    );
+    return promisify<void>(this.tracked((cb) => binding.batch_write(batch, { sync: this.durability === Durability.FSYNC }, cb)));
   }
 
-  /** A native call called back: a close waiting for the last one goes on. */
-  private calledBack(): void {
-    if (--this.native === 0) this.nativeDone?.();
+  /** Why the store takes no call now (closed, or reopening after a full disk); undefined when it does. */
+  private refusal(): Error | undefined {
+    return this.closed || this.reopening || !this.dbOpen ? new Error(`store is ${this.closed ? "closed" : "reopening"}`) : undefined;
+  }
+
+  /**
+   * Wraps a native call so it is counted while under way (close and reopen wait for the count to
+   * drop to 0): `call(cb)` starts it at once, with a callback that uncounts it, then calls `cb`.
+   */
+  private tracked<T>(call: (cb: Callback<T>) => void): (cb: Callback<T>) => void {
+    this.native++;
+    return (cb) =>
+      call((err, value) => {
+        if (--this.native === 0) this.nativeDone?.();
+        cb(err, value);
+      });
+  }
+
+  /** Waits until no native call is under way. */
+  private async nativeCallsDone(): Promise<void> {
+    if (this.native > 0) await new Promise<void>((resolve) => (this.nativeDone = resolve));
   }
 
   /**
@@ -433,7 +440,8 @@ export class RocksStore {
    * Breaking out of the loop releases the iterator.
    */
   async *scan(range: KeyRange, options: { keys?: boolean; values?: boolean } = {}): AsyncGenerator<[string, string][]> {
-    if (this.closed || this.reopening || !this.dbOpen) throw new Error(`store is ${this.closed ? "closed" : "reopening"}`);
+    const refused = this.refusal();
+    if (refused !== undefined) throw refused;
     const it = binding.iterator_init(this.db.context, {
       gte: range.gte,
       lt: range.lt,
@@ -454,12 +462,9 @@ export class RocksStore {
         if (this.closed || this.reopening || !this.dbOpen || this.db !== db)
           reject(new Error(`store is ${this.closed ? "closed" : "reopening"}; the scan was ended`));
         else {
-          this.native++;
-          binding.iterator_next(it, (err, entries, finished) => {
-            this.calledBack();
-            if (err) reject(err);
-            else resolve({ entries, finished });
-          });
+          this.tracked<IteratorChunk>((cb) => binding.iterator_next(it, (err, entries, finished) => cb(err, { entries, finished })))((err, chunk) =>
+            err ? reject(err) : resolve(chunk as IteratorChunk),
+          );
         }
       });
       // A read ahead fails while the caller is away, before anyone awaits it: that must not count
@@ -490,13 +495,7 @@ export class RocksStore {
       await reading?.catch(() => undefined);
       // Closing or reopening the database ended its iterators, and ending one again would never call back.
       if (!this.closed && !this.reopening && this.dbOpen && this.db === db) {
-        this.native++;
-        await promisify<void>((cb) =>
-          binding.iterator_end(it, (err) => {
-            this.calledBack();
-            cb(err);
-          }),
-        );
+        await promisify<void>(this.tracked((cb) => binding.iterator_end(it, cb)));
       }
     }
   }
@@ -510,7 +509,7 @@ export class RocksStore {
         await this.reopened?.catch(() => undefined);
         // A native call still under way on the thread pool would read or write a freed handle and
         // crash the process: new ones are refused (closed), and those under way are waited for.
-        if (this.native > 0) await new Promise<void>((resolve) => (this.nativeDone = resolve));
+        await this.nativeCallsDone();
         if (this.dbOpen) await promisify<void>((cb) => this.db.close(cb));
         this.dbOpen = false;
       })();
